@@ -1,0 +1,1 @@
+//! Converters from source layouts to the dataset format.

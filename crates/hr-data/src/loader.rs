@@ -1,0 +1,642 @@
+//! The deterministic distributed loader and the evaluation view.
+//!
+//! Training items are (clip, caption) pairs in the order of [`crate::order::epoch_order`]; each
+//! rank decodes its share of every global batch on a bounded prefetch pipeline: one producer
+//! thread fetches row groups (with a small cache) and a worker pool decodes, resamples, crops
+//! and tokenizes, staying at most `prefetch_batches` batches ahead of the consumer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::audio::{crop_or_pad, load_32k, TARGET_SR};
+use crate::error::{DataError, Result};
+use crate::manifest::Manifest;
+use crate::order::{batches_per_epoch, epoch_order, global_batch, partition, Cursor, Item, OrderConfig, Shape};
+use crate::rng::Rng;
+use crate::schema::{BatchView, ClipRecord};
+use crate::shard::ShardReader;
+use crate::store::Store;
+use crate::text::{tags_to_text, TextTokenizer, TokenBatch};
+
+/// Which metadata string accompanies each clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataKind {
+    /// Open-set keywords joined with spaces (OS).
+    #[default]
+    Keywords,
+    /// Closed-set labels joined with spaces (CS).
+    Labels,
+    /// The `description` column.
+    Description,
+    /// Full-sentence metadata simulated from another caption (FS): caption (k+1) mod n in
+    /// training, caption 2 mod n at evaluation (that caption is then not used as a query).
+    FullSentence,
+}
+
+/// Loader settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    /// Base seed of the data order.
+    pub seed: u64,
+    /// Global batch size over all ranks.
+    pub global_batch: usize,
+    /// Number of ranks.
+    pub world_size: usize,
+    /// This rank.
+    pub rank: usize,
+    /// Crop/pad length in seconds at 32 kHz.
+    pub clip_seconds: f32,
+    /// Random crop offset for longer clips (training); start at 0 otherwise.
+    pub random_crop: bool,
+    /// Maximum tokens per text including [CLS]/[SEP].
+    pub max_tokens: usize,
+    /// Batches decoded ahead of the consumer.
+    pub prefetch_batches: usize,
+    /// Decode worker threads.
+    pub workers: usize,
+    /// Row groups per shuffle window.
+    pub shuffle_window_row_groups: usize,
+    /// Skip (count and log) rows whose audio does not decode instead of failing.
+    pub skip_undecodable: bool,
+    /// Check shard sha256 against the manifest when opening.
+    pub verify_checksums: bool,
+    /// Metadata kind.
+    pub metadata: MetadataKind,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            seed: 0,
+            global_batch: 32,
+            world_size: 1,
+            rank: 0,
+            clip_seconds: 10.0,
+            random_crop: true,
+            max_tokens: crate::text::MAX_TOKENS,
+            prefetch_batches: 4,
+            workers: 2,
+            shuffle_window_row_groups: 8,
+            skip_undecodable: false,
+            verify_checksums: true,
+            metadata: MetadataKind::Keywords,
+        }
+    }
+}
+
+impl LoaderConfig {
+    /// Crop/pad length in samples.
+    pub fn clip_samples(&self) -> usize {
+        (self.clip_seconds * TARGET_SR as f32).round() as usize
+    }
+
+    fn order(&self) -> OrderConfig {
+        OrderConfig {
+            seed: self.seed,
+            global_batch: self.global_batch,
+            window_row_groups: self.shuffle_window_row_groups,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.global_batch == 0 || self.world_size == 0 || self.global_batch % self.world_size != 0 {
+            return Err(DataError::Config(format!(
+                "global_batch {} must be a positive multiple of world_size {}",
+                self.global_batch, self.world_size
+            )));
+        }
+        if self.rank >= self.world_size {
+            return Err(DataError::Config(format!("rank {} >= world_size {}", self.rank, self.world_size)));
+        }
+        if self.clip_samples() == 0 {
+            return Err(DataError::Config("clip_seconds must be > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Text metadata of one clip (no audio).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipMeta {
+    /// Clip id.
+    pub id: String,
+    /// Captions.
+    pub captions: Vec<String>,
+    /// Keywords.
+    pub keywords: Vec<String>,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Row group (global index over the split).
+    pub row_group: usize,
+    /// Row inside its row group.
+    pub row_in_group: usize,
+}
+
+#[derive(Debug, Clone)]
+struct RowGroupRef {
+    shard: usize,
+    rg: usize,
+    first_row: usize,
+}
+
+/// The text index of one split plus handles to fetch audio by row group.
+pub struct SplitIndex {
+    shards: Vec<Arc<ShardReader>>,
+    groups: Vec<RowGroupRef>,
+    /// Clip metadata, indexed by clip.
+    pub clips: Vec<ClipMeta>,
+    shape: Shape,
+}
+
+const META_COLUMNS: [&str; 5] = ["id", "captions", "keywords", "labels", "description"];
+
+impl SplitIndex {
+    /// Opens every shard of `split` and reads the text columns.
+    pub fn open(store: &Store, manifest: &Manifest, split: &str, verify: bool) -> Result<Self> {
+        let mut idx = SplitIndex {
+            shards: Vec::new(),
+            groups: Vec::new(),
+            clips: Vec::new(),
+            shape: Shape {
+                row_group_clips: Vec::new(),
+                captions_per_clip: Vec::new(),
+            },
+        };
+        for info in manifest.split(split)? {
+            let reader = Arc::new(ShardReader::open(store, info, verify)?);
+            idx.add_shard(reader)?;
+        }
+        Ok(idx)
+    }
+
+    fn add_shard(&mut self, reader: Arc<ShardReader>) -> Result<()> {
+        let shard = self.shards.len();
+        let rg_rows = reader.row_group_rows();
+        let base_group = self.groups.len();
+        let mut first_row = 0;
+        for (rg, &n) in rg_rows.iter().enumerate() {
+            self.groups.push(RowGroupRef { shard, rg, first_row });
+            self.shape.row_group_clips.push(n as u32);
+            first_row += n;
+        }
+        let mut row = 0usize;
+        let mut rg = 0usize;
+        let mut rg_start = 0usize;
+        for batch in reader.read(None, Some(&META_COLUMNS))? {
+            let view = BatchView::new(&batch, reader.name(), row, &["id", "captions"])?;
+            for r in 0..batch.num_rows() {
+                while rg + 1 < rg_rows.len() && row >= rg_start + rg_rows[rg] {
+                    rg_start += rg_rows[rg];
+                    rg += 1;
+                }
+                let captions = view.captions(r)?;
+                self.shape.captions_per_clip.push(captions.len().min(u16::MAX as usize) as u16);
+                self.clips.push(ClipMeta {
+                    id: view.id(r)?,
+                    captions,
+                    keywords: view.keywords(r),
+                    labels: view.labels(r),
+                    description: view.description(r),
+                    row_group: base_group + rg,
+                    row_in_group: row - rg_start,
+                });
+                row += 1;
+            }
+        }
+        self.shards.push(reader);
+        Ok(())
+    }
+
+    /// The shape that determines the epoch order.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// Number of clips.
+    pub fn num_clips(&self) -> usize {
+        self.clips.len()
+    }
+
+    fn read_group(&self, g: usize) -> Result<Vec<ClipRecord>> {
+        let r = &self.groups[g];
+        self.shards[r.shard].read_row_group(r.rg)
+    }
+
+    fn origin(&self, clip: usize) -> String {
+        let m = &self.clips[clip];
+        let r = &self.groups[m.row_group];
+        format!(
+            "shard {}, row {} (clip `{}`)",
+            self.shards[r.shard].name(),
+            r.first_row + m.row_in_group,
+            m.id
+        )
+    }
+
+    /// Metadata text of `clip` for query caption `caption` (training) or evaluation (`None`).
+    pub fn metadata_text(&self, kind: MetadataKind, clip: usize, caption: Option<usize>) -> String {
+        let m = &self.clips[clip];
+        match kind {
+            MetadataKind::Keywords => tags_to_text(&m.keywords),
+            MetadataKind::Labels => tags_to_text(&m.labels),
+            MetadataKind::Description => m.description.clone().unwrap_or_default(),
+            MetadataKind::FullSentence => {
+                let n = m.captions.len().max(1);
+                let k = caption.map_or(2 % n, |k| (k + 1) % n);
+                m.captions.get(k).cloned().unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// A small LRU of decoded row groups.
+struct GroupCache {
+    cap: usize,
+    map: HashMap<usize, Arc<Vec<ClipRecord>>>,
+    lru: VecDeque<usize>,
+}
+
+impl GroupCache {
+    fn get(&mut self, index: &SplitIndex, g: usize) -> Result<Arc<Vec<ClipRecord>>> {
+        if let Some(v) = self.map.get(&g) {
+            let v = v.clone();
+            self.lru.retain(|x| *x != g);
+            self.lru.push_back(g);
+            return Ok(v);
+        }
+        let v = Arc::new(index.read_group(g)?);
+        if self.map.len() >= self.cap {
+            if let Some(old) = self.lru.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.map.insert(g, v.clone());
+        self.lru.push_back(g);
+        Ok(v)
+    }
+}
+
+/// One rank's batch: plain host arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Epoch of this batch.
+    pub epoch: u64,
+    /// Global batch index within the epoch.
+    pub index: u64,
+    /// The cursor to save after this batch was consumed.
+    pub cursor_after: Cursor,
+    /// Rows in this batch (may be below the rank's share when rows were skipped).
+    pub batch_size: usize,
+    /// Samples per waveform.
+    pub samples: usize,
+    /// Waveforms, `[batch_size, samples]` row-major, 32 kHz mono.
+    pub waveforms: Vec<f32>,
+    /// Valid (unpadded) length of each waveform.
+    pub valid_lengths: Vec<u32>,
+    /// Caption tokens.
+    pub captions: TokenBatch,
+    /// Metadata tokens (same tokenizer and preprocessing).
+    pub metadata: TokenBatch,
+    /// Clip index of each row (equal indices are same-clip positives).
+    pub clip_indices: Vec<u32>,
+    /// Caption index of each row.
+    pub caption_indices: Vec<u16>,
+    /// Rows skipped because their audio did not decode.
+    pub skipped: u32,
+}
+
+struct Decoded {
+    item: Item,
+    wave: Vec<f32>,
+    valid: usize,
+    caption: String,
+    meta: String,
+}
+
+/// Shared state of the decoding side.
+struct Work {
+    index: Arc<SplitIndex>,
+    cfg: LoaderConfig,
+    tok: TextTokenizer,
+    pool: rayon::ThreadPool,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Work {
+    fn decode_item(&self, rec: &ClipRecord, item: Item, epoch: u64, pos: u64) -> Result<Decoded> {
+        let clip = item.clip as usize;
+        let origin = self.index.origin(clip);
+        let wave = load_32k(&rec.audio.bytes, &rec.audio.path, &origin)?;
+        let len = self.cfg.clip_samples();
+        let offset = if self.cfg.random_crop && wave.len() > len {
+            Rng::from_parts(&[self.cfg.seed, epoch, pos, 0xC40B]).below(wave.len() - len + 1)
+        } else {
+            0
+        };
+        let (wave, valid) = crop_or_pad(&wave, len, offset);
+        let caption = rec.captions.get(item.caption as usize).cloned().unwrap_or_default();
+        let meta = self.index.metadata_text(self.cfg.metadata, clip, Some(item.caption as usize));
+        Ok(Decoded {
+            item,
+            wave,
+            valid,
+            caption,
+            meta,
+        })
+    }
+
+    fn build(&self, epoch: u64, b: u64, first_pos: u64, items: &[Item], groups: &HashMap<usize, Arc<Vec<ClipRecord>>>, bpe: u64) -> Result<Batch> {
+        let results: Vec<Result<Decoded>> = self.pool.install(|| {
+            items
+                .par_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let m = &self.index.clips[item.clip as usize];
+                    let rec = &groups[&m.row_group][m.row_in_group];
+                    self.decode_item(rec, *item, epoch, first_pos + i as u64)
+                })
+                .collect()
+        });
+        let mut rows = Vec::with_capacity(items.len());
+        let mut skipped = 0u32;
+        for r in results {
+            match r {
+                Ok(d) => rows.push(d),
+                Err(e @ DataError::Undecodable { .. }) if self.cfg.skip_undecodable => {
+                    skipped += 1;
+                    let total = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(skipped_total = total, "skipping row: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let captions = self.tok.encode_batch(&rows.iter().map(|d| d.caption.as_str()).collect::<Vec<_>>())?;
+        let metadata = self.tok.encode_batch(&rows.iter().map(|d| d.meta.as_str()).collect::<Vec<_>>())?;
+        let samples = self.cfg.clip_samples();
+        let mut waveforms = Vec::with_capacity(rows.len() * samples);
+        for d in &rows {
+            waveforms.extend_from_slice(&d.wave);
+        }
+        Ok(Batch {
+            epoch,
+            index: b,
+            cursor_after: Cursor::after(epoch, b, self.cfg.global_batch, bpe),
+            batch_size: rows.len(),
+            samples,
+            waveforms,
+            valid_lengths: rows.iter().map(|d| d.valid as u32).collect(),
+            captions,
+            metadata,
+            clip_indices: rows.iter().map(|d| d.item.clip).collect(),
+            caption_indices: rows.iter().map(|d| d.item.caption).collect(),
+            skipped,
+        })
+    }
+}
+
+/// The training loader of one rank. Iterate it to get batches; each batch carries its cursor.
+pub struct Loader {
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+    skipped: Arc<AtomicU64>,
+    batches_per_epoch: u64,
+}
+
+fn build_pool(workers: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.max(1))
+        .thread_name(|i| format!("hr-data-decode-{i}"))
+        .build()
+        .map_err(|e| DataError::Config(format!("cannot start decode pool: {e}")))
+}
+
+impl Loader {
+    /// Starts loading from `start` until `end_epoch` (exclusive; `None` = forever).
+    pub fn new(index: Arc<SplitIndex>, cfg: LoaderConfig, tok: TextTokenizer, start: Cursor, end_epoch: Option<u64>) -> Result<Self> {
+        cfg.validate()?;
+        let bpe = batches_per_epoch(index.shape(), cfg.global_batch);
+        if bpe == 0 {
+            return Err(DataError::Config(format!(
+                "split has {} items, fewer than one global batch of {}",
+                index.shape().num_items(),
+                cfg.global_batch
+            )));
+        }
+        let first = start.next_batch(cfg.global_batch)?;
+        let skipped = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = sync_channel(cfg.prefetch_batches.max(1));
+        let work = Work {
+            pool: build_pool(cfg.workers)?,
+            index,
+            cfg,
+            tok,
+            skipped: skipped.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("hr-data-loader".into())
+            .spawn(move || produce(work, start.epoch, first, end_epoch, bpe, tx))
+            .map_err(|e| DataError::Config(format!("cannot start loader thread: {e}")))?;
+        Ok(Loader {
+            rx: Some(rx),
+            handle: Some(handle),
+            skipped,
+            batches_per_epoch: bpe,
+        })
+    }
+
+    /// Rows skipped so far because their audio did not decode.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Global batches per epoch.
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.batches_per_epoch
+    }
+}
+
+fn produce(work: Work, epoch0: u64, first: u64, end_epoch: Option<u64>, bpe: u64, tx: SyncSender<Result<Batch>>) {
+    let g = work.cfg.global_batch;
+    let mut cache = GroupCache {
+        cap: 2 * work.cfg.shuffle_window_row_groups.max(1) + 2,
+        map: HashMap::new(),
+        lru: VecDeque::new(),
+    };
+    let mut epoch = epoch0;
+    let mut b0 = first;
+    while end_epoch.is_none_or(|e| epoch < e) {
+        let order = epoch_order(work.index.shape(), &work.cfg.order(), epoch);
+        for b in b0..bpe {
+            let res = produce_batch(&work, &mut cache, &order, epoch, b, g, bpe);
+            let failed = res.is_err();
+            if tx.send(res).is_err() || failed {
+                return;
+            }
+        }
+        b0 = 0;
+        epoch += 1;
+    }
+}
+
+fn produce_batch(work: &Work, cache: &mut GroupCache, order: &[Item], epoch: u64, b: u64, g: usize, bpe: u64) -> Result<Batch> {
+    let global = global_batch(order, b, g);
+    let mine = partition(global, work.cfg.rank, work.cfg.world_size)?;
+    let per = g / work.cfg.world_size;
+    let first_pos = b * g as u64 + (work.cfg.rank * per) as u64;
+    let mut groups = HashMap::new();
+    for item in mine {
+        let rg = work.index.clips[item.clip as usize].row_group;
+        if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(rg) {
+            v.insert(cache.get(&work.index, rg)?);
+        }
+    }
+    work.build(epoch, b, first_pos, mine, &groups, bpe)
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Dropping the receiver makes the producer's next send fail, so it exits.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One evaluation query: a caption of a clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Clip index (the relevant item).
+    pub clip: u32,
+    /// Caption index.
+    pub caption: u16,
+    /// Caption text.
+    pub text: String,
+}
+
+/// A batch of evaluation queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryBatch {
+    /// Tokens.
+    pub tokens: TokenBatch,
+    /// Relevant clip of each query.
+    pub clip_indices: Vec<u32>,
+}
+
+/// A batch of evaluation clips: audio plus metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipBatch {
+    /// Clip indices.
+    pub clip_indices: Vec<u32>,
+    /// Samples per waveform.
+    pub samples: usize,
+    /// Waveforms `[n, samples]`.
+    pub waveforms: Vec<f32>,
+    /// Valid lengths.
+    pub valid_lengths: Vec<u32>,
+    /// Metadata tokens.
+    pub metadata: TokenBatch,
+}
+
+/// Evaluation view: every caption of every clip once, in fixed order, plus each clip once.
+pub struct EvalSet {
+    work: Work,
+}
+
+impl EvalSet {
+    /// Builds the evaluation view (crops start at 0).
+    pub fn new(index: Arc<SplitIndex>, mut cfg: LoaderConfig, tok: TextTokenizer) -> Result<Self> {
+        cfg.random_crop = false;
+        Ok(EvalSet {
+            work: Work {
+                pool: build_pool(cfg.workers)?,
+                index,
+                cfg,
+                tok,
+                skipped: Arc::new(AtomicU64::new(0)),
+            },
+        })
+    }
+
+    /// All queries in (clip, caption) order; with FS metadata the metadata caption is excluded.
+    pub fn queries(&self) -> Vec<Query> {
+        let fs = self.work.cfg.metadata == MetadataKind::FullSentence;
+        let mut out = Vec::new();
+        for (c, m) in self.work.index.clips.iter().enumerate() {
+            let meta_k = 2 % m.captions.len().max(1);
+            for (k, text) in m.captions.iter().enumerate() {
+                if fs && k == meta_k && m.captions.len() > 1 {
+                    continue;
+                }
+                out.push(Query {
+                    clip: c as u32,
+                    caption: k as u16,
+                    text: text.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Queries tokenized in batches of `batch_size`.
+    pub fn query_batches(&self, batch_size: usize) -> Result<Vec<QueryBatch>> {
+        self.queries()
+            .chunks(batch_size.max(1))
+            .map(|qs| {
+                Ok(QueryBatch {
+                    tokens: self.work.tok.encode_batch(&qs.iter().map(|q| q.text.as_str()).collect::<Vec<_>>())?,
+                    clip_indices: qs.iter().map(|q| q.clip).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of clips.
+    pub fn num_clips(&self) -> usize {
+        self.work.index.num_clips()
+    }
+
+    /// Decodes clips `[start, start + n)` with their metadata.
+    pub fn clip_batch(&self, start: usize, n: usize) -> Result<ClipBatch> {
+        let end = (start + n).min(self.num_clips());
+        let index = &self.work.index;
+        let mut groups = HashMap::new();
+        for c in start..end {
+            let rg = index.clips[c].row_group;
+            if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(rg) {
+                v.insert(Arc::new(index.read_group(rg)?));
+            }
+        }
+        let items: Vec<Item> = (start..end).map(|c| Item { clip: c as u32, caption: 0 }).collect();
+        let b = self.work.build(0, 0, 0, &items, &groups, 1)?;
+        let metas: Vec<String> = b
+            .clip_indices
+            .iter()
+            .map(|&c| index.metadata_text(self.work.cfg.metadata, c as usize, None))
+            .collect();
+        Ok(ClipBatch {
+            clip_indices: b.clip_indices,
+            samples: b.samples,
+            waveforms: b.waveforms,
+            valid_lengths: b.valid_lengths,
+            metadata: self.work.tok.encode_batch(&metas)?,
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! `manifest.json`: the list of shards per split with their sizes and hashes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+use crate::schema::SCHEMA_VERSION;
+use crate::store::Store;
+
+/// File name of the manifest inside a dataset root.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// One Parquet shard as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Path relative to the dataset root, e.g. `train/part-00000-of-00008.parquet`.
+    pub path: String,
+    /// Number of clips (rows).
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex sha256 of the file.
+    pub sha256: String,
+}
+
+/// The dataset manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Dataset name (e.g. `clotho`, `synthetic`).
+    pub name: String,
+    /// Schema version of the shards.
+    pub schema_version: u32,
+    /// Tool that wrote the dataset.
+    pub created_by: String,
+    /// Shards per split, in order.
+    pub splits: BTreeMap<String, Vec<ShardInfo>>,
+    /// Tokenizer file relative to the root, when the dataset ships one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+}
+
+impl Manifest {
+    /// An empty manifest for dataset `name`.
+    pub fn new(name: &str) -> Self {
+        Manifest {
+            name: name.to_string(),
+            schema_version: SCHEMA_VERSION,
+            created_by: format!("hr-data {}", env!("CARGO_PKG_VERSION")),
+            splits: BTreeMap::new(),
+            tokenizer: None,
+        }
+    }
+
+    /// Shards of `split`, or an error naming the available splits.
+    pub fn split(&self, split: &str) -> Result<&[ShardInfo]> {
+        self.splits.get(split).map(Vec::as_slice).ok_or_else(|| {
+            DataError::Config(format!(
+                "split `{split}` not in the manifest of `{}` (available: {})",
+                self.name,
+                self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Total rows in `split` (0 if absent).
+    pub fn rows(&self, split: &str) -> u64 {
+        self.splits.get(split).map_or(0, |s| s.iter().map(|x| x.rows).sum())
+    }
+
+    /// Parses and validates manifest JSON (`origin` names it in errors).
+    pub fn from_json(text: &[u8], origin: &str) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(text).map_err(|e| DataError::BadManifest {
+            path: origin.to_string(),
+            detail: e.to_string(),
+        })?;
+        if m.schema_version != SCHEMA_VERSION {
+            return Err(DataError::BadManifest {
+                path: origin.to_string(),
+                detail: format!(
+                    "schema_version {} is not supported (this build reads {SCHEMA_VERSION})",
+                    m.schema_version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Loads the manifest of the dataset behind `store`.
+    pub fn load(store: &Store) -> Result<Self> {
+        let bytes = store.get(MANIFEST_FILE).map_err(|e| DataError::MissingManifest {
+            root: store.root().to_string(),
+            detail: e.to_string(),
+        })?;
+        Manifest::from_json(&bytes, &format!("{}/{MANIFEST_FILE}", store.root()))
+    }
+
+    /// Writes `root/manifest.json` atomically: temp file, fsync, rename, fsync of the directory.
+    pub fn write_atomic(&self, root: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(|e| DataError::Config(e.to_string()))?;
+        write_atomic(&root.join(MANIFEST_FILE), &text)
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Directory fsync makes the rename durable; not supported everywhere, so best effort.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! Parquet shard writer and reader.
+//!
+//! Writing is local (converters write a local dataset root that can then be uploaded); reading goes
+//! through [`Store`], fetching either the whole shard (hash-verified) or byte ranges on demand.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::{Buf, Bytes};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{ChunkReader, Length};
+use sha2::{Digest, Sha256};
+
+use crate::error::{DataError, Result};
+use crate::manifest::{Manifest, ShardInfo};
+use crate::schema::{arrow_schema, to_record_batch, BatchView, ClipRecord, COLUMNS, SCHEMA_VERSION};
+use crate::store::Store;
+
+/// Clips per Parquet row group.
+pub const ROW_GROUP_CLIPS: usize = 64;
+
+/// Default clips per shard file.
+pub const DEFAULT_CLIPS_PER_SHARD: usize = 512;
+
+/// Lower-case hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Streams a local file through sha256, returning (hash, size).
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+fn writer_props() -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(3).map_err(|e| DataError::Config(e.to_string()))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_CLIPS))
+        .set_created_by(format!("hr-data schema v{SCHEMA_VERSION}"))
+        .build())
+}
+
+/// Writes the shards of one split, rolling to a new file every `clips_per_shard` clips.
+struct SplitWriter {
+    split: String,
+    dir: PathBuf,
+    clips_per_shard: usize,
+    pending: Vec<ClipRecord>,
+    current: Option<(ArrowWriter<BufWriter<File>>, PathBuf)>,
+    rows_in_current: usize,
+    finished: Vec<(PathBuf, u64)>,
+}
+
+impl SplitWriter {
+    fn new(root: &Path, split: &str, clips_per_shard: usize) -> Result<Self> {
+        let dir = root.join(split);
+        std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+        Ok(SplitWriter {
+            split: split.to_string(),
+            dir,
+            clips_per_shard: clips_per_shard.max(1),
+            pending: Vec::with_capacity(ROW_GROUP_CLIPS),
+            current: None,
+            rows_in_current: 0,
+            finished: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, clip: ClipRecord) -> Result<()> {
+        if clip.captions.is_empty() {
+            return Err(DataError::Config(format!(
+                "clip `{}` of split {} has no captions; every clip needs 1..5 captions",
+                clip.id, self.split
+            )));
+        }
+        self.pending.push(clip);
+        let room = self.clips_per_shard - self.rows_in_current;
+        if self.pending.len() >= ROW_GROUP_CLIPS.min(room) {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let tmp = self.dir.join(format!(".part-{:05}.parquet.tmp", self.finished.len()));
+            let f = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+            let w = ArrowWriter::try_new(BufWriter::new(f), arrow_schema(), Some(writer_props()?))
+                .map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
+            self.current = Some((w, tmp));
+        }
+        let batch = to_record_batch(&self.pending)?;
+        let n = self.pending.len();
+        self.pending.clear();
+        if let Some((w, tmp)) = self.current.as_mut() {
+            w.write(&batch).map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
+            w.flush().map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
+        }
+        self.rows_in_current += n;
+        if self.rows_in_current >= self.clips_per_shard {
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((w, tmp)) = self.current.take() {
+            let inner = w
+                .into_inner()
+                .map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
+            let f = inner
+                .into_inner()
+                .map_err(|e| DataError::io(&tmp, e.into_error()))?;
+            f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
+            self.finished.push((tmp, self.rows_in_current as u64));
+            self.rows_in_current = 0;
+        }
+        Ok(())
+    }
+
+    /// Renames temp files to `part-i-of-n.parquet`, removes stale parts, returns shard infos.
+    fn finish(mut self) -> Result<Vec<ShardInfo>> {
+        self.flush_pending()?;
+        self.close_current()?;
+        let n = self.finished.len();
+        let mut infos = Vec::with_capacity(n);
+        let mut keep = Vec::with_capacity(n);
+        for (i, (tmp, rows)) in self.finished.iter().enumerate() {
+            let name = format!("part-{i:05}-of-{n:05}.parquet");
+            let dst = self.dir.join(&name);
+            std::fs::rename(tmp, &dst).map_err(|e| DataError::io(&dst, e))?;
+            let (sha256, bytes) = sha256_file(&dst)?;
+            infos.push(ShardInfo {
+                path: format!("{}/{name}", self.split),
+                rows: *rows,
+                bytes,
+                sha256,
+            });
+            keep.push(name);
+        }
+        remove_stale_parts(&self.dir, &keep)?;
+        Ok(infos)
+    }
+}
+
+fn remove_stale_parts(dir: &Path, keep: &[String]) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("part-") && name.ends_with(".parquet") && !keep.contains(&name) {
+            std::fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a dataset root: shards per split plus an atomically written manifest.
+///
+/// Memory is bounded by one row group per open split.
+pub struct DatasetWriter {
+    root: PathBuf,
+    name: String,
+    clips_per_shard: usize,
+    splits: BTreeMap<String, SplitWriter>,
+    tokenizer: Option<String>,
+}
+
+impl DatasetWriter {
+    /// Creates (or reuses) the local directory `root`.
+    pub fn create(root: &Path, name: &str, clips_per_shard: usize) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| DataError::io(root, e))?;
+        Ok(DatasetWriter {
+            root: root.to_path_buf(),
+            name: name.to_string(),
+            clips_per_shard,
+            splits: BTreeMap::new(),
+            tokenizer: None,
+        })
+    }
+
+    /// The dataset root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Records a tokenizer file (relative to the root) in the manifest.
+    pub fn set_tokenizer(&mut self, rel: &str) {
+        self.tokenizer = Some(rel.to_string());
+    }
+
+    /// Appends one clip to `split`.
+    pub fn push(&mut self, split: &str, clip: ClipRecord) -> Result<()> {
+        if !self.splits.contains_key(split) {
+            let w = SplitWriter::new(&self.root, split, self.clips_per_shard)?;
+            self.splits.insert(split.to_string(), w);
+        }
+        match self.splits.get_mut(split) {
+            Some(w) => w.push(clip),
+            None => Err(DataError::Config(format!("split {split} vanished"))),
+        }
+    }
+
+    /// Closes all shards and writes manifest.json atomically.
+    pub fn finish(self) -> Result<Manifest> {
+        let mut manifest = Manifest::new(&self.name);
+        manifest.tokenizer = self.tokenizer;
+        for (split, w) in self.splits {
+            manifest.splits.insert(split, w.finish()?);
+        }
+        manifest.write_atomic(&self.root)?;
+        Ok(manifest)
+    }
+}
+
+/// Where a shard's bytes come from: fully in memory, or byte ranges on a store.
+#[derive(Clone)]
+pub enum ShardBytes {
+    /// The whole file in memory.
+    Mem(Bytes),
+    /// Ranges fetched on demand.
+    Remote {
+        /// The store.
+        store: Store,
+        /// Path relative to the root.
+        rel: String,
+        /// File size.
+        len: u64,
+    },
+}
+
+impl Length for ShardBytes {
+    fn len(&self) -> u64 {
+        match self {
+            ShardBytes::Mem(b) => b.len() as u64,
+            ShardBytes::Remote { len, .. } => *len,
+        }
+    }
+}
+
+fn store_err(e: DataError) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl ChunkReader for ShardBytes {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let end = self.len();
+        self.get_bytes(start, end.saturating_sub(start) as usize).map(|b| b.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            ShardBytes::Mem(b) => ChunkReader::get_bytes(b, start, length),
+            ShardBytes::Remote { store, rel, len } => {
+                let end = start + length as u64;
+                if end > *len {
+                    return Err(parquet::errors::ParquetError::EOF(format!(
+                        "range {start}..{end} past end of {rel} ({len} bytes)"
+                    )));
+                }
+                store.get_range(rel, start..end).map_err(store_err)
+            }
+        }
+    }
+}
+
+/// An open shard: metadata read once, row groups decoded on demand.
+#[derive(Clone)]
+pub struct ShardReader {
+    name: String,
+    bytes: ShardBytes,
+    meta: ArrowReaderMetadata,
+}
+
+impl ShardReader {
+    /// Opens shard `info` of the dataset behind `store`.
+    ///
+    /// With `verify`, the whole file is fetched and its sha256 and size checked against the manifest;
+    /// otherwise only the footer is read now and row groups are fetched as byte ranges later.
+    pub fn open(store: &Store, info: &ShardInfo, verify: bool) -> Result<Self> {
+        let bytes = if verify {
+            let b = store.get(&info.path)?;
+            let actual = sha256_hex(&b);
+            if actual != info.sha256 {
+                return Err(DataError::ChecksumMismatch {
+                    shard: info.path.clone(),
+                    expected: info.sha256.clone(),
+                    actual,
+                });
+            }
+            ShardBytes::Mem(b)
+        } else {
+            let len = store.size(&info.path)?;
+            ShardBytes::Remote {
+                store: store.clone(),
+                rel: info.path.clone(),
+                len,
+            }
+        };
+        Self::from_bytes(&info.path, bytes)
+    }
+
+    /// Opens a shard from bytes; `name` is used in errors.
+    pub fn from_bytes(name: &str, bytes: ShardBytes) -> Result<Self> {
+        let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(|e| {
+            DataError::CorruptShard {
+                shard: name.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        let r = ShardReader {
+            name: name.to_string(),
+            bytes,
+            meta,
+        };
+        r.check_schema()?;
+        Ok(r)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let schema = self.meta.schema();
+        for required in ["id", "audio", "captions"] {
+            if schema.field_with_name(required).is_err() {
+                return Err(DataError::WrongSchema {
+                    shard: self.name.clone(),
+                    column: required.to_string(),
+                    detail: "column is missing".into(),
+                    version: SCHEMA_VERSION,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard's path relative to the root.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Rows per row group.
+    pub fn row_group_rows(&self) -> Vec<usize> {
+        let md = self.meta.metadata();
+        (0..md.num_row_groups())
+            .map(|i| md.row_group(i).num_rows().max(0) as usize)
+            .collect()
+    }
+
+    /// Total rows.
+    pub fn num_rows(&self) -> usize {
+        self.row_group_rows().iter().sum()
+    }
+
+    fn corrupt(&self, e: impl std::fmt::Display) -> DataError {
+        DataError::CorruptShard {
+            shard: self.name.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Reads the given row groups (all when `None`) with only `columns` (all when `None`).
+    pub fn read(&self, row_groups: Option<Vec<usize>>, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+        let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
+            .with_batch_size(ROW_GROUP_CLIPS * 4);
+        if let Some(rg) = row_groups {
+            b = b.with_row_groups(rg);
+        }
+        if let Some(cols) = columns {
+            let schema = self.meta.schema();
+            let idx: Vec<usize> = cols.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+            b = b.with_projection(ProjectionMask::roots(self.meta.parquet_schema(), idx));
+        }
+        let reader = b.build().map_err(|e| self.corrupt(e))?;
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.corrupt(e))
+    }
+
+    /// Row offset of the first row of row group `rg` inside the shard.
+    pub fn row_group_offset(&self, rg: usize) -> usize {
+        self.row_group_rows().iter().take(rg).sum()
+    }
+
+    /// Reads full records of one row group.
+    pub fn read_row_group(&self, rg: usize) -> Result<Vec<ClipRecord>> {
+        let batches = self.read(Some(vec![rg]), None)?;
+        let mut offset = self.row_group_offset(rg);
+        let mut out = Vec::new();
+        for batch in &batches {
+            let view = BatchView::new(batch, &self.name, offset, &COLUMNS[..3])?;
+            for row in 0..batch.num_rows() {
+                out.push(view.record(row)?);
+            }
+            offset += batch.num_rows();
+        }
+        Ok(out)
+    }
+
+    /// Reads every record of the shard.
+    pub fn read_all(&self) -> Result<Vec<ClipRecord>> {
+        let mut out = Vec::new();
+        for rg in 0..self.row_group_rows().len() {
+            out.extend(self.read_row_group(rg)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Opens every shard of `split` (used by inspect/verify and tests).
+pub fn open_split(store: &Store, manifest: &Manifest, split: &str, verify: bool) -> Result<Vec<Arc<ShardReader>>> {
+    manifest
+        .split(split)?
+        .iter()
+        .map(|info| ShardReader::open(store, info, verify).map(Arc::new))
+        .collect()
+}

@@ -1,0 +1,210 @@
+//! Text preprocessing (spec section 2) and BERT-style WordPiece tokenization.
+
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{DataError, Result};
+
+/// Maximum tokens per text (including [CLS] and [SEP]).
+pub const MAX_TOKENS: usize = 32;
+
+/// Special tokens in id order: `[PAD]` = 0.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Lowercases and deletes every ASCII punctuation character ("dog's" -> "dogs").
+pub fn preprocess(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect()
+}
+
+/// Joins tags with spaces and preprocesses them (metadata string).
+pub fn tags_to_text(tags: &[String]) -> String {
+    preprocess(&tags.join(" "))
+}
+
+/// Token ids and masks of a padded batch of texts, row-major `[rows, cols]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenBatch {
+    /// Token ids, `rows * cols`.
+    pub ids: Vec<u32>,
+    /// Attention mask (1 = token, 0 = padding), `rows * cols`.
+    pub mask: Vec<u8>,
+    /// Number of texts.
+    pub rows: usize,
+    /// Padded length (longest text in the batch).
+    pub cols: usize,
+}
+
+/// A loaded tokenizer with the project's truncation/padding policy.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    tok: Tokenizer,
+    pad_id: u32,
+    sep_id: u32,
+    max_len: usize,
+    origin: String,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer").field("origin", &self.origin).finish()
+    }
+}
+
+fn tok_err(origin: &str, e: impl std::fmt::Display) -> DataError {
+    DataError::Tokenizer {
+        path: origin.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl TextTokenizer {
+    /// Loads a `tokenizer.json` from bytes; padding/truncation stored in the file are disabled.
+    pub fn from_bytes(bytes: &[u8], origin: &str, max_len: usize) -> Result<Self> {
+        let mut tok = Tokenizer::from_bytes(bytes).map_err(|e| tok_err(origin, e))?;
+        tok.with_padding(None);
+        tok.with_truncation(None).map_err(|e| tok_err(origin, e))?;
+        let id = |t: &str| {
+            tok.token_to_id(t)
+                .ok_or_else(|| tok_err(origin, format!("vocabulary has no {t} token")))
+        };
+        let pad_id = id("[PAD]")?;
+        let sep_id = id("[SEP]")?;
+        if max_len < 2 {
+            return Err(DataError::Config(format!("max_tokens must be >= 2, got {max_len}")));
+        }
+        Ok(TextTokenizer {
+            tok,
+            pad_id,
+            sep_id,
+            max_len,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Vocabulary size including special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.tok.get_vocab_size(true)
+    }
+
+    /// Id of `[PAD]`.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Preprocesses and encodes one text with [CLS]/[SEP], truncated to `max_len` keeping [SEP].
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tok
+            .encode(preprocess(text), true)
+            .map_err(|e| tok_err(&self.origin, e))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > self.max_len {
+            ids.truncate(self.max_len - 1);
+            ids.push(self.sep_id);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes texts and pads them to the longest in the batch.
+    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<TokenBatch> {
+        let seqs = texts
+            .iter()
+            .map(|t| self.encode(t.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let cols = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let mut out = TokenBatch {
+            ids: Vec::with_capacity(seqs.len() * cols),
+            mask: Vec::with_capacity(seqs.len() * cols),
+            rows: seqs.len(),
+            cols,
+        };
+        for s in &seqs {
+            out.ids.extend_from_slice(s);
+            out.mask.extend(std::iter::repeat_n(1u8, s.len()));
+            out.ids.extend(std::iter::repeat_n(self.pad_id, cols - s.len()));
+            out.mask.extend(std::iter::repeat_n(0u8, cols - s.len()));
+        }
+        Ok(out)
+    }
+}
+
+/// Trains a BERT-style WordPiece tokenizer on `texts` and returns its JSON.
+///
+/// [PAD]=0, [UNK], [CLS], [SEP], [MASK]; lowercase BERT normalizer, BertPreTokenizer and the
+/// "[CLS] $A [SEP]" template. Texts are preprocessed (punctuation removed) before training.
+pub fn train_wordpiece<I>(texts: I, vocab_size: usize) -> Result<String>
+where
+    I: Iterator<Item = String> + Send,
+{
+    let origin = "<training>";
+    let model = WordPiece::builder()
+        .unk_token("[UNK]".to_string())
+        .build()
+        .map_err(|e| tok_err(origin, e))?;
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .map_err(|e| tok_err(origin, e))?;
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_decoder(Some(WordPieceDecoder::default()));
+    let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(1)
+        .show_progress(false)
+        .special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect())
+        .build()
+        .into();
+    tok.train(&mut trainer, texts.map(|t| preprocess(&t)))
+        .map_err(|e| tok_err(origin, e))?;
+    let id = |t: &str| {
+        tok.token_to_id(t)
+            .ok_or_else(|| tok_err(origin, format!("trained vocabulary lacks {t}")))
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    let template = TemplateProcessing::builder()
+        .try_single("[CLS] $A [SEP]")
+        .map_err(|e| tok_err(origin, e))?
+        .try_pair("[CLS] $A [SEP] $B:1 [SEP]:1")
+        .map_err(|e| tok_err(origin, e))?
+        .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+        .build()
+        .map_err(|e| tok_err(origin, e))?;
+    tok.with_post_processor(Some(template));
+    tok.to_string(true).map_err(|e| tok_err(origin, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocess_deletes_punctuation() {
+        assert_eq!(preprocess("A Dog's high-pitched BARK!"), "a dogs highpitched bark");
+    }
+
+    #[test]
+    fn trained_tokenizer_has_bert_layout_and_truncates_keeping_sep() {
+        let corpus: Vec<String> = (0..50)
+            .map(|i| format!("a low hum while a bell rings {} times then a fast clicking", i % 4))
+            .collect();
+        let json = train_wordpiece(corpus.into_iter(), 200).unwrap();
+        let t = TextTokenizer::from_bytes(json.as_bytes(), "t", 6).unwrap();
+        assert_eq!(t.pad_id(), 0);
+        let ids = t.encode("A low hum, while a bell rings twice!").unwrap();
+        assert_eq!(ids.len(), 6);
+        assert_eq!(ids[0], 2); // [CLS]
+        assert_eq!(*ids.last().unwrap(), 3); // [SEP]
+        let b = t.encode_batch(&["hum", "a low hum while"]).unwrap();
+        assert_eq!(b.rows, 2);
+        assert_eq!(b.ids.len(), 2 * b.cols);
+        assert_eq!(b.mask[..b.cols].iter().filter(|m| **m == 1).count(), 3);
+        assert_eq!(b.ids[b.cols - 1], 0);
+    }
+}

@@ -1,0 +1,287 @@
+//! The op set every device implements. Front-end functions in [`crate::ops`] validate shapes,
+//! dtypes and devices once, then call the backend of the operands' device through [`Backend`].
+//! Backend methods may assume validated, contiguous inputs of one dtype on one device.
+//!
+//! The op set is split into families (one trait each, so each family lives in its own file);
+//! [`Backend`] is all of them together.
+
+use crate::{Device, Error, Result, Tensor};
+
+/// Matrix-multiply geometry: `out[b] = alpha * op(a[b]) @ op(b[b])`, row-major,
+/// `op(a)` is `m x k`, `op(b)` is `k x n`. A side with `*_batched == false` is one matrix
+/// shared by every batch entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatmulSpec {
+    /// Number of matrices.
+    pub batch: usize,
+    /// Rows of the output.
+    pub m: usize,
+    /// Columns of the output.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// `a` is stored `k x m` and used transposed.
+    pub trans_a: bool,
+    /// `b` is stored `n x k` and used transposed.
+    pub trans_b: bool,
+    /// `a` has one matrix per batch entry.
+    pub a_batched: bool,
+    /// `b` has one matrix per batch entry.
+    pub b_batched: bool,
+    /// Scale of the product.
+    pub alpha: f64,
+}
+
+/// Matrix multiplication.
+pub trait GemmOps {
+    /// Batched GEMM; returns a tensor of shape `out_shape` (`batch * m * n` elements).
+    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, out_shape: &[usize])
+        -> Result<Tensor>;
+}
+
+/// Pointwise activation functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unary {
+    /// max(x, 0).
+    Relu,
+    /// x * Phi(x) with the exact erf.
+    Gelu,
+    /// x * clamp(x + 3, 0, 6) / 6.
+    Hardswish,
+    /// 1 / (1 + exp(-x)).
+    Sigmoid,
+    /// tanh(x).
+    Tanh,
+    /// exp(x).
+    Exp,
+    /// ln(x).
+    Log,
+    /// sqrt(x).
+    Sqrt,
+}
+
+/// Broadcasting binary arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Binary {
+    /// a + b.
+    Add,
+    /// a - b.
+    Sub,
+    /// a * b.
+    Mul,
+    /// a / b.
+    Div,
+}
+
+/// Elementwise maths, broadcasting and dropout.
+pub trait ElementwiseOps {
+    /// `kind(x)`.
+    fn unary(&self, kind: Unary, x: &Tensor) -> Result<Tensor>;
+    /// `dx = dy * kind'(x)`.
+    fn unary_bwd(&self, kind: Unary, x: &Tensor, dy: &Tensor) -> Result<Tensor>;
+    /// `a op b` with numpy broadcasting to `out_shape` (both inputs already have its rank).
+    fn binary(&self, kind: Binary, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
+    /// `x * mul + add`.
+    fn affine(&self, x: &Tensor, mul: f64, add: f64) -> Result<Tensor>;
+    /// `y += alpha * x` in place (same shape).
+    fn axpy(&self, y: &mut Tensor, alpha: f64, x: &Tensor) -> Result<()>;
+    /// Inverted dropout: returns `(y, scale)` with `scale[i]` in `{0, 1/(1-p)}` drawn from
+    /// `counter_uniform(seed, i)`, and `y = x * scale`.
+    fn dropout(&self, x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)>;
+}
+
+/// Reductions and their adjoint (broadcast).
+pub trait ReduceOps {
+    /// Sums over the axes where `out_shape` (same rank as `x`) has size 1 and `x` has not.
+    fn sum_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
+    /// Broadcasts `x` (same rank, size-1 axes) to `out_shape`.
+    fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
+}
+
+/// Layout: permutes, concatenation, slicing, gathers.
+pub trait LayoutOps {
+    /// `out[..] = x[perm applied]`: output dim i is input dim `perm[i]`.
+    fn permute(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor>;
+    /// Concatenates along `axis`.
+    fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor>;
+    /// `len` entries of `axis` starting at `start`.
+    fn slice(&self, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor>;
+    /// Places `x` at `start` of a zero tensor whose `axis` has size `total` (slice backward).
+    fn pad_axis(&self, x: &Tensor, axis: usize, start: usize, total: usize) -> Result<Tensor>;
+    /// Rows of `table` (V, D) picked by `ids` -> (ids.len(), D).
+    fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor>;
+    /// Scatter-add of `dy` (ids.len(), D) into a zero (vocab, D) gradient.
+    fn embedding_bwd(&self, dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor>;
+}
+
+/// Saved statistics of a normalisation forward pass.
+#[derive(Debug, Clone)]
+pub struct NormStats {
+    /// Per-row (layer norm) or per-channel (batch norm) mean.
+    pub mean: Tensor,
+    /// Matching 1 / sqrt(var + eps).
+    pub rstd: Tensor,
+}
+
+/// Gradients of a normalisation with affine parameters.
+#[derive(Debug, Clone)]
+pub struct NormGrads {
+    /// Gradient of the input.
+    pub dx: Tensor,
+    /// Gradient of the scale.
+    pub dgamma: Tensor,
+    /// Gradient of the shift.
+    pub dbeta: Tensor,
+}
+
+/// Normalisations.
+pub trait NormOps {
+    /// Layer norm over the last axis (size = gamma's length).
+    fn layer_norm(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64)
+        -> Result<(Tensor, NormStats)>;
+    /// Layer norm backward.
+    fn layer_norm_bwd(&self, x: &Tensor, gamma: &Tensor, stats: &NormStats, dy: &Tensor)
+        -> Result<NormGrads>;
+    /// Batch norm over axis 1 of (N, C, ...) with batch statistics (biased variance);
+    /// updates the running stats with momentum and the unbiased variance.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)>;
+    /// Batch norm with running statistics.
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor>;
+    /// Backward of the train-mode batch norm.
+    fn batch_norm_bwd(&self, x: &Tensor, gamma: &Tensor, stats: &NormStats, dy: &Tensor)
+        -> Result<NormGrads>;
+    /// `y = x / max(||x||, eps)` over the last axis; returns `(y, norms)`.
+    fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)>;
+    /// Backward of [`NormOps::l2_normalize`].
+    fn l2_normalize_bwd(&self, y: &Tensor, norms: &Tensor, dy: &Tensor, eps: f64)
+        -> Result<Tensor>;
+}
+
+/// Softmax family over the last axis.
+pub trait SoftmaxOps {
+    /// Softmax; with `mask` (shape (B, K) of 1 = keep / 0 = drop, x viewed as (B, R, K)),
+    /// dropped entries get probability 0 and fully masked rows are all zero.
+    fn softmax(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor>;
+    /// `dx = y * (dy - sum(dy * y))`.
+    fn softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor>;
+    /// Log-softmax.
+    fn log_softmax(&self, x: &Tensor) -> Result<Tensor>;
+    /// `dx = dy - exp(y) * sum(dy)`.
+    fn log_softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor>;
+}
+
+/// 2-D convolution geometry (NCHW input, OIHW weight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (h, w).
+    pub stride: (usize, usize),
+    /// Zero padding (h, w) on both sides.
+    pub padding: (usize, usize),
+    /// Dilation (h, w).
+    pub dilation: (usize, usize),
+    /// Groups; `c_in` and `c_out` are multiples of it.
+    pub groups: usize,
+    /// Output height.
+    pub h_out: usize,
+    /// Output width.
+    pub w_out: usize,
+}
+
+/// Convolutions.
+pub trait ConvOps {
+    /// Forward.
+    fn conv2d(&self, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
+    /// Gradient of the input.
+    fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
+    /// Gradient of the weight.
+    fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
+}
+
+/// Hyper-parameters of one Adam/AdamW step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW); 0 = Adam.
+    pub weight_decay: f64,
+    /// 1-based step number (bias correction).
+    pub step: u64,
+}
+
+/// Optimiser kernels.
+pub trait OptimOps {
+    /// One fused Adam/AdamW update of `param`, `m` and `v` in place.
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamStep,
+    ) -> Result<()>;
+}
+
+/// The whole op set of one device.
+pub trait Backend:
+    GemmOps + ElementwiseOps + ReduceOps + LayoutOps + NormOps + SoftmaxOps + ConvOps + OptimOps + Sync
+{
+}
+
+impl<T> Backend for T where
+    T: GemmOps
+        + ElementwiseOps
+        + ReduceOps
+        + LayoutOps
+        + NormOps
+        + SoftmaxOps
+        + ConvOps
+        + OptimOps
+        + Sync
+{
+}
+
+/// The backend of `device`, for op `op` (named in the error when there is none).
+pub fn backend_for(op: &'static str, device: Device) -> Result<&'static dyn Backend> {
+    match device {
+        Device::Cpu => Ok(&crate::cpu::CpuBackend),
+        Device::Cuda(_) => Err(Error::NotImplemented { op, device }),
+    }
+}

@@ -1,0 +1,1 @@
+//! Front-end ops of the conv family (see the backend trait).

@@ -1,0 +1,1 @@
+//! Front-end ops of the layout family (see the backend trait).

@@ -1,0 +1,104 @@
+//! Front-end ops: validate once (shapes, dtypes, devices) and dispatch to the operands' backend.
+//! Every op has a forward and a backward function; backward functions take the upstream
+//! gradient `dy` and whatever the forward saved.
+
+mod conv;
+mod elementwise;
+mod gemm;
+mod layout;
+mod norm;
+mod optim;
+mod reduce;
+mod softmax;
+
+#[allow(unused_imports)]
+pub use conv::*;
+pub use elementwise::*;
+pub use gemm::*;
+#[allow(unused_imports)]
+pub use layout::*;
+#[allow(unused_imports)]
+pub use norm::*;
+#[allow(unused_imports)]
+pub use optim::*;
+pub use reduce::*;
+#[allow(unused_imports)]
+pub use softmax::*;
+
+use crate::backend::{backend_for, Backend};
+use crate::{Error, Result, Tensor};
+
+/// Checks that `a` and `b` share device and dtype; returns their backend.
+pub(crate) fn pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<&'static dyn Backend> {
+    if a.device() != b.device() {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: a.device(),
+            rhs: b.device(),
+        });
+    }
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: a.dtype(),
+            rhs: b.dtype(),
+        });
+    }
+    backend_for(op, a.device())
+}
+
+/// Checks that every tensor shares the first one's device and dtype; returns their backend.
+pub(crate) fn all_same(op: &'static str, ts: &[&Tensor]) -> Result<&'static dyn Backend> {
+    let first = ts
+        .first()
+        .ok_or_else(|| Error::invalid(op, "no operands given"))?;
+    for t in &ts[1..] {
+        pair(op, first, t)?;
+    }
+    backend_for(op, first.device())
+}
+
+/// Checks that `a` and `b` have the same shape.
+pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `t` has exactly `shape`.
+pub(crate) fn expect_shape(op: &'static str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.shape() != shape {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: t.shape().to_vec(),
+            rhs: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `t` has `rank` dimensions.
+pub(crate) fn expect_rank(op: &'static str, t: &Tensor, rank: usize) -> Result<()> {
+    if t.rank() != rank {
+        return Err(Error::invalid(
+            op,
+            format!("expected a rank-{rank} tensor, got shape {:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Splits a shape into (rows, last axis); errors for scalars.
+pub(crate) fn rows_cols(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
+    let cols = *t
+        .shape()
+        .last()
+        .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
+    let rows = if cols == 0 { 0 } else { t.numel() / cols };
+    Ok((rows, cols))
+}

@@ -1,0 +1,1 @@
+//! Front-end ops of the norm family (see the backend trait).

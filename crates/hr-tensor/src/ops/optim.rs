@@ -1,0 +1,1 @@
+//! Front-end ops of the optim family (see the backend trait).

@@ -1,0 +1,1 @@
+//! Front-end ops of the softmax family (see the backend trait).

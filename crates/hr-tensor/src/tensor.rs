@@ -1,0 +1,236 @@
+//! The tensor type: a contiguous row-major buffer with a shape, on one device.
+
+use std::sync::Arc;
+
+use crate::storage::{CpuStorage, Storage};
+use crate::{cuda, DType, Device, Elem, Error, Result, Rng};
+
+/// A contiguous row-major tensor. Cloning is cheap (the storage is shared and copied on write).
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Arc<Storage>,
+}
+
+/// Number of elements of a shape (1 for a scalar), or an error when it overflows.
+pub fn numel_of(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        acc.checked_mul(d)
+            .ok_or_else(|| Error::invalid(op, format!("shape {shape:?} overflows usize")))
+    })
+}
+
+impl Tensor {
+    /// Wraps a storage whose length the caller has checked against `shape`.
+    pub(crate) fn from_storage(storage: Storage, shape: Vec<usize>) -> Tensor {
+        Tensor {
+            shape,
+            storage: Arc::new(storage),
+        }
+    }
+
+    /// Wraps CPU storage; errors when the element count does not match the shape.
+    pub fn from_cpu_storage(storage: CpuStorage, shape: &[usize]) -> Result<Tensor> {
+        let n = numel_of("Tensor::from_cpu_storage", shape)?;
+        if storage.len() != n {
+            return Err(Error::invalid(
+                "Tensor::from_cpu_storage",
+                format!("{} elements do not fit shape {shape:?} ({n})", storage.len()),
+            ));
+        }
+        Ok(Tensor::from_storage(Storage::Cpu(storage), shape.to_vec()))
+    }
+
+    /// A CPU tensor from a vector.
+    pub fn from_vec<T: Elem>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_cpu_storage(T::into_storage(data), shape)
+    }
+
+    /// A CPU tensor copied from a slice.
+    pub fn from_slice<T: Elem>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// A CPU tensor of `dtype` filled with `value`.
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
+        let n = numel_of("Tensor::full", shape)?;
+        let s = CpuStorage::from_f64_iter(dtype, std::iter::repeat_n(value, n));
+        Tensor::from_cpu_storage(s, shape)
+    }
+
+    /// Zeros of `dtype` on `device`.
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full(shape, 0.0, dtype)?.to_device(device)
+    }
+
+    /// Zeros with the shape, dtype and device of `self`.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros(&self.shape, self.dtype(), self.device())
+    }
+
+    /// Normal samples with mean 0 and standard deviation `std` (CPU, f32).
+    pub fn randn(shape: &[usize], std: f32, rng: &mut Rng) -> Result<Tensor> {
+        let n = numel_of("Tensor::randn", shape)?;
+        let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * std).collect();
+        Tensor::from_vec(v, shape)
+    }
+
+    /// Uniform samples in `[lo, hi)` (CPU, f32).
+    pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng) -> Result<Tensor> {
+        let n = numel_of("Tensor::rand_uniform", shape)?;
+        let v: Vec<f32> = (0..n)
+            .map(|_| lo + (hi - lo) * rng.uniform() as f32)
+            .collect();
+        Tensor::from_vec(v, shape)
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Size of dimension `i`; errors name the op when `i` is out of range.
+    pub fn dim(&self, op: &'static str, i: usize) -> Result<usize> {
+        self.shape.get(i).copied().ok_or_else(|| {
+            Error::invalid(op, format!("axis {i} out of range for shape {:?}", self.shape))
+        })
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.storage.dtype()
+    }
+
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.storage.device()
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Same data, new shape with the same number of elements (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel_of("reshape", shape)? != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// The host storage, or an error naming `op` when the tensor is on a GPU.
+    pub fn cpu_storage(&self, op: &'static str) -> Result<&CpuStorage> {
+        match &*self.storage {
+            Storage::Cpu(s) => Ok(s),
+            Storage::Cuda { .. } => Err(Error::DeviceMismatch {
+                op,
+                lhs: self.device(),
+                rhs: Device::Cpu,
+            }),
+        }
+    }
+
+    /// Borrows the host elements as `&[T]`; errors when on a GPU or of another dtype.
+    pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
+        let dtype = self.dtype();
+        T::slice(self.cpu_storage("as_slice")?).ok_or(Error::DTypeMismatch {
+            op: "as_slice",
+            lhs: dtype,
+            rhs: T::DTYPE,
+        })
+    }
+
+    /// Mutably borrows the host elements (copying first if the storage is shared).
+    pub fn as_mut_slice<T: Elem>(&mut self) -> Result<&mut [T]> {
+        let dtype = self.dtype();
+        let device = self.device();
+        match Arc::make_mut(&mut self.storage) {
+            Storage::Cpu(s) => T::slice_mut(s).ok_or(Error::DTypeMismatch {
+                op: "as_mut_slice",
+                lhs: dtype,
+                rhs: T::DTYPE,
+            }),
+            Storage::Cuda { .. } => Err(Error::DeviceMismatch {
+                op: "as_mut_slice",
+                lhs: device,
+                rhs: Device::Cpu,
+            }),
+        }
+    }
+
+    /// Copies all elements to the host as f32 (any dtype, any device).
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        match &*self.storage {
+            Storage::Cpu(s) => Ok(s.to_f32_vec()),
+            Storage::Cuda { ordinal, data } => cuda::download_f32(*ordinal, data),
+        }
+    }
+
+    /// Copies all elements to the host as f64 (any dtype, any device).
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        match &*self.storage {
+            Storage::Cpu(s) => Ok(s.to_f64_vec()),
+            Storage::Cuda { .. } => Ok(self.to_vec_f32()?.into_iter().map(f64::from).collect()),
+        }
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn scalar_f64(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid(
+                "scalar",
+                format!("expected one element, got shape {:?}", self.shape),
+            ));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    /// A copy converted to `dtype` (CPU only for now).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = self.cpu_storage("to_dtype")?.to_dtype(dtype);
+        Ok(Tensor::from_storage(Storage::Cpu(s), self.shape.clone()))
+    }
+
+    /// A copy on `device` (f32 only on GPUs for now).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::F32(self.to_vec_f32()?)),
+            Device::Cuda(ordinal) => {
+                if self.dtype() != DType::F32 {
+                    return Err(Error::UnsupportedDType {
+                        op: "to_device",
+                        dtype: self.dtype(),
+                        device,
+                    });
+                }
+                let data = cuda::upload_f32(ordinal, &self.to_vec_f32()?)?;
+                Storage::Cuda { ordinal, data }
+            }
+        };
+        Ok(Tensor::from_storage(storage, self.shape.clone()))
+    }
+}
