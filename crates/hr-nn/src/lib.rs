@@ -1,1 +1,15 @@
-pub fn x(){}
+//! hr-nn: layers with explicit forward/backward passes and saved activations (llm.c style),
+//! the [`ParamStore`] of named parameters with safetensors load/save, Adam/AdamW with
+//! parameter groups, the warm-up + cosine schedule and the NT-Xent loss.
+
+mod error;
+pub mod io;
+pub mod layers;
+pub mod loss;
+pub mod optim;
+mod param;
+pub mod schedule;
+
+pub use error::{Error, MisShaped, Result};
+pub use layers::Mode;
+pub use param::{LoadOptions, Param, ParamId, ParamStore};

@@ -5,7 +5,7 @@
 //! The op set is split into families (one trait each, so each family lives in its own file);
 //! [`Backend`] is all of them together.
 
-use crate::{Device, Error, Result, Tensor};
+use crate::{Device, Result, Tensor};
 
 /// Matrix-multiply geometry: `out[b] = alpha * op(a[b]) @ op(b[b])`, row-major,
 /// `op(a)` is `m x k`, `op(b)` is `k x n`. A side with `*_batched == false` is one matrix
@@ -35,8 +35,13 @@ pub struct MatmulSpec {
 /// Matrix multiplication.
 pub trait GemmOps {
     /// Batched GEMM; returns a tensor of shape `out_shape` (`batch * m * n` elements).
-    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, out_shape: &[usize])
-        -> Result<Tensor>;
+    fn matmul(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        spec: &MatmulSpec,
+        out_shape: &[usize],
+    ) -> Result<Tensor>;
 }
 
 /// Pointwise activation functions.
@@ -137,11 +142,21 @@ pub struct NormGrads {
 /// Normalisations.
 pub trait NormOps {
     /// Layer norm over the last axis (size = gamma's length).
-    fn layer_norm(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64)
-        -> Result<(Tensor, NormStats)>;
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)>;
     /// Layer norm backward.
-    fn layer_norm_bwd(&self, x: &Tensor, gamma: &Tensor, stats: &NormStats, dy: &Tensor)
-        -> Result<NormGrads>;
+    fn layer_norm_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads>;
     /// Batch norm over axis 1 of (N, C, ...) with batch statistics (biased variance);
     /// updates the running stats with momentum and the unbiased variance.
     #[allow(clippy::too_many_arguments)]
@@ -166,8 +181,13 @@ pub trait NormOps {
         eps: f64,
     ) -> Result<Tensor>;
     /// Backward of the train-mode batch norm.
-    fn batch_norm_bwd(&self, x: &Tensor, gamma: &Tensor, stats: &NormStats, dy: &Tensor)
-        -> Result<NormGrads>;
+    fn batch_norm_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads>;
     /// `y = x / max(||x||, eps)` over the last axis; returns `(y, norms)`.
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)>;
     /// Backward of [`NormOps::l2_normalize`].
@@ -186,6 +206,12 @@ pub trait SoftmaxOps {
     fn log_softmax(&self, x: &Tensor) -> Result<Tensor>;
     /// `dx = dy - exp(y) * sum(dy)`.
     fn log_softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor>;
+    /// Negative log-likelihood: `logp` (rows, C) of log-probabilities and one target class per
+    /// row (validated `< C`); returns the mean over rows of `-logp[row, target]`, shape `[]`.
+    fn nll_loss(&self, logp: &Tensor, targets: &[u32]) -> Result<Tensor>;
+    /// Backward of [`SoftmaxOps::nll_loss`]: zeros of `logp`'s shape with
+    /// `-dloss / rows` at each row's target.
+    fn nll_loss_bwd(&self, logp: &Tensor, targets: &[u32], dloss: f64) -> Result<Tensor>;
 }
 
 /// 2-D convolution geometry (NCHW input, OIHW weight).
@@ -280,8 +306,11 @@ impl<T> Backend for T where
 
 /// The backend of `device`, for op `op` (named in the error when there is none).
 pub fn backend_for(op: &'static str, device: Device) -> Result<&'static dyn Backend> {
+    // Every device kind has a backend now; ops a backend lacks return
+    // `Error::NotImplemented` from the backend itself.
+    let _ = op;
     match device {
         Device::Cpu => Ok(&crate::cpu::CpuBackend),
-        Device::Cuda(_) => Err(Error::NotImplemented { op, device }),
+        Device::Cuda(_) => Ok(&crate::cuda::CudaBackend),
     }
 }

@@ -56,7 +56,9 @@ impl_elem!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
 impl_elem!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
 
 /// A float type the CPU kernels compute in.
-pub trait Float: Elem + num_traits::Float + Default + std::iter::Sum + num_traits::FromPrimitive {
+pub trait Float:
+    Elem + num_traits::Float + Default + std::iter::Sum + num_traits::FromPrimitive
+{
     /// Gauss error function.
     fn erf(self) -> Self;
     /// Converts a small constant.

@@ -35,7 +35,10 @@ impl Tensor {
         if storage.len() != n {
             return Err(Error::invalid(
                 "Tensor::from_cpu_storage",
-                format!("{} elements do not fit shape {shape:?} ({n})", storage.len()),
+                format!(
+                    "{} elements do not fit shape {shape:?} ({n})",
+                    storage.len()
+                ),
             ));
         }
         Ok(Tensor::from_storage(Storage::Cpu(storage), shape.to_vec()))
@@ -97,7 +100,10 @@ impl Tensor {
     /// Size of dimension `i`; errors name the op when `i` is out of range.
     pub fn dim(&self, op: &'static str, i: usize) -> Result<usize> {
         self.shape.get(i).copied().ok_or_else(|| {
-            Error::invalid(op, format!("axis {i} out of range for shape {:?}", self.shape))
+            Error::invalid(
+                op,
+                format!("axis {i} out of range for shape {:?}", self.shape),
+            )
         })
     }
 
@@ -134,6 +140,11 @@ impl Tensor {
             shape: shape.to_vec(),
             storage: self.storage.clone(),
         })
+    }
+
+    /// Mutable access to the storage (copied first if shared), for in-place device kernels.
+    pub(crate) fn storage_mut(&mut self) -> &mut Storage {
+        Arc::make_mut(&mut self.storage)
     }
 
     /// The host storage, or an error naming `op` when the tensor is on a GPU.
@@ -180,7 +191,11 @@ impl Tensor {
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         match &*self.storage {
             Storage::Cpu(s) => Ok(s.to_f32_vec()),
-            Storage::Cuda { ordinal, data } => cuda::download_f32(*ordinal, data),
+            Storage::Cuda { ordinal, data } => {
+                let mut v = cuda::download_f32(*ordinal, data)?;
+                v.truncate(self.numel());
+                Ok(v)
+            }
         }
     }
 

@@ -15,10 +15,16 @@ fn cuda_without_driver_is_a_typed_error_not_a_panic() {
     }
     println!("skipped: no CUDA device (checked the typed error instead)");
     let err = Device::cuda(0).unwrap_err();
-    assert!(matches!(err, Error::CudaUnavailable { ordinal: 0, .. }), "{err}");
+    assert!(
+        matches!(err, Error::CudaUnavailable { ordinal: 0, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("driver"), "{err}");
     let err = Device::parse("cuda:3").unwrap_err();
-    assert!(matches!(err, Error::CudaUnavailable { ordinal: 3, .. }), "{err}");
+    assert!(
+        matches!(err, Error::CudaUnavailable { ordinal: 3, .. }),
+        "{err}"
+    );
     let t = Tensor::from_vec(vec![1f32], &[1]).unwrap();
     assert!(t.to_device(Device::Cuda(0)).is_err());
 }
@@ -46,7 +52,11 @@ fn tensor_basics() {
     assert_eq!(bf.to_vec_f32().unwrap(), t.to_vec_f32().unwrap());
     let mut c = t.clone();
     c.as_mut_slice::<f32>().unwrap()[0] = 9.0;
-    assert_eq!(t.to_vec_f32().unwrap()[0], 1.0, "copy on write keeps the original");
+    assert_eq!(
+        t.to_vec_f32().unwrap()[0],
+        1.0,
+        "copy on write keeps the original"
+    );
     assert!(t.as_slice::<f64>().is_err());
     assert!(Tensor::full(&[usize::MAX, 4], 0.0, DType::F32).is_err());
 }

@@ -56,8 +56,18 @@ fn activations_forward_and_gradients() {
     for kind in ACTS {
         let x = act_input(kind, &mut rng);
         let y = unary(kind, &x).unwrap();
-        let want: Vec<f64> = x.to_vec_f64().unwrap().iter().map(|&v| reference(kind, v)).collect();
-        assert_close(&format!("{kind:?}"), &y, &Tensor::from_vec(want, &[37]).unwrap(), 1e-12);
+        let want: Vec<f64> = x
+            .to_vec_f64()
+            .unwrap()
+            .iter()
+            .map(|&v| reference(kind, v))
+            .collect();
+        assert_close(
+            &format!("{kind:?}"),
+            &y,
+            &Tensor::from_vec(want, &[37]).unwrap(),
+            1e-12,
+        );
         let y32 = unary(kind, &x.to_dtype(DType::F32).unwrap()).unwrap();
         assert_close(&format!("{kind:?} f32"), &y32, &y, 1e-6);
         check_gradients(
@@ -113,7 +123,10 @@ fn broadcasting_binary_ops_and_gradients() {
     let b = Tensor::from_vec(vec![10f32, 20.0, 30.0], &[1, 3]).unwrap();
     let c = add(&a, &b).unwrap();
     assert_eq!(c.shape(), &[2, 3]);
-    assert_eq!(c.to_vec_f32().unwrap(), vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+    assert_eq!(
+        c.to_vec_f32().unwrap(),
+        vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]
+    );
 }
 
 #[test]
@@ -194,7 +207,9 @@ fn dropout_is_seeded_scaled_and_differentiable() {
     let sv = s1.to_vec_f32().unwrap();
     let dropped = sv.iter().filter(|&&v| v == 0.0).count() as f64 / sv.len() as f64;
     assert!((dropped - 0.25).abs() < 0.03, "dropped fraction {dropped}");
-    assert!(sv.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    assert!(sv
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
     let x64 = randn64(&[5, 7], &mut rng);
     check_gradients(
         "dropout",
@@ -216,7 +231,10 @@ fn mixed_dtypes_are_rejected() {
     let a = randn32(&[3], &mut rng);
     let b = randn64(&[3], &mut rng);
     let err = add(&a, &b).unwrap_err();
-    assert!(matches!(err, Error::DTypeMismatch { op: "binary", .. }), "{err}");
+    assert!(
+        matches!(err, Error::DTypeMismatch { op: "binary", .. }),
+        "{err}"
+    );
     let bf = a.to_dtype(DType::BF16).unwrap();
     let err = unary(Unary::Relu, &bf).unwrap_err();
     assert!(matches!(err, Error::UnsupportedDType { .. }), "{err}");

@@ -38,8 +38,16 @@ fn matches_naive_for_all_transposes_and_batching() {
             for (a_b, b_b) in [(true, true), (true, false), (false, true)] {
                 let sa = shape2(m, k, ta);
                 let sb = shape2(k, n, tb);
-                let ash: Vec<usize> = if a_b { vec![batch, sa[0], sa[1]] } else { sa.to_vec() };
-                let bsh: Vec<usize> = if b_b { vec![batch, sb[0], sb[1]] } else { sb.to_vec() };
+                let ash: Vec<usize> = if a_b {
+                    vec![batch, sa[0], sa[1]]
+                } else {
+                    sa.to_vec()
+                };
+                let bsh: Vec<usize> = if b_b {
+                    vec![batch, sb[0], sb[1]]
+                } else {
+                    sb.to_vec()
+                };
                 let a = randn64(&ash, &mut rng);
                 let b = randn64(&bsh, &mut rng);
                 let c = matmul_ex(&a, &b, ta, tb, 0.5).unwrap();
@@ -65,7 +73,11 @@ fn large_f32_matches_f64() {
     let a = randn64(&[130, 257], &mut rng);
     let b = randn64(&[257, 99], &mut rng);
     let c64 = matmul(&a, &b).unwrap();
-    let c32 = matmul(&a.to_dtype(DType::F32).unwrap(), &b.to_dtype(DType::F32).unwrap()).unwrap();
+    let c32 = matmul(
+        &a.to_dtype(DType::F32).unwrap(),
+        &b.to_dtype(DType::F32).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c32.dtype(), DType::F32);
     assert_close("f32 vs f64", &c32, &c64, 1e-5);
 }
@@ -106,11 +118,17 @@ fn bad_shapes_and_dtypes_are_errors_naming_the_op() {
     let a = randn32(&[3, 4], &mut rng);
     let b = randn32(&[5, 6], &mut rng);
     let err = matmul(&a, &b).unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "matmul", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("[3, 4]") && err.to_string().contains("[5, 6]"));
     let b64 = randn64(&[4, 2], &mut rng);
     let err = matmul(&a, &b64).unwrap_err();
-    assert!(matches!(err, Error::DTypeMismatch { op: "matmul", .. }), "{err}");
+    assert!(
+        matches!(err, Error::DTypeMismatch { op: "matmul", .. }),
+        "{err}"
+    );
     let batched = randn32(&[2, 3, 4], &mut rng);
     let other = randn32(&[3, 4, 2], &mut rng);
     assert!(matmul(&batched, &other).is_err());

@@ -165,9 +165,13 @@ impl ElementwiseOps for CpuBackend {
             let xs = x.as_slice::<T>()?;
             let ys = y.as_mut_slice::<T>()?;
             if xs.len() >= PAR_THRESHOLD {
-                ys.par_iter_mut().zip(xs).for_each(|(yv, &xv)| *yv = *yv + al * xv);
+                ys.par_iter_mut()
+                    .zip(xs)
+                    .for_each(|(yv, &xv)| *yv = *yv + al * xv);
             } else {
-                ys.iter_mut().zip(xs).for_each(|(yv, &xv)| *yv = *yv + al * xv);
+                ys.iter_mut()
+                    .zip(xs)
+                    .for_each(|(yv, &xv)| *yv = *yv + al * xv);
             }
             Ok(())
         })

@@ -16,7 +16,10 @@ impl GemmOps for CpuBackend {
         out_shape: &[usize],
     ) -> Result<Tensor> {
         float_dispatch!("matmul", a.dtype(), |T| {
-            out(gemm_batched::<T>(a.as_slice()?, b.as_slice()?, spec), out_shape)
+            out(
+                gemm_batched::<T>(a.as_slice()?, b.as_slice()?, spec),
+                out_shape,
+            )
         })
     }
 }

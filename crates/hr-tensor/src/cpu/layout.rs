@@ -1,33 +1,436 @@
-//! Layout kernels (permute, concat, slice, embedding): filled in by the layout work item.
+//! Layout kernels: permute, concat, slice / pad, embedding gather and its scatter-add.
+//!
+//! Pure data movement works for every storage dtype (f32, f64, bf16, f16); the embedding
+//! backward accumulates and therefore runs in f32/f64 only.
 
-use super::CpuBackend;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::{float_dispatch, out, strides, CpuBackend, PAR_THRESHOLD};
 use crate::backend::LayoutOps;
-use crate::{Device, Error, Result, Tensor};
+use crate::{DType, Elem, Error, Float, Result, Tensor};
 
-fn todo_op(op: &'static str) -> Error {
-    Error::NotImplemented {
-        op,
-        device: Device::Cpu,
+/// Runs `$body` with `$T` bound to the Rust type of `$dtype` (every storage dtype).
+macro_rules! elem_dispatch {
+    ($dtype:expr, |$T:ident| $body:block) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            DType::BF16 => {
+                type $T = bf16;
+                $body
+            }
+            DType::F16 => {
+                type $T = f16;
+                $body
+            }
+        }
+    };
+}
+
+/// The permutation reduced to its essentials: output axes as `(size, input stride)` with
+/// size-1 axes dropped and output axes merged where they are contiguous in the input.
+fn reduce_permutation(in_shape: &[usize], perm: &[usize]) -> Vec<(usize, usize)> {
+    let st = strides(in_shape);
+    let mut axes: Vec<(usize, usize)> = Vec::with_capacity(perm.len());
+    for &p in perm {
+        let (size, stride) = (in_shape[p], st[p]);
+        if size == 1 {
+            continue;
+        }
+        match axes.last_mut() {
+            // The previous output axis steps exactly over this whole axis: merge.
+            Some(last) if last.1 == stride * size => {
+                last.0 *= size;
+                last.1 = stride;
+            }
+            _ => axes.push((size, stride)),
+        }
     }
+    axes
+}
+
+/// Input offset of the first element of output row `r` (rows = all axes but the last of
+/// `outer`, given as `(size, input stride)`).
+#[inline]
+fn row_offset(mut r: usize, outer: &[(usize, usize)]) -> usize {
+    let mut off = 0;
+    for &(size, stride) in outer.iter().rev() {
+        off += (r % size) * stride;
+        r /= size;
+    }
+    off
+}
+
+/// Side of the square tiles of the blocked 2-D transpose.
+const TILE: usize = 32;
+
+/// `out = x` permuted; contiguous inner runs are copied with `copy_from_slice`, a transposed
+/// last axis is gathered in cache-friendly tiles.
+fn permute_k<T: Elem + Default>(x: &[T], in_shape: &[usize], perm: &[usize]) -> Vec<T> {
+    let total = x.len();
+    if total == 0 {
+        return Vec::new();
+    }
+    let axes = reduce_permutation(in_shape, perm);
+    if axes.len() <= 1 {
+        // Identity after reduction (the layout of the data does not change).
+        return x.to_vec();
+    }
+    let mut y = vec![T::default(); total];
+    let (run, run_stride) = axes[axes.len() - 1];
+    let outer = &axes[..axes.len() - 1];
+    if run_stride == 1 {
+        // Each output row of `run` elements is a contiguous input run.
+        let copy = |(r, yr): (usize, &mut [T])| {
+            let o = row_offset(r, outer);
+            yr.copy_from_slice(&x[o..o + run]);
+        };
+        if total >= PAR_THRESHOLD {
+            y.par_chunks_mut(run).enumerate().for_each(copy);
+        } else {
+            y.chunks_mut(run).enumerate().for_each(copy);
+        }
+        return y;
+    }
+    // The last output axis is strided in the input. Tile over the last two output axes
+    // (rows x run) so both reads and writes stay within a few cache lines.
+    let (rows2, rows2_stride) = axes[axes.len() - 2];
+    let batch_axes = &axes[..axes.len() - 2];
+    let plane = rows2 * run;
+    let do_plane = |(b, yp): (usize, &mut [T])| {
+        let base = row_offset(b, batch_axes);
+        for i0 in (0..rows2).step_by(TILE) {
+            let i1 = (i0 + TILE).min(rows2);
+            for j0 in (0..run).step_by(TILE) {
+                let j1 = (j0 + TILE).min(run);
+                for j in j0..j1 {
+                    let src = base + j * run_stride;
+                    for i in i0..i1 {
+                        yp[i * run + j] = x[src + i * rows2_stride];
+                    }
+                }
+            }
+        }
+    };
+    if total >= PAR_THRESHOLD && total / plane > 1 {
+        y.par_chunks_mut(plane).enumerate().for_each(do_plane);
+    } else if total >= PAR_THRESHOLD {
+        // One big plane: split it by bands of TILE output rows.
+        y.par_chunks_mut(TILE * run)
+            .enumerate()
+            .for_each(|(band, yb)| {
+                let i0 = band * TILE;
+                let n_rows = yb.len() / run;
+                for j0 in (0..run).step_by(TILE) {
+                    let j1 = (j0 + TILE).min(run);
+                    for j in j0..j1 {
+                        let src = j * run_stride + i0 * rows2_stride;
+                        for i in 0..n_rows {
+                            yb[i * run + j] = x[src + i * rows2_stride];
+                        }
+                    }
+                }
+            });
+    } else {
+        y.chunks_mut(plane).enumerate().for_each(do_plane);
+    }
+    y
+}
+
+/// Concatenation along an axis: `outer` blocks, each made of every input's block in turn.
+fn concat_k<T: Elem + Default>(xs: &[&[T]], blocks: &[usize], outer: usize) -> Vec<T> {
+    let row: usize = blocks.iter().sum();
+    let mut y = vec![T::default(); outer * row];
+    if row == 0 {
+        return y;
+    }
+    let fill = |(o, yr): (usize, &mut [T])| {
+        let mut at = 0;
+        for (x, &b) in xs.iter().zip(blocks) {
+            yr[at..at + b].copy_from_slice(&x[o * b..(o + 1) * b]);
+            at += b;
+        }
+    };
+    if y.len() >= PAR_THRESHOLD {
+        y.par_chunks_mut(row).enumerate().for_each(fill);
+    } else {
+        y.chunks_mut(row).enumerate().for_each(fill);
+    }
+    y
+}
+
+/// `(outer, dim, inner)` of `shape` around `axis`.
+fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+/// Copies entries `[start, start + len)` of the middle axis of `x` (outer, dim, inner).
+fn slice_k<T: Elem + Default>(
+    x: &[T],
+    (outer, dim, inner): (usize, usize, usize),
+    start: usize,
+    len: usize,
+) -> Vec<T> {
+    let blk = len * inner;
+    let mut y = vec![T::default(); outer * blk];
+    if blk == 0 {
+        return y;
+    }
+    let fill = |(o, yr): (usize, &mut [T])| {
+        let s = (o * dim + start) * inner;
+        yr.copy_from_slice(&x[s..s + blk]);
+    };
+    if y.len() >= PAR_THRESHOLD {
+        y.par_chunks_mut(blk).enumerate().for_each(fill);
+    } else {
+        y.chunks_mut(blk).enumerate().for_each(fill);
+    }
+    y
+}
+
+/// Places `x` (outer, len, inner) at `start` of a zero (outer, total, inner) buffer.
+fn pad_k<T: Elem + Default>(
+    x: &[T],
+    (outer, len, inner): (usize, usize, usize),
+    start: usize,
+    total: usize,
+) -> Vec<T> {
+    let blk = total * inner;
+    let mut y = vec![T::default(); outer * blk];
+    if blk == 0 || len * inner == 0 {
+        return y;
+    }
+    let fill = |(o, yr): (usize, &mut [T])| {
+        let n = len * inner;
+        yr[start * inner..start * inner + n].copy_from_slice(&x[o * n..(o + 1) * n]);
+    };
+    if y.len() >= PAR_THRESHOLD {
+        y.par_chunks_mut(blk).enumerate().for_each(fill);
+    } else {
+        y.chunks_mut(blk).enumerate().for_each(fill);
+    }
+    y
+}
+
+/// Error for an id outside the vocabulary.
+fn bad_id(op: &'static str, pos: usize, id: u32, vocab: usize) -> Error {
+    Error::invalid(
+        op,
+        format!("id {id} at position {pos} is out of range for vocab size {vocab}"),
+    )
+}
+
+/// Gathers rows of `table` (vocab, d).
+fn embedding_k<T: Elem + Default>(table: &[T], d: usize, ids: &[u32]) -> Result<Vec<T>> {
+    let vocab = table.len().checked_div(d).unwrap_or(0);
+    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        if d > 0 {
+            return Err(bad_id("embedding", pos, id, vocab));
+        }
+    }
+    let mut y = vec![T::default(); ids.len() * d];
+    if d == 0 {
+        return Ok(y);
+    }
+    let fill = |(i, yr): (usize, &mut [T])| {
+        let s = ids[i] as usize * d;
+        yr.copy_from_slice(&table[s..s + d]);
+    };
+    if y.len() >= PAR_THRESHOLD {
+        y.par_chunks_mut(d).enumerate().for_each(fill);
+    } else {
+        y.chunks_mut(d).enumerate().for_each(fill);
+    }
+    Ok(y)
+}
+
+/// Scatter-add of `dy` (n, d) into a zero (vocab, d) gradient. Deterministic: positions are
+/// bucketed by id (counting sort, stable) and each vocabulary row sums its positions in order,
+/// so rows are independent and can run in parallel.
+fn embedding_bwd_k<T: Float>(dy: &[T], d: usize, ids: &[u32], vocab: usize) -> Result<Vec<T>> {
+    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        return Err(bad_id("embedding_bwd", pos, id, vocab));
+    }
+    let mut g = vec![T::zero(); vocab * d];
+    if d == 0 || ids.is_empty() {
+        return Ok(g);
+    }
+    let mut start = vec![0usize; vocab + 1];
+    for &id in ids {
+        start[id as usize + 1] += 1;
+    }
+    for v in 0..vocab {
+        start[v + 1] += start[v];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0usize; ids.len()];
+    for (pos, &id) in ids.iter().enumerate() {
+        order[fill[id as usize]] = pos;
+        fill[id as usize] += 1;
+    }
+    let row = |(v, gr): (usize, &mut [T])| {
+        for &pos in &order[start[v]..start[v + 1]] {
+            for (a, &b) in gr.iter_mut().zip(&dy[pos * d..(pos + 1) * d]) {
+                *a = *a + b;
+            }
+        }
+    };
+    if dy.len() >= PAR_THRESHOLD {
+        g.par_chunks_mut(d).enumerate().for_each(row);
+    } else {
+        g.chunks_mut(d).enumerate().for_each(row);
+    }
+    Ok(g)
+}
+
+/// Checks `axis < rank` inside the backend (front ends validate first; this keeps the kernels
+/// panic-free when called directly).
+fn check_axis(op: &'static str, x: &Tensor, axis: usize) -> Result<()> {
+    if axis >= x.rank() {
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} out of range for shape {:?}", x.shape()),
+        ));
+    }
+    Ok(())
 }
 
 impl LayoutOps for CpuBackend {
-    fn permute(&self, _x: &Tensor, _perm: &[usize]) -> Result<Tensor> {
-        Err(todo_op("permute"))
+    fn permute(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+        let mut seen = vec![false; x.rank()];
+        if perm.len() != x.rank()
+            || perm
+                .iter()
+                .any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::invalid(
+                "permute",
+                format!(
+                    "{perm:?} is not a permutation of the axes of shape {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+        elem_dispatch!(x.dtype(), |T| {
+            out(permute_k::<T>(x.as_slice()?, x.shape(), perm), &shape)
+        })
     }
-    fn concat(&self, _xs: &[&Tensor], _axis: usize) -> Result<Tensor> {
-        Err(todo_op("concat"))
+
+    fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::invalid("concat", "no tensors given"))?;
+        check_axis("concat", first, axis)?;
+        let (outer, _, inner) = split_at_axis(first.shape(), axis);
+        let mut shape = first.shape().to_vec();
+        shape[axis] = xs
+            .iter()
+            .map(|t| t.shape().get(axis).copied().unwrap_or(0))
+            .sum();
+        let blocks: Vec<usize> = xs
+            .iter()
+            .map(|t| t.shape().get(axis).copied().unwrap_or(0) * inner)
+            .collect();
+        for t in xs {
+            if t.numel() != outer * t.shape().get(axis).copied().unwrap_or(0) * inner {
+                return Err(Error::ShapeMismatch {
+                    op: "concat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
+            }
+        }
+        elem_dispatch!(first.dtype(), |T| {
+            let slices = xs
+                .iter()
+                .map(|t| t.as_slice::<T>())
+                .collect::<Result<Vec<_>>>()?;
+            out(concat_k::<T>(&slices, &blocks, outer), &shape)
+        })
     }
-    fn slice(&self, _x: &Tensor, _axis: usize, _start: usize, _len: usize) -> Result<Tensor> {
-        Err(todo_op("slice"))
+
+    fn slice(&self, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+        check_axis("slice", x, axis)?;
+        let geo = split_at_axis(x.shape(), axis);
+        if start.checked_add(len).is_none_or(|end| end > geo.1) {
+            return Err(Error::invalid(
+                "slice",
+                format!(
+                    "range {start}..{start}+{len} out of bounds for axis {axis} of shape {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        let mut shape = x.shape().to_vec();
+        shape[axis] = len;
+        elem_dispatch!(x.dtype(), |T| {
+            out(slice_k::<T>(x.as_slice()?, geo, start, len), &shape)
+        })
     }
-    fn pad_axis(&self, _x: &Tensor, _axis: usize, _start: usize, _total: usize) -> Result<Tensor> {
-        Err(todo_op("pad_axis"))
+
+    fn pad_axis(&self, x: &Tensor, axis: usize, start: usize, total: usize) -> Result<Tensor> {
+        check_axis("pad_axis", x, axis)?;
+        let geo = split_at_axis(x.shape(), axis);
+        if start.checked_add(geo.1).is_none_or(|end| end > total) {
+            return Err(Error::invalid(
+                "pad_axis",
+                format!(
+                    "{} entries at {start} do not fit an axis of size {total} (shape {:?}, axis {axis})",
+                    geo.1,
+                    x.shape()
+                ),
+            ));
+        }
+        let mut shape = x.shape().to_vec();
+        shape[axis] = total;
+        elem_dispatch!(x.dtype(), |T| {
+            out(pad_k::<T>(x.as_slice()?, geo, start, total), &shape)
+        })
     }
-    fn embedding(&self, _table: &Tensor, _ids: &[u32]) -> Result<Tensor> {
-        Err(todo_op("embedding"))
+
+    fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        if table.rank() != 2 {
+            return Err(Error::invalid(
+                "embedding",
+                format!(
+                    "expected a (vocab, dim) table, got shape {:?}",
+                    table.shape()
+                ),
+            ));
+        }
+        let d = table.shape()[1];
+        elem_dispatch!(table.dtype(), |T| {
+            out(
+                embedding_k::<T>(table.as_slice()?, d, ids)?,
+                &[ids.len(), d],
+            )
+        })
     }
-    fn embedding_bwd(&self, _dy: &Tensor, _ids: &[u32], _vocab: usize) -> Result<Tensor> {
-        Err(todo_op("embedding_bwd"))
+
+    fn embedding_bwd(&self, dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor> {
+        if dy.rank() != 2 || dy.shape()[0] != ids.len() {
+            return Err(Error::ShapeMismatch {
+                op: "embedding_bwd",
+                lhs: dy.shape().to_vec(),
+                rhs: vec![ids.len(), dy.shape().last().copied().unwrap_or(0)],
+            });
+        }
+        let d = dy.shape()[1];
+        float_dispatch!("embedding_bwd", dy.dtype(), |T| {
+            out(
+                embedding_bwd_k::<T>(dy.as_slice()?, d, ids, vocab)?,
+                &[vocab, d],
+            )
+        })
     }
 }

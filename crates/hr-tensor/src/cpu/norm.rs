@@ -2,44 +2,654 @@
 
 use super::CpuBackend;
 use crate::backend::{NormGrads, NormOps, NormStats};
-use crate::{Device, Error, Result, Tensor};
-
-fn todo_op(op: &'static str) -> Error {
-    Error::NotImplemented {
-        op,
-        device: Device::Cpu,
-    }
-}
+use crate::{Result, Tensor};
 
 impl NormOps for CpuBackend {
-    fn layer_norm(&self, _x: &Tensor, _g: &Tensor, _b: &Tensor, _eps: f64) -> Result<(Tensor, NormStats)> {
-        Err(todo_op("layer_norm"))
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        b: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)> {
+        last_axis::layer_norm(x, g, b, eps)
     }
-    fn layer_norm_bwd(&self, _x: &Tensor, _g: &Tensor, _s: &NormStats, _dy: &Tensor) -> Result<NormGrads> {
-        Err(todo_op("layer_norm_bwd"))
+    fn layer_norm_bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        s: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads> {
+        last_axis::layer_norm_bwd(x, g, s, dy)
     }
     fn batch_norm_train(
         &self,
-        _x: &Tensor,
-        _g: &Tensor,
-        _b: &Tensor,
-        _rm: &mut Tensor,
-        _rv: &mut Tensor,
-        _momentum: f64,
-        _eps: f64,
+        x: &Tensor,
+        g: &Tensor,
+        b: &Tensor,
+        rm: &mut Tensor,
+        rv: &mut Tensor,
+        momentum: f64,
+        eps: f64,
     ) -> Result<(Tensor, NormStats)> {
-        Err(todo_op("batch_norm_train"))
+        channel::batch_norm_train(x, g, b, rm, rv, momentum, eps)
     }
-    fn batch_norm_eval(&self, _x: &Tensor, _g: &Tensor, _b: &Tensor, _rm: &Tensor, _rv: &Tensor, _eps: f64) -> Result<Tensor> {
-        Err(todo_op("batch_norm_eval"))
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        b: &Tensor,
+        rm: &Tensor,
+        rv: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        channel::batch_norm_eval(x, g, b, rm, rv, eps)
     }
-    fn batch_norm_bwd(&self, _x: &Tensor, _g: &Tensor, _s: &NormStats, _dy: &Tensor) -> Result<NormGrads> {
-        Err(todo_op("batch_norm_bwd"))
+    fn batch_norm_bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        s: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads> {
+        channel::batch_norm_bwd(x, g, s, dy)
     }
-    fn l2_normalize(&self, _x: &Tensor, _eps: f64) -> Result<(Tensor, Tensor)> {
-        Err(todo_op("l2_normalize"))
+    fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+        last_axis::l2_normalize(x, eps)
     }
-    fn l2_normalize_bwd(&self, _y: &Tensor, _n: &Tensor, _dy: &Tensor, _eps: f64) -> Result<Tensor> {
-        Err(todo_op("l2_normalize_bwd"))
+    fn l2_normalize_bwd(&self, y: &Tensor, n: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
+        last_axis::l2_normalize_bwd(y, n, dy, eps)
+    }
+}
+
+/// Layer norm and L2 normalisation: per-row kernels over the last axis (statistics accumulated
+/// in f64, rows split across threads for large inputs).
+mod last_axis {
+    use rayon::prelude::*;
+
+    use super::super::{float_dispatch, out, PAR_THRESHOLD};
+    use crate::backend::{NormGrads, NormStats};
+    use crate::{Elem, Error, Float, Result, Tensor};
+
+    /// Row-block count of the parameter-gradient reduction (fixed, so results do not depend on
+    /// the number of threads).
+    const GRAD_BLOCKS: usize = 64;
+
+    /// One layer-norm forward row: `((y, x), (mean, rstd))`.
+    type LnRow<'a, T> = ((&'a mut [T], &'a [T]), (&'a mut T, &'a mut T));
+    /// One L2-normalisation backward row: `(((dx, y), dy), norm)`.
+    type L2BwdRow<'a, T> = (((&'a mut [T], &'a [T]), &'a [T]), &'a T);
+
+    /// `(rows, d)` of `x` whose last axis must be `d > 0`; the statistics have the shape of `x`
+    /// without its last axis.
+    fn geometry(op: &'static str, x: &Tensor, d: usize) -> Result<(usize, Vec<usize>)> {
+        match x.shape().split_last() {
+            Some((&last, rest)) if last == d && d > 0 => Ok((x.numel() / d, rest.to_vec())),
+            _ => Err(Error::ShapeMismatch {
+                op,
+                lhs: x.shape().to_vec(),
+                rhs: vec![d],
+            }),
+        }
+    }
+
+    /// Checks that a per-row tensor has one element per row.
+    fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
+        if t.numel() != rows {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "expected {rows} per-row statistics, got shape {:?}",
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Layer-norm forward of one row; returns `(mean, rstd)`.
+    fn ln_row<T: Float>(xr: &[T], g: &[T], b: &[T], eps: f64, yr: &mut [T]) -> (T, T) {
+        let d = xr.len() as f64;
+        let mean = xr.iter().map(|v| Elem::to_f64(*v)).sum::<f64>() / d;
+        let var = xr
+            .iter()
+            .map(|v| {
+                let c = Elem::to_f64(*v) - mean;
+                c * c
+            })
+            .sum::<f64>()
+            / d;
+        let rstd = 1.0 / (var + eps).sqrt();
+        let (m, r) = (T::c(mean), T::c(rstd));
+        for (((y, &x), &gv), &bv) in yr.iter_mut().zip(xr).zip(g).zip(b) {
+            *y = (x - m) * r * gv + bv;
+        }
+        (m, r)
+    }
+
+    pub(super) fn layer_norm(
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)> {
+        let d = gamma.numel();
+        let (rows, stat_shape) = geometry("layer_norm", x, d)?;
+        if beta.numel() != d {
+            return Err(Error::ShapeMismatch {
+                op: "layer_norm",
+                lhs: gamma.shape().to_vec(),
+                rhs: beta.shape().to_vec(),
+            });
+        }
+        float_dispatch!("layer_norm", x.dtype(), |T| {
+            let (xs, g, b) = (
+                x.as_slice::<T>()?,
+                gamma.as_slice::<T>()?,
+                beta.as_slice::<T>()?,
+            );
+            let mut y = vec![T::c(0.0); xs.len()];
+            let mut mean = vec![T::c(0.0); rows];
+            let mut rstd = vec![T::c(0.0); rows];
+            let row = |((yr, xr), (m, r)): LnRow<'_, T>| {
+                (*m, *r) = ln_row(xr, g, b, eps, yr);
+            };
+            if xs.len() >= PAR_THRESHOLD {
+                y.par_chunks_mut(d)
+                    .zip(xs.par_chunks(d))
+                    .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+                    .for_each(row);
+            } else {
+                y.chunks_mut(d)
+                    .zip(xs.chunks(d))
+                    .zip(mean.iter_mut().zip(rstd.iter_mut()))
+                    .for_each(row);
+            }
+            let stats = NormStats {
+                mean: out(mean, &stat_shape)?,
+                rstd: out(rstd, &stat_shape)?,
+            };
+            Ok((out(y, x.shape())?, stats))
+        })
+    }
+
+    /// Layer-norm backward of a block of rows: writes `dx` and accumulates the block's
+    /// `(dgamma, dbeta)` partial sums (length `d` each).
+    #[allow(clippy::too_many_arguments)]
+    fn ln_bwd_block<T: Float>(
+        xs: &[T],
+        dys: &[T],
+        g: &[T],
+        mean: &[T],
+        rstd: &[T],
+        dx: &mut [T],
+        dg: &mut [f64],
+        db: &mut [f64],
+    ) {
+        let d = g.len();
+        let mut xhat = vec![0f64; d];
+        for (i, ((xr, dyr), dxr)) in xs
+            .chunks(d)
+            .zip(dys.chunks(d))
+            .zip(dx.chunks_mut(d))
+            .enumerate()
+        {
+            let (m, r) = (Elem::to_f64(mean[i]), Elem::to_f64(rstd[i]));
+            let (mut a, mut b) = (0f64, 0f64);
+            for j in 0..d {
+                let xh = (Elem::to_f64(xr[j]) - m) * r;
+                let dyv = Elem::to_f64(dyr[j]);
+                let dxh = dyv * Elem::to_f64(g[j]);
+                xhat[j] = xh;
+                a += dxh;
+                b += dxh * xh;
+                dg[j] += dyv * xh;
+                db[j] += dyv;
+            }
+            let (a, b) = (a / d as f64, b / d as f64);
+            for j in 0..d {
+                let dxh = Elem::to_f64(dyr[j]) * Elem::to_f64(g[j]);
+                dxr[j] = T::c(r * (dxh - a - xhat[j] * b));
+            }
+        }
+    }
+
+    pub(super) fn layer_norm_bwd(
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads> {
+        let d = gamma.numel();
+        let (rows, _) = geometry("layer_norm_bwd", x, d)?;
+        if dy.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "layer_norm_bwd",
+                lhs: x.shape().to_vec(),
+                rhs: dy.shape().to_vec(),
+            });
+        }
+        per_row("layer_norm_bwd", &stats.mean, rows)?;
+        per_row("layer_norm_bwd", &stats.rstd, rows)?;
+        float_dispatch!("layer_norm_bwd", x.dtype(), |T| {
+            let (xs, dys, g) = (
+                x.as_slice::<T>()?,
+                dy.as_slice::<T>()?,
+                gamma.as_slice::<T>()?,
+            );
+            let (mean, rstd) = (stats.mean.as_slice::<T>()?, stats.rstd.as_slice::<T>()?);
+            let mut dx = vec![T::c(0.0); xs.len()];
+            let blocks = if xs.len() >= PAR_THRESHOLD {
+                GRAD_BLOCKS.min(rows)
+            } else {
+                1
+            };
+            let per = rows.div_ceil(blocks.max(1)).max(1);
+            let partial = |(bi, dxb): (usize, &mut [T])| {
+                let (r0, n) = (bi * per, dxb.len() / d);
+                let (mut dg, mut db) = (vec![0f64; d], vec![0f64; d]);
+                ln_bwd_block(
+                    &xs[r0 * d..(r0 + n) * d],
+                    &dys[r0 * d..(r0 + n) * d],
+                    g,
+                    &mean[r0..r0 + n],
+                    &rstd[r0..r0 + n],
+                    dxb,
+                    &mut dg,
+                    &mut db,
+                );
+                (dg, db)
+            };
+            let parts: Vec<(Vec<f64>, Vec<f64>)> = if blocks > 1 {
+                dx.par_chunks_mut(per * d)
+                    .enumerate()
+                    .map(partial)
+                    .collect()
+            } else {
+                dx.chunks_mut(per * d).enumerate().map(partial).collect()
+            };
+            let (mut dg, mut db) = (vec![0f64; d], vec![0f64; d]);
+            for (pg, pb) in &parts {
+                dg.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+                db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+            }
+            Ok(NormGrads {
+                dx: out(dx, x.shape())?,
+                dgamma: out(dg.into_iter().map(T::c).collect::<Vec<T>>(), gamma.shape())?,
+                dbeta: out(db.into_iter().map(T::c).collect::<Vec<T>>(), gamma.shape())?,
+            })
+        })
+    }
+
+    pub(super) fn l2_normalize(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+        let d = x.shape().last().copied().unwrap_or(0);
+        let (rows, stat_shape) = geometry("l2_normalize", x, d)?;
+        float_dispatch!("l2_normalize", x.dtype(), |T| {
+            let xs = x.as_slice::<T>()?;
+            let mut y = vec![T::c(0.0); xs.len()];
+            let mut norms = vec![T::c(0.0); rows];
+            let row = |((yr, xr), nr): ((&mut [T], &[T]), &mut T)| {
+                let n = xr
+                    .iter()
+                    .map(|v| {
+                        let f = Elem::to_f64(*v);
+                        f * f
+                    })
+                    .sum::<f64>()
+                    .sqrt();
+                let inv = T::c(1.0 / n.max(eps));
+                yr.iter_mut().zip(xr).for_each(|(y, &x)| *y = x * inv);
+                *nr = T::c(n);
+            };
+            if xs.len() >= PAR_THRESHOLD {
+                y.par_chunks_mut(d)
+                    .zip(xs.par_chunks(d))
+                    .zip(norms.par_iter_mut())
+                    .for_each(row);
+            } else {
+                y.chunks_mut(d)
+                    .zip(xs.chunks(d))
+                    .zip(norms.iter_mut())
+                    .for_each(row);
+            }
+            Ok((out(y, x.shape())?, out(norms, &stat_shape)?))
+        })
+    }
+
+    pub(super) fn l2_normalize_bwd(
+        y: &Tensor,
+        norms: &Tensor,
+        dy: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let d = y.shape().last().copied().unwrap_or(0);
+        let (rows, _) = geometry("l2_normalize_bwd", y, d)?;
+        if dy.shape() != y.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "l2_normalize_bwd",
+                lhs: y.shape().to_vec(),
+                rhs: dy.shape().to_vec(),
+            });
+        }
+        per_row("l2_normalize_bwd", norms, rows)?;
+        float_dispatch!("l2_normalize_bwd", y.dtype(), |T| {
+            let (ys, dys, ns) = (
+                y.as_slice::<T>()?,
+                dy.as_slice::<T>()?,
+                norms.as_slice::<T>()?,
+            );
+            let mut dx = vec![T::c(0.0); ys.len()];
+            // y = x / max(n, eps): with n >= eps, dx = (dy - y <y, dy>) / n; below eps the
+            // denominator is the constant eps and dx = dy / eps (torch's clamp_min gradient).
+            let row = |(((dxr, yr), dyr), &n): L2BwdRow<'_, T>| {
+                let n = Elem::to_f64(n);
+                if n >= eps && n > 0.0 {
+                    let s: f64 = yr
+                        .iter()
+                        .zip(dyr)
+                        .map(|(a, b)| Elem::to_f64(*a) * Elem::to_f64(*b))
+                        .sum();
+                    let (s, inv) = (T::c(s), T::c(1.0 / n));
+                    for ((o, &yv), &g) in dxr.iter_mut().zip(yr).zip(dyr) {
+                        *o = (g - yv * s) * inv;
+                    }
+                } else {
+                    let inv = T::c(1.0 / eps);
+                    dxr.iter_mut().zip(dyr).for_each(|(o, &g)| *o = g * inv);
+                }
+            };
+            if ys.len() >= PAR_THRESHOLD {
+                dx.par_chunks_mut(d)
+                    .zip(ys.par_chunks(d))
+                    .zip(dys.par_chunks(d))
+                    .zip(ns.par_iter())
+                    .for_each(row);
+            } else {
+                dx.chunks_mut(d)
+                    .zip(ys.chunks(d))
+                    .zip(dys.chunks(d))
+                    .zip(ns.iter())
+                    .for_each(row);
+            }
+            out(dx, y.shape())
+        })
+    }
+}
+
+/// Batch norm: per-channel kernels over `x` viewed as (N, C, S) with `S` the product of the
+/// spatial axes. Statistics are accumulated in f64 per (n, c) plane, planes split across
+/// threads for large inputs, and the per-plane partial sums added in a fixed order (results do
+/// not depend on the number of threads).
+mod channel {
+    use rayon::prelude::*;
+
+    use super::super::{float_dispatch, out, PAR_THRESHOLD};
+    use crate::backend::{NormGrads, NormStats};
+    use crate::{Elem, Error, Float, Result, Tensor};
+
+    /// `(n, c, s)` of an (N, C, *spatial) tensor.
+    fn geometry(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+        match x.shape() {
+            [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+            _ => Err(Error::invalid(
+                op,
+                format!("expected (N, C, *spatial), got shape {:?}", x.shape()),
+            )),
+        }
+    }
+
+    /// Checks that a per-channel tensor has `c` elements.
+    fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
+        if t.numel() != c {
+            return Err(Error::invalid(
+                op,
+                format!("expected {c} per-channel values, got shape {:?}", t.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `sum(f(a[i], b[i]))` in f64 with four independent accumulators (vectorises).
+    #[inline]
+    fn sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) -> f64 {
+        let mut acc = [0f64; 4];
+        let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for ((s, &xv), &yv) in acc.iter_mut().zip(x).zip(y) {
+                *s += f(Elem::to_f64(xv), Elem::to_f64(yv));
+            }
+        }
+        let tail: f64 = ar
+            .iter()
+            .zip(br)
+            .map(|(&x, &y)| f(Elem::to_f64(x), Elem::to_f64(y)))
+            .sum();
+        (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
+    }
+
+    /// `f(plane index)` for every (n, c) plane, in parallel when `total` elements are many.
+    fn per_plane<R: Send>(planes: usize, s: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+        if planes * s >= PAR_THRESHOLD {
+            (0..planes)
+                .into_par_iter()
+                .with_min_len((PAR_THRESHOLD / s.max(1)).max(1))
+                .map(f)
+                .collect()
+        } else {
+            (0..planes).map(f).collect()
+        }
+    }
+
+    /// Sums per-plane values over the batch: `out[c] = sum_n v[n * C + c]`.
+    fn over_batch(v: &[f64], c: usize) -> Vec<f64> {
+        let mut acc = vec![0f64; c];
+        for row in v.chunks(c.max(1)) {
+            acc.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        }
+        acc
+    }
+
+    /// `out[p] = f(c, x-plane, y-plane)` written plane by plane, in parallel for large inputs.
+    fn map_planes<T: Float>(
+        x: &[T],
+        dy: Option<&[T]>,
+        c: usize,
+        s: usize,
+        f: impl Fn(usize, &[T], &[T], &mut [T]) + Sync,
+    ) -> Vec<T> {
+        let mut y = vec![T::zero(); x.len()];
+        if s == 0 || c == 0 {
+            return y;
+        }
+        let body = |(p, yp): (usize, &mut [T])| {
+            let xp = &x[p * s..(p + 1) * s];
+            let dp = dy.map_or(xp, |d| &d[p * s..(p + 1) * s]);
+            f(p % c, xp, dp, yp);
+        };
+        if x.len() >= PAR_THRESHOLD {
+            y.par_chunks_mut(s)
+                .enumerate()
+                .with_min_len((PAR_THRESHOLD / s).max(1))
+                .for_each(body);
+        } else {
+            y.chunks_mut(s).enumerate().for_each(body);
+        }
+        y
+    }
+
+    /// `y = (x - m[c]) * a[c] + b[c]`.
+    fn affine_planes<T: Float>(x: &[T], c: usize, s: usize, m: &[T], a: &[T], b: &[T]) -> Vec<T> {
+        map_planes(x, None, c, s, |ch, xp, _, yp| {
+            let (mv, av, bv) = (m[ch], a[ch], b[ch]);
+            for (y, &v) in yp.iter_mut().zip(xp) {
+                *y = (v - mv) * av + bv;
+            }
+        })
+    }
+
+    /// Converts f64 values to a per-channel tensor of `T`.
+    fn channel_tensor<T: Float>(
+        v: impl IntoIterator<Item = f64>,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        out(v.into_iter().map(T::c).collect::<Vec<T>>(), shape)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn batch_norm_train(
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)> {
+        const OP: &str = "batch_norm_train";
+        let (n, c, s) = geometry(OP, x)?;
+        for t in [gamma, beta, &*running_mean, &*running_var] {
+            per_channel(OP, t, c)?;
+        }
+        let m = n * s;
+        if m < 2 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "expected more than 1 value per channel, got shape {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        float_dispatch!(OP, x.dtype(), |T| {
+            let xs = x.as_slice::<T>()?;
+            let sums = per_plane(n * c, s, |p| {
+                let xp = &xs[p * s..(p + 1) * s];
+                sum2(xp, xp, |v, _| v)
+            });
+            let mean: Vec<f64> = over_batch(&sums, c).iter().map(|v| v / m as f64).collect();
+            let sq = per_plane(n * c, s, |p| {
+                let xp = &xs[p * s..(p + 1) * s];
+                let mu = mean[p % c];
+                sum2(xp, xp, |v, _| (v - mu) * (v - mu))
+            });
+            let var: Vec<f64> = over_batch(&sq, c).iter().map(|v| v / m as f64).collect();
+            let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            let g = gamma.as_slice::<T>()?;
+            let mean_t: Vec<T> = mean.iter().map(|&v| T::c(v)).collect();
+            let a: Vec<T> = rstd
+                .iter()
+                .zip(g)
+                .map(|(&r, &gv)| T::c(r * Elem::to_f64(gv)))
+                .collect();
+            let y = affine_planes(xs, c, s, &mean_t, &a, beta.as_slice::<T>()?);
+            let unbias = m as f64 / (m as f64 - 1.0);
+            for (rm, &mu) in running_mean.as_mut_slice::<T>()?.iter_mut().zip(&mean) {
+                *rm = T::c((1.0 - momentum) * Elem::to_f64(*rm) + momentum * mu);
+            }
+            for (rv, &v) in running_var.as_mut_slice::<T>()?.iter_mut().zip(&var) {
+                *rv = T::c((1.0 - momentum) * Elem::to_f64(*rv) + momentum * v * unbias);
+            }
+            let stats = NormStats {
+                mean: out(mean_t, &[c])?,
+                rstd: channel_tensor::<T>(rstd, &[c])?,
+            };
+            Ok((out(y, x.shape())?, stats))
+        })
+    }
+
+    pub(super) fn batch_norm_eval(
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        const OP: &str = "batch_norm_eval";
+        let (_, c, s) = geometry(OP, x)?;
+        for t in [gamma, beta, running_mean, running_var] {
+            per_channel(OP, t, c)?;
+        }
+        float_dispatch!(OP, x.dtype(), |T| {
+            let (g, rv) = (gamma.as_slice::<T>()?, running_var.as_slice::<T>()?);
+            let a: Vec<T> = g
+                .iter()
+                .zip(rv)
+                .map(|(&gv, &v)| T::c(Elem::to_f64(gv) / (Elem::to_f64(v) + eps).sqrt()))
+                .collect();
+            let y = affine_planes(
+                x.as_slice::<T>()?,
+                c,
+                s,
+                running_mean.as_slice::<T>()?,
+                &a,
+                beta.as_slice::<T>()?,
+            );
+            out(y, x.shape())
+        })
+    }
+
+    pub(super) fn batch_norm_bwd(
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads> {
+        const OP: &str = "batch_norm_bwd";
+        let (n, c, s) = geometry(OP, x)?;
+        if dy.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: x.shape().to_vec(),
+                rhs: dy.shape().to_vec(),
+            });
+        }
+        for t in [gamma, &stats.mean, &stats.rstd] {
+            per_channel(OP, t, c)?;
+        }
+        let m = (n * s) as f64;
+        float_dispatch!(OP, x.dtype(), |T| {
+            let (xs, dys, g) = (
+                x.as_slice::<T>()?,
+                dy.as_slice::<T>()?,
+                gamma.as_slice::<T>()?,
+            );
+            let (mean, rstd) = (stats.mean.as_slice::<T>()?, stats.rstd.as_slice::<T>()?);
+            // Per plane: (sum dy, sum dy * (x - mean)).
+            let parts = per_plane(n * c, s, |p| {
+                let (xp, dp) = (&xs[p * s..(p + 1) * s], &dys[p * s..(p + 1) * s]);
+                let mu = Elem::to_f64(mean[p % c]);
+                (sum2(dp, dp, |d, _| d), sum2(xp, dp, |v, d| (v - mu) * d))
+            });
+            let sdy = over_batch(&parts.iter().map(|p| p.0).collect::<Vec<_>>(), c);
+            let sdyx = over_batch(&parts.iter().map(|p| p.1).collect::<Vec<_>>(), c);
+            let dbeta = sdy;
+            let dgamma: Vec<f64> = sdyx
+                .iter()
+                .zip(rstd)
+                .map(|(&v, &r)| v * Elem::to_f64(r))
+                .collect();
+            // dx = gamma * rstd * (dy - dbeta / M - (x - mean) * rstd * dgamma / M).
+            let k1: Vec<T> = g.iter().zip(rstd).map(|(&gv, &r)| gv * r).collect();
+            let k2: Vec<T> = dbeta.iter().map(|&v| T::c(v / m)).collect();
+            let k3: Vec<T> = dgamma
+                .iter()
+                .zip(rstd)
+                .map(|(&dg, &r)| T::c(dg * Elem::to_f64(r) / m))
+                .collect();
+            let dx = map_planes(xs, Some(dys), c, s, |ch, xp, dp, op| {
+                let (mu, a, b, k) = (mean[ch], k1[ch], k2[ch], k3[ch]);
+                for ((o, &v), &d) in op.iter_mut().zip(xp).zip(dp) {
+                    *o = a * (d - b - (v - mu) * k);
+                }
+            });
+            Ok(NormGrads {
+                dx: out(dx, x.shape())?,
+                dgamma: channel_tensor::<T>(dgamma, gamma.shape())?,
+                dbeta: channel_tensor::<T>(dbeta, gamma.shape())?,
+            })
+        })
     }
 }

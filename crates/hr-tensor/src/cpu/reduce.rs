@@ -58,7 +58,10 @@ impl ReduceOps for CpuBackend {
 
     fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         float_dispatch!("broadcast_to", x.dtype(), |T| {
-            out(broadcast::<T>(x.as_slice()?, x.shape(), out_shape), out_shape)
+            out(
+                broadcast::<T>(x.as_slice()?, x.shape(), out_shape),
+                out_shape,
+            )
         })
     }
 }

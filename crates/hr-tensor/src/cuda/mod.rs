@@ -4,13 +4,25 @@
 //! cudarc panics when the driver library is missing, so every entry point checks
 //! `is_culib_present` first and runs the context creation under `catch_unwind`.
 
+mod backend;
+mod kernels;
+mod launch;
+
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 
 use crate::{Error, Result};
+
+pub use backend::CudaBackend;
+pub use kernels::{
+    compile_options, kernel_cache_dir, nvrtc_present, nvrtc_version, precompile_all,
+    set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
+};
+pub use launch::{poison_outputs, set_poison_outputs, synchronize, DeviceTimer};
 
 /// An opened GPU: its context and the stream all ops of this process run on.
 #[derive(Debug)]
@@ -25,6 +37,10 @@ pub struct CudaDevice {
     pub name: String,
     /// Compute capability (major, minor).
     pub compute_capability: (i32, i32),
+    /// Loaded kernel modules and functions.
+    kernels: kernels::ModuleCache,
+    /// The cuBLAS handle, created on first GEMM.
+    blas: Mutex<Option<Arc<CudaBlas>>>,
 }
 
 /// Storage of a tensor on a GPU.
@@ -91,14 +107,76 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
             stream,
             name,
             compute_capability,
+            kernels: kernels::ModuleCache::default(),
+            blas: Mutex::new(None),
         })
     }));
-    opened.unwrap_or_else(|_| Err(unavailable(ordinal, "the CUDA driver panicked on initialisation")))
+    opened.unwrap_or_else(|_| {
+        Err(unavailable(
+            ordinal,
+            "the CUDA driver panicked on initialisation",
+        ))
+    })
+}
+
+/// True when cuBLAS can be loaded on this machine.
+pub fn cublas_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its candidate names.
+    catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() }).unwrap_or(false)
+}
+
+impl CudaDevice {
+    /// The cuBLAS handle of this device (created on first use, bound to the device's stream).
+    pub fn blas(&self) -> Result<Arc<CudaBlas>> {
+        let mut slot = self.blas.lock().map_err(|_| Error::Cuda {
+            op: "cublas",
+            msg: "cuBLAS handle poisoned by an earlier panic".into(),
+        })?;
+        if let Some(b) = slot.as_ref() {
+            return Ok(b.clone());
+        }
+        if !cublas_present() {
+            return Err(unavailable(
+                self.ordinal,
+                "cuBLAS (libcublas.so) not found: put the CUDA 13 cuBLAS library on \
+                 LD_LIBRARY_PATH (e.g. the nvidia-cublas pip wheel's lib folder)",
+            ));
+        }
+        let stream = self.stream.clone();
+        let made = catch_unwind(AssertUnwindSafe(|| -> Result<CudaBlas> {
+            let blas = CudaBlas::new(stream).map_err(|e| Error::Cuda {
+                op: "cublas init",
+                msg: format!("{e:?}"),
+            })?;
+            // Plain FP32 GEMMs (no TF32), so results match the CPU to f32 rounding.
+            // SAFETY: the handle is live; setting the math mode has no other precondition.
+            unsafe {
+                cudarc::cublas::sys::cublasSetMathMode(
+                    *blas.handle(),
+                    cudarc::cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+                )
+            }
+            .result()
+            .map_err(|e| Error::Cuda {
+                op: "cublas init",
+                msg: format!("cublasSetMathMode: {e:?}"),
+            })?;
+            Ok(blas)
+        }))
+        .unwrap_or_else(|_| Err(unavailable(self.ordinal, "cuBLAS panicked on initialisation")))?;
+        let b = Arc::new(made);
+        *slot = Some(b.clone());
+        Ok(b)
+    }
 }
 
 /// Copies host f32 data to a new buffer on `ordinal`.
 pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
     let dev = context(ordinal)?;
+    if data.is_empty() {
+        // Zero-byte allocations are rejected by the driver; empty tensors keep one spare element.
+        return Ok(CudaStorage::F32(launch::alloc_f32(&dev, 0, "upload")?));
+    }
     let slice = dev.stream.clone_htod(data).map_err(|e| Error::Cuda {
         op: "upload",
         msg: e.to_string(),
@@ -106,7 +184,8 @@ pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
     Ok(CudaStorage::F32(slice))
 }
 
-/// Copies a device buffer back to the host.
+/// Copies a device buffer back to the host (every element of the buffer; empty tensors carry one
+/// spare element, which [`crate::Tensor::to_vec_f32`] drops).
 pub fn download_f32(ordinal: usize, storage: &CudaStorage) -> Result<Vec<f32>> {
     let dev = context(ordinal)?;
     let CudaStorage::F32(slice) = storage;

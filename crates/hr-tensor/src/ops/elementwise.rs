@@ -158,7 +158,10 @@ pub fn axpy(y: &mut Tensor, alpha: f64, x: &Tensor) -> Result<()> {
 /// `seed`; returns `(y, scale)` where `scale` is what backward multiplies by.
 pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::invalid("dropout", format!("p = {p} is outside [0, 1)")));
+        return Err(Error::invalid(
+            "dropout",
+            format!("p = {p} is outside [0, 1)"),
+        ));
     }
     backend_for("dropout", x.device())?.dropout(x, p, seed)
 }

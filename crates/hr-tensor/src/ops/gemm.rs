@@ -23,8 +23,16 @@ pub fn matmul_spec(
     }
     let (ab, am) = a.split_at(a.len() - 2);
     let (bb, bm) = b.split_at(b.len() - 2);
-    let (m, ka) = if trans_a { (am[1], am[0]) } else { (am[0], am[1]) };
-    let (kb, n) = if trans_b { (bm[1], bm[0]) } else { (bm[0], bm[1]) };
+    let (m, ka) = if trans_a {
+        (am[1], am[0])
+    } else {
+        (am[0], am[1])
+    };
+    let (kb, n) = if trans_b {
+        (bm[1], bm[0])
+    } else {
+        (bm[0], bm[1])
+    };
     let a_batched = !ab.is_empty();
     let b_batched = !bb.is_empty();
     if ka != kb || (a_batched && b_batched && ab != bb) {
@@ -49,7 +57,13 @@ pub fn matmul_spec(
 
 /// `alpha * op(a) @ op(b)` with optional transposes of the last two axes; leading axes are
 /// batch axes (equal on both sides, or absent on one side = shared matrix).
-pub fn matmul_ex(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, alpha: f64) -> Result<Tensor> {
+pub fn matmul_ex(
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f64,
+) -> Result<Tensor> {
     let be = pair("matmul", a, b)?;
     let (spec, out) = matmul_spec(a.shape(), b.shape(), trans_a, trans_b, alpha)?;
     be.matmul(a, b, &spec, &out)

@@ -1,1 +1,230 @@
-//! Front-end ops of the norm family (see the backend trait).
+//! Front-end ops of the norm family (see the backend trait): layer norm, batch norm and
+//! L2 normalisation, each with its backward.
+
+/// Layer norm over the last axis (PyTorch semantics, biased variance):
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with `gamma`, `beta` of shape `[D]`,
+/// `D` = the last axis of `x`. Returns `y` and the per-row statistics (shape of `x` without its
+/// last axis) that [`layer_norm_bwd`] needs.
+pub fn layer_norm(
+    x: &crate::Tensor,
+    gamma: &crate::Tensor,
+    beta: &crate::Tensor,
+    eps: f64,
+) -> crate::Result<(crate::Tensor, crate::NormStats)> {
+    let be = super::all_same("layer_norm", &[x, gamma, beta])?;
+    last_axis_checks::affine("layer_norm", x, gamma, beta)?;
+    last_axis_checks::eps("layer_norm", eps, false)?;
+    be.layer_norm(x, gamma, beta, eps)
+}
+
+/// Backward of [`layer_norm`]: `(dx, dgamma, dbeta)` for upstream gradient `dy`.
+pub fn layer_norm_bwd(
+    x: &crate::Tensor,
+    gamma: &crate::Tensor,
+    stats: &crate::NormStats,
+    dy: &crate::Tensor,
+) -> crate::Result<crate::NormGrads> {
+    let be = super::all_same("layer_norm_bwd", &[x, gamma, dy, &stats.mean, &stats.rstd])?;
+    super::same_shape("layer_norm_bwd", x, dy)?;
+    last_axis_checks::affine("layer_norm_bwd", x, gamma, gamma)?;
+    let rows = &x.shape()[..x.rank() - 1];
+    super::expect_shape("layer_norm_bwd", &stats.mean, rows)?;
+    super::expect_shape("layer_norm_bwd", &stats.rstd, rows)?;
+    be.layer_norm_bwd(x, gamma, stats, dy)
+}
+
+/// L2 normalisation over the last axis, `y = x / max(||x||, eps)` (like
+/// `torch.nn.functional.normalize(x, dim=-1)`); `eps > 0`. Returns `(y, norms)` where `norms`
+/// (shape of `x` without its last axis) holds the unclamped `||x||`.
+pub fn l2_normalize(x: &crate::Tensor, eps: f64) -> crate::Result<(crate::Tensor, crate::Tensor)> {
+    last_axis_checks::last_axis("l2_normalize", x)?;
+    last_axis_checks::eps("l2_normalize", eps, true)?;
+    crate::backend::backend_for("l2_normalize", x.device())?.l2_normalize(x, eps)
+}
+
+/// Backward of [`l2_normalize`] from its outputs `y`, `norms` and the same `eps`.
+pub fn l2_normalize_bwd(
+    y: &crate::Tensor,
+    norms: &crate::Tensor,
+    dy: &crate::Tensor,
+    eps: f64,
+) -> crate::Result<crate::Tensor> {
+    let be = super::all_same("l2_normalize_bwd", &[y, norms, dy])?;
+    super::same_shape("l2_normalize_bwd", y, dy)?;
+    last_axis_checks::last_axis("l2_normalize_bwd", y)?;
+    super::expect_shape("l2_normalize_bwd", norms, &y.shape()[..y.rank() - 1])?;
+    last_axis_checks::eps("l2_normalize_bwd", eps, true)?;
+    be.l2_normalize_bwd(y, norms, dy, eps)
+}
+
+/// Validation shared by the last-axis normalisations.
+mod last_axis_checks {
+    use crate::{Error, Result, Tensor};
+
+    /// `x` has at least one axis and a non-empty last axis.
+    pub(super) fn last_axis(op: &'static str, x: &Tensor) -> Result<usize> {
+        match x.shape().last() {
+            Some(&d) if d > 0 => Ok(d),
+            _ => Err(Error::invalid(
+                op,
+                format!("expected a non-empty last axis, got shape {:?}", x.shape()),
+            )),
+        }
+    }
+
+    /// `gamma` and `beta` have shape `[D]`, `D` = the last axis of `x`.
+    pub(super) fn affine(
+        op: &'static str,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+    ) -> Result<()> {
+        let d = last_axis(op, x)?;
+        for p in [gamma, beta] {
+            if p.shape() != [d] {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: x.shape().to_vec(),
+                    rhs: p.shape().to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `eps` is finite and non-negative (strictly positive when `positive`).
+    pub(super) fn eps(op: &'static str, eps: f64, positive: bool) -> Result<()> {
+        if !eps.is_finite() || eps < 0.0 || (positive && eps == 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "eps = {eps} must be finite and {}",
+                    if positive { "> 0" } else { ">= 0" }
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Batch norm in training mode over axis 1 of `x` (N, C, *spatial) or (N, C), PyTorch
+/// `BatchNorm2d` semantics: normalises with the batch mean and biased variance,
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, and updates the running statistics in
+/// place: `running_mean = (1 - momentum) * running_mean + momentum * mean`,
+/// `running_var = (1 - momentum) * running_var + momentum * var * M / (M - 1)` (unbiased,
+/// `M = N * prod(spatial)`). `gamma`, `beta` and the running statistics have shape `[C]`;
+/// `momentum` is in [0, 1], `eps >= 0`, and `M` must be at least 2. Returns `y` and the
+/// per-channel `mean` / `rstd` that [`batch_norm_bwd`] needs.
+pub fn batch_norm_train(
+    x: &crate::Tensor,
+    gamma: &crate::Tensor,
+    beta: &crate::Tensor,
+    running_mean: &mut crate::Tensor,
+    running_var: &mut crate::Tensor,
+    momentum: f64,
+    eps: f64,
+) -> crate::Result<(crate::Tensor, crate::NormStats)> {
+    const OP: &str = "batch_norm_train";
+    let be = super::all_same(OP, &[x, gamma, beta, &*running_mean, &*running_var])?;
+    let (n, c, s) = channel_checks::geometry(OP, x)?;
+    for p in [gamma, beta, &*running_mean, &*running_var] {
+        channel_checks::per_channel(OP, x, p, c)?;
+    }
+    channel_checks::eps(OP, eps)?;
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(crate::Error::invalid(
+            OP,
+            format!("momentum = {momentum} is outside [0, 1]"),
+        ));
+    }
+    if n.saturating_mul(s) < 2 {
+        return Err(crate::Error::invalid(
+            OP,
+            format!(
+                "expected more than 1 value per channel when training, got input shape {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    be.batch_norm_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+}
+
+/// Batch norm in evaluation mode: `y = (x - running_mean) / sqrt(running_var + eps) * gamma +
+/// beta` per channel (axis 1 of `x`); every parameter has shape `[C]`.
+pub fn batch_norm_eval(
+    x: &crate::Tensor,
+    gamma: &crate::Tensor,
+    beta: &crate::Tensor,
+    running_mean: &crate::Tensor,
+    running_var: &crate::Tensor,
+    eps: f64,
+) -> crate::Result<crate::Tensor> {
+    const OP: &str = "batch_norm_eval";
+    let be = super::all_same(OP, &[x, gamma, beta, running_mean, running_var])?;
+    let (_, c, _) = channel_checks::geometry(OP, x)?;
+    for p in [gamma, beta, running_mean, running_var] {
+        channel_checks::per_channel(OP, x, p, c)?;
+    }
+    channel_checks::eps(OP, eps)?;
+    be.batch_norm_eval(x, gamma, beta, running_mean, running_var, eps)
+}
+
+/// Backward of [`batch_norm_train`]: `(dx, dgamma, dbeta)` for upstream gradient `dy`, from
+/// the input, `gamma` and the statistics the forward returned.
+pub fn batch_norm_bwd(
+    x: &crate::Tensor,
+    gamma: &crate::Tensor,
+    stats: &crate::NormStats,
+    dy: &crate::Tensor,
+) -> crate::Result<crate::NormGrads> {
+    const OP: &str = "batch_norm_bwd";
+    let be = super::all_same(OP, &[x, gamma, dy, &stats.mean, &stats.rstd])?;
+    super::same_shape(OP, x, dy)?;
+    let (_, c, _) = channel_checks::geometry(OP, x)?;
+    for p in [gamma, &stats.mean, &stats.rstd] {
+        channel_checks::per_channel(OP, x, p, c)?;
+    }
+    be.batch_norm_bwd(x, gamma, stats, dy)
+}
+
+/// Validation shared by the batch norms.
+mod channel_checks {
+    use crate::{Error, Result, Tensor};
+
+    /// `(N, C, prod(spatial))` of an input of rank >= 2.
+    pub(super) fn geometry(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+        match x.shape() {
+            [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+            _ => Err(Error::invalid(
+                op,
+                format!(
+                    "expected an (N, C, *spatial) input, got shape {:?}",
+                    x.shape()
+                ),
+            )),
+        }
+    }
+
+    /// A per-channel parameter `p` of input `x` has shape `[c]`.
+    pub(super) fn per_channel(op: &'static str, x: &Tensor, p: &Tensor, c: usize) -> Result<()> {
+        if p.shape() != [c] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: x.shape().to_vec(),
+                rhs: p.shape().to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `eps` is finite and non-negative.
+    pub(super) fn eps(op: &'static str, eps: f64) -> Result<()> {
+        if !eps.is_finite() || eps < 0.0 {
+            return Err(Error::invalid(
+                op,
+                format!("eps = {eps} must be finite and >= 0"),
+            ));
+        }
+        Ok(())
+    }
+}

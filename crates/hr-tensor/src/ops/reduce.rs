@@ -41,7 +41,12 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
 }
 
 /// Shape after reducing `axes` (kept as size 1 with `keepdim`, else removed).
-fn reduced_shape(op: &'static str, shape: &[usize], axes: &[usize], keepdim: bool) -> Result<Vec<usize>> {
+fn reduced_shape(
+    op: &'static str,
+    shape: &[usize],
+    axes: &[usize],
+    keepdim: bool,
+) -> Result<Vec<usize>> {
     if let Some(&bad) = axes.iter().find(|&&a| a >= shape.len()) {
         return Err(Error::invalid(
             op,

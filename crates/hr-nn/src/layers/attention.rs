@@ -1,0 +1,171 @@
+//! Multi-head self-attention with a key padding mask (batch first).
+
+use hr_tensor::{ops, Rng, Tensor};
+
+use super::{Dropout, DropoutCache, Linear, LinearCache, Mode};
+use crate::{ParamStore, Result};
+
+/// How queries, keys and values are projected (the two naming schemes we import).
+#[derive(Debug, Clone)]
+pub enum InProj {
+    /// One (3D, D) projection, PyTorch `nn.MultiheadAttention` (`in_proj_weight`, `in_proj_bias`).
+    Fused(Linear),
+    /// Three (D, D) projections, HF BERT (`query`, `key`, `value`).
+    Separate {
+        /// Query projection.
+        q: Linear,
+        /// Key projection.
+        k: Linear,
+        /// Value projection.
+        v: Linear,
+    },
+}
+
+/// Multi-head scaled dot-product self-attention.
+#[derive(Debug, Clone)]
+pub struct MultiHeadAttention {
+    /// Input projections.
+    pub in_proj: InProj,
+    /// Output projection.
+    pub out_proj: Linear,
+    /// Number of heads.
+    pub heads: usize,
+    /// Model width.
+    pub dim: usize,
+    /// Dropout on the attention probabilities.
+    pub attn_dropout: Dropout,
+}
+
+/// Saved activations of a [`MultiHeadAttention`] forward.
+#[derive(Debug, Clone)]
+pub struct AttentionCache {
+    shape: [usize; 3],
+    proj: Vec<LinearCache>,
+    qh: Tensor,
+    kh: Tensor,
+    vh: Tensor,
+    probs: Tensor,
+    dropped: Tensor,
+    drop: DropoutCache,
+    out: LinearCache,
+}
+
+/// (B, T, D) -> (B, H, T, D/H).
+fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let [b, t, d] = [x.shape()[0], x.shape()[1], x.shape()[2]];
+    let x4 = x.reshape(&[b, t, heads, d / heads])?;
+    Ok(ops::permute(&x4, &[0, 2, 1, 3])?)
+}
+
+/// (B, H, T, Dh) -> (B, T, H*Dh).
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let s = x.shape().to_vec();
+    let y = ops::permute(x, &[0, 2, 1, 3])?;
+    Ok(y.reshape(&[s[0], s[2], s[1] * s[3]])?)
+}
+
+impl MultiHeadAttention {
+    /// PyTorch naming: `{name}.in_proj_weight`, `{name}.in_proj_bias`, `{name}.out_proj.*`.
+    pub fn torch(ps: &mut ParamStore, name: &str, dim: usize, heads: usize, dropout: f64, rng: &mut Rng) -> Result<Self> {
+        let fused = Linear::new_named(
+            ps,
+            &format!("{name}.in_proj_weight"),
+            Some(&format!("{name}.in_proj_bias")),
+            dim,
+            3 * dim,
+            rng,
+        )?;
+        let out_proj = Linear::new(ps, &format!("{name}.out_proj"), dim, dim, true, rng)?;
+        Self::build(InProj::Fused(fused), out_proj, dim, heads, dropout)
+    }
+
+    /// HF BERT naming: `{name}.self.{query,key,value}`, `{name}.output.dense`.
+    pub fn bert(ps: &mut ParamStore, name: &str, dim: usize, heads: usize, dropout: f64, rng: &mut Rng) -> Result<Self> {
+        let mut lin = |n: &str| Linear::new(ps, &format!("{name}.{n}"), dim, dim, true, rng);
+        let in_proj = InProj::Separate {
+            q: lin("self.query")?,
+            k: lin("self.key")?,
+            v: lin("self.value")?,
+        };
+        let out_proj = lin("output.dense")?;
+        Self::build(in_proj, out_proj, dim, heads, dropout)
+    }
+
+    fn build(in_proj: InProj, out_proj: Linear, dim: usize, heads: usize, dropout: f64) -> Result<Self> {
+        if heads == 0 || dim % heads != 0 {
+            return Err(crate::Error::Config {
+                key: "heads".into(),
+                msg: format!("model width {dim} is not divisible by {heads} heads"),
+            });
+        }
+        Ok(MultiHeadAttention { in_proj, out_proj, heads, dim, attn_dropout: Dropout::new(dropout) })
+    }
+
+    /// Projects `x` to (q, k, v), each (B, T, D).
+    fn project(&self, ps: &ParamStore, x: &Tensor) -> Result<([Tensor; 3], Vec<LinearCache>)> {
+        match &self.in_proj {
+            InProj::Fused(l) => {
+                let (qkv, c) = l.forward(ps, x)?;
+                let d = self.dim;
+                let part = |i: usize| ops::slice(&qkv, 2, i * d, d);
+                Ok(([part(0)?, part(1)?, part(2)?], vec![c]))
+            }
+            InProj::Separate { q, k, v } => {
+                let (qy, qc) = q.forward(ps, x)?;
+                let (ky, kc) = k.forward(ps, x)?;
+                let (vy, vc) = v.forward(ps, x)?;
+                Ok(([qy, ky, vy], vec![qc, kc, vc]))
+            }
+        }
+    }
+
+    /// `x` (B, T, D); `mask` (B, T) with 1 = real token, 0 = padding (keys masked out).
+    pub fn forward(&self, ps: &ParamStore, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<(Tensor, AttentionCache)> {
+        if x.rank() != 3 || x.shape()[2] != self.dim {
+            return Err(hr_tensor::Error::ShapeMismatch {
+                op: "MultiHeadAttention",
+                lhs: x.shape().to_vec(),
+                rhs: vec![0, 0, self.dim],
+            }
+            .into());
+        }
+        let [b, t, _] = [x.shape()[0], x.shape()[1], x.shape()[2]];
+        let ([q, k, v], proj) = self.project(ps, x)?;
+        let (qh, kh, vh) = (split_heads(&q, self.heads)?, split_heads(&k, self.heads)?, split_heads(&v, self.heads)?);
+        let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
+        let scores = ops::matmul_ex(&qh, &kh, false, true, scale)?;
+        let flat = scores.reshape(&[b, self.heads * t, t])?;
+        let probs = ops::softmax(&flat, mask)?.reshape(scores.shape())?;
+        let (dropped, drop) = self.attn_dropout.forward(&probs, mode)?;
+        let ctx = merge_heads(&ops::matmul(&dropped, &vh)?)?;
+        let (y, out) = self.out_proj.forward(ps, &ctx)?;
+        let cache = AttentionCache { shape: [b, t, self.dim], proj, qh, kh, vh, probs, dropped, drop, out };
+        Ok((y, cache))
+    }
+
+    /// Accumulates parameter gradients and returns dx.
+    pub fn backward(&self, ps: &mut ParamStore, c: &AttentionCache, dy: &Tensor) -> Result<Tensor> {
+        let [b, t, _] = c.shape;
+        let dctx = self.out_proj.backward(ps, &c.out, dy)?;
+        let dctx_h = split_heads(&dctx, self.heads)?;
+        let (dprobs_d, dvh) = ops::matmul_ex_bwd(&c.dropped, &c.vh, &dctx_h, false, false, 1.0)?;
+        let dprobs = self.attn_dropout.backward(&c.drop, &dprobs_d)?;
+        let flat = |x: &Tensor| x.reshape(&[b, self.heads * t, t]);
+        let dscores = ops::softmax_bwd(&flat(&c.probs)?, &flat(&dprobs)?)?.reshape(c.probs.shape())?;
+        let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
+        let (dqh, dkh) = ops::matmul_ex_bwd(&c.qh, &c.kh, &dscores, false, true, scale)?;
+        let (dq, dk, dv) = (merge_heads(&dqh)?, merge_heads(&dkh)?, merge_heads(&dvh)?);
+        match &self.in_proj {
+            InProj::Fused(l) => {
+                let dqkv = ops::concat(&[&dq, &dk, &dv], 2)?;
+                l.backward(ps, &c.proj[0], &dqkv)
+            }
+            InProj::Separate { q, k, v } => {
+                let mut dx = q.backward(ps, &c.proj[0], &dq)?;
+                ops::axpy(&mut dx, 1.0, &k.backward(ps, &c.proj[1], &dk)?)?;
+                ops::axpy(&mut dx, 1.0, &v.backward(ps, &c.proj[2], &dv)?)?;
+                Ok(dx)
+            }
+        }
+    }
+}

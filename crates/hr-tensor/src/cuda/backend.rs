@@ -1,0 +1,1042 @@
+//! The CUDA backend: every op family of [`crate::backend`] on f32 tensors of one GPU, through
+//! the NVRTC-compiled kernels of `kernels/` and cuBLAS for GEMMs. Semantics match the CPU
+//! reference in `crate::cpu` (the parity suite in `tests/cuda_parity.rs` checks each op).
+//! Convolutions and batch norm are not ported yet and return [`Error::NotImplemented`].
+
+use std::sync::Arc;
+
+use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::kernels::Family;
+use super::launch::{
+    alloc_f32, cfg_elems, cfg_rows, cuda_err, launch, row_major, zeros_f32, AdamConsts,
+    Broadcast2, Strided,
+};
+use super::{context, CudaDevice, CudaStorage};
+use crate::backend::{
+    AdamStep, Binary, Conv2dSpec, ConvOps, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec,
+    NormGrads, NormOps, NormStats, OptimOps, ReduceOps, SoftmaxOps, Unary,
+};
+use crate::storage::Storage;
+use crate::{DType, Device, Error, Result, Tensor};
+
+/// The CUDA backend (stateless: devices, modules and cuBLAS handles live in the registry of
+/// [`crate::cuda`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CudaBackend;
+
+/// The f32 device buffer of `t` and its device, or an error naming `op`.
+fn buf<'a>(op: &'static str, t: &'a Tensor) -> Result<(usize, &'a CudaSlice<f32>)> {
+    match t.storage() {
+        Storage::Cuda {
+            ordinal,
+            data: CudaStorage::F32(s),
+        } => Ok((*ordinal, s)),
+        Storage::Cpu(_) if t.dtype() == DType::F32 => Err(Error::DeviceMismatch {
+            op,
+            lhs: t.device(),
+            rhs: Device::Cuda(0),
+        }),
+        _ => Err(Error::UnsupportedDType {
+            op,
+            dtype: t.dtype(),
+            device: t.device(),
+        }),
+    }
+}
+
+/// Mutable device buffer of `t` (copied first if its storage is shared).
+fn buf_mut<'a>(op: &'static str, t: &'a mut Tensor) -> Result<&'a mut CudaSlice<f32>> {
+    let (dtype, device) = (t.dtype(), t.device());
+    match t.storage_mut() {
+        Storage::Cuda {
+            data: CudaStorage::F32(s),
+            ..
+        } => Ok(s),
+        _ => Err(Error::UnsupportedDType { op, dtype, device }),
+    }
+}
+
+/// The device of the first operand plus a check that every other one lives there too.
+fn device_of(op: &'static str, ts: &[&Tensor]) -> Result<Arc<CudaDevice>> {
+    let first = ts
+        .first()
+        .ok_or_else(|| Error::invalid(op, "no operands given"))?;
+    let (ordinal, _) = buf(op, first)?;
+    for t in &ts[1..] {
+        let (o, _) = buf(op, t)?;
+        if o != ordinal {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: Device::Cuda(ordinal),
+                rhs: Device::Cuda(o),
+            });
+        }
+    }
+    context(ordinal)
+}
+
+/// Wraps a device buffer as a tensor of `shape` on `dev`.
+fn wrap(dev: &CudaDevice, data: CudaSlice<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_storage(
+        Storage::Cuda {
+            ordinal: dev.ordinal,
+            data: CudaStorage::F32(data),
+        },
+        shape.to_vec(),
+    )
+}
+
+/// Uploads host ids (u32) for a gather/scatter kernel.
+fn upload_ids(dev: &CudaDevice, op: &'static str, ids: &[u32]) -> Result<CudaSlice<u32>> {
+    if ids.is_empty() {
+        // SAFETY: never read (the kernels that take ids are not launched for zero ids).
+        return unsafe { dev.stream.alloc::<u32>(1) }.map_err(|e| cuda_err(op, e));
+    }
+    dev.stream.clone_htod(ids).map_err(|e| cuda_err(op, e))
+}
+
+fn unary_code(kind: Unary) -> i32 {
+    match kind {
+        Unary::Relu => 0,
+        Unary::Gelu => 1,
+        Unary::Hardswish => 2,
+        Unary::Sigmoid => 3,
+        Unary::Tanh => 4,
+        Unary::Exp => 5,
+        Unary::Log => 6,
+        Unary::Sqrt => 7,
+    }
+}
+
+fn binary_code(kind: Binary) -> i32 {
+    match kind {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+    }
+}
+
+/// Strides of `in_shape` broadcast to `out_shape` (0 where the input has size 1).
+fn broadcast_strides(in_shape: &[usize], out_shape: &[usize]) -> Vec<i64> {
+    row_major(in_shape)
+        .into_iter()
+        .zip(in_shape.iter().zip(out_shape))
+        .map(|(s, (&i, &o))| if i == o { s } else { 0 })
+        .collect()
+}
+
+/// `(rows, k)` of a tensor's last axis (rows = 0 for empty tensors); errors for scalars.
+fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    let k = *x
+        .shape()
+        .last()
+        .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
+    Ok((if k == 0 { 0 } else { x.numel() / k }, k))
+}
+
+/// Checks that `b` has `a`'s shape.
+fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Size as the `long long` the kernels take.
+fn i64_of(n: usize) -> i64 {
+    n as i64
+}
+
+/// Gathers `x` through a strided view into a new tensor of `shape` (broadcast, permute, slice).
+fn gather(
+    op: &'static str,
+    family: Family,
+    name: &'static str,
+    x: &Tensor,
+    shape: &[usize],
+    base: usize,
+    stride: &[i64],
+) -> Result<Tensor> {
+    let dev = device_of(op, &[x])?;
+    let (_, xs) = buf(op, x)?;
+    let n = crate::numel_of(op, shape)?;
+    let mut y = alloc_f32(&dev, n, op)?;
+    if n > 0 {
+        let s = Strided::new(op, shape, stride)?;
+        let f = dev.function(family, name)?;
+        let (nn, b) = (i64_of(n), i64_of(base));
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(xs).arg(&mut y).arg(&nn).arg(&b).arg(&s);
+        launch(a, name, cfg_elems(n))?;
+    }
+    Ok(wrap(&dev, y, shape))
+}
+
+/// Writes `x` (shape `shape`) into the strided window `base + stride` of `y`.
+fn scatter_into(
+    dev: &CudaDevice,
+    op: &'static str,
+    x: &Tensor,
+    y: &mut CudaSlice<f32>,
+    base: usize,
+    stride: &[i64],
+) -> Result<()> {
+    let (_, xs) = buf(op, x)?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let s = Strided::new(op, x.shape(), stride)?;
+    let f = dev.function(Family::Layout, "scatter_strided_f32")?;
+    let (nn, b) = (i64_of(n), i64_of(base));
+    let mut a = dev.stream.launch_builder(&f);
+    a.arg(xs).arg(y).arg(&nn).arg(&b).arg(&s);
+    launch(a, "scatter_strided_f32", cfg_elems(n))
+}
+
+/// `(outer, dim, inner)` of `shape` around `axis`.
+fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+fn check_axis(op: &'static str, x: &Tensor, axis: usize) -> Result<()> {
+    if axis >= x.rank() {
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} out of range for shape {:?}", x.shape()),
+        ));
+    }
+    Ok(())
+}
+
+fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds cuBLAS's i32 range")))
+}
+
+impl GemmOps for CudaBackend {
+    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, out_shape: &[usize]) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        let dev = device_of(OP, &[a, b])?;
+        let (_, ab) = buf(OP, a)?;
+        let (_, bb) = buf(OP, b)?;
+        let (m, n, k) = (spec.m, spec.n, spec.k);
+        let total = spec.batch * m * n;
+        if total == 0 || k == 0 {
+            return Ok(wrap(&dev, zeros_f32(&dev, total, OP)?, out_shape));
+        }
+        let mut c = alloc_f32(&dev, total, OP)?;
+        let a_need = if spec.a_batched { spec.batch } else { 1 } * m * k;
+        let b_need = if spec.b_batched { spec.batch } else { 1 } * k * n;
+        if ab.len() < a_need || bb.len() < b_need {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: a.shape().to_vec(),
+                rhs: b.shape().to_vec(),
+            });
+        }
+        // Row-major C (m x n) is column-major C^T (n x m) = op(B)^T op(A)^T: swap the operands.
+        let op_of = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let gemm = GemmConfig {
+            transa: op_of(spec.trans_b),
+            transb: op_of(spec.trans_a),
+            m: to_i32(OP, "n", n)?,
+            n: to_i32(OP, "m", m)?,
+            k: to_i32(OP, "k", k)?,
+            alpha: spec.alpha as f32,
+            lda: to_i32(OP, "ldb", if spec.trans_b { k } else { n })?,
+            ldb: to_i32(OP, "lda", if spec.trans_a { m } else { k })?,
+            beta: 0.0f32,
+            ldc: to_i32(OP, "n", n)?,
+        };
+        let blas = dev.blas()?;
+        let res = if spec.batch == 1 {
+            // SAFETY: the buffers hold at least the m*k, k*n and m*n elements the config
+            // addresses (checked above).
+            unsafe { blas.gemm(gemm, bb, ab, &mut c) }
+        } else {
+            let cfg = StridedBatchedConfig {
+                gemm,
+                batch_size: to_i32(OP, "batch", spec.batch)?,
+                stride_a: if spec.b_batched { (k * n) as i64 } else { 0 },
+                stride_b: if spec.a_batched { (m * k) as i64 } else { 0 },
+                stride_c: (m * n) as i64,
+            };
+            // SAFETY: as above, per batch entry (stride 0 = the shared matrix).
+            unsafe { blas.gemm_strided_batched(cfg, bb, ab, &mut c) }
+        };
+        res.map_err(|e| Error::Cuda {
+            op: OP,
+            msg: format!(
+                "cublasSgemm{} (batch {}, m {m}, n {n}, k {k}) failed: {e:?}",
+                if spec.batch == 1 { "" } else { "StridedBatched" },
+                spec.batch
+            ),
+        })?;
+        Ok(wrap(&dev, c, out_shape))
+    }
+}
+
+impl ElementwiseOps for CudaBackend {
+    fn unary(&self, kind: Unary, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "unary";
+        let dev = device_of(OP, &[x])?;
+        let (_, xs) = buf(OP, x)?;
+        let n = x.numel();
+        let mut y = alloc_f32(&dev, n, OP)?;
+        if n > 0 {
+            let f = dev.function(Family::Elementwise, "unary_fwd_f32")?;
+            let (nn, code) = (i64_of(n), unary_code(kind));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(&mut y).arg(&nn).arg(&code);
+            launch(a, "unary_fwd_f32", cfg_elems(n))?;
+        }
+        Ok(wrap(&dev, y, x.shape()))
+    }
+
+    fn unary_bwd(&self, kind: Unary, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        const OP: &str = "unary_bwd";
+        same_shape(OP, x, dy)?;
+        let dev = device_of(OP, &[x, dy])?;
+        let ((_, xs), (_, gs)) = (buf(OP, x)?, buf(OP, dy)?);
+        let n = x.numel();
+        let mut dx = alloc_f32(&dev, n, OP)?;
+        if n > 0 {
+            let f = dev.function(Family::Elementwise, "unary_bwd_f32")?;
+            let (nn, code) = (i64_of(n), unary_code(kind));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(gs).arg(&mut dx).arg(&nn).arg(&code);
+            launch(a, "unary_bwd_f32", cfg_elems(n))?;
+        }
+        Ok(wrap(&dev, dx, x.shape()))
+    }
+
+    fn binary(&self, kind: Binary, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        const OP: &str = "binary";
+        let dev = device_of(OP, &[a, b])?;
+        let ((_, av), (_, bv)) = (buf(OP, a)?, buf(OP, b)?);
+        if a.rank() != out_shape.len() || b.rank() != out_shape.len() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: a.shape().to_vec(),
+                rhs: b.shape().to_vec(),
+            });
+        }
+        let n = crate::numel_of(OP, out_shape)?;
+        let mut c = alloc_f32(&dev, n, OP)?;
+        if n > 0 {
+            let (nn, code) = (i64_of(n), binary_code(kind));
+            if a.shape() == out_shape && b.shape() == out_shape {
+                let f = dev.function(Family::Elementwise, "binary_same_f32")?;
+                let mut l = dev.stream.launch_builder(&f);
+                l.arg(av).arg(bv).arg(&mut c).arg(&nn).arg(&code);
+                launch(l, "binary_same_f32", cfg_elems(n))?;
+            } else {
+                let g = Broadcast2::new(
+                    OP,
+                    out_shape,
+                    &broadcast_strides(a.shape(), out_shape),
+                    &broadcast_strides(b.shape(), out_shape),
+                )?;
+                let f = dev.function(Family::Elementwise, "binary_bcast_f32")?;
+                let mut l = dev.stream.launch_builder(&f);
+                l.arg(av).arg(bv).arg(&mut c).arg(&nn).arg(&code).arg(&g);
+                launch(l, "binary_bcast_f32", cfg_elems(n))?;
+            }
+        }
+        Ok(wrap(&dev, c, out_shape))
+    }
+
+    fn affine(&self, x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
+        const OP: &str = "affine";
+        let dev = device_of(OP, &[x])?;
+        let (_, xs) = buf(OP, x)?;
+        let n = x.numel();
+        let mut y = alloc_f32(&dev, n, OP)?;
+        if n > 0 {
+            let f = dev.function(Family::Elementwise, "affine_f32")?;
+            let (nn, m, ad) = (i64_of(n), mul as f32, add as f32);
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(&mut y).arg(&nn).arg(&m).arg(&ad);
+            launch(a, "affine_f32", cfg_elems(n))?;
+        }
+        Ok(wrap(&dev, y, x.shape()))
+    }
+
+    fn axpy(&self, y: &mut Tensor, alpha: f64, x: &Tensor) -> Result<()> {
+        const OP: &str = "axpy";
+        same_shape(OP, y, x)?;
+        let dev = device_of(OP, &[y, x])?;
+        let n = x.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let f = dev.function(Family::Elementwise, "axpy_f32")?;
+        let (_, xs) = buf(OP, x)?;
+        let ys = buf_mut(OP, y)?;
+        let (nn, al) = (i64_of(n), alpha as f32);
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(ys).arg(xs).arg(&nn).arg(&al);
+        launch(a, "axpy_f32", cfg_elems(n))
+    }
+
+    fn dropout(&self, x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "dropout";
+        let dev = device_of(OP, &[x])?;
+        let (_, xs) = buf(OP, x)?;
+        let n = x.numel();
+        let mut y = alloc_f32(&dev, n, OP)?;
+        let mut s = alloc_f32(&dev, n, OP)?;
+        if n > 0 {
+            let f = dev.function(Family::Elementwise, "dropout_f32")?;
+            let (nn, keep) = (i64_of(n), (1.0 / (1.0 - p)) as f32);
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs)
+                .arg(&mut y)
+                .arg(&mut s)
+                .arg(&nn)
+                .arg(&p)
+                .arg(&seed)
+                .arg(&keep);
+            launch(a, "dropout_f32", cfg_elems(n))?;
+        }
+        Ok((wrap(&dev, y, x.shape()), wrap(&dev, s, x.shape())))
+    }
+}
+
+impl ReduceOps for CudaBackend {
+    fn sum_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        const OP: &str = "sum_to";
+        let dev = device_of(OP, &[x])?;
+        let (_, xs) = buf(OP, x)?;
+        let in_shape = x.shape();
+        if in_shape.len() != out_shape.len()
+            || in_shape
+                .iter()
+                .zip(out_shape)
+                .any(|(&i, &o)| o != i && o != 1)
+        {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: in_shape.to_vec(),
+                rhs: out_shape.to_vec(),
+            });
+        }
+        let n_out = crate::numel_of(OP, out_shape)?;
+        let mut y = alloc_f32(&dev, n_out, OP)?;
+        if n_out > 0 {
+            let st = row_major(in_shape);
+            let kept = Strided::new(OP, out_shape, &st)?;
+            let (mut red_shape, mut red_stride) = (Vec::new(), Vec::new());
+            for ((&i, &o), &s) in in_shape.iter().zip(out_shape).zip(&st) {
+                if o != i {
+                    red_shape.push(i);
+                    red_stride.push(s);
+                }
+            }
+            let red_n: usize = red_shape.iter().product();
+            let red = Strided::new(OP, &red_shape, &red_stride)?;
+            let f = dev.function(Family::Reduce, "sum_to_f32")?;
+            let (no, rn) = (i64_of(n_out), i64_of(red_n));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(&mut y).arg(&no).arg(&rn).arg(&kept).arg(&red);
+            launch(a, "sum_to_f32", cfg_rows(n_out, red_n))?;
+        }
+        Ok(wrap(&dev, y, out_shape))
+    }
+
+    fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        const OP: &str = "broadcast_to";
+        if x.rank() != out_shape.len()
+            || x.shape()
+                .iter()
+                .zip(out_shape)
+                .any(|(&i, &o)| i != o && i != 1)
+        {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: x.shape().to_vec(),
+                rhs: out_shape.to_vec(),
+            });
+        }
+        let st = broadcast_strides(x.shape(), out_shape);
+        gather(OP, Family::Reduce, "gather_strided_f32", x, out_shape, 0, &st)
+    }
+}
+
+impl LayoutOps for CudaBackend {
+    fn permute(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+        const OP: &str = "permute";
+        let mut seen = vec![false; x.rank()];
+        if perm.len() != x.rank()
+            || perm
+                .iter()
+                .any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::invalid(
+                OP,
+                format!("{perm:?} is not a permutation of the axes of shape {:?}", x.shape()),
+            ));
+        }
+        let st = row_major(x.shape());
+        let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+        let stride: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
+        gather(OP, Family::Layout, "gather_f32", x, &shape, 0, &stride)
+    }
+
+    fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
+        const OP: &str = "concat";
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::invalid(OP, "no tensors given"))?;
+        check_axis(OP, first, axis)?;
+        for t in xs {
+            let fits = t.rank() == first.rank()
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
+            if !fits {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
+            }
+        }
+        let dev = device_of(OP, xs)?;
+        let (outer, _, inner) = split_at_axis(first.shape(), axis);
+        let total: usize = xs.iter().map(|t| t.shape()[axis]).sum();
+        let mut shape = first.shape().to_vec();
+        shape[axis] = total;
+        let mut y = alloc_f32(&dev, outer * total * inner, OP)?;
+        let mut at = 0usize;
+        for t in xs {
+            let len = t.shape()[axis];
+            let geo = [outer, len, inner];
+            let st = [(total * inner) as i64, inner as i64, 1];
+            let part = t.reshape(&geo)?;
+            scatter_into(&dev, OP, &part, &mut y, at * inner, &st)?;
+            at += len;
+        }
+        Ok(wrap(&dev, y, &shape))
+    }
+
+    fn slice(&self, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+        const OP: &str = "slice";
+        check_axis(OP, x, axis)?;
+        let (outer, dim, inner) = split_at_axis(x.shape(), axis);
+        if start.checked_add(len).is_none_or(|end| end > dim) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "range {start}..{start}+{len} out of bounds for axis {axis} of shape {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        let mut shape = x.shape().to_vec();
+        shape[axis] = len;
+        let geo = [outer, len, inner];
+        let st = [(dim * inner) as i64, inner as i64, 1];
+        let y = gather(OP, Family::Layout, "gather_f32", x, &geo, start * inner, &st)?;
+        y.reshape(&shape)
+    }
+
+    fn pad_axis(&self, x: &Tensor, axis: usize, start: usize, total: usize) -> Result<Tensor> {
+        const OP: &str = "pad_axis";
+        check_axis(OP, x, axis)?;
+        let (outer, len, inner) = split_at_axis(x.shape(), axis);
+        if start.checked_add(len).is_none_or(|end| end > total) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{len} entries at {start} do not fit an axis of size {total} (shape {:?}, axis {axis})",
+                    x.shape()
+                ),
+            ));
+        }
+        let dev = device_of(OP, &[x])?;
+        let mut shape = x.shape().to_vec();
+        shape[axis] = total;
+        let mut y = zeros_f32(&dev, outer * total * inner, OP)?;
+        let part = x.reshape(&[outer, len, inner])?;
+        let st = [(total * inner) as i64, inner as i64, 1];
+        scatter_into(&dev, OP, &part, &mut y, start * inner, &st)?;
+        Ok(wrap(&dev, y, &shape))
+    }
+
+    fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        const OP: &str = "embedding";
+        if table.rank() != 2 {
+            return Err(Error::invalid(
+                OP,
+                format!("expected a (vocab, dim) table, got shape {:?}", table.shape()),
+            ));
+        }
+        let (vocab, d) = (table.shape()[0], table.shape()[1]);
+        if d > 0 {
+            if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("id {id} at position {pos} is out of range for vocab size {vocab}"),
+                ));
+            }
+        }
+        let dev = device_of(OP, &[table])?;
+        let (_, ts) = buf(OP, table)?;
+        let n = ids.len() * d;
+        let mut y = alloc_f32(&dev, n, OP)?;
+        if n > 0 {
+            let idb = upload_ids(&dev, OP, ids)?;
+            let f = dev.function(Family::Layout, "embedding_f32")?;
+            let (ni, dd) = (i64_of(ids.len()), i64_of(d));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(ts).arg(&idb).arg(&mut y).arg(&ni).arg(&dd);
+            launch(a, "embedding_f32", cfg_elems(n))?;
+        }
+        Ok(wrap(&dev, y, &[ids.len(), d]))
+    }
+
+    fn embedding_bwd(&self, dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor> {
+        const OP: &str = "embedding_bwd";
+        if dy.rank() != 2 || dy.shape()[0] != ids.len() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: dy.shape().to_vec(),
+                rhs: vec![ids.len(), dy.shape().last().copied().unwrap_or(0)],
+            });
+        }
+        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+            return Err(Error::invalid(
+                OP,
+                format!("id {id} at position {pos} is out of range for vocab size {vocab}"),
+            ));
+        }
+        let d = dy.shape()[1];
+        let dev = device_of(OP, &[dy])?;
+        let (_, gs) = buf(OP, dy)?;
+        let mut g = zeros_f32(&dev, vocab * d, OP)?;
+        let n = ids.len() * d;
+        if n > 0 {
+            let idb = upload_ids(&dev, OP, ids)?;
+            let f = dev.function(Family::Layout, "embedding_bwd_f32")?;
+            let (ni, dd) = (i64_of(ids.len()), i64_of(d));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(gs).arg(&idb).arg(&mut g).arg(&ni).arg(&dd);
+            launch(a, "embedding_bwd_f32", cfg_elems(n))?;
+        }
+        Ok(wrap(&dev, g, &[vocab, d]))
+    }
+}
+
+/// `(rows, d)` of `x` whose last axis must be `d > 0`, and the per-row statistics shape.
+fn norm_geometry(op: &'static str, x: &Tensor, d: usize) -> Result<(usize, Vec<usize>)> {
+    match x.shape().split_last() {
+        Some((&last, rest)) if last == d && d > 0 => Ok((x.numel() / d, rest.to_vec())),
+        _ => Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape().to_vec(),
+            rhs: vec![d],
+        }),
+    }
+}
+
+fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
+    if t.numel() != rows {
+        return Err(Error::invalid(
+            op,
+            format!("expected {rows} per-row statistics, got shape {:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Row blocks of the parameter-gradient reduction of layer-norm backward.
+const LN_PARAM_CHUNKS: usize = 64;
+
+impl NormOps for CudaBackend {
+    fn layer_norm(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, NormStats)> {
+        const OP: &str = "layer_norm";
+        let d = gamma.numel();
+        let (rows, stat_shape) = norm_geometry(OP, x, d)?;
+        if beta.numel() != d {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: gamma.shape().to_vec(),
+                rhs: beta.shape().to_vec(),
+            });
+        }
+        let dev = device_of(OP, &[x, gamma, beta])?;
+        let ((_, xs), (_, gs), (_, bs)) = (buf(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
+        let mut y = alloc_f32(&dev, x.numel(), OP)?;
+        let mut mean = alloc_f32(&dev, rows, OP)?;
+        let mut rstd = alloc_f32(&dev, rows, OP)?;
+        if rows > 0 {
+            let f = dev.function(Family::Norm, "layer_norm_f32")?;
+            let (r, dd) = (i64_of(rows), i64_of(d));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs)
+                .arg(gs)
+                .arg(bs)
+                .arg(&mut y)
+                .arg(&mut mean)
+                .arg(&mut rstd)
+                .arg(&r)
+                .arg(&dd)
+                .arg(&eps);
+            launch(a, "layer_norm_f32", cfg_rows(rows, d))?;
+        }
+        let stats = NormStats {
+            mean: wrap(&dev, mean, &stat_shape),
+            rstd: wrap(&dev, rstd, &stat_shape),
+        };
+        Ok((wrap(&dev, y, x.shape()), stats))
+    }
+
+    fn layer_norm_bwd(&self, x: &Tensor, gamma: &Tensor, stats: &NormStats, dy: &Tensor) -> Result<NormGrads> {
+        const OP: &str = "layer_norm_bwd";
+        let d = gamma.numel();
+        let (rows, _) = norm_geometry(OP, x, d)?;
+        same_shape(OP, x, dy)?;
+        per_row(OP, &stats.mean, rows)?;
+        per_row(OP, &stats.rstd, rows)?;
+        let dev = device_of(OP, &[x, gamma, dy, &stats.mean, &stats.rstd])?;
+        let ((_, xs), (_, gs), (_, dys)) = (buf(OP, x)?, buf(OP, gamma)?, buf(OP, dy)?);
+        let ((_, ms), (_, rs)) = (buf(OP, &stats.mean)?, buf(OP, &stats.rstd)?);
+        let mut dx = alloc_f32(&dev, x.numel(), OP)?;
+        let mut dg = alloc_f32(&dev, d, OP)?;
+        let mut db = alloc_f32(&dev, d, OP)?;
+        let (r, dd) = (i64_of(rows), i64_of(d));
+        if rows > 0 {
+            let f = dev.function(Family::Norm, "layer_norm_bwd_dx_f32")?;
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs)
+                .arg(gs)
+                .arg(ms)
+                .arg(rs)
+                .arg(dys)
+                .arg(&mut dx)
+                .arg(&r)
+                .arg(&dd);
+            launch(a, "layer_norm_bwd_dx_f32", cfg_rows(rows, d))?;
+        }
+        // Parameter gradients: (column tiles of 32) x (row chunks) partial sums, then a fixed
+        // order sum over chunks (deterministic).
+        let chunks = rows.div_ceil(8).clamp(1, LN_PARAM_CHUNKS);
+        let mut pg = alloc_f32(&dev, chunks * d, OP)?;
+        let mut pb = alloc_f32(&dev, chunks * d, OP)?;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (d.div_ceil(32) as u32, chunks as u32, 1),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
+        let f = dev.function(Family::Norm, "layer_norm_bwd_params_f32")?;
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(xs)
+            .arg(ms)
+            .arg(rs)
+            .arg(dys)
+            .arg(&mut pg)
+            .arg(&mut pb)
+            .arg(&r)
+            .arg(&dd);
+        launch(a, "layer_norm_bwd_params_f32", cfg)?;
+        let f = dev.function(Family::Norm, "layer_norm_bwd_finish_f32")?;
+        let parts = i64_of(chunks);
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(&pg).arg(&pb).arg(&mut dg).arg(&mut db).arg(&parts).arg(&dd);
+        launch(a, "layer_norm_bwd_finish_f32", cfg_elems(d))?;
+        Ok(NormGrads {
+            dx: wrap(&dev, dx, x.shape()),
+            dgamma: wrap(&dev, dg, gamma.shape()),
+            dbeta: wrap(&dev, db, gamma.shape()),
+        })
+    }
+
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _beta: &Tensor,
+        _running_mean: &mut Tensor,
+        _running_var: &mut Tensor,
+        _momentum: f64,
+        _eps: f64,
+    ) -> Result<(Tensor, NormStats)> {
+        Err(Error::NotImplemented {
+            op: "batch_norm_train",
+            device: x.device(),
+        })
+    }
+
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _beta: &Tensor,
+        _running_mean: &Tensor,
+        _running_var: &Tensor,
+        _eps: f64,
+    ) -> Result<Tensor> {
+        Err(Error::NotImplemented {
+            op: "batch_norm_eval",
+            device: x.device(),
+        })
+    }
+
+    fn batch_norm_bwd(&self, x: &Tensor, _gamma: &Tensor, _stats: &NormStats, _dy: &Tensor) -> Result<NormGrads> {
+        Err(Error::NotImplemented {
+            op: "batch_norm_bwd",
+            device: x.device(),
+        })
+    }
+
+    fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "l2_normalize";
+        let d = x.shape().last().copied().unwrap_or(0);
+        let (rows, stat_shape) = norm_geometry(OP, x, d)?;
+        let dev = device_of(OP, &[x])?;
+        let (_, xs) = buf(OP, x)?;
+        let mut y = alloc_f32(&dev, x.numel(), OP)?;
+        let mut norms = alloc_f32(&dev, rows, OP)?;
+        if rows > 0 {
+            let f = dev.function(Family::Norm, "l2_normalize_f32")?;
+            let (r, dd) = (i64_of(rows), i64_of(d));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(&mut y).arg(&mut norms).arg(&r).arg(&dd).arg(&eps);
+            launch(a, "l2_normalize_f32", cfg_rows(rows, d))?;
+        }
+        Ok((wrap(&dev, y, x.shape()), wrap(&dev, norms, &stat_shape)))
+    }
+
+    fn l2_normalize_bwd(&self, y: &Tensor, norms: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
+        const OP: &str = "l2_normalize_bwd";
+        let d = y.shape().last().copied().unwrap_or(0);
+        let (rows, _) = norm_geometry(OP, y, d)?;
+        same_shape(OP, y, dy)?;
+        per_row(OP, norms, rows)?;
+        let dev = device_of(OP, &[y, norms, dy])?;
+        let ((_, ys), (_, ns), (_, gs)) = (buf(OP, y)?, buf(OP, norms)?, buf(OP, dy)?);
+        let mut dx = alloc_f32(&dev, y.numel(), OP)?;
+        if rows > 0 {
+            let f = dev.function(Family::Norm, "l2_normalize_bwd_f32")?;
+            let (r, dd) = (i64_of(rows), i64_of(d));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(ys).arg(ns).arg(gs).arg(&mut dx).arg(&r).arg(&dd).arg(&eps);
+            launch(a, "l2_normalize_bwd_f32", cfg_rows(rows, d))?;
+        }
+        Ok(wrap(&dev, dx, y.shape()))
+    }
+}
+
+/// One target per row, each `< k`; errors name the row and the value (as on the CPU).
+fn check_targets(op: &'static str, rows: usize, k: usize, targets: &[u32]) -> Result<()> {
+    if rows == 0 {
+        return Err(Error::invalid(op, "no rows: the mean loss of zero rows is undefined"));
+    }
+    if targets.len() != rows {
+        return Err(Error::invalid(op, format!("{} targets for {rows} rows", targets.len())));
+    }
+    if let Some((r, &t)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= k) {
+        return Err(Error::invalid(
+            op,
+            format!("target {t} at row {r} is out of range for {k} classes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Launches a row kernel `name(a, b, out, rows, k)` of the softmax family.
+fn softmax_rows_2(op: &'static str, name: &'static str, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let (rows, k) = rows_cols(op, y)?;
+    same_shape(op, y, dy)?;
+    let dev = device_of(op, &[y, dy])?;
+    let ((_, ys), (_, gs)) = (buf(op, y)?, buf(op, dy)?);
+    let mut dx = alloc_f32(&dev, y.numel(), op)?;
+    if rows > 0 {
+        let f = dev.function(Family::Softmax, name)?;
+        let (r, kk) = (i64_of(rows), i64_of(k));
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(ys).arg(gs).arg(&mut dx).arg(&r).arg(&kk);
+        launch(a, name, cfg_rows(rows, k))?;
+    }
+    Ok(wrap(&dev, dx, y.shape()))
+}
+
+impl SoftmaxOps for CudaBackend {
+    fn softmax(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        const OP: &str = "softmax";
+        let (rows, k) = rows_cols(OP, x)?;
+        let per_mask_row = match mask {
+            Some(m) => {
+                let b = if k == 0 { 0 } else { m.numel() / k };
+                if m.numel() != b * k || b == 0 || rows % b != 0 {
+                    return Err(Error::ShapeMismatch {
+                        op: OP,
+                        lhs: x.shape().to_vec(),
+                        rhs: m.shape().to_vec(),
+                    });
+                }
+                rows / b
+            }
+            None => 1,
+        };
+        let dev = match mask {
+            Some(m) => device_of(OP, &[x, m])?,
+            None => device_of(OP, &[x])?,
+        };
+        let (_, xs) = buf(OP, x)?;
+        let (ms, has) = match mask {
+            Some(m) => (buf(OP, m)?.1, 1i32),
+            None => (xs, 0i32),
+        };
+        let mut y = alloc_f32(&dev, x.numel(), OP)?;
+        if rows > 0 {
+            let f = dev.function(Family::Softmax, "softmax_f32")?;
+            let (r, kk, pm) = (i64_of(rows), i64_of(k), i64_of(per_mask_row.max(1)));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(ms).arg(&has).arg(&mut y).arg(&r).arg(&kk).arg(&pm);
+            launch(a, "softmax_f32", cfg_rows(rows, k))?;
+        }
+        Ok(wrap(&dev, y, x.shape()))
+    }
+
+    fn softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        softmax_rows_2("softmax_bwd", "softmax_bwd_f32", y, dy)
+    }
+
+    fn log_softmax(&self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "log_softmax";
+        let (rows, k) = rows_cols(OP, x)?;
+        let dev = device_of(OP, &[x])?;
+        let (_, xs) = buf(OP, x)?;
+        let mut y = alloc_f32(&dev, x.numel(), OP)?;
+        if rows > 0 {
+            let f = dev.function(Family::Softmax, "log_softmax_f32")?;
+            let (r, kk) = (i64_of(rows), i64_of(k));
+            let mut a = dev.stream.launch_builder(&f);
+            a.arg(xs).arg(&mut y).arg(&r).arg(&kk);
+            launch(a, "log_softmax_f32", cfg_rows(rows, k))?;
+        }
+        Ok(wrap(&dev, y, x.shape()))
+    }
+
+    fn log_softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        softmax_rows_2("log_softmax_bwd", "log_softmax_bwd_f32", y, dy)
+    }
+
+    fn nll_loss(&self, logp: &Tensor, targets: &[u32]) -> Result<Tensor> {
+        const OP: &str = "nll_loss";
+        let (rows, k) = rows_cols(OP, logp)?;
+        check_targets(OP, rows, k, targets)?;
+        let dev = device_of(OP, &[logp])?;
+        let (_, ls) = buf(OP, logp)?;
+        let tb = upload_ids(&dev, OP, targets)?;
+        let mut out = alloc_f32(&dev, 1, OP)?;
+        let f = dev.function(Family::Softmax, "nll_loss_f32")?;
+        let (r, kk) = (i64_of(rows), i64_of(k));
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(ls).arg(&tb).arg(&mut out).arg(&r).arg(&kk);
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(a, "nll_loss_f32", cfg)?;
+        Ok(wrap(&dev, out, &[]))
+    }
+
+    fn nll_loss_bwd(&self, logp: &Tensor, targets: &[u32], dloss: f64) -> Result<Tensor> {
+        const OP: &str = "nll_loss_bwd";
+        let (rows, k) = rows_cols(OP, logp)?;
+        check_targets(OP, rows, k, targets)?;
+        let dev = device_of(OP, &[logp])?;
+        let tb = upload_ids(&dev, OP, targets)?;
+        let mut g = zeros_f32(&dev, logp.numel(), OP)?;
+        let f = dev.function(Family::Softmax, "nll_loss_bwd_f32")?;
+        let (r, kk, v) = (i64_of(rows), i64_of(k), (-dloss / rows as f64) as f32);
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(&tb).arg(&mut g).arg(&r).arg(&kk).arg(&v);
+        launch(a, "nll_loss_bwd_f32", cfg_elems(rows))?;
+        Ok(wrap(&dev, g, logp.shape()))
+    }
+}
+
+impl ConvOps for CudaBackend {
+    fn conv2d(&self, x: &Tensor, _w: &Tensor, _spec: &Conv2dSpec) -> Result<Tensor> {
+        Err(Error::NotImplemented {
+            op: "conv2d",
+            device: x.device(),
+        })
+    }
+
+    fn conv2d_bwd_data(&self, dy: &Tensor, _w: &Tensor, _spec: &Conv2dSpec) -> Result<Tensor> {
+        Err(Error::NotImplemented {
+            op: "conv2d_bwd_data",
+            device: dy.device(),
+        })
+    }
+
+    fn conv2d_bwd_weight(&self, x: &Tensor, _dy: &Tensor, _spec: &Conv2dSpec) -> Result<Tensor> {
+        Err(Error::NotImplemented {
+            op: "conv2d_bwd_weight",
+            device: x.device(),
+        })
+    }
+}
+
+impl OptimOps for CudaBackend {
+    fn adam_step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamStep) -> Result<()> {
+        const OP: &str = "adam_step";
+        let n = param.numel();
+        if grad.numel() != n || m.numel() != n || v.numel() != n {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: param.shape().to_vec(),
+                rhs: grad.shape().to_vec(),
+            });
+        }
+        let dev = device_of(OP, &[param, grad, m, v])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let t = hp.step as f64;
+        let bc1 = 1.0 - hp.beta1.powf(t);
+        let bc2 = 1.0 - hp.beta2.powf(t);
+        let c = AdamConsts {
+            decay: (1.0 - hp.lr * hp.weight_decay) as f32,
+            b1: hp.beta1 as f32,
+            one_minus_b1: (1.0 - hp.beta1) as f32,
+            b2: hp.beta2 as f32,
+            one_minus_b2: (1.0 - hp.beta2) as f32,
+            step_size: (hp.lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            eps: hp.eps as f32,
+        };
+        let f = dev.function(Family::Optim, "adam_f32")?;
+        let (_, gs) = buf(OP, grad)?;
+        let ps = buf_mut(OP, param)?;
+        let ms = buf_mut(OP, m)?;
+        let vs = buf_mut(OP, v)?;
+        let nn = i64_of(n);
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(ps).arg(gs).arg(ms).arg(vs).arg(&nn).arg(&c);
+        launch(a, "adam_f32", cfg_elems(n))
+    }
+}

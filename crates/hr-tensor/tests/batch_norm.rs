@@ -1,0 +1,384 @@
+//! Batch norm (PyTorch BatchNorm semantics): forward in train and eval mode against an f64
+//! reference, running-statistic updates, gradient checks of dx / dgamma / dbeta, f32/f64
+//! agreement and input validation.
+
+use hr_tensor::ops::{batch_norm_bwd, batch_norm_eval, batch_norm_train};
+use hr_tensor::testing::{assert_close, check_gradients, randn64};
+use hr_tensor::{DType, Rng, Tensor};
+
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+/// (N, C, *spatial) shapes: 4-D, 3-D, 2-D and one large enough for the parallel paths.
+const SHAPES: &[&[usize]] = &[
+    &[3, 4, 5, 7],
+    &[2, 3, 7],
+    &[5, 3],
+    &[1, 2, 3, 1],
+    &[4, 6, 40, 50],
+];
+
+struct Params {
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    rm: Tensor,
+    rv: Tensor,
+}
+
+fn params(shape: &[usize], seed: u64) -> Params {
+    let mut rng = Rng::new(seed);
+    let c = shape[1];
+    // An offset and scale per channel so that the statistics are not trivial.
+    let x = randn64(shape, &mut rng);
+    let s: usize = shape[2..].iter().product();
+    let xv: Vec<f64> = x
+        .to_vec_f64()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let ch = (i / s) % c;
+            v * (0.5 + ch as f64) + 3.0 - ch as f64
+        })
+        .collect();
+    let rv: Vec<f64> = (0..c).map(|_| 0.5 + rng.uniform()).collect();
+    Params {
+        x: Tensor::from_vec(xv, shape).unwrap(),
+        gamma: randn64(&[c], &mut rng),
+        beta: randn64(&[c], &mut rng),
+        rm: randn64(&[c], &mut rng),
+        rv: Tensor::from_vec(rv, &[c]).unwrap(),
+    }
+}
+
+/// Per-channel (mean, biased var) and `M` of an (N, C, *spatial) tensor.
+fn channel_stats(x: &Tensor) -> (Vec<f64>, Vec<f64>, usize) {
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let s: usize = x.shape()[2..].iter().product();
+    let v = x.to_vec_f64().unwrap();
+    let m = n * s;
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|i| v[(i * c + ch) * s..(i * c + ch + 1) * s].iter().copied())
+            .collect();
+        mean[ch] = vals.iter().sum::<f64>() / m as f64;
+        var[ch] = vals.iter().map(|x| (x - mean[ch]).powi(2)).sum::<f64>() / m as f64;
+    }
+    (mean, var, m)
+}
+
+/// `(x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c]`.
+fn reference(x: &Tensor, mean: &[f64], var: &[f64], gamma: &Tensor, beta: &Tensor) -> Tensor {
+    let c = x.shape()[1];
+    let s: usize = x.shape()[2..].iter().product();
+    let (g, b) = (gamma.to_vec_f64().unwrap(), beta.to_vec_f64().unwrap());
+    let y: Vec<f64> = x
+        .to_vec_f64()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let ch = (i / s) % c;
+            (v - mean[ch]) / (var[ch] + EPS).sqrt() * g[ch] + b[ch]
+        })
+        .collect();
+    Tensor::from_vec(y, x.shape()).unwrap()
+}
+
+fn vec_tensor(v: Vec<f64>) -> Tensor {
+    let n = v.len();
+    Tensor::from_vec(v, &[n]).unwrap()
+}
+
+#[test]
+fn train_forward_stats_and_running_update() {
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let p = params(shape, 10 + i as u64);
+        let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
+        let (y, stats) =
+            batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+        let (mean, var, m) = channel_stats(&p.x);
+        let what = format!("{shape:?}");
+        assert_close(
+            &format!("{what} y"),
+            &y,
+            &reference(&p.x, &mean, &var, &p.gamma, &p.beta),
+            1e-12,
+        );
+        assert_close(
+            &format!("{what} mean"),
+            &stats.mean,
+            &vec_tensor(mean.clone()),
+            1e-12,
+        );
+        let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        assert_close(
+            &format!("{what} rstd"),
+            &stats.rstd,
+            &vec_tensor(rstd),
+            1e-12,
+        );
+        // Running stats: momentum update with the unbiased variance.
+        let (rm0, rv0) = (p.rm.to_vec_f64().unwrap(), p.rv.to_vec_f64().unwrap());
+        let erm: Vec<f64> = rm0
+            .iter()
+            .zip(&mean)
+            .map(|(r, m)| 0.9 * r + 0.1 * m)
+            .collect();
+        let erv: Vec<f64> = rv0
+            .iter()
+            .zip(&var)
+            .map(|(r, v)| 0.9 * r + 0.1 * v * m as f64 / (m as f64 - 1.0))
+            .collect();
+        assert_close(
+            &format!("{what} running_mean"),
+            &rm,
+            &vec_tensor(erm),
+            1e-12,
+        );
+        assert_close(&format!("{what} running_var"), &rv, &vec_tensor(erv), 1e-12);
+        // The inputs were not modified.
+        assert_eq!(p.rm.to_vec_f64().unwrap(), rm0);
+    }
+}
+
+#[test]
+fn running_stats_converge_with_repeated_batches() {
+    let p = params(&[4, 3, 6, 5], 77);
+    let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
+    for _ in 0..200 {
+        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, 0.1, EPS).unwrap();
+    }
+    let (mean, var, m) = channel_stats(&p.x);
+    let unbiased: Vec<f64> = var
+        .iter()
+        .map(|v| v * m as f64 / (m as f64 - 1.0))
+        .collect();
+    assert_close("converged mean", &rm, &vec_tensor(mean), 1e-8);
+    assert_close("converged var", &rv, &vec_tensor(unbiased), 1e-8);
+    // momentum = 1 replaces the running stats outright, 0 leaves them alone.
+    let (mut rm1, mut rv1) = (p.rm.clone(), p.rv.clone());
+    batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm1, &mut rv1, 0.0, EPS).unwrap();
+    assert_eq!(rm1.to_vec_f64().unwrap(), p.rm.to_vec_f64().unwrap());
+    assert_eq!(rv1.to_vec_f64().unwrap(), p.rv.to_vec_f64().unwrap());
+}
+
+#[test]
+fn eval_uses_running_stats() {
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let p = params(shape, 20 + i as u64);
+        let y = batch_norm_eval(&p.x, &p.gamma, &p.beta, &p.rm, &p.rv, EPS).unwrap();
+        let r = reference(
+            &p.x,
+            &p.rm.to_vec_f64().unwrap(),
+            &p.rv.to_vec_f64().unwrap(),
+            &p.gamma,
+            &p.beta,
+        );
+        assert_close(&format!("{shape:?} eval"), &y, &r, 1e-12);
+    }
+}
+
+#[test]
+fn gradients_dx_dgamma_dbeta() {
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let p = params(shape, 30 + i as u64);
+        let (rm, rv) = (p.rm.clone(), p.rv.clone());
+        let fwd = |t: &[Tensor]| {
+            let (mut rm, mut rv) = (rm.clone(), rv.clone());
+            batch_norm_train(&t[0], &t[1], &t[2], &mut rm, &mut rv, MOMENTUM, EPS)
+        };
+        check_gradients(
+            &format!("batch_norm {shape:?}"),
+            &[p.x.clone(), p.gamma.clone(), p.beta.clone()],
+            |t| Ok(fwd(t)?.0),
+            |t, dy| {
+                let (_, stats) = fwd(t)?;
+                let g = batch_norm_bwd(&t[0], &t[1], &stats, dy)?;
+                Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
+            },
+            1e-6,
+            64,
+        );
+    }
+}
+
+#[test]
+fn f32_agrees_with_f64() {
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let p = params(shape, 40 + i as u64);
+        let to32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
+        let (mut rm32, mut rv32) = (to32(&p.rm), to32(&p.rv));
+        let (y, st) =
+            batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+        let (x32, g32, b32) = (to32(&p.x), to32(&p.gamma), to32(&p.beta));
+        let (y32, st32) =
+            batch_norm_train(&x32, &g32, &b32, &mut rm32, &mut rv32, MOMENTUM, EPS).unwrap();
+        let what = format!("{shape:?} f32");
+        assert_eq!(y32.dtype(), DType::F32);
+        assert_eq!(st32.mean.dtype(), DType::F32);
+        assert_close(&format!("{what} y"), &y32, &y, 1e-5);
+        assert_close(&format!("{what} running_mean"), &rm32, &rm, 1e-5);
+        assert_close(&format!("{what} running_var"), &rv32, &rv, 1e-5);
+        let mut rng = Rng::new(i as u64);
+        let dy = randn64(shape, &mut rng);
+        let g = batch_norm_bwd(&p.x, &p.gamma, &st, &dy).unwrap();
+        let g32 = batch_norm_bwd(&x32, &g32, &st32, &to32(&dy)).unwrap();
+        assert_close(&format!("{what} dx"), &g32.dx, &g.dx, 1e-4);
+        assert_close(&format!("{what} dgamma"), &g32.dgamma, &g.dgamma, 1e-5);
+        assert_close(&format!("{what} dbeta"), &g32.dbeta, &g.dbeta, 1e-5);
+        let e = batch_norm_eval(&p.x, &p.gamma, &p.beta, &p.rm, &p.rv, EPS).unwrap();
+        let e32 =
+            batch_norm_eval(&x32, &to32(&p.gamma), &b32, &to32(&p.rm), &to32(&p.rv), EPS).unwrap();
+        assert_close(&format!("{what} eval"), &e32, &e, 1e-5);
+    }
+}
+
+#[test]
+fn train_normalises_to_zero_mean_unit_variance() {
+    let p = params(&[8, 5, 9, 11], 50);
+    let c = 5;
+    let one = Tensor::full(&[c], 1.0, DType::F64).unwrap();
+    let zero = Tensor::full(&[c], 0.0, DType::F64).unwrap();
+    let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
+    let (y, _) = batch_norm_train(&p.x, &one, &zero, &mut rm, &mut rv, MOMENTUM, 0.0).unwrap();
+    let (mean, var, _) = channel_stats(&y);
+    for ch in 0..c {
+        assert!(mean[ch].abs() < 1e-12, "channel {ch} mean {}", mean[ch]);
+        assert!(
+            (var[ch] - 1.0).abs() < 1e-12,
+            "channel {ch} var {}",
+            var[ch]
+        );
+    }
+}
+
+fn expect_err<T: std::fmt::Debug>(r: hr_tensor::Result<T>, op: &str, has: &[&str]) {
+    let msg = r.expect_err("expected an error").to_string();
+    assert!(msg.starts_with(op), "error {msg:?} does not name {op}");
+    for h in has {
+        assert!(msg.contains(h), "error {msg:?} lacks {h:?}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let p = params(&[2, 3, 4, 5], 60);
+    let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
+    let mut rng = Rng::new(61);
+    let g4 = randn64(&[4], &mut rng);
+    let xs = "[2, 3, 4, 5]";
+    // Per-channel parameters of the wrong length.
+    expect_err(
+        batch_norm_train(&p.x, &g4, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        "batch_norm_train",
+        &[xs, "[4]"],
+    );
+    let mut rm4 = g4.clone();
+    expect_err(
+        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm4, &mut rv, MOMENTUM, EPS),
+        "batch_norm_train",
+        &[xs, "[4]"],
+    );
+    expect_err(
+        batch_norm_eval(&p.x, &p.gamma, &p.beta, &p.rm, &g4, EPS),
+        "batch_norm_eval",
+        &[xs, "[4]"],
+    );
+    // Rank 1 input.
+    let x1 = randn64(&[3], &mut rng);
+    expect_err(
+        batch_norm_train(&x1, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        "batch_norm_train",
+        &["[3]"],
+    );
+    // One value per channel cannot be normalised in training mode (fine in eval).
+    let x11 = randn64(&[1, 3, 1, 1], &mut rng);
+    expect_err(
+        batch_norm_train(&x11, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        "batch_norm_train",
+        &["[1, 3, 1, 1]"],
+    );
+    assert!(batch_norm_eval(&x11, &p.gamma, &p.beta, &p.rm, &p.rv, EPS).is_ok());
+    // Bad momentum / eps.
+    for (mom, eps) in [
+        (1.5, EPS),
+        (-0.1, EPS),
+        (f64::NAN, EPS),
+        (MOMENTUM, -1.0),
+        (MOMENTUM, f64::INFINITY),
+    ] {
+        assert!(batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, mom, eps).is_err());
+    }
+    // Dtype mismatch.
+    let x32 = p.x.to_dtype(DType::F32).unwrap();
+    expect_err(
+        batch_norm_train(&x32, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        "batch_norm_train",
+        &["F32", "F64"],
+    );
+    // Backward: dy of another shape, stats of the wrong length, dtype mismatch.
+    let (_, st) =
+        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+    let dy = randn64(&[2, 3, 5, 4], &mut rng);
+    expect_err(
+        batch_norm_bwd(&p.x, &p.gamma, &st, &dy),
+        "batch_norm_bwd",
+        &[xs, "[2, 3, 5, 4]"],
+    );
+    let dy = randn64(&[2, 3, 4, 5], &mut rng);
+    let bad = hr_tensor::NormStats {
+        mean: g4.clone(),
+        rstd: st.rstd.clone(),
+    };
+    expect_err(
+        batch_norm_bwd(&p.x, &p.gamma, &bad, &dy),
+        "batch_norm_bwd",
+        &[xs, "[4]"],
+    );
+    expect_err(
+        batch_norm_bwd(&p.x, &p.gamma, &st, &dy.to_dtype(DType::F32).unwrap()),
+        "batch_norm_bwd",
+        &["F32"],
+    );
+    // The running stats are untouched by failed calls.
+    assert_eq!(rm.shape(), [3]);
+}
+
+/// Timings on a MobileNetV3-like activation (f32); run with
+/// `cargo test --release -p hr-tensor --test batch_norm -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_batch_norm() {
+    let shape = [8, 64, 64, 500];
+    let mut rng = Rng::new(3);
+    let x = hr_tensor::testing::randn32(&shape, &mut rng);
+    let dy = hr_tensor::testing::randn32(&shape, &mut rng);
+    let c = shape[1];
+    let g = Tensor::full(&[c], 1.0, DType::F32).unwrap();
+    let b = Tensor::full(&[c], 0.0, DType::F32).unwrap();
+    let (mut rm, mut rv) = (b.clone(), g.clone());
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            f();
+        }
+        t.elapsed().as_secs_f64() / 3.0 * 1e3
+    };
+    let (_, st) = batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+    let tt = time(&mut || {
+        batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+    });
+    let te = time(&mut || {
+        batch_norm_eval(&x, &g, &b, &rm, &rv, EPS).unwrap();
+    });
+    let tb = time(&mut || {
+        batch_norm_bwd(&x, &g, &st, &dy).unwrap();
+    });
+    println!("batch norm {shape:?}: train {tt:.2} ms, eval {te:.2} ms, bwd {tb:.2} ms");
+}
