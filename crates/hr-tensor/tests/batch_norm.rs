@@ -348,37 +348,3 @@ fn bad_inputs_are_errors() {
     // The running stats are untouched by failed calls.
     assert_eq!(rm.shape(), [3]);
 }
-
-/// Timings on a MobileNetV3-like activation (f32); run with
-/// `cargo test --release -p hr-tensor --test batch_norm -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_batch_norm() {
-    let shape = [8, 64, 64, 500];
-    let mut rng = Rng::new(3);
-    let x = hr_tensor::testing::randn32(&shape, &mut rng);
-    let dy = hr_tensor::testing::randn32(&shape, &mut rng);
-    let c = shape[1];
-    let g = Tensor::full(&[c], 1.0, DType::F32).unwrap();
-    let b = Tensor::full(&[c], 0.0, DType::F32).unwrap();
-    let (mut rm, mut rv) = (b.clone(), g.clone());
-    let time = |f: &mut dyn FnMut()| {
-        f();
-        let t = std::time::Instant::now();
-        for _ in 0..3 {
-            f();
-        }
-        t.elapsed().as_secs_f64() / 3.0 * 1e3
-    };
-    let (_, st) = batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
-    let tt = time(&mut || {
-        batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
-    });
-    let te = time(&mut || {
-        batch_norm_eval(&x, &g, &b, &rm, &rv, EPS).unwrap();
-    });
-    let tb = time(&mut || {
-        batch_norm_bwd(&x, &g, &st, &dy).unwrap();
-    });
-    println!("batch norm {shape:?}: train {tt:.2} ms, eval {te:.2} ms, bwd {tb:.2} ms");
-}

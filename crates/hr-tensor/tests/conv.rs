@@ -669,165 +669,22 @@ fn output_size_formula() {
     assert_eq!((s.h_out, s.w_out), (2, 5));
 }
 
-/// Timings of MobileNetV3-like layers (f32); run with
-/// `cargo test --release -p hr-tensor --test conv -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_mobilenet_layers() {
-    let n = 8;
-    let layers = [
-        case(
-            "stem 3x3 s2 1->16",
-            n,
-            1,
-            (128, 1000),
-            16,
-            (3, 3),
-            (2, 2),
-            (1, 1),
-            (1, 1),
-            1,
-        ),
-        case(
-            "dw 3x3 s1 16",
-            n,
-            16,
-            (64, 500),
-            16,
-            (3, 3),
-            (1, 1),
-            (1, 1),
-            (1, 1),
-            16,
-        ),
-        case(
-            "dw 3x3 s2 64",
-            n,
-            64,
-            (64, 500),
-            64,
-            (3, 3),
-            (2, 2),
-            (1, 1),
-            (1, 1),
-            64,
-        ),
-        case(
-            "dw 5x5 s2 72",
-            n,
-            72,
-            (32, 250),
-            72,
-            (5, 5),
-            (2, 2),
-            (2, 2),
-            (1, 1),
-            72,
-        ),
-        case(
-            "dw 5x5 s1 240",
-            n,
-            240,
-            (8, 63),
-            240,
-            (5, 5),
-            (1, 1),
-            (2, 2),
-            (1, 1),
-            240,
-        ),
-        case(
-            "pw 16->64",
-            n,
-            16,
-            (64, 500),
-            64,
-            (1, 1),
-            (1, 1),
-            (0, 0),
-            (1, 1),
-            1,
-        ),
-        case(
-            "pw 72->24",
-            n,
-            72,
-            (32, 250),
-            24,
-            (1, 1),
-            (1, 1),
-            (0, 0),
-            (1, 1),
-            1,
-        ),
-        case(
-            "pw 160->960",
-            n,
-            160,
-            (4, 32),
-            960,
-            (1, 1),
-            (1, 1),
-            (0, 0),
-            (1, 1),
-            1,
-        ),
-    ];
-    // Reference cost of producing a fresh 64 MB output (allocation + first touch).
-    let t = std::time::Instant::now();
-    for _ in 0..3 {
-        let v = vec![1f32; 16 << 20];
-        std::hint::black_box(&v);
-    }
-    println!(
-        "alloc + fill 64 MB: {:.2} ms",
-        t.elapsed().as_secs_f64() / 3.0 * 1e3
-    );
-    for c in layers {
-        let mut rng = Rng::new(1);
-        let x = hr_tensor::testing::randn32(&c.x_shape(), &mut rng);
-        let w = hr_tensor::testing::randn32(&c.w_shape(), &mut rng);
-        let spec = c.spec();
-        let macs = (spec.n * spec.c_out * spec.h_out * spec.w_out * spec.kh * spec.kw * spec.c_in
-            / spec.groups) as f64;
-        let time = |f: &dyn Fn()| {
-            f();
-            let t = std::time::Instant::now();
-            let reps = 3;
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        };
-        let y = c.fwd(&x, &w).unwrap();
-        let tf = time(&|| {
-            c.fwd(&x, &w).unwrap();
-        });
-        let td = time(&|| {
-            conv2d_bwd_data(&y, &w, &spec).unwrap();
-        });
-        let tw = time(&|| {
-            conv2d_bwd_weight(&x, &y, &spec).unwrap();
-        });
-        let gf = |t: f64| 2.0 * macs / t / 1e9;
-        println!(
-            "{:<22} fwd {:7.2} ms ({:5.1} GFLOP/s)  bwd_data {:7.2} ms ({:5.1})  bwd_weight {:7.2} ms ({:5.1})",
-            c.name,
-            tf * 1e3,
-            gf(tf),
-            td * 1e3,
-            gf(td),
-            tw * 1e3,
-            gf(tw)
-        );
-    }
-}
-
 #[test]
 fn empty_input_planes_with_padding_do_not_panic() {
     // Width 0 padded to 2: every output reads only padding (zeros); dx is empty.
     for (groups, c_out) in [(1, 3), (2, 2), (2, 4)] {
-        let c = case("empty_width", 2, 2, (3, 0), c_out, (1, 1), (1, 1), (0, 1), (1, 1), groups);
+        let c = case(
+            "empty_width",
+            2,
+            2,
+            (3, 0),
+            c_out,
+            (1, 1),
+            (1, 1),
+            (0, 1),
+            (1, 1),
+            groups,
+        );
         let (x, w) = c.inputs(5);
         let y = c.fwd(&x, &w).unwrap();
         assert_eq!(y.shape(), [2, c_out, 3, 2]);

@@ -166,7 +166,7 @@ fn reductions_and_broadcast_are_adjoint() {
             let a = axes.clone();
             check_gradients(
                 &format!("sum {axes:?} keep={keep}"),
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |x| sum_axes(&x[0], &a, keep),
                 |x, dy| Ok(vec![Some(sum_axes_bwd(dy, x[0].shape(), &a)?)]),
                 1e-6,
@@ -174,7 +174,7 @@ fn reductions_and_broadcast_are_adjoint() {
             );
             check_gradients(
                 &format!("mean {axes:?} keep={keep}"),
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 |x| mean_axes(&x[0], &a, keep),
                 |x, dy| Ok(vec![Some(mean_axes_bwd(dy, x[0].shape(), &a)?)]),
                 1e-6,

@@ -167,11 +167,11 @@ impl ElementwiseOps for CpuBackend {
             if xs.len() >= PAR_THRESHOLD {
                 ys.par_iter_mut()
                     .zip(xs)
-                    .for_each(|(yv, &xv)| *yv = *yv + al * xv);
+                    .for_each(|(yv, &xv)| *yv += al * xv);
             } else {
                 ys.iter_mut()
                     .zip(xs)
-                    .for_each(|(yv, &xv)| *yv = *yv + al * xv);
+                    .for_each(|(yv, &xv)| *yv += al * xv);
             }
             Ok(())
         })

@@ -10,8 +10,8 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::kernels::Family;
 use super::launch::{
-    alloc_f32, cfg_elems, cfg_rows, cuda_err, launch, row_major, zeros_f32, AdamConsts,
-    Broadcast2, Strided,
+    alloc_f32, cfg_elems, cfg_rows, cuda_err, launch, row_major, zeros_f32, AdamConsts, Broadcast2,
+    Strided,
 };
 use super::{context, CudaDevice, CudaStorage};
 use crate::backend::{
@@ -134,7 +134,7 @@ fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
         .shape()
         .last()
         .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
-    Ok((if k == 0 { 0 } else { x.numel() / k }, k))
+    Ok((x.numel().checked_div(k).unwrap_or(0), k))
 }
 
 /// Checks that `b` has `a`'s shape.
@@ -219,11 +219,18 @@ fn check_axis(op: &'static str, x: &Tensor, axis: usize) -> Result<()> {
 }
 
 fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds cuBLAS's i32 range")))
+    i32::try_from(v)
+        .map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds cuBLAS's i32 range")))
 }
 
 impl GemmOps for CudaBackend {
-    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, out_shape: &[usize]) -> Result<Tensor> {
+    fn matmul(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        spec: &MatmulSpec,
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
         const OP: &str = "matmul";
         let dev = device_of(OP, &[a, b])?;
         let (_, ab) = buf(OP, a)?;
@@ -283,7 +290,11 @@ impl GemmOps for CudaBackend {
             op: OP,
             msg: format!(
                 "cublasSgemm{} (batch {}, m {m}, n {n}, k {k}) failed: {e:?}",
-                if spec.batch == 1 { "" } else { "StridedBatched" },
+                if spec.batch == 1 {
+                    ""
+                } else {
+                    "StridedBatched"
+                },
                 spec.batch
             ),
         })?;
@@ -474,7 +485,15 @@ impl ReduceOps for CudaBackend {
             });
         }
         let st = broadcast_strides(x.shape(), out_shape);
-        gather(OP, Family::Reduce, "gather_strided_f32", x, out_shape, 0, &st)
+        gather(
+            OP,
+            Family::Reduce,
+            "gather_strided_f32",
+            x,
+            out_shape,
+            0,
+            &st,
+        )
     }
 }
 
@@ -489,7 +508,10 @@ impl LayoutOps for CudaBackend {
         {
             return Err(Error::invalid(
                 OP,
-                format!("{perm:?} is not a permutation of the axes of shape {:?}", x.shape()),
+                format!(
+                    "{perm:?} is not a permutation of the axes of shape {:?}",
+                    x.shape()
+                ),
             ));
         }
         let st = row_major(x.shape());
@@ -554,7 +576,15 @@ impl LayoutOps for CudaBackend {
         shape[axis] = len;
         let geo = [outer, len, inner];
         let st = [(dim * inner) as i64, inner as i64, 1];
-        let y = gather(OP, Family::Layout, "gather_f32", x, &geo, start * inner, &st)?;
+        let y = gather(
+            OP,
+            Family::Layout,
+            "gather_f32",
+            x,
+            &geo,
+            start * inner,
+            &st,
+        )?;
         y.reshape(&shape)
     }
 
@@ -586,7 +616,10 @@ impl LayoutOps for CudaBackend {
         if table.rank() != 2 {
             return Err(Error::invalid(
                 OP,
-                format!("expected a (vocab, dim) table, got shape {:?}", table.shape()),
+                format!(
+                    "expected a (vocab, dim) table, got shape {:?}",
+                    table.shape()
+                ),
             ));
         }
         let (vocab, d) = (table.shape()[0], table.shape()[1]);
@@ -661,7 +694,10 @@ fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
     if t.numel() != rows {
         return Err(Error::invalid(
             op,
-            format!("expected {rows} per-row statistics, got shape {:?}", t.shape()),
+            format!(
+                "expected {rows} per-row statistics, got shape {:?}",
+                t.shape()
+            ),
         ));
     }
     Ok(())
@@ -671,7 +707,13 @@ fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
 const LN_PARAM_CHUNKS: usize = 64;
 
 impl NormOps for CudaBackend {
-    fn layer_norm(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, NormStats)> {
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)> {
         const OP: &str = "layer_norm";
         let d = gamma.numel();
         let (rows, stat_shape) = norm_geometry(OP, x, d)?;
@@ -709,7 +751,13 @@ impl NormOps for CudaBackend {
         Ok((wrap(&dev, y, x.shape()), stats))
     }
 
-    fn layer_norm_bwd(&self, x: &Tensor, gamma: &Tensor, stats: &NormStats, dy: &Tensor) -> Result<NormGrads> {
+    fn layer_norm_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads> {
         const OP: &str = "layer_norm_bwd";
         let d = gamma.numel();
         let (rows, _) = norm_geometry(OP, x, d)?;
@@ -760,7 +808,12 @@ impl NormOps for CudaBackend {
         let f = dev.function(Family::Norm, "layer_norm_bwd_finish_f32")?;
         let parts = i64_of(chunks);
         let mut a = dev.stream.launch_builder(&f);
-        a.arg(&pg).arg(&pb).arg(&mut dg).arg(&mut db).arg(&parts).arg(&dd);
+        a.arg(&pg)
+            .arg(&pb)
+            .arg(&mut dg)
+            .arg(&mut db)
+            .arg(&parts)
+            .arg(&dd);
         launch(a, "layer_norm_bwd_finish_f32", cfg_elems(d))?;
         Ok(NormGrads {
             dx: wrap(&dev, dx, x.shape()),
@@ -800,7 +853,13 @@ impl NormOps for CudaBackend {
         })
     }
 
-    fn batch_norm_bwd(&self, x: &Tensor, _gamma: &Tensor, _stats: &NormStats, _dy: &Tensor) -> Result<NormGrads> {
+    fn batch_norm_bwd(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _stats: &NormStats,
+        _dy: &Tensor,
+    ) -> Result<NormGrads> {
         Err(Error::NotImplemented {
             op: "batch_norm_bwd",
             device: x.device(),
@@ -819,13 +878,24 @@ impl NormOps for CudaBackend {
             let f = dev.function(Family::Norm, "l2_normalize_f32")?;
             let (r, dd) = (i64_of(rows), i64_of(d));
             let mut a = dev.stream.launch_builder(&f);
-            a.arg(xs).arg(&mut y).arg(&mut norms).arg(&r).arg(&dd).arg(&eps);
+            a.arg(xs)
+                .arg(&mut y)
+                .arg(&mut norms)
+                .arg(&r)
+                .arg(&dd)
+                .arg(&eps);
             launch(a, "l2_normalize_f32", cfg_rows(rows, d))?;
         }
         Ok((wrap(&dev, y, x.shape()), wrap(&dev, norms, &stat_shape)))
     }
 
-    fn l2_normalize_bwd(&self, y: &Tensor, norms: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
+    fn l2_normalize_bwd(
+        &self,
+        y: &Tensor,
+        norms: &Tensor,
+        dy: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
         const OP: &str = "l2_normalize_bwd";
         let d = y.shape().last().copied().unwrap_or(0);
         let (rows, _) = norm_geometry(OP, y, d)?;
@@ -838,7 +908,13 @@ impl NormOps for CudaBackend {
             let f = dev.function(Family::Norm, "l2_normalize_bwd_f32")?;
             let (r, dd) = (i64_of(rows), i64_of(d));
             let mut a = dev.stream.launch_builder(&f);
-            a.arg(ys).arg(ns).arg(gs).arg(&mut dx).arg(&r).arg(&dd).arg(&eps);
+            a.arg(ys)
+                .arg(ns)
+                .arg(gs)
+                .arg(&mut dx)
+                .arg(&r)
+                .arg(&dd)
+                .arg(&eps);
             launch(a, "l2_normalize_bwd_f32", cfg_rows(rows, d))?;
         }
         Ok(wrap(&dev, dx, y.shape()))
@@ -848,10 +924,16 @@ impl NormOps for CudaBackend {
 /// One target per row, each `< k`; errors name the row and the value (as on the CPU).
 fn check_targets(op: &'static str, rows: usize, k: usize, targets: &[u32]) -> Result<()> {
     if rows == 0 {
-        return Err(Error::invalid(op, "no rows: the mean loss of zero rows is undefined"));
+        return Err(Error::invalid(
+            op,
+            "no rows: the mean loss of zero rows is undefined",
+        ));
     }
     if targets.len() != rows {
-        return Err(Error::invalid(op, format!("{} targets for {rows} rows", targets.len())));
+        return Err(Error::invalid(
+            op,
+            format!("{} targets for {rows} rows", targets.len()),
+        ));
     }
     if let Some((r, &t)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= k) {
         return Err(Error::invalid(
@@ -885,7 +967,7 @@ impl SoftmaxOps for CudaBackend {
         let (rows, k) = rows_cols(OP, x)?;
         let per_mask_row = match mask {
             Some(m) => {
-                let b = if k == 0 { 0 } else { m.numel() / k };
+                let b = m.numel().checked_div(k).unwrap_or(0);
                 if m.numel() != b * k || b == 0 || rows % b != 0 {
                     return Err(Error::ShapeMismatch {
                         op: OP,
@@ -911,7 +993,13 @@ impl SoftmaxOps for CudaBackend {
             let f = dev.function(Family::Softmax, "softmax_f32")?;
             let (r, kk, pm) = (i64_of(rows), i64_of(k), i64_of(per_mask_row.max(1)));
             let mut a = dev.stream.launch_builder(&f);
-            a.arg(xs).arg(ms).arg(&has).arg(&mut y).arg(&r).arg(&kk).arg(&pm);
+            a.arg(xs)
+                .arg(ms)
+                .arg(&has)
+                .arg(&mut y)
+                .arg(&r)
+                .arg(&kk)
+                .arg(&pm);
             launch(a, "softmax_f32", cfg_rows(rows, k))?;
         }
         Ok(wrap(&dev, y, x.shape()))
@@ -1002,7 +1090,14 @@ impl ConvOps for CudaBackend {
 }
 
 impl OptimOps for CudaBackend {
-    fn adam_step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamStep) -> Result<()> {
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamStep,
+    ) -> Result<()> {
         const OP: &str = "adam_step";
         let n = param.numel();
         if grad.numel() != n || m.numel() != n || v.numel() != n {

@@ -157,7 +157,8 @@ pub fn nvrtc_version(ordinal: usize) -> Result<(i32, i32)> {
         ordinal,
         reason: "NVRTC panicked while loading (missing symbol?)".into(),
     })?;
-    r.result().map_err(|_| nvrtc_err(ordinal, "nvrtcVersion", r))?;
+    r.result()
+        .map_err(|_| nvrtc_err(ordinal, "nvrtcVersion", r))?;
     Ok((major, minor))
 }
 
@@ -173,10 +174,15 @@ unsafe fn program_log(prog: nvrtc_sys::nvrtcProgram) -> String {
         return String::new();
     }
     let mut buf = vec![0 as c_char; size];
-    if nvrtc_sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr()) != nvrtc_sys::nvrtcResult::NVRTC_SUCCESS {
+    if nvrtc_sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr())
+        != nvrtc_sys::nvrtcResult::NVRTC_SUCCESS
+    {
         return String::new();
     }
-    CStr::from_ptr(buf.as_ptr()).to_string_lossy().trim().to_string()
+    CStr::from_ptr(buf.as_ptr())
+        .to_string_lossy()
+        .trim()
+        .to_string()
 }
 
 /// Compiles one family to CUBIN for `arch` ("sm_90"); errors carry the NVRTC log.
@@ -208,7 +214,8 @@ fn compile_cubin(ordinal: usize, family: Family, arch: &str) -> Result<Vec<u8>> 
             );
             r.result()
                 .map_err(|_| nvrtc_err(ordinal, "nvrtcCreateProgram", r))?;
-            let r = nvrtc_sys::nvrtcCompileProgram(prog, opt_ptrs.len() as c_int, opt_ptrs.as_ptr());
+            let r =
+                nvrtc_sys::nvrtcCompileProgram(prog, opt_ptrs.len() as c_int, opt_ptrs.as_ptr());
             let out = if r != nvrtc_sys::nvrtcResult::NVRTC_SUCCESS {
                 Err(Error::Cuda {
                     op: "nvrtc compile",
@@ -247,10 +254,16 @@ fn compile_cubin(ordinal: usize, family: Family, arch: &str) -> Result<Vec<u8>> 
 fn cubin(ordinal: usize, family: Family, arch: &str) -> Result<Vec<u8>> {
     let (major, minor) = nvrtc_version(ordinal)?;
     let opts = compile_options(arch).join(" ");
-    let hash = fnv1a(&[COMMON_CUH.as_bytes(), family.source().as_bytes(), opts.as_bytes()]);
+    let hash = fnv1a(&[
+        COMMON_CUH.as_bytes(),
+        family.source().as_bytes(),
+        opts.as_bytes(),
+    ]);
     let stem = family.file_name().trim_end_matches(".cu");
     let dir = kernel_cache_dir();
-    let path = dir.join(format!("{stem}-{hash:016x}-{arch}-nvrtc{major}.{minor}.cubin"));
+    let path = dir.join(format!(
+        "{stem}-{hash:016x}-{arch}-nvrtc{major}.{minor}.cubin"
+    ));
     if let Ok(bytes) = std::fs::read(&path) {
         if !bytes.is_empty() {
             return Ok(bytes);
@@ -277,7 +290,10 @@ pub struct ModuleCache {
 impl CudaDevice {
     /// `sm_XY` of this device.
     pub fn arch(&self) -> String {
-        format!("sm_{}{}", self.compute_capability.0, self.compute_capability.1)
+        format!(
+            "sm_{}{}",
+            self.compute_capability.0, self.compute_capability.1
+        )
     }
 
     /// Loads (compiling if needed) the module of `family`.
@@ -309,13 +325,22 @@ impl CudaDevice {
 
     /// The kernel `name` of `family` (cached after the first lookup).
     pub fn function(&self, family: Family, name: &'static str) -> Result<CudaFunction> {
-        if let Some(f) = self.kernels.functions.lock().ok().and_then(|f| f.get(name).cloned()) {
+        if let Some(f) = self
+            .kernels
+            .functions
+            .lock()
+            .ok()
+            .and_then(|f| f.get(name).cloned())
+        {
             return Ok(f);
         }
-        let f = self.module(family)?.load_function(name).map_err(|e| Error::Cuda {
-            op: "load kernel",
-            msg: format!("{name} in kernels/{}: {e}", family.file_name()),
-        })?;
+        let f = self
+            .module(family)?
+            .load_function(name)
+            .map_err(|e| Error::Cuda {
+                op: "load kernel",
+                msg: format!("{name} in kernels/{}: {e}", family.file_name()),
+            })?;
         if let Ok(mut fs) = self.kernels.functions.lock() {
             fs.insert(name, f.clone());
         }

@@ -103,19 +103,25 @@ pub(crate) fn cfg_rows(rows: usize, k: usize) -> LaunchConfig {
 }
 
 /// Launches `args` with `cfg`; errors name the kernel, the grid/block and the CUDA error.
-pub(crate) fn launch(mut args: LaunchArgs<'_>, name: &'static str, cfg: LaunchConfig) -> Result<()> {
+pub(crate) fn launch(
+    mut args: LaunchArgs<'_>,
+    name: &'static str,
+    cfg: LaunchConfig,
+) -> Result<()> {
     // SAFETY: every call site pushes arguments matching the kernel's C signature in
     // kernels/*.cu (pointers to buffers of the sizes the kernel indexes).
-    unsafe { args.launch(cfg) }.map(|_| ()).map_err(|e| Error::Cuda {
-        op: name,
-        msg: format!(
-            "launch of {name} with grid {:?} block {:?} ({} B shared) failed: {}",
-            cfg.grid_dim,
-            cfg.block_dim,
-            cfg.shared_mem_bytes,
-            driver_msg(&e)
-        ),
-    })
+    unsafe { args.launch(cfg) }
+        .map(|_| ())
+        .map_err(|e| Error::Cuda {
+            op: name,
+            msg: format!(
+                "launch of {name} with grid {:?} block {:?} ({} B shared) failed: {}",
+                cfg.grid_dim,
+                cfg.block_dim,
+                cfg.shared_mem_bytes,
+                driver_msg(&e)
+            ),
+        })
 }
 
 /// Maximum rank of strided kernels (`HR_MAX_RANK` in common.cuh).
@@ -241,7 +247,12 @@ impl Strided {
 
 impl Broadcast2 {
     /// Output `shape` read through the strides of two inputs (collapsed first).
-    pub(crate) fn new(op: &'static str, shape: &[usize], sa: &[i64], sb: &[i64]) -> Result<Broadcast2> {
+    pub(crate) fn new(
+        op: &'static str,
+        shape: &[usize],
+        sa: &[i64],
+        sb: &[i64],
+    ) -> Result<Broadcast2> {
         let (sh, st) = collapse(op, shape, &[sa, sb])?;
         let mut g = Broadcast2 {
             rank: sh.len() as i32,

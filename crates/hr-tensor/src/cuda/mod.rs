@@ -163,7 +163,12 @@ impl CudaDevice {
             })?;
             Ok(blas)
         }))
-        .unwrap_or_else(|_| Err(unavailable(self.ordinal, "cuBLAS panicked on initialisation")))?;
+        .unwrap_or_else(|_| {
+            Err(unavailable(
+                self.ordinal,
+                "cuBLAS panicked on initialisation",
+            ))
+        })?;
         let b = Arc::new(made);
         *slot = Some(b.clone());
         Ok(b)

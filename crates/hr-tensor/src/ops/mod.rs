@@ -99,6 +99,6 @@ pub(crate) fn rows_cols(op: &'static str, t: &Tensor) -> Result<(usize, usize)> 
         .shape()
         .last()
         .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
-    let rows = if cols == 0 { 0 } else { t.numel() / cols };
+    let rows = t.numel().checked_div(cols).unwrap_or(0);
     Ok((rows, cols))
 }

@@ -1,0 +1,217 @@
+//! CUDA op benchmarks on `cuda:0`, timed with CUDA events on the device's stream (kernel time,
+//! not host overhead): GEMM 4096^3 (cuBLAS, FP32 without TF32), layer norm, masked softmax,
+//! fused Adam, GELU, plus a streaming ceiling (`affine` = one read + one write per element)
+//! that the memory-bound kernels are compared against.
+//!
+//! `cargo bench -p hr-tensor --bench cuda_ops` prints a Markdown table for docs/PERF.md; on a
+//! machine without a GPU it prints "skipped: no CUDA device" and exits successfully.
+
+use hr_tensor::{cuda, ops, AdamStep, DType, Device, Rng, Tensor};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Median milliseconds per call of `f` on device 0: 3 warm-up calls (kernel compilation,
+/// allocator), then 7 samples of `reps` calls each between two CUDA events.
+fn time_ms(reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    cuda::synchronize(0)?;
+    let mut samples = Vec::new();
+    for _ in 0..7 {
+        let t = cuda::DeviceTimer::start(0)?;
+        for _ in 0..reps {
+            f()?;
+        }
+        samples.push(t.stop_ms()? as f64 / reps as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[3])
+}
+
+/// Uniform random f32 tensor uploaded to `dev` (small inputs; big ones use constants).
+fn rand_on(shape: &[usize], seed: u64, dev: Device) -> Res<Tensor> {
+    Ok(Tensor::rand_uniform(shape, -2.0, 2.0, &mut Rng::new(seed))?.to_device(dev)?)
+}
+
+fn full_on(shape: &[usize], v: f64, dev: Device) -> Res<Tensor> {
+    Ok(Tensor::full(shape, v, DType::F32)?.to_device(dev)?)
+}
+
+struct Row {
+    op: &'static str,
+    shape: String,
+    ms: f64,
+    rate: String,
+    frac: String,
+}
+
+fn main() -> Res<()> {
+    if !cuda::driver_present() {
+        println!("skipped: no CUDA device");
+        return Ok(());
+    }
+    let dev = match Device::cuda(0) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("skipped: no CUDA device ({e})");
+            return Ok(());
+        }
+    };
+    let info = cuda::context(0)?;
+    println!(
+        "device: {} (sm_{}{}), kernel cache {}",
+        info.name,
+        info.compute_capability.0,
+        info.compute_capability.1,
+        cuda::kernel_cache_dir().display()
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let gbs = |bytes: f64, ms: f64| bytes / (ms * 1e-3) / 1e9;
+
+    // Streaming ceiling: y = x * a + b over 256M floats (1 GiB read + 1 GiB write).
+    let n_stream = 1usize << 28;
+    let xs = full_on(&[n_stream], 1.0, dev)?;
+    let ms = time_ms(5, || {
+        ops::affine(&xs, 1.5, 0.5)?;
+        Ok(())
+    })?;
+    let ceiling = gbs(8.0 * n_stream as f64, ms);
+    drop(xs);
+    rows.push(Row {
+        op: "stream ceiling (affine)",
+        shape: format!("[{n_stream}]"),
+        ms,
+        rate: format!("{ceiling:.0} GB/s"),
+        frac: "1.00".into(),
+    });
+    let mem_row = |op: &'static str, shape: String, bytes: f64, ms: f64| {
+        let r = gbs(bytes, ms);
+        Row {
+            op,
+            shape,
+            ms,
+            rate: format!("{r:.0} GB/s"),
+            frac: format!("{:.2}", r / ceiling),
+        }
+    };
+
+    // GEMM 4096^3 f32.
+    let n = 4096;
+    let a = rand_on(&[n, n], 1, dev)?;
+    let b = rand_on(&[n, n], 2, dev)?;
+    let ms = time_ms(5, || {
+        ops::matmul(&a, &b)?;
+        Ok(())
+    })?;
+    let tflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e12;
+    rows.push(Row {
+        op: "matmul f32 (cuBLAS, no TF32)",
+        shape: format!("{n}x{n}x{n}"),
+        ms,
+        rate: format!("{tflops:.1} TFLOP/s"),
+        frac: "-".into(),
+    });
+    drop((a, b));
+
+    // Layer norm (32*97, 768).
+    let (r, d) = (32 * 97, 768);
+    let x = rand_on(&[r, d], 3, dev)?;
+    let g = rand_on(&[d], 4, dev)?;
+    let bb = rand_on(&[d], 5, dev)?;
+    let ms = time_ms(50, || {
+        ops::layer_norm(&x, &g, &bb, 1e-5)?;
+        Ok(())
+    })?;
+    rows.push(mem_row(
+        "layer_norm",
+        format!("[{r}, {d}]"),
+        (2 * r * d * 4 + 2 * r * 4) as f64,
+        ms,
+    ));
+    let dy = rand_on(&[r, d], 6, dev)?;
+    let (_, st) = ops::layer_norm(&x, &g, &bb, 1e-5)?;
+    let ms = time_ms(50, || {
+        ops::layer_norm_bwd(&x, &g, &st, &dy)?;
+        Ok(())
+    })?;
+    // Reads x and dy twice (dx pass, parameter pass), writes dx.
+    rows.push(mem_row(
+        "layer_norm_bwd",
+        format!("[{r}, {d}]"),
+        (5 * r * d * 4) as f64,
+        ms,
+    ));
+
+    // Masked softmax (32*12*97, 97): x (32, 12*97, 97) with a (32, 97) key mask.
+    let (bt, rr, k) = (32, 12 * 97, 97);
+    let x = rand_on(&[bt, rr, k], 7, dev)?;
+    let mv: Vec<f32> = (0..bt * k)
+        .map(|i| {
+            if i % k < k - 1 - (i / k) % 40 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mv, &[bt, k])?.to_device(dev)?;
+    let ms = time_ms(50, || {
+        ops::softmax(&x, Some(&mask))?;
+        Ok(())
+    })?;
+    rows.push(mem_row(
+        "softmax masked",
+        format!("[{}, {k}]", bt * rr),
+        (2 * bt * rr * k * 4) as f64,
+        ms,
+    ));
+    drop((x, mask));
+
+    // Fused Adam on 100M parameters (reads p, g, m, v; writes p, m, v).
+    let np = 100_000_000usize;
+    let mut p = full_on(&[np], 0.5, dev)?;
+    let gr = full_on(&[np], 0.01, dev)?;
+    let mut m = full_on(&[np], 0.0, dev)?;
+    let mut v = full_on(&[np], 0.0, dev)?;
+    let mut step = 0u64;
+    let ms = time_ms(5, || {
+        step += 1;
+        let hp = AdamStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step,
+        };
+        ops::adam_step(&mut p, &gr, &mut m, &mut v, &hp)?;
+        Ok(())
+    })?;
+    rows.push(mem_row(
+        "adamw step",
+        format!("[{np}]"),
+        (7 * np * 4) as f64,
+        ms,
+    ));
+    drop((p, gr, m, v));
+
+    // GELU on 64M elements.
+    let ne = 64usize << 20;
+    let x = full_on(&[ne], 0.3, dev)?;
+    let ms = time_ms(10, || {
+        ops::gelu(&x)?;
+        Ok(())
+    })?;
+    rows.push(mem_row("gelu", format!("[{ne}]"), (2 * ne * 4) as f64, ms));
+
+    println!("\n| op | shape | time (ms) | achieved | fraction of stream ceiling |");
+    println!("|---|---|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.3} | {} | {} |",
+            r.op, r.shape, r.ms, r.rate, r.frac
+        );
+    }
+    Ok(())
+}
