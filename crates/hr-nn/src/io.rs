@@ -94,7 +94,10 @@ fn tensor_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
     Ok(match s {
         CpuStorage::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         CpuStorage::F64(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        CpuStorage::BF16(v) => (Dtype::BF16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        CpuStorage::BF16(v) => (
+            Dtype::BF16,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
         CpuStorage::F16(v) => (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
     })
 }
@@ -131,15 +134,23 @@ pub fn serialize_safetensors<'a>(
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync
 /// of the folder. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

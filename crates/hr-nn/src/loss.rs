@@ -31,7 +31,10 @@ pub fn positive_mask(clip_ids: &[u64]) -> Result<Tensor> {
 /// The loss of a square score matrix `scores` (audios x texts, already divided by tau) and a
 /// positive mask; returns the scalar loss (shape `[]`) and the cache for the backward.
 pub fn contrastive_loss(scores: &Tensor, positives: &Tensor) -> Result<(Tensor, ContrastiveCache)> {
-    if scores.rank() != 2 || scores.shape()[0] != scores.shape()[1] || scores.shape() != positives.shape() {
+    if scores.rank() != 2
+        || scores.shape()[0] != scores.shape()[1]
+        || scores.shape() != positives.shape()
+    {
         return Err(hr_tensor::Error::ShapeMismatch {
             op: "contrastive_loss",
             lhs: scores.shape().to_vec(),
@@ -39,17 +42,32 @@ pub fn contrastive_loss(scores: &Tensor, positives: &Tensor) -> Result<(Tensor, 
         }
         .into());
     }
-    let p = positives.to_dtype(scores.dtype())?.to_device(scores.device())?;
+    let p = positives
+        .to_dtype(scores.dtype())?
+        .to_device(scores.device())?;
     let count = ops::sum_all(&p)?.scalar_f64()?;
     if count <= 0.0 {
-        return Err(Error::Config { key: "positives".into(), msg: "the batch has no positive pair".into() });
+        return Err(Error::Config {
+            key: "positives".into(),
+            msg: "the batch has no positive pair".into(),
+        });
     }
     let weight = ops::scale(&p, -0.5 / count)?;
     let log_t = ops::log_softmax(scores)?;
     let log_a = ops::log_softmax(&ops::transpose(scores, 0, 1)?)?;
     let wt = ops::transpose(&weight, 0, 1)?;
-    let loss = ops::add(&ops::sum_all(&ops::mul(&log_t, &weight)?)?, &ops::sum_all(&ops::mul(&log_a, &wt)?)?)?;
-    Ok((loss, ContrastiveCache { log_t, log_a, weight }))
+    let loss = ops::add(
+        &ops::sum_all(&ops::mul(&log_t, &weight)?)?,
+        &ops::sum_all(&ops::mul(&log_a, &wt)?)?,
+    )?;
+    Ok((
+        loss,
+        ContrastiveCache {
+            log_t,
+            log_a,
+            weight,
+        },
+    ))
 }
 
 /// Gradient of the scores for upstream gradient `dloss` (a scalar).
@@ -82,12 +100,26 @@ const EPS: f64 = 1e-12;
 
 impl NtXent {
     /// Loss of audio (N, D) and text (N, D) embeddings; row i of both belongs to `clip_ids[i]`.
-    pub fn forward(&self, audio: &Tensor, text: &Tensor, clip_ids: &[u64]) -> Result<(Tensor, NtXentCache)> {
+    pub fn forward(
+        &self,
+        audio: &Tensor,
+        text: &Tensor,
+        clip_ids: &[u64],
+    ) -> Result<(Tensor, NtXentCache)> {
         let (a, a_norm) = ops::l2_normalize(audio, EPS)?;
         let (t, t_norm) = ops::l2_normalize(text, EPS)?;
         let scores = ops::matmul_ex(&a, &t, false, true, 1.0 / self.tau)?;
         let (loss, inner) = contrastive_loss(&scores, &positive_mask(clip_ids)?)?;
-        Ok((loss, NtXentCache { a, t, a_norm, t_norm, inner }))
+        Ok((
+            loss,
+            NtXentCache {
+                a,
+                t,
+                a_norm,
+                t_norm,
+                inner,
+            },
+        ))
     }
 
     /// Gradients of the raw audio and text embeddings.

@@ -23,13 +23,24 @@ pub struct ParamGroup {
 
 impl ParamGroup {
     /// The trainable parameters whose names start with any of `prefixes`.
-    pub fn by_prefix(ps: &ParamStore, name: &str, prefixes: &[&str], lr: f64, weight_decay: f64) -> ParamGroup {
+    pub fn by_prefix(
+        ps: &ParamStore,
+        name: &str,
+        prefixes: &[&str],
+        lr: f64,
+        weight_decay: f64,
+    ) -> ParamGroup {
         let params = ps
             .iter()
             .filter(|(_, p)| p.trainable && prefixes.iter().any(|pre| p.name.starts_with(pre)))
             .map(|(id, _)| id)
             .collect();
-        ParamGroup { name: name.to_string(), params, lr, weight_decay }
+        ParamGroup {
+            name: name.to_string(),
+            params,
+            lr,
+            weight_decay,
+        }
     }
 }
 
@@ -47,7 +58,11 @@ pub struct AdamConfig {
 impl Default for AdamConfig {
     /// The paper's values: (0.9, 0.999), 1e-8.
     fn default() -> Self {
-        AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 }
 
@@ -88,7 +103,12 @@ impl Adam {
                 msg: format!("trainable parameters in no group: {orphans:?}"),
             });
         }
-        Ok(Adam { cfg, groups, moments: HashMap::new(), step: 0 })
+        Ok(Adam {
+            cfg,
+            groups,
+            moments: HashMap::new(),
+            step: 0,
+        })
     }
 
     /// Number of steps taken.
@@ -145,14 +165,23 @@ impl Adam {
     /// Restores moments and the step count saved by [`Adam::save`].
     pub fn load(&mut self, ps: &ParamStore, path: &Path) -> Result<()> {
         let file = read_safetensors(path)?;
-        let bad = |msg: String| Error::Format { path: path.to_path_buf(), msg };
+        let bad = |msg: String| Error::Format {
+            path: path.to_path_buf(),
+            msg,
+        };
         let step = file.metadata.get("step").and_then(|s| s.parse().ok());
         self.step = step.ok_or_else(|| bad("missing or invalid \"step\" metadata".into()))?;
         self.moments.clear();
         for (id, p) in ps.iter().filter(|(_, p)| p.trainable) {
-            match (file.tensors.get(&format!("m.{}", p.name)), file.tensors.get(&format!("v.{}", p.name))) {
-                (Some(m), Some(v)) if m.shape() == p.value.shape() && v.shape() == p.value.shape() => {
-                    let conv = |t: &Tensor| t.to_dtype(p.value.dtype())?.to_device(p.value.device());
+            match (
+                file.tensors.get(&format!("m.{}", p.name)),
+                file.tensors.get(&format!("v.{}", p.name)),
+            ) {
+                (Some(m), Some(v))
+                    if m.shape() == p.value.shape() && v.shape() == p.value.shape() =>
+                {
+                    let conv =
+                        |t: &Tensor| t.to_dtype(p.value.dtype())?.to_device(p.value.device());
                     self.moments.insert(id, (conv(m)?, conv(v)?));
                 }
                 (None, None) => {}

@@ -123,7 +123,10 @@ impl ParamStore {
 
     /// Mutable entries in registration order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ParamId, &mut Param)> {
-        self.params.iter_mut().enumerate().map(|(i, p)| (ParamId(i), p))
+        self.params
+            .iter_mut()
+            .enumerate()
+            .map(|(i, p)| (ParamId(i), p))
     }
 
     /// Number of entries (parameters and buffers).
@@ -138,7 +141,11 @@ impl ParamStore {
 
     /// Number of trainable scalars.
     pub fn num_trainable(&self) -> usize {
-        self.params.iter().filter(|p| p.trainable).map(|p| p.value.numel()).sum()
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.value.numel())
+            .sum()
     }
 
     /// Converts every value and gradient to `dtype` (f64 for gradient checks).
@@ -177,7 +184,11 @@ impl ParamStore {
         let mut found = vec![false; self.params.len()];
         let mut updates = Vec::new();
         for (key, t) in &file.tensors {
-            if opts.ignore_suffixes.iter().any(|s| key.ends_with(s.as_str())) {
+            if opts
+                .ignore_suffixes
+                .iter()
+                .any(|s| key.ends_with(s.as_str()))
+            {
                 continue;
             }
             let name = format!("{}{key}", opts.prefix);
@@ -200,7 +211,12 @@ impl ParamStore {
         let missing: Vec<String> = if opts.allow_missing {
             Vec::new()
         } else {
-            self.params.iter().zip(&found).filter(|(_, &f)| !f).map(|(p, _)| p.name.clone()).collect()
+            self.params
+                .iter()
+                .zip(&found)
+                .filter(|(_, &f)| !f)
+                .map(|(p, _)| p.name.clone())
+                .collect()
         };
         if opts.allow_unexpected {
             unexpected.clear();

@@ -23,7 +23,8 @@ impl WarmupCosine {
         }
         if e < self.rampdown_stop {
             let t = (e - w) / (self.rampdown_stop - w);
-            return self.lr_min + (self.lr_max - self.lr_min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+            return self.lr_min
+                + (self.lr_max - self.lr_min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
         }
         self.lr_min
     }
@@ -35,12 +36,18 @@ mod tests {
 
     #[test]
     fn matches_the_paper_formula() {
-        let s = WarmupCosine { lr_max: 2e-5, lr_min: 1e-7, warmup_epochs: 1.0, rampdown_stop: 25.0 };
+        let s = WarmupCosine {
+            lr_max: 2e-5,
+            lr_min: 1e-7,
+            warmup_epochs: 1.0,
+            rampdown_stop: 25.0,
+        };
         assert_eq!(s.lr(0.0), 0.0);
         assert!((s.lr(0.5) - 1e-5).abs() < 1e-18);
         assert!((s.lr(1.0) - 2e-5).abs() < 1e-18);
         let e: f64 = 7.3;
-        let want = 1e-7 + (2e-5 - 1e-7) * 0.5 * (1.0 + (std::f64::consts::PI * (e - 1.0) / 24.0).cos());
+        let want =
+            1e-7 + (2e-5 - 1e-7) * 0.5 * (1.0 + (std::f64::consts::PI * (e - 1.0) / 24.0).cos());
         assert!((s.lr(e) - want).abs() < 1e-18);
         assert!((s.lr(13.0) - (1e-7 + (2e-5 - 1e-7) * 0.5)).abs() < 1e-15);
         assert_eq!(s.lr(25.0), 1e-7);

@@ -46,13 +46,35 @@ fn build(ps: &mut ParamStore) -> Pooling {
         activation: Unary::Gelu,
     };
     let proj = Linear::new(ps, "proj", 48, 32, true, &mut rng).unwrap();
-    let global_bias = ps.add("global_bias", Tensor::full(&[1, 1, 32], 0.0, DType::F32).unwrap()).unwrap();
-    let pe_scale = ps.add("pe_scale", Tensor::full(&[1], 1.0, DType::F32).unwrap()).unwrap();
+    let global_bias = ps
+        .add(
+            "global_bias",
+            Tensor::full(&[1, 1, 32], 0.0, DType::F32).unwrap(),
+        )
+        .unwrap();
+    let pe_scale = ps
+        .add("pe_scale", Tensor::full(&[1], 1.0, DType::F32).unwrap())
+        .unwrap();
     let layers = (0..2)
-        .map(|i| TransformerEncoderLayer::new(ps, &format!("layers.layers.{i}"), Naming::Torch, cfg, &mut rng).unwrap())
+        .map(|i| {
+            TransformerEncoderLayer::new(
+                ps,
+                &format!("layers.layers.{i}"),
+                Naming::Torch,
+                cfg,
+                &mut rng,
+            )
+            .unwrap()
+        })
         .collect();
     let out = Linear::new(ps, "out", 32, 24, true, &mut rng).unwrap();
-    Pooling { proj, layers, out, global_bias, pe_scale }
+    Pooling {
+        proj,
+        layers,
+        out,
+        global_bias,
+        pe_scale,
+    }
 }
 
 #[test]
@@ -81,7 +103,11 @@ fn pooling_transformer_matches_pytorch() {
 
     // Forward.
     let (xp, proj_c) = m.proj.forward(&ps, &x).unwrap();
-    let global = ops::add(&ops::mean_axes(&xp, &[1], true).unwrap(), ps.value(m.global_bias)).unwrap();
+    let global = ops::add(
+        &ops::mean_axes(&xp, &[1], true).unwrap(),
+        ps.value(m.global_bias),
+    )
+    .unwrap();
     let pe_t = ops::slice(&pe_ref, 0, 0, t).unwrap();
     let frames = ops::add(&xp, &ops::mul(&pe_t, ps.value(m.pe_scale)).unwrap()).unwrap();
     let mut seq = ops::concat(&[&global, &frames], 1).unwrap();
@@ -91,7 +117,10 @@ fn pooling_transformer_matches_pytorch() {
         seq = y;
         caches.push(c);
     }
-    let tok0 = ops::slice(&seq, 1, 0, 1).unwrap().reshape(&[b, 32]).unwrap();
+    let tok0 = ops::slice(&seq, 1, 0, 1)
+        .unwrap()
+        .reshape(&[b, 32])
+        .unwrap();
     let (out, out_c) = m.out.forward(&ps, &tok0).unwrap();
     assert_close("output", &out, &get("output"), 1e-4);
     let r = get("R");
@@ -99,23 +128,42 @@ fn pooling_transformer_matches_pytorch() {
     assert_close("loss", &loss.reshape(&[1]).unwrap(), &get("loss"), 1e-4);
 
     // Backward.
-    let dtok = m.out.backward(&mut ps, &out_c, &r).unwrap().reshape(&[b, 1, 32]).unwrap();
+    let dtok = m
+        .out
+        .backward(&mut ps, &out_c, &r)
+        .unwrap()
+        .reshape(&[b, 1, 32])
+        .unwrap();
     let mut dseq = ops::pad_axis(&dtok, 1, 0, t + 1).unwrap();
     for (l, c) in m.layers.iter().zip(&caches).rev() {
         dseq = l.backward(&mut ps, c, &dseq).unwrap();
     }
     let parts = ops::concat_bwd(&dseq, &[1, t], 1).unwrap();
     let (dglobal, dframes) = (&parts[0], &parts[1]);
-    ps.accumulate(m.global_bias, &ops::sum_to(dglobal, &[1, 1, 32]).unwrap()).unwrap();
-    let dscale = ops::sum_all(&ops::mul(dframes, &pe_t).unwrap()).unwrap().reshape(&[1]).unwrap();
+    ps.accumulate(m.global_bias, &ops::sum_to(dglobal, &[1, 1, 32]).unwrap())
+        .unwrap();
+    let dscale = ops::sum_all(&ops::mul(dframes, &pe_t).unwrap())
+        .unwrap()
+        .reshape(&[1])
+        .unwrap();
     ps.accumulate(m.pe_scale, &dscale).unwrap();
     let mut dxp = dframes.clone();
-    ops::axpy(&mut dxp, 1.0, &ops::mean_axes_bwd(dglobal, xp.shape(), &[1]).unwrap()).unwrap();
+    ops::axpy(
+        &mut dxp,
+        1.0,
+        &ops::mean_axes_bwd(dglobal, xp.shape(), &[1]).unwrap(),
+    )
+    .unwrap();
     let dx = m.proj.backward(&mut ps, &proj_c, &dxp).unwrap();
     assert_close("grad.input", &dx, &get("grad.input"), 1e-3);
     let mut checked = 0;
     for (_, p) in ps.iter() {
-        assert_close(&format!("grad.{}", p.name), &p.grad, &get(&format!("grad.{}", p.name)), 1e-3);
+        assert_close(
+            &format!("grad.{}", p.name),
+            &p.grad,
+            &get(&format!("grad.{}", p.name)),
+            1e-3,
+        );
         checked += 1;
     }
     assert_eq!(checked, 30, "every parameter gradient compared");
@@ -127,8 +175,16 @@ fn ntxent_matches_pytorch() {
     let f = read_safetensors(&path).unwrap();
     let get = |n: &str| f.get(&path, n).unwrap().clone();
     let tau: f64 = f.metadata["tau"].trim_matches('"').parse().unwrap();
-    let ids: Vec<u64> = get("clip_ids").to_vec_f64().unwrap().iter().map(|&v| v as u64).collect();
-    assert!(ids.len() > ids.iter().collect::<std::collections::HashSet<_>>().len(), "fixture has same-clip duplicates");
+    let ids: Vec<u64> = get("clip_ids")
+        .to_vec_f64()
+        .unwrap()
+        .iter()
+        .map(|&v| v as u64)
+        .collect();
+    assert!(
+        ids.len() > ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        "fixture has same-clip duplicates"
+    );
     let loss_fn = NtXent { tau };
     let (loss, cache) = loss_fn.forward(&get("audio"), &get("text"), &ids).unwrap();
     assert_close("loss", &loss.reshape(&[1]).unwrap(), &get("loss"), 1e-5);
@@ -147,10 +203,18 @@ fn ntxent_gradient_check_f64() {
     hr_tensor::testing::check_gradients(
         "ntxent",
         &[a, t],
-        |x| Ok(l.forward(&x[0], &x[1], &ids).map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?.0),
+        |x| {
+            Ok(l.forward(&x[0], &x[1], &ids)
+                .map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?
+                .0)
+        },
         |x, dy| {
-            let (_, c) = l.forward(&x[0], &x[1], &ids).map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?;
-            let (da, dt) = l.backward(&c, dy.scalar_f64()?).map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?;
+            let (_, c) = l
+                .forward(&x[0], &x[1], &ids)
+                .map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?;
+            let (da, dt) = l
+                .backward(&c, dy.scalar_f64()?)
+                .map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?;
             Ok(vec![Some(da), Some(dt)])
         },
         1e-6,

@@ -13,8 +13,14 @@ use hr_tensor::{DType, Rng, Tensor, Unary};
 
 /// A key-padding mask (B, T) with `valid[b]` leading ones.
 fn mask(valid: &[usize], t: usize, dtype: DType) -> Tensor {
-    let v: Vec<f64> = valid.iter().flat_map(|&n| (0..t).map(move |i| (i < n) as u8 as f64)).collect();
-    Tensor::from_vec(v, &[valid.len(), t]).unwrap().to_dtype(dtype).unwrap()
+    let v: Vec<f64> = valid
+        .iter()
+        .flat_map(|&n| (0..t).map(move |i| (i < n) as u8 as f64))
+        .collect();
+    Tensor::from_vec(v, &[valid.len(), t])
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 #[test]
@@ -23,10 +29,16 @@ fn linear() {
     let mut ps = ParamStore::new();
     let l = Linear::new(&mut ps, "fc", 7, 5, true, &mut rng).unwrap();
     let x = randn32(&[2, 3, 7], &mut rng);
-    check_layer("linear", &ps, &x, |ps, x| Ok(l.forward(ps, x)?.0), |ps, x, dy| {
-        let (_, c) = l.forward(ps, x)?;
-        Ok(Some(l.backward(ps, &c, dy)?))
-    });
+    check_layer(
+        "linear",
+        &ps,
+        &x,
+        |ps, x| Ok(l.forward(ps, x)?.0),
+        |ps, x, dy| {
+            let (_, c) = l.forward(ps, x)?;
+            Ok(Some(l.backward(ps, &c, dy)?))
+        },
+    );
 }
 
 #[test]
@@ -39,23 +51,40 @@ fn layer_norm() {
         p.value = randn32(p.value.shape(), &mut rng);
     }
     let x = randn32(&[4, 9], &mut rng);
-    check_layer("layer_norm", &ps, &x, |ps, x| Ok(ln.forward(ps, x)?.0), |ps, x, dy| {
-        let (_, c) = ln.forward(ps, x)?;
-        Ok(Some(ln.backward(ps, &c, dy)?))
-    });
+    check_layer(
+        "layer_norm",
+        &ps,
+        &x,
+        |ps, x| Ok(ln.forward(ps, x)?.0),
+        |ps, x, dy| {
+            let (_, c) = ln.forward(ps, x)?;
+            Ok(Some(ln.backward(ps, &c, dy)?))
+        },
+    );
 }
 
 #[test]
 fn conv2d_including_depthwise_and_stride_2() {
     let mut rng = Rng::new(3);
-    for (cin, cout, k, stride, groups) in [(3, 4, 3, 1, 1), (4, 4, 5, 2, 4), (4, 6, 3, 2, 2), (5, 3, 1, 1, 1)] {
+    for (cin, cout, k, stride, groups) in [
+        (3, 4, 3, 1, 1),
+        (4, 4, 5, 2, 4),
+        (4, 6, 3, 2, 2),
+        (5, 3, 1, 1, 1),
+    ] {
         let mut ps = ParamStore::new();
         let conv = Conv2d::new(&mut ps, "conv", cin, cout, k, stride, groups, &mut rng).unwrap();
         let x = randn32(&[2, cin, 7, 6], &mut rng);
-        check_layer(&format!("conv k{k} s{stride} g{groups}"), &ps, &x, |ps, x| Ok(conv.forward(ps, x)?.0), |ps, x, dy| {
-            let (_, c) = conv.forward(ps, x)?;
-            Ok(Some(conv.backward(ps, &c, dy)?))
-        });
+        check_layer(
+            &format!("conv k{k} s{stride} g{groups}"),
+            &ps,
+            &x,
+            |ps, x| Ok(conv.forward(ps, x)?.0),
+            |ps, x, dy| {
+                let (_, c) = conv.forward(ps, x)?;
+                Ok(Some(conv.backward(ps, &c, dy)?))
+            },
+        );
     }
 }
 
@@ -69,18 +98,30 @@ fn batch_norm_train_and_eval() {
     }
     let x = randn32(&[4, 3, 5, 3], &mut rng);
     let train = Mode::Train { seed: 0 };
-    check_layer("batch_norm train", &ps, &x, |ps, x| Ok(bn.forward(ps, x, train)?.0), |ps, x, dy| {
-        let (_, c) = bn.forward(ps, x, train)?;
-        Ok(Some(bn.backward(ps, &c, dy)?))
-    });
+    check_layer(
+        "batch_norm train",
+        &ps,
+        &x,
+        |ps, x| Ok(bn.forward(ps, x, train)?.0),
+        |ps, x, dy| {
+            let (_, c) = bn.forward(ps, x, train)?;
+            Ok(Some(bn.backward(ps, &c, dy)?))
+        },
+    );
     // Evaluation with non-trivial running statistics.
     let mut ps2 = ps.clone();
     *ps2.value_mut(bn.running_mean) = randn32(&[3], &mut rng);
     *ps2.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
-    check_layer("batch_norm eval", &ps2, &x, |ps, x| Ok(bn.forward(ps, x, Mode::Eval)?.0), |ps, x, dy| {
-        let (_, c) = bn.forward(ps, x, Mode::Eval)?;
-        Ok(Some(bn.backward(ps, &c, dy)?))
-    });
+    check_layer(
+        "batch_norm eval",
+        &ps2,
+        &x,
+        |ps, x| Ok(bn.forward(ps, x, Mode::Eval)?.0),
+        |ps, x, dy| {
+            let (_, c) = bn.forward(ps, x, Mode::Eval)?;
+            Ok(Some(bn.backward(ps, &c, dy)?))
+        },
+    );
 }
 
 #[test]
@@ -91,11 +132,17 @@ fn embedding() {
     let ids = [3u32, 0, 10, 3, 7, 3];
     // The input is not differentiable; a dummy x carries the dtype.
     let x = Tensor::from_vec(vec![0f32], &[1]).unwrap();
-    check_layer("embedding", &ps, &x, |ps, _| Ok(e.forward(ps, &ids, &[2, 3])?.0), |ps, _, dy| {
-        let (_, c) = e.forward(ps, &ids, &[2, 3])?;
-        e.backward(ps, &c, dy)?;
-        Ok(None)
-    });
+    check_layer(
+        "embedding",
+        &ps,
+        &x,
+        |ps, _| Ok(e.forward(ps, &ids, &[2, 3])?.0),
+        |ps, _, dy| {
+            let (_, c) = e.forward(ps, &ids, &[2, 3])?;
+            e.backward(ps, &c, dy)?;
+            Ok(None)
+        },
+    );
 }
 
 #[test]
@@ -103,21 +150,43 @@ fn activations_and_dropout() {
     let mut rng = Rng::new(6);
     let ps = ParamStore::new();
     let x = randn32(&[3, 5], &mut rng);
-    for kind in [Unary::Relu, Unary::Gelu, Unary::Hardswish, Unary::Sigmoid, Unary::Tanh] {
+    for kind in [
+        Unary::Relu,
+        Unary::Gelu,
+        Unary::Hardswish,
+        Unary::Sigmoid,
+        Unary::Tanh,
+    ] {
         let a = Activation::new(kind);
-        check_layer(&format!("{kind:?}"), &ps, &x, |_, x| Ok(a.forward(x)?.0), |_, x, dy| {
-            let (_, c) = a.forward(x)?;
-            Ok(Some(a.backward(&c, dy)?))
-        });
+        check_layer(
+            &format!("{kind:?}"),
+            &ps,
+            &x,
+            |_, x| Ok(a.forward(x)?.0),
+            |_, x, dy| {
+                let (_, c) = a.forward(x)?;
+                Ok(Some(a.backward(&c, dy)?))
+            },
+        );
     }
     let d = Dropout::new(0.4);
     let mode = Mode::Train { seed: 9 };
-    check_layer("dropout", &ps, &x, |_, x| Ok(d.forward(x, mode)?.0), |_, x, dy| {
-        let (_, c) = d.forward(x, mode)?;
-        Ok(Some(d.backward(&c, dy)?))
-    });
+    check_layer(
+        "dropout",
+        &ps,
+        &x,
+        |_, x| Ok(d.forward(x, mode)?.0),
+        |_, x, dy| {
+            let (_, c) = d.forward(x, mode)?;
+            Ok(Some(d.backward(&c, dy)?))
+        },
+    );
     let (y, _) = d.forward(&x, Mode::Eval).unwrap();
-    assert_eq!(y.to_vec_f32().unwrap(), x.to_vec_f32().unwrap(), "dropout is the identity in eval");
+    assert_eq!(
+        y.to_vec_f32().unwrap(),
+        x.to_vec_f32().unwrap(),
+        "dropout is the identity in eval"
+    );
 }
 
 #[test]
@@ -132,17 +201,28 @@ fn multi_head_attention_with_padding_mask() {
         };
         let x = randn32(&[3, 5, 8], &mut rng);
         let m = mask(&[5, 3, 1], 5, DType::F64);
-        check_layer(&format!("mha bert={bert}"), &ps, &x, |ps, x| Ok(mha.forward(ps, x, Some(&m), Mode::Eval)?.0), |ps, x, dy| {
-            let (_, c) = mha.forward(ps, x, Some(&m), Mode::Eval)?;
-            Ok(Some(mha.backward(ps, &c, dy)?))
-        });
+        check_layer(
+            &format!("mha bert={bert}"),
+            &ps,
+            &x,
+            |ps, x| Ok(mha.forward(ps, x, Some(&m), Mode::Eval)?.0),
+            |ps, x, dy| {
+                let (_, c) = mha.forward(ps, x, Some(&m), Mode::Eval)?;
+                Ok(Some(mha.backward(ps, &c, dy)?))
+            },
+        );
     }
 }
 
 #[test]
 fn transformer_layers_pre_and_post_norm_with_dropout() {
     let mut rng = Rng::new(8);
-    for (norm_first, naming, dropout) in [(true, Naming::Torch, 0.0), (false, Naming::Bert, 0.0), (true, Naming::Torch, 0.2), (false, Naming::Torch, 0.2)] {
+    for (norm_first, naming, dropout) in [
+        (true, Naming::Torch, 0.0),
+        (false, Naming::Bert, 0.0),
+        (true, Naming::Torch, 0.2),
+        (false, Naming::Torch, 0.2),
+    ] {
         let cfg = TransformerLayerConfig {
             dim: 8,
             heads: 2,
@@ -158,11 +238,21 @@ fn transformer_layers_pre_and_post_norm_with_dropout() {
         let layer = TransformerEncoderLayer::new(&mut ps, "layer", naming, cfg, &mut rng).unwrap();
         let x = randn32(&[2, 4, 8], &mut rng);
         let m = mask(&[4, 2], 4, DType::F64);
-        let mode = if dropout > 0.0 { Mode::Train { seed: 3 } } else { Mode::Eval };
-        check_layer(&format!("encoder norm_first={norm_first} {naming:?} p={dropout}"), &ps, &x, |ps, x| Ok(layer.forward(ps, x, Some(&m), mode)?.0), |ps, x, dy| {
-            let (_, c) = layer.forward(ps, x, Some(&m), mode)?;
-            Ok(Some(layer.backward(ps, &c, dy)?))
-        });
+        let mode = if dropout > 0.0 {
+            Mode::Train { seed: 3 }
+        } else {
+            Mode::Eval
+        };
+        check_layer(
+            &format!("encoder norm_first={norm_first} {naming:?} p={dropout}"),
+            &ps,
+            &x,
+            |ps, x| Ok(layer.forward(ps, x, Some(&m), mode)?.0),
+            |ps, x, dy| {
+                let (_, c) = layer.forward(ps, x, Some(&m), mode)?;
+                Ok(Some(layer.backward(ps, &c, dy)?))
+            },
+        );
     }
 }
 
@@ -173,10 +263,16 @@ fn gated_embedding_unit() {
         let mut ps = ParamStore::new();
         let geu = GatedEmbeddingUnit::new(&mut ps, "geu", 6, 5, norm, &mut rng).unwrap();
         let x = randn32(&[4, 6], &mut rng);
-        check_layer(&format!("geu {norm:?}"), &ps, &x, |ps, x| Ok(geu.forward(ps, x)?.0), |ps, x, dy| {
-            let (_, c) = geu.forward(ps, x)?;
-            Ok(Some(geu.backward(ps, &c, dy)?))
-        });
+        check_layer(
+            &format!("geu {norm:?}"),
+            &ps,
+            &x,
+            |ps, x| Ok(geu.forward(ps, x)?.0),
+            |ps, x, dy| {
+                let (_, c) = geu.forward(ps, x)?;
+                Ok(Some(geu.backward(ps, &c, dy)?))
+            },
+        );
         let (y, _) = geu.forward(&ps, &x).unwrap();
         for row in y.to_vec_f32().unwrap().chunks(5) {
             let n: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();

@@ -10,7 +10,11 @@ fn model(rng: &mut Rng, out: usize) -> ParamStore {
     let mut ps = ParamStore::new();
     Linear::new(&mut ps, "enc.fc", 4, 3, true, rng).unwrap();
     Linear::new(&mut ps, "head", 3, out, true, rng).unwrap();
-    ps.add_buffer("enc.running_mean", Tensor::full(&[3], 0.5, DType::F32).unwrap()).unwrap();
+    ps.add_buffer(
+        "enc.running_mean",
+        Tensor::full(&[3], 0.5, DType::F32).unwrap(),
+    )
+    .unwrap();
     ps
 }
 
@@ -25,7 +29,10 @@ fn save_load_round_trip_is_exact() {
     b.load_safetensors(&path, &LoadOptions::default()).unwrap();
     for ((_, pa), (_, pb)) in a.iter().zip(b.iter()) {
         assert_eq!(pa.name, pb.name);
-        assert_eq!(pa.value.to_vec_f32().unwrap(), pb.value.to_vec_f32().unwrap());
+        assert_eq!(
+            pa.value.to_vec_f32().unwrap(),
+            pb.value.to_vec_f32().unwrap()
+        );
     }
     assert_eq!(a.num_trainable(), 4 * 3 + 3 + 3 * 2 + 2);
     std::fs::remove_dir_all(&dir).ok();
@@ -37,13 +44,27 @@ fn mismatched_checkpoint_reports_every_key_at_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("other.safetensors");
     let mut other = model(&mut Rng::new(1), 5);
-    other.add("extra.weight", Tensor::full(&[2], 1.0, DType::F32).unwrap()).unwrap();
+    other
+        .add("extra.weight", Tensor::full(&[2], 1.0, DType::F32).unwrap())
+        .unwrap();
     other.save_safetensors(&path).unwrap();
     let mut ps = model(&mut Rng::new(1), 2);
-    ps.add("only_here.bias", Tensor::full(&[1], 0.0, DType::F32).unwrap()).unwrap();
+    ps.add(
+        "only_here.bias",
+        Tensor::full(&[1], 0.0, DType::F32).unwrap(),
+    )
+    .unwrap();
     let before = ps.clone();
-    let err = ps.load_safetensors(&path, &LoadOptions::default()).unwrap_err();
-    let Error::KeyMismatch { missing, unexpected, mis_shaped, .. } = &err else {
+    let err = ps
+        .load_safetensors(&path, &LoadOptions::default())
+        .unwrap_err();
+    let Error::KeyMismatch {
+        missing,
+        unexpected,
+        mis_shaped,
+        ..
+    } = &err
+    else {
         panic!("expected KeyMismatch, got {err}");
     };
     assert_eq!(missing, &vec!["only_here.bias".to_string()]);
@@ -51,7 +72,10 @@ fn mismatched_checkpoint_reports_every_key_at_once() {
     let names: Vec<&str> = mis_shaped.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec!["head.bias", "head.weight"]);
     let msg = err.to_string();
-    assert!(msg.contains("other.safetensors") && msg.contains("head.weight") && msg.contains("[5, 3]"), "{msg}");
+    assert!(
+        msg.contains("other.safetensors") && msg.contains("head.weight") && msg.contains("[5, 3]"),
+        "{msg}"
+    );
     // Nothing was loaded on failure.
     for ((_, a), (_, b)) in before.iter().zip(ps.iter()) {
         assert_eq!(a.value.to_vec_f32().unwrap(), b.value.to_vec_f32().unwrap());
@@ -61,18 +85,31 @@ fn mismatched_checkpoint_reports_every_key_at_once() {
 
 #[test]
 fn corrupt_file_is_a_clear_error() {
-    let path = std::env::temp_dir().join(format!("hr-nn-corrupt-{}.safetensors", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("hr-nn-corrupt-{}.safetensors", std::process::id()));
     std::fs::write(&path, b"not a safetensors file").unwrap();
     let mut ps = model(&mut Rng::new(1), 2);
-    let err = ps.load_safetensors(&path, &LoadOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::Format { .. }) && err.to_string().contains("hr-nn-corrupt"), "{err}");
+    let err = ps
+        .load_safetensors(&path, &LoadOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Format { .. }) && err.to_string().contains("hr-nn-corrupt"),
+        "{err}"
+    );
     std::fs::remove_file(&path).ok();
-    let missing = ps.load_safetensors(std::path::Path::new("/nonexistent/x.safetensors"), &LoadOptions::default());
+    let missing = ps.load_safetensors(
+        std::path::Path::new("/nonexistent/x.safetensors"),
+        &LoadOptions::default(),
+    );
     assert!(matches!(missing, Err(Error::Io { .. })));
 }
 
 fn fill_grads(ps: &mut ParamStore, rng: &mut Rng) {
-    let ids: Vec<_> = ps.iter().filter(|(_, p)| p.trainable).map(|(id, _)| id).collect();
+    let ids: Vec<_> = ps
+        .iter()
+        .filter(|(_, p)| p.trainable)
+        .map(|(id, _)| id)
+        .collect();
     for id in ids {
         let g = randn32(ps.value(id).shape(), rng);
         ps.accumulate(id, &g).unwrap();
@@ -93,7 +130,12 @@ fn adam_groups_and_state_resume_exactly() {
     let mut rng = Rng::new(5);
     let mut ps = model(&mut rng, 2);
     let mut opt = Adam::new(&ps, AdamConfig::default(), groups(&ps)).unwrap();
-    assert!(ps.value(ps.id("enc.running_mean").unwrap()).to_vec_f32().unwrap().iter().all(|&v| v == 0.5));
+    assert!(ps
+        .value(ps.id("enc.running_mean").unwrap())
+        .to_vec_f32()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 0.5));
     let mut grad_rng = Rng::new(9);
     for _ in 0..3 {
         ps.zero_grad().unwrap();
@@ -118,10 +160,20 @@ fn adam_groups_and_state_resume_exactly() {
         opt2.step(&mut ps2).unwrap();
     }
     for ((_, a), (_, b)) in ps.iter().zip(ps2.iter()) {
-        assert_eq!(a.value.to_vec_f32().unwrap(), b.value.to_vec_f32().unwrap(), "{}", a.name);
+        assert_eq!(
+            a.value.to_vec_f32().unwrap(),
+            b.value.to_vec_f32().unwrap(),
+            "{}",
+            a.name
+        );
     }
     // Buffers are never touched by the optimiser.
-    assert!(ps.value(ps.id("enc.running_mean").unwrap()).to_vec_f32().unwrap().iter().all(|&v| v == 0.5));
+    assert!(ps
+        .value(ps.id("enc.running_mean").unwrap())
+        .to_vec_f32()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 0.5));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -66,7 +66,14 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
 
 impl MultiHeadAttention {
     /// PyTorch naming: `{name}.in_proj_weight`, `{name}.in_proj_bias`, `{name}.out_proj.*`.
-    pub fn torch(ps: &mut ParamStore, name: &str, dim: usize, heads: usize, dropout: f64, rng: &mut Rng) -> Result<Self> {
+    pub fn torch(
+        ps: &mut ParamStore,
+        name: &str,
+        dim: usize,
+        heads: usize,
+        dropout: f64,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         let fused = Linear::new_named(
             ps,
             &format!("{name}.in_proj_weight"),
@@ -80,7 +87,14 @@ impl MultiHeadAttention {
     }
 
     /// HF BERT naming: `{name}.self.{query,key,value}`, `{name}.output.dense`.
-    pub fn bert(ps: &mut ParamStore, name: &str, dim: usize, heads: usize, dropout: f64, rng: &mut Rng) -> Result<Self> {
+    pub fn bert(
+        ps: &mut ParamStore,
+        name: &str,
+        dim: usize,
+        heads: usize,
+        dropout: f64,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         let mut lin = |n: &str| Linear::new(ps, &format!("{name}.{n}"), dim, dim, true, rng);
         let in_proj = InProj::Separate {
             q: lin("self.query")?,
@@ -91,14 +105,26 @@ impl MultiHeadAttention {
         Self::build(in_proj, out_proj, dim, heads, dropout)
     }
 
-    fn build(in_proj: InProj, out_proj: Linear, dim: usize, heads: usize, dropout: f64) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+    fn build(
+        in_proj: InProj,
+        out_proj: Linear,
+        dim: usize,
+        heads: usize,
+        dropout: f64,
+    ) -> Result<Self> {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(crate::Error::Config {
                 key: "heads".into(),
                 msg: format!("model width {dim} is not divisible by {heads} heads"),
             });
         }
-        Ok(MultiHeadAttention { in_proj, out_proj, heads, dim, attn_dropout: Dropout::new(dropout) })
+        Ok(MultiHeadAttention {
+            in_proj,
+            out_proj,
+            heads,
+            dim,
+            attn_dropout: Dropout::new(dropout),
+        })
     }
 
     /// Projects `x` to (q, k, v), each (B, T, D).
@@ -120,7 +146,13 @@ impl MultiHeadAttention {
     }
 
     /// `x` (B, T, D); `mask` (B, T) with 1 = real token, 0 = padding (keys masked out).
-    pub fn forward(&self, ps: &ParamStore, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<(Tensor, AttentionCache)> {
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<(Tensor, AttentionCache)> {
         if x.rank() != 3 || x.shape()[2] != self.dim {
             return Err(hr_tensor::Error::ShapeMismatch {
                 op: "MultiHeadAttention",
@@ -131,7 +163,11 @@ impl MultiHeadAttention {
         }
         let [b, t, _] = [x.shape()[0], x.shape()[1], x.shape()[2]];
         let ([q, k, v], proj) = self.project(ps, x)?;
-        let (qh, kh, vh) = (split_heads(&q, self.heads)?, split_heads(&k, self.heads)?, split_heads(&v, self.heads)?);
+        let (qh, kh, vh) = (
+            split_heads(&q, self.heads)?,
+            split_heads(&k, self.heads)?,
+            split_heads(&v, self.heads)?,
+        );
         let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
         let scores = ops::matmul_ex(&qh, &kh, false, true, scale)?;
         let flat = scores.reshape(&[b, self.heads * t, t])?;
@@ -139,7 +175,17 @@ impl MultiHeadAttention {
         let (dropped, drop) = self.attn_dropout.forward(&probs, mode)?;
         let ctx = merge_heads(&ops::matmul(&dropped, &vh)?)?;
         let (y, out) = self.out_proj.forward(ps, &ctx)?;
-        let cache = AttentionCache { shape: [b, t, self.dim], proj, qh, kh, vh, probs, dropped, drop, out };
+        let cache = AttentionCache {
+            shape: [b, t, self.dim],
+            proj,
+            qh,
+            kh,
+            vh,
+            probs,
+            dropped,
+            drop,
+            out,
+        };
         Ok((y, cache))
     }
 
@@ -151,7 +197,8 @@ impl MultiHeadAttention {
         let (dprobs_d, dvh) = ops::matmul_ex_bwd(&c.dropped, &c.vh, &dctx_h, false, false, 1.0)?;
         let dprobs = self.attn_dropout.backward(&c.drop, &dprobs_d)?;
         let flat = |x: &Tensor| x.reshape(&[b, self.heads * t, t]);
-        let dscores = ops::softmax_bwd(&flat(&c.probs)?, &flat(&dprobs)?)?.reshape(c.probs.shape())?;
+        let dscores =
+            ops::softmax_bwd(&flat(&c.probs)?, &flat(&dprobs)?)?.reshape(c.probs.shape())?;
         let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
         let (dqh, dkh) = ops::matmul_ex_bwd(&c.qh, &c.kh, &dscores, false, true, scale)?;
         let (dq, dk, dv) = (merge_heads(&dqh)?, merge_heads(&dkh)?, merge_heads(&dvh)?);

@@ -31,7 +31,13 @@ pub struct BatchNormCache {
 
 impl BatchNorm2d {
     /// Registers an identity-initialised batch norm over `c` channels.
-    pub fn new(ps: &mut ParamStore, name: &str, c: usize, eps: f64, momentum: f64) -> Result<BatchNorm2d> {
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        c: usize,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<BatchNorm2d> {
         let full = |v: f64| Tensor::full(&[c], v, DType::F32);
         Ok(BatchNorm2d {
             weight: ps.add(&format!("{name}.weight"), full(1.0)?)?,
@@ -44,24 +50,47 @@ impl BatchNorm2d {
     }
 
     /// Training: batch statistics, running stats updated in the store. Eval: running stats.
-    pub fn forward(&self, ps: &mut ParamStore, x: &Tensor, mode: Mode) -> Result<(Tensor, BatchNormCache)> {
+    pub fn forward(
+        &self,
+        ps: &mut ParamStore,
+        x: &Tensor,
+        mode: Mode,
+    ) -> Result<(Tensor, BatchNormCache)> {
         let (g, b) = (ps.value(self.weight).clone(), ps.value(self.bias).clone());
         if !mode.is_train() {
             let (rm, rv) = (ps.value(self.running_mean), ps.value(self.running_var));
             let y = ops::batch_norm_eval(x, &g, &b, rm, rv, self.eps)?;
-            return Ok((y, BatchNormCache { x: x.clone(), stats: None }));
+            return Ok((
+                y,
+                BatchNormCache {
+                    x: x.clone(),
+                    stats: None,
+                },
+            ));
         }
         let mut rm = ps.value(self.running_mean).clone();
         let mut rv = ps.value(self.running_var).clone();
-        let (y, stats) = ops::batch_norm_train(x, &g, &b, &mut rm, &mut rv, self.momentum, self.eps)?;
+        let (y, stats) =
+            ops::batch_norm_train(x, &g, &b, &mut rm, &mut rv, self.momentum, self.eps)?;
         *ps.value_mut(self.running_mean) = rm;
         *ps.value_mut(self.running_var) = rv;
-        Ok((y, BatchNormCache { x: x.clone(), stats: Some(stats) }))
+        Ok((
+            y,
+            BatchNormCache {
+                x: x.clone(),
+                stats: Some(stats),
+            },
+        ))
     }
 
     /// Accumulates dgamma, dbeta and returns dx. In evaluation mode the op is affine per
     /// channel: dx = dy * gamma / sqrt(running_var + eps).
-    pub fn backward(&self, ps: &mut ParamStore, cache: &BatchNormCache, dy: &Tensor) -> Result<Tensor> {
+    pub fn backward(
+        &self,
+        ps: &mut ParamStore,
+        cache: &BatchNormCache,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         let Some(stats) = &cache.stats else {
             return self.backward_eval(ps, cache, dy);
         };
@@ -71,7 +100,12 @@ impl BatchNorm2d {
         Ok(grads.dx)
     }
 
-    fn backward_eval(&self, ps: &mut ParamStore, cache: &BatchNormCache, dy: &Tensor) -> Result<Tensor> {
+    fn backward_eval(
+        &self,
+        ps: &mut ParamStore,
+        cache: &BatchNormCache,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         let c = ps.value(self.weight).numel();
         let mut bshape = vec![1; cache.x.rank()];
         bshape[1] = c;

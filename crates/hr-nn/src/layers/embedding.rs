@@ -23,13 +23,28 @@ pub struct EmbeddingCache {
 
 impl Embedding {
     /// Registers a table initialised N(0, std).
-    pub fn new(ps: &mut ParamStore, name: &str, vocab: usize, dim: usize, std: f32, rng: &mut Rng) -> Result<Embedding> {
-        let weight = ps.add(&format!("{name}.weight"), Tensor::randn(&[vocab, dim], std, rng)?)?;
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        vocab: usize,
+        dim: usize,
+        std: f32,
+        rng: &mut Rng,
+    ) -> Result<Embedding> {
+        let weight = ps.add(
+            &format!("{name}.weight"),
+            Tensor::randn(&[vocab, dim], std, rng)?,
+        )?;
         Ok(Embedding { weight, vocab, dim })
     }
 
     /// Rows for `ids`, shaped `shape + [dim]`.
-    pub fn forward(&self, ps: &ParamStore, ids: &[u32], shape: &[usize]) -> Result<(Tensor, EmbeddingCache)> {
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        ids: &[u32],
+        shape: &[usize],
+    ) -> Result<(Tensor, EmbeddingCache)> {
         let y = ops::embedding(ps.value(self.weight), ids)?;
         let mut out = shape.to_vec();
         out.push(self.dim);

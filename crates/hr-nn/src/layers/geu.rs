@@ -42,7 +42,14 @@ const L2_EPS: f64 = 1e-12;
 
 impl GatedEmbeddingUnit {
     /// Registers a unit mapping `in_dim -> out_dim`.
-    pub fn new(ps: &mut ParamStore, name: &str, in_dim: usize, out_dim: usize, norm: GeuNorm, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        norm: GeuNorm,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         let fc = Linear::new(ps, &format!("{name}.fc"), in_dim, out_dim, true, rng)?;
         let gate = Linear::new(ps, &format!("{name}.gate"), out_dim, out_dim, true, rng)?;
         let norm = match norm {
@@ -66,7 +73,16 @@ impl GatedEmbeddingUnit {
         let g = ops::sigmoid(&pre)?;
         let y = ops::mul(&z, &g)?;
         let (out, norms) = ops::l2_normalize(&y, L2_EPS)?;
-        let cache = GeuCache { fc, gate, norm, z, pre, g, y: out.clone(), norms };
+        let cache = GeuCache {
+            fc,
+            gate,
+            norm,
+            z,
+            pre,
+            g,
+            y: out.clone(),
+            norms,
+        };
         Ok((out, cache))
     }
 

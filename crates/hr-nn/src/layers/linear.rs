@@ -26,13 +26,34 @@ pub struct LinearCache {
 impl Linear {
     /// Registers `{name}.weight` (and `{name}.bias`) with PyTorch's default init
     /// (uniform in +-1/sqrt(in)).
-    pub fn new(ps: &mut ParamStore, name: &str, in_dim: usize, out_dim: usize, bias: bool, rng: &mut Rng) -> Result<Linear> {
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Linear> {
         let b = format!("{name}.bias");
-        Linear::new_named(ps, &format!("{name}.weight"), bias.then_some(b.as_str()), in_dim, out_dim, rng)
+        Linear::new_named(
+            ps,
+            &format!("{name}.weight"),
+            bias.then_some(b.as_str()),
+            in_dim,
+            out_dim,
+            rng,
+        )
     }
 
     /// Like [`Linear::new`] with explicit parameter names (e.g. PyTorch's `in_proj_weight`).
-    pub fn new_named(ps: &mut ParamStore, weight_name: &str, bias_name: Option<&str>, in_dim: usize, out_dim: usize, rng: &mut Rng) -> Result<Linear> {
+    pub fn new_named(
+        ps: &mut ParamStore,
+        weight_name: &str,
+        bias_name: Option<&str>,
+        in_dim: usize,
+        out_dim: usize,
+        rng: &mut Rng,
+    ) -> Result<Linear> {
         let bound = 1.0 / (in_dim.max(1) as f32).sqrt();
         let w = Tensor::rand_uniform(&[out_dim, in_dim], -bound, bound, rng)?;
         let weight = ps.add(weight_name, w)?;
@@ -40,7 +61,12 @@ impl Linear {
             Some(n) => Some(ps.add(n, Tensor::rand_uniform(&[out_dim], -bound, bound, rng)?)?),
             None => None,
         };
-        Ok(Linear { weight, bias, in_dim, out_dim })
+        Ok(Linear {
+            weight,
+            bias,
+            in_dim,
+            out_dim,
+        })
     }
 
     /// `x (..., in) -> (..., out)`.
@@ -53,7 +79,12 @@ impl Linear {
     }
 
     /// Accumulates dW, db and returns dx.
-    pub fn backward(&self, ps: &mut ParamStore, cache: &LinearCache, dy: &Tensor) -> Result<Tensor> {
+    pub fn backward(
+        &self,
+        ps: &mut ParamStore,
+        cache: &LinearCache,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         let rows = dy.numel() / self.out_dim.max(1);
         let dy2 = dy.reshape(&[rows, self.out_dim])?;
         let x2 = cache.x.reshape(&[rows, self.in_dim])?;

@@ -46,6 +46,7 @@ impl Mode {
     }
 
     /// The mode of sub-layer `k` (a derived seed in training).
+    #[allow(clippy::should_implement_trait)] // not arithmetic: "sub-layer", read as mode.sub(k)
     pub fn sub(self, k: u64) -> Mode {
         match self {
             Mode::Eval => Mode::Eval,

@@ -80,12 +80,25 @@ struct FfnOut {
 
 impl TransformerEncoderLayer {
     /// Registers a layer under `name` (e.g. "layers.0" or "encoder.layer.0").
-    pub fn new(ps: &mut ParamStore, name: &str, naming: Naming, cfg: TransformerLayerConfig, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        naming: Naming,
+        cfg: TransformerLayerConfig,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         let (d, f) = (cfg.dim, cfg.ffn);
         let n = |s: &str| format!("{name}.{s}");
         let (attn, norm1, linear1, linear2, norm2) = match naming {
             Naming::Torch => (
-                MultiHeadAttention::torch(ps, &n("self_attn"), d, cfg.heads, cfg.attn_dropout, rng)?,
+                MultiHeadAttention::torch(
+                    ps,
+                    &n("self_attn"),
+                    d,
+                    cfg.heads,
+                    cfg.attn_dropout,
+                    rng,
+                )?,
                 LayerNorm::new(ps, &n("norm1"), d, cfg.eps)?,
                 Linear::new(ps, &n("linear1"), d, f, true, rng)?,
                 Linear::new(ps, &n("linear2"), f, d, true, rng)?,
@@ -100,17 +113,37 @@ impl TransformerEncoderLayer {
             ),
         };
         let (act, drop) = (Activation::new(cfg.activation), Dropout::new(cfg.dropout));
-        Ok(TransformerEncoderLayer { cfg, attn, norm1, norm2, linear1, linear2, act, drop })
+        Ok(TransformerEncoderLayer {
+            cfg,
+            attn,
+            norm1,
+            norm2,
+            linear1,
+            linear2,
+            act,
+            drop,
+        })
     }
 
     fn ffn(&self, ps: &ParamStore, x: &Tensor, mode: Mode) -> Result<FfnOut> {
         let (h, linear1) = self.linear1.forward(ps, x)?;
         let (a, act) = self.act.forward(&h)?;
-        let inner = if self.cfg.ffn_inner_dropout { self.drop } else { Dropout::new(0.0) };
+        let inner = if self.cfg.ffn_inner_dropout {
+            self.drop
+        } else {
+            Dropout::new(0.0)
+        };
         let (a, inner_drop) = inner.forward(&a, mode.sub(2))?;
         let (h2, linear2) = self.linear2.forward(ps, &a)?;
         let (y, ffn_drop) = self.drop.forward(&h2, mode.sub(3))?;
-        Ok(FfnOut { y, linear1, act, inner_drop, linear2, ffn_drop })
+        Ok(FfnOut {
+            y,
+            linear1,
+            act,
+            inner_drop,
+            linear2,
+            ffn_drop,
+        })
     }
 
     fn ffn_bwd(&self, ps: &mut ParamStore, c: &EncoderLayerCache, dy: &Tensor) -> Result<Tensor> {
@@ -122,7 +155,13 @@ impl TransformerEncoderLayer {
     }
 
     /// `x` (B, T, D), `mask` (B, T) with 1 = real token.
-    pub fn forward(&self, ps: &ParamStore, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<(Tensor, EncoderLayerCache)> {
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<(Tensor, EncoderLayerCache)> {
         let attn_mode = mode.sub(0);
         if self.cfg.norm_first {
             let (h, norm1) = self.norm1.forward(ps, x)?;
@@ -143,7 +182,13 @@ impl TransformerEncoderLayer {
         }
     }
 
-    fn cache(norm1: LayerNormCache, norm2: LayerNormCache, attn: AttentionCache, attn_drop: DropoutCache, f: FfnOut) -> EncoderLayerCache {
+    fn cache(
+        norm1: LayerNormCache,
+        norm2: LayerNormCache,
+        attn: AttentionCache,
+        attn_drop: DropoutCache,
+        f: FfnOut,
+    ) -> EncoderLayerCache {
         EncoderLayerCache {
             norm1,
             norm2,
@@ -158,7 +203,12 @@ impl TransformerEncoderLayer {
     }
 
     /// Accumulates parameter gradients and returns dx.
-    pub fn backward(&self, ps: &mut ParamStore, c: &EncoderLayerCache, dy: &Tensor) -> Result<Tensor> {
+    pub fn backward(
+        &self,
+        ps: &mut ParamStore,
+        c: &EncoderLayerCache,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         if self.cfg.norm_first {
             let mut dx1 = dy.clone();
             let dh2 = self.ffn_bwd(ps, c, dy)?;

@@ -17,7 +17,10 @@ fn with_values(ps: &ParamStore, values: &[Tensor]) -> ParamStore {
     let mut p = ps.clone();
     let mut it = values.iter();
     for (_, param) in p.iter_mut().filter(|(_, q)| q.trainable) {
-        param.value = it.next().expect("one value per trainable parameter").clone();
+        param.value = it
+            .next()
+            .expect("one value per trainable parameter")
+            .clone();
     }
     p
 }
@@ -37,18 +40,31 @@ pub fn check_layer(
     ps.to_dtype(DType::F64).expect("to f64");
     let x = x.to_dtype(DType::F64).expect("to f64");
     let mut inputs = vec![x];
-    inputs.extend(ps.iter().filter(|(_, p)| p.trainable).map(|(_, p)| p.value.clone()));
+    inputs.extend(
+        ps.iter()
+            .filter(|(_, p)| p.trainable)
+            .map(|(_, p)| p.value.clone()),
+    );
     let ps0 = ps.clone();
     check_gradients(
         name,
         &inputs,
-        |xs| Ok(fwd(&mut with_values(&ps0, &xs[1..]), &xs[0]).map_err(|e| hr_tensor::Error::invalid("layer", e.to_string()))?),
+        |xs| {
+            fwd(&mut with_values(&ps0, &xs[1..]), &xs[0])
+                .map_err(|e| hr_tensor::Error::invalid("layer", e.to_string()))
+        },
         |xs, dy| {
             let mut p = with_values(&ps0, &xs[1..]);
-            p.zero_grad().map_err(|e| hr_tensor::Error::invalid("zero_grad", e.to_string()))?;
-            let dx = fwd_bwd(&mut p, &xs[0], dy).map_err(|e| hr_tensor::Error::invalid("layer", e.to_string()))?;
+            p.zero_grad()
+                .map_err(|e| hr_tensor::Error::invalid("zero_grad", e.to_string()))?;
+            let dx = fwd_bwd(&mut p, &xs[0], dy)
+                .map_err(|e| hr_tensor::Error::invalid("layer", e.to_string()))?;
             let mut out = vec![dx];
-            out.extend(p.iter().filter(|(_, q)| q.trainable).map(|(_, q)| Some(q.grad.clone())));
+            out.extend(
+                p.iter()
+                    .filter(|(_, q)| q.trainable)
+                    .map(|(_, q)| Some(q.grad.clone())),
+            );
             Ok(out)
         },
         1e-6,
