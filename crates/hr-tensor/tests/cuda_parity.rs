@@ -258,9 +258,17 @@ fn matmul_cublas() {
 #[test]
 fn softmax_family() {
     let Some(dev) = gpu() else { return };
-    for (i, &(b, r, k)) in [(1, 1, 1), (2, 3, 7), (3, 12, 97), (2, 5, 300), (4, 2, 1031)]
-        .iter()
-        .enumerate()
+    for (i, &(b, r, k)) in [
+        (1, 1, 1),
+        (2, 3, 7),
+        (2, 3, 33),
+        (3, 12, 97),
+        (2, 5, 300),
+        (2, 4, 1024),
+        (4, 2, 1031),
+    ]
+    .iter()
+    .enumerate()
     {
         let seed = 400 + i as u64 * 10;
         let x = Tensor::randn(&[b, r, k], 3.0, &mut Rng::new(seed)).unwrap();

@@ -169,9 +169,7 @@ impl ElementwiseOps for CpuBackend {
                     .zip(xs)
                     .for_each(|(yv, &xv)| *yv += al * xv);
             } else {
-                ys.iter_mut()
-                    .zip(xs)
-                    .for_each(|(yv, &xv)| *yv += al * xv);
+                ys.iter_mut().zip(xs).for_each(|(yv, &xv)| *yv += al * xv);
             }
             Ok(())
         })

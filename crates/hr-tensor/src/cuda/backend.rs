@@ -10,8 +10,8 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::kernels::Family;
 use super::launch::{
-    alloc_f32, cfg_elems, cfg_rows, cuda_err, launch, row_major, zeros_f32, AdamConsts, Broadcast2,
-    Strided,
+    alloc_f32, cfg_elems, cfg_rows, cfg_warp_rows, cuda_err, launch, row_major, zeros_f32,
+    AdamConsts, Broadcast2, Strided,
 };
 use super::{context, CudaDevice, CudaStorage};
 use crate::backend::{
@@ -310,11 +310,11 @@ impl ElementwiseOps for CudaBackend {
         let n = x.numel();
         let mut y = alloc_f32(&dev, n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "unary_fwd_f32")?;
+            let f = dev.function(Family::Elementwise, "unary_fwd_v4_f32")?;
             let (nn, code) = (i64_of(n), unary_code(kind));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(&mut y).arg(&nn).arg(&code);
-            launch(a, "unary_fwd_f32", cfg_elems(n))?;
+            launch(a, "unary_fwd_v4_f32", cfg_elems(n.div_ceil(4)))?;
         }
         Ok(wrap(&dev, y, x.shape()))
     }
@@ -327,11 +327,11 @@ impl ElementwiseOps for CudaBackend {
         let n = x.numel();
         let mut dx = alloc_f32(&dev, n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "unary_bwd_f32")?;
+            let f = dev.function(Family::Elementwise, "unary_bwd_v4_f32")?;
             let (nn, code) = (i64_of(n), unary_code(kind));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(gs).arg(&mut dx).arg(&nn).arg(&code);
-            launch(a, "unary_bwd_f32", cfg_elems(n))?;
+            launch(a, "unary_bwd_v4_f32", cfg_elems(n.div_ceil(4)))?;
         }
         Ok(wrap(&dev, dx, x.shape()))
     }
@@ -352,10 +352,10 @@ impl ElementwiseOps for CudaBackend {
         if n > 0 {
             let (nn, code) = (i64_of(n), binary_code(kind));
             if a.shape() == out_shape && b.shape() == out_shape {
-                let f = dev.function(Family::Elementwise, "binary_same_f32")?;
+                let f = dev.function(Family::Elementwise, "binary_same_v4_f32")?;
                 let mut l = dev.stream.launch_builder(&f);
                 l.arg(av).arg(bv).arg(&mut c).arg(&nn).arg(&code);
-                launch(l, "binary_same_f32", cfg_elems(n))?;
+                launch(l, "binary_same_v4_f32", cfg_elems(n.div_ceil(4)))?;
             } else {
                 let g = Broadcast2::new(
                     OP,
@@ -379,11 +379,11 @@ impl ElementwiseOps for CudaBackend {
         let n = x.numel();
         let mut y = alloc_f32(&dev, n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "affine_f32")?;
+            let f = dev.function(Family::Elementwise, "affine_v4_f32")?;
             let (nn, m, ad) = (i64_of(n), mul as f32, add as f32);
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(&mut y).arg(&nn).arg(&m).arg(&ad);
-            launch(a, "affine_f32", cfg_elems(n))?;
+            launch(a, "affine_v4_f32", cfg_elems(n.div_ceil(4)))?;
         }
         Ok(wrap(&dev, y, x.shape()))
     }
@@ -396,13 +396,13 @@ impl ElementwiseOps for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        let f = dev.function(Family::Elementwise, "axpy_f32")?;
+        let f = dev.function(Family::Elementwise, "axpy_v4_f32")?;
         let (_, xs) = buf(OP, x)?;
         let ys = buf_mut(OP, y)?;
         let (nn, al) = (i64_of(n), alpha as f32);
         let mut a = dev.stream.launch_builder(&f);
         a.arg(ys).arg(xs).arg(&nn).arg(&al);
-        launch(a, "axpy_f32", cfg_elems(n))
+        launch(a, "axpy_v4_f32", cfg_elems(n.div_ceil(4)))
     }
 
     fn dropout(&self, x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
@@ -990,8 +990,18 @@ impl SoftmaxOps for CudaBackend {
         };
         let mut y = alloc_f32(&dev, x.numel(), OP)?;
         if rows > 0 {
-            let f = dev.function(Family::Softmax, "softmax_f32")?;
             let (r, kk, pm) = (i64_of(rows), i64_of(k), i64_of(per_mask_row.max(1)));
+            // Rows of up to 1024 entries: one warp per row, the row held in registers.
+            let (name, cfg) = match k.div_ceil(32) {
+                0..=1 => ("softmax_warp1_f32", cfg_warp_rows(rows)),
+                2 => ("softmax_warp2_f32", cfg_warp_rows(rows)),
+                3..=4 => ("softmax_warp4_f32", cfg_warp_rows(rows)),
+                5..=8 => ("softmax_warp8_f32", cfg_warp_rows(rows)),
+                9..=16 => ("softmax_warp16_f32", cfg_warp_rows(rows)),
+                17..=32 => ("softmax_warp32_f32", cfg_warp_rows(rows)),
+                _ => ("softmax_f32", cfg_rows(rows, k)),
+            };
+            let f = dev.function(Family::Softmax, name)?;
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs)
                 .arg(ms)
@@ -1000,7 +1010,7 @@ impl SoftmaxOps for CudaBackend {
                 .arg(&r)
                 .arg(&kk)
                 .arg(&pm);
-            launch(a, "softmax_f32", cfg_rows(rows, k))?;
+            launch(a, name, cfg)?;
         }
         Ok(wrap(&dev, y, x.shape()))
     }

@@ -102,6 +102,15 @@ pub(crate) fn cfg_rows(rows: usize, k: usize) -> LaunchConfig {
     }
 }
 
+/// One warp per row, 4 rows per block (grid-stride over rows).
+pub(crate) fn cfg_warp_rows(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(4).clamp(1, MAX_BLOCKS) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// Launches `args` with `cfg`; errors name the kernel, the grid/block and the CUDA error.
 pub(crate) fn launch(
     mut args: LaunchArgs<'_>,

@@ -2,7 +2,16 @@
 //! its CPU tests run on machines without a CUDA toolkit or driver.
 //!
 //! cudarc panics when the driver library is missing, so every entry point checks
-//! `is_culib_present` first and runs the context creation under `catch_unwind`.
+//! `is_culib_present` first (driver, NVRTC, cuBLAS) and runs initialisation under
+//! `catch_unwind`: a missing library is [`Error::CudaUnavailable`], never a panic.
+//!
+//! - [`CudaBackend`] (backend.rs): every op family on f32 tensors; GEMMs through cuBLAS
+//!   (plain FP32), the rest through the kernels of `kernels/`. Conv2d and batch norm return
+//!   [`Error::NotImplemented`] (issue 7).
+//! - kernels.rs: NVRTC compilation at first use for the device's `sm_XY`, CUBIN cache on disk
+//!   ([`kernel_cache_dir`], `HR_KERNEL_CACHE`), [`precompile_all`].
+//! - launch.rs: output allocation from the stream-ordered pool (NaN-poisoned on request,
+//!   [`set_poison_outputs`]), launch errors naming kernel, grid and block, [`DeviceTimer`].
 
 mod backend;
 mod kernels;
@@ -101,6 +110,7 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
         let name = ctx.name().map_err(cuda_err)?;
         let compute_capability = ctx.compute_capability().map_err(cuda_err)?;
         let stream = ctx.default_stream();
+        keep_pool_memory(&ctx);
         Ok(CudaDevice {
             ordinal,
             ctx,
@@ -172,6 +182,28 @@ impl CudaDevice {
         let b = Arc::new(made);
         *slot = Some(b.clone());
         Ok(b)
+    }
+}
+
+/// Makes the device's default stream-ordered memory pool keep freed memory instead of
+/// returning it to the driver at every synchronisation (its default release threshold is 0),
+/// so steady-state allocations (`cuMemAllocAsync`) are served from the pool: a caching
+/// allocator without a second allocator. Best effort: on failure allocations still work.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: `pool` and `threshold` are valid out/in pointers for the duration of the calls;
+    // the device handle comes from a live context.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS
+        {
+            let _ = sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
     }
 }
 

@@ -1,0 +1,141 @@
+// Shared helpers of every hr-tensor kernel family. Compiled by NVRTC (no host headers: only
+// builtins), included by each `<family>.cu` as "common.cuh".
+//
+// Conventions:
+// - Entry points are `extern "C"` so their names are stable: `<op>_<dtype>` (f32 today).
+//   Each wraps a template over the storage type `T`; arithmetic runs in `acc_t` (f32), so a
+//   bf16 variant is one more instantiation with `load`/`store` overloads.
+// - Sizes are 64-bit (`i64`); elementwise kernels use grid-stride loops, so any grid works.
+// - The runtime compiles with `--fmad=false`: a * b + c rounds twice, exactly like the CPU
+//   reference in crates/hr-tensor/src/cpu/, so pointwise kernels match it bit for bit except
+//   for transcendental functions (expf, erff, ... differ by a few ulp).
+#pragma once
+
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef float acc_t;
+
+#define HR_EXTERN extern "C" __global__
+
+/// Maximum rank of the strided (broadcast / permute / reduce) kernels; the host collapses
+/// contiguous and size-1 axes first and reports an error above this.
+#define HR_MAX_RANK 8
+
+/// Shape and element strides of a strided view (passed by value; mirrors `Strided` in
+/// crates/hr-tensor/src/cuda/launch.rs).
+struct Strided {
+    int rank;
+    int _pad;
+    i64 shape[HR_MAX_RANK];
+    i64 stride[HR_MAX_RANK];
+};
+
+/// Shape of the output and strides of two broadcast inputs (0 on broadcast axes).
+struct Broadcast2 {
+    int rank;
+    int _pad;
+    i64 shape[HR_MAX_RANK];
+    i64 stride_a[HR_MAX_RANK];
+    i64 stride_b[HR_MAX_RANK];
+};
+
+/// Storage <-> compute conversions (one overload per storage type).
+__device__ __forceinline__ acc_t load(const float *p, i64 i) { return p[i]; }
+__device__ __forceinline__ void store(float *p, i64 i, acc_t v) { p[i] = v; }
+
+/// Grid-stride loop over `n` elements.
+#define GRID_STRIDE(i, n)                                                                      \
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                         \
+         i += (i64)blockDim.x * gridDim.x)
+
+/// True when every pointer is 16-byte aligned (float4 loads/stores allowed).
+__device__ __forceinline__ bool aligned16(const void *a, const void *b, const void *c = 0,
+                                          const void *d = 0) {
+    return ((((u64)a) | ((u64)b) | ((u64)c) | ((u64)d)) & 15ULL) == 0;
+}
+
+/// Vectorised elementwise loop over `n` f32 elements: `vf(i4)` handles elements
+/// 4*i4 .. 4*i4+3 with float4 accesses, `sf(j)` handles element j (the tail, or every element
+/// when `vec` is false). Launch with about n/4 threads.
+template <typename V, typename S>
+__device__ __forceinline__ void vec4_loop(i64 n, bool vec, V vf, S sf) {
+    const i64 n4 = vec ? n / 4 : 0;
+    const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const i64 step = (i64)blockDim.x * gridDim.x;
+    for (i64 i4 = tid; i4 < n4; i4 += step) vf(i4);
+    for (i64 j = n4 * 4 + tid; j < n; j += step) sf(j);
+}
+
+/// Offset of linear index `i` of a row-major `shape` in a tensor with `stride`.
+__device__ __forceinline__ i64 strided_offset(i64 i, const Strided &s) {
+    i64 off = 0;
+    for (int d = s.rank - 1; d >= 0; --d) {
+        i64 c = i % s.shape[d];
+        i /= s.shape[d];
+        off += c * s.stride[d];
+    }
+    return off;
+}
+
+/// Warp-level sum (all lanes get the result).
+template <typename A> __device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/// Warp-level max that ignores NaN like Rust's `f32::max` (all lanes get the result).
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/// Block-wide sum; `scratch` holds 32 values of `A`. Every thread gets the result.
+/// Must be called by all threads of the block (blockDim.x a multiple of 32, <= 1024).
+template <typename A> __device__ A block_sum(A v, A *scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    A t = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : A(0);
+    if (warp == 0) t = warp_sum(t);
+    if (threadIdx.x == 0) scratch[0] = t;
+    __syncthreads();
+    return scratch[0];
+}
+
+/// Block-wide NaN-ignoring max (see `warp_max`); `scratch` holds 32 floats.
+__device__ float block_max(float v, float *scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : -__int_as_float(0x7f800000);
+    if (warp == 0) t = warp_max(t);
+    if (threadIdx.x == 0) scratch[0] = t;
+    __syncthreads();
+    return scratch[0];
+}
+
+/// +infinity / -infinity without <math.h> constants.
+#define HR_INF __int_as_float(0x7f800000)
+#define HR_NEG_INF __int_as_float(0xff800000)
+
+/// SplitMix64 finaliser (crate::rng::mix64).
+__device__ __forceinline__ u64 mix64(u64 z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/// Uniform in [0, 1) from (seed, counter): bit-identical to crate::rng::counter_uniform.
+__device__ __forceinline__ double counter_uniform(u64 seed, u64 counter) {
+    u64 bits = mix64(seed ^ mix64(counter + 0x9e3779b97f4a7c15ULL));
+    return (double)(bits >> 11) * (1.0 / 9007199254740992.0);
+}

@@ -1,0 +1,46 @@
+// Layout family: strided gather / scatter (permute, slice, pad, concat) and the embedding gather
+// and scatter-add. CPU twin: crates/hr-tensor/src/cpu/layout.rs.
+#include "common.cuh"
+
+/// `y[base + off(i)] = x[i]`: writes `x` into a strided window of `y` (pad_axis, concat).
+template <typename T> __device__ void scatter_strided(const T *x, T *y, i64 n, i64 base, Strided s) {
+    GRID_STRIDE(i, n) store(y, base + strided_offset(i, s), load(x, i));
+}
+
+/// `y[i, j] = x[base + off(i, j)]` (permute, slice); duplicated from reduce.cu so each family
+/// is one self-contained module.
+template <typename T> __device__ void gather(const T *x, T *y, i64 n, i64 base, Strided s) {
+    GRID_STRIDE(i, n) store(y, i, load(x, base + strided_offset(i, s)));
+}
+
+/// Rows of `table` (vocab, d) picked by `ids` (validated on the host) -> (n_ids, d).
+template <typename T>
+__device__ void embedding(const T *table, const u32 *ids, T *y, i64 n_ids, i64 d) {
+    GRID_STRIDE(i, n_ids * d) {
+        i64 row = i / d, col = i - row * d;
+        store(y, i, load(table, (i64)ids[row] * d + col));
+    }
+}
+
+/// Scatter-add of `dy` (n_ids, d) into `g` (vocab, d), which the host zeroed. Rows that repeat
+/// an id are added with atomicAdd (order-dependent rounding: equal to the CPU's in-order sum
+/// up to f32 reassociation).
+__device__ void embedding_bwd_impl(const float *dy, const u32 *ids, float *g, i64 n_ids, i64 d) {
+    GRID_STRIDE(i, n_ids * d) {
+        i64 row = i / d, col = i - row * d;
+        atomicAdd(g + (i64)ids[row] * d + col, dy[i]);
+    }
+}
+
+HR_EXTERN void scatter_strided_f32(const float *x, float *y, i64 n, i64 base, Strided s) {
+    scatter_strided(x, y, n, base, s);
+}
+HR_EXTERN void gather_f32(const float *x, float *y, i64 n, i64 base, Strided s) {
+    gather(x, y, n, base, s);
+}
+HR_EXTERN void embedding_f32(const float *table, const u32 *ids, float *y, i64 n_ids, i64 d) {
+    embedding(table, ids, y, n_ids, d);
+}
+HR_EXTERN void embedding_bwd_f32(const float *dy, const u32 *ids, float *g, i64 n_ids, i64 d) {
+    embedding_bwd_impl(dy, ids, g, n_ids, d);
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""PyTorch timings of the ops in crates/hr-tensor/benches/cuda_ops.rs, on the same card.
+
+Same shapes, same byte counts, CUDA-event timing (median of 7 samples after warm-up), TF32 off
+for the f32 GEMM. Prints a Markdown table. Run by tools/gpu_check.sh; needs torch with CUDA.
+"""
+
+import sys
+
+try:
+    import torch
+except ImportError:
+    print("skipped: torch not installed")
+    sys.exit(0)
+
+if not torch.cuda.is_available():
+    print("skipped: no CUDA device")
+    sys.exit(0)
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+dev = torch.device("cuda:0")
+
+
+def time_ms(fn, reps):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(7):
+        s = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(reps):
+            fn()
+        e.record()
+        e.synchronize()
+        samples.append(s.elapsed_time(e) / reps)
+    samples.sort()
+    return samples[3]
+
+
+rows = []
+
+
+def gbs(nbytes, ms):
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+
+n_stream = 1 << 28
+xs = torch.ones(n_stream, device=dev)
+ms = time_ms(lambda: xs * 1.5 + 0.5, 5)  # two kernels in eager mode; also time a plain copy
+ms_copy = time_ms(lambda: xs.clone(), 5)
+ceiling = gbs(8.0 * n_stream, ms_copy)
+rows.append(("stream ceiling (clone)", f"[{n_stream}]", ms_copy, f"{ceiling:.0f} GB/s", "1.00"))
+rows.append(("affine (x*a+b, 2 kernels)", f"[{n_stream}]", ms, f"{gbs(8.0 * n_stream, ms):.0f} GB/s (1 pass counted)", "-"))
+ys = torch.zeros(n_stream, device=dev)
+ms_axpy = time_ms(lambda: ys.add_(xs, alpha=1e-3), 5)
+rows.append(("axpy in place (y += a*x)", f"[{n_stream}]", ms_axpy, f"{gbs(12.0 * n_stream, ms_axpy):.0f} GB/s", f"{gbs(12.0 * n_stream, ms_axpy) / ceiling:.2f}"))
+del xs, ys
+
+
+def mem_row(op, shape, nbytes, ms):
+    r = gbs(nbytes, ms)
+    rows.append((op, shape, ms, f"{r:.0f} GB/s", f"{r / ceiling:.2f}"))
+
+
+n = 4096
+a = torch.rand(n, n, device=dev) * 4 - 2
+b = torch.rand(n, n, device=dev) * 4 - 2
+ms = time_ms(lambda: a @ b, 5)
+rows.append(("matmul f32 (no TF32)", f"{n}x{n}x{n}", ms, f"{2 * n**3 / (ms * 1e-3) / 1e12:.1f} TFLOP/s", "-"))
+torch.backends.cuda.matmul.allow_tf32 = True
+ms = time_ms(lambda: a @ b, 5)
+rows.append(("matmul TF32 (reference only)", f"{n}x{n}x{n}", ms, f"{2 * n**3 / (ms * 1e-3) / 1e12:.1f} TFLOP/s", "-"))
+torch.backends.cuda.matmul.allow_tf32 = False
+del a, b
+
+r, d = 32 * 97, 768
+x = torch.rand(r, d, device=dev) * 4 - 2
+ln = torch.nn.LayerNorm(d).to(dev)
+with torch.no_grad():
+    ms = time_ms(lambda: ln(x), 50)
+mem_row("layer_norm", f"[{r}, {d}]", 2 * r * d * 4 + 2 * r * 4, ms)
+xg = x.clone().requires_grad_(True)
+y = ln(xg)
+dy = torch.rand_like(y)
+ms = time_ms(lambda: torch.autograd.grad(y, [xg, ln.weight, ln.bias], dy, retain_graph=True), 50)
+mem_row("layer_norm_bwd", f"[{r}, {d}]", 5 * r * d * 4, ms)
+
+bt, rr, k = 32, 12 * 97, 97
+x = torch.rand(bt, rr, k, device=dev) * 4 - 2
+keep = torch.tensor([[1.0 if j < k - 1 - (i % 40) else 0.0 for j in range(k)] for i in range(bt)], device=dev)
+bias = torch.where(keep > 0, 0.0, float("-inf"))[:, None, :]
+
+
+def masked_softmax():
+    return torch.softmax(x + bias, dim=-1)
+
+
+ms = time_ms(masked_softmax, 50)
+mem_row("softmax masked (add + softmax)", f"[{bt * rr}, {k}]", 2 * bt * rr * k * 4, ms)
+ms = time_ms(lambda: torch.softmax(x, dim=-1), 50)
+mem_row("softmax (unmasked)", f"[{bt * rr}, {k}]", 2 * bt * rr * k * 4, ms)
+del x
+
+np_ = 100_000_000
+p = torch.full((np_,), 0.5, device=dev, requires_grad=True)
+p.grad = torch.full((np_,), 0.01, device=dev)
+for fused in (True, False):
+    try:
+        opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, fused=fused, foreach=None if fused else True)
+    except (TypeError, RuntimeError) as e:
+        print(f"AdamW fused={fused}: {e}")
+        continue
+    ms = time_ms(opt.step, 5)
+    mem_row(f"adamw step ({'fused' if fused else 'foreach'})", f"[{np_}]", 7 * np_ * 4, ms)
+    del opt
+del p
+
+ne = 64 << 20
+x = torch.full((ne,), 0.3, device=dev)
+ms = time_ms(lambda: torch.nn.functional.gelu(x), 10)
+mem_row("gelu (erf)", f"[{ne}]", 2 * ne * 4, ms)
+
+print("\n| op (PyTorch) | shape | time (ms) | achieved | fraction of stream ceiling |")
+print("|---|---|---:|---:|---:|")
+for op, shape, ms, rate, frac in rows:
+    print(f"| {op} | {shape} | {ms:.3f} | {rate} | {frac} |")
