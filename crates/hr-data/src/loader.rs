@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::audio::{crop_or_pad, load_32k, TARGET_SR};
 use crate::error::{DataError, Result};
 use crate::manifest::Manifest;
-use crate::order::{batches_per_epoch, epoch_order, global_batch, partition, Cursor, Item, OrderConfig, Shape};
+use crate::order::{
+    batches_per_epoch, epoch_order, global_batch, partition, Cursor, Item, OrderConfig, Shape,
+};
 use crate::rng::Rng;
 use crate::schema::{BatchView, ClipRecord};
 use crate::shard::ShardReader;
@@ -55,13 +57,14 @@ pub struct LoaderConfig {
     pub clip_seconds: f32,
     /// Random crop offset for longer clips (training); start at 0 otherwise.
     pub random_crop: bool,
-    /// Maximum tokens per text including [CLS]/[SEP].
+    /// Maximum tokens per text including `[CLS]`/`[SEP]`.
     pub max_tokens: usize,
     /// Batches decoded ahead of the consumer.
     pub prefetch_batches: usize,
     /// Decode worker threads.
     pub workers: usize,
-    /// Row groups per shuffle window.
+    /// Row groups per shuffle window: items are shuffled within `window x 64` clips. The loader
+    /// caches `window + 2` row groups of encoded audio (e.g. ~1 GB for 30 s 44.1 kHz wav with 4).
     pub shuffle_window_row_groups: usize,
     /// Skip (count and log) rows whose audio does not decode instead of failing.
     pub skip_undecodable: bool,
@@ -83,7 +86,7 @@ impl Default for LoaderConfig {
             max_tokens: crate::text::MAX_TOKENS,
             prefetch_batches: 4,
             workers: 2,
-            shuffle_window_row_groups: 8,
+            shuffle_window_row_groups: 4,
             skip_undecodable: false,
             verify_checksums: true,
             metadata: MetadataKind::Keywords,
@@ -106,14 +109,20 @@ impl LoaderConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.global_batch == 0 || self.world_size == 0 || self.global_batch % self.world_size != 0 {
+        if self.global_batch == 0
+            || self.world_size == 0
+            || self.global_batch % self.world_size != 0
+        {
             return Err(DataError::Config(format!(
                 "global_batch {} must be a positive multiple of world_size {}",
                 self.global_batch, self.world_size
             )));
         }
         if self.rank >= self.world_size {
-            return Err(DataError::Config(format!("rank {} >= world_size {}", self.rank, self.world_size)));
+            return Err(DataError::Config(format!(
+                "rank {} >= world_size {}",
+                self.rank, self.world_size
+            )));
         }
         if self.clip_samples() == 0 {
             return Err(DataError::Config("clip_seconds must be > 0".into()));
@@ -184,7 +193,11 @@ impl SplitIndex {
         let base_group = self.groups.len();
         let mut first_row = 0;
         for (rg, &n) in rg_rows.iter().enumerate() {
-            self.groups.push(RowGroupRef { shard, rg, first_row });
+            self.groups.push(RowGroupRef {
+                shard,
+                rg,
+                first_row,
+            });
             self.shape.row_group_clips.push(n as u32);
             first_row += n;
         }
@@ -199,7 +212,9 @@ impl SplitIndex {
                     rg += 1;
                 }
                 let captions = view.captions(r)?;
-                self.shape.captions_per_clip.push(captions.len().min(u16::MAX as usize) as u16);
+                self.shape
+                    .captions_per_clip
+                    .push(captions.len().min(u16::MAX as usize) as u16);
                 self.clips.push(ClipMeta {
                     id: view.id(r)?,
                     captions,
@@ -343,8 +358,14 @@ impl Work {
             0
         };
         let (wave, valid) = crop_or_pad(&wave, len, offset);
-        let caption = rec.captions.get(item.caption as usize).cloned().unwrap_or_default();
-        let meta = self.index.metadata_text(self.cfg.metadata, clip, Some(item.caption as usize));
+        let caption = rec
+            .captions
+            .get(item.caption as usize)
+            .cloned()
+            .unwrap_or_default();
+        let meta = self
+            .index
+            .metadata_text(self.cfg.metadata, clip, Some(item.caption as usize));
         Ok(Decoded {
             item,
             wave,
@@ -354,7 +375,15 @@ impl Work {
         })
     }
 
-    fn build(&self, epoch: u64, b: u64, first_pos: u64, items: &[Item], groups: &HashMap<usize, Arc<Vec<ClipRecord>>>, bpe: u64) -> Result<Batch> {
+    fn build(
+        &self,
+        epoch: u64,
+        b: u64,
+        first_pos: u64,
+        items: &[Item],
+        groups: &HashMap<usize, Arc<Vec<ClipRecord>>>,
+        bpe: u64,
+    ) -> Result<Batch> {
         let results: Vec<Result<Decoded>> = self.pool.install(|| {
             items
                 .par_iter()
@@ -379,8 +408,12 @@ impl Work {
                 Err(e) => return Err(e),
             }
         }
-        let captions = self.tok.encode_batch(&rows.iter().map(|d| d.caption.as_str()).collect::<Vec<_>>())?;
-        let metadata = self.tok.encode_batch(&rows.iter().map(|d| d.meta.as_str()).collect::<Vec<_>>())?;
+        let captions = self
+            .tok
+            .encode_batch(&rows.iter().map(|d| d.caption.as_str()).collect::<Vec<_>>())?;
+        let metadata = self
+            .tok
+            .encode_batch(&rows.iter().map(|d| d.meta.as_str()).collect::<Vec<_>>())?;
         let samples = self.cfg.clip_samples();
         let mut waveforms = Vec::with_capacity(rows.len() * samples);
         for d in &rows {
@@ -421,7 +454,13 @@ fn build_pool(workers: usize) -> Result<rayon::ThreadPool> {
 
 impl Loader {
     /// Starts loading from `start` until `end_epoch` (exclusive; `None` = forever).
-    pub fn new(index: Arc<SplitIndex>, cfg: LoaderConfig, tok: TextTokenizer, start: Cursor, end_epoch: Option<u64>) -> Result<Self> {
+    pub fn new(
+        index: Arc<SplitIndex>,
+        cfg: LoaderConfig,
+        tok: TextTokenizer,
+        start: Cursor,
+        end_epoch: Option<u64>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let bpe = batches_per_epoch(index.shape(), cfg.global_batch);
         if bpe == 0 {
@@ -464,10 +503,19 @@ impl Loader {
     }
 }
 
-fn produce(work: Work, epoch0: u64, first: u64, end_epoch: Option<u64>, bpe: u64, tx: SyncSender<Result<Batch>>) {
+fn produce(
+    work: Work,
+    epoch0: u64,
+    first: u64,
+    end_epoch: Option<u64>,
+    bpe: u64,
+    tx: SyncSender<Result<Batch>>,
+) {
     let g = work.cfg.global_batch;
     let mut cache = GroupCache {
-        cap: 2 * work.cfg.shuffle_window_row_groups.max(1) + 2,
+        // The current window's row groups stay hot; two extra slots cover batches that straddle
+        // a window boundary. Memory: (window + 2) row groups of encoded audio per rank.
+        cap: work.cfg.shuffle_window_row_groups.max(1) + 2,
         map: HashMap::new(),
         lru: VecDeque::new(),
     };
@@ -487,7 +535,15 @@ fn produce(work: Work, epoch0: u64, first: u64, end_epoch: Option<u64>, bpe: u64
     }
 }
 
-fn produce_batch(work: &Work, cache: &mut GroupCache, order: &[Item], epoch: u64, b: u64, g: usize, bpe: u64) -> Result<Batch> {
+fn produce_batch(
+    work: &Work,
+    cache: &mut GroupCache,
+    order: &[Item],
+    epoch: u64,
+    b: u64,
+    g: usize,
+    bpe: u64,
+) -> Result<Batch> {
     let global = global_batch(order, b, g);
     let mine = partition(global, work.cfg.rank, work.cfg.world_size)?;
     let per = g / work.cfg.world_size;
@@ -601,7 +657,10 @@ impl EvalSet {
             .chunks(batch_size.max(1))
             .map(|qs| {
                 Ok(QueryBatch {
-                    tokens: self.work.tok.encode_batch(&qs.iter().map(|q| q.text.as_str()).collect::<Vec<_>>())?,
+                    tokens: self
+                        .work
+                        .tok
+                        .encode_batch(&qs.iter().map(|q| q.text.as_str()).collect::<Vec<_>>())?,
                     clip_indices: qs.iter().map(|q| q.clip).collect(),
                 })
             })
@@ -624,7 +683,12 @@ impl EvalSet {
                 v.insert(Arc::new(index.read_group(rg)?));
             }
         }
-        let items: Vec<Item> = (start..end).map(|c| Item { clip: c as u32, caption: 0 }).collect();
+        let items: Vec<Item> = (start..end)
+            .map(|c| Item {
+                clip: c as u32,
+                caption: 0,
+            })
+            .collect();
         let b = self.work.build(0, 0, 0, &items, &groups, 1)?;
         let metas: Vec<String> = b
             .clip_indices

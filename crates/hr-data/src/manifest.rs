@@ -67,7 +67,9 @@ impl Manifest {
 
     /// Total rows in `split` (0 if absent).
     pub fn rows(&self, split: &str) -> u64 {
-        self.splits.get(split).map_or(0, |s| s.iter().map(|x| x.rows).sum())
+        self.splits
+            .get(split)
+            .map_or(0, |s| s.iter().map(|x| x.rows).sum())
     }
 
     /// Parses and validates manifest JSON (`origin` names it in errors).
@@ -90,10 +92,12 @@ impl Manifest {
 
     /// Loads the manifest of the dataset behind `store`.
     pub fn load(store: &Store) -> Result<Self> {
-        let bytes = store.get(MANIFEST_FILE).map_err(|e| DataError::MissingManifest {
-            root: store.root().to_string(),
-            detail: e.to_string(),
-        })?;
+        let bytes = store
+            .get(MANIFEST_FILE)
+            .map_err(|e| DataError::MissingManifest {
+                root: store.root().to_string(),
+                detail: e.to_string(),
+            })?;
         Manifest::from_json(&bytes, &format!("{}/{MANIFEST_FILE}", store.root()))
     }
 

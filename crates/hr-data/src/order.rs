@@ -71,7 +71,11 @@ pub fn epoch_order(shape: &Shape, cfg: &OrderConfig, epoch: u64) -> Vec<Item> {
         let start = order.len();
         for &g in window {
             for clip in first[g]..first[g] + shape.row_group_clips[g] {
-                let n = shape.captions_per_clip.get(clip as usize).copied().unwrap_or(0);
+                let n = shape
+                    .captions_per_clip
+                    .get(clip as usize)
+                    .copied()
+                    .unwrap_or(0);
                 order.extend((0..n).map(|caption| Item { clip, caption }));
             }
         }
@@ -95,7 +99,9 @@ pub fn global_batch(order: &[Item], b: u64, global_batch: usize) -> &[Item] {
 /// Rank `rank`'s share of a global batch: the `rank`-th of `world` contiguous equal slices.
 pub fn partition<T>(global: &[T], rank: usize, world: usize) -> Result<&[T]> {
     if world == 0 || rank >= world {
-        return Err(DataError::Config(format!("rank {rank} out of range for world size {world}")));
+        return Err(DataError::Config(format!(
+            "rank {rank} out of range for world size {world}"
+        )));
     }
     if global.len() % world != 0 {
         return Err(DataError::Config(format!(
@@ -111,7 +117,10 @@ impl Cursor {
     /// The cursor after consuming global batch `b` of `epoch` (rolls over at epoch end).
     pub fn after(epoch: u64, b: u64, global_batch: usize, batches_per_epoch: u64) -> Cursor {
         if b + 1 >= batches_per_epoch {
-            Cursor { epoch: epoch + 1, consumed: 0 }
+            Cursor {
+                epoch: epoch + 1,
+                consumed: 0,
+            }
         } else {
             Cursor {
                 epoch,
@@ -201,9 +210,26 @@ mod tests {
     #[test]
     fn cursor_roundtrip() {
         let c = Cursor::after(2, 4, 16, 10);
-        assert_eq!(c, Cursor { epoch: 2, consumed: 80 });
+        assert_eq!(
+            c,
+            Cursor {
+                epoch: 2,
+                consumed: 80
+            }
+        );
         assert_eq!(c.next_batch(16).unwrap(), 5);
-        assert_eq!(Cursor::after(2, 9, 16, 10), Cursor { epoch: 3, consumed: 0 });
-        assert!(Cursor { epoch: 0, consumed: 7 }.next_batch(16).is_err());
+        assert_eq!(
+            Cursor::after(2, 9, 16, 10),
+            Cursor {
+                epoch: 3,
+                consumed: 0
+            }
+        );
+        assert!(Cursor {
+            epoch: 0,
+            consumed: 7
+        }
+        .next_batch(16)
+        .is_err());
     }
 }

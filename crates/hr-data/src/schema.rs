@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, Float32Array, Int32Array, ListArray,
-    ListBuilder, RecordBatch, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, Float32Array, Int32Array, ListArray, ListBuilder,
+    RecordBatch, StringArray, StringBuilder, StructArray,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 
@@ -169,11 +169,13 @@ fn col<'a, T: 'static>(
 ) -> Result<Option<&'a T>> {
     match batch.column_by_name(name) {
         None => Ok(None),
-        Some(a) => a
-            .as_any()
-            .downcast_ref::<T>()
-            .map(Some)
-            .ok_or_else(|| wrong(shard, name, format!("expected {expected}, found {}", a.data_type()))),
+        Some(a) => a.as_any().downcast_ref::<T>().map(Some).ok_or_else(|| {
+            wrong(
+                shard,
+                name,
+                format!("expected {expected}, found {}", a.data_type()),
+            )
+        }),
     }
 }
 
@@ -181,7 +183,11 @@ fn list_col<'a>(batch: &'a RecordBatch, shard: &str, name: &str) -> Result<Optio
     let l = col::<ListArray>(batch, shard, name, "list<utf8>")?;
     if let Some(l) = l {
         if l.values().data_type() != &DataType::Utf8 {
-            return Err(wrong(shard, name, format!("expected list<utf8>, found {}", l.data_type())));
+            return Err(wrong(
+                shard,
+                name,
+                format!("expected list<utf8>, found {}", l.data_type()),
+            ));
         }
     }
     Ok(l)
@@ -191,26 +197,36 @@ impl<'a> BatchView<'a> {
     /// Validates the columns present in `batch` and builds typed accessors.
     ///
     /// `required` lists the columns that must be present.
-    pub fn new(batch: &'a RecordBatch, shard: &'a str, row_offset: usize, required: &[&str]) -> Result<Self> {
+    pub fn new(
+        batch: &'a RecordBatch,
+        shard: &'a str,
+        row_offset: usize,
+        required: &[&str],
+    ) -> Result<Self> {
         for name in required {
             if batch.column_by_name(name).is_none() {
                 return Err(wrong(shard, name, "column is missing"));
             }
         }
-        let (audio_bytes, audio_path) = match col::<StructArray>(batch, shard, "audio", "struct<bytes: binary, path: utf8>")? {
-            None => (None, None),
-            Some(s) => {
-                let b = s
-                    .column_by_name("bytes")
-                    .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
-                    .ok_or_else(|| wrong(shard, "audio.bytes", "expected a binary field `bytes`"))?;
-                let p = s
-                    .column_by_name("path")
-                    .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-                    .ok_or_else(|| wrong(shard, "audio.path", "expected a utf8 field `path`"))?;
-                (Some(b), Some(p))
-            }
-        };
+        let (audio_bytes, audio_path) =
+            match col::<StructArray>(batch, shard, "audio", "struct<bytes: binary, path: utf8>")? {
+                None => (None, None),
+                Some(s) => {
+                    let b = s
+                        .column_by_name("bytes")
+                        .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
+                        .ok_or_else(|| {
+                            wrong(shard, "audio.bytes", "expected a binary field `bytes`")
+                        })?;
+                    let p = s
+                        .column_by_name("path")
+                        .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                        .ok_or_else(|| {
+                            wrong(shard, "audio.path", "expected a utf8 field `path`")
+                        })?;
+                    (Some(b), Some(p))
+                }
+            };
         Ok(BatchView {
             shard,
             row_offset,
@@ -260,7 +276,11 @@ impl<'a> BatchView<'a> {
     pub fn captions(&self, row: usize) -> Result<Vec<String>> {
         let c = self.strings(self.captions, row);
         if c.is_empty() {
-            return Err(self.bad(row, "captions", "empty caption list (every clip needs 1..5 captions)"));
+            return Err(self.bad(
+                row,
+                "captions",
+                "empty caption list (every clip needs 1..5 captions)",
+            ));
         }
         Ok(c)
     }
@@ -277,7 +297,9 @@ impl<'a> BatchView<'a> {
 
     /// Description of `row`.
     pub fn description(&self, row: usize) -> Option<String> {
-        self.description.filter(|a| !a.is_null(row)).map(|a| a.value(row).to_string())
+        self.description
+            .filter(|a| !a.is_null(row))
+            .map(|a| a.value(row).to_string())
     }
 
     /// Audio blob of `row`; errors when absent.
@@ -305,9 +327,18 @@ impl<'a> BatchView<'a> {
             keywords: self.keywords(row),
             labels: self.labels(row),
             description: self.description(row),
-            sample_rate: self.sample_rate.filter(|a| !a.is_null(row)).map_or(0, |a| a.value(row)),
-            duration_s: self.duration_s.filter(|a| !a.is_null(row)).map_or(0.0, |a| a.value(row)),
-            license: self.license.filter(|a| !a.is_null(row)).map(|a| a.value(row).to_string()),
+            sample_rate: self
+                .sample_rate
+                .filter(|a| !a.is_null(row))
+                .map_or(0, |a| a.value(row)),
+            duration_s: self
+                .duration_s
+                .filter(|a| !a.is_null(row))
+                .map_or(0.0, |a| a.value(row)),
+            license: self
+                .license
+                .filter(|a| !a.is_null(row))
+                .map(|a| a.value(row).to_string()),
         })
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use bytes::{Buf, Bytes};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -20,7 +22,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
 use crate::manifest::{Manifest, ShardInfo};
-use crate::schema::{arrow_schema, to_record_batch, BatchView, ClipRecord, COLUMNS, SCHEMA_VERSION};
+use crate::schema::{
+    arrow_schema, to_record_batch, BatchView, ClipRecord, COLUMNS, SCHEMA_VERSION,
+};
 use crate::store::Store;
 
 /// Clips per Parquet row group.
@@ -106,7 +110,9 @@ impl SplitWriter {
             return Ok(());
         }
         if self.current.is_none() {
-            let tmp = self.dir.join(format!(".part-{:05}.parquet.tmp", self.finished.len()));
+            let tmp = self
+                .dir
+                .join(format!(".part-{:05}.parquet.tmp", self.finished.len()));
             let f = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
             let w = ArrowWriter::try_new(BufWriter::new(f), arrow_schema(), Some(writer_props()?))
                 .map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
@@ -116,8 +122,10 @@ impl SplitWriter {
         let n = self.pending.len();
         self.pending.clear();
         if let Some((w, tmp)) = self.current.as_mut() {
-            w.write(&batch).map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
-            w.flush().map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
+            w.write(&batch)
+                .map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
+            w.flush()
+                .map_err(|e| DataError::Config(format!("{}: {e}", tmp.display())))?;
         }
         self.rows_in_current += n;
         if self.rows_in_current >= self.clips_per_shard {
@@ -249,6 +257,50 @@ pub enum ShardBytes {
         /// File size.
         len: u64,
     },
+    /// Byte ranges fetched up front (the column chunks a read needs), falling back to `base`.
+    Prefetched {
+        /// Where other ranges come from.
+        base: Box<ShardBytes>,
+        /// Sorted, non-overlapping (offset, bytes) ranges.
+        chunks: Arc<Vec<(u64, Bytes)>>,
+    },
+}
+
+impl ShardBytes {
+    fn cached(&self, start: u64, length: usize) -> Option<Bytes> {
+        let ShardBytes::Prefetched { chunks, .. } = self else {
+            return None;
+        };
+        let i = chunks
+            .partition_point(|(off, _)| *off <= start)
+            .checked_sub(1)?;
+        let (off, b) = &chunks[i];
+        let lo = (start - off) as usize;
+        (lo + length <= b.len()).then(|| b.slice(lo..lo + length))
+    }
+
+    /// Fetches `ranges` (merged when adjacent) so later reads of them hit memory.
+    fn prefetch(&self, mut ranges: Vec<(u64, u64)>) -> Result<ShardBytes> {
+        let ShardBytes::Remote { store, rel, .. } = self else {
+            return Ok(self.clone());
+        };
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        let chunks = merged
+            .into_iter()
+            .map(|(s, e)| store.get_range(rel, s..e).map(|b| (s, b)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ShardBytes::Prefetched {
+            base: Box::new(self.clone()),
+            chunks: Arc::new(chunks),
+        })
+    }
 }
 
 impl Length for ShardBytes {
@@ -256,6 +308,7 @@ impl Length for ShardBytes {
         match self {
             ShardBytes::Mem(b) => b.len() as u64,
             ShardBytes::Remote { len, .. } => *len,
+            ShardBytes::Prefetched { base, .. } => base.len(),
         }
     }
 }
@@ -268,13 +321,32 @@ impl ChunkReader for ShardBytes {
     type T = bytes::buf::Reader<Bytes>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let end = self.len();
-        self.get_bytes(start, end.saturating_sub(start) as usize).map(|b| b.reader())
+        match self {
+            ShardBytes::Mem(b) => ChunkReader::get_read(b, start),
+            ShardBytes::Prefetched { chunks, base } => {
+                let i = chunks.partition_point(|(off, _)| *off <= start);
+                match i.checked_sub(1).map(|i| &chunks[i]) {
+                    Some((off, b)) if start < off + b.len() as u64 => {
+                        Ok(b.slice((start - off) as usize..).reader())
+                    }
+                    _ => base.get_read(start),
+                }
+            }
+            ShardBytes::Remote { .. } => {
+                // Used for footers and page headers: a bounded window is enough.
+                let n = self.len().saturating_sub(start).min(64 * 1024);
+                self.get_bytes(start, n as usize).map(|b| b.reader())
+            }
+        }
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         match self {
             ShardBytes::Mem(b) => ChunkReader::get_bytes(b, start, length),
+            ShardBytes::Prefetched { base, .. } => match self.cached(start, length) {
+                Some(b) => Ok(b),
+                None => base.get_bytes(start, length),
+            },
             ShardBytes::Remote { store, rel, len } => {
                 let end = start + length as u64;
                 if end > *len {
@@ -356,6 +428,11 @@ impl ShardReader {
         Ok(())
     }
 
+    /// The Arrow schema stored in the shard.
+    pub fn arrow_schema(&self) -> arrow::datatypes::SchemaRef {
+        self.meta.schema().clone()
+    }
+
     /// The shard's path relative to the root.
     pub fn name(&self) -> &str {
         &self.name
@@ -382,17 +459,40 @@ impl ShardReader {
     }
 
     /// Reads the given row groups (all when `None`) with only `columns` (all when `None`).
-    pub fn read(&self, row_groups: Option<Vec<usize>>, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-        let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
-            .with_batch_size(ROW_GROUP_CLIPS * 4);
-        if let Some(rg) = row_groups {
-            b = b.with_row_groups(rg);
-        }
-        if let Some(cols) = columns {
-            let schema = self.meta.schema();
-            let idx: Vec<usize> = cols.iter().filter_map(|c| schema.index_of(c).ok()).collect();
-            b = b.with_projection(ProjectionMask::roots(self.meta.parquet_schema(), idx));
-        }
+    pub fn read(
+        &self,
+        row_groups: Option<Vec<usize>>,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mask = match columns {
+            Some(cols) => {
+                let schema = self.meta.schema();
+                let idx: Vec<usize> = cols
+                    .iter()
+                    .filter_map(|c| schema.index_of(c).ok())
+                    .collect();
+                ProjectionMask::roots(self.meta.parquet_schema(), idx)
+            }
+            None => ProjectionMask::all(),
+        };
+        let groups: Vec<usize> =
+            row_groups.unwrap_or_else(|| (0..self.meta.metadata().num_row_groups()).collect());
+        let md = self.meta.metadata();
+        let ranges: Vec<(u64, u64)> = groups
+            .iter()
+            .filter(|&&g| g < md.num_row_groups())
+            .flat_map(|&g| md.row_group(g).columns().iter().enumerate())
+            .filter(|(leaf, _)| mask.leaf_included(*leaf))
+            .map(|(_, c)| {
+                let (start, len) = c.byte_range();
+                (start, start + len)
+            })
+            .collect();
+        let bytes = self.bytes.prefetch(ranges)?;
+        let b = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, self.meta.clone())
+            .with_batch_size(ROW_GROUP_CLIPS * 4)
+            .with_row_groups(groups)
+            .with_projection(mask);
         let reader = b.build().map_err(|e| self.corrupt(e))?;
         reader
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -430,7 +530,12 @@ impl ShardReader {
 }
 
 /// Opens every shard of `split` (used by inspect/verify and tests).
-pub fn open_split(store: &Store, manifest: &Manifest, split: &str, verify: bool) -> Result<Vec<Arc<ShardReader>>> {
+pub fn open_split(
+    store: &Store,
+    manifest: &Manifest,
+    split: &str,
+    verify: bool,
+) -> Result<Vec<Arc<ShardReader>>> {
     manifest
         .split(split)?
         .iter()

@@ -65,7 +65,9 @@ pub fn classify_root(root: &str) -> Result<RootKind> {
             "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => Ok(RootKind::Cloud(scheme)),
             other => Err(DataError::UnsupportedUrl {
                 url: root.to_string(),
-                detail: format!("unknown scheme `{other}` (use a local path, file://, s3://, gs:// or az://)"),
+                detail: format!(
+                    "unknown scheme `{other}` (use a local path, file://, s3://, gs:// or az://)"
+                ),
             }),
         };
     }
@@ -101,7 +103,11 @@ impl Store {
     }
 
     /// Wraps any object store with a key prefix.
-    pub fn from_object_store(root: &str, store: Arc<dyn ObjectStore>, prefix: ObjPath) -> Result<Self> {
+    pub fn from_object_store(
+        root: &str,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjPath,
+    ) -> Result<Self> {
         Ok(Store {
             root: root.to_string(),
             store,
@@ -114,9 +120,10 @@ impl Store {
     fn cloud(root: &str) -> Result<Self> {
         Err(DataError::UnsupportedUrl {
             url: root.to_string(),
-            detail: "this build has no cloud object-store support; rebuild with `--features cloud` \
+            detail:
+                "this build has no cloud object-store support; rebuild with `--features cloud` \
                      (cargo build -p hr-data --features cloud) or copy the dataset to a local path"
-                .into(),
+                    .into(),
         })
     }
 

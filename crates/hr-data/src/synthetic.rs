@@ -86,22 +86,88 @@ const PR: (bool, bool, bool) = (true, true, false);
 const N: (bool, bool, bool) = (false, false, false);
 
 static CLASSES: [ClassDef; 16] = [
-    class("tone", &["pure tone", "steady tone", "sine wave"], "sounds", "tones", P),
-    class("hum", &["drone", "electrical hum", "mains hum"], "drones", "hums", P),
-    class("rising chirp", &["upward sweep", "rising tone"], "sweeps up", "rising chirps", P),
-    class("falling chirp", &["downward sweep", "falling tone"], "sweeps down", "falling chirps", P),
+    class(
+        "tone",
+        &["pure tone", "steady tone", "sine wave"],
+        "sounds",
+        "tones",
+        P,
+    ),
+    class(
+        "hum",
+        &["drone", "electrical hum", "mains hum"],
+        "drones",
+        "hums",
+        P,
+    ),
+    class(
+        "rising chirp",
+        &["upward sweep", "rising tone"],
+        "sweeps up",
+        "rising chirps",
+        P,
+    ),
+    class(
+        "falling chirp",
+        &["downward sweep", "falling tone"],
+        "sweeps down",
+        "falling chirps",
+        P,
+    ),
     class("siren", &["alarm", "wailing siren"], "wails", "sirens", R),
-    class("noise burst", &["burst of static", "blast of noise"], "bursts", "noise bursts", C),
-    class("clicking", &["ticking", "click track"], "clicks", "clicks", R),
+    class(
+        "noise burst",
+        &["burst of static", "blast of noise"],
+        "bursts",
+        "noise bursts",
+        C,
+    ),
+    class(
+        "clicking",
+        &["ticking", "click track"],
+        "clicks",
+        "clicks",
+        R,
+    ),
     class("bell", &["chime", "ringing bell"], "rings", "bells", PC),
     class("drum", &["drum hit", "thump"], "hits", "drum hits", PC),
-    class("whistle", &["whistling", "flute-like whistle"], "whistles", "whistles", P),
-    class("beeping", &["beep", "electronic beep"], "beeps", "beeps", PC),
+    class(
+        "whistle",
+        &["whistling", "flute-like whistle"],
+        "whistles",
+        "whistles",
+        P,
+    ),
+    class(
+        "beeping",
+        &["beep", "electronic beep"],
+        "beeps",
+        "beeps",
+        PC,
+    ),
     class("buzzer", &["buzz", "harsh buzz"], "buzzes", "buzzers", P),
-    class("rumble", &["low rumble", "thunder-like rumble"], "rumbles", "rumbles", N),
+    class(
+        "rumble",
+        &["low rumble", "thunder-like rumble"],
+        "rumbles",
+        "rumbles",
+        N,
+    ),
     class("hiss", &["steam hiss", "hissing"], "hisses", "hisses", N),
-    class("wind", &["gusting wind", "whooshing air"], "blows", "gusts", R),
-    class("warble", &["trill", "warbling tone"], "warbles", "warbles", PR),
+    class(
+        "wind",
+        &["gusting wind", "whooshing air"],
+        "blows",
+        "gusts",
+        R,
+    ),
+    class(
+        "warble",
+        &["trill", "warbling tone"],
+        "warbles",
+        "warbles",
+        PR,
+    ),
 ];
 
 /// Number of sound classes.
@@ -169,7 +235,9 @@ fn pitch_freq(class: usize, pitch: Pitch, rng: &mut Rng) -> f32 {
 
 fn draw_event(class: usize, relation: Relation, rng: &mut Rng) -> Event {
     let def = &CLASSES[class];
-    let pitch = def.pitched.then(|| *rng.pick(&[Pitch::Low, Pitch::Mid, Pitch::High]));
+    let pitch = def
+        .pitched
+        .then(|| *rng.pick(&[Pitch::Low, Pitch::Mid, Pitch::High]));
     let freq = pitch.map_or(0.0, |p| pitch_freq(class, p, rng));
     Event {
         class,
@@ -186,7 +254,10 @@ fn draw_event(class: usize, relation: Relation, rng: &mut Rng) -> Event {
 
 /// Places events in time: "then" events start new slots, "while" events overlap the previous one.
 fn place(events: &mut [Event], duration: f32, rng: &mut Rng) {
-    let groups = 1 + events.iter().filter(|e| e.relation == Relation::Then).count();
+    let groups = 1 + events
+        .iter()
+        .filter(|e| e.relation == Relation::Then)
+        .count();
     let slot = duration / groups as f32;
     let mut group = 0usize;
     let mut prev_start = 0.0f32;
@@ -226,7 +297,10 @@ pub fn scene(seed: u64, index: u64) -> Scene {
     let duration = rng.range_f32(2.0, 10.0);
     place(&mut events, duration, &mut rng);
     let captions = (0..5).map(|v| caption(&events, v, &mut rng)).collect();
-    let labels = events.iter().map(|e| CLASSES[e.class].name.to_string()).collect();
+    let labels = events
+        .iter()
+        .map(|e| CLASSES[e.class].name.to_string())
+        .collect();
     Scene {
         id: format!("synth-{index:07}"),
         duration,
@@ -273,10 +347,11 @@ fn adjectives(e: &Event, rng: &mut Rng) -> Vec<&'static str> {
 
 fn noun(e: &Event, rng: &mut Rng) -> &'static str {
     let def = &CLASSES[e.class];
+    let synonyms: &'static [&'static str] = def.synonyms;
     if rng.chance(0.5) {
         def.name
     } else {
-        *rng.pick(def.synonyms)
+        synonyms[rng.below(synonyms.len())]
     }
 }
 
@@ -293,7 +368,11 @@ fn phrase(e: &Event, rng: &mut Rng) -> String {
     let def = &CLASSES[e.class];
     if let Some(n) = e.count {
         if n > 1 && rng.chance(0.4) {
-            let adj = if adj.is_empty() { String::new() } else { format!("{adj} ") };
+            let adj = if adj.is_empty() {
+                String::new()
+            } else {
+                format!("{adj} ")
+            };
             return format!("{} {adj}{}", number_word(n), def.plural);
         }
         let np = format!("{adj} {}", noun(e, rng)).trim().to_string();
@@ -303,9 +382,26 @@ fn phrase(e: &Event, rng: &mut Rng) -> String {
     format!("{} {np}", article(&np))
 }
 
-const THEN: [&str; 5] = ["{a}, then {b}", "{a} followed by {b}", "{a} and then {b}", "first {a}, after that {b}", "{b} after {a}"];
-const WHILE: [&str; 4] = ["{a} while {b}", "{a} as {b} plays", "{a} and at the same time {b}", "{a} with {b} overlapping"];
-const SINGLE: [&str; 5] = ["{a}", "{a} can be heard", "a recording of {a}", "there is {a}", "{a} in an otherwise quiet scene"];
+const THEN: [&str; 5] = [
+    "{a}, then {b}",
+    "{a} followed by {b}",
+    "{a} and then {b}",
+    "first {a}, after that {b}",
+    "{b} after {a}",
+];
+const WHILE: [&str; 4] = [
+    "{a} while {b}",
+    "{a} as {b} plays",
+    "{a} and at the same time {b}",
+    "{a} with {b} overlapping",
+];
+const SINGLE: [&str; 5] = [
+    "{a}",
+    "{a} can be heard",
+    "a recording of {a}",
+    "there is {a}",
+    "{a} in an otherwise quiet scene",
+];
 
 fn caption(events: &[Event], variant: usize, rng: &mut Rng) -> String {
     let mut text = phrase(&events[0], rng);
@@ -314,7 +410,11 @@ fn caption(events: &[Event], variant: usize, rng: &mut Rng) -> String {
     }
     for (i, e) in events.iter().enumerate().skip(1) {
         let b = phrase(e, rng);
-        let templates: &[&str] = if e.relation == Relation::While { &WHILE } else { &THEN };
+        let templates: &[&str] = if e.relation == Relation::While {
+            &WHILE
+        } else {
+            &THEN
+        };
         let t = templates[(variant + i) % templates.len()];
         text = t.replace("{a}", &text).replace("{b}", &b);
     }
@@ -348,7 +448,12 @@ fn description(events: &[Event]) -> String {
     let list = match names.as_slice() {
         [a] => format!("{} {a}", article(a)),
         [a, b] => format!("{} {a} and {} {b}", article(a), article(b)),
-        [a, b, c] => format!("{} {a}, {} {b} and {} {c}", article(a), article(b), article(c)),
+        [a, b, c] => format!(
+            "{} {a}, {} {b} and {} {c}",
+            article(a),
+            article(b),
+            article(c)
+        ),
         _ => names.join(", "),
     };
     format!("A synthetic recording containing {list}.")
@@ -356,8 +461,16 @@ fn description(events: &[Event]) -> String {
 
 fn envelope(i: usize, n: usize, sr: f32) -> f32 {
     let ramp = (0.01 * sr) as usize;
-    let a = if i < ramp { i as f32 / ramp as f32 } else { 1.0 };
-    let r = if n - i < ramp { (n - i) as f32 / ramp as f32 } else { 1.0 };
+    let a = if i < ramp {
+        i as f32 / ramp as f32
+    } else {
+        1.0
+    };
+    let r = if n - i < ramp {
+        (n - i) as f32 / ramp as f32
+    } else {
+        1.0
+    };
     a.min(r)
 }
 
@@ -405,7 +518,11 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
     let mut x: Vec<f32> = match CLASSES[e.class].name {
         "tone" => (0..n).map(|i| (2.0 * PI * f * tt(i)).sin()).collect(),
         "hum" => (0..n)
-            .map(|i| (1..=5).map(|h| (2.0 * PI * f * h as f32 * tt(i)).sin() / h as f32).sum())
+            .map(|i| {
+                (1..=5)
+                    .map(|h| (2.0 * PI * f * h as f32 * tt(i)).sin() / h as f32)
+                    .sum()
+            })
             .collect(),
         "rising chirp" | "falling chirp" => {
             let up = CLASSES[e.class].name == "rising chirp";
@@ -429,7 +546,13 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
                 .collect()
         }
         "noise burst" => {
-            let env = strikes(n, sr, e.count.unwrap_or(1), &|t| if t < 0.15 { 1.0 - t / 0.15 } else { 0.0 });
+            let env = strikes(n, sr, e.count.unwrap_or(1), &|t| {
+                if t < 0.15 {
+                    1.0 - t / 0.15
+                } else {
+                    0.0
+                }
+            });
             env.iter().map(|a| a * rng.normal()).collect()
         }
         "clicking" => {
@@ -447,7 +570,11 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
         }
         "bell" => strikes(n, sr, e.count.unwrap_or(1), &|t| {
             let partials = [(1.0, 1.0), (2.76, 0.5), (5.4, 0.25)];
-            partials.iter().map(|(m, a)| a * (2.0 * PI * f * m * t).sin()).sum::<f32>() * (-3.0 * t).exp()
+            partials
+                .iter()
+                .map(|(m, a)| a * (2.0 * PI * f * m * t).sin())
+                .sum::<f32>()
+                * (-3.0 * t).exp()
         }),
         "drum" => strikes(n, sr, e.count.unwrap_or(1), &|t| {
             let fi = f * (1.0 + (-t / 0.03).exp());
@@ -456,7 +583,8 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
         "whistle" => (0..n)
             .map(|i| {
                 let t = tt(i);
-                (2.0 * PI * f * 2.0 * (t + 0.02 / (2.0 * PI * 5.0) * (2.0 * PI * 5.0 * t).sin())).sin()
+                (2.0 * PI * f * 2.0 * (t + 0.02 / (2.0 * PI * 5.0) * (2.0 * PI * 5.0 * t).sin()))
+                    .sin()
             })
             .collect(),
         "beeping" => strikes(n, sr, e.count.unwrap_or(1), &|t| {
@@ -466,7 +594,9 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
                 0.0
             }
         }),
-        "buzzer" => (0..n).map(|i| (2.0 * PI * f * tt(i)).sin().signum() * 0.6).collect(),
+        "buzzer" => (0..n)
+            .map(|i| (2.0 * PI * f * tt(i)).sin().signum() * 0.6)
+            .collect(),
         "rumble" => {
             let mut v: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
             lowpass(&mut v, 0.01);
@@ -494,7 +624,8 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
             (0..n)
                 .map(|i| {
                     let t = tt(i);
-                    (2.0 * PI * (f * t - f * 0.08 * (2.0 * PI * r * t).cos() / (2.0 * PI * r))).sin()
+                    (2.0 * PI * (f * t - f * 0.08 * (2.0 * PI * r * t).cos() / (2.0 * PI * r)))
+                        .sin()
                 })
                 .collect()
         }
@@ -560,7 +691,7 @@ pub fn record(seed: u64, index: u64) -> Result<ClipRecord> {
     })
 }
 
-/// Every word the caption/metadata generator can emit (keeps the tokenizer free of [UNK]).
+/// Every word the caption/metadata generator can emit (keeps the tokenizer free of `[UNK]`).
 fn lexicon() -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     for c in &CLASSES {
@@ -599,13 +730,26 @@ pub struct SynthSummary {
 }
 
 /// Writes a synthetic dataset of `clips` clips to `out` (parallel generation, streaming writes).
-pub fn prepare(out: &Path, clips: u64, seed: u64, clips_per_shard: Option<usize>, progress: &dyn Fn(u64)) -> Result<SynthSummary> {
-    let mut w = DatasetWriter::create(out, "synthetic", clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD))?;
+pub fn prepare(
+    out: &Path,
+    clips: u64,
+    seed: u64,
+    clips_per_shard: Option<usize>,
+    progress: &dyn Fn(u64),
+) -> Result<SynthSummary> {
+    let mut w = DatasetWriter::create(
+        out,
+        "synthetic",
+        clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD),
+    )?;
     let chunk = 64u64;
     let mut start = 0u64;
     while start < clips {
         let end = (start + chunk).min(clips);
-        let recs: Vec<Result<ClipRecord>> = (start..end).into_par_iter().map(|i| record(seed, i)).collect();
+        let recs: Vec<Result<ClipRecord>> = (start..end)
+            .into_par_iter()
+            .map(|i| record(seed, i))
+            .collect();
         for (i, r) in (start..end).zip(recs) {
             w.push(split_of(i), r?)?;
         }
@@ -636,7 +780,11 @@ mod tests {
             assert_eq!(a.captions.len(), 5);
             assert_eq!(a.labels.len(), a.events.len());
             for e in &a.events {
-                assert!(e.start >= 0.0 && e.start + e.dur <= a.duration + 1e-3, "{e:?} in {}", a.duration);
+                assert!(
+                    e.start >= 0.0 && e.start + e.dur <= a.duration + 1e-3,
+                    "{e:?} in {}",
+                    a.duration
+                );
             }
         }
         assert_ne!(scene(7, 0).captions, scene(8, 0).captions);
@@ -645,10 +793,16 @@ mod tests {
     #[test]
     fn captions_carry_audio_only_attributes() {
         let mut with_attr = 0;
-        let attr = ["low", "deep", "high", "shrill", "mid", "slow", "fast", "rapid", "quick", "twice", "three", "four", "once", "loud", "quiet", "faint", "soft"];
+        let attr = [
+            "low", "deep", "high", "shrill", "mid", "slow", "fast", "rapid", "quick", "twice",
+            "three", "four", "once", "loud", "quiet", "faint", "soft",
+        ];
         for i in 0..100 {
             let s = scene(1, i);
-            if s.captions.iter().any(|c| attr.iter().any(|a| c.contains(a))) {
+            if s.captions
+                .iter()
+                .any(|c| attr.iter().any(|a| c.contains(a)))
+            {
                 with_attr += 1;
             }
             // metadata never mentions attributes

@@ -10,7 +10,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{DataError, Result};
 
-/// Maximum tokens per text (including [CLS] and [SEP]).
+/// Maximum tokens per text (including `[CLS]` and `[SEP]`).
 pub const MAX_TOKENS: usize = 32;
 
 /// Special tokens in id order: `[PAD]` = 0.
@@ -54,7 +54,9 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("origin", &self.origin).finish()
+        f.debug_struct("TextTokenizer")
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -78,7 +80,9 @@ impl TextTokenizer {
         let pad_id = id("[PAD]")?;
         let sep_id = id("[SEP]")?;
         if max_len < 2 {
-            return Err(DataError::Config(format!("max_tokens must be >= 2, got {max_len}")));
+            return Err(DataError::Config(format!(
+                "max_tokens must be >= 2, got {max_len}"
+            )));
         }
         Ok(TextTokenizer {
             tok,
@@ -99,7 +103,7 @@ impl TextTokenizer {
         self.pad_id
     }
 
-    /// Preprocesses and encodes one text with [CLS]/[SEP], truncated to `max_len` keeping [SEP].
+    /// Preprocesses and encodes one text with `[CLS]`/`[SEP]`, truncated to `max_len` keeping `[SEP]`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tok
@@ -129,7 +133,8 @@ impl TextTokenizer {
         for s in &seqs {
             out.ids.extend_from_slice(s);
             out.mask.extend(std::iter::repeat_n(1u8, s.len()));
-            out.ids.extend(std::iter::repeat_n(self.pad_id, cols - s.len()));
+            out.ids
+                .extend(std::iter::repeat_n(self.pad_id, cols - s.len()));
             out.mask.extend(std::iter::repeat_n(0u8, cols - s.len()));
         }
         Ok(out)
@@ -138,11 +143,12 @@ impl TextTokenizer {
 
 /// Trains a BERT-style WordPiece tokenizer on `texts` and returns its JSON.
 ///
-/// [PAD]=0, [UNK], [CLS], [SEP], [MASK]; lowercase BERT normalizer, BertPreTokenizer and the
-/// "[CLS] $A [SEP]" template. Texts are preprocessed (punctuation removed) before training.
+/// `[PAD]=0`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`; lowercase BERT normalizer, BertPreTokenizer and the
+/// `"[CLS] $A [SEP]"` template. Texts are preprocessed (punctuation removed) before training, and
+/// the vocabulary is canonicalized afterwards so the same corpus always gives the same file.
 pub fn train_wordpiece<I>(texts: I, vocab_size: usize) -> Result<String>
 where
-    I: Iterator<Item = String> + Send,
+    I: Iterator<Item = String>,
 {
     let origin = "<training>";
     let model = WordPiece::builder()
@@ -158,10 +164,20 @@ where
         .vocab_size(vocab_size)
         .min_frequency(1)
         .show_progress(false)
-        .special_tokens(SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect())
+        .special_tokens(
+            SPECIAL_TOKENS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect(),
+        )
         .build()
         .into();
-    tok.train(&mut trainer, texts.map(|t| preprocess(&t)))
+    let texts: Vec<String> = texts.map(|t| preprocess(&t)).collect();
+    let words: std::collections::BTreeSet<String> = texts
+        .iter()
+        .flat_map(|t| t.split_whitespace().map(str::to_string))
+        .collect();
+    tok.train(&mut trainer, texts.iter())
         .map_err(|e| tok_err(origin, e))?;
     let id = |t: &str| {
         tok.token_to_id(t)
@@ -177,7 +193,56 @@ where
         .build()
         .map_err(|e| tok_err(origin, e))?;
     tok.with_post_processor(Some(template));
-    tok.to_string(true).map_err(|e| tok_err(origin, e))
+    let json = tok.to_string(false).map_err(|e| tok_err(origin, e))?;
+    canonicalize_vocab(&json, &words)
+}
+
+/// Makes the trained vocabulary independent of the trainer's hash-order tie-breaking: keeps the
+/// special tokens (ids 0..5), single characters, `##`-continuations of single characters and whole
+/// corpus words, and numbers them in sorted order. Intermediate merge pieces are dropped.
+fn canonicalize_vocab(json: &str, words: &std::collections::BTreeSet<String>) -> Result<String> {
+    let origin = "<training>";
+    let mut v: serde_json::Value = serde_json::from_str(json).map_err(|e| tok_err(origin, e))?;
+    let vocab = v
+        .pointer("/model/vocab")
+        .and_then(|x| x.as_object())
+        .ok_or_else(|| tok_err(origin, "serialized tokenizer has no model.vocab"))?;
+    let is_char = |t: &str| t.chars().count() == 1;
+    let mut chars = std::collections::BTreeSet::new();
+    let mut conts = std::collections::BTreeSet::new();
+    let mut whole = std::collections::BTreeSet::new();
+    for tok in vocab.keys() {
+        if SPECIAL_TOKENS.contains(&tok.as_str()) {
+            continue;
+        }
+        match tok.strip_prefix("##") {
+            Some(rest) if is_char(rest) => {
+                conts.insert(tok.clone());
+            }
+            Some(_) => {}
+            None if is_char(tok) => {
+                chars.insert(tok.clone());
+            }
+            None if words.contains(tok) => {
+                whole.insert(tok.clone());
+            }
+            None => {}
+        }
+    }
+    let ordered = SPECIAL_TOKENS
+        .iter()
+        .map(|t| t.to_string())
+        .chain(chars)
+        .chain(conts)
+        .chain(whole);
+    let map: serde_json::Map<String, serde_json::Value> = ordered
+        .enumerate()
+        .map(|(i, t)| (t, serde_json::Value::from(i as u64)))
+        .collect();
+    if let Some(slot) = v.pointer_mut("/model/vocab") {
+        *slot = serde_json::Value::Object(map);
+    }
+    serde_json::to_string_pretty(&v).map_err(|e| tok_err(origin, e))
 }
 
 #[cfg(test)]
@@ -186,13 +251,21 @@ mod tests {
 
     #[test]
     fn preprocess_deletes_punctuation() {
-        assert_eq!(preprocess("A Dog's high-pitched BARK!"), "a dogs highpitched bark");
+        assert_eq!(
+            preprocess("A Dog's high-pitched BARK!"),
+            "a dogs highpitched bark"
+        );
     }
 
     #[test]
     fn trained_tokenizer_has_bert_layout_and_truncates_keeping_sep() {
         let corpus: Vec<String> = (0..50)
-            .map(|i| format!("a low hum while a bell rings {} times then a fast clicking", i % 4))
+            .map(|i| {
+                format!(
+                    "a low hum while a bell rings {} times then a fast clicking",
+                    i % 4
+                )
+            })
             .collect();
         let json = train_wordpiece(corpus.into_iter(), 200).unwrap();
         let t = TextTokenizer::from_bytes(json.as_bytes(), "t", 6).unwrap();
@@ -206,5 +279,22 @@ mod tests {
         assert_eq!(b.ids.len(), 2 * b.cols);
         assert_eq!(b.mask[..b.cols].iter().filter(|m| **m == 1).count(), 3);
         assert_eq!(b.ids[b.cols - 1], 0);
+    }
+
+    #[test]
+    fn training_is_deterministic() {
+        let corpus =
+            || (0..40).map(|i| format!("a quiet {} bell rings twice while wind blows {i}", i % 3));
+        let a = train_wordpiece(corpus(), 500).unwrap();
+        for _ in 0..3 {
+            assert_eq!(a, train_wordpiece(corpus(), 500).unwrap());
+        }
+        let t = TextTokenizer::from_bytes(a.as_bytes(), "t", 32).unwrap();
+        let ids = t
+            .encode("A quiet bell rings twice while wind blows")
+            .unwrap();
+        assert!(!ids.contains(&1), "no [UNK]: {ids:?}");
+        let toks: Vec<String> = ids.iter().filter_map(|i| t.tok.id_to_token(*i)).collect();
+        assert_eq!(ids.len(), 10, "{toks:?}");
     }
 }
