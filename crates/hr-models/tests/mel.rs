@@ -1,0 +1,147 @@
+//! The mel frontend: parity with EfficientAT's `AugmentMelSTFT` (eval) and the determinism of
+//! the training-time jitter and SpecAugment.
+
+use hr_models::mel::{centred_hann, draw_masks, kaldi_mel_bank, mel_range, MelConfig, MelFrontend};
+use hr_nn::io::read_safetensors;
+use hr_nn::Mode;
+use hr_tensor::testing::{assert_close, randn32};
+use hr_tensor::{Rng, Tensor};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/reference")
+        .join(name)
+}
+
+fn frontend() -> MelFrontend {
+    MelFrontend::new(MelConfig::default()).unwrap()
+}
+
+#[test]
+fn mel_frontend_matches_reference() {
+    let path = fixture("mel_frontend.safetensors");
+    let f = read_safetensors(&path).unwrap();
+    let wav = f.get(&path, "waveform").unwrap();
+    let want = f.get(&path, "mel").unwrap();
+    let got = frontend().forward(wav, Mode::Eval).unwrap();
+    let (b, m, t) = (want.shape()[0], want.shape()[1], want.shape()[2]);
+    assert_eq!(got.shape(), &[b, 1, m, t]);
+    assert_close("mel", &got.reshape(&[b, m, t]).unwrap(), want, 1e-4);
+}
+
+#[test]
+fn window_and_bank_follow_the_spec() {
+    let w = centred_hann(800, 1024);
+    assert_eq!(w[111], 0.0);
+    assert_eq!(w[912], 0.0);
+    assert!(w[112].abs() < 1e-12 && w[911].abs() < 1e-12 && w[112 + 399] > 0.99);
+    let bank = kaldi_mel_bank(128, 1024, 32000.0, 0.0, 15000.0);
+    assert_eq!(bank.n_bins, 513);
+    let dense = bank.dense();
+    assert_eq!(dense.len(), 128 * 513);
+    assert!(
+        (0..128).all(|m| dense[m * 513 + 512] == 0.0),
+        "zero Nyquist column"
+    );
+    assert!(dense.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    assert!(
+        dense.iter().any(|&v| v > 0.9),
+        "triangles peak near 1 (no area normalisation)"
+    );
+}
+
+#[test]
+fn frame_count_and_shape() {
+    let fe = frontend();
+    assert_eq!(fe.n_frames(320_000), 1000);
+    let x = randn32(&[3, 320 * 7 + 5], &mut Rng::new(1));
+    let y = fe.forward(&x, Mode::Eval).unwrap();
+    assert_eq!(y.shape(), &[3, 1, 128, 1 + (320 * 7 + 4) / 320]);
+}
+
+#[test]
+fn training_jitter_is_seeded_and_in_range() {
+    let cfg = MelConfig::default();
+    assert_eq!(mel_range(&cfg, Mode::Eval), (0.0, 15000.0));
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..200 {
+        let (lo, hi) = mel_range(&cfg, Mode::Train { seed });
+        assert_eq!((lo, hi), mel_range(&cfg, Mode::Train { seed }));
+        assert!((0.0..10.0).contains(&lo) && lo.fract() == 0.0, "fmin {lo}");
+        assert!(
+            hi > 14000.0 && hi <= 16000.0 && hi.fract() == 0.0,
+            "fmax {hi}"
+        );
+        seen.insert((lo as i64, hi as i64));
+    }
+    assert!(seen.len() > 100, "jitter varies with the seed");
+}
+
+#[test]
+fn spec_augment_is_seeded_and_per_example() {
+    let fe = frontend();
+    let x = randn32(&[4, 320 * 300], &mut Rng::new(2));
+    let t = fe.n_frames(320 * 300);
+    let a = fe
+        .forward(&x, Mode::Train { seed: 7 })
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
+    let b = fe
+        .forward(&x, Mode::Train { seed: 7 })
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
+    let c = fe
+        .forward(&x, Mode::Train { seed: 8 })
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
+    assert_eq!(a, b, "same seed, same output");
+    assert_ne!(a, c, "another seed, another output");
+    let cfg = fe.config();
+    let masks: Vec<_> = (0..4).map(|i| draw_masks(cfg, 7, i, t)).collect();
+    assert!(
+        masks.windows(2).any(|w| w[0] != w[1]),
+        "masks differ between examples"
+    );
+    for (i, m) in masks.iter().enumerate() {
+        assert!(m.freq.1 <= 48 && m.freq.0 + m.freq.1 <= 128);
+        assert!(m.time.1 <= 192 && m.time.0 + m.time.1 <= t);
+        let ex = &a[i * 128 * t..(i + 1) * 128 * t];
+        for f in m.freq.0..m.freq.0 + m.freq.1 {
+            assert!(
+                ex[f * t..(f + 1) * t].iter().all(|&v| v == 0.9),
+                "freq mask -> (0 + 4.5) / 5"
+            );
+        }
+        for f in 0..128 {
+            assert!(ex[f * t + m.time.0..f * t + m.time.0 + m.time.1]
+                .iter()
+                .all(|&v| v == 0.9));
+        }
+    }
+}
+
+#[test]
+fn bad_input_names_the_op_and_shape() {
+    let fe = frontend();
+    let e = fe
+        .forward(
+            &Tensor::full(&[2, 3, 4000], 0.0, hr_tensor::DType::F32).unwrap(),
+            Mode::Eval,
+        )
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("mel_frontend") && msg.contains("[2, 3, 4000]"),
+        "{msg}"
+    );
+    let e = fe
+        .forward(
+            &Tensor::full(&[1, 100], 0.0, hr_tensor::DType::F32).unwrap(),
+            Mode::Eval,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("[1, 100]"), "{e}");
+}
