@@ -10,6 +10,7 @@
 //! cudarc with dynamic loading and returns [`Error::CudaUnavailable`] when no driver exists.
 
 pub mod backend;
+mod checks;
 pub mod cpu;
 pub mod cuda;
 mod device;

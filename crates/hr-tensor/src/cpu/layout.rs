@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::{float_dispatch, out, strides, CpuBackend, PAR_THRESHOLD};
 use crate::backend::LayoutOps;
+use crate::checks::{check_axis, split_at_axis};
 use crate::{DType, Elem, Error, Float, Result, Tensor};
 
 /// Runs `$body` with `$T` bound to the Rust type of `$dtype` (every storage dtype).
@@ -166,13 +167,6 @@ fn concat_k<T: Elem + Default>(xs: &[&[T]], blocks: &[usize], outer: usize) -> V
     y
 }
 
-/// `(outer, dim, inner)` of `shape` around `axis`.
-fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    let outer = shape[..axis].iter().product();
-    let inner = shape[axis + 1..].iter().product();
-    (outer, shape[axis], inner)
-}
-
 /// Copies entries `[start, start + len)` of the middle axis of `x` (outer, dim, inner).
 fn slice_k<T: Elem + Default>(
     x: &[T],
@@ -290,18 +284,6 @@ fn embedding_bwd_k<T: Float>(dy: &[T], d: usize, ids: &[u32], vocab: usize) -> R
         g.chunks_mut(d).enumerate().for_each(row);
     }
     Ok(g)
-}
-
-/// Checks `axis < rank` inside the backend (front ends validate first; this keeps the kernels
-/// panic-free when called directly).
-fn check_axis(op: &'static str, x: &Tensor, axis: usize) -> Result<()> {
-    if axis >= x.rank() {
-        return Err(Error::invalid(
-            op,
-            format!("axis {axis} out of range for shape {:?}", x.shape()),
-        ));
-    }
-    Ok(())
 }
 
 impl LayoutOps for CpuBackend {

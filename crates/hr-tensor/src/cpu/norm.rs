@@ -70,6 +70,7 @@ mod last_axis {
 
     use super::super::{float_dispatch, out, PAR_THRESHOLD};
     use crate::backend::{NormGrads, NormStats};
+    use crate::checks::{last_axis_rows, per_row};
     use crate::{Elem, Error, Float, Result, Tensor};
 
     /// Row-block count of the parameter-gradient reduction (fixed, so results do not depend on
@@ -80,33 +81,6 @@ mod last_axis {
     type LnRow<'a, T> = ((&'a mut [T], &'a [T]), (&'a mut T, &'a mut T));
     /// One L2-normalisation backward row: `(((dx, y), dy), norm)`.
     type L2BwdRow<'a, T> = (((&'a mut [T], &'a [T]), &'a [T]), &'a T);
-
-    /// `(rows, d)` of `x` whose last axis must be `d > 0`; the statistics have the shape of `x`
-    /// without its last axis.
-    fn geometry(op: &'static str, x: &Tensor, d: usize) -> Result<(usize, Vec<usize>)> {
-        match x.shape().split_last() {
-            Some((&last, rest)) if last == d && d > 0 => Ok((x.numel() / d, rest.to_vec())),
-            _ => Err(Error::ShapeMismatch {
-                op,
-                lhs: x.shape().to_vec(),
-                rhs: vec![d],
-            }),
-        }
-    }
-
-    /// Checks that a per-row tensor has one element per row.
-    fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
-        if t.numel() != rows {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "expected {rows} per-row statistics, got shape {:?}",
-                    t.shape()
-                ),
-            ));
-        }
-        Ok(())
-    }
 
     /// Layer-norm forward of one row; returns `(mean, rstd)`.
     fn ln_row<T: Float>(xr: &[T], g: &[T], b: &[T], eps: f64, yr: &mut [T]) -> (T, T) {
@@ -135,7 +109,7 @@ mod last_axis {
         eps: f64,
     ) -> Result<(Tensor, NormStats)> {
         let d = gamma.numel();
-        let (rows, stat_shape) = geometry("layer_norm", x, d)?;
+        let (rows, stat_shape) = last_axis_rows("layer_norm", x, d)?;
         if beta.numel() != d {
             return Err(Error::ShapeMismatch {
                 op: "layer_norm",
@@ -222,7 +196,7 @@ mod last_axis {
         dy: &Tensor,
     ) -> Result<NormGrads> {
         let d = gamma.numel();
-        let (rows, _) = geometry("layer_norm_bwd", x, d)?;
+        let (rows, _) = last_axis_rows("layer_norm_bwd", x, d)?;
         if dy.shape() != x.shape() {
             return Err(Error::ShapeMismatch {
                 op: "layer_norm_bwd",
@@ -284,7 +258,7 @@ mod last_axis {
 
     pub(super) fn l2_normalize(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
         let d = x.shape().last().copied().unwrap_or(0);
-        let (rows, stat_shape) = geometry("l2_normalize", x, d)?;
+        let (rows, stat_shape) = last_axis_rows("l2_normalize", x, d)?;
         float_dispatch!("l2_normalize", x.dtype(), |T| {
             let xs = x.as_slice::<T>()?;
             let mut y = vec![T::c(0.0); xs.len()];
@@ -324,7 +298,7 @@ mod last_axis {
         eps: f64,
     ) -> Result<Tensor> {
         let d = y.shape().last().copied().unwrap_or(0);
-        let (rows, _) = geometry("l2_normalize_bwd", y, d)?;
+        let (rows, _) = last_axis_rows("l2_normalize_bwd", y, d)?;
         if dy.shape() != y.shape() {
             return Err(Error::ShapeMismatch {
                 op: "l2_normalize_bwd",

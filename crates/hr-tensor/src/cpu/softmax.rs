@@ -6,16 +6,8 @@ use rayon::prelude::*;
 
 use super::{float_dispatch, out, CpuBackend, PAR_THRESHOLD};
 use crate::backend::SoftmaxOps;
+use crate::checks::{check_targets, rows_cols};
 use crate::{Elem, Error, Float, Result, Tensor};
-
-/// `(rows, k)` of a tensor whose last axis is `k > 0` (rows = 0 for empty tensors).
-fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
-    let k = *x
-        .shape()
-        .last()
-        .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
-    Ok((x.numel().checked_div(k).unwrap_or(0), k))
-}
 
 /// Applies `f(row index, out row)` to every row of `y` (chunks of `k`), in parallel when large.
 fn for_rows<T: Float>(y: &mut [T], k: usize, f: impl Fn(usize, &mut [T]) + Sync) {
@@ -174,27 +166,4 @@ impl SoftmaxOps for CpuBackend {
             out(g, logp.shape())
         })
     }
-}
-
-/// One target per row, each `< k`; errors name the row and the value.
-fn check_targets(op: &'static str, rows: usize, k: usize, targets: &[u32]) -> Result<()> {
-    if rows == 0 {
-        return Err(Error::invalid(
-            op,
-            "no rows: the mean loss of zero rows is undefined",
-        ));
-    }
-    if targets.len() != rows {
-        return Err(Error::invalid(
-            op,
-            format!("{} targets for {rows} rows", targets.len()),
-        ));
-    }
-    if let Some((r, &t)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= k) {
-        return Err(Error::invalid(
-            op,
-            format!("target {t} at row {r} is out of range for {k} classes"),
-        ));
-    }
-    Ok(())
 }

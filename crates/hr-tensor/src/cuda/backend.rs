@@ -18,6 +18,9 @@ use crate::backend::{
     AdamStep, Binary, Conv2dSpec, ConvOps, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec,
     NormGrads, NormOps, NormStats, OptimOps, ReduceOps, SoftmaxOps, Unary,
 };
+use crate::checks::{
+    check_axis, check_targets, last_axis_rows, per_row, rows_cols, same_shape, split_at_axis,
+};
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -128,27 +131,6 @@ fn broadcast_strides(in_shape: &[usize], out_shape: &[usize]) -> Vec<i64> {
         .collect()
 }
 
-/// `(rows, k)` of a tensor's last axis (rows = 0 for empty tensors); errors for scalars.
-fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
-    let k = *x
-        .shape()
-        .last()
-        .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
-    Ok((x.numel().checked_div(k).unwrap_or(0), k))
-}
-
-/// Checks that `b` has `a`'s shape.
-fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.shape() != b.shape() {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: a.shape().to_vec(),
-            rhs: b.shape().to_vec(),
-        });
-    }
-    Ok(())
-}
-
 /// Size as the `long long` the kernels take.
 fn i64_of(n: usize) -> i64 {
     n as i64
@@ -199,23 +181,6 @@ fn scatter_into(
     let mut a = dev.stream.launch_builder(&f);
     a.arg(xs).arg(y).arg(&nn).arg(&b).arg(&s);
     launch(a, "scatter_strided_f32", cfg_elems(n))
-}
-
-/// `(outer, dim, inner)` of `shape` around `axis`.
-fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    let outer = shape[..axis].iter().product();
-    let inner = shape[axis + 1..].iter().product();
-    (outer, shape[axis], inner)
-}
-
-fn check_axis(op: &'static str, x: &Tensor, axis: usize) -> Result<()> {
-    if axis >= x.rank() {
-        return Err(Error::invalid(
-            op,
-            format!("axis {axis} out of range for shape {:?}", x.shape()),
-        ));
-    }
-    Ok(())
 }
 
 fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
@@ -678,31 +643,6 @@ impl LayoutOps for CudaBackend {
     }
 }
 
-/// `(rows, d)` of `x` whose last axis must be `d > 0`, and the per-row statistics shape.
-fn norm_geometry(op: &'static str, x: &Tensor, d: usize) -> Result<(usize, Vec<usize>)> {
-    match x.shape().split_last() {
-        Some((&last, rest)) if last == d && d > 0 => Ok((x.numel() / d, rest.to_vec())),
-        _ => Err(Error::ShapeMismatch {
-            op,
-            lhs: x.shape().to_vec(),
-            rhs: vec![d],
-        }),
-    }
-}
-
-fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
-    if t.numel() != rows {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "expected {rows} per-row statistics, got shape {:?}",
-                t.shape()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Row blocks of the parameter-gradient reduction of layer-norm backward.
 const LN_PARAM_CHUNKS: usize = 64;
 
@@ -716,7 +656,7 @@ impl NormOps for CudaBackend {
     ) -> Result<(Tensor, NormStats)> {
         const OP: &str = "layer_norm";
         let d = gamma.numel();
-        let (rows, stat_shape) = norm_geometry(OP, x, d)?;
+        let (rows, stat_shape) = last_axis_rows(OP, x, d)?;
         if beta.numel() != d {
             return Err(Error::ShapeMismatch {
                 op: OP,
@@ -760,7 +700,7 @@ impl NormOps for CudaBackend {
     ) -> Result<NormGrads> {
         const OP: &str = "layer_norm_bwd";
         let d = gamma.numel();
-        let (rows, _) = norm_geometry(OP, x, d)?;
+        let (rows, _) = last_axis_rows(OP, x, d)?;
         same_shape(OP, x, dy)?;
         per_row(OP, &stats.mean, rows)?;
         per_row(OP, &stats.rstd, rows)?;
@@ -869,7 +809,7 @@ impl NormOps for CudaBackend {
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
         const OP: &str = "l2_normalize";
         let d = x.shape().last().copied().unwrap_or(0);
-        let (rows, stat_shape) = norm_geometry(OP, x, d)?;
+        let (rows, stat_shape) = last_axis_rows(OP, x, d)?;
         let dev = device_of(OP, &[x])?;
         let (_, xs) = buf(OP, x)?;
         let mut y = alloc_f32(&dev, x.numel(), OP)?;
@@ -898,7 +838,7 @@ impl NormOps for CudaBackend {
     ) -> Result<Tensor> {
         const OP: &str = "l2_normalize_bwd";
         let d = y.shape().last().copied().unwrap_or(0);
-        let (rows, _) = norm_geometry(OP, y, d)?;
+        let (rows, _) = last_axis_rows(OP, y, d)?;
         same_shape(OP, y, dy)?;
         per_row(OP, norms, rows)?;
         let dev = device_of(OP, &[y, norms, dy])?;
@@ -919,29 +859,6 @@ impl NormOps for CudaBackend {
         }
         Ok(wrap(&dev, dx, y.shape()))
     }
-}
-
-/// One target per row, each `< k`; errors name the row and the value (as on the CPU).
-fn check_targets(op: &'static str, rows: usize, k: usize, targets: &[u32]) -> Result<()> {
-    if rows == 0 {
-        return Err(Error::invalid(
-            op,
-            "no rows: the mean loss of zero rows is undefined",
-        ));
-    }
-    if targets.len() != rows {
-        return Err(Error::invalid(
-            op,
-            format!("{} targets for {rows} rows", targets.len()),
-        ));
-    }
-    if let Some((r, &t)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= k) {
-        return Err(Error::invalid(
-            op,
-            format!("target {t} at row {r} is out of range for {k} classes"),
-        ));
-    }
-    Ok(())
 }
 
 /// Launches a row kernel `name(a, b, out, rows, k)` of the softmax family.

@@ -3,18 +3,8 @@
 
 use super::all_same;
 use crate::backend::backend_for;
+use crate::checks::check_axis;
 use crate::{Error, Result, Tensor};
-
-/// Checks that `axis` is an axis of `t`.
-fn check_axis(op: &'static str, t: &Tensor, axis: usize) -> Result<()> {
-    if axis >= t.rank() {
-        return Err(Error::invalid(
-            op,
-            format!("axis {axis} out of range for shape {:?}", t.shape()),
-        ));
-    }
-    Ok(())
-}
 
 /// Checks that `perm` is a permutation of `0..rank`.
 fn check_perm(op: &'static str, t: &Tensor, perm: &[usize]) -> Result<()> {

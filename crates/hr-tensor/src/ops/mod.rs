@@ -26,6 +26,7 @@ pub use reduce::*;
 pub use softmax::*;
 
 use crate::backend::{backend_for, Backend};
+pub(crate) use crate::checks::{expect_rank, expect_shape, rows_cols, same_shape};
 use crate::{Error, Result, Tensor};
 
 /// Checks that `a` and `b` share device and dtype; returns their backend.
@@ -56,49 +57,4 @@ pub(crate) fn all_same(op: &'static str, ts: &[&Tensor]) -> Result<&'static dyn 
         pair(op, first, t)?;
     }
     backend_for(op, first.device())
-}
-
-/// Checks that `a` and `b` have the same shape.
-pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.shape() != b.shape() {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: a.shape().to_vec(),
-            rhs: b.shape().to_vec(),
-        });
-    }
-    Ok(())
-}
-
-/// Checks that `t` has exactly `shape`.
-pub(crate) fn expect_shape(op: &'static str, t: &Tensor, shape: &[usize]) -> Result<()> {
-    if t.shape() != shape {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: t.shape().to_vec(),
-            rhs: shape.to_vec(),
-        });
-    }
-    Ok(())
-}
-
-/// Checks that `t` has `rank` dimensions.
-pub(crate) fn expect_rank(op: &'static str, t: &Tensor, rank: usize) -> Result<()> {
-    if t.rank() != rank {
-        return Err(Error::invalid(
-            op,
-            format!("expected a rank-{rank} tensor, got shape {:?}", t.shape()),
-        ));
-    }
-    Ok(())
-}
-
-/// Splits a shape into (rows, last axis); errors for scalars.
-pub(crate) fn rows_cols(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
-    let cols = *t
-        .shape()
-        .last()
-        .ok_or_else(|| Error::invalid(op, "expected at least one axis, got a scalar"))?;
-    let rows = t.numel().checked_div(cols).unwrap_or(0);
-    Ok((rows, cols))
 }
