@@ -1,0 +1,340 @@
+//! Forward + backward (+ Adam step) of the late-fusion `HybridRetriever` from raw waveforms on
+//! the CPU: one training step of the paper's recipe (10 s audio at 32 kHz, 32-token queries and
+//! 32-token metadata, random weights).
+//!
+//! `cargo bench -p hr-models --bench retriever` runs one configuration per process, so the
+//! reported peak RSS (VmHWM of /proc/self/status) belongs to that configuration alone.
+//! Environment variables:
+//! - `HR_BENCH_PRESET` (default `tiny`): `tiny`, `paper-base`, `paper-large`;
+//! - `HR_BENCH_BATCH` (default 32): examples per step;
+//! - `HR_BENCH_STEPS` (default 3): timed steps after one warm-up step;
+//! - `HR_BENCH_SECONDS` (default 10): audio length in seconds;
+//! - `HR_BENCH_BREAKDOWN` (default 0): 1 = time the parts of the step (mel, CNN, BERT, pooling,
+//!   loss, each backward) by running the step by hand, plus standalone BERT / pooling copies
+//!   of the same shapes to split the text and pooling costs (more memory: run it separately).
+//!
+//! Output: one Markdown table row per configuration (and the breakdown rows when asked).
+
+use std::time::Instant;
+
+use hr_models::bert::BertModel;
+use hr_models::mel::{MelConfig, MelFrontend};
+use hr_models::mobilenet::WINDOW_FRAMES;
+use hr_models::pooling::{frame_mask, AudioPooling};
+use hr_models::presets::preset;
+use hr_models::retriever::{HybridRetriever, RetrievalBatch, WaveformBatch};
+use hr_models::text::{TokenBatch, MAX_TOKENS};
+use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
+use hr_nn::{Mode, ParamStore};
+use hr_tensor::{Rng, Tensor};
+
+const SAMPLE_RATE: usize = 32_000;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={v:?} does not parse")),
+        Err(_) => default,
+    }
+}
+
+/// A `VmRSS` / `VmHWM` line of /proc/self/status in MiB.
+fn proc_status_mib(key: &str) -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system, all threads) of this process so far, from /proc/self/stat
+/// (clock ticks of 1/100 s). With other jobs on the machine, CPU time per step is less
+/// sensitive to the contention than wall time.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// `rows` texts of exactly [`MAX_TOKENS`] tokens: [CLS], random word pieces, [SEP].
+fn tokens(rows: usize, vocab: usize, rng: &mut Rng) -> TokenBatch {
+    // bert-base-uncased ids of [CLS] / [SEP] when the vocabulary is real-sized; 2 / 3 otherwise.
+    let (cls, sep) = if vocab > 1000 { (101, 102) } else { (2, 3) };
+    let seqs: Vec<Vec<u32>> = (0..rows)
+        .map(|_| {
+            let mut s = vec![cls];
+            s.extend((0..MAX_TOKENS - 2).map(|_| (5 + rng.below(vocab - 5)) as u32));
+            s.push(sep);
+            s
+        })
+        .collect();
+    TokenBatch::from_sequences(&seqs, 0)
+}
+
+fn batch(b: usize, seconds: usize, vocab: usize, rng: &mut Rng) -> WaveformBatch {
+    let n = seconds * SAMPLE_RATE;
+    WaveformBatch {
+        waveforms: Tensor::randn(&[b, n], 0.1, rng).expect("waveforms"),
+        valid_lengths: vec![n; b],
+        queries: tokens(b, vocab, rng),
+        metadata: tokens(b, vocab, rng),
+        metadata_present: vec![true; b],
+        clip_ids: (0..b as u64).collect(),
+    }
+}
+
+/// Adam over the paper's four groups (lr 2e-5, no weight decay).
+fn adam(ps: &ParamStore) -> Adam {
+    let g = |name: &str, prefixes: &[&str]| ParamGroup::by_prefix(ps, name, prefixes, 2e-5, 0.0);
+    let groups = vec![
+        g("audio_cnn", &["audio_cnn."]),
+        g("bert", &["text."]),
+        g("audio_head", &["audio_head."]),
+        g("text_proj", &["text_proj."]),
+    ];
+    Adam::new(ps, AdamConfig::default(), groups).expect("optimizer")
+}
+
+fn main() {
+    let name: String = env_or("HR_BENCH_PRESET", "tiny".to_string());
+    let b: usize = env_or("HR_BENCH_BATCH", 32);
+    let steps: usize = env_or("HR_BENCH_STEPS", 3).max(1);
+    let seconds: usize = env_or("HR_BENCH_SECONDS", 10);
+    let breakdown: bool = env_or("HR_BENCH_BREAKDOWN", 0u8) != 0;
+    let cfg = preset(&name).expect("preset");
+    let threads = rayon::current_num_threads();
+
+    let mut rng = Rng::new(7);
+    let mut ps = ParamStore::new();
+    let model = HybridRetriever::new(&mut ps, cfg.clone(), &mut rng).expect("model");
+    let params = ps.num_trainable();
+    let wb = batch(b, seconds, cfg.text.vocab_size, &mut rng);
+    let mut opt = adam(&ps);
+    let rss_model = proc_status_mib("VmRSS:");
+
+    eprintln!(
+        "# {name}: {params} trainable parameters (incl. the unused CNN classifier head), batch {b}, {seconds} s audio, \
+         {MAX_TOKENS}-token queries and metadata, {threads} rayon threads, \
+         1 warm-up + {steps} timed steps"
+    );
+    let (mut fwd, mut bwd, mut opt_t, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut cpu = vec![];
+    for step in 0..=steps {
+        let mode = Mode::Train {
+            seed: 1000 + step as u64,
+        };
+        let c0 = cpu_seconds();
+        let t0 = Instant::now();
+        ps.zero_grad().expect("zero_grad");
+        let (out, cache) = model
+            .forward_waveforms(&mut ps, &wb, mode)
+            .expect("forward");
+        let t1 = Instant::now();
+        model
+            .backward_waveforms(&mut ps, &cache, 1.0)
+            .expect("backward");
+        drop(cache);
+        let t2 = Instant::now();
+        opt.step(&mut ps).expect("adam");
+        let t3 = Instant::now();
+        let c1 = cpu_seconds();
+        let loss = out.loss.scalar_f64().expect("loss");
+        let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        eprintln!(
+            "#   step {step}{}: {:.3} s, CPU {:.2} s (zero_grad+forward {:.3}, backward {:.3}, \
+             adam {:.3}), loss {loss:.4}, VmHWM {:.0} MiB",
+            if step == 0 { " (warm-up)" } else { "" },
+            s(t0, t3),
+            c1 - c0,
+            s(t0, t1),
+            s(t1, t2),
+            s(t2, t3),
+            proc_status_mib("VmHWM:"),
+        );
+        if step > 0 {
+            fwd.push(s(t0, t1));
+            bwd.push(s(t1, t2));
+            opt_t.push(s(t2, t3));
+            total.push(s(t0, t3));
+            cpu.push(c1 - c0);
+        }
+    }
+    let hwm = proc_status_mib("VmHWM:");
+    let med = median(&total);
+    println!(
+        "| preset | batch | audio | threads | params (M) | step (s, median of {steps}) | forward (s) \
+         | backward (s) | Adam (s) | CPU s/step | items/s | peak RSS (MiB) | RSS after init (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {name} (Rust) | {b} | {seconds} s | {threads} | {:.2} | {med:.3} | {:.3} | {:.3} | {:.3} \
+         | {:.2} | {:.2} | {hwm:.0} | {rss_model:.0} |",
+        params as f64 / 1e6,
+        median(&fwd),
+        median(&bwd),
+        median(&opt_t),
+        median(&cpu),
+        b as f64 / med,
+    );
+
+    if breakdown {
+        run_breakdown(&model, &mut ps, &wb, steps);
+    }
+}
+
+/// The step by hand (same computation as forward_waveforms / backward_waveforms) with a timer
+/// around each part, then standalone BERT and pooling copies to split the text-side costs.
+fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatch, steps: usize) {
+    let cfg = model.config().clone();
+    let mel_fe = MelFrontend::new(MelConfig::default()).expect("mel");
+    let cnn = model.audio_cnn().expect("preset with an audio backbone");
+    let names = [
+        "mel",
+        "CNN fwd",
+        "BERT x2 + pooling + fusion + loss fwd",
+        "same, bwd",
+        "CNN bwd",
+    ];
+    let mut parts: Vec<Vec<f64>> = vec![vec![]; names.len()];
+    for step in 0..=steps {
+        let mode = Mode::Train {
+            seed: 2000 + step as u64,
+        };
+        ps.zero_grad().expect("zero_grad");
+        let mut t = vec![Instant::now()];
+        // encode_waveforms uses sub-modes 3 (mel) and 4 (CNN).
+        let mel = mel_fe.forward(&wb.waveforms, mode.sub(3)).expect("mel");
+        t.push(Instant::now());
+        let (frames, cnn_cache) = cnn
+            .forward_windows(ps, &mel, mode.sub(4), WINDOW_FRAMES)
+            .expect("cnn");
+        t.push(Instant::now());
+        let n = wb.waveforms.shape()[1];
+        let fr: Vec<f64> = wb
+            .valid_lengths
+            .iter()
+            .map(|&v| v as f64 / n as f64)
+            .collect();
+        let fb = RetrievalBatch {
+            frame_valid: frame_mask(&fr, frames.shape()[1]),
+            frames,
+            queries: wb.queries.clone(),
+            metadata: wb.metadata.clone(),
+            metadata_present: wb.metadata_present.clone(),
+            clip_ids: wb.clip_ids.clone(),
+        };
+        let (_, cache) = model.forward(ps, &fb, mode).expect("forward");
+        t.push(Instant::now());
+        let dframes = model.backward(ps, &cache, 1.0).expect("backward");
+        drop(cache);
+        t.push(Instant::now());
+        cnn.backward_windows(ps, &cnn_cache, &dframes)
+            .expect("cnn bwd");
+        t.push(Instant::now());
+        if step > 0 {
+            for (i, p) in parts.iter_mut().enumerate() {
+                p.push((t[i + 1] - t[i]).as_secs_f64());
+            }
+        }
+    }
+    let frames_shape = {
+        let mel = mel_fe.forward(&wb.waveforms, Mode::Eval).expect("mel");
+        let (f, _) = cnn
+            .forward_windows(ps, &mel, Mode::Eval, WINDOW_FRAMES)
+            .expect("cnn");
+        f.shape().to_vec()
+    };
+
+    // Standalone copies of the text encoder and the pooling transformer, same shapes.
+    let mut ps2 = ParamStore::new();
+    let mut rng = Rng::new(11);
+    let bert = BertModel::new(&mut ps2, "text", cfg.text, &mut rng).expect("bert");
+    let pool = AudioPooling::new(&mut ps2, "audio_head", cfg.pooling, &mut rng).expect("pooling");
+    let frames = Tensor::randn(&frames_shape, 1.0, &mut rng).expect("frames");
+    let valid = vec![1u8; frames_shape[0] * frames_shape[1]];
+    let (mut bf, mut bb, mut pf, mut pb) = (vec![], vec![], vec![], vec![]);
+    for step in 0..=steps {
+        let mode = Mode::Train {
+            seed: 3000 + step as u64,
+        };
+        ps2.zero_grad().expect("zero_grad");
+        let t0 = Instant::now();
+        let (q, qc) = bert.forward_cls(&ps2, &wb.queries, mode.sub(0)).expect("q");
+        let (m, mc) = bert
+            .forward_cls(&ps2, &wb.metadata, mode.sub(1))
+            .expect("m");
+        let t1 = Instant::now();
+        bert.backward_cls(&mut ps2, &qc, &q).expect("q bwd");
+        bert.backward_cls(&mut ps2, &mc, &m).expect("m bwd");
+        let t2 = Instant::now();
+        let (a, pc) = pool
+            .forward(&ps2, &frames, &valid, mode.sub(2))
+            .expect("pool");
+        let t3 = Instant::now();
+        pool.backward(&mut ps2, &pc, &a).expect("pool bwd");
+        let t4 = Instant::now();
+        if step > 0 {
+            bf.push((t1 - t0).as_secs_f64());
+            bb.push((t2 - t1).as_secs_f64());
+            pf.push((t3 - t2).as_secs_f64());
+            pb.push((t4 - t3).as_secs_f64());
+        }
+    }
+    println!();
+    println!(
+        "| part ({}, batch {}, frames {:?}) | seconds (median of {steps}) |",
+        cfg.name, frames_shape[0], frames_shape
+    );
+    println!("|---|---|");
+    for (n, p) in names.iter().zip(&parts) {
+        println!("| {n} | {:.3} |", median(p));
+    }
+    println!(
+        "| standalone BERT fwd (queries + metadata) | {:.3} |",
+        median(&bf)
+    );
+    println!(
+        "| standalone BERT bwd (queries + metadata) | {:.3} |",
+        median(&bb)
+    );
+    println!(
+        "| standalone pooling transformer fwd | {:.3} |",
+        median(&pf)
+    );
+    println!(
+        "| standalone pooling transformer bwd | {:.3} |",
+        median(&pb)
+    );
+    println!(
+        "| (derived: in-step minus standalone; noise-level) fusion + loss + projections fwd | {:.3} |",
+        median(&parts[2]) - median(&bf) - median(&pf)
+    );
+    println!(
+        "| (derived: in-step minus standalone; noise-level) fusion + loss + projections bwd | {:.3} |",
+        median(&parts[3]) - median(&bb) - median(&pb)
+    );
+    println!(
+        "| peak RSS incl. breakdown copies (MiB) | {:.0} |",
+        proc_status_mib("VmHWM:")
+    );
+}

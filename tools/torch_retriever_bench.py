@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""PyTorch reference of one training step of the late-fusion HybridRetriever on the CPU.
+
+The same architecture and shapes as `cargo bench -p hr-models --bench retriever`
+(crates/hr-models/benches/retriever.rs), written by us from the specs, random weights, f32:
+
+- EfficientAT mel frontend (spec-mobilenetv3-mn40.md section 1: preemphasis, STFT with a
+  symmetric Hann window of 800 centred in 1024, reflect padding, Kaldi mel bank rebuilt per call
+  for the jittered fmin / fmax, ln(x + 1e-5), SpecAugment, (x + 4.5) / 5);
+- static EfficientAT MobileNetV3 at the preset's width (section 2; the mlp classifier head is
+  built but unused, as in the Rust model), frames = features.16 averaged over frequency;
+- HF `BertModel` (no pooler) from a config of the preset's size, shared by queries and metadata,
+  dropout 0.2;
+- the audio pooling transformer (spec-retrieval.md section 1) and the text projection;
+- late fusion (item = audio embedding + metadata embedding), symmetric NT-Xent (tau 0.05),
+  Adam (lr 2e-5, betas 0.9 / 0.999, eps 1e-8).
+
+One step = zero_grad + forward + backward + Adam step; timed after one warm-up step. Peak memory
+is VmHWM of /proc/self/status (run one configuration per process). Default 2 threads.
+
+    python3 tools/torch_retriever_bench.py --preset tiny --batch 32 --steps 3
+    python3 tools/torch_retriever_bench.py --preset paper-base --batch 4 --steps 2 --breakdown
+"""
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_RATE = 32000
+MAX_TOKENS = 32
+
+
+def vm(key):
+    """A VmRSS / VmHWM line of /proc/self/status in MiB."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+# ---------------------------------------------------------------- mel frontend (EfficientAT)
+
+
+def kaldi_mel_bank(n_mels, n_fft, sr, fmin, fmax):
+    """torchaudio.compliance.kaldi.get_mel_banks (no VTLN) plus a zero Nyquist column."""
+    mel = lambda f: 1127.0 * torch.log1p(f / 700.0)
+    lo, hi = 1127.0 * math.log1p(fmin / 700.0), 1127.0 * math.log1p(fmax / 700.0)
+    delta = (hi - lo) / (n_mels + 1)
+    bins = mel(torch.arange(n_fft // 2, dtype=torch.float32) * (sr / n_fft)).unsqueeze(0)
+    m = torch.arange(n_mels, dtype=torch.float32).unsqueeze(1)
+    left, center, right = lo + m * delta, lo + (m + 1) * delta, lo + (m + 2) * delta
+    up = (bins - left) / (center - left)
+    down = (right - bins) / (right - center)
+    w = torch.clamp(torch.minimum(up, down), min=0.0)
+    return F.pad(w, (0, 1))  # (n_mels, n_fft / 2 + 1)
+
+
+class MelFrontend(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer(
+            "window", torch.hann_window(800, periodic=False), persistent=False
+        )
+        self.register_buffer(
+            "preemph", torch.tensor([[[-0.97, 1.0]]]), persistent=False
+        )
+
+    def forward(self, x):
+        x = F.conv1d(x.unsqueeze(1), self.preemph).squeeze(1)  # N - 1 samples
+        spec = torch.stft(
+            x, 1024, hop_length=320, win_length=800, window=self.window,
+            center=True, pad_mode="reflect", return_complex=True,
+        )
+        power = spec.real.square() + spec.imag.square()
+        if self.training:
+            fmin = float(torch.randint(0, 10, ()).item())
+            fmax = 15000.0 + 1000.0 - float(torch.randint(0, 2000, ()).item())
+        else:
+            fmin, fmax = 0.0, 15000.0
+        bank = kaldi_mel_bank(128, 1024, SAMPLE_RATE, fmin, fmax)
+        mel = torch.log(torch.matmul(bank, power) + 1e-5)
+        if self.training:  # one frequency and one time mask per example, fill 0
+            b, f, t = mel.shape
+            for axis, param, size in ((1, 48, f), (2, 192, t)):
+                u = torch.rand(b, 2)
+                width = torch.clamp((u[:, 0] * param).floor(), max=size)
+                start = (u[:, 1] * (size - width)).floor()
+                idx = torch.arange(size).unsqueeze(0)
+                keep = (idx < start[:, None]) | (idx >= (start + width)[:, None])
+                shape = (b, size, 1) if axis == 1 else (b, 1, size)
+                mel = mel * keep.view(shape)
+        return ((mel + 4.5) / 5.0).unsqueeze(1)  # (B, 1, 128, T)
+
+
+# ---------------------------------------------------------------- MobileNetV3 (static EfficientAT)
+
+BASE = [  # (in, k, exp, out, SE, HS, stride) at width 1.0
+    (16, 3, 16, 16, False, False, 1), (16, 3, 64, 24, False, False, 2),
+    (24, 3, 72, 24, False, False, 1), (24, 5, 72, 40, True, False, 2),
+    (40, 5, 120, 40, True, False, 1), (40, 5, 120, 40, True, False, 1),
+    (40, 3, 240, 80, False, True, 2), (80, 3, 200, 80, False, True, 1),
+    (80, 3, 184, 80, False, True, 1), (80, 3, 184, 80, False, True, 1),
+    (80, 3, 480, 112, True, True, 1), (112, 3, 672, 112, True, True, 1),
+    (112, 5, 672, 160, True, True, 2), (160, 5, 960, 160, True, True, 1),
+    (160, 5, 960, 160, True, True, 1),
+]
+
+
+def make_divisible(v, d=8):
+    new_v = max(d, int(v + d / 2) // d * d)
+    return new_v + d if new_v < 0.9 * v else new_v
+
+
+def conv_bn(cin, cout, k, stride=1, groups=1, act=None):
+    layers = [
+        nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01),
+    ]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class SE(nn.Module):
+    def __init__(self, c, s):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(c, s), nn.Linear(s, c)
+
+    def forward(self, x):
+        g = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        return x * g[:, :, None, None]
+
+
+class Block(nn.Module):
+    def __init__(self, cin, k, exp, out, se, act, stride):
+        super().__init__()
+        layers = []
+        if exp != cin:
+            layers.append(conv_bn(cin, exp, 1, act=act))
+        layers.append(conv_bn(exp, exp, k, stride, groups=exp, act=act))
+        if se:
+            layers.append(SE(exp, make_divisible(exp // 4, 8)))
+        layers.append(conv_bn(exp, out, 1))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == out
+
+    def forward(self, x):
+        y = self.block(x)
+        return y + x if self.residual else y
+
+
+class MobileNetV3(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        adj = lambda c: make_divisible(c * width, 8)
+        stem = adj(16)
+        feats = [conv_bn(1, stem, 3, 2, act=nn.Hardswish)]
+        for (i, k, e, o, se, hs, s) in BASE:
+            feats.append(
+                Block(adj(i), k, adj(e), adj(o), se, nn.Hardswish if hs else nn.ReLU, s)
+            )
+        self.last_conv = 6 * adj(160)
+        feats.append(conv_bn(adj(160), self.last_conv, 1, act=nn.Hardswish))
+        self.features = nn.Sequential(*feats)
+        # Built like EfficientAT, unused by the retriever (no gradient, so Adam skips it).
+        self.classifier = nn.Sequential(
+            nn.Identity(), nn.Identity(), nn.Linear(self.last_conv, adj(1280)),
+            nn.Hardswish(), nn.Dropout(0.2), nn.Linear(adj(1280), 527),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def frames(self, mel, window=1000):
+        """(B, 1, F, T) -> (B, n T', C) over non-overlapping windows of `window` frames."""
+        b, _, f, t = mel.shape
+        n, length = (1, t) if t <= window else (t // window, window)
+        x = mel[..., : n * length].reshape(b, 1, f, n, length)
+        x = x.permute(0, 3, 1, 2, 4).reshape(b * n, 1, f, length)
+        y = self.features(x).mean(2).transpose(1, 2)  # (b n, T', C)
+        return y.reshape(b, n * y.shape[1], y.shape[2])
+
+
+# ---------------------------------------------------------------- pooling transformer
+
+
+def sinusoidal_pe(max_len, d):
+    pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+    div = torch.pow(10000.0, -torch.arange(0, d, 2, dtype=torch.float64) / d)
+    pe = torch.zeros(max_len, d, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+    return pe.float()
+
+
+class AudioPooling(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d = c["dim"]
+        self.proj = nn.Linear(c["in_dim"], d)
+        self.global_bias = nn.Parameter(torch.randn(1, 1, d) * 0.04)
+        self.pe_scale = nn.Parameter(torch.ones(1))
+        self.register_buffer("pe", sinusoidal_pe(c.get("max_len", 192), d))
+        self.drop = nn.Dropout(c.get("dropout", 0.1))
+        layer = nn.TransformerEncoderLayer(
+            d, c["heads"], c["ffn"], c.get("dropout", 0.1), activation="gelu",
+            batch_first=True, norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, c["layers"], enable_nested_tensor=False)
+        self.out = nn.Linear(d, c["out_dim"])
+
+    def forward(self, x, valid):
+        """x (B, T, C), valid (B, T) bool -> (B, out)."""
+        h = self.proj(x)
+        g = self.global_bias + h.mean(1, keepdim=True)
+        h = self.drop(h + self.pe_scale * self.pe[: h.shape[1]])
+        seq = torch.cat([g, h], 1)
+        pad = torch.cat([torch.zeros_like(valid[:, :1]), ~valid], 1)
+        y = self.layers(seq, src_key_padding_mask=pad)
+        return self.out(y[:, 0])
+
+
+# ---------------------------------------------------------------- the retriever
+
+
+class HybridRetriever(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        t = cfg["text"]
+        bert_cfg = BertConfig(
+            vocab_size=t["vocab_size"], hidden_size=t["hidden_size"],
+            num_hidden_layers=t["num_hidden_layers"],
+            num_attention_heads=t["num_attention_heads"],
+            intermediate_size=t["intermediate_size"],
+            max_position_embeddings=t["max_position_embeddings"],
+            type_vocab_size=t["type_vocab_size"], layer_norm_eps=t["layer_norm_eps"],
+            hidden_dropout_prob=t["hidden_dropout_prob"],
+            attention_probs_dropout_prob=t["attention_probs_dropout_prob"],
+        )
+        self.text = BertModel(bert_cfg, add_pooling_layer=False)
+        self.text_proj = nn.Linear(t["hidden_size"], cfg["pooling"]["out_dim"])
+        width = int(cfg["audio"]["backbone"][2:4]) / 10.0
+        self.mel = MelFrontend()
+        self.audio_cnn = MobileNetV3(width)
+        self.audio_head = AudioPooling(cfg["pooling"])
+        self.tau = cfg.get("tau", 0.05)
+
+    def encode_text(self, ids, mask):
+        h = self.text(input_ids=ids, attention_mask=mask).last_hidden_state
+        return self.text_proj(h[:, 0])
+
+    def loss(self, items, queries, clip_ids):
+        c = F.normalize(items, dim=1) @ F.normalize(queries, dim=1).T / self.tau
+        pos = (clip_ids[:, None] == clip_ids[None, :]).float()
+        la = (F.log_softmax(c, dim=0) * pos).sum() / pos.sum()
+        lt = (F.log_softmax(c, dim=1) * pos).sum() / pos.sum()
+        return -0.5 * (la + lt)
+
+    def forward(self, batch, times=None):
+        def mark(name, t0):
+            if times is not None:
+                times.setdefault(name, []).append(time.perf_counter() - t0)
+            return time.perf_counter()
+
+        t = time.perf_counter()
+        mel = self.mel(batch["wav"])
+        t = mark("mel", t)
+        frames = self.audio_cnn.frames(mel)
+        t = mark("CNN fwd", t)
+        n = batch["wav"].shape[1]
+        tf = frames.shape[1]
+        nvalid = torch.ceil(batch["valid_len"].double() / n * tf).long()
+        valid = torch.arange(tf)[None, :] < nvalid[:, None]
+        a = self.audio_head(frames, valid)
+        t = mark("pooling fwd", t)
+        q = self.encode_text(batch["q_ids"], batch["q_mask"])
+        m = self.encode_text(batch["m_ids"], batch["m_mask"])
+        t = mark("BERT fwd (queries + metadata)", t)
+        items = a + m * batch["present"][:, None]
+        loss = self.loss(items, q, batch["clip_ids"])
+        mark("fusion + loss fwd", t)
+        return loss
+
+
+def make_batch(b, seconds, vocab, gen):
+    n = seconds * SAMPLE_RATE
+    cls, sep = (101, 102) if vocab > 1000 else (2, 3)
+
+    def toks():
+        ids = torch.randint(5, vocab, (b, MAX_TOKENS), generator=gen)
+        ids[:, 0], ids[:, -1] = cls, sep
+        return ids, torch.ones(b, MAX_TOKENS, dtype=torch.long)
+
+    q_ids, q_mask = toks()
+    m_ids, m_mask = toks()
+    return {
+        "wav": torch.randn(b, n, generator=gen) * 0.1,
+        "valid_len": torch.full((b,), n),
+        "q_ids": q_ids, "q_mask": q_mask, "m_ids": m_ids, "m_mask": m_mask,
+        "present": torch.ones(b),
+        "clip_ids": torch.arange(b),
+    }
+
+
+def breakdown(model, batch, steps):
+    """Standalone forward / backward of each part (upstream gradient = random / ones)."""
+    parts = {}
+
+    def rec(name, t0):
+        parts.setdefault(name, []).append(time.perf_counter() - t0)
+        return time.perf_counter()
+
+    for step in range(steps + 1):
+        model.zero_grad(set_to_none=True)
+        t = time.perf_counter()
+        mel = model.mel(batch["wav"])
+        t = rec("mel", t)
+        frames = model.audio_cnn.frames(mel)
+        t = rec("CNN fwd", t)
+        frames.backward(torch.randn_like(frames))
+        t = rec("CNN bwd", t)
+        x = frames.detach().requires_grad_(False)
+        valid = torch.ones(x.shape[:2], dtype=torch.bool)
+        t = time.perf_counter()
+        a = model.audio_head(x, valid)
+        t = rec("pooling fwd", t)
+        a.backward(torch.randn_like(a))
+        t = rec("pooling bwd", t)
+        q = model.text(input_ids=batch["q_ids"], attention_mask=batch["q_mask"]).last_hidden_state[:, 0]
+        m = model.text(input_ids=batch["m_ids"], attention_mask=batch["m_mask"]).last_hidden_state[:, 0]
+        t = rec("BERT fwd (queries + metadata)", t)
+        (q.sum() + m.sum()).backward()
+        rec("BERT bwd (queries + metadata)", t)
+        if step == 0:
+            parts = {}
+    return {k: statistics.median(v) for k, v in parts.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--breakdown", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = tomllib.loads((ROOT / "configs/models" / f"{args.preset}.toml").read_text())
+    model = HybridRetriever(cfg).train()
+    # Every trainable scalar, the unused CNN classifier head included (as the Rust bench counts).
+    trainable = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=2e-5, betas=(0.9, 0.999), eps=1e-8)
+    gen = torch.Generator().manual_seed(7)
+    batch = make_batch(args.batch, args.seconds, cfg["text"]["vocab_size"], gen)
+    rss_init = vm("VmRSS:")
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {args.preset}: "
+        f"{trainable} trainable parameters (incl. the unused CNN classifier head), "
+        f"batch {args.batch}, {args.seconds} s audio, {MAX_TOKENS}-token queries and metadata",
+        file=sys.stderr,
+    )
+    fwd, bwd, adam, total, cpu, times = [], [], [], [], [], {}
+    for step in range(args.steps + 1):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = model(batch, times if step > 0 else None)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        c1 = time.process_time()
+        print(
+            f"#   step {step}{' (warm-up)' if step == 0 else ''}: {t3 - t0:.3f} s, CPU {c1 - c0:.2f} s "
+            f"(forward {t1 - t0:.3f}, backward {t2 - t1:.3f}, adam {t3 - t2:.3f}), "
+            f"loss {loss.item():.4f}, VmHWM {vm('VmHWM:'):.0f} MiB",
+            file=sys.stderr,
+        )
+        if step > 0:
+            fwd.append(t1 - t0), bwd.append(t2 - t1), adam.append(t3 - t2), total.append(t3 - t0)
+            cpu.append(c1 - c0)
+    med = statistics.median(total)
+    hwm = vm("VmHWM:")
+    print(
+        f"| preset | batch | audio | threads | params (M) | step (s, median of {args.steps}) "
+        "| forward (s) | backward (s) | Adam (s) | CPU s/step | items/s | peak RSS (MiB) "
+        "| RSS after init (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.preset} (PyTorch {torch.__version__}) | {args.batch} | {args.seconds} s "
+        f"| {torch.get_num_threads()} | {trainable / 1e6:.2f} | {med:.3f} "
+        f"| {statistics.median(fwd):.3f} | {statistics.median(bwd):.3f} "
+        f"| {statistics.median(adam):.3f} | {statistics.median(cpu):.2f} | {args.batch / med:.2f} "
+        f"| {hwm:.0f} | {rss_init:.0f} |"
+    )
+    print()
+    print(f"| forward part ({args.preset}, batch {args.batch}) | seconds (median) |")
+    print("|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {statistics.median(v):.3f} |")
+    if args.breakdown:
+        print()
+        print(f"| standalone part ({args.preset}, batch {args.batch}) | seconds (median) |")
+        print("|---|---|")
+        for k, v in breakdown(model, batch, args.steps).items():
+            print(f"| {k} | {v:.3f} |")
+        print(f"| peak RSS incl. breakdown (MiB) | {vm('VmHWM:'):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
