@@ -106,7 +106,7 @@ fn main() {
     );
 
     let nf = n / 2;
-    // FLAC input: a folder of c0000.flac.. made by a real encoder (see docs/PERF-data.md).
+    // FLAC input: a folder of c0000.flac.. made by a real encoder (see docs/PERF.md section 3).
     let flac_dir = std::env::var("HR_BENCH_FLAC_DIR")
         .ok()
         .map(std::path::PathBuf::from);
