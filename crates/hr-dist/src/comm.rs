@@ -1,0 +1,77 @@
+//! The [`Communicator`] trait and the single-process [`LocalComm`].
+
+use crate::error::{DistError, Result};
+
+/// Collective operations over all ranks of a job. Every rank must call the same collectives in
+/// the same order with matching buffer lengths; results are bit-identical on every rank.
+///
+/// Every call is bounded by the communicator's timeout: if a peer dies or stops responding the
+/// call returns [`DistError::PeerLost`] or [`DistError::Unresponsive`] naming the rank(s), and the
+/// communicator is unusable afterwards (every later call returns an error too).
+pub trait Communicator: Send {
+    /// This process's rank, `0..world()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world(&self) -> usize;
+    /// Element-wise sum over all ranks, in place.
+    fn all_reduce_sum(&mut self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise mean over all ranks, in place (sum, then divide by the world size).
+    fn all_reduce_mean(&mut self, buf: &mut [f32]) -> Result<()> {
+        self.all_reduce_sum(buf)?;
+        let w = self.world() as f32;
+        buf.iter_mut().for_each(|x| *x /= w);
+        Ok(())
+    }
+    /// Concatenation of every rank's `data`, in rank order (lengths may differ between ranks).
+    fn all_gather(&mut self, data: &[f32]) -> Result<Vec<f32>>;
+    /// Copies `root`'s `buf` into every rank's `buf` (all lengths must match).
+    fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()>;
+    /// Returns once every rank has entered the barrier.
+    fn barrier(&mut self) -> Result<()>;
+}
+
+/// The communicator of a one-process world: every collective is the identity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalComm;
+
+impl Communicator for LocalComm {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&mut self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_mean(&mut self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather(&mut self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+    fn broadcast(&mut self, _buf: &mut [f32], root: usize) -> Result<()> {
+        check_root(root, 1)
+    }
+    fn barrier(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// True on every rank if `flag` is true on any rank (e.g. to agree on a preemption checkpoint
+/// at the next step boundary after SIGTERM reached some of the ranks).
+pub fn any_rank(comm: &mut dyn Communicator, flag: bool) -> Result<bool> {
+    let mut v = [if flag { 1.0 } else { 0.0 }];
+    comm.all_reduce_sum(&mut v)?;
+    Ok(v[0] > 0.0)
+}
+
+/// Checks that `root` is a rank of a world of `world` ranks.
+pub(crate) fn check_root(root: usize, world: usize) -> Result<()> {
+    if root >= world {
+        return Err(DistError::Invalid(format!(
+            "broadcast root {root} is not a rank of a world of {world}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Local launcher: spawns `nproc` ranks of a program on this machine and supervises them.
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use crate::auth::{Token, TOKEN_ENV};
+use crate::error::{DistError, Result};
+
+/// Supervision settings of [`launch_local_with`].
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// How long the surviving ranks may take to exit by themselves after one rank failed
+    /// (they normally notice the loss and exit within the communicator timeout) before they
+    /// are killed (default 10 s).
+    pub grace: Duration,
+    /// How often the children are polled (default 50 ms).
+    pub poll: Duration,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            grace: Duration::from_secs(10),
+            poll: Duration::from_millis(50),
+        }
+    }
+}
+
+/// [`launch_local_with`] with default options.
+pub fn launch_local<S: AsRef<OsStr>>(
+    nproc: usize,
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    env: &[(String, String)],
+) -> Result<ExitStatus> {
+    launch_local_with(nproc, program, args, env, &LaunchOptions::default())
+}
+
+/// Spawns `nproc` children of `program args` with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` (a free port), `HR_DIST_TOKEN` (random) plus `env`,
+/// and waits for them. Returns rank 0's status if all succeed; if one exits non-zero or is
+/// killed, the others get `opts.grace` to exit, are then killed, and the error names the first
+/// failed rank and its status.
+pub fn launch_local_with<S: AsRef<OsStr>>(
+    nproc: usize,
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    env: &[(String, String)],
+    opts: &LaunchOptions,
+) -> Result<ExitStatus> {
+    if nproc == 0 {
+        return Err(DistError::Invalid("launch_local needs nproc >= 1".into()));
+    }
+    let port = free_port()?;
+    let token = Token::generate()?;
+    let mut children = Vec::with_capacity(nproc);
+    for rank in 0..nproc {
+        let mut cmd = Command::new(program.as_ref());
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", nproc.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env(TOKEN_ENV, token.expose());
+        match cmd.spawn() {
+            Ok(c) => children.push(Some(c)),
+            Err(e) => {
+                kill_all(&mut children);
+                let prog = program.as_ref().to_string_lossy();
+                return Err(DistError::io(format!("spawning rank {rank} ({prog})"), e));
+            }
+        }
+    }
+    supervise(&mut children, opts)
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| DistError::io("finding a free port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| DistError::io("finding a free port", e))
+}
+
+fn supervise(children: &mut [Option<Child>], opts: &LaunchOptions) -> Result<ExitStatus> {
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut failed: Option<(usize, ExitStatus, Instant)> = None;
+    loop {
+        for (rank, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            let Ok(Some(st)) = child.try_wait() else {
+                continue;
+            };
+            statuses[rank] = Some(st);
+            *slot = None;
+            if !st.success() && failed.is_none() {
+                failed = Some((rank, st, Instant::now()));
+            }
+        }
+        if children.iter().all(Option::is_none) {
+            break;
+        }
+        if let Some((_, _, at)) = failed {
+            if at.elapsed() >= opts.grace {
+                kill_all(children);
+                break;
+            }
+        }
+        std::thread::sleep(opts.poll);
+    }
+    match (failed, statuses.first().copied().flatten()) {
+        (Some((rank, status, _)), _) => Err(DistError::RankFailed { rank, status }),
+        (None, Some(st)) => Ok(st),
+        (None, None) => Err(DistError::Invalid("rank 0 status unknown".into())),
+    }
+}
+
+fn kill_all(children: &mut [Option<Child>]) {
+    for c in children.iter_mut().flatten() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    children.iter_mut().for_each(|c| *c = None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, nproc: usize, grace: Duration) -> Result<ExitStatus> {
+        let opts = LaunchOptions {
+            grace,
+            poll: Duration::from_millis(20),
+        };
+        launch_local_with(nproc, "sh", &["-c", script], &[], &opts)
+    }
+
+    #[test]
+    fn all_ranks_succeed_and_see_their_environment() {
+        let script = r#"test "$WORLD_SIZE" = 3 && test "$LOCAL_RANK" = "$RANK" && test "$MASTER_ADDR" = 127.0.0.1 && test -n "$MASTER_PORT" && test ${#HR_DIST_TOKEN} -eq 64 && test "$EXTRA" = yes"#;
+        let opts = LaunchOptions::default();
+        let env = [("EXTRA".to_string(), "yes".to_string())];
+        let st = launch_local_with(3, "sh", &["-c", script], &env, &opts).unwrap();
+        assert!(st.success());
+    }
+
+    #[test]
+    fn failing_rank_is_named_and_others_are_killed() {
+        let t0 = Instant::now();
+        let script = r#"if [ "$RANK" = 1 ]; then exit 3; fi; sleep 30"#;
+        let err = sh(script, 3, Duration::from_millis(300)).unwrap_err();
+        match &err {
+            DistError::RankFailed { rank, status } => {
+                assert_eq!((*rank, status.code()), (1, Some(3)), "{err}");
+            }
+            e => panic!("unexpected {e}"),
+        }
+        assert!(err.to_string().contains("rank 1"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn killed_rank_is_reported_with_its_signal() {
+        let script = r#"if [ "$RANK" = 0 ]; then kill -9 $$; fi; sleep 30"#;
+        let err = sh(script, 2, Duration::from_millis(200)).unwrap_err();
+        assert!(
+            matches!(&err, DistError::RankFailed { rank: 0, status } if status.code().is_none()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("signal"), "{err}");
+    }
+
+    #[test]
+    fn spawn_failure_is_an_error() {
+        let err = launch_local(2, "/nonexistent/hr-dist-test", &["x"], &[]).unwrap_err();
+        assert!(err.to_string().contains("spawning rank 0"), "{err}");
+    }
+}

@@ -1,0 +1,652 @@
+//! CPU TCP-ring backend: ring reduce-scatter + all-gather over persistent authenticated TCP links.
+//!
+//! Each rank keeps one link to its right neighbour (`rank + 1`, sending) and one from its left
+//! neighbour (`rank - 1`, receiving); addresses are exchanged through the store. All-reduce splits
+//! the buffer into `world` chunks; chunk `c` is summed in a fixed order around the ring (always
+//! `received_partial + local`) by exactly one rank and then copied to the others, so every rank
+//! gets bit-identical results, run after run.
+//!
+//! Failure handling: every message must arrive within the timeout. A rank that sees a link close
+//! or a peer abort records `"lost rank N"` in the store (first writer wins), forwards an abort
+//! frame to its right neighbour and closes its links, so the failure propagates around the ring
+//! within seconds. A rank that times out marks itself alive in the store, waits a short grace,
+//! and names the ranks that did not mark themselves alive as unresponsive.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::auth::{client_handshake, random_bytes, server_handshake, Hello, Token};
+use crate::comm::{check_root, Communicator};
+use crate::error::{DistError, Result};
+use crate::store::{StoreClient, StoreServer};
+use crate::wire::{read_exact_by, read_u32, write_all_by};
+
+pub(crate) const ROLE_RING: u8 = 2;
+const KIND_DATA: u8 = 1;
+const KIND_ABORT: u8 = 2;
+const HDR: usize = 18;
+const OP_ALL_REDUCE: u8 = 1;
+const OP_ALL_GATHER: u8 = 2;
+const OP_BROADCAST: u8 = 3;
+const OP_BARRIER: u8 = 4;
+const BROADCAST_PIECE: usize = 1 << 18;
+const FAILED_KEY: &str = "hr-dist/failed";
+
+fn op_name(op: u8) -> &'static str {
+    match op {
+        OP_ALL_REDUCE => "all_reduce",
+        OP_ALL_GATHER => "all_gather",
+        OP_BROADCAST => "broadcast",
+        OP_BARRIER => "barrier",
+        _ => "unknown",
+    }
+}
+
+/// How one link-level exchange failed, before attribution.
+#[derive(Debug)]
+enum Fail {
+    Closed { peer: usize, detail: String },
+    Timeout { peer: usize },
+    Abort { lost: usize, reason: String },
+    Protocol(String),
+}
+
+fn io_fail(peer: usize, e: io::Error) -> Fail {
+    match e.kind() {
+        io::ErrorKind::TimedOut => Fail::Timeout { peer },
+        _ => Fail::Closed {
+            peer,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// The CPU TCP-ring communicator. Rank 0's instance also hosts the rendezvous store.
+pub struct RingComm {
+    rank: usize,
+    world: usize,
+    right: TcpStream,
+    left: TcpStream,
+    store: StoreClient,
+    _server: Option<StoreServer>,
+    timeout: Duration,
+    seq: u64,
+    poisoned: Option<String>,
+    right_clean: bool,
+}
+
+impl Drop for RingComm {
+    /// After a failure, rank 0 keeps the store up a little longer (twice the diagnosis grace) so
+    /// the other ranks can still read which rank was lost before the store goes away.
+    fn drop(&mut self) {
+        if self.poisoned.is_some() && self._server.is_some() {
+            std::thread::sleep(2 * self.diag_timeout());
+        }
+    }
+}
+
+impl std::fmt::Debug for RingComm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingComm")
+            .field("rank", &self.rank)
+            .field("world", &self.world)
+            .finish()
+    }
+}
+
+/// Parameters of [`RingComm::connect`].
+pub struct RingSetup<'a> {
+    /// This rank.
+    pub rank: usize,
+    /// Number of ranks (at least 2).
+    pub world: usize,
+    /// The job token, to authenticate ring links.
+    pub token: &'a Token,
+    /// Deadline of each message once connected.
+    pub timeout: Duration,
+    /// Deadline for all ranks to show up and connect.
+    pub rendezvous_timeout: Duration,
+}
+
+impl RingComm {
+    /// Joins the ring: claims the rank in the store, publishes a listener on the interface that
+    /// routes to the store, connects to the right neighbour and accepts the left one.
+    /// `server` is the store server when this is rank 0 (kept alive as long as the communicator).
+    pub fn connect(
+        setup: RingSetup<'_>,
+        store: StoreClient,
+        server: Option<StoreServer>,
+    ) -> Result<RingComm> {
+        let RingSetup { rank, world, .. } = setup;
+        if world < 2 || rank >= world {
+            return Err(DistError::Invalid(format!(
+                "ring needs rank < world >= 2, got {rank}/{world}"
+            )));
+        }
+        claim_rank(&store, rank)?;
+        let listener = TcpListener::bind((store.local_ip(), 0))
+            .map_err(|e| DistError::io("binding the ring listener", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| DistError::io("ring listener address", e))?;
+        store.set(&format!("hr-dist/ring/{rank}"), addr.to_string().as_bytes())?;
+        let right_rank = (rank + 1) % world;
+        let right_addr = wait_addr(&store, right_rank, setup.rendezvous_timeout)?;
+        let deadline = Instant::now() + setup.rendezvous_timeout;
+        let (left, right) = std::thread::scope(|sc| {
+            let acc = sc.spawn(|| accept_left(&listener, &setup, deadline));
+            let right = connect_right(right_addr, &setup, deadline);
+            let left = acc
+                .join()
+                .unwrap_or_else(|_| Err(DistError::Protocol("ring accept thread panicked".into())));
+            (left, right)
+        });
+        let (left, right) = (left?, right?);
+        Ok(RingComm {
+            rank,
+            world,
+            right,
+            left,
+            store,
+            _server: server,
+            timeout: setup.timeout,
+            seq: 0,
+            poisoned: None,
+            right_clean: true,
+        })
+    }
+
+    /// The store client (e.g. to exchange small values between ranks).
+    pub fn store(&self) -> &StoreClient {
+        &self.store
+    }
+
+    fn left_rank(&self) -> usize {
+        (self.rank + self.world - 1) % self.world
+    }
+
+    fn right_rank(&self) -> usize {
+        (self.rank + 1) % self.world
+    }
+
+    /// Runs one collective: refuses if poisoned, attributes and records failures.
+    fn run<T>(
+        &mut self,
+        op: u8,
+        f: impl FnOnce(&mut Self) -> std::result::Result<T, Fail>,
+    ) -> Result<T> {
+        if let Some(msg) = &self.poisoned {
+            return Err(DistError::Protocol(format!(
+                "{}: communicator unusable after an earlier failure: {msg}",
+                op_name(op)
+            )));
+        }
+        self.seq += 1;
+        match f(self) {
+            Ok(v) => Ok(v),
+            Err(fail) => Err(self.fail(op, fail)),
+        }
+    }
+
+    /// Sends `send` to the right neighbour while receiving one message from the left one.
+    fn exchange(
+        &mut self,
+        op: u8,
+        send: &[f32],
+        expect: Option<usize>,
+    ) -> std::result::Result<Vec<f32>, Fail> {
+        let (seq, timeout) = (self.seq, self.timeout);
+        let (lr, rr) = (self.left_rank(), self.right_rank());
+        let send_failed = AtomicBool::new(false);
+        let (left, right) = (&mut self.left, &mut self.right);
+        let left_ctl = left.try_clone().map_err(|e| io_fail(lr, e))?;
+        let (got, sent) = std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                let r = send_msg(right, op, seq, send, Instant::now() + timeout, rr);
+                if r.is_err() {
+                    send_failed.store(true, Ordering::SeqCst);
+                    let _ = left_ctl.shutdown(Shutdown::Read);
+                }
+                r
+            });
+            // On a receive failure the sender is left to finish (bounded by its own deadline):
+            // cutting the right link before the failure is recorded would mislead the neighbour.
+            let got = recv_msg(left, op, seq, expect, Instant::now() + timeout, lr);
+            let sent = h
+                .join()
+                .unwrap_or_else(|_| Err(Fail::Protocol("ring sender thread panicked".into())));
+            (got, sent)
+        });
+        self.right_clean = sent.is_ok();
+        match (got, sent) {
+            (_, Err(e))
+                if send_failed.load(Ordering::SeqCst) && !matches!(e, Fail::Timeout { .. }) =>
+            {
+                Err(e)
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(v), Ok(())) => Ok(v),
+        }
+    }
+
+    fn ring_all_reduce(&mut self, op: u8, buf: &mut [f32]) -> std::result::Result<(), Fail> {
+        let (w, r, n) = (self.world, self.rank, buf.len());
+        let b = |i: usize| (i * n / w, (i + 1) * n / w);
+        for s in 0..w - 1 {
+            let (si, ri) = ((r + w - s) % w, (r + 2 * w - s - 1) % w);
+            let ((s0, s1), (r0, r1)) = (b(si), b(ri));
+            let got = self.exchange(op, &buf[s0..s1], Some(r1 - r0))?;
+            for (x, g) in buf[r0..r1].iter_mut().zip(got) {
+                *x += g; // IEEE addition is commutative: same bits as g + x
+            }
+        }
+        for s in 0..w - 1 {
+            let (si, ri) = ((r + 1 + w - s) % w, (r + w - s) % w);
+            let ((s0, s1), (r0, r1)) = (b(si), b(ri));
+            let got = self.exchange(op, &buf[s0..s1], Some(r1 - r0))?;
+            buf[r0..r1].copy_from_slice(&got);
+        }
+        Ok(())
+    }
+
+    fn ring_all_gather(&mut self, data: &[f32]) -> std::result::Result<Vec<f32>, Fail> {
+        let (w, r) = (self.world, self.rank);
+        let mut blocks: Vec<Vec<f32>> = vec![Vec::new(); w];
+        blocks[r] = data.to_vec();
+        for s in 0..w - 1 {
+            let (si, ri) = ((r + w - s) % w, (r + 2 * w - s - 1) % w);
+            let send = std::mem::take(&mut blocks[si]);
+            let got = self.exchange(OP_ALL_GATHER, &send, None);
+            blocks[si] = send;
+            blocks[ri] = got?;
+        }
+        Ok(blocks.concat())
+    }
+
+    fn ring_broadcast(&mut self, buf: &mut [f32], root: usize) -> std::result::Result<(), Fail> {
+        let (seq, timeout, lr, rr) = (self.seq, self.timeout, self.left_rank(), self.right_rank());
+        let n = buf.len();
+        let mut start = 0;
+        loop {
+            let end = (start + BROADCAST_PIECE).min(n);
+            let piece = &mut buf[start..end];
+            if self.rank != root {
+                let got = recv_msg(
+                    &mut self.left,
+                    OP_BROADCAST,
+                    seq,
+                    Some(piece.len()),
+                    Instant::now() + timeout,
+                    lr,
+                )?;
+                piece.copy_from_slice(&got);
+            }
+            if rr != root {
+                self.right_clean = false;
+                send_msg(
+                    &mut self.right,
+                    OP_BROADCAST,
+                    seq,
+                    piece,
+                    Instant::now() + timeout,
+                    rr,
+                )?;
+                self.right_clean = true;
+            }
+            start = end;
+            if start >= n {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Attributes a failure, records it in the store, warns the right neighbour, closes links.
+    fn fail(&mut self, op: u8, fail: Fail) -> DistError {
+        let opname = format!("{} #{}", op_name(op), self.seq);
+        let err = match fail {
+            Fail::Protocol(m) => DistError::Protocol(format!("{opname}: {m}")),
+            Fail::Abort { lost, reason } => lost_error(lost, &opname, reason),
+            Fail::Closed { peer, detail } => match self.await_record(&opname) {
+                Some(e) => e,
+                None => lost_error(
+                    peer,
+                    &opname,
+                    format!("connection to rank {peer} failed: {detail}"),
+                ),
+            },
+            Fail::Timeout { peer } => self.resolve_hang(&opname, peer),
+        };
+        let err = self.publish(&opname, err);
+        self.poisoned = Some(err.to_string());
+        if self.right_clean {
+            if let DistError::PeerLost { rank, reason, .. } = &err {
+                let _ = send_abort(&mut self.right, *rank, reason);
+            }
+        }
+        let _ = self.right.shutdown(Shutdown::Both);
+        let _ = self.left.shutdown(Shutdown::Both);
+        err
+    }
+
+    fn diag_timeout(&self) -> Duration {
+        (self.timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
+    /// A closed link may be a consequence of a failure another rank is recording: look briefly.
+    fn await_record(&self, opname: &str) -> Option<DistError> {
+        let deadline = Instant::now() + Duration::from_millis(300);
+        loop {
+            let rec = self.recorded_failure(opname);
+            if rec.is_some() || Instant::now() >= deadline {
+                return rec;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    fn recorded_failure(&self, opname: &str) -> Option<DistError> {
+        let v = self
+            .store
+            .try_get_within(FAILED_KEY, self.diag_timeout())
+            .ok()??;
+        parse_record(&v, opname, self.timeout)
+    }
+
+    /// Records `err` as the job's failure unless another rank was first; returns the winner.
+    fn publish(&self, opname: &str, err: DistError) -> DistError {
+        let Some(mine) = make_record(&err, self.rank) else {
+            return err;
+        };
+        match self
+            .store
+            .set_if_absent_within(FAILED_KEY, mine.as_bytes(), self.diag_timeout())
+        {
+            Ok(winner) => parse_record(&winner, opname, self.timeout).unwrap_or(err),
+            Err(_) => err,
+        }
+    }
+
+    /// After a timeout: mark this rank alive, wait a grace, and name the ranks that did not.
+    fn resolve_hang(&self, opname: &str, peer: usize) -> DistError {
+        let grace = self.diag_timeout();
+        let unresponsive = |ranks| DistError::Unresponsive {
+            ranks,
+            op: opname.to_string(),
+            after: self.timeout,
+        };
+        if self
+            .store
+            .set_within(&format!("hr-dist/alive/{}", self.rank), b"1", grace)
+            .is_err()
+        {
+            return unresponsive(vec![0]);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(e) = self.recorded_failure(opname) {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut suspects = Vec::new();
+        for r in (0..self.world).filter(|&r| r != self.rank) {
+            match self
+                .store
+                .try_get_within(&format!("hr-dist/alive/{r}"), grace)
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => suspects.push(r),
+                Err(_) => return unresponsive(vec![0]),
+            }
+        }
+        if suspects.is_empty() {
+            suspects.push(peer);
+        }
+        unresponsive(suspects)
+    }
+}
+
+fn lost_error(rank: usize, op: &str, reason: String) -> DistError {
+    DistError::PeerLost {
+        rank,
+        op: op.to_string(),
+        reason,
+    }
+}
+
+/// Store record of a failure: `lost|RANK|reason` or `hang|R1,R2|reason`.
+fn make_record(err: &DistError, me: usize) -> Option<String> {
+    match err {
+        DistError::PeerLost { rank, reason, .. } => {
+            Some(format!("lost|{rank}|{reason} (seen by rank {me})"))
+        }
+        DistError::Unresponsive { ranks, .. } => {
+            let r: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
+            Some(format!(
+                "hang|{}|timed out (seen by rank {me})",
+                r.join(",")
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn parse_record(v: &[u8], opname: &str, after: Duration) -> Option<DistError> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut it = s.splitn(3, '|');
+    let (kind, ranks, reason) = (it.next()?, it.next()?, it.next()?);
+    let ranks: Vec<usize> = ranks
+        .split(',')
+        .map(|r| r.parse().ok())
+        .collect::<Option<_>>()?;
+    match kind {
+        "lost" => Some(lost_error(*ranks.first()?, opname, reason.to_string())),
+        "hang" => Some(DistError::Unresponsive {
+            ranks,
+            op: opname.to_string(),
+            after,
+        }),
+        _ => None,
+    }
+}
+
+fn header(kind: u8, op: u8, seq: u64, nbytes: u64) -> [u8; HDR] {
+    let mut h = [0u8; HDR];
+    h[0] = kind;
+    h[1] = op;
+    h[2..10].copy_from_slice(&seq.to_le_bytes());
+    h[10..18].copy_from_slice(&nbytes.to_le_bytes());
+    h
+}
+
+fn send_msg(
+    s: &mut TcpStream,
+    op: u8,
+    seq: u64,
+    data: &[f32],
+    deadline: Instant,
+    peer: usize,
+) -> std::result::Result<(), Fail> {
+    let mut msg = Vec::with_capacity(HDR + 4 * data.len());
+    msg.extend_from_slice(&header(KIND_DATA, op, seq, 4 * data.len() as u64));
+    for x in data {
+        msg.extend_from_slice(&x.to_le_bytes());
+    }
+    write_all_by(s, &msg, deadline).map_err(|e| io_fail(peer, e))
+}
+
+fn send_abort(s: &mut TcpStream, lost: usize, reason: &str) -> io::Result<()> {
+    let r = &reason.as_bytes()[..reason.len().min(1024)];
+    let mut msg = header(KIND_ABORT, 0, lost as u64, r.len() as u64).to_vec();
+    msg.extend_from_slice(r);
+    write_all_by(s, &msg, Instant::now() + Duration::from_secs(1))
+}
+
+fn recv_msg(
+    s: &mut TcpStream,
+    op: u8,
+    seq: u64,
+    expect: Option<usize>,
+    deadline: Instant,
+    peer: usize,
+) -> std::result::Result<Vec<f32>, Fail> {
+    let mut h = [0u8; HDR];
+    read_exact_by(s, &mut h, deadline).map_err(|e| io_fail(peer, e))?;
+    let (kind, their_op) = (h[0], h[1]);
+    let their_seq = u64::from_le_bytes(h[2..10].try_into().unwrap_or([0; 8]));
+    let nbytes = u64::from_le_bytes(h[10..18].try_into().unwrap_or([0; 8]));
+    if kind == KIND_ABORT {
+        return Err(read_abort(s, their_seq, nbytes, deadline, peer));
+    }
+    if kind != KIND_DATA || their_op != op || their_seq != seq {
+        return Err(Fail::Protocol(format!(
+            "rank {peer} sent {} #{their_seq} while this rank is in {} #{seq} (ranks must call collectives in the same order)",
+            op_name(their_op),
+            op_name(op)
+        )));
+    }
+    if nbytes % 4 != 0 || expect.is_some_and(|n| 4 * n as u64 != nbytes) || nbytes > (16u64 << 30) {
+        return Err(Fail::Protocol(format!(
+            "rank {peer} sent {nbytes} bytes in {} #{seq}, expected {:?} floats (buffer lengths differ between ranks?)",
+            op_name(op),
+            expect
+        )));
+    }
+    let mut raw = vec![0u8; nbytes as usize];
+    read_exact_by(s, &mut raw, deadline).map_err(|e| io_fail(peer, e))?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn read_abort(s: &mut TcpStream, lost: u64, nbytes: u64, deadline: Instant, peer: usize) -> Fail {
+    let mut reason = vec![0u8; nbytes.min(1024) as usize];
+    let reason = match read_exact_by(s, &mut reason, deadline) {
+        Ok(()) => String::from_utf8_lossy(&reason).into_owned(),
+        Err(_) => String::new(),
+    };
+    Fail::Abort {
+        lost: lost as usize,
+        reason: format!("rank {peer} aborted: {reason}"),
+    }
+}
+
+fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
+    let me = random_bytes::<16>()?;
+    let winner = store.set_if_absent(&format!("hr-dist/rank/{rank}"), &me)?;
+    if winner != me {
+        return Err(DistError::Invalid(format!(
+            "rank {rank} was claimed by another process (two processes with the same rank?)"
+        )));
+    }
+    Ok(())
+}
+
+fn wait_addr(store: &StoreClient, rank: usize, timeout: Duration) -> Result<SocketAddr> {
+    let v = store
+        .wait(&format!("hr-dist/ring/{rank}"), timeout)
+        .map_err(|e| match e {
+            DistError::Timeout { after, .. } => DistError::Unresponsive {
+                ranks: vec![rank],
+                op: "rendezvous (rank never joined)".into(),
+                after,
+            },
+            e => e,
+        })?;
+    std::str::from_utf8(&v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| DistError::Protocol(format!("rank {rank} published a malformed address")))
+}
+
+fn connect_right(addr: SocketAddr, setup: &RingSetup<'_>, deadline: Instant) -> Result<TcpStream> {
+    let right = (setup.rank + 1) % setup.world;
+    let mut s = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(DistError::io(
+                    format!("connecting to rank {right} at {addr}"),
+                    e,
+                ))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let _ = s.set_nodelay(true);
+    let hello = Hello {
+        role: ROLE_RING,
+        rank: setup.rank as u32,
+    };
+    client_handshake(&mut s, setup.token, hello, deadline)?;
+    write_all_by(&mut s, &(setup.world as u32).to_le_bytes(), deadline)
+        .map_err(|e| DistError::io(format!("sending world size to rank {right}"), e))?;
+    Ok(s)
+}
+
+/// Accepts the left neighbour, ignoring (and refusing) connections that fail authentication.
+fn accept_left(
+    listener: &TcpListener,
+    setup: &RingSetup<'_>,
+    deadline: Instant,
+) -> Result<TcpStream> {
+    let left = (setup.rank + setup.world - 1) % setup.world;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| DistError::io("ring listener", e))?;
+    while Instant::now() < deadline {
+        let Ok((mut s, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        if s.set_nonblocking(false).is_err() {
+            continue;
+        }
+        let hs_deadline = deadline.min(Instant::now() + Duration::from_secs(10));
+        match server_handshake(&mut s, setup.token, hs_deadline) {
+            Ok(h) if h.role == ROLE_RING && h.rank as usize == left => {}
+            _ => continue,
+        }
+        let theirs = read_u32(&mut s, deadline)
+            .map_err(|e| DistError::io(format!("reading world size of rank {left}"), e))?;
+        if theirs as usize != setup.world {
+            return Err(DistError::Protocol(format!(
+                "rank {left} believes the world has {theirs} ranks, this rank {}",
+                setup.world
+            )));
+        }
+        let _ = s.set_nodelay(true);
+        return Ok(s);
+    }
+    Err(DistError::Unresponsive {
+        ranks: vec![left],
+        op: "ring rendezvous (connecting to the left neighbour)".into(),
+        after: setup.rendezvous_timeout,
+    })
+}
+
+impl Communicator for RingComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.world
+    }
+    fn all_reduce_sum(&mut self, buf: &mut [f32]) -> Result<()> {
+        self.run(OP_ALL_REDUCE, |me| me.ring_all_reduce(OP_ALL_REDUCE, buf))
+    }
+    fn all_gather(&mut self, data: &[f32]) -> Result<Vec<f32>> {
+        self.run(OP_ALL_GATHER, |me| me.ring_all_gather(data))
+    }
+    fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()> {
+        check_root(root, self.world)?;
+        self.run(OP_BROADCAST, |me| me.ring_broadcast(buf, root))
+    }
+    fn barrier(&mut self) -> Result<()> {
+        let mut x = [0.0f32];
+        self.run(OP_BARRIER, |me| me.ring_all_reduce(OP_BARRIER, &mut x))
+    }
+}

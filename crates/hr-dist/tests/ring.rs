@@ -1,0 +1,244 @@
+//! Multi-rank tests of the TCP ring in threads on 127.0.0.1 (ephemeral ports, short timeouts).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hr_dist::{
+    all_gather_rows, all_gather_rows_backward, all_reduce_tensors, broadcast_tensors, init,
+    init_ring, Communicator, DistError, DistOptions, RingComm, Token, WorldInfo, WorldSource,
+};
+use hr_tensor::Tensor;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn world(rank: usize, n: usize, port: u16) -> WorldInfo {
+    WorldInfo {
+        rank,
+        world_size: n,
+        local_rank: rank,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        source: WorldSource::Torchrun,
+    }
+}
+
+fn opts(timeout_ms: u64) -> DistOptions {
+    DistOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        rendezvous_timeout: Duration::from_secs(10),
+        run_dir: None,
+    }
+}
+
+/// Runs `f` on `n` ranks in threads and returns their results in rank order.
+fn run_world<T: Send + 'static>(
+    n: usize,
+    timeout_ms: u64,
+    f: impl Fn(usize, RingComm) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let port = free_port();
+    let token = Token::new("test-token").unwrap();
+    let f = Arc::new(f);
+    let handles: Vec<_> = (0..n)
+        .map(|r| {
+            let (f, token) = (f.clone(), token.clone());
+            std::thread::spawn(move || {
+                let comm = init_ring(&world(r, n, port), &token, &opts(timeout_ms)).unwrap();
+                f(r, comm)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn data(rank: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7 + rank * 13) % 17) as f32 * 0.1 + 1.0 / (rank + 1) as f32)
+        .collect()
+}
+
+#[test]
+fn collectives_are_correct_and_bit_identical() {
+    for n in [2, 3] {
+        let out = run_world(n, 5000, move |r, mut c| {
+            let mut sum = data(r, 11);
+            c.all_reduce_sum(&mut sum).unwrap();
+            let mut mean = data(r, 5);
+            c.all_reduce_mean(&mut mean).unwrap();
+            let gathered = c.all_gather(&vec![r as f32; r + 1]).unwrap();
+            let mut big = if r == 1 {
+                (0..300_000).map(|i| i as f32).collect()
+            } else {
+                vec![0.0; 300_000]
+            };
+            c.broadcast(&mut big, 1).unwrap();
+            let mut empty: Vec<f32> = vec![];
+            c.all_reduce_sum(&mut empty).unwrap();
+            c.barrier().unwrap();
+            assert!(hr_dist::any_rank(&mut c, r == 1).unwrap());
+            assert!(!hr_dist::any_rank(&mut c, false).unwrap());
+            (sum, mean, gathered, big)
+        });
+        for (sum, mean, gathered, big) in &out {
+            for (i, got) in sum.iter().enumerate() {
+                let want: f32 = (0..n).map(|r| data(r, 11)[i]).sum();
+                assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+            }
+            for (i, got) in mean.iter().enumerate() {
+                let want: f32 = (0..n).map(|r| data(r, 5)[i]).sum::<f32>() / n as f32;
+                assert!((got - want).abs() < 1e-5);
+            }
+            let want: Vec<f32> = (0..n).flat_map(|r| vec![r as f32; r + 1]).collect();
+            assert_eq!(gathered, &want);
+            assert!(big.iter().enumerate().all(|(i, &x)| x == i as f32));
+        }
+        let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(out
+            .iter()
+            .all(|o| bits(&o.0) == bits(&out[0].0) && bits(&o.1) == bits(&out[0].1)));
+    }
+}
+
+#[test]
+fn tensor_helpers_reduce_broadcast_and_gather_with_grad() {
+    let out = run_world(2, 5000, |r, mut c| {
+        let g = vec![
+            Tensor::from_vec(vec![r as f32 + 1.0; 6], &[2, 3]).unwrap(),
+            Tensor::from_vec(vec![10.0 * (r as f32 + 1.0); 5], &[5]).unwrap(),
+        ];
+        // 16-byte buckets: tensors span several buckets.
+        let red = all_reduce_tensors(&mut c, &g, true, 16).unwrap();
+        let b = broadcast_tensors(&mut c, &g, 1, 16).unwrap();
+        let x = Tensor::from_vec(vec![r as f32; 2 * (r + 1)], &[r + 1, 2]).unwrap();
+        let (y, cache) = all_gather_rows(&mut c, &x).unwrap();
+        let dy = Tensor::from_vec((0..6).map(|i| i as f32).collect(), &[3, 2]).unwrap();
+        let dx = all_gather_rows_backward(&mut c, &cache, &dy).unwrap();
+        let v = |t: &Tensor| t.to_vec_f32().unwrap();
+        (
+            v(&red[0]),
+            v(&red[1]),
+            v(&b[0]),
+            y.shape().to_vec(),
+            v(&y),
+            dx.shape().to_vec(),
+            v(&dx),
+        )
+    });
+    for (r, (r0, r1, b0, ys, y, dxs, dx)) in out.into_iter().enumerate() {
+        assert_eq!(r0, vec![1.5; 6]);
+        assert_eq!(r1, vec![15.0; 5]);
+        assert_eq!(b0, vec![2.0; 6]);
+        assert_eq!((ys, y), (vec![3, 2], vec![0.0, 0.0, 1.0, 1.0, 1.0, 1.0]));
+        // Backward: summed over the 2 ranks (each passed the same dy), this rank's rows.
+        let want: Vec<f32> = if r == 0 {
+            vec![0.0, 2.0]
+        } else {
+            vec![4.0, 6.0, 8.0, 10.0]
+        };
+        assert_eq!((dxs, dx), (vec![r + 1, 2], want));
+    }
+}
+
+#[test]
+fn wrong_token_rank_is_refused() {
+    let port = free_port();
+    let good = std::thread::spawn(move || {
+        let t = Token::new("right").unwrap();
+        let mut o = opts(2000);
+        o.rendezvous_timeout = Duration::from_secs(2);
+        init_ring(&world(0, 2, port), &t, &o).map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let bad = init(
+        &world(1, 2, port),
+        &Token::new("wrong").unwrap(),
+        &opts(2000),
+    );
+    assert!(matches!(bad, Err(DistError::Auth(_))), "{:?}", bad.err());
+    let good = good.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&good, DistError::Unresponsive { ranks, .. } if ranks == &[1]),
+        "{good}"
+    );
+}
+
+#[test]
+fn rank_lost_mid_all_reduce_is_named() {
+    let out = run_world(3, 5000, |r, mut c| {
+        let mut v = vec![1.0f32; 100_000];
+        c.all_reduce_sum(&mut v).unwrap();
+        if r == 2 {
+            drop(c); // rank 2 "dies": its connections close
+            return None;
+        }
+        let t0 = Instant::now();
+        let err = c.all_reduce_sum(&mut v).unwrap_err();
+        let later = c.barrier().unwrap_err();
+        Some((err, t0.elapsed(), later))
+    });
+    for (err, took, later) in out.into_iter().flatten() {
+        assert!(matches!(err, DistError::PeerLost { rank: 2, .. }), "{err}");
+        assert!(err.to_string().contains("lost rank 2"), "{err}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        assert!(later.to_string().contains("unusable"), "{later}");
+    }
+}
+
+#[test]
+fn hung_rank_is_named_within_the_deadline() {
+    // 2 s timeout -> 0.5 s grace for the live ranks to mark themselves alive.
+    let out = run_world(3, 2000, |r, mut c| {
+        let mut v = vec![1.0f32; 10];
+        c.all_reduce_sum(&mut v).unwrap();
+        if r == 2 {
+            std::thread::sleep(Duration::from_millis(4500)); // hangs, connections stay open
+            return None;
+        }
+        let t0 = Instant::now();
+        let err = c.all_reduce_sum(&mut v).unwrap_err();
+        Some((err, t0.elapsed()))
+    });
+    for (err, took) in out.into_iter().flatten() {
+        assert!(
+            matches!(&err, DistError::Unresponsive { ranks, .. } if ranks == &[2]),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+}
+
+#[test]
+fn lost_rank_0_store_host_is_named() {
+    let out = run_world(2, 5000, |r, mut c| {
+        c.barrier().unwrap();
+        if r == 0 {
+            return None;
+        }
+        let err = c.all_reduce_sum(&mut [1.0]).unwrap_err();
+        Some(err)
+    });
+    let err = out.into_iter().flatten().next().unwrap();
+    assert!(matches!(err, DistError::PeerLost { rank: 0, .. }), "{err}");
+}
+
+#[test]
+fn world_of_one_is_local() {
+    let mut c = init(
+        &WorldInfo::single(),
+        &Token::new("x").unwrap(),
+        &DistOptions::default(),
+    )
+    .unwrap();
+    let mut v = vec![1.0, 2.0];
+    c.all_reduce_mean(&mut v).unwrap();
+    assert_eq!((c.rank(), c.world(), v.clone()), (0, 1, vec![1.0, 2.0]));
+    assert_eq!(c.all_gather(&v).unwrap(), v);
+    assert!(c.broadcast(&mut v, 1).is_err());
+    c.barrier().unwrap();
+}
