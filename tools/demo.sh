@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: synthetic data, CPU.
-# The trainer (hr-train, issue 5) is not built yet; until it lands this script prepares the
-# synthetic dataset the demo will train on and says so.
+# The main job on the embedded default (synthetic data, CPU): `hr-train demo` generates the
+# synthetic dataset if absent, trains the tiny preset as the content-based baseline (fusion none)
+# and as late- and mid-fusion hybrids, evaluates them on the test split and prints the table
+# (config: configs/experiments/demo.toml; extra arguments are passed on, e.g. --set optim.epochs=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-runs/demo-data}"
-if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"hr-train"'; then
-  exec cargo run --release -p hr-train -- --config configs/experiments/demo.toml
-fi
-echo "hr-train is not built yet (issue 5): preparing the synthetic dataset only, in $out"
-cargo run --release -p hr-data -- prepare synthetic --clips 64 --seed 1 --out "$out"
-cargo run --release -p hr-data -- inspect "$out"
+exec cargo run --release -p hr-train --bin hr-train -- demo --config configs/experiments/demo.toml "$@"

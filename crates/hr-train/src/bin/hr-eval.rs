@@ -1,0 +1,71 @@
+//! `hr-eval`: text -> audio retrieval metrics (R@1/5/10, mAP@10) of a checkpoint on a split.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use hr_train::eval_job::{evaluate_checkpoint, load, write_topk};
+
+#[derive(Parser)]
+#[command(
+    name = "hr-eval",
+    version,
+    about = "Evaluate a checkpoint (text -> audio retrieval)"
+)]
+struct Cli {
+    /// Checkpoint directory (`RUN/checkpoints/step-...`) or a run directory (its newest committed checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset root (default: the run's `data.root`).
+    #[arg(long)]
+    data: Option<String>,
+    /// Split to evaluate.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Write the metrics as JSON here (default: print only).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the top-10 clips of every query as JSONL here.
+    #[arg(long)]
+    topk_out: Option<PathBuf>,
+    /// Clips / captions per embedding batch (default: the run's `eval.batch_size`).
+    #[arg(long)]
+    batch_size: Option<usize>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let mut ck =
+        load(&cli.checkpoint).with_context(|| format!("loading {}", cli.checkpoint.display()))?;
+    let bs = cli.batch_size.unwrap_or(ck.config.eval.batch_size);
+    let (r, index) = evaluate_checkpoint(&mut ck, cli.data.as_deref(), &cli.split, bs)?;
+    let json = serde_json::json!({
+        "checkpoint": ck.dir.display().to_string(),
+        "split": cli.split,
+        "clips": r.clips,
+        "R@1": r.metrics.r1, "R@5": r.metrics.r5, "R@10": r.metrics.r10,
+        "mAP@10": r.metrics.map10, "queries": r.metrics.queries,
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    if let Some(out) = &cli.out {
+        hr_nn::io::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    }
+    if let Some(p) = &cli.topk_out {
+        write_topk(p, &r, &index, 10)?;
+    }
+    Ok(())
+}

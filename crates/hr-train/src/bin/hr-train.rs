@@ -1,0 +1,189 @@
+//! `hr-train`: train a retrieval model from a TOML config, or run the baseline-vs-hybrid demo.
+//!
+//! Exit codes: 0 done; 1 error; 75 ([`hr_train::EXIT_REQUEUE`]) stopped by SIGTERM / SIGUSR1
+//! after writing a checkpoint (the Slurm scripts requeue on it; resume with `--resume auto`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use hr_models::fusion::FusionKind;
+use hr_train::demo::{format_table, run_demo};
+use hr_train::{train, Outcome, Resume, TrainConfig, TrainControl, EXIT_REQUEUE};
+
+#[derive(Parser)]
+#[command(
+    name = "hr-train",
+    version,
+    about = "Train a hybrid audio retrieval model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Training config (TOML); every key has a default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set optim.epochs=3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device (`cpu`, `cuda`, `cuda:N`); same as `--set run.device=...`.
+    #[arg(long)]
+    device: Option<String>,
+    /// `auto` (newest committed checkpoint of the run directory) or a checkpoint directory.
+    #[arg(long)]
+    resume: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Baseline (fusion none) vs late and mid hybrids on the synthetic data; prints a table.
+    Demo {
+        /// Base config of every variant.
+        #[arg(long, default_value = "configs/experiments/demo.toml")]
+        config: PathBuf,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Variants; the first is the baseline of the delta column.
+        #[arg(long, value_delimiter = ',', default_value = "none,late,mid")]
+        variants: Vec<String>,
+        /// Exit non-zero unless every hybrid beats the baseline on test mAP@10 (CI).
+        #[arg(long)]
+        require_hybrid_wins: bool,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn control() -> Result<TrainControl> {
+    let ctl = TrainControl {
+        progress: true,
+        ..TrainControl::default()
+    };
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        signal_hook::flag::register(sig, Arc::clone(&ctl.stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(ctl)
+}
+
+fn load_config(path: Option<&PathBuf>, set: &[String]) -> Result<TrainConfig> {
+    Ok(match path {
+        Some(p) => TrainConfig::from_file(p, set)?,
+        None => TrainConfig::from_toml_str("", set)?,
+    })
+}
+
+fn real_main() -> Result<i32> {
+    let cli = Cli::parse();
+    let ctl = control()?;
+    if let Some(Cmd::Demo {
+        config,
+        set,
+        variants,
+        require_hybrid_wins,
+    }) = &cli.cmd
+    {
+        return demo(config, set, variants, *require_hybrid_wins, &ctl);
+    }
+    let mut set = cli.set.clone();
+    if let Some(d) = &cli.device {
+        set.push(format!("run.device=\"{d}\""));
+    }
+    let cfg = load_config(cli.config.as_ref(), &set)?;
+    let resume = cli.resume.as_deref().map_or(Resume::Fresh, Resume::parse);
+    let s = train(&cfg, &resume, &ctl)?;
+    if let Some((step, m)) = s.last_val {
+        println!(
+            "step {step}: val mAP@10 {:.4} R@1 {:.4} R@5 {:.4} R@10 {:.4}",
+            m.map10, m.r1, m.r5, m.r10
+        );
+    }
+    if let Some(c) = &s.checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    Ok(if s.outcome == Outcome::Preempted {
+        EXIT_REQUEUE
+    } else {
+        0
+    })
+}
+
+fn parse_fusion(s: &str) -> Result<FusionKind> {
+    Ok(match s {
+        "none" => FusionKind::None,
+        "late" => FusionKind::Late,
+        "mid" => FusionKind::Mid,
+        _ => bail!("unknown fusion {s:?} (none, late, mid)"),
+    })
+}
+
+fn demo(
+    config: &PathBuf,
+    set: &[String],
+    variants: &[String],
+    require: bool,
+    ctl: &TrainControl,
+) -> Result<i32> {
+    let t0 = std::time::Instant::now();
+    let cfg = load_config(Some(config), set)?;
+    let fusions = variants
+        .iter()
+        .map(|v| parse_fusion(v))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(rows) = run_demo(&cfg, &fusions, ctl)? else {
+        return Ok(EXIT_REQUEUE);
+    };
+    let table = format_table(&rows);
+    println!(
+        "\nTest split of {} (final weights):\n\n{table}",
+        cfg.data.root
+    );
+    for r in &rows {
+        println!(
+            "{}: run {} checkpoint {}",
+            hr_train::demo::fusion_name(r.fusion),
+            r.run_dir.display(),
+            r.checkpoint.display()
+        );
+    }
+    println!("total wall time: {:.0} s", t0.elapsed().as_secs_f64());
+    let out = cfg.run.dir.join("demo.md");
+    std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(
+        cfg.run.dir.join("demo.json"),
+        serde_json::to_vec_pretty(&rows)?,
+    )?;
+    let base = rows.first().map_or(0.0, |r| r.test.map10);
+    let losers: Vec<_> = rows
+        .iter()
+        .skip(1)
+        .filter(|r| r.test.map10 <= base)
+        .collect();
+    if !losers.is_empty() {
+        println!(
+            "WARNING: {} hybrid variant(s) do not beat the baseline on test mAP@10",
+            losers.len()
+        );
+        if require {
+            return Ok(2);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,68 @@
+//! Errors of the training library.
+
+use std::path::PathBuf;
+
+/// Result alias of hr-train.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// Everything that can go wrong while configuring, training or evaluating.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value is invalid or unknown; `key` is the dotted TOML path.
+    #[error("config key `{key}`: {msg}")]
+    Config {
+        /// Dotted key (e.g. `optim.lr.text.max`).
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file has unexpected content.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The model, layers or tensors failed.
+    #[error(transparent)]
+    Nn(#[from] hr_nn::Error),
+    /// Tensor creation or an op failed.
+    #[error(transparent)]
+    Tensor(#[from] hr_tensor::Error),
+    /// The dataset or loader failed.
+    #[error(transparent)]
+    Data(#[from] hr_data::DataError),
+    /// The loss became NaN or infinite and the policy is `stop`.
+    #[error("non-finite loss at step {step}; checkpoint written to {checkpoint}")]
+    NonFiniteLoss {
+        /// Step at which it happened.
+        step: u64,
+        /// The checkpoint written before stopping.
+        checkpoint: PathBuf,
+    },
+}
+
+impl TrainError {
+    /// A config error for `key`.
+    pub fn config(key: impl Into<String>, msg: impl Into<String>) -> TrainError {
+        TrainError::Config {
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+        let path = path.into();
+        move |source| TrainError::Io { path, source }
+    }
+}

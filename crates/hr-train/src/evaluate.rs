@@ -1,0 +1,217 @@
+//! Embedding a split and scoring every caption against every clip (text -> audio retrieval).
+//!
+//! `none` / `late` fusion: clip and caption embeddings are computed once each and compared by
+//! cosine similarity. `mid` fusion scores depend on the query, so every (clip chunk, caption
+//! chunk) pair runs the item side with the cached CNN frames (the CNN runs once per clip).
+
+use hr_data::loader::{ClipBatch, Query, QueryBatch};
+use hr_data::EvalSet;
+use hr_models::fusion::FusionKind;
+use hr_models::retriever::{HybridRetriever, RetrievalBatch};
+use hr_models::text::TokenBatch;
+use hr_nn::{Mode, ParamStore};
+use hr_tensor::Tensor;
+
+use crate::error::Result;
+use crate::metrics::{from_ranks, ranks, RetrievalMetrics};
+use crate::model::{present, tokens};
+
+/// Everything an evaluation produced.
+#[derive(Debug, Clone)]
+pub struct EvalResult {
+    /// R@k and mAP@10.
+    pub metrics: RetrievalMetrics,
+    /// Similarities `[queries, clips]` row-major.
+    pub sim: Vec<f32>,
+    /// Number of clips.
+    pub clips: usize,
+    /// The queries in row order.
+    pub queries: Vec<Query>,
+    /// 1-based rank of each query's target.
+    pub ranks: Vec<usize>,
+}
+
+/// The item side of one chunk of clips after the CNN.
+struct ClipChunk {
+    frames: Tensor,
+    valid: Vec<u8>,
+    meta: TokenBatch,
+    present: Vec<bool>,
+}
+
+/// Evaluates `model` on every caption and clip of `set`.
+pub fn evaluate(
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+    set: &EvalSet,
+    batch_size: usize,
+) -> Result<EvalResult> {
+    let n = set.num_clips();
+    let mut chunks = Vec::new();
+    for start in (0..n).step_by(batch_size.max(1)) {
+        chunks.push(encode_clips(
+            model,
+            ps,
+            &set.clip_batch(start, batch_size)?,
+        )?);
+    }
+    let qbatches = set.query_batches(batch_size)?;
+    let queries = set.queries();
+    let sim = match model.config().fusion {
+        FusionKind::Mid => mid_scores(model, ps, &chunks, &qbatches, n)?,
+        _ => cosine_scores(model, ps, &chunks, &qbatches)?,
+    };
+    let targets: Vec<usize> = queries.iter().map(|q| q.clip as usize).collect();
+    let ranks = ranks(&sim, n, &targets);
+    Ok(EvalResult {
+        metrics: from_ranks(&ranks),
+        sim,
+        clips: n,
+        queries,
+        ranks,
+    })
+}
+
+fn encode_clips(model: &HybridRetriever, ps: &mut ParamStore, b: &ClipBatch) -> Result<ClipChunk> {
+    let rows = b.clip_indices.len();
+    let wf = Tensor::from_slice(&b.waveforms, &[rows, b.samples])?;
+    let valid: Vec<usize> = b.valid_lengths.iter().map(|&v| v as usize).collect();
+    let (frames, mask, _) = model.encode_waveforms(ps, &wf, &valid, Mode::Eval)?;
+    Ok(ClipChunk {
+        frames,
+        valid: mask,
+        meta: tokens(&b.metadata),
+        present: present(&b.metadata),
+    })
+}
+
+/// One eval-mode forward of `rows` rows (clip ids all distinct).
+fn forward(
+    model: &HybridRetriever,
+    ps: &ParamStore,
+    frames: Tensor,
+    valid: Vec<u8>,
+    queries: TokenBatch,
+    meta: (TokenBatch, Vec<bool>),
+) -> Result<hr_models::retriever::RetrieverOutput> {
+    let rows = queries.rows;
+    let batch = RetrievalBatch {
+        frames,
+        frame_valid: valid,
+        queries,
+        metadata: meta.0,
+        metadata_present: meta.1,
+        clip_ids: (0..rows as u64).collect(),
+    };
+    Ok(model.forward(ps, &batch, Mode::Eval)?.0)
+}
+
+fn cosine_scores(
+    model: &HybridRetriever,
+    ps: &ParamStore,
+    chunks: &[ClipChunk],
+    qbatches: &[QueryBatch],
+) -> Result<Vec<f32>> {
+    let mut items = Vec::new();
+    for c in chunks {
+        let q = c.meta.clone();
+        let meta = (c.meta.clone(), c.present.clone());
+        let out = forward(model, ps, c.frames.clone(), c.valid.clone(), q, meta)?;
+        let t = out
+            .items
+            .ok_or_else(|| crate::TrainError::config("model.fusion", "no item embeddings"))?;
+        items.extend(normalized_rows(&t)?);
+    }
+    let width = chunks.first().map_or(Ok(1), |c| c.frames.dim("eval", 2))?;
+    let mut sim = Vec::new();
+    for qb in qbatches {
+        let rows = qb.tokens.rows;
+        let frames = Tensor::from_vec(vec![0f32; rows * width], &[rows, 1, width])?;
+        let toks = tokens(&qb.tokens);
+        let meta = (toks.clone(), vec![true; rows]);
+        let out = forward(model, ps, frames, vec![1; rows], toks, meta)?;
+        for q in normalized_rows(&out.queries)? {
+            sim.extend(items.iter().map(|i| dot(&q, i)));
+        }
+    }
+    Ok(sim)
+}
+
+fn mid_scores(
+    model: &HybridRetriever,
+    ps: &ParamStore,
+    chunks: &[ClipChunk],
+    qbatches: &[QueryBatch],
+    clips: usize,
+) -> Result<Vec<f32>> {
+    let nq: usize = qbatches.iter().map(|q| q.tokens.rows).sum();
+    let mut sim = vec![0f32; nq * clips];
+    let mut q0 = 0;
+    for qb in qbatches {
+        let mut c0 = 0;
+        let nqb = qb.tokens.rows;
+        for c in chunks {
+            let ncb = c.present.len();
+            let b = nqb.max(ncb);
+            let frames = pad_tensor_rows(&c.frames, b)?;
+            let valid = pad_rows(&c.valid, ncb, b);
+            let meta = (pad_tokens(&c.meta, b), pad_rows(&c.present, ncb, b));
+            let q = pad_tokens(&tokens(&qb.tokens), b);
+            let out = forward(model, ps, frames, valid, q, meta)?;
+            let s = out
+                .scores
+                .ok_or_else(|| crate::TrainError::config("model.fusion", "no scores"))?
+                .to_vec_f32()?;
+            for qi in 0..nqb {
+                for ci in 0..ncb {
+                    sim[(q0 + qi) * clips + c0 + ci] = s[ci * b + qi];
+                }
+            }
+            c0 += ncb;
+        }
+        q0 += nqb;
+    }
+    Ok(sim)
+}
+
+/// Repeats the last of `n` equal-length rows of `v` until there are `rows` rows.
+fn pad_rows<T: Clone>(v: &[T], n: usize, rows: usize) -> Vec<T> {
+    let w = v.len() / n.max(1);
+    let mut out = v.to_vec();
+    for _ in n..rows {
+        out.extend_from_slice(&v[(n - 1) * w..n * w]);
+    }
+    out
+}
+
+fn pad_tokens(t: &TokenBatch, rows: usize) -> TokenBatch {
+    TokenBatch {
+        ids: pad_rows(&t.ids, t.rows, rows),
+        mask: pad_rows(&t.mask, t.rows, rows),
+        rows: rows.max(t.rows),
+        cols: t.cols,
+    }
+}
+
+fn pad_tensor_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
+    let mut shape = t.shape().to_vec();
+    let n = shape[0];
+    let v = pad_rows(&t.to_vec_f32()?, n, rows);
+    shape[0] = rows.max(n);
+    Ok(Tensor::from_vec(v, &shape)?)
+}
+
+fn normalized_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let w = t.dim("eval", 1)?;
+    let v = t.to_vec_f32()?;
+    Ok(v.chunks(w.max(1))
+        .map(|r| {
+            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            r.iter().map(|x| x / norm).collect()
+        })
+        .collect())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

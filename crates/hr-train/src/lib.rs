@@ -1,0 +1,22 @@
+//! hr-train: the typed training configuration, the training loop, retrieval metrics and
+//! evaluation, atomic resumable checkpoints, preemption handling and the demo.
+//!
+//! - [`config`]: TOML + `--set a.b=c` overrides, checked key by key;
+//! - [`trainer`]: the loop (single process; gradient sync is one call site for hr-dist);
+//! - [`metrics`] / [`evaluate`]: text -> audio R@1/5/10 and mAP@10;
+//! - [`checkpoint`]: the run-directory checkpoint format;
+//! - [`eval_job`]: what `hr-eval` runs; [`demo`]: baseline vs hybrids.
+
+pub mod checkpoint;
+pub mod config;
+pub mod demo;
+mod error;
+pub mod eval_job;
+pub mod evaluate;
+pub mod metrics;
+pub mod model;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};
+pub use trainer::{train, Outcome, Resume, TrainControl, TrainSummary, EXIT_REQUEUE};

@@ -1,0 +1,67 @@
+//! Building the model from a training config and converting host batches to model inputs.
+
+use hr_models::retriever::{HybridRetriever, RetrieverConfig, WaveformBatch};
+use hr_models::text::TokenBatch;
+use hr_nn::ParamStore;
+use hr_tensor::{Rng, Tensor};
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+
+/// The model config of a training config: the preset with fusion and tau applied, and the
+/// vocabulary widened to the dataset tokenizer's when that is larger.
+pub fn retriever_config(cfg: &TrainConfig, tokenizer_vocab: usize) -> Result<RetrieverConfig> {
+    let mut m = hr_models::presets::preset(&cfg.model.preset)
+        .map_err(|e| TrainError::config("model.preset", e.to_string()))?;
+    m.fusion = cfg.model.fusion;
+    m.tau = cfg.model.tau;
+    m.text.vocab_size = m.text.vocab_size.max(tokenizer_vocab);
+    m.validate()
+        .map_err(|e| TrainError::config("model", e.to_string()))?;
+    Ok(m)
+}
+
+/// A freshly initialised model and its parameters (initialisation seeded by `seed`).
+pub fn build_model(mcfg: &RetrieverConfig, seed: u64) -> Result<(HybridRetriever, ParamStore)> {
+    let mut ps = ParamStore::new();
+    let mut rng = Rng::new(seed ^ 0x1A17_5EED);
+    let model = HybridRetriever::new(&mut ps, mcfg.clone(), &mut rng)?;
+    Ok((model, ps))
+}
+
+/// The resolved model config as TOML (stored as `RUN/model.toml`).
+pub fn model_toml(mcfg: &RetrieverConfig) -> Result<String> {
+    toml::to_string(mcfg).map_err(|e| TrainError::config("model", e.to_string()))
+}
+
+/// hr-data tokens -> hr-models tokens.
+pub fn tokens(t: &hr_data::text::TokenBatch) -> TokenBatch {
+    TokenBatch {
+        ids: t.ids.clone(),
+        mask: t.mask.clone(),
+        rows: t.rows,
+        cols: t.cols,
+    }
+}
+
+/// Per row: the text has content besides `[CLS]` and `[SEP]`.
+pub fn present(t: &hr_data::text::TokenBatch) -> Vec<bool> {
+    (0..t.rows)
+        .map(|r| {
+            let row = &t.mask[r * t.cols..(r + 1) * t.cols];
+            row.iter().map(|&m| m as usize).sum::<usize>() > 2
+        })
+        .collect()
+}
+
+/// A loader batch as the model's waveform batch.
+pub fn waveform_batch(b: &hr_data::Batch) -> Result<WaveformBatch> {
+    Ok(WaveformBatch {
+        waveforms: Tensor::from_slice(&b.waveforms, &[b.batch_size, b.samples])?,
+        valid_lengths: b.valid_lengths.iter().map(|&v| v as usize).collect(),
+        queries: tokens(&b.captions),
+        metadata: tokens(&b.metadata),
+        metadata_present: present(&b.metadata),
+        clip_ids: b.clip_indices.iter().map(|&c| c as u64).collect(),
+    })
+}

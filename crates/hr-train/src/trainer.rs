@@ -1,0 +1,561 @@
+//! The single-process training loop: loader -> HybridRetriever (training mode, SpecAugment on)
+//! -> NT-Xent -> backward -> gradient sync (a no-op for one process) -> Adam with the
+//! warm-up + cosine schedule set every step; metrics, periodic validation, checkpoints and
+//! preemption at step boundaries.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hr_data::{Cursor, EvalSet, LoaderConfig, SplitIndex};
+use hr_models::retriever::HybridRetriever;
+use hr_nn::io::write_atomic;
+use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
+use hr_nn::schedule::WarmupCosine;
+use hr_nn::{LoadOptions, Mode, ParamStore};
+use hr_tensor::Rng;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::{
+    group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, TrainConfig,
+};
+use crate::error::{Result, TrainError};
+use crate::evaluate::evaluate;
+use crate::metrics::RetrievalMetrics;
+use crate::model::{build_model, model_toml, retriever_config, waveform_batch};
+
+/// Exit code of `hr-train` after a preemption checkpoint (SIGTERM / SIGUSR1): the Slurm
+/// scripts requeue the job on this code (75 = EX_TEMPFAIL).
+pub const EXIT_REQUEUE: i32 = 75;
+
+/// Where to start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// A fresh run (existing checkpoints are left alone and overwritten step by step).
+    Fresh,
+    /// The newest committed checkpoint of the run directory, or fresh when there is none.
+    Auto,
+    /// A given checkpoint directory.
+    Path(PathBuf),
+}
+
+impl Resume {
+    /// Parses `auto` or a path.
+    pub fn parse(s: &str) -> Resume {
+        match s {
+            "auto" => Resume::Auto,
+            p => Resume::Path(PathBuf::from(p)),
+        }
+    }
+}
+
+/// Outside control of a run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainControl {
+    /// Set by a signal handler: checkpoint at the next step boundary and return `Preempted`.
+    pub stop: Arc<AtomicBool>,
+    /// Behave as if `stop` were set after this step (tests).
+    pub stop_after_step: Option<u64>,
+    /// Show a progress bar when stderr is a terminal.
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step ran.
+    Finished,
+    /// Stopped at a step boundary on request, after a checkpoint.
+    Preempted,
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// Steps done.
+    pub step: u64,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Losses of the steps run in this process.
+    pub losses: Vec<f64>,
+    /// The last validation (step, metrics).
+    pub last_val: Option<(u64, RetrievalMetrics)>,
+    /// Steps skipped because the loss was not finite.
+    pub nonfinite_skipped: u64,
+}
+
+/// Generates the synthetic dataset when `data.root` is an absent local path and
+/// `data.synthetic_clips > 0`.
+pub fn ensure_dataset(cfg: &TrainConfig) -> Result<()> {
+    let root = cfg
+        .data
+        .root
+        .strip_prefix("file://")
+        .unwrap_or(&cfg.data.root);
+    if root.contains("://") || cfg.data.synthetic_clips == 0 {
+        return Ok(());
+    }
+    let path = Path::new(root);
+    if path.join("manifest.json").is_file() {
+        return Ok(());
+    }
+    tracing::info!(
+        clips = cfg.data.synthetic_clips,
+        root,
+        "generating the synthetic dataset"
+    );
+    hr_data::synthetic::prepare(
+        path,
+        cfg.data.synthetic_clips,
+        cfg.data.synthetic_seed,
+        None,
+        &|_| {},
+    )?;
+    Ok(())
+}
+
+/// Loader settings of a config (world size 1).
+pub fn loader_config(cfg: &TrainConfig) -> LoaderConfig {
+    LoaderConfig {
+        seed: cfg.run.seed,
+        global_batch: cfg.optim.global_batch,
+        world_size: 1,
+        rank: 0,
+        clip_seconds: cfg.data.clip_seconds,
+        workers: cfg.data.workers,
+        skip_undecodable: cfg.data.bad_rows == BadRowPolicy::Skip,
+        verify_checksums: cfg.data.verify_checksums,
+        metadata: cfg.model.metadata,
+        ..LoaderConfig::default()
+    }
+}
+
+/// Opens the evaluation view of `split` under `root`; also returns the tokenizer's vocabulary size.
+pub fn open_eval_set(
+    root: &str,
+    split: &str,
+    lcfg: &LoaderConfig,
+) -> Result<(EvalSet, Arc<SplitIndex>, usize)> {
+    let (store, manifest) = hr_data::open_dataset(root)?;
+    let tok = hr_data::dataset_tokenizer(&store, &manifest, lcfg.max_tokens)?;
+    let vocab = tok.vocab_size();
+    let index = Arc::new(SplitIndex::open(
+        &store,
+        &manifest,
+        split,
+        lcfg.verify_checksums,
+    )?);
+    Ok((
+        EvalSet::new(index.clone(), lcfg.clone(), tok)?,
+        index,
+        vocab,
+    ))
+}
+
+/// All-reduces parameter gradients across ranks. The single call site for the distributed
+/// `Communicator` (hr-dist); with one process it is a no-op.
+pub fn sync_gradients(_ps: &mut ParamStore) -> Result<()> {
+    Ok(())
+}
+
+/// Runs (or resumes) the training described by `cfg`.
+pub fn train(cfg: &TrainConfig, resume: &Resume, ctl: &TrainControl) -> Result<TrainSummary> {
+    if parse_device(&cfg.run.device)? != DeviceSpec::Cpu {
+        return Err(TrainError::config(
+            "run.device",
+            "the trainer runs on cpu only so far",
+        ));
+    }
+    ensure_dataset(cfg)?;
+    let mut s = Session::open(cfg, resume)?;
+    s.run(ctl)
+}
+
+struct StepResult {
+    loss: Option<f64>,
+    items: usize,
+}
+
+/// One run's state.
+struct Session<'a> {
+    cfg: &'a TrainConfig,
+    run: PathBuf,
+    model: HybridRetriever,
+    ps: ParamStore,
+    opt: Adam,
+    scheds: Vec<WarmupCosine>,
+    rng: Rng,
+    step: u64,
+    cursor: Cursor,
+    eval: EvalSet,
+    hash: String,
+    nonfinite: u64,
+    metrics: File,
+    evals: File,
+    last_ckpt: Option<(u64, PathBuf)>,
+    last_val: Option<(u64, RetrievalMetrics)>,
+    losses: Vec<f64>,
+}
+
+fn append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(TrainError::io(path))
+}
+
+impl<'a> Session<'a> {
+    fn open(cfg: &'a TrainConfig, resume: &Resume) -> Result<Session<'a>> {
+        let run = cfg.run.dir.clone();
+        std::fs::create_dir_all(&run).map_err(TrainError::io(&run))?;
+        let lcfg = loader_config(cfg);
+        let (eval, _, vocab) = open_eval_set(&cfg.data.root, &cfg.eval.split, &lcfg)?;
+        let mcfg = retriever_config(cfg, vocab)?;
+        write_atomic(&run.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        write_atomic(&run.join("model.toml"), model_toml(&mcfg)?.as_bytes())?;
+        let (model, ps) = build_model(&mcfg, cfg.run.seed)?;
+        let (opt, scheds) = optimizer(cfg, &ps)?;
+        let mut s = Session {
+            cfg,
+            metrics: append(&run.join("metrics.jsonl"))?,
+            evals: append(&run.join("eval.jsonl"))?,
+            run,
+            model,
+            ps,
+            opt,
+            scheds,
+            rng: Rng::new(cfg.run.seed ^ 0xD20F_0A7E),
+            step: 0,
+            cursor: Cursor::default(),
+            eval,
+            hash: cfg.hash()?,
+            nonfinite: 0,
+            last_ckpt: None,
+            last_val: None,
+            losses: Vec::new(),
+        };
+        s.resume(resume)?;
+        Ok(s)
+    }
+
+    fn resume(&mut self, resume: &Resume) -> Result<()> {
+        let dir = match resume {
+            Resume::Fresh => return Ok(()),
+            Resume::Auto => match checkpoint::latest_committed(&self.run)? {
+                Some(d) => d,
+                None => return Ok(()),
+            },
+            Resume::Path(p) => p.clone(),
+        };
+        if !dir.join(checkpoint::COMMIT_FILE).is_file() {
+            return Err(TrainError::Format {
+                path: dir,
+                msg: "checkpoint has no COMMIT marker (incomplete)".into(),
+            });
+        }
+        let st = checkpoint::read_state(&dir)?;
+        self.ps
+            .load_safetensors(&dir.join(checkpoint::MODEL_FILE), &LoadOptions::default())?;
+        self.opt
+            .load(&self.ps, &dir.join(checkpoint::OPTIMIZER_FILE))?;
+        if st.config_hash != self.hash {
+            tracing::warn!(
+                saved = st.config_hash,
+                now = self.hash,
+                "resuming with a different config"
+            );
+        }
+        if st.world_size != 1 {
+            tracing::warn!(
+                saved = st.world_size,
+                "resuming with world size 1 (data order is kept)"
+            );
+        }
+        self.step = st.step;
+        self.cursor = st.cursor;
+        self.rng = Rng::new(st.rng_state);
+        self.nonfinite = st.nonfinite_skipped;
+        self.last_ckpt = Some((st.step, dir.clone()));
+        tracing::info!(step = st.step, checkpoint = %dir.display(), "resumed");
+        Ok(())
+    }
+
+    fn run(&mut self, ctl: &TrainControl) -> Result<TrainSummary> {
+        let cfg = self.cfg;
+        let mut loader = hr_data::open_loader(
+            &cfg.data.root,
+            "train",
+            loader_config(cfg),
+            self.cursor,
+            Some(cfg.optim.epochs),
+        )?;
+        let bpe = loader.batches_per_epoch();
+        let mut total = cfg.optim.epochs * bpe;
+        if cfg.run.max_steps > 0 {
+            total = total.min(cfg.run.max_steps);
+        }
+        let eval_every = if cfg.eval.every_steps == 0 {
+            bpe
+        } else {
+            cfg.eval.every_steps
+        };
+        let ckpt_every = if cfg.checkpoint.every_steps == 0 {
+            eval_every
+        } else {
+            cfg.checkpoint.every_steps
+        };
+        let bar = progress_bar(ctl.progress, total, self.step);
+        while self.step < total {
+            let Some(batch) = loader.next() else { break };
+            let batch = batch?;
+            let t0 = Instant::now();
+            let r = self.train_step(&batch, bpe)?;
+            let ips = r.items as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            self.cursor = batch.cursor_after;
+            self.log_step(&r, ips, bpe, loader.skipped(), &bar)?;
+            if r.loss.is_none() && cfg.run.non_finite_loss == NonFinitePolicy::Stop {
+                let checkpoint = self.checkpoint()?;
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.step,
+                    checkpoint,
+                });
+            }
+            if self.step % eval_every == 0 || self.step == total {
+                self.validate(bpe)?;
+            }
+            if self.step % ckpt_every == 0 || self.step == total {
+                self.checkpoint()?;
+            }
+            let stop = ctl.stop.load(Ordering::SeqCst) || ctl.stop_after_step == Some(self.step);
+            if stop && self.step < total {
+                let dir = self.checkpoint()?;
+                bar.abandon_with_message("preempted");
+                tracing::warn!(step = self.step, checkpoint = %dir.display(), "stopping on request after a checkpoint");
+                return Ok(self.summary(Outcome::Preempted));
+            }
+        }
+        bar.finish();
+        self.finish(bpe)?;
+        Ok(self.summary(Outcome::Finished))
+    }
+
+    fn finish(&mut self, bpe: u64) -> Result<()> {
+        if self.last_val.as_ref().is_none_or(|(s, _)| *s != self.step) {
+            self.validate(bpe)?;
+        }
+        if self.last_ckpt.as_ref().is_none_or(|(s, _)| *s != self.step) {
+            self.checkpoint()?;
+        }
+        let best = checkpoint::best(&self.run)?;
+        let result = json!({
+            "step": self.step,
+            "val": self.last_val.as_ref().map(|v| v.1),
+            "checkpoint": self.last_ckpt.as_ref().map(|c| c.1.display().to_string()),
+            "best_checkpoint": best.map(|p| p.display().to_string()),
+            "nonfinite_skipped": self.nonfinite,
+        });
+        write_atomic(&self.run.join("result.json"), result.to_string().as_bytes())?;
+        Ok(())
+    }
+
+    fn summary(&self, outcome: Outcome) -> TrainSummary {
+        TrainSummary {
+            outcome,
+            run_dir: self.run.clone(),
+            step: self.step,
+            checkpoint: self.last_ckpt.as_ref().map(|c| c.1.clone()),
+            losses: self.losses.clone(),
+            last_val: self.last_val,
+            nonfinite_skipped: self.nonfinite,
+        }
+    }
+
+    fn set_lr(&mut self, bpe: u64) {
+        let e = self.step as f64 / bpe.max(1) as f64;
+        for (g, s) in self.opt.groups.iter_mut().zip(&self.scheds) {
+            g.lr = s.lr(e);
+        }
+    }
+
+    fn train_step(&mut self, batch: &hr_data::Batch, bpe: u64) -> Result<StepResult> {
+        self.set_lr(bpe);
+        let wb = waveform_batch(batch)?;
+        let mode = Mode::Train {
+            seed: self.rng.next_u64(),
+        };
+        self.step += 1;
+        self.ps.zero_grad()?;
+        let (out, cache) = match self.model.forward_waveforms(&mut self.ps, &wb, mode) {
+            Ok(x) => x,
+            Err(hr_nn::Error::Config { key, msg }) if is_non_finite(&key, &msg) => {
+                self.nonfinite += 1;
+                tracing::warn!(step = self.step, total = self.nonfinite, "non-finite loss");
+                return Ok(StepResult {
+                    loss: None,
+                    items: batch.batch_size,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let loss = out.loss.scalar_f64()?;
+        self.model.backward_waveforms(&mut self.ps, &cache, 1.0)?;
+        sync_gradients(&mut self.ps)?;
+        self.opt.step(&mut self.ps)?;
+        self.losses.push(loss);
+        Ok(StepResult {
+            loss: Some(loss),
+            items: batch.batch_size,
+        })
+    }
+
+    fn log_step(
+        &mut self,
+        r: &StepResult,
+        ips: f64,
+        bpe: u64,
+        bad_rows: u64,
+        bar: &ProgressBar,
+    ) -> Result<()> {
+        let lrs: serde_json::Map<String, serde_json::Value> = self
+            .opt
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), json!(g.lr)))
+            .collect();
+        let epoch = self.step as f64 / bpe.max(1) as f64;
+        let line = json!({
+            "step": self.step, "epoch": epoch, "loss": r.loss, "lr": lrs,
+            "items_per_s": ips, "nonfinite_skipped": self.nonfinite, "bad_rows": bad_rows,
+        });
+        writeln!(self.metrics, "{line}").map_err(TrainError::io(self.run.join("metrics.jsonl")))?;
+        let lr = self.opt.groups.first().map_or(0.0, |g| g.lr);
+        let loss = r.loss.unwrap_or(f64::NAN);
+        if !bar.is_hidden() {
+            bar.set_position(self.step);
+            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.1} items/s"));
+        } else if self.cfg.run.log_every <= 1 || self.step % self.cfg.run.log_every == 0 {
+            tracing::info!(
+                step = self.step,
+                epoch = format!("{epoch:.3}"),
+                loss,
+                lr,
+                items_per_s = format!("{ips:.1}"),
+                "train"
+            );
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self, bpe: u64) -> Result<()> {
+        let r = match evaluate(
+            &self.model,
+            &mut self.ps,
+            &self.eval,
+            self.cfg.eval.batch_size,
+        ) {
+            Ok(r) => r,
+            Err(TrainError::Nn(hr_nn::Error::Config { key, msg })) if is_non_finite(&key, &msg) => {
+                tracing::warn!(
+                    step = self.step,
+                    "validation skipped: the model outputs are not finite"
+                );
+                let line =
+                    json!({"step": self.step, "split": self.cfg.eval.split, "error": "non-finite"});
+                writeln!(self.evals, "{line}")
+                    .map_err(TrainError::io(self.run.join("eval.jsonl")))?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let m = r.metrics;
+        let line = json!({
+            "step": self.step, "epoch": self.step as f64 / bpe.max(1) as f64,
+            "split": self.cfg.eval.split, "R@1": m.r1, "R@5": m.r5, "R@10": m.r10,
+            "mAP@10": m.map10, "queries": m.queries,
+        });
+        writeln!(self.evals, "{line}").map_err(TrainError::io(self.run.join("eval.jsonl")))?;
+        tracing::info!(
+            step = self.step,
+            map10 = m.map10,
+            r1 = m.r1,
+            r5 = m.r5,
+            r10 = m.r10,
+            "validation"
+        );
+        self.last_val = Some((self.step, m));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<PathBuf> {
+        let val = self
+            .last_val
+            .as_ref()
+            .filter(|(s, _)| *s == self.step)
+            .map(|v| v.1.map10);
+        let state = TrainState {
+            step: self.step,
+            epoch: self.cursor.epoch,
+            cursor: self.cursor,
+            rng_state: self.rng.state(),
+            world_size: 1,
+            config_hash: self.hash.clone(),
+            val_map10: val,
+            nonfinite_skipped: self.nonfinite,
+        };
+        let dir = checkpoint::save(&self.run, &self.ps, &self.opt, &state)?;
+        checkpoint::retain(&self.run, self.cfg.checkpoint.keep_last)?;
+        self.last_ckpt = Some((self.step, dir.clone()));
+        Ok(dir)
+    }
+}
+
+/// The model's errors for a NaN / infinite loss (and, in debug builds, NaN / infinite frames).
+fn is_non_finite(key: &str, msg: &str) -> bool {
+    key == "loss" || (key == "frames" && msg.starts_with("non-finite"))
+}
+
+/// Adam over the four groups of the config and one schedule per group.
+fn optimizer(cfg: &TrainConfig, ps: &ParamStore) -> Result<(Adam, Vec<WarmupCosine>)> {
+    let mut groups = Vec::new();
+    let mut scheds = Vec::new();
+    for (name, r) in cfg.lr_groups() {
+        groups.push(ParamGroup::by_prefix(
+            ps,
+            name,
+            group_prefixes(name),
+            0.0,
+            0.0,
+        ));
+        scheds.push(WarmupCosine {
+            lr_max: r.max,
+            lr_min: r.min,
+            warmup_epochs: cfg.optim.warmup_epochs,
+            rampdown_stop: cfg.optim.rampdown_stop,
+        });
+    }
+    let opt = Adam::new(ps, AdamConfig::default(), groups)?;
+    Ok((opt, scheds))
+}
+
+fn progress_bar(enabled: bool, total: u64, pos: u64) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_position(pos);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} ETA {eta}] {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

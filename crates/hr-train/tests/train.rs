@@ -1,0 +1,239 @@
+//! End-to-end training on a small synthetic dataset: files, loss, resume bit-exactness,
+//! COMMIT handling and hr-eval reproducing the logged validation metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use hr_train::checkpoint::{latest_committed, step_dir_name};
+use hr_train::{train, Outcome, Resume, TrainConfig, TrainControl};
+
+/// One synthetic dataset for every test of this binary.
+fn data_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hr-train-synthetic-40-seed3");
+        if !root.join("manifest.json").is_file() {
+            hr_data::synthetic::prepare(&root, 40, 3, None, &|_| {}).unwrap();
+        }
+        root
+    })
+}
+
+fn config(run: &Path, extra: &[&str]) -> TrainConfig {
+    let mut set: Vec<String> = [
+        format!("data.root={:?}", data_root().display().to_string()),
+        format!("run.dir={:?}", run.display().to_string()),
+        "data.clip_seconds=2.0".into(),
+        "data.workers=1".into(),
+        "optim.global_batch=8".into(),
+        "optim.epochs=2".into(),
+        "optim.warmup_epochs=0.05".into(),
+        "optim.rampdown_stop=2.0".into(),
+        "eval.every_steps=3".into(),
+        "eval.batch_size=8".into(),
+        "checkpoint.keep_last=10".into(),
+    ]
+    .into_iter()
+    .collect();
+    for g in ["audio_cnn", "text", "audio_head", "text_proj"] {
+        set.push(format!("optim.lr.{g}.max=3e-3"));
+        set.push(format!("optim.lr.{g}.min=1e-4"));
+    }
+    set.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::from_toml_str("", &set).unwrap()
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn trains_writes_run_files_and_loss_decreases() {
+    let dir = tmp();
+    let run = dir.path().join("run");
+    let cfg = config(&run, &["run.max_steps=12"]);
+    let s = train(&cfg, &Resume::Fresh, &TrainControl::default()).unwrap();
+    assert_eq!(s.outcome, Outcome::Finished);
+    assert_eq!(s.step, 12);
+    for f in [
+        "config.toml",
+        "model.toml",
+        "metrics.jsonl",
+        "eval.jsonl",
+        "result.json",
+        "checkpoints/latest",
+    ] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    let ck = run.join("checkpoints").join(step_dir_name(12));
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "COMMIT",
+    ] {
+        assert!(ck.join(f).is_file(), "{f}");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 12);
+    let l = &s.losses;
+    let first = (l[0] + l[1] + l[2]) / 3.0;
+    let last = (l[9] + l[10] + l[11]) / 3.0;
+    assert!(last < first, "loss did not decrease: {l:?}");
+    let resolved = TrainConfig::from_file(&run.join("config.toml"), &[]).unwrap();
+    assert_eq!(resolved, cfg);
+}
+
+fn model_bytes(run: &Path, step: u64) -> Vec<u8> {
+    std::fs::read(
+        run.join("checkpoints")
+            .join(step_dir_name(step))
+            .join("model.safetensors"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn resume_after_stop_is_bit_exact_and_ignores_uncommitted() {
+    let base = tmp();
+    let (a, b) = (base.path().join("a"), base.path().join("b"));
+    let sa = train(
+        &config(&a, &["run.max_steps=6"]),
+        &Resume::Fresh,
+        &TrainControl::default(),
+    )
+    .unwrap();
+    let cb = config(&b, &["run.max_steps=6"]);
+    let ctl = TrainControl {
+        stop_after_step: Some(4),
+        ..TrainControl::default()
+    };
+    let sb1 = train(&cb, &Resume::Fresh, &ctl).unwrap();
+    assert_eq!((sb1.outcome, sb1.step), (Outcome::Preempted, 4));
+    // A torn checkpoint newer than the committed one: no COMMIT, so --resume auto ignores it.
+    let torn = b.join("checkpoints").join(step_dir_name(5));
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::write(torn.join("model.safetensors"), b"truncated").unwrap();
+    assert_eq!(
+        latest_committed(&b).unwrap().unwrap(),
+        b.join("checkpoints").join(step_dir_name(4))
+    );
+    let sb2 = train(&cb, &Resume::Auto, &TrainControl::default()).unwrap();
+    assert_eq!((sb2.outcome, sb2.step), (Outcome::Finished, 6));
+    assert_eq!(sa.losses[4..], sb2.losses[..], "loss curve after resume");
+    assert!(
+        model_bytes(&a, 6) == model_bytes(&b, 6),
+        "parameters differ after resume"
+    );
+    let opt = |r: &Path| {
+        std::fs::read(
+            r.join("checkpoints")
+                .join(step_dir_name(6))
+                .join("optimizer.safetensors"),
+        )
+        .unwrap()
+    };
+    assert!(opt(&a) == opt(&b), "optimizer state differs after resume");
+}
+
+#[test]
+fn hr_eval_reproduces_logged_validation() {
+    let dir = tmp();
+    let run = dir.path().join("run");
+    let cfg = config(&run, &["run.max_steps=3", "model.fusion=mid"]);
+    train(&cfg, &Resume::Fresh, &TrainControl::default()).unwrap();
+    let evals = std::fs::read_to_string(run.join("eval.jsonl")).unwrap();
+    let logged: serde_json::Value = serde_json::from_str(evals.lines().last().unwrap()).unwrap();
+    assert_eq!(logged["step"], 3);
+    let out = run.join("val.json");
+    let topk = run.join("topk.jsonl");
+    let ck = run.join("checkpoints").join(step_dir_name(3));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_hr-eval"))
+        .args([
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--split",
+            "val",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--topk-out", topk.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    for k in ["R@1", "R@5", "R@10", "mAP@10", "queries"] {
+        assert_eq!(got[k], logged[k], "{k}");
+    }
+    let lines = std::fs::read_to_string(&topk).unwrap();
+    assert_eq!(
+        lines.lines().count() as u64,
+        got["queries"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn non_finite_loss_skips_or_stops_with_a_checkpoint() {
+    let base = tmp();
+    let huge =
+        ["audio_cnn", "text", "audio_head", "text_proj"].map(|g| format!("optim.lr.{g}.max=1e30"));
+    let mut extra: Vec<&str> = huge.iter().map(String::as_str).collect();
+    extra.extend(["run.max_steps=5", "eval.every_steps=100"]);
+    let skip = train(
+        &config(&base.path().join("skip"), &extra),
+        &Resume::Fresh,
+        &TrainControl::default(),
+    )
+    .unwrap();
+    assert!(
+        skip.nonfinite_skipped > 0,
+        "no non-finite step with lr 1e30: {:?}",
+        skip.losses
+    );
+    assert_eq!(skip.step, 5);
+    extra.push("run.non_finite_loss=stop");
+    match train(
+        &config(&base.path().join("stop"), &extra),
+        &Resume::Fresh,
+        &TrainControl::default(),
+    ) {
+        Err(hr_train::TrainError::NonFiniteLoss { step, checkpoint }) => {
+            assert!(step < 5);
+            assert!(checkpoint.join("COMMIT").is_file());
+        }
+        other => panic!("expected NonFiniteLoss, got {other:?}"),
+    }
+}
+
+#[test]
+fn sigterm_checkpoints_at_a_step_boundary_and_exits_with_the_requeue_code() {
+    let base = tmp();
+    let run = base.path().join("run");
+    let cfg = config(&run, &["run.max_steps=40", "eval.every_steps=100"]);
+    let path = base.path().join("cfg.toml");
+    std::fs::write(&path, cfg.to_toml().unwrap()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hr-train"))
+        .args(["--config", path.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = run.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(t0.elapsed().as_secs() < 60, "no training progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(hr_train::EXIT_REQUEUE));
+    let ck = latest_committed(&run)
+        .unwrap()
+        .expect("a committed checkpoint");
+    let state = hr_train::checkpoint::read_state(&ck).unwrap();
+    assert!(state.step >= 2 && state.step < 40, "{}", state.step);
+}
