@@ -134,3 +134,12 @@ impl DataError {
         }
     }
 }
+
+impl From<hr_text::TextError> for DataError {
+    fn from(e: hr_text::TextError) -> Self {
+        DataError::Tokenizer {
+            path: e.origin,
+            detail: e.detail,
+        }
+    }
+}

@@ -186,10 +186,13 @@ pub fn verify(store: &Store, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRe
     let manifest = Manifest::load(store)?;
     let mut rep = VerifyReport::default();
     if let Some(t) = &manifest.tokenizer {
-        if let Err(e) = store
-            .get(t)
-            .and_then(|b| crate::text::TextTokenizer::from_bytes(&b, t, crate::text::MAX_TOKENS))
-        {
+        if let Err(e) = store.get(t).and_then(|b| {
+            Ok(crate::text::TextTokenizer::from_bytes(
+                &b,
+                t,
+                crate::text::MAX_TOKENS,
+            )?)
+        }) {
             rep.failures.push(e.to_string());
         }
     }

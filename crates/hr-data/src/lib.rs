@@ -44,7 +44,11 @@ pub fn dataset_tokenizer(
             detail: "the manifest names no tokenizer".into(),
         })?;
     let bytes = store.get(rel)?;
-    text::TextTokenizer::from_bytes(&bytes, &format!("{}/{rel}", store.root()), max_tokens)
+    Ok(text::TextTokenizer::from_bytes(
+        &bytes,
+        &format!("{}/{rel}", store.root()),
+        max_tokens,
+    )?)
 }
 
 /// Opens `root`, indexes `split` (verifying shard hashes when `cfg.verify_checksums`), loads the

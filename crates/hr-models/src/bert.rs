@@ -196,7 +196,10 @@ impl BertModel {
     }
 
     fn check_tokens(&self, tokens: &TokenBatch) -> Result<()> {
-        tokens.validate()?;
+        tokens.validate().map_err(|msg| Error::Config {
+            key: "tokens".into(),
+            msg,
+        })?;
         if tokens.cols > self.cfg.max_position_embeddings {
             return Err(Error::Config {
                 key: "tokens".into(),

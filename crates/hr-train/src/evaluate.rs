@@ -14,7 +14,7 @@ use hr_tensor::Tensor;
 
 use crate::error::Result;
 use crate::metrics::{from_ranks, ranks, RetrievalMetrics};
-use crate::model::{present, tokens};
+use crate::model::present;
 
 /// Everything an evaluation produced.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ fn encode_clips(model: &HybridRetriever, ps: &mut ParamStore, b: &ClipBatch) -> 
     Ok(ClipChunk {
         frames,
         valid: mask,
-        meta: tokens(&b.metadata),
+        meta: b.metadata.clone(),
         present: present(&b.metadata),
     })
 }
@@ -127,7 +127,7 @@ fn cosine_scores(
     for qb in qbatches {
         let rows = qb.tokens.rows;
         let frames = Tensor::from_vec(vec![0f32; rows * width], &[rows, 1, width])?;
-        let toks = tokens(&qb.tokens);
+        let toks = qb.tokens.clone();
         let meta = (toks.clone(), vec![true; rows]);
         let out = forward(model, ps, frames, vec![1; rows], toks, meta)?;
         for q in normalized_rows(&out.queries)? {
@@ -156,7 +156,7 @@ fn mid_scores(
             let frames = pad_tensor_rows(&c.frames, b)?;
             let valid = pad_rows(&c.valid, ncb, b);
             let meta = (pad_tokens(&c.meta, b), pad_rows(&c.present, ncb, b));
-            let q = pad_tokens(&tokens(&qb.tokens), b);
+            let q = pad_tokens(&qb.tokens, b);
             let out = forward(model, ps, frames, valid, q, meta)?;
             let s = out
                 .scores

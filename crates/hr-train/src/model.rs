@@ -1,7 +1,6 @@
 //! Building the model from a training config and converting host batches to model inputs.
 
 use hr_models::retriever::{HybridRetriever, RetrieverConfig, WaveformBatch};
-use hr_models::text::TokenBatch;
 use hr_nn::ParamStore;
 use hr_tensor::{Rng, Tensor};
 
@@ -34,16 +33,6 @@ pub fn model_toml(mcfg: &RetrieverConfig) -> Result<String> {
     toml::to_string(mcfg).map_err(|e| TrainError::config("model", e.to_string()))
 }
 
-/// hr-data tokens -> hr-models tokens.
-pub fn tokens(t: &hr_data::text::TokenBatch) -> TokenBatch {
-    TokenBatch {
-        ids: t.ids.clone(),
-        mask: t.mask.clone(),
-        rows: t.rows,
-        cols: t.cols,
-    }
-}
-
 /// Per row: the text has content besides `[CLS]` and `[SEP]`.
 pub fn present(t: &hr_data::text::TokenBatch) -> Vec<bool> {
     (0..t.rows)
@@ -59,8 +48,8 @@ pub fn waveform_batch(b: &hr_data::Batch) -> Result<WaveformBatch> {
     Ok(WaveformBatch {
         waveforms: Tensor::from_slice(&b.waveforms, &[b.batch_size, b.samples])?,
         valid_lengths: b.valid_lengths.iter().map(|&v| v as usize).collect(),
-        queries: tokens(&b.captions),
-        metadata: tokens(&b.metadata),
+        queries: b.captions.clone(),
+        metadata: b.metadata.clone(),
         metadata_present: present(&b.metadata),
         clip_ids: b.clip_indices.iter().map(|&c| c as u64).collect(),
     })
