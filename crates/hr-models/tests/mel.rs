@@ -7,11 +7,7 @@ use hr_nn::Mode;
 use hr_tensor::testing::{assert_close, randn32};
 use hr_tensor::{Rng, Tensor};
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/reference")
-        .join(name)
-}
+use hr_tensor::testing::reference_fixture as fixture;
 
 fn frontend() -> MelFrontend {
     MelFrontend::new(MelConfig::default()).unwrap()

@@ -12,11 +12,7 @@ use hr_nn::{Mode, ParamId, ParamStore};
 use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
 use hr_tensor::{ops, DType, Rng, Tensor};
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/reference")
-        .join(name)
-}
+use hr_tensor::testing::reference_fixture as fixture;
 
 /// The mn04 fixture and a model whose parameters and buffers are the fixture's.
 fn mn04() -> (SafeFile, ParamStore, MobileNetV3) {

@@ -148,6 +148,23 @@ impl ParamStore {
             .sum()
     }
 
+    /// Replaces the values of the trainable parameters, in store order (gradient checks
+    /// perturb them as plain tensors); errors when the count differs.
+    pub fn set_trainable_values(&mut self, values: &[Tensor]) -> Result<()> {
+        let n = self.params.iter().filter(|p| p.trainable).count();
+        if values.len() != n {
+            return Err(Error::Config {
+                key: "params".into(),
+                msg: format!("{} values for {n} trainable parameters", values.len()),
+            });
+        }
+        let slots = self.params.iter_mut().filter(|p| p.trainable);
+        for (p, v) in slots.zip(values) {
+            p.value = v.clone();
+        }
+        Ok(())
+    }
+
     /// Converts every value and gradient to `dtype` (f64 for gradient checks).
     pub fn to_dtype(&mut self, dtype: DType) -> Result<()> {
         for p in &mut self.params {

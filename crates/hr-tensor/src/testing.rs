@@ -8,6 +8,14 @@
 
 use crate::{DType, Error, Result, Rng, Tensor};
 
+/// Path of a reference fixture in the team's `shared/fixtures/reference/` folder, which sits
+/// beside the repository (as in CI).
+pub fn reference_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/reference")
+        .join(name)
+}
+
 /// A random normal f64 tensor.
 pub fn randn64(shape: &[usize], rng: &mut Rng) -> Tensor {
     let n: usize = shape.iter().product();

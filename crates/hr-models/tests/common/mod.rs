@@ -1,6 +1,6 @@
 //! Shared test helpers: fixture paths and finite-difference checks of every trainable
 //! parameter (and optional inputs) of a model in f64.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 
@@ -8,23 +8,13 @@ use hr_nn::{ParamStore, Result};
 use hr_tensor::testing::check_gradients;
 use hr_tensor::{DType, Tensor};
 
-/// Path of a reference fixture in `../shared/fixtures/reference/`.
-pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/reference")
-        .join(name)
-}
+pub use hr_tensor::testing::reference_fixture as fixture;
 
 /// A copy of `ps` whose trainable values are `values` (in store order).
 fn with_values(ps: &ParamStore, values: &[Tensor]) -> ParamStore {
     let mut p = ps.clone();
-    let mut it = values.iter();
-    for (_, param) in p.iter_mut().filter(|(_, q)| q.trainable) {
-        param.value = it
-            .next()
-            .expect("one value per trainable parameter")
-            .clone();
-    }
+    p.set_trainable_values(values)
+        .expect("one value per trainable parameter");
     p
 }
 

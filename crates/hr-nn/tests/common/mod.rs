@@ -1,27 +1,17 @@
 //! Shared test helpers: finite-difference checks of a layer's input and parameter gradients.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use hr_nn::{ParamStore, Result};
 use hr_tensor::testing::check_gradients;
 use hr_tensor::{DType, Tensor};
 
-/// Path of a reference fixture in `../shared/fixtures/reference/`.
-pub fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/reference")
-        .join(name)
-}
+pub use hr_tensor::testing::reference_fixture as fixture;
 
 /// A copy of `ps` whose trainable values are `values` (in store order).
 fn with_values(ps: &ParamStore, values: &[Tensor]) -> ParamStore {
     let mut p = ps.clone();
-    let mut it = values.iter();
-    for (_, param) in p.iter_mut().filter(|(_, q)| q.trainable) {
-        param.value = it
-            .next()
-            .expect("one value per trainable parameter")
-            .clone();
-    }
+    p.set_trainable_values(values)
+        .expect("one value per trainable parameter");
     p
 }
 
