@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference of one training step of the late-fusion HybridRetriever on the CPU.
+"""PyTorch reference of one training step of the late-fusion HybridRetriever (CPU or CUDA).
 
 The same architecture and shapes as `cargo bench -p hr-models --bench retriever`
 (crates/hr-models/benches/retriever.rs), written by us from the specs, random weights, f32:
@@ -15,11 +15,25 @@ The same architecture and shapes as `cargo bench -p hr-models --bench retriever`
 - late fusion (item = audio embedding + metadata embedding), symmetric NT-Xent (tau 0.05),
   Adam (lr 2e-5, betas 0.9 / 0.999, eps 1e-8).
 
-One step = zero_grad + forward + backward + Adam step; timed after one warm-up step. Peak memory
-is VmHWM of /proc/self/status (run one configuration per process). Default 2 threads.
+One step = zero_grad + forward + backward + Adam step; timed after one warm-up step (median of
+the timed steps). On the CPU peak memory is VmHWM of /proc/self/status (run one configuration per
+process; default 2 threads). On CUDA (`--device cuda`) every clock reading follows a
+torch.cuda.synchronize(), and peak memory is torch.cuda.max_memory_allocated / _reserved over
+the timed steps (reset after the warm-up). `--amp bf16|fp16` runs the forward under
+torch.autocast (the mel frontend stays f32: cuFFT has no bf16; fp16 adds a GradScaler);
+`--tf32 on` lets f32 matmuls and convolutions use TF32 (off by default, like our plain-FP32
+cuBLAS GEMMs; note PyTorch's own default leaves cuDNN convolutions on TF32).
+
+`--flops` counts the FLOPs of one forward + backward (torch.utils.flop_counter.FlopCounterMode
+on one extra untimed step: every matmul / bmm / conv / attention kernel, 2 FLOPs per
+multiply-add, forward and backward; elementwise ops, norms, the FFT and Adam are not counted),
+prints them per top-level module, and with `--peak-tflops X` the floor FLOPs / X and the
+achieved fraction of X (H200 dense peaks, per NVIDIA: bf16/fp16 ~989, TF32 ~494, FP32 ~67).
 
     python3 tools/torch_retriever_bench.py --preset tiny --batch 32 --steps 3
     python3 tools/torch_retriever_bench.py --preset paper-base --batch 4 --steps 2 --breakdown
+    python3 tools/torch_retriever_bench.py --preset paper-base --batch 32 --steps 10 \
+        --device cuda --amp bf16 --flops --peak-tflops 989
 """
 
 import argparse
@@ -40,6 +54,12 @@ SAMPLE_RATE = 32000
 MAX_TOKENS = 32
 
 
+def sync(device):
+    """Waits for the device's queued work (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def vm(key):
     """A VmRSS / VmHWM line of /proc/self/status in MiB."""
     for line in open("/proc/self/status"):
@@ -51,13 +71,14 @@ def vm(key):
 # ---------------------------------------------------------------- mel frontend (EfficientAT)
 
 
-def kaldi_mel_bank(n_mels, n_fft, sr, fmin, fmax):
+def kaldi_mel_bank(n_mels, n_fft, sr, fmin, fmax, device=None):
     """torchaudio.compliance.kaldi.get_mel_banks (no VTLN) plus a zero Nyquist column."""
     mel = lambda f: 1127.0 * torch.log1p(f / 700.0)
     lo, hi = 1127.0 * math.log1p(fmin / 700.0), 1127.0 * math.log1p(fmax / 700.0)
     delta = (hi - lo) / (n_mels + 1)
-    bins = mel(torch.arange(n_fft // 2, dtype=torch.float32) * (sr / n_fft)).unsqueeze(0)
-    m = torch.arange(n_mels, dtype=torch.float32).unsqueeze(1)
+    f32 = dict(dtype=torch.float32, device=device)
+    bins = mel(torch.arange(n_fft // 2, **f32) * (sr / n_fft)).unsqueeze(0)
+    m = torch.arange(n_mels, **f32).unsqueeze(1)
     left, center, right = lo + m * delta, lo + (m + 1) * delta, lo + (m + 2) * delta
     up = (bins - left) / (center - left)
     down = (right - bins) / (right - center)
@@ -76,6 +97,12 @@ class MelFrontend(nn.Module):
         )
 
     def forward(self, x):
+        # Always f32 (outside autocast: cuFFT has no bf16 transform).
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.forward_f32(x.float())
+
+    def forward_f32(self, x):
+        dev = x.device
         x = F.conv1d(x.unsqueeze(1), self.preemph).squeeze(1)  # N - 1 samples
         spec = torch.stft(
             x, 1024, hop_length=320, win_length=800, window=self.window,
@@ -87,15 +114,15 @@ class MelFrontend(nn.Module):
             fmax = 15000.0 + 1000.0 - float(torch.randint(0, 2000, ()).item())
         else:
             fmin, fmax = 0.0, 15000.0
-        bank = kaldi_mel_bank(128, 1024, SAMPLE_RATE, fmin, fmax)
+        bank = kaldi_mel_bank(128, 1024, SAMPLE_RATE, fmin, fmax, dev)
         mel = torch.log(torch.matmul(bank, power) + 1e-5)
         if self.training:  # one frequency and one time mask per example, fill 0
             b, f, t = mel.shape
             for axis, param, size in ((1, 48, f), (2, 192, t)):
-                u = torch.rand(b, 2)
+                u = torch.rand(b, 2, device=dev)
                 width = torch.clamp((u[:, 0] * param).floor(), max=size)
                 start = (u[:, 1] * (size - width)).floor()
-                idx = torch.arange(size).unsqueeze(0)
+                idx = torch.arange(size, device=dev).unsqueeze(0)
                 keep = (idx < start[:, None]) | (idx >= (start + width)[:, None])
                 shape = (b, size, 1) if axis == 1 else (b, 1, size)
                 mel = mel * keep.view(shape)
@@ -273,6 +300,7 @@ class HybridRetriever(nn.Module):
     def forward(self, batch, times=None):
         def mark(name, t0):
             if times is not None:
+                sync(batch["wav"].device)
                 times.setdefault(name, []).append(time.perf_counter() - t0)
             return time.perf_counter()
 
@@ -284,7 +312,7 @@ class HybridRetriever(nn.Module):
         n = batch["wav"].shape[1]
         tf = frames.shape[1]
         nvalid = torch.ceil(batch["valid_len"].double() / n * tf).long()
-        valid = torch.arange(tf)[None, :] < nvalid[:, None]
+        valid = torch.arange(tf, device=frames.device)[None, :] < nvalid[:, None]
         a = self.audio_head(frames, valid)
         t = mark("pooling fwd", t)
         q = self.encode_text(batch["q_ids"], batch["q_mask"])
@@ -296,7 +324,7 @@ class HybridRetriever(nn.Module):
         return loss
 
 
-def make_batch(b, seconds, vocab, gen):
+def make_batch(b, seconds, vocab, gen, device):
     n = seconds * SAMPLE_RATE
     cls, sep = (101, 102) if vocab > 1000 else (2, 3)
 
@@ -307,25 +335,29 @@ def make_batch(b, seconds, vocab, gen):
 
     q_ids, q_mask = toks()
     m_ids, m_mask = toks()
-    return {
+    batch = {
         "wav": torch.randn(b, n, generator=gen) * 0.1,
         "valid_len": torch.full((b,), n),
         "q_ids": q_ids, "q_mask": q_mask, "m_ids": m_ids, "m_mask": m_mask,
         "present": torch.ones(b),
         "clip_ids": torch.arange(b),
     }
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def breakdown(model, batch, steps):
-    """Standalone forward / backward of each part (upstream gradient = random / ones)."""
+    """Standalone forward / backward of each part (upstream gradient = random / ones), f32."""
     parts = {}
+    dev = batch["wav"].device
 
     def rec(name, t0):
+        sync(dev)
         parts.setdefault(name, []).append(time.perf_counter() - t0)
         return time.perf_counter()
 
     for step in range(steps + 1):
         model.zero_grad(set_to_none=True)
+        sync(dev)
         t = time.perf_counter()
         mel = model.mel(batch["wav"])
         t = rec("mel", t)
@@ -334,7 +366,8 @@ def breakdown(model, batch, steps):
         frames.backward(torch.randn_like(frames))
         t = rec("CNN bwd", t)
         x = frames.detach().requires_grad_(False)
-        valid = torch.ones(x.shape[:2], dtype=torch.bool)
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=dev)
+        sync(dev)
         t = time.perf_counter()
         a = model.audio_head(x, valid)
         t = rec("pooling fwd", t)
@@ -350,6 +383,39 @@ def breakdown(model, batch, steps):
     return {k: statistics.median(v) for k, v in parts.items()}
 
 
+def count_flops(model, batch, amp_ctx):
+    """Estimated FLOPs of one forward + backward, and the forward FLOPs per top-level module.
+
+    The forward is counted exactly by FlopCounterMode (matmul / bmm / conv / attention,
+    2 FLOPs per multiply-add). The backward is taken as 2x the forward of everything after the
+    mel frontend (input gradient + weight gradient of every GEMM and convolution; the standard
+    "3x forward" estimate): FlopCounterMode's own backward formula ignores `groups` for the
+    weight gradient and overcounts the depthwise convolutions of the MobileNet many times.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.zero_grad(set_to_none=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with amp_ctx():
+            model(batch)
+    # Per top-level child: the sum over its shallowest recorded sub-modules (the CNN runs
+    # through `frames`, not `forward`, so its own entry is missing but `features` is there).
+    groups = {}
+    for name, ops in counter.get_flop_counts().items():
+        parts = name.split(".")
+        if len(parts) < 2:
+            continue
+        groups.setdefault(parts[1], []).append((len(parts), sum(ops.values())))
+    per_module = {}
+    for top, entries in groups.items():
+        depth = min(d for d, _ in entries)
+        per_module[top] = sum(f for d, f in entries if d == depth)
+    fwd = counter.get_total_flops()
+    mel = per_module.get("mel", 0)
+    return mel + 3 * (fwd - mel), fwd, per_module
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="tiny")
@@ -357,40 +423,84 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
+    ap.add_argument("--tf32", default="off", choices=["off", "on"])
+    ap.add_argument("--flops", action="store_true", help="count the FLOPs of one step")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the card's peak rate for the floor (e.g. 989 for H200 bf16 dense)")
     ap.add_argument("--breakdown", action="store_true")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
+        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    amp_ctx = lambda: torch.autocast(  # noqa: E731
+        device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     cfg = tomllib.loads((ROOT / "configs/models" / f"{args.preset}.toml").read_text())
-    model = HybridRetriever(cfg).train()
+    model = HybridRetriever(cfg).train().to(device)
     # Every trainable scalar, the unused CNN classifier head included (as the Rust bench counts).
     trainable = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=2e-5, betas=(0.9, 0.999), eps=1e-8)
     gen = torch.Generator().manual_seed(7)
-    batch = make_batch(args.batch, args.seconds, cfg["text"]["vocab_size"], gen)
+    batch = make_batch(args.batch, args.seconds, cfg["text"]["vocab_size"], gen, device)
     rss_init = vm("VmRSS:")
+    gpu_init = torch.cuda.memory_allocated(device) / 2**20 if cuda else float("nan")
+    card = torch.cuda.get_device_name(device) if cuda else "cpu"
     print(
-        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {args.preset}: "
+        f"# torch {torch.__version__}, device {device} ({card}), amp {args.amp}, tf32 {args.tf32}, "
+        f"{torch.get_num_threads()} threads, {args.preset}: "
         f"{trainable} trainable parameters (incl. the unused CNN classifier head), "
         f"batch {args.batch}, {args.seconds} s audio, {MAX_TOKENS}-token queries and metadata",
         file=sys.stderr,
     )
+    flops = None
+    if args.flops:
+        flops, fwd_flops, per_module = count_flops(model, batch, amp_ctx)
+        print(
+            f"# FLOPs of one training step (forward counted by FlopCounterMode, backward = 2x the "
+            f"forward after the mel frontend): {flops / 1e9:.1f} GFLOP "
+            f"(forward {fwd_flops / 1e9:.1f} GFLOP)"
+        )
+        for name, f in sorted(per_module.items(), key=lambda kv: -kv[1]):
+            print(f"#   forward {name}: {f / 1e9:.1f} GFLOP")
+        if args.peak_tflops:
+            print(f"# floor at {args.peak_tflops:g} TFLOP/s: {flops / args.peak_tflops / 1e9:.2f} ms")
     fwd, bwd, adam, total, cpu, times = [], [], [], [], [], {}
     for step in range(args.steps + 1):
+        if step == 1 and cuda:
+            sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
         c0 = time.process_time()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(batch, times if step > 0 else None)
+        with amp_ctx():
+            loss = model(batch, times if step > 0 else None)
+        sync(device)
         t1 = time.perf_counter()
-        loss.backward()
+        scaler.scale(loss).backward()
+        sync(device)
         t2 = time.perf_counter()
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
+        sync(device)
         t3 = time.perf_counter()
         c1 = time.process_time()
+        mem = (
+            f"GPU max allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+            if cuda else f"VmHWM {vm('VmHWM:'):.0f} MiB"
+        )
         print(
             f"#   step {step}{' (warm-up)' if step == 0 else ''}: {t3 - t0:.3f} s, CPU {c1 - c0:.2f} s "
             f"(forward {t1 - t0:.3f}, backward {t2 - t1:.3f}, adam {t3 - t2:.3f}), "
-            f"loss {loss.item():.4f}, VmHWM {vm('VmHWM:'):.0f} MiB",
+            f"loss {loss.item():.4f}, {mem}",
             file=sys.stderr,
         )
         if step > 0:
@@ -398,31 +508,58 @@ def main():
             cpu.append(c1 - c0)
     med = statistics.median(total)
     hwm = vm("VmHWM:")
-    print(
-        f"| preset | batch | audio | threads | params (M) | step (s, median of {args.steps}) "
-        "| forward (s) | backward (s) | Adam (s) | CPU s/step | items/s | peak RSS (MiB) "
-        "| RSS after init (MiB) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(
-        f"| {args.preset} (PyTorch {torch.__version__}) | {args.batch} | {args.seconds} s "
-        f"| {torch.get_num_threads()} | {trainable / 1e6:.2f} | {med:.3f} "
-        f"| {statistics.median(fwd):.3f} | {statistics.median(bwd):.3f} "
-        f"| {statistics.median(adam):.3f} | {statistics.median(cpu):.2f} | {args.batch / med:.2f} "
-        f"| {hwm:.0f} | {rss_init:.0f} |"
-    )
+    name = f"{args.preset} (PyTorch {torch.__version__}"
+    name += f", {card}, amp {args.amp}, tf32 {args.tf32})" if cuda else ")"
+    if cuda:
+        print(
+            f"| preset | batch | audio | device | params (M) | step (s, median of {args.steps}) "
+            "| forward (s) | backward (s) | Adam (s) | items/s | TFLOP/s | peak GPU allocated (MiB) "
+            "| peak GPU reserved (MiB) | GPU allocated after init (MiB) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        rate = f"{flops / med / 1e12:.1f}" if flops else "-"
+        print(
+            f"| {name} | {args.batch} | {args.seconds} s | {device} | {trainable / 1e6:.2f} | {med:.4f} "
+            f"| {statistics.median(fwd):.4f} | {statistics.median(bwd):.4f} "
+            f"| {statistics.median(adam):.4f} | {args.batch / med:.1f} | {rate} "
+            f"| {torch.cuda.max_memory_allocated(device) / 2**20:.0f} "
+            f"| {torch.cuda.max_memory_reserved(device) / 2**20:.0f} | {gpu_init:.0f} |"
+        )
+    else:
+        print(
+            f"| preset | batch | audio | threads | params (M) | step (s, median of {args.steps}) "
+            "| forward (s) | backward (s) | Adam (s) | CPU s/step | items/s | peak RSS (MiB) "
+            "| RSS after init (MiB) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(
+            f"| {name} | {args.batch} | {args.seconds} s "
+            f"| {torch.get_num_threads()} | {trainable / 1e6:.2f} | {med:.3f} "
+            f"| {statistics.median(fwd):.3f} | {statistics.median(bwd):.3f} "
+            f"| {statistics.median(adam):.3f} | {statistics.median(cpu):.2f} | {args.batch / med:.2f} "
+            f"| {hwm:.0f} | {rss_init:.0f} |"
+        )
+    if flops and args.peak_tflops:
+        print(
+            f"# achieved {flops / med / 1e12:.1f} TFLOP/s = {flops / med / 1e12 / args.peak_tflops:.1%} "
+            f"of {args.peak_tflops:g} (matmul/conv FLOPs only; step includes Adam and the mel)"
+        )
     print()
     print(f"| forward part ({args.preset}, batch {args.batch}) | seconds (median) |")
     print("|---|---|")
     for k, v in times.items():
-        print(f"| {k} | {statistics.median(v):.3f} |")
+        print(f"| {k} | {statistics.median(v):.4f} |")
     if args.breakdown:
         print()
-        print(f"| standalone part ({args.preset}, batch {args.batch}) | seconds (median) |")
+        print(f"| standalone part ({args.preset}, batch {args.batch}, f32) | seconds (median) |")
         print("|---|---|")
         for k, v in breakdown(model, batch, args.steps).items():
-            print(f"| {k} | {v:.3f} |")
-        print(f"| peak RSS incl. breakdown (MiB) | {vm('VmHWM:'):.0f} |")
+            print(f"| {k} | {v:.4f} |")
+        peak = (
+            f"peak GPU allocated incl. breakdown (MiB) | {torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
+            if cuda else f"peak RSS incl. breakdown (MiB) | {vm('VmHWM:'):.0f}"
+        )
+        print(f"| {peak} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{Token, TOKEN_ENV};
@@ -17,6 +19,9 @@ pub struct LaunchOptions {
     pub grace: Duration,
     /// How often the children are polled (default 50 ms).
     pub poll: Duration,
+    /// When this flag turns true (e.g. set by a SIGTERM / SIGUSR1 handler of the launcher),
+    /// SIGTERM is forwarded once to every running rank, so they checkpoint and stop together.
+    pub forward_stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for LaunchOptions {
@@ -24,6 +29,7 @@ impl Default for LaunchOptions {
         LaunchOptions {
             grace: Duration::from_secs(10),
             poll: Duration::from_millis(50),
+            forward_stop: None,
         }
     }
 }
@@ -40,9 +46,9 @@ pub fn launch_local<S: AsRef<OsStr>>(
 
 /// Spawns `nproc` children of `program args` with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 /// `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` (a free port), `HR_DIST_TOKEN` (random) plus `env`,
-/// and waits for them. Returns rank 0's status if all succeed; if one exits non-zero or is
-/// killed, the others get `opts.grace` to exit, are then killed, and the error names the first
-/// failed rank and its status.
+/// and waits for them. Returns rank 0's status if all succeed or all exit with the same status;
+/// otherwise, once one exits non-zero or is killed, the others get `opts.grace` to exit, are
+/// then killed, and the error names the first failed rank and its status.
 pub fn launch_local_with<S: AsRef<OsStr>>(
     nproc: usize,
     program: impl AsRef<OsStr>,
@@ -90,7 +96,13 @@ fn free_port() -> Result<u16> {
 fn supervise(children: &mut [Option<Child>], opts: &LaunchOptions) -> Result<ExitStatus> {
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut failed: Option<(usize, ExitStatus, Instant)> = None;
+    let mut forwarded = false;
     loop {
+        let stop = opts.forward_stop.as_ref();
+        if !forwarded && stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            forwarded = true;
+            children.iter().flatten().for_each(terminate);
+        }
         for (rank, slot) in children.iter_mut().enumerate() {
             let Some(child) = slot else { continue };
             let Ok(Some(st)) = child.try_wait() else {
@@ -105,19 +117,32 @@ fn supervise(children: &mut [Option<Child>], opts: &LaunchOptions) -> Result<Exi
         if children.iter().all(Option::is_none) {
             break;
         }
-        if let Some((_, _, at)) = failed {
+        if let Some((rank, status, at)) = failed {
             if at.elapsed() >= opts.grace {
                 kill_all(children);
-                break;
+                return Err(DistError::RankFailed { rank, status });
             }
         }
         std::thread::sleep(opts.poll);
     }
-    match (failed, statuses.first().copied().flatten()) {
+    let first = statuses.first().copied().flatten();
+    let unanimous = first.is_some() && statuses.iter().all(|s| *s == first);
+    match (failed, first) {
+        // Every rank stopped the same way (e.g. exit 75 after a preemption checkpoint).
+        (_, Some(st)) if unanimous => Ok(st),
         (Some((rank, status, _)), _) => Err(DistError::RankFailed { rank, status }),
         (None, Some(st)) => Ok(st),
         (None, None) => Err(DistError::Invalid("rank 0 status unknown".into())),
     }
+}
+
+/// Sends SIGTERM to a child (through the `kill` utility: no unsafe code in this crate).
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn kill_all(children: &mut [Option<Child>]) {
@@ -136,6 +161,7 @@ mod tests {
         let opts = LaunchOptions {
             grace,
             poll: Duration::from_millis(20),
+            forward_stop: None,
         };
         launch_local_with(nproc, "sh", &["-c", script], &[], &opts)
     }
@@ -173,6 +199,22 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("signal"), "{err}");
+    }
+
+    #[test]
+    fn stop_flag_forwards_sigterm_to_every_rank() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let opts = LaunchOptions {
+            poll: Duration::from_millis(20),
+            forward_stop: Some(flag),
+            ..LaunchOptions::default()
+        };
+        // Each rank exits 75 on SIGTERM (as hr-train does after its preemption checkpoint).
+        let script = r#"trap 'exit 75' TERM; for i in $(seq 100); do sleep 0.1; done; exit 0"#;
+        let t0 = Instant::now();
+        let st = launch_local_with(2, "sh", &["-c", script], &[], &opts).unwrap();
+        assert_eq!(st.code(), Some(75));
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn launch(
     let opts = LaunchOptions {
         grace: Duration::from_secs(8),
         poll: Duration::from_millis(20),
+        forward_stop: None,
     };
     let args = ["--exact", "child_rank", "--nocapture", "--test-threads=1"];
     launch_local_with(nproc, exe, &args, &env, &opts)

@@ -1,14 +1,25 @@
 //! Forward + backward (+ Adam step) of the late-fusion `HybridRetriever` from raw waveforms on
-//! the CPU: one training step of the paper's recipe (10 s audio at 32 kHz, 32-token queries and
-//! 32-token metadata, random weights).
+//! the CPU or a GPU: one training step of the paper's recipe (10 s audio at 32 kHz, 32-token
+//! queries and 32-token metadata, random weights).
 //!
 //! `cargo bench -p hr-models --bench retriever` runs one configuration per process, so the
 //! reported peak RSS (VmHWM of /proc/self/status) belongs to that configuration alone.
+//!
+//! On a GPU (`HR_BENCH_DEVICE=cuda`, or `-- --device cuda` on the command line) the parameters,
+//! gradients and Adam moments live on the device; the mel frontend runs on the host (rayon) and
+//! its output is uploaded every step (included in the step time, and also timed alone). Every
+//! clock reading follows a device synchronisation; peak GPU memory is the high-water mark of the
+//! device's stream-ordered memory pool over the timed steps (reset after the warm-up; the
+//! analogue of `torch.cuda.max_memory_allocated`), plus what the pool reserved and the device's
+//! whole used memory (`cuMemGetInfo`, includes the context and cuBLAS workspaces).
 //! Environment variables:
 //! - `HR_BENCH_PRESET` (default `tiny`): `tiny`, `paper-base`, `paper-large`;
 //! - `HR_BENCH_BATCH` (default 32): examples per step;
 //! - `HR_BENCH_STEPS` (default 3): timed steps after one warm-up step;
 //! - `HR_BENCH_SECONDS` (default 10): audio length in seconds;
+//! - `HR_BENCH_DEVICE` (default `cpu`): `cpu`, `cuda`, `cuda:N` (a `--device X` argument wins);
+//! - `HR_BENCH_GFLOP` (optional): FLOPs of one step in GFLOP (from
+//!   `tools/torch_retriever_bench.py --flops`, same model) to print the achieved TFLOP/s;
 //! - `HR_BENCH_BREAKDOWN` (default 0): 1 = time the parts of the step (mel, CNN, BERT, pooling,
 //!   loss, each backward) by running the step by hand, plus standalone BERT / pooling copies
 //!   of the same shapes to split the text and pooling costs (more memory: run it separately).
@@ -26,7 +37,7 @@ use hr_models::retriever::{HybridRetriever, RetrievalBatch, WaveformBatch};
 use hr_models::text::{TokenBatch, MAX_TOKENS};
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::{Mode, ParamStore};
-use hr_tensor::{Rng, Tensor};
+use hr_tensor::{cuda, Device, Rng, Tensor};
 
 const SAMPLE_RATE: usize = 32_000;
 
@@ -63,6 +74,40 @@ fn cpu_seconds() -> f64 {
         .filter_map(|v| v.parse().ok())
         .collect();
     f.iter().sum::<f64>() / 100.0
+}
+
+/// The device from `--device X` / `--device=X` (after `--`) or `HR_BENCH_DEVICE`.
+fn bench_device() -> Device {
+    let args: Vec<String> = std::env::args().collect();
+    let from_args = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--device") {
+            Some("") => args.get(i + 1).cloned(),
+            Some(v) => v.strip_prefix('=').map(str::to_string),
+            None => None,
+        });
+    let name = from_args.unwrap_or_else(|| env_or("HR_BENCH_DEVICE", "cpu".to_string()));
+    Device::parse(&name).unwrap_or_else(|e| panic!("device {name:?}: {e}"))
+}
+
+/// Waits for the device's queued work (no-op on the CPU).
+fn sync(dev: Device) {
+    if let Device::Cuda(n) = dev {
+        cuda::synchronize(n).unwrap_or_else(|e| panic!("synchronize {dev}: {e}"));
+    }
+}
+
+/// Memory statistics of a GPU (None on the CPU).
+fn gpu_memory(dev: Device) -> Option<cuda::MemoryStats> {
+    match dev {
+        Device::Cuda(n) => Some(cuda::memory_stats(n).unwrap_or_else(|e| panic!("{e}"))),
+        Device::Cpu => None,
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -115,12 +160,116 @@ fn adam(ps: &ParamStore) -> Adam {
     Adam::new(ps, AdamConfig::default(), groups).expect("optimizer")
 }
 
+/// Medians of the timed steps, seconds.
+struct StepTimes {
+    fwd: Vec<f64>,
+    bwd: Vec<f64>,
+    adam: Vec<f64>,
+    total: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+/// One warm-up step and `steps` timed steps (zero_grad + forward + backward + Adam).
+fn run_steps(
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+    opt: &mut Adam,
+    wb: &WaveformBatch,
+    steps: usize,
+    dev: Device,
+) -> StepTimes {
+    let mut t = StepTimes {
+        fwd: vec![],
+        bwd: vec![],
+        adam: vec![],
+        total: vec![],
+        cpu: vec![],
+    };
+    for step in 0..=steps {
+        if step == 1 {
+            if let Device::Cuda(n) = dev {
+                sync(dev);
+                cuda::reset_peak_memory(n).expect("reset peak memory");
+            }
+        }
+        let mode = Mode::Train {
+            seed: 1000 + step as u64,
+        };
+        sync(dev);
+        let c0 = cpu_seconds();
+        let t0 = Instant::now();
+        ps.zero_grad()
+            .unwrap_or_else(|e| panic!("zero_grad on {dev}: {e}"));
+        let (out, cache) = model
+            .forward_waveforms(ps, wb, mode)
+            .unwrap_or_else(|e| panic!("forward on {dev}: {e}"));
+        sync(dev);
+        let t1 = Instant::now();
+        model
+            .backward_waveforms(ps, &cache, 1.0)
+            .unwrap_or_else(|e| panic!("backward on {dev}: {e}"));
+        drop(cache);
+        sync(dev);
+        let t2 = Instant::now();
+        opt.step(ps)
+            .unwrap_or_else(|e| panic!("adam on {dev}: {e}"));
+        sync(dev);
+        let t3 = Instant::now();
+        let c1 = cpu_seconds();
+        let loss = out
+            .loss
+            .scalar_f64()
+            .unwrap_or_else(|e| panic!("loss on {dev}: {e}"));
+        let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        let mem = match gpu_memory(dev) {
+            Some(m) => format!("GPU pool peak {:.0} MiB", mib(m.pool_used_high)),
+            None => format!("VmHWM {:.0} MiB", proc_status_mib("VmHWM:")),
+        };
+        eprintln!(
+            "#   step {step}{}: {:.4} s, CPU {:.2} s (zero_grad+forward {:.4}, backward {:.4}, \
+             adam {:.4}), loss {loss:.4}, {mem}",
+            if step == 0 { " (warm-up)" } else { "" },
+            s(t0, t3),
+            c1 - c0,
+            s(t0, t1),
+            s(t1, t2),
+            s(t2, t3),
+        );
+        if step > 0 {
+            t.fwd.push(s(t0, t1));
+            t.bwd.push(s(t1, t2));
+            t.adam.push(s(t2, t3));
+            t.total.push(s(t0, t3));
+            t.cpu.push(c1 - c0);
+        }
+    }
+    t
+}
+
+/// Median seconds of the host mel frontend alone on the batch (it is part of every step).
+fn time_mel(wb: &WaveformBatch, steps: usize) -> f64 {
+    let mel_fe = MelFrontend::new(MelConfig::default()).expect("mel");
+    let times: Vec<f64> = (0..steps)
+        .map(|i| {
+            let t0 = Instant::now();
+            let mode = Mode::Train {
+                seed: 5000 + i as u64,
+            };
+            mel_fe.forward(&wb.waveforms, mode).expect("mel");
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&times)
+}
+
 fn main() {
     let name: String = env_or("HR_BENCH_PRESET", "tiny".to_string());
     let b: usize = env_or("HR_BENCH_BATCH", 32);
     let steps: usize = env_or("HR_BENCH_STEPS", 3).max(1);
     let seconds: usize = env_or("HR_BENCH_SECONDS", 10);
     let breakdown: bool = env_or("HR_BENCH_BREAKDOWN", 0u8) != 0;
+    let gflop: f64 = env_or("HR_BENCH_GFLOP", f64::NAN);
+    let dev = bench_device();
     let cfg = preset(&name).expect("preset");
     let threads = rayon::current_num_threads();
 
@@ -129,82 +278,86 @@ fn main() {
     let model = HybridRetriever::new(&mut ps, cfg.clone(), &mut rng).expect("model");
     let params = ps.num_trainable();
     let wb = batch(b, seconds, cfg.text.vocab_size, &mut rng);
+    ps.to_device(dev)
+        .and_then(|()| ps.check_device(dev))
+        .unwrap_or_else(|e| panic!("parameters to {dev}: {e}"));
     let mut opt = adam(&ps);
+    sync(dev);
     let rss_model = proc_status_mib("VmRSS:");
+    let mem_init = gpu_memory(dev);
+    let card = match dev {
+        Device::Cuda(n) => cuda::context(n).map(|d| d.name.clone()).unwrap_or_default(),
+        Device::Cpu => "cpu".to_string(),
+    };
 
     eprintln!(
-        "# {name}: {params} trainable parameters (incl. the unused CNN classifier head), batch {b}, {seconds} s audio, \
-         {MAX_TOKENS}-token queries and metadata, {threads} rayon threads, \
-         1 warm-up + {steps} timed steps"
+        "# {name} on {dev} ({card}): {params} trainable parameters (incl. the unused CNN \
+         classifier head), batch {b}, {seconds} s audio, {MAX_TOKENS}-token queries and \
+         metadata, {threads} rayon threads, f32 (plain FP32 GEMMs), 1 warm-up + {steps} timed steps"
     );
-    let (mut fwd, mut bwd, mut opt_t, mut total) = (vec![], vec![], vec![], vec![]);
-    let mut cpu = vec![];
-    for step in 0..=steps {
-        let mode = Mode::Train {
-            seed: 1000 + step as u64,
-        };
-        let c0 = cpu_seconds();
-        let t0 = Instant::now();
-        ps.zero_grad().expect("zero_grad");
-        let (out, cache) = model
-            .forward_waveforms(&mut ps, &wb, mode)
-            .expect("forward");
-        let t1 = Instant::now();
-        model
-            .backward_waveforms(&mut ps, &cache, 1.0)
-            .expect("backward");
-        drop(cache);
-        let t2 = Instant::now();
-        opt.step(&mut ps).expect("adam");
-        let t3 = Instant::now();
-        let c1 = cpu_seconds();
-        let loss = out.loss.scalar_f64().expect("loss");
-        let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
-        eprintln!(
-            "#   step {step}{}: {:.3} s, CPU {:.2} s (zero_grad+forward {:.3}, backward {:.3}, \
-             adam {:.3}), loss {loss:.4}, VmHWM {:.0} MiB",
-            if step == 0 { " (warm-up)" } else { "" },
-            s(t0, t3),
-            c1 - c0,
-            s(t0, t1),
-            s(t1, t2),
-            s(t2, t3),
-            proc_status_mib("VmHWM:"),
-        );
-        if step > 0 {
-            fwd.push(s(t0, t1));
-            bwd.push(s(t1, t2));
-            opt_t.push(s(t2, t3));
-            total.push(s(t0, t3));
-            cpu.push(c1 - c0);
+    let t = run_steps(&model, &mut ps, &mut opt, &wb, steps, dev);
+    let med = median(&t.total);
+    let mel = time_mel(&wb, steps);
+    match (gpu_memory(dev), mem_init) {
+        (Some(m), Some(m0)) => {
+            println!(
+                "| preset | batch | audio | device | params (M) | step (s, median of {steps}) \
+                 | forward (s) | backward (s) | Adam (s) | items/s | TFLOP/s | host mel alone (s) \
+                 | peak GPU pool used (MiB) | peak GPU pool reserved (MiB) | GPU used by device (MiB) \
+                 | GPU pool after init (MiB) |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            println!(
+                "| {name} (Rust, {card}) | {b} | {seconds} s | {dev} | {:.2} | {med:.4} | {:.4} \
+                 | {:.4} | {:.4} | {:.1} | {:.1} | {mel:.4} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                params as f64 / 1e6,
+                median(&t.fwd),
+                median(&t.bwd),
+                median(&t.adam),
+                b as f64 / med,
+                gflop / med / 1e3,
+                mib(m.pool_used_high),
+                mib(m.pool_reserved_high),
+                mib(m.device_total - m.device_free),
+                mib(m0.pool_used),
+            );
+        }
+        _ => {
+            let hwm = proc_status_mib("VmHWM:");
+            println!(
+                "| preset | batch | audio | threads | params (M) | step (s, median of {steps}) \
+                 | forward (s) | backward (s) | Adam (s) | CPU s/step | items/s | peak RSS (MiB) \
+                 | RSS after init (MiB) |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            println!(
+                "| {name} (Rust) | {b} | {seconds} s | {threads} | {:.2} | {med:.3} | {:.3} \
+                 | {:.3} | {:.3} | {:.2} | {:.2} | {hwm:.0} | {rss_model:.0} |",
+                params as f64 / 1e6,
+                median(&t.fwd),
+                median(&t.bwd),
+                median(&t.adam),
+                median(&t.cpu),
+                b as f64 / med,
+            );
+            eprintln!("# host mel frontend alone (part of the step): {mel:.3} s");
         }
     }
-    let hwm = proc_status_mib("VmHWM:");
-    let med = median(&total);
-    println!(
-        "| preset | batch | audio | threads | params (M) | step (s, median of {steps}) | forward (s) \
-         | backward (s) | Adam (s) | CPU s/step | items/s | peak RSS (MiB) | RSS after init (MiB) |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {name} (Rust) | {b} | {seconds} s | {threads} | {:.2} | {med:.3} | {:.3} | {:.3} | {:.3} \
-         | {:.2} | {:.2} | {hwm:.0} | {rss_model:.0} |",
-        params as f64 / 1e6,
-        median(&fwd),
-        median(&bwd),
-        median(&opt_t),
-        median(&cpu),
-        b as f64 / med,
-    );
 
     if breakdown {
-        run_breakdown(&model, &mut ps, &wb, steps);
+        run_breakdown(&model, &mut ps, &wb, steps, dev);
     }
 }
 
 /// The step by hand (same computation as forward_waveforms / backward_waveforms) with a timer
 /// around each part, then standalone BERT and pooling copies to split the text-side costs.
-fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatch, steps: usize) {
+fn run_breakdown(
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+    wb: &WaveformBatch,
+    steps: usize,
+    dev: Device,
+) {
     let cfg = model.config().clone();
     let mel_fe = MelFrontend::new(MelConfig::default()).expect("mel");
     let cnn = model.audio_cnn().expect("preset with an audio backbone");
@@ -221,13 +374,19 @@ fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatc
             seed: 2000 + step as u64,
         };
         ps.zero_grad().expect("zero_grad");
+        sync(dev);
         let mut t = vec![Instant::now()];
-        // encode_waveforms uses sub-modes 3 (mel) and 4 (CNN).
-        let mel = mel_fe.forward(&wb.waveforms, mode.sub(3)).expect("mel");
+        // encode_waveforms uses sub-modes 3 (mel) and 4 (CNN); the mel is host code + upload.
+        let mel = mel_fe
+            .forward(&wb.waveforms, mode.sub(3))
+            .and_then(|m| Ok(m.to_device(dev)?))
+            .expect("mel");
+        sync(dev);
         t.push(Instant::now());
         let (frames, cnn_cache) = cnn
             .forward_windows(ps, &mel, mode.sub(4), WINDOW_FRAMES)
             .expect("cnn");
+        sync(dev);
         t.push(Instant::now());
         let n = wb.waveforms.shape()[1];
         let fr: Vec<f64> = wb
@@ -244,12 +403,15 @@ fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatc
             clip_ids: wb.clip_ids.clone(),
         };
         let (_, cache) = model.forward(ps, &fb, mode).expect("forward");
+        sync(dev);
         t.push(Instant::now());
         let dframes = model.backward(ps, &cache, 1.0).expect("backward");
         drop(cache);
+        sync(dev);
         t.push(Instant::now());
         cnn.backward_windows(ps, &cnn_cache, &dframes)
             .expect("cnn bwd");
+        sync(dev);
         t.push(Instant::now());
         if step > 0 {
             for (i, p) in parts.iter_mut().enumerate() {
@@ -258,7 +420,10 @@ fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatc
         }
     }
     let frames_shape = {
-        let mel = mel_fe.forward(&wb.waveforms, Mode::Eval).expect("mel");
+        let mel = mel_fe
+            .forward(&wb.waveforms, Mode::Eval)
+            .and_then(|m| Ok(m.to_device(dev)?))
+            .expect("mel");
         let (f, _) = cnn
             .forward_windows(ps, &mel, Mode::Eval, WINDOW_FRAMES)
             .expect("cnn");
@@ -270,7 +435,10 @@ fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatc
     let mut rng = Rng::new(11);
     let bert = BertModel::new(&mut ps2, "text", cfg.text, &mut rng).expect("bert");
     let pool = AudioPooling::new(&mut ps2, "audio_head", cfg.pooling, &mut rng).expect("pooling");
-    let frames = Tensor::randn(&frames_shape, 1.0, &mut rng).expect("frames");
+    ps2.to_device(dev).expect("standalone copies to the device");
+    let frames = Tensor::randn(&frames_shape, 1.0, &mut rng)
+        .and_then(|f| f.to_device(dev))
+        .expect("frames");
     let valid = vec![1u8; frames_shape[0] * frames_shape[1]];
     let (mut bf, mut bb, mut pf, mut pb) = (vec![], vec![], vec![], vec![]);
     for step in 0..=steps {
@@ -278,20 +446,25 @@ fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatc
             seed: 3000 + step as u64,
         };
         ps2.zero_grad().expect("zero_grad");
+        sync(dev);
         let t0 = Instant::now();
         let (q, qc) = bert.forward_cls(&ps2, &wb.queries, mode.sub(0)).expect("q");
         let (m, mc) = bert
             .forward_cls(&ps2, &wb.metadata, mode.sub(1))
             .expect("m");
+        sync(dev);
         let t1 = Instant::now();
         bert.backward_cls(&mut ps2, &qc, &q).expect("q bwd");
         bert.backward_cls(&mut ps2, &mc, &m).expect("m bwd");
+        sync(dev);
         let t2 = Instant::now();
         let (a, pc) = pool
             .forward(&ps2, &frames, &valid, mode.sub(2))
             .expect("pool");
+        sync(dev);
         let t3 = Instant::now();
         pool.backward(&mut ps2, &pc, &a).expect("pool bwd");
+        sync(dev);
         let t4 = Instant::now();
         if step > 0 {
             bf.push((t1 - t0).as_secs_f64());
@@ -337,4 +510,10 @@ fn run_breakdown(model: &HybridRetriever, ps: &mut ParamStore, wb: &WaveformBatc
         "| peak RSS incl. breakdown copies (MiB) | {:.0} |",
         proc_status_mib("VmHWM:")
     );
+    if let Some(m) = gpu_memory(dev) {
+        println!(
+            "| peak GPU pool used incl. breakdown copies (MiB) | {:.0} |",
+            mib(m.pool_used_high)
+        );
+    }
 }

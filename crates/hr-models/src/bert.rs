@@ -10,7 +10,7 @@ use hr_nn::layers::{
     Mode, Naming, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use hr_nn::{Error, MisShaped, ParamId, ParamStore, Result};
-use hr_tensor::{ops, DType, Rng, Tensor, Unary};
+use hr_tensor::{ops, Rng, Tensor, Unary};
 use serde::{Deserialize, Serialize};
 
 use crate::text::TokenBatch;
@@ -212,15 +212,14 @@ impl BertModel {
         Ok(())
     }
 
-    /// The (B, T) key mask in the dtype of the model's parameters.
+    /// The (B, T) key mask in the dtype and on the device of the model's parameters.
     fn mask_tensor(&self, ps: &ParamStore, tokens: &TokenBatch) -> Result<Tensor> {
-        let dtype = ps.value(self.word.weight).dtype();
         let v: Vec<f64> = tokens
             .mask
             .iter()
             .map(|&m| f64::from(u8::from(m != 0)))
             .collect();
-        tensor_in(v, &[tokens.rows, tokens.cols], dtype)
+        tensor_in(v, &[tokens.rows, tokens.cols], ps.value(self.word.weight))
     }
 
     /// `last_hidden_state` (B, T, hidden) of a padded batch and the cache for the backward.
@@ -369,7 +368,10 @@ pub(crate) fn load_mapped(
     Ok(())
 }
 
-/// A CPU tensor holding `v` converted to `dtype` (masks in the parameters' dtype).
-pub(crate) fn tensor_in(v: Vec<f64>, shape: &[usize], dtype: DType) -> Result<Tensor> {
-    Ok(Tensor::from_vec(v, shape)?.to_dtype(dtype)?)
+/// A tensor holding `v` in the dtype and on the device of `like` (masks and per-row weights
+/// built on the host from batch metadata, uploaded once per call).
+pub(crate) fn tensor_in(v: Vec<f64>, shape: &[usize], like: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v, shape)?
+        .to_dtype(like.dtype())?
+        .to_device(like.device())?)
 }

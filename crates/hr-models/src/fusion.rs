@@ -60,7 +60,7 @@ impl From<GateNorm> for GeuNorm {
 /// The (B, 1) presence column of `present` in `like`'s dtype.
 fn presence(present: &[bool], like: &Tensor) -> Result<Tensor> {
     let v = present.iter().map(|&p| f64::from(u8::from(p))).collect();
-    tensor_in(v, &[present.len(), 1], like.dtype())
+    tensor_in(v, &[present.len(), 1], like)
 }
 
 fn check_rows(what: &str, t: &Tensor, rows: usize) -> Result<()> {
@@ -190,7 +190,7 @@ impl MidFusion {
             v.extend(row.iter().map(|&m| f64::from(u8::from(m != 0))));
             v.push(p);
         }
-        tensor_in(v, &[present.len(), t + 3], like.dtype())
+        tensor_in(v, &[present.len(), t + 3], like)
     }
 
     /// Audio and metadata tokens (B, out) each, unnormalised.

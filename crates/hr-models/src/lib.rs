@@ -4,9 +4,11 @@
 //! - [`mobilenet`]: MobileNetV3 (EfficientAT static family mn01..mn40);
 //! - [`bert`]: BERT under HF names and the tokenizer / text preprocessing;
 //! - [`pooling`]: the audio pooling transformer;
-//! - [`fusion`] and [`retriever`]: none / late / mid fusion and the `HybridRetriever`.
+//! - [`fusion`] and [`retriever`]: none / late / mid fusion and the `HybridRetriever`;
+//! - [`exchange`]: the row exchange that lets the loss see a data-parallel global batch.
 
 pub mod bert;
+pub mod exchange;
 pub mod fusion;
 pub mod mel;
 pub mod mobilenet;

@@ -273,7 +273,10 @@ impl MelFrontend {
         1 + n.saturating_sub(1) / self.cfg.hop
     }
 
-    /// Waveforms (B, N) -> log-mel (B, 1, n_mels, T) f32. Training mode jitters fmin / fmax
+    /// Waveforms (B, N) -> log-mel (B, 1, n_mels, T) f32 on the host. Waveforms on a GPU are
+    /// downloaded first: this frontend is host code (realfft + rayon); the retriever uploads its
+    /// output to the model's device. A GPU frontend (cuFFT or a DFT-as-GEMM, the mel bank as a
+    /// GEMM, SpecAugment as masks) is a separate task. Training mode jitters fmin / fmax
     /// (one draw per call) and applies one frequency and one time mask per example; all draws
     /// derive from the mode's seed. Errors name `mel_frontend` and the input shape.
     pub fn forward(&self, wav: &Tensor, mode: Mode) -> Result<Tensor> {

@@ -205,10 +205,10 @@ impl MobileNetV3 {
             if !(name.contains(".conc_se_layers.") || name.starts_with("classifier.")) {
                 continue;
             }
-            let shape = p.value.shape().to_vec();
+            let (shape, device) = (p.value.shape().to_vec(), p.value.device());
             *ps.value_mut(id) = match shape.len() {
-                2 => Tensor::randn(&shape, 0.01, rng)?,
-                _ => Tensor::zeros(&shape, hr_tensor::DType::F32, hr_tensor::Device::Cpu)?,
+                2 => Tensor::randn(&shape, 0.01, rng)?.to_device(device)?,
+                _ => Tensor::zeros(&shape, hr_tensor::DType::F32, device)?,
             };
         }
         Ok(())

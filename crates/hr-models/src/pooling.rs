@@ -377,7 +377,7 @@ impl AudioPooling {
                 std::iter::once(1.0).chain(row.iter().map(|&m| f64::from(u8::from(m != 0))))
             })
             .collect();
-        tensor_in(v, &[b, t + 1], self.dtype(ps))
+        tensor_in(v, &[b, t + 1], ps.value(self.out.weight))
     }
 
     fn forward_mean(
@@ -395,7 +395,7 @@ impl AudioPooling {
                     .map(move |&m| f64::from(u8::from(m != 0)) / count)
             })
             .collect();
-        let weights = tensor_in(w, &[b, t, 1], self.dtype(ps))?;
+        let weights = tensor_in(w, &[b, t, 1], x)?;
         let pooled = ops::sum_axes(&ops::mul(x, &weights)?, &[1], false)?;
         let (out, oc) = self.out.forward(ps, &pooled)?;
         Ok((out, PoolingCache::Mean { weights, out: oc }))

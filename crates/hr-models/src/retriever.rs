@@ -7,7 +7,9 @@
 //! `audio.backbone` is set), `audio_head.*` (pooling transformer) and `mid.*` (mid fusion).
 //! [`HybridRetriever::forward`] consumes frame sequences (B, T, C) and its backward returns their
 //! gradient; [`HybridRetriever::forward_waveforms`] runs the mel frontend and the MobileNetV3
-//! (10 s windows) first and backpropagates into the CNN too.
+//! (10 s windows) first and backpropagates into the CNN too. The `_exchange` variants take a
+//! [`RowExchange`] so that, under data parallelism, the loss sees the global batch (see
+//! [`crate::exchange`]); the plain ones are the single-process case.
 
 use std::path::Path;
 
@@ -16,10 +18,11 @@ use hr_nn::loss::{
     contrastive_loss, contrastive_loss_bwd, positive_mask, ContrastiveCache, NtXent, NtXentCache,
 };
 use hr_nn::{Error, ParamStore, Result};
-use hr_tensor::{ops, Rng, Tensor};
+use hr_tensor::{ops, Device, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::bert::{BertCache, BertConfig, BertModel};
+use crate::exchange::{gather, gather_flags, scatter, LocalRows, RowExchange, RowSpan};
 use crate::fusion::{
     late_fuse, late_fuse_bwd, FusionKind, GateNorm, MidFusion, MidInputs, MidItemsCache,
     MidScoreCache,
@@ -38,6 +41,19 @@ pub struct AudioConfig {
     /// frame sequences directly.
     #[serde(default)]
     pub backbone: Option<String>,
+    /// Mel frontend augmentation in training: fmin / fmax jitter and SpecAugment masks
+    /// (EfficientAT: on).
+    #[serde(default = "default_true")]
+    pub augment: bool,
+    /// Run the CNN's batch norms on their running statistics in training too (frozen batch
+    /// statistics; the affine parameters still train). Makes a step independent of how the
+    /// batch is split over data-parallel ranks.
+    #[serde(default)]
+    pub frozen_batchnorm: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Everything that defines a [`HybridRetriever`] (the TOML presets in `configs/models/`).
@@ -115,7 +131,19 @@ pub struct RetrievalBatch {
     pub clip_ids: Vec<u64>,
 }
 
-/// A batch of raw audio: like [`RetrievalBatch`] with waveforms instead of frames.
+impl RetrievalBatch {
+    /// The same batch with its frames on `device` (token ids, masks and flags stay host
+    /// vectors: the ops take them as slices or build their masks from them per call).
+    pub fn to_device(&self, device: Device) -> Result<RetrievalBatch> {
+        Ok(RetrievalBatch {
+            frames: self.frames.to_device(device)?,
+            ..self.clone()
+        })
+    }
+}
+
+/// A batch of raw audio: like [`RetrievalBatch`] with waveforms instead of frames. Keep the
+/// waveforms on the host: the mel frontend is host code (see [`HybridRetriever::device`]).
 #[derive(Debug, Clone)]
 pub struct WaveformBatch {
     /// Waveforms (B, N) at 32 kHz, zero-padded at the end.
@@ -149,13 +177,13 @@ struct Backbone {
 /// What [`HybridRetriever::forward`] returns.
 #[derive(Debug, Clone)]
 pub struct RetrieverOutput {
-    /// Item embeddings (B, E), unnormalised (`none` and `late` fusion).
+    /// Item embeddings of this rank's rows (B, E), unnormalised (`none` and `late` fusion).
     pub items: Option<Tensor>,
-    /// Query embeddings (B, E), unnormalised.
+    /// Query embeddings of this rank's rows (B, E), unnormalised.
     pub queries: Tensor,
-    /// Scores (items x queries) divided by tau (`mid` fusion).
+    /// Scores of the global batch (items x queries) divided by tau (`mid` fusion).
     pub scores: Option<Tensor>,
-    /// The NT-Xent loss (shape `[]`).
+    /// The NT-Xent loss of the global batch (shape `[]`).
     pub loss: Tensor,
 }
 
@@ -166,11 +194,12 @@ struct MetaCache {
     proj: Option<LinearCache>,
 }
 
-/// Saved activations of the item side.
+/// Saved activations of the item side, with the spans of this rank's rows in the gathered
+/// matrices (items or mid fusion's audio tokens, queries, mid fusion's metadata tokens).
 #[derive(Debug, Clone)]
 enum ItemCache {
-    Pooled(PoolingCache),
-    Mid(Box<(MidItemsCache, MidScoreCache)>),
+    Pooled(PoolingCache, [RowSpan; 2]),
+    Mid(Box<(MidItemsCache, MidScoreCache)>, [RowSpan; 3]),
 }
 
 /// Saved activations of the loss.
@@ -277,7 +306,7 @@ impl HybridRetriever {
         }
         let cnn = MobileNetV3::with_prefix(ps, "audio_cnn.", mc, rng)?;
         Ok(Some(Backbone {
-            mel: MelFrontend::new(MelConfig::default())?,
+            mel: MelFrontend::new(mel_config(&cfg.audio))?,
             cnn,
         }))
     }
@@ -294,7 +323,16 @@ impl HybridRetriever {
         })
     }
 
-    /// Waveforms (B, N) -> frames (B, T, C) and their mask (first `ceil(valid / N * T)` frames
+    /// The CNN's mode: evaluation (running batch-norm statistics) when they are frozen.
+    fn cnn_mode(&self, mode: Mode) -> Mode {
+        match self.cfg.audio.frozen_batchnorm {
+            true => Mode::Eval,
+            false => mode.sub(4),
+        }
+    }
+
+    /// Waveforms (B, N), on any device (the mel frontend runs on the host) -> frames (B, T, C)
+    /// on the model's device and their mask (first `ceil(valid / N * T)` frames
     /// of each row): mel frontend (SpecAugment in training), MobileNetV3 over 10 s windows.
     pub fn encode_waveforms(
         &self,
@@ -315,10 +353,14 @@ impl HybridRetriever {
                 ),
             });
         }
-        let mel = bb.mel.forward(waveforms, mode.sub(3))?;
-        let (frames, cache) = bb
-            .cnn
-            .forward_windows(ps, &mel, mode.sub(4), WINDOW_FRAMES)?;
+        // Host mel frontend (see [`HybridRetriever::device`]), then one upload.
+        let mel = bb
+            .mel
+            .forward(waveforms, mode.sub(3))?
+            .to_device(self.device(ps))?;
+        let (frames, cache) =
+            bb.cnn
+                .forward_windows(ps, &mel, self.cnn_mode(mode), WINDOW_FRAMES)?;
         let fractions: Vec<f64> = valid_lengths
             .iter()
             .map(|&v| v as f64 / n.max(1) as f64)
@@ -334,6 +376,17 @@ impl HybridRetriever {
         batch: &WaveformBatch,
         mode: Mode,
     ) -> Result<(RetrieverOutput, WaveformCache)> {
+        self.forward_waveforms_exchange(ps, batch, mode, &mut LocalRows)
+    }
+
+    /// [`HybridRetriever::forward_waveforms`] of this rank's share of a data-parallel batch.
+    pub fn forward_waveforms_exchange(
+        &self,
+        ps: &mut ParamStore,
+        batch: &WaveformBatch,
+        mode: Mode,
+        ex: &mut dyn RowExchange,
+    ) -> Result<(RetrieverOutput, WaveformCache)> {
         let (frames, frame_valid, cnn) =
             self.encode_waveforms(ps, &batch.waveforms, &batch.valid_lengths, mode)?;
         let fb = RetrievalBatch {
@@ -344,7 +397,7 @@ impl HybridRetriever {
             metadata_present: batch.metadata_present.clone(),
             clip_ids: batch.clip_ids.clone(),
         };
-        let (out, inner) = self.forward(ps, &fb, mode)?;
+        let (out, inner) = self.forward_exchange(ps, &fb, mode, ex)?;
         Ok((out, WaveformCache { cnn, inner }))
     }
 
@@ -355,7 +408,18 @@ impl HybridRetriever {
         c: &WaveformCache,
         dloss: f64,
     ) -> Result<()> {
-        let dframes = self.backward(ps, &c.inner, dloss)?;
+        self.backward_waveforms_exchange(ps, c, dloss, &mut LocalRows)
+    }
+
+    /// Backward of [`HybridRetriever::forward_waveforms_exchange`] (the same exchange).
+    pub fn backward_waveforms_exchange(
+        &self,
+        ps: &mut ParamStore,
+        c: &WaveformCache,
+        dloss: f64,
+        ex: &mut dyn RowExchange,
+    ) -> Result<()> {
+        let dframes = self.backward_exchange(ps, &c.inner, dloss, ex)?;
         self.backbone()?
             .cnn
             .backward_windows(ps, &c.cnn, &dframes)?;
@@ -365,6 +429,19 @@ impl HybridRetriever {
     /// The configuration.
     pub fn config(&self) -> &RetrieverConfig {
         &self.cfg
+    }
+
+    /// The device the model runs on: where its parameters in `ps` live.
+    ///
+    /// Move a model with [`ParamStore::to_device`] (the Adam moments are created on the
+    /// parameters' device). Frames of a [`RetrievalBatch`] must be on this device (an error
+    /// otherwise, never a silent copy); token ids, masks and presence flags stay host vectors
+    /// (the embedding ops take ids as slices; masks are built on the host and uploaded once per
+    /// call). Waveforms may live anywhere: the mel frontend is host code (realfft + rayon) and
+    /// its log-mel output is uploaded here before the MobileNetV3. A GPU mel frontend is a
+    /// separate task (it would remove the host FFT and one upload from every step).
+    pub fn device(&self, ps: &ParamStore) -> Device {
+        ps.value(self.text_proj.weight).device()
     }
 
     /// Loads pretrained HF BERT weights into the text encoder(s) (both when separate).
@@ -384,7 +461,16 @@ impl HybridRetriever {
         }
     }
 
-    fn check_batch(&self, batch: &RetrievalBatch) -> Result<()> {
+    fn check_batch(&self, ps: &ParamStore, batch: &RetrievalBatch) -> Result<()> {
+        let device = self.device(ps);
+        if batch.frames.device() != device {
+            return Err(hr_tensor::Error::DeviceMismatch {
+                op: "HybridRetriever::forward (frames vs parameters)",
+                lhs: batch.frames.device(),
+                rhs: device,
+            }
+            .into());
+        }
         let b = batch.clip_ids.len();
         let rows_ok = batch.frames.rank() == 3
             && batch.frames.shape()[0] == b
@@ -413,13 +499,26 @@ impl HybridRetriever {
         batch: &RetrievalBatch,
         mode: Mode,
     ) -> Result<(RetrieverOutput, RetrieverCache)> {
-        self.check_batch(batch)?;
+        self.forward_exchange(ps, batch, mode, &mut LocalRows)
+    }
+
+    /// [`HybridRetriever::forward`] of this rank's share of a data-parallel batch: the
+    /// embeddings are gathered over ranks through `ex` and the loss is the global batch's.
+    pub fn forward_exchange(
+        &self,
+        ps: &ParamStore,
+        batch: &RetrievalBatch,
+        mode: Mode,
+        ex: &mut dyn RowExchange,
+    ) -> Result<(RetrieverOutput, RetrieverCache)> {
+        self.check_batch(ps, batch)?;
         let (qcls, query) = self.text.forward_cls(ps, &batch.queries, mode.sub(0))?;
         let (q, query_proj) = self.text_proj.forward(ps, &qcls)?;
         let present = batch.metadata_present.clone();
+        let ids = ex.gather_u64(&batch.clip_ids)?;
         let p = match self.cfg.fusion {
-            FusionKind::Mid => self.forward_mid(ps, batch, &q, mode)?,
-            _ => self.forward_pooled(ps, batch, &q, mode)?,
+            FusionKind::Mid => self.forward_mid(ps, batch, &q, &ids, mode, ex)?,
+            _ => self.forward_pooled(ps, batch, &q, &ids, mode, ex)?,
         };
         if !p.loss.scalar_f64()?.is_finite() {
             return Err(Error::Config {
@@ -444,13 +543,15 @@ impl HybridRetriever {
         Ok((output, cache))
     }
 
-    /// `none` and `late` fusion.
+    /// `none` and `late` fusion; `ids` = the clip ids of the global batch.
     fn forward_pooled(
         &self,
         ps: &ParamStore,
         batch: &RetrievalBatch,
         q: &Tensor,
+        ids: &[u64],
         mode: Mode,
+        ex: &mut dyn RowExchange,
     ) -> Result<ItemPass> {
         let (a, pc) = self
             .pooling
@@ -469,8 +570,10 @@ impl HybridRetriever {
         } else {
             (a, None)
         };
-        let (loss, lc) = NtXent { tau: self.cfg.tau }.forward(&items, q, &batch.clip_ids)?;
-        let (item_cache, loss_cache) = (ItemCache::Pooled(pc), LossCache::Cosine(lc));
+        let (gi, si) = gather(ex, &items)?;
+        let (gq, sq) = gather(ex, q)?;
+        let (loss, lc) = NtXent { tau: self.cfg.tau }.forward(&gi, &gq, ids)?;
+        let (item_cache, loss_cache) = (ItemCache::Pooled(pc, [si, sq]), LossCache::Cosine(lc));
         Ok(ItemPass {
             items: Some(items),
             loss,
@@ -481,13 +584,15 @@ impl HybridRetriever {
         })
     }
 
-    /// `mid` fusion.
+    /// `mid` fusion; `ids` = the clip ids of the global batch.
     fn forward_mid(
         &self,
         ps: &ParamStore,
         batch: &RetrievalBatch,
         q: &Tensor,
+        ids: &[u64],
         mode: Mode,
+        ex: &mut dyn RowExchange,
     ) -> Result<ItemPass> {
         let mid = self.mid_fusion()?;
         let (bert, _) = self.meta_encoder();
@@ -500,14 +605,18 @@ impl HybridRetriever {
             present,
         };
         let (a, m, ic) = mid.items(ps, &self.pooling, inputs, mode.sub(2))?;
-        let (s, sc) = mid.score(ps, &a, &m, present, q)?;
+        let ((ga, sa), (gm, sm)) = (gather(ex, &a)?, gather(ex, &m)?);
+        let (gq, sq) = gather(ex, q)?;
+        let gpresent = gather_flags(ex, present)?;
+        let (s, sc) = mid.score(ps, &ga, &gm, &gpresent, &gq)?;
         let scores = ops::scale(&s, 1.0 / self.cfg.tau)?;
-        let (loss, lc) = contrastive_loss(&scores, &positive_mask(&batch.clip_ids)?)?;
+        let (loss, lc) = contrastive_loss(&scores, &positive_mask(ids)?)?;
         let meta = Some(MetaCache {
             bert: bc,
             proj: None,
         });
-        let (item_cache, loss_cache) = (ItemCache::Mid(Box::new((ic, sc))), LossCache::Scores(lc));
+        let item_cache = ItemCache::Mid(Box::new((ic, sc)), [sa, sq, sm]);
+        let loss_cache = LossCache::Scores(lc);
         Ok(ItemPass {
             items: None,
             loss,
@@ -528,9 +637,22 @@ impl HybridRetriever {
     /// Accumulates every parameter gradient for `dloss` (1.0 for plain training); returns the
     /// gradient of the frames (B, T, C).
     pub fn backward(&self, ps: &mut ParamStore, c: &RetrieverCache, dloss: f64) -> Result<Tensor> {
+        self.backward_exchange(ps, c, dloss, &mut LocalRows)
+    }
+
+    /// Backward of [`HybridRetriever::forward_exchange`] (the same exchange): this rank's
+    /// parameter gradients under the convention of [`crate::exchange`].
+    pub fn backward_exchange(
+        &self,
+        ps: &mut ParamStore,
+        c: &RetrieverCache,
+        dloss: f64,
+        ex: &mut dyn RowExchange,
+    ) -> Result<Tensor> {
         let (dx, dq, dmeta) = match (&c.items, &c.loss) {
-            (ItemCache::Pooled(pc), LossCache::Cosine(lc)) => {
+            (ItemCache::Pooled(pc, [si, sq]), LossCache::Cosine(lc)) => {
                 let (di, dq) = NtXent { tau: self.cfg.tau }.backward(lc, dloss)?;
+                let (di, dq) = (scatter(ex, &di, *si)?, scatter(ex, &dq, *sq)?);
                 let (da, dmeta) = match &c.meta {
                     Some(MetaCache { proj: Some(pl), .. }) => {
                         let (da, dm) = late_fuse_bwd(&di, &c.present)?;
@@ -540,10 +662,12 @@ impl HybridRetriever {
                 };
                 (self.pooling.backward(ps, pc, &da)?, dq, dmeta)
             }
-            (ItemCache::Mid(mc), LossCache::Scores(lc)) => {
+            (ItemCache::Mid(mc, [sa, sq, sm]), LossCache::Scores(lc)) => {
                 let mid = self.mid_fusion()?;
                 let ds = ops::scale(&contrastive_loss_bwd(lc, dloss)?, 1.0 / self.cfg.tau)?;
                 let (da, dm, dq) = mid.score_bwd(ps, &mc.1, &ds)?;
+                let (da, dm) = (scatter(ex, &da, *sa)?, scatter(ex, &dm, *sm)?);
+                let dq = scatter(ex, &dq, *sq)?;
                 let (dx, dmeta) = mid.items_bwd(ps, &self.pooling, &mc.0, &da, &dm)?;
                 (dx, dq, Some(dmeta))
             }
@@ -561,6 +685,16 @@ impl HybridRetriever {
         self.text.backward_cls(ps, &c.query, &dqcls)?;
         Ok(dx)
     }
+}
+
+/// EfficientAT's mel settings, without augmentation when the config says so.
+fn mel_config(audio: &AudioConfig) -> MelConfig {
+    let mut m = MelConfig::default();
+    if !audio.augment {
+        (m.freq_mask, m.time_mask) = (0, 0);
+        (m.fmin_aug_range, m.fmax_aug_range) = (0, 0);
+    }
+    m
 }
 
 /// NaN / Inf in an input is an error in debug builds (release builds rely on the loss check).

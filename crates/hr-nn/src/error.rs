@@ -55,6 +55,9 @@ pub enum Error {
     /// A parameter name is registered twice.
     #[error("parameter {0:?} registered twice")]
     DuplicateName(String),
+    /// A data-parallel collective (row exchange between ranks) failed.
+    #[error("collective failed: {0}")]
+    Collective(String),
     /// A configuration value is invalid.
     #[error("{key}: {msg}")]
     Config {

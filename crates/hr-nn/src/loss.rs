@@ -42,10 +42,12 @@ pub fn contrastive_loss(scores: &Tensor, positives: &Tensor) -> Result<(Tensor, 
         }
         .into());
     }
+    // The mask is built on the host; counting there avoids a device synchronisation, and it
+    // is uploaded once (a no-op on the CPU).
+    let count = ops::sum_all(positives)?.scalar_f64()?;
     let p = positives
         .to_dtype(scores.dtype())?
         .to_device(scores.device())?;
-    let count = ops::sum_all(&p)?.scalar_f64()?;
     if count <= 0.0 {
         return Err(Error::Config {
             key: "positives".into(),

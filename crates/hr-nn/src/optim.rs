@@ -111,6 +111,17 @@ impl Adam {
         })
     }
 
+    /// Moves the moments to `device` (they are created on their parameter's device at the
+    /// first step, so this is only needed after [`Adam::load`] followed by a
+    /// [`ParamStore::to_device`]).
+    pub fn to_device(&mut self, device: hr_tensor::Device) -> Result<()> {
+        for (m, v) in self.moments.values_mut() {
+            *m = m.to_device(device)?;
+            *v = v.to_device(device)?;
+        }
+        Ok(())
+    }
+
     /// Number of steps taken.
     pub fn step_count(&self) -> u64 {
         self.step

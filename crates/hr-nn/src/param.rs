@@ -174,11 +174,36 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Moves every value and gradient to `device`.
+    /// Moves every value and gradient, parameters and buffers (BatchNorm running statistics,
+    /// positional tables), to `device`. Layers read their parameters' device from the store,
+    /// so a model runs where its store lives; inputs must be on the same device (ops on
+    /// operands of different devices fail with `DeviceMismatch`, they never copy silently).
     pub fn to_device(&mut self, device: Device) -> Result<()> {
         for p in &mut self.params {
             p.value = p.value.to_device(device)?;
             p.grad = p.grad.to_device(device)?;
+        }
+        Ok(())
+    }
+
+    /// The device of the first entry (`Cpu` for an empty store).
+    pub fn device(&self) -> Device {
+        self.params
+            .first()
+            .map_or(Device::Cpu, |p| p.value.device())
+    }
+
+    /// Errors naming the first value or gradient that is not on `device`.
+    pub fn check_device(&self, device: Device) -> Result<()> {
+        for p in &self.params {
+            for (what, t) in [("value", &p.value), ("grad", &p.grad)] {
+                if t.device() != device {
+                    return Err(Error::Config {
+                        key: format!("{}.{what}", p.name),
+                        msg: format!("on {} but the model runs on {device}", t.device()),
+                    });
+                }
+            }
         }
         Ok(())
     }

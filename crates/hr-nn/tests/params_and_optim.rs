@@ -189,3 +189,23 @@ fn adam_rejects_orphans_and_overlaps() {
     ];
     assert!(Adam::new(&ps, AdamConfig::default(), overlap).is_err());
 }
+
+#[test]
+fn device_checks_name_the_first_misplaced_entry() {
+    let mut rng = Rng::new(3);
+    let mut ps = model(&mut rng, 2);
+    assert_eq!(ps.device(), hr_tensor::Device::Cpu);
+    ps.check_device(hr_tensor::Device::Cpu).unwrap();
+    // Moving to the device a store is on is a no-op that keeps every value.
+    let before = ps.clone();
+    ps.to_device(hr_tensor::Device::Cpu).unwrap();
+    for ((_, a), (_, b)) in ps.iter().zip(before.iter()) {
+        assert_eq!(a.value.to_vec_f32().unwrap(), b.value.to_vec_f32().unwrap());
+    }
+    // A GPU model must not silently hold host tensors (no device is opened here).
+    let err = ps.check_device(hr_tensor::Device::Cuda(0)).unwrap_err();
+    assert!(err.to_string().contains("enc.fc.weight.value"), "{err}");
+    assert!(ParamStore::new()
+        .check_device(hr_tensor::Device::Cuda(0))
+        .is_ok());
+}

@@ -61,9 +61,20 @@ impl Tensor {
         Tensor::from_cpu_storage(s, shape)
     }
 
-    /// Zeros of `dtype` on `device`.
+    /// Zeros of `dtype` on `device` (allocated and cleared on the device itself, without a
+    /// host buffer, for f32 on a GPU).
     pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        Tensor::full(shape, 0.0, dtype)?.to_device(device)
+        match device {
+            Device::Cuda(ordinal) if dtype == DType::F32 => {
+                let n = numel_of("Tensor::zeros", shape)?;
+                let data = cuda::zeros_f32(ordinal, n)?;
+                Ok(Tensor::from_storage(
+                    Storage::Cuda { ordinal, data },
+                    shape.to_vec(),
+                ))
+            }
+            _ => Tensor::full(shape, 0.0, dtype)?.to_device(device),
+        }
     }
 
     /// Zeros with the shape, dtype and device of `self`.

@@ -52,6 +52,17 @@ pub enum BadRowPolicy {
     Skip,
 }
 
+/// Arithmetic of the training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// bf16 activations and weight copies, f32 master weights and optimizer state (CUDA only).
+    Bf16,
+}
+
 /// `[run]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +79,10 @@ pub struct RunSection {
     pub non_finite_loss: NonFinitePolicy,
     /// Log a metrics line every this many steps (0 = every step).
     pub log_every: u64,
+    /// Arithmetic: `f32` or `bf16` (mixed precision, CUDA only).
+    pub precision: Precision,
+    /// Data parallel: seconds a collective may wait for a peer before the job fails naming it.
+    pub dist_timeout_s: f64,
 }
 
 impl Default for RunSection {
@@ -79,6 +94,8 @@ impl Default for RunSection {
             max_steps: 0,
             non_finite_loss: NonFinitePolicy::Skip,
             log_every: 1,
+            precision: Precision::F32,
+            dist_timeout_s: 60.0,
         }
     }
 }
@@ -95,6 +112,13 @@ pub struct ModelSection {
     pub metadata: MetadataKind,
     /// NT-Xent temperature.
     pub tau: f64,
+    /// Mel frontend augmentation in training (fmin / fmax jitter, SpecAugment masks).
+    pub audio_augment: bool,
+    /// Turn off every dropout of the preset.
+    pub disable_dropout: bool,
+    /// The CNN's batch norms use their running statistics in training too (affine parts
+    /// still train); a step then does not depend on how the batch is split over ranks.
+    pub frozen_batchnorm: bool,
 }
 
 impl Default for ModelSection {
@@ -104,6 +128,9 @@ impl Default for ModelSection {
             fusion: FusionKind::Late,
             metadata: MetadataKind::Keywords,
             tau: 0.05,
+            audio_augment: true,
+            disable_dropout: false,
+            frozen_batchnorm: false,
         }
     }
 }
@@ -302,7 +329,17 @@ impl TrainConfig {
         if self.checkpoint.keep_last == 0 {
             return bad("checkpoint.keep_last", "must be at least 1".into());
         }
-        parse_device(&self.run.device).map(|_| ())
+        if !(self.run.dist_timeout_s > 0.0 && self.run.dist_timeout_s.is_finite()) {
+            return bad("run.dist_timeout_s", "must be positive".into());
+        }
+        let device = parse_device(&self.run.device)?;
+        if self.run.precision == Precision::Bf16 && device == DeviceSpec::Cpu {
+            return bad(
+                "run.precision",
+                "bf16 needs run.device = cuda (the CPU trains in f32)".into(),
+            );
+        }
+        Ok(())
     }
 
     fn validate_model(&self) -> Result<()> {

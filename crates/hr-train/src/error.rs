@@ -41,6 +41,9 @@ pub enum TrainError {
     /// The dataset or loader failed.
     #[error(transparent)]
     Data(#[from] hr_data::DataError),
+    /// A collective, the rendezvous or the launcher failed (names the rank).
+    #[error(transparent)]
+    Dist(#[from] hr_dist::DistError),
     /// The loss became NaN or infinite and the policy is `stop`.
     #[error("non-finite loss at step {step}; checkpoint written to {checkpoint}")]
     NonFiniteLoss {

@@ -2,21 +2,25 @@
 //! evaluation, atomic resumable checkpoints, preemption handling and the demo.
 //!
 //! - [`config`]: TOML + `--set a.b=c` overrides, checked key by key;
-//! - [`trainer`]: the loop (single process; gradient sync is one call site for hr-dist);
+//! - [`trainer`]: the loop, single process or one rank of a data-parallel job;
+//! - [`dist`]: data parallelism on hr-dist (embedding exchange, gradient averaging);
 //! - [`metrics`] / [`evaluate`]: text -> audio R@1/5/10 and mAP@10;
 //! - [`checkpoint`]: the run-directory checkpoint format;
-//! - [`eval_job`]: what `hr-eval` runs; [`demo`]: baseline vs hybrids.
+//! - [`eval_job`]: what `hr-eval` runs; [`demo`]: baseline vs hybrids;
+//! - [`plots`]: PNG plots of the loss and the validation metrics.
 
 pub mod checkpoint;
 pub mod config;
 pub mod demo;
+pub mod dist;
 mod error;
 pub mod eval_job;
 pub mod evaluate;
 pub mod metrics;
 pub mod model;
+pub mod plots;
 pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use trainer::{train, Outcome, Resume, TrainControl, TrainSummary, EXIT_REQUEUE};
+pub use trainer::{train, train_dist, Outcome, Resume, TrainControl, TrainSummary, EXIT_REQUEUE};

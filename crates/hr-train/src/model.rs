@@ -7,13 +7,21 @@ use hr_tensor::{Rng, Tensor};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 
-/// The model config of a training config: the preset with fusion and tau applied, and the
+/// The model config of a training config: the preset with fusion, tau, audio augmentation, dropout and
+/// batch-norm settings applied, and the
 /// vocabulary widened to the dataset tokenizer's when that is larger.
 pub fn retriever_config(cfg: &TrainConfig, tokenizer_vocab: usize) -> Result<RetrieverConfig> {
     let mut m = hr_models::presets::preset(&cfg.model.preset)
         .map_err(|e| TrainError::config("model.preset", e.to_string()))?;
     m.fusion = cfg.model.fusion;
     m.tau = cfg.model.tau;
+    m.audio.augment = cfg.model.audio_augment;
+    m.audio.frozen_batchnorm = cfg.model.frozen_batchnorm;
+    if cfg.model.disable_dropout {
+        m.pooling.dropout = 0.0;
+        m.text.hidden_dropout_prob = 0.0;
+        m.text.attention_probs_dropout_prob = 0.0;
+    }
     m.text.vocab_size = m.text.vocab_size.max(tokenizer_vocab);
     m.validate()
         .map_err(|e| TrainError::config("model", e.to_string()))?;

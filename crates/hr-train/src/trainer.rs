@@ -1,7 +1,9 @@
-//! The single-process training loop: loader -> HybridRetriever (training mode, SpecAugment on)
-//! -> NT-Xent -> backward -> gradient sync (a no-op for one process) -> Adam with the
-//! warm-up + cosine schedule set every step; metrics, periodic validation, checkpoints and
-//! preemption at step boundaries.
+//! The training loop: loader (this rank's share of the global batch) -> HybridRetriever
+//! (training mode, SpecAugment on) with the embeddings gathered over ranks -> NT-Xent of the
+//! global batch -> backward -> gradients averaged over ranks -> Adam with the warm-up + cosine
+//! schedule set every step; metrics, periodic validation, checkpoints and preemption at step
+//! boundaries agreed by all ranks. Rank 0 writes the run directory; every rank validates (so no
+//! rank idles past the collective timeout) and only rank 0 records the result.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -24,6 +26,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::config::{
     group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, TrainConfig,
 };
+use crate::dist::Dist;
 use crate::error::{Result, TrainError};
 use crate::evaluate::evaluate;
 use crate::metrics::RetrievalMetrics;
@@ -123,13 +126,46 @@ pub fn ensure_dataset(cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// Loader settings of a config (world size 1).
+/// Waits (up to an hour) until the dataset that rank 0 is generating has its manifest.
+fn wait_for_dataset(cfg: &TrainConfig) -> Result<()> {
+    let root = cfg
+        .data
+        .root
+        .strip_prefix("file://")
+        .unwrap_or(&cfg.data.root);
+    if root.contains("://") || cfg.data.synthetic_clips == 0 {
+        return Ok(());
+    }
+    let manifest = Path::new(root).join("manifest.json");
+    let t0 = Instant::now();
+    while !manifest.is_file() {
+        if t0.elapsed() > std::time::Duration::from_secs(3600) {
+            return Err(TrainError::config(
+                "data.root",
+                format!(
+                    "{} did not appear within an hour (rank 0 generates it)",
+                    manifest.display()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+/// Loader settings of a config for single-process evaluation (world size 1).
 pub fn loader_config(cfg: &TrainConfig) -> LoaderConfig {
+    rank_loader_config(cfg, 1, 0)
+}
+
+/// Loader settings of a config for `rank` of `world_size` (each rank loads its share of the
+/// global batch; the order is the same for every world size).
+pub fn rank_loader_config(cfg: &TrainConfig, world_size: usize, rank: usize) -> LoaderConfig {
     LoaderConfig {
         seed: cfg.run.seed,
         global_batch: cfg.optim.global_batch,
-        world_size: 1,
-        rank: 0,
+        world_size,
+        rank,
         clip_seconds: cfg.data.clip_seconds,
         workers: cfg.data.workers,
         skip_undecodable: cfg.data.bad_rows == BadRowPolicy::Skip,
@@ -161,23 +197,43 @@ pub fn open_eval_set(
     ))
 }
 
-/// All-reduces parameter gradients across ranks. The single call site for the distributed
-/// `Communicator` (hr-dist); with one process it is a no-op.
-pub fn sync_gradients(_ps: &mut ParamStore) -> Result<()> {
-    Ok(())
+/// Runs (or resumes) the training described by `cfg` in this process alone.
+pub fn train(cfg: &TrainConfig, resume: &Resume, ctl: &TrainControl) -> Result<TrainSummary> {
+    train_dist(cfg, resume, ctl, &mut Dist::single())
 }
 
-/// Runs (or resumes) the training described by `cfg`.
-pub fn train(cfg: &TrainConfig, resume: &Resume, ctl: &TrainControl) -> Result<TrainSummary> {
+/// Runs (or resumes) this rank's part of a data-parallel training. Every rank of `dist` must
+/// call it with the same config; rank 0 generates a synthetic dataset when needed and writes
+/// the run directory. Ends with a barrier, so no rank leaves while another still needs it.
+pub fn train_dist(
+    cfg: &TrainConfig,
+    resume: &Resume,
+    ctl: &TrainControl,
+    dist: &mut Dist,
+) -> Result<TrainSummary> {
     if parse_device(&cfg.run.device)? != DeviceSpec::Cpu {
         return Err(TrainError::config(
             "run.device",
             "the trainer runs on cpu only so far",
         ));
     }
-    ensure_dataset(cfg)?;
-    let mut s = Session::open(cfg, resume)?;
-    s.run(ctl)
+    if cfg.optim.global_batch % dist.world_size() != 0 {
+        return Err(TrainError::config(
+            "optim.global_batch",
+            format!(
+                "{} is not divisible by the world size {}",
+                cfg.optim.global_batch,
+                dist.world_size()
+            ),
+        ));
+    }
+    match dist.is_main() {
+        true => ensure_dataset(cfg)?,
+        false => wait_for_dataset(cfg)?,
+    }
+    let summary = Session::open(cfg, resume, dist)?.run(ctl)?;
+    dist.barrier()?;
+    Ok(summary)
 }
 
 struct StepResult {
@@ -188,6 +244,7 @@ struct StepResult {
 /// One run's state.
 struct Session<'a> {
     cfg: &'a TrainConfig,
+    dist: &'a mut Dist,
     run: PathBuf,
     model: HybridRetriever,
     ps: ParamStore,
@@ -199,8 +256,8 @@ struct Session<'a> {
     eval: EvalSet,
     hash: String,
     nonfinite: u64,
-    metrics: File,
-    evals: File,
+    /// `metrics.jsonl` and `eval.jsonl` (rank 0 only).
+    logs: Option<(File, File)>,
     last_ckpt: Option<(u64, PathBuf)>,
     last_val: Option<(u64, RetrievalMetrics)>,
     losses: Vec<f64>,
@@ -215,20 +272,27 @@ fn append(path: &Path) -> Result<File> {
 }
 
 impl<'a> Session<'a> {
-    fn open(cfg: &'a TrainConfig, resume: &Resume) -> Result<Session<'a>> {
+    fn open(cfg: &'a TrainConfig, resume: &Resume, dist: &'a mut Dist) -> Result<Session<'a>> {
         let run = cfg.run.dir.clone();
         std::fs::create_dir_all(&run).map_err(TrainError::io(&run))?;
         let lcfg = loader_config(cfg);
         let (eval, _, vocab) = open_eval_set(&cfg.data.root, &cfg.eval.split, &lcfg)?;
         let mcfg = retriever_config(cfg, vocab)?;
-        write_atomic(&run.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-        write_atomic(&run.join("model.toml"), model_toml(&mcfg)?.as_bytes())?;
+        let logs = match dist.is_main() {
+            true => {
+                write_atomic(&run.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+                write_atomic(&run.join("model.toml"), model_toml(&mcfg)?.as_bytes())?;
+                let metrics = append(&run.join("metrics.jsonl"))?;
+                Some((metrics, append(&run.join("eval.jsonl"))?))
+            }
+            false => None,
+        };
         let (model, ps) = build_model(&mcfg, cfg.run.seed)?;
         let (opt, scheds) = optimizer(cfg, &ps)?;
         let mut s = Session {
             cfg,
-            metrics: append(&run.join("metrics.jsonl"))?,
-            evals: append(&run.join("eval.jsonl"))?,
+            dist,
+            logs,
             run,
             model,
             ps,
@@ -245,6 +309,7 @@ impl<'a> Session<'a> {
             losses: Vec::new(),
         };
         s.resume(resume)?;
+        s.dist.broadcast_values(&mut s.ps)?;
         Ok(s)
     }
 
@@ -275,10 +340,11 @@ impl<'a> Session<'a> {
                 "resuming with a different config"
             );
         }
-        if st.world_size != 1 {
+        if st.world_size != self.dist.world_size() {
             tracing::warn!(
                 saved = st.world_size,
-                "resuming with world size 1 (data order is kept)"
+                now = self.dist.world_size(),
+                "resuming with another world size (the data order is kept)"
             );
         }
         self.step = st.step;
@@ -292,10 +358,11 @@ impl<'a> Session<'a> {
 
     fn run(&mut self, ctl: &TrainControl) -> Result<TrainSummary> {
         let cfg = self.cfg;
+        let lcfg = rank_loader_config(cfg, self.dist.world_size(), self.dist.rank());
         let mut loader = hr_data::open_loader(
             &cfg.data.root,
             "train",
-            loader_config(cfg),
+            lcfg,
             self.cursor,
             Some(cfg.optim.epochs),
         )?;
@@ -314,13 +381,14 @@ impl<'a> Session<'a> {
         } else {
             cfg.checkpoint.every_steps
         };
-        let bar = progress_bar(ctl.progress, total, self.step);
+        let bar = progress_bar(ctl.progress && self.dist.is_main(), total, self.step);
         while self.step < total {
             let Some(batch) = loader.next() else { break };
             let batch = batch?;
             let t0 = Instant::now();
             let r = self.train_step(&batch, bpe)?;
-            let ips = r.items as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            let items = r.items * self.dist.world_size();
+            let ips = items as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             self.cursor = batch.cursor_after;
             self.log_step(&r, ips, bpe, loader.skipped(), &bar)?;
             if r.loss.is_none() && cfg.run.non_finite_loss == NonFinitePolicy::Stop {
@@ -337,7 +405,7 @@ impl<'a> Session<'a> {
                 self.checkpoint()?;
             }
             let stop = ctl.stop.load(Ordering::SeqCst) || ctl.stop_after_step == Some(self.step);
-            if stop && self.step < total {
+            if self.dist.any(stop)? && self.step < total {
                 let dir = self.checkpoint()?;
                 bar.abandon_with_message("preempted");
                 tracing::warn!(step = self.step, checkpoint = %dir.display(), "stopping on request after a checkpoint");
@@ -356,6 +424,13 @@ impl<'a> Session<'a> {
         if self.last_ckpt.as_ref().is_none_or(|(s, _)| *s != self.step) {
             self.checkpoint()?;
         }
+        if !self.dist.is_main() {
+            return Ok(());
+        }
+        let plots = crate::plots::write_run_plots(&self.run).unwrap_or_else(|e| {
+            tracing::warn!("plots not written: {e}");
+            Vec::new()
+        });
         let best = checkpoint::best(&self.run)?;
         let result = json!({
             "step": self.step,
@@ -363,6 +438,7 @@ impl<'a> Session<'a> {
             "checkpoint": self.last_ckpt.as_ref().map(|c| c.1.display().to_string()),
             "best_checkpoint": best.map(|p| p.display().to_string()),
             "nonfinite_skipped": self.nonfinite,
+            "plots": plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         });
         write_atomic(&self.run.join("result.json"), result.to_string().as_bytes())?;
         Ok(())
@@ -390,14 +466,19 @@ impl<'a> Session<'a> {
     fn train_step(&mut self, batch: &hr_data::Batch, bpe: u64) -> Result<StepResult> {
         self.set_lr(bpe);
         let wb = waveform_batch(batch)?;
-        let mode = Mode::Train {
-            seed: self.rng.next_u64(),
-        };
+        let mode = rank_mode(self.rng.next_u64(), self.dist.rank());
         self.step += 1;
         self.ps.zero_grad()?;
-        let (out, cache) = match self.model.forward_waveforms(&mut self.ps, &wb, mode) {
+        let mut ex = self.dist.exchange();
+        let fwd = self
+            .model
+            .forward_waveforms_exchange(&mut self.ps, &wb, mode, &mut ex);
+        let (out, cache) = match fwd {
             Ok(x) => x,
-            Err(hr_nn::Error::Config { key, msg }) if is_non_finite(&key, &msg) => {
+            // The loss is the global batch's, so every rank skips the same step.
+            Err(hr_nn::Error::Config { key, msg })
+                if key == "loss" && is_non_finite(&key, &msg) =>
+            {
                 self.nonfinite += 1;
                 tracing::warn!(step = self.step, total = self.nonfinite, "non-finite loss");
                 return Ok(StepResult {
@@ -405,11 +486,27 @@ impl<'a> Session<'a> {
                     items: batch.batch_size,
                 });
             }
-            Err(e) => return Err(e.into()),
+            // Single process: non-finite frames (debug builds) skip the step too; with several
+            // ranks they are this rank's alone, so they end the job (the others stop, naming it).
+            Err(hr_nn::Error::Config { key, msg })
+                if is_non_finite(&key, &msg) && self.dist.world_size() == 1 =>
+            {
+                self.nonfinite += 1;
+                tracing::warn!(step = self.step, total = self.nonfinite, "non-finite input");
+                return Ok(StepResult {
+                    loss: None,
+                    items: batch.batch_size,
+                });
+            }
+            Err(e) => return Err(self.dist.explain(e)),
         };
         let loss = out.loss.scalar_f64()?;
-        self.model.backward_waveforms(&mut self.ps, &cache, 1.0)?;
-        sync_gradients(&mut self.ps)?;
+        let mut ex = self.dist.exchange();
+        let bwd = self
+            .model
+            .backward_waveforms_exchange(&mut self.ps, &cache, 1.0, &mut ex);
+        bwd.map_err(|e| self.dist.explain(e))?;
+        self.dist.average_gradients(&mut self.ps)?;
         self.opt.step(&mut self.ps)?;
         self.losses.push(loss);
         Ok(StepResult {
@@ -437,7 +534,10 @@ impl<'a> Session<'a> {
             "step": self.step, "epoch": epoch, "loss": r.loss, "lr": lrs,
             "items_per_s": ips, "nonfinite_skipped": self.nonfinite, "bad_rows": bad_rows,
         });
-        writeln!(self.metrics, "{line}").map_err(TrainError::io(self.run.join("metrics.jsonl")))?;
+        let Some((metrics, _)) = &mut self.logs else {
+            return Ok(());
+        };
+        writeln!(metrics, "{line}").map_err(TrainError::io(self.run.join("metrics.jsonl")))?;
         let lr = self.opt.groups.first().map_or(0.0, |g| g.lr);
         let loss = r.loss.unwrap_or(f64::NAN);
         if !bar.is_hidden() {
@@ -471,9 +571,7 @@ impl<'a> Session<'a> {
                 );
                 let line =
                     json!({"step": self.step, "split": self.cfg.eval.split, "error": "non-finite"});
-                writeln!(self.evals, "{line}")
-                    .map_err(TrainError::io(self.run.join("eval.jsonl")))?;
-                return Ok(());
+                return self.write_eval(&line);
             }
             Err(e) => return Err(e),
         };
@@ -483,7 +581,7 @@ impl<'a> Session<'a> {
             "split": self.cfg.eval.split, "R@1": m.r1, "R@5": m.r5, "R@10": m.r10,
             "mAP@10": m.map10, "queries": m.queries,
         });
-        writeln!(self.evals, "{line}").map_err(TrainError::io(self.run.join("eval.jsonl")))?;
+        self.write_eval(&line)?;
         tracing::info!(
             step = self.step,
             map10 = m.map10,
@@ -496,6 +594,15 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Appends a line to `eval.jsonl` (rank 0).
+    fn write_eval(&mut self, line: &serde_json::Value) -> Result<()> {
+        if let Some((_, evals)) = &mut self.logs {
+            writeln!(evals, "{line}").map_err(TrainError::io(self.run.join("eval.jsonl")))?;
+        }
+        Ok(())
+    }
+
+    /// Rank 0 writes the checkpoint; every rank records where it is.
     fn checkpoint(&mut self) -> Result<PathBuf> {
         let val = self
             .last_val
@@ -507,15 +614,33 @@ impl<'a> Session<'a> {
             epoch: self.cursor.epoch,
             cursor: self.cursor,
             rng_state: self.rng.state(),
-            world_size: 1,
+            world_size: self.dist.world_size(),
             config_hash: self.hash.clone(),
             val_map10: val,
             nonfinite_skipped: self.nonfinite,
         };
-        let dir = checkpoint::save(&self.run, &self.ps, &self.opt, &state)?;
-        checkpoint::retain(&self.run, self.cfg.checkpoint.keep_last)?;
+        let dir = match self.dist.is_main() {
+            true => {
+                let dir = checkpoint::save(&self.run, &self.ps, &self.opt, &state)?;
+                checkpoint::retain(&self.run, self.cfg.checkpoint.keep_last)?;
+                dir
+            }
+            false => {
+                checkpoint::checkpoints_dir(&self.run).join(checkpoint::step_dir_name(self.step))
+            }
+        };
         self.last_ckpt = Some((self.step, dir.clone()));
         Ok(dir)
+    }
+}
+
+/// The training mode of a step: rank 0 uses the step's seed, other ranks a derived one, so
+/// every rank draws its own dropout and SpecAugment masks.
+fn rank_mode(seed: u64, rank: usize) -> Mode {
+    let mode = Mode::Train { seed };
+    match rank {
+        0 => mode,
+        r => mode.sub(0xD15_7000 + r as u64),
     }
 }
 

@@ -74,6 +74,12 @@ fn trains_writes_run_files_and_loss_decreases() {
     ] {
         assert!(ck.join(f).is_file(), "{f}");
     }
+    if hr_train::plots::register_font() {
+        for f in ["plots/loss.png", "plots/val.png"] {
+            let png = std::fs::read(run.join(f)).unwrap();
+            assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{f}");
+        }
+    }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 12);
     let l = &s.losses;

@@ -231,3 +231,115 @@ pub fn download_f32(ordinal: usize, storage: &CudaStorage) -> Result<Vec<f32>> {
         msg: e.to_string(),
     })
 }
+
+/// A new zero-filled f32 buffer of `n` elements on `ordinal` (at least one element, as
+/// [`upload_f32`] keeps for empty tensors), without a host round trip.
+pub fn zeros_f32(ordinal: usize, n: usize) -> Result<CudaStorage> {
+    let dev = context(ordinal)?;
+    let slice = dev
+        .stream
+        .alloc_zeros::<f32>(n.max(1))
+        .map_err(|e| Error::Cuda {
+            op: "zeros",
+            msg: format!("allocating {n} zeroed f32 elements: {e}"),
+        })?;
+    Ok(CudaStorage::F32(slice))
+}
+
+/// Memory use of one device, in bytes.
+///
+/// The `pool_*` fields describe the device's default stream-ordered memory pool, which serves
+/// every tensor allocation of this crate (the analogue of PyTorch's caching allocator):
+/// `pool_used_*` counts live allocations (like `torch.cuda.memory_allocated`),
+/// `pool_reserved_*` what the pool holds from the driver (like `memory_reserved`). `device_*`
+/// come from `cuMemGetInfo` and cover the whole device (context, cuBLAS workspaces, other
+/// processes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryStats {
+    /// Bytes of live pool allocations now.
+    pub pool_used: u64,
+    /// High-water mark of `pool_used` since the context opened or the last
+    /// [`reset_peak_memory`].
+    pub pool_used_high: u64,
+    /// Bytes the pool holds from the driver now.
+    pub pool_reserved: u64,
+    /// High-water mark of `pool_reserved`.
+    pub pool_reserved_high: u64,
+    /// Free device memory.
+    pub device_free: u64,
+    /// Total device memory.
+    pub device_total: u64,
+}
+
+/// The default memory pool of `dev`.
+fn default_pool(dev: &CudaDevice) -> Result<cudarc::driver::sys::CUmemoryPool> {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid out pointer; the device handle comes from a live context.
+    let rc = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, dev.ctx.cu_device()) };
+    if rc != sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::Cuda {
+            op: "memory_stats",
+            msg: format!("cuDeviceGetDefaultMemPool: {rc:?}"),
+        });
+    }
+    Ok(pool)
+}
+
+/// Memory statistics of device `ordinal` (see [`MemoryStats`]).
+pub fn memory_stats(ordinal: usize) -> Result<MemoryStats> {
+    use cudarc::driver::sys::{self, CUmemPool_attribute as A};
+    let dev = context(ordinal)?;
+    let pool = default_pool(&dev)?;
+    let attr = |a: A| -> Result<u64> {
+        let mut v: u64 = 0;
+        // SAFETY: the pool is live and these attributes are 64-bit values.
+        let rc = unsafe {
+            sys::cuMemPoolGetAttribute(pool, a, &mut v as *mut u64 as *mut std::ffi::c_void)
+        };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(Error::Cuda {
+                op: "memory_stats",
+                msg: format!("cuMemPoolGetAttribute({a:?}): {rc:?}"),
+            });
+        }
+        Ok(v)
+    };
+    let (free, total) = dev.ctx.mem_get_info().map_err(|e| Error::Cuda {
+        op: "memory_stats",
+        msg: format!("cuMemGetInfo: {e}"),
+    })?;
+    Ok(MemoryStats {
+        pool_used: attr(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+        pool_used_high: attr(A::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+        pool_reserved: attr(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+        pool_reserved_high: attr(A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
+        device_free: free as u64,
+        device_total: total as u64,
+    })
+}
+
+/// Resets the pool's high-water marks of device `ordinal` to the current use (call after a
+/// synchronisation, e.g. after warm-up, to measure the peak of what follows).
+pub fn reset_peak_memory(ordinal: usize) -> Result<()> {
+    use cudarc::driver::sys::{self, CUmemPool_attribute as A};
+    let dev = context(ordinal)?;
+    let pool = default_pool(&dev)?;
+    for a in [
+        A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+        A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+    ] {
+        let mut zero: u64 = 0;
+        // SAFETY: the pool is live; setting a high-water attribute to 0 resets it.
+        let rc = unsafe {
+            sys::cuMemPoolSetAttribute(pool, a, &mut zero as *mut u64 as *mut std::ffi::c_void)
+        };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(Error::Cuda {
+                op: "reset_peak_memory",
+                msg: format!("cuMemPoolSetAttribute({a:?}): {rc:?}"),
+            });
+        }
+    }
+    Ok(())
+}

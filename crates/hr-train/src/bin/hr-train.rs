@@ -2,6 +2,10 @@
 //!
 //! Exit codes: 0 done; 1 error; 75 ([`hr_train::EXIT_REQUEUE`]) stopped by SIGTERM / SIGUSR1
 //! after writing a checkpoint (the Slurm scripts requeue on it; resume with `--resume auto`).
+//!
+//! Data parallel: under `srun` (Slurm variables) or torchrun-style variables (`RANK`,
+//! `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) every process is one rank; `--nproc-per-node N`
+//! spawns and supervises N ranks on this machine; `--world-size N` checks the discovered world.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hr_models::fusion::FusionKind;
 use hr_train::demo::{format_table, run_demo};
-use hr_train::{train, Outcome, Resume, TrainConfig, TrainControl, EXIT_REQUEUE};
+use hr_train::dist::Dist;
+use hr_train::{train_dist, Outcome, Resume, TrainConfig, TrainControl, EXIT_REQUEUE};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +38,13 @@ struct Cli {
     /// `auto` (newest committed checkpoint of the run directory) or a checkpoint directory.
     #[arg(long)]
     resume: Option<String>,
+    /// Spawn and supervise this many ranks on this machine (CPU data parallel, or one per GPU).
+    #[arg(long, value_name = "N")]
+    nproc_per_node: Option<usize>,
+    /// Expected number of ranks: an error unless the discovered world (Slurm, torchrun-style
+    /// variables or the local launcher) has exactly this size.
+    #[arg(long, value_name = "N")]
+    world_size: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +106,9 @@ fn load_config(path: Option<&PathBuf>, set: &[String]) -> Result<TrainConfig> {
 
 fn real_main() -> Result<i32> {
     let cli = Cli::parse();
+    if let Some(n) = cli.nproc_per_node {
+        return launch(n);
+    }
     let ctl = control()?;
     if let Some(Cmd::Demo {
         config,
@@ -110,7 +125,22 @@ fn real_main() -> Result<i32> {
     }
     let cfg = load_config(cli.config.as_ref(), &set)?;
     let resume = cli.resume.as_deref().map_or(Resume::Fresh, Resume::parse);
-    let s = train(&cfg, &resume, &ctl)?;
+    let timeout = std::time::Duration::from_secs_f64(cfg.run.dist_timeout_s);
+    let mut dist = Dist::from_env(&cfg.run.dir, timeout).context("joining the job")?;
+    if let Some(n) = cli.world_size {
+        if n != dist.world_size() {
+            bail!(
+                "--world-size {n}, but the environment describes {} rank(s) ({:?})",
+                dist.world_size(),
+                dist.world.source
+            );
+        }
+    }
+    let rank = dist.rank();
+    let s = train_dist(&cfg, &resume, &ctl, &mut dist).with_context(|| format!("rank {rank}"))?;
+    if !dist.is_main() {
+        return Ok(exit_code(s.outcome));
+    }
     if let Some((step, m)) = s.last_val {
         println!(
             "step {step}: val mAP@10 {:.4} R@1 {:.4} R@5 {:.4} R@10 {:.4}",
@@ -120,11 +150,49 @@ fn real_main() -> Result<i32> {
     if let Some(c) = &s.checkpoint {
         println!("checkpoint: {}", c.display());
     }
-    Ok(if s.outcome == Outcome::Preempted {
-        EXIT_REQUEUE
-    } else {
-        0
-    })
+    Ok(exit_code(s.outcome))
+}
+
+fn exit_code(outcome: Outcome) -> i32 {
+    match outcome {
+        Outcome::Preempted => EXIT_REQUEUE,
+        Outcome::Finished => 0,
+    }
+}
+
+/// `--nproc-per-node N`: runs this program N times as ranks 0..N of one job and returns rank
+/// 0's exit code; a failing rank stops the others and is named.
+fn launch(n: usize) -> Result<i32> {
+    if n == 0 {
+        bail!("--nproc-per-node must be at least 1");
+    }
+    let exe = std::env::current_exe().context("locating the hr-train executable")?;
+    let args = args_without_launcher(std::env::args_os().skip(1));
+    // SIGTERM / SIGUSR1 to the launcher reach every rank (preemption checkpoint, exit 75).
+    let opts = hr_dist::LaunchOptions {
+        forward_stop: Some(control()?.stop),
+        ..hr_dist::LaunchOptions::default()
+    };
+    let status = hr_dist::launch_local_with(n, &exe, &args, &[], &opts)?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// The command line minus `--nproc-per-node N` / `--nproc-per-node=N`.
+fn args_without_launcher(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if skip_value {
+            skip_value = false;
+        } else if a == "--nproc-per-node" {
+            skip_value = true;
+        } else if !a.to_string_lossy().starts_with("--nproc-per-node=") {
+            out.push(a);
+        }
+    }
+    out
 }
 
 fn parse_fusion(s: &str) -> Result<FusionKind> {
@@ -159,10 +227,11 @@ fn demo(
     );
     for r in &rows {
         println!(
-            "{}: run {} checkpoint {}",
+            "{}: run {} checkpoint {} plots {}",
             hr_train::demo::fusion_name(r.fusion),
             r.run_dir.display(),
-            r.checkpoint.display()
+            r.checkpoint.display(),
+            r.run_dir.join("plots").display()
         );
     }
     println!("total wall time: {:.0} s", t0.elapsed().as_secs_f64());

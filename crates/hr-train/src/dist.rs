@@ -1,0 +1,196 @@
+//! Data parallelism in the trainer, on top of an hr-dist [`Communicator`]: the model's row
+//! exchange (embeddings gathered so the loss sees the global batch), gradient averaging in
+//! buckets, parameter broadcast from rank 0 and agreement on stopping.
+//!
+//! A world of one uses hr-dist's `LocalComm`, for which every collective is the identity, so
+//! the single-process trainer runs the same code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hr_dist::{Communicator, DistError, DistOptions, WorldInfo, DEFAULT_BUCKET_BYTES};
+use hr_models::exchange::RowExchange;
+use hr_nn::ParamStore;
+use hr_tensor::{DType, Device, Tensor};
+
+use crate::error::{Result, TrainError};
+
+/// This process's place in the job and its communicator.
+pub struct Dist {
+    /// Rank, world size and rendezvous address.
+    pub world: WorldInfo,
+    comm: Box<dyn Communicator>,
+    /// The collective error behind the last failed model call (reported instead of the
+    /// model's generic one).
+    failure: Option<DistError>,
+}
+
+impl Dist {
+    /// A world of one process.
+    pub fn single() -> Dist {
+        Dist {
+            world: WorldInfo::single(),
+            comm: Box::new(hr_dist::LocalComm),
+            failure: None,
+        }
+    }
+
+    /// Joins the job described by the environment (Slurm, torchrun-style variables or the
+    /// local launcher; a world of one without them). `timeout` bounds every collective, so a
+    /// dead or hung rank makes this one fail naming it.
+    pub fn from_env(run_dir: &Path, timeout: Duration) -> Result<Dist> {
+        let opts = DistOptions {
+            timeout,
+            run_dir: Some(run_dir.to_path_buf()),
+            ..DistOptions::default()
+        };
+        let (world, comm) = hr_dist::init_from_env(&opts)?;
+        Ok(Dist {
+            world,
+            comm,
+            failure: None,
+        })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.world.rank
+    }
+
+    /// Number of ranks.
+    pub fn world_size(&self) -> usize {
+        self.world.world_size
+    }
+
+    /// True on rank 0, which writes the run directory's shared files.
+    pub fn is_main(&self) -> bool {
+        self.world.rank == 0
+    }
+
+    /// Every rank takes rank 0's values (parameters and buffers).
+    pub fn broadcast_values(&mut self, ps: &mut ParamStore) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        let values: Vec<Tensor> = ps.iter().map(|(_, p)| p.value.clone()).collect();
+        let values =
+            hr_dist::broadcast_tensors(self.comm.as_mut(), &values, 0, DEFAULT_BUCKET_BYTES)?;
+        for ((_, p), v) in ps.iter_mut().zip(values) {
+            p.value = v;
+        }
+        Ok(())
+    }
+
+    /// Averages the gradients of the trainable parameters over ranks (flat 25 MB buckets).
+    pub fn average_gradients(&mut self, ps: &mut ParamStore) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        let grads: Vec<Tensor> = trainable(ps).map(|p| p.grad.clone()).collect();
+        let grads =
+            hr_dist::all_reduce_tensors(self.comm.as_mut(), &grads, true, DEFAULT_BUCKET_BYTES)?;
+        let slots = ps.iter_mut().map(|(_, p)| p).filter(|p| p.trainable);
+        for (p, g) in slots.zip(grads) {
+            p.grad = g;
+        }
+        Ok(())
+    }
+
+    /// True on every rank when `flag` is true on any rank.
+    pub fn any(&mut self, flag: bool) -> Result<bool> {
+        Ok(hr_dist::any_rank(self.comm.as_mut(), flag)?)
+    }
+
+    /// Waits for every rank.
+    pub fn barrier(&mut self) -> Result<()> {
+        Ok(self.comm.barrier()?)
+    }
+
+    /// The model's view of the communicator for one step.
+    pub fn exchange(&mut self) -> Exchange<'_> {
+        Exchange {
+            comm: self.comm.as_mut(),
+            failure: &mut self.failure,
+        }
+    }
+
+    /// Replaces a model error caused by a failed collective with the collective's own error
+    /// (which names the lost rank).
+    pub fn explain(&mut self, e: hr_nn::Error) -> TrainError {
+        match (self.failure.take(), e) {
+            (Some(d), hr_nn::Error::Collective(_)) => TrainError::Dist(d),
+            (_, e) => e.into(),
+        }
+    }
+}
+
+fn trainable(ps: &ParamStore) -> impl Iterator<Item = &hr_nn::Param> {
+    ps.iter().map(|(_, p)| p).filter(|p| p.trainable)
+}
+
+/// [`RowExchange`] over a [`Communicator`].
+pub struct Exchange<'a> {
+    comm: &'a mut dyn Communicator,
+    failure: &'a mut Option<DistError>,
+}
+
+impl Exchange<'_> {
+    /// Keeps the collective error for [`Dist::explain`] and hands the model a generic one.
+    fn fail(&mut self, e: DistError) -> hr_nn::Error {
+        let msg = e.to_string();
+        *self.failure = Some(e);
+        hr_nn::Error::Collective(msg)
+    }
+}
+
+impl RowExchange for Exchange<'_> {
+    fn gather_rows(&mut self, x: &Tensor) -> hr_nn::Result<(Tensor, usize)> {
+        match hr_dist::all_gather_rows(self.comm, x) {
+            Ok((g, cache)) => Ok((g, cache.offset())),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn gather_rows_bwd(
+        &mut self,
+        dy: &Tensor,
+        offset: usize,
+        rows: usize,
+    ) -> hr_nn::Result<Tensor> {
+        let cols = dy.dim("gather_rows_bwd", 1)?;
+        let mut g = dy.to_vec_f32()?;
+        if let Err(e) = self.comm.all_reduce_sum(&mut g) {
+            return Err(self.fail(e));
+        }
+        let mine = g[offset * cols..(offset + rows) * cols].to_vec();
+        Ok(like(dy, Tensor::from_vec(mine, &[rows, cols])?)?)
+    }
+
+    fn gather_u64(&mut self, v: &[u64]) -> hr_nn::Result<Vec<u64>> {
+        // 16-bit pieces are exact in f32.
+        let pieces: Vec<f32> = v
+            .iter()
+            .flat_map(|&x| (0..4).map(move |k| ((x >> (16 * k)) & 0xFFFF) as f32))
+            .collect();
+        let all = match self.comm.all_gather(&pieces) {
+            Ok(a) => a,
+            Err(e) => return Err(self.fail(e)),
+        };
+        Ok(all
+            .chunks(4)
+            .map(|c| (0..4).fold(0u64, |acc, k| acc | ((c[k] as u64) << (16 * k))))
+            .collect())
+    }
+}
+
+/// `t` (f32, host) with `like`'s dtype and device.
+fn like(like: &Tensor, t: Tensor) -> hr_tensor::Result<Tensor> {
+    let t = match like.dtype() {
+        DType::F32 => t,
+        d => t.to_dtype(d)?,
+    };
+    match like.device() {
+        Device::Cpu => Ok(t),
+        d => t.to_device(d),
+    }
+}
