@@ -19,6 +19,8 @@ if not torch.cuda.is_available():
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+# cuDNN picks its fastest algorithm on the first call of each shape (inside the warm-up).
+torch.backends.cudnn.benchmark = True
 dev = torch.device("cuda:0")
 
 
@@ -71,7 +73,8 @@ n = 4096
 a = torch.rand(n, n, device=dev) * 4 - 2
 b = torch.rand(n, n, device=dev) * 4 - 2
 ms = time_ms(lambda: a @ b, 5)
-rows.append(("matmul f32 (no TF32)", f"{n}x{n}x{n}", ms, f"{2 * n**3 / (ms * 1e-3) / 1e12:.1f} TFLOP/s", "-"))
+gemm_peak = 2 * n**3 / (ms * 1e-3) / 1e12
+rows.append(("matmul f32 (no TF32)", f"{n}x{n}x{n}", ms, f"{gemm_peak:.1f} TFLOP/s", "-"))
 torch.backends.cuda.matmul.allow_tf32 = True
 ms = time_ms(lambda: a @ b, 5)
 rows.append(("matmul TF32 (reference only)", f"{n}x{n}x{n}", ms, f"{2 * n**3 / (ms * 1e-3) / 1e12:.1f} TFLOP/s", "-"))
@@ -124,6 +127,85 @@ ne = 64 << 20
 x = torch.full((ne,), 0.3, device=dev)
 ms = time_ms(lambda: torch.nn.functional.gelu(x), 10)
 mem_row("gelu (erf)", f"[{ne}]", 2 * ne * 4, ms)
+
+del x
+
+# MobileNetV3 mn40 (width 4.0) convolutions and batch norm, batch 32, 10 s clips (1 x 128 x 1000
+# mel input): the shapes of CONV_BENCHES / batch_norm_rows in crates/hr-tensor/benches/cuda_ops.rs,
+# same byte and FLOP counts (cuDNN, TF32 off).
+CONV_BENCHES = [
+    # (names (fwd, bwd_data, bwd_weight), x, w, stride, pad, groups, time bwd_data)
+    (("conv stem 3x3 s2 1->64", "", "conv stem bwd_weight"), (32, 1, 128, 1000), (64, 1, 3, 3), 2, 1, 1, False),
+    (("dw 3x3 s1 (block 1)", "dw 3x3 s1 bwd_data", "dw 3x3 s1 bwd_weight"), (32, 64, 64, 500), (64, 1, 3, 3), 1, 1, 64, True),
+    (("dw 3x3 s2 (block 2)", "dw 3x3 s2 bwd_data", "dw 3x3 s2 bwd_weight"), (32, 256, 64, 500), (256, 1, 3, 3), 2, 1, 256, True),
+    (("dw 5x5 s2 (block 4)", "dw 5x5 s2 bwd_data", "dw 5x5 s2 bwd_weight"), (32, 288, 32, 250), (288, 1, 5, 5), 2, 2, 288, True),
+    (("pw 1x1 64->256 (block 2 expand)", "pw 1x1 64->256 bwd_data", "pw 1x1 64->256 bwd_weight"), (32, 64, 64, 500), (256, 64, 1, 1), 1, 0, 1, True),
+    (("pw 1x1 2688->448 (block 12 project)", "pw 1x1 2688->448 bwd_data", "pw 1x1 2688->448 bwd_weight"), (32, 2688, 8, 63), (448, 2688, 1, 1), 1, 0, 1, True),
+    (("pw 1x1 640->3840 (features.16)", "pw 1x1 640->3840 bwd_data", "pw 1x1 640->3840 bwd_weight"), (32, 640, 4, 32), (3840, 640, 1, 1), 1, 0, 1, True),
+]
+
+
+def numel(shape):
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def conv_row(op, shape, nbytes, flops, ms, gemm):
+    r = gbs(nbytes, ms)
+    tf = flops / (ms * 1e-3) / 1e12
+    frac = f"{tf / gemm_peak:.2f} of GEMM 4096^3" if gemm else f"{r / ceiling:.2f}"
+    rows.append((op, shape, ms, f"{r:.0f} GB/s, {tf:.2f} TFLOP/s", frac))
+
+
+for names, xs, ws, st, pd, groups, bwd_data in CONV_BENCHES:
+    x = torch.full(xs, 0.5, device=dev)
+    w = torch.rand(ws, device=dev) * 4 - 2
+    y = torch.nn.functional.conv2d(x, w, stride=st, padding=pd, groups=groups)
+    dy = torch.full_like(y, 0.25)
+    nbytes = 4 * (numel(xs) + numel(ws) + y.numel())
+    flops = 2.0 * y.numel() * ws[1] * ws[2] * ws[3]
+    gemm = ws[2] == 1 and groups == 1
+    shape = f"x {list(xs)} w {list(ws)} s {st} p {pd} g {groups}"
+    ms = time_ms(lambda: torch.nn.functional.conv2d(x, w, stride=st, padding=pd, groups=groups), 5)
+    conv_row(names[0], shape, nbytes, flops, ms, gemm)
+
+    def bwd(mask):
+        return torch.ops.aten.convolution_backward(
+            dy, x, w, None, [st, st], [pd, pd], [1, 1], False, [0, 0], groups, mask
+        )
+
+    if bwd_data:
+        ms = time_ms(lambda: bwd([True, False, False]), 5)
+        conv_row(names[1], shape, nbytes, flops, ms, gemm)
+    ms = time_ms(lambda: bwd([False, True, False]), 5)
+    conv_row(names[2], shape, nbytes, flops, ms, gemm)
+    del x, w, y, dy
+
+shape = (32, 256, 64, 500)
+c = shape[1]
+x = torch.rand(shape, device=dev) * 4 - 2
+g = torch.rand(c, device=dev) * 4 - 2
+b = torch.rand(c, device=dev) * 4 - 2
+rm = torch.zeros(c, device=dev)
+rv = torch.ones(c, device=dev)
+nb = 4.0 * numel(shape)
+with torch.no_grad():
+    ms = time_ms(lambda: torch.nn.functional.batch_norm(x, rm, rv, g, b, training=True, momentum=0.01, eps=1e-3), 5)
+rows.append(("batch_norm train fwd", f"{list(shape)}", ms, f"{gbs(3 * nb, ms):.0f} GB/s (3 passes)", f"{gbs(3 * nb, ms) / ceiling:.2f}"))
+xg = x.clone().requires_grad_(True)
+gg = g.clone().requires_grad_(True)
+bg = b.clone().requires_grad_(True)
+y = torch.nn.functional.batch_norm(xg, rm, rv, gg, bg, training=True, momentum=0.01, eps=1e-3)
+dy = torch.full_like(y, 0.25)
+ms = time_ms(lambda: torch.autograd.grad(y, [xg, gg, bg], dy, retain_graph=True), 5)
+rows.append(("batch_norm bwd", f"{list(shape)}", ms, f"{gbs(5 * nb, ms):.0f} GB/s (5 passes)", f"{gbs(5 * nb, ms) / ceiling:.2f}"))
+del xg, y, dy
+with torch.no_grad():
+    ms = time_ms(lambda: torch.nn.functional.batch_norm(x, rm, rv, g, b, training=False, eps=1e-3), 5)
+rows.append(("batch_norm eval", f"{list(shape)}", ms, f"{gbs(2 * nb, ms):.0f} GB/s", f"{gbs(2 * nb, ms) / ceiling:.2f}"))
+del x
 
 print("\n| op (PyTorch) | shape | time (ms) | achieved | fraction of stream ceiling |")
 print("|---|---|---:|---:|---:|")

@@ -1,7 +1,9 @@
 //! CUDA op benchmarks on `cuda:0`, timed with CUDA events on the device's stream (kernel time,
 //! not host overhead): GEMM 4096^3 (cuBLAS, FP32 without TF32), layer norm, masked softmax,
-//! fused Adam, GELU, plus a streaming ceiling (in-place `axpy`: two reads + one write)
-//! that the memory-bound kernels are compared against.
+//! fused Adam, GELU, the convolutions and batch norms of the MobileNetV3 mn40 audio encoder
+//! (batch 32, 10 s clips), plus a streaming ceiling (in-place `axpy`: two reads + one write)
+//! that the memory-bound kernels are compared against (pointwise convolutions, which are
+//! cuBLAS GEMMs, are compared against the 4096^3 GEMM instead).
 //!
 //! `cargo bench -p hr-tensor --bench cuda_ops` prints a Markdown table for docs/PERF.md; on a
 //! machine without a GPU it prints "skipped: no CUDA device" and exits successfully.
@@ -129,6 +131,7 @@ fn main() -> Res<()> {
         frac: "-".into(),
     });
     drop((a, b));
+    let gemm_peak = tflops;
 
     // Layer norm (32*97, 768).
     let (r, d) = (32 * 97, 768);
@@ -231,6 +234,10 @@ fn main() -> Res<()> {
     })?;
     rows.push(mem_row("gelu", format!("[{ne}]"), (2 * ne * 4) as f64, ms));
 
+    drop(x);
+    conv_rows(dev, ceiling, gemm_peak, &mut rows)?;
+    batch_norm_rows(dev, ceiling, &mut rows)?;
+
     println!("\n| op | shape | time (ms) | achieved | fraction of stream ceiling |");
     println!("|---|---|---:|---:|---:|");
     for r in &rows {
@@ -239,5 +246,253 @@ fn main() -> Res<()> {
             r.op, r.shape, r.ms, r.rate, r.frac
         );
     }
+    Ok(())
+}
+
+/// One convolution benchmark: the mn40 layer it comes from, input NCHW, weight OIHW, stride,
+/// padding (both axes), groups.
+struct ConvBench {
+    names: [&'static str; 3],
+    x: [usize; 4],
+    w: [usize; 4],
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    /// Whether the input gradient is timed (not for the stem: its input is the mel input).
+    bwd_data: bool,
+}
+
+/// The convolutions that dominate the mn40 encoder (width 4.0, batch 32, input 1 x 128 x 1000).
+const CONV_BENCHES: [ConvBench; 7] = [
+    ConvBench {
+        names: ["conv stem 3x3 s2 1->64", "", "conv stem bwd_weight"],
+        x: [32, 1, 128, 1000],
+        w: [64, 1, 3, 3],
+        stride: 2,
+        pad: 1,
+        groups: 1,
+        bwd_data: false,
+    },
+    ConvBench {
+        names: [
+            "dw 3x3 s1 (block 1)",
+            "dw 3x3 s1 bwd_data",
+            "dw 3x3 s1 bwd_weight",
+        ],
+        x: [32, 64, 64, 500],
+        w: [64, 1, 3, 3],
+        stride: 1,
+        pad: 1,
+        groups: 64,
+        bwd_data: true,
+    },
+    ConvBench {
+        names: [
+            "dw 3x3 s2 (block 2)",
+            "dw 3x3 s2 bwd_data",
+            "dw 3x3 s2 bwd_weight",
+        ],
+        x: [32, 256, 64, 500],
+        w: [256, 1, 3, 3],
+        stride: 2,
+        pad: 1,
+        groups: 256,
+        bwd_data: true,
+    },
+    ConvBench {
+        names: [
+            "dw 5x5 s2 (block 4)",
+            "dw 5x5 s2 bwd_data",
+            "dw 5x5 s2 bwd_weight",
+        ],
+        x: [32, 288, 32, 250],
+        w: [288, 1, 5, 5],
+        stride: 2,
+        pad: 2,
+        groups: 288,
+        bwd_data: true,
+    },
+    ConvBench {
+        names: [
+            "pw 1x1 64->256 (block 2 expand)",
+            "pw 1x1 64->256 bwd_data",
+            "pw 1x1 64->256 bwd_weight",
+        ],
+        x: [32, 64, 64, 500],
+        w: [256, 64, 1, 1],
+        stride: 1,
+        pad: 0,
+        groups: 1,
+        bwd_data: true,
+    },
+    ConvBench {
+        names: [
+            "pw 1x1 2688->448 (block 12 project)",
+            "pw 1x1 2688->448 bwd_data",
+            "pw 1x1 2688->448 bwd_weight",
+        ],
+        x: [32, 2688, 8, 63],
+        w: [448, 2688, 1, 1],
+        stride: 1,
+        pad: 0,
+        groups: 1,
+        bwd_data: true,
+    },
+    ConvBench {
+        names: [
+            "pw 1x1 640->3840 (features.16)",
+            "pw 1x1 640->3840 bwd_data",
+            "pw 1x1 640->3840 bwd_weight",
+        ],
+        x: [32, 640, 4, 32],
+        w: [3840, 640, 1, 1],
+        stride: 1,
+        pad: 0,
+        groups: 1,
+        bwd_data: true,
+    },
+];
+
+/// A convolution row: bytes moved (each operand once) against the stream ceiling for the direct
+/// kernels, TFLOP/s against the 4096^3 GEMM for the pointwise (cuBLAS) ones.
+fn conv_row(
+    op: &'static str,
+    shape: String,
+    bytes: f64,
+    flops: f64,
+    ms: f64,
+    ceiling: f64,
+    gemm: Option<f64>,
+) -> Row {
+    let gbs = bytes / (ms * 1e-3) / 1e9;
+    let tf = flops / (ms * 1e-3) / 1e12;
+    let frac = match gemm {
+        Some(peak) => format!("{:.2} of GEMM 4096^3", tf / peak),
+        None => format!("{:.2}", gbs / ceiling),
+    };
+    Row {
+        op,
+        shape,
+        ms,
+        rate: format!("{gbs:.0} GB/s, {tf:.2} TFLOP/s"),
+        frac,
+    }
+}
+
+/// Times forward, backward-data and backward-weight of [`CONV_BENCHES`].
+fn conv_rows(dev: Device, ceiling: f64, gemm_peak: f64, rows: &mut Vec<Row>) -> Res<()> {
+    for c in &CONV_BENCHES {
+        let (st, pd) = ((c.stride, c.stride), (c.pad, c.pad));
+        let spec = ops::conv2d_spec(&c.x, &c.w, st, pd, (1, 1), c.groups)?;
+        let ys = [spec.n, spec.c_out, spec.h_out, spec.w_out];
+        let x = full_on(&c.x, 0.5, dev)?;
+        let w = rand_on(&c.w, 11, dev)?;
+        let dy = full_on(&ys, 0.25, dev)?;
+        let f4 = |s: &[usize]| 4.0 * s.iter().product::<usize>() as f64;
+        let (xb, wb, yb) = (f4(&c.x), f4(&c.w), f4(&ys));
+        let flops = 2.0 * (ys.iter().product::<usize>() * c.w[1] * c.w[2] * c.w[3]) as f64;
+        let gemm = (c.w[2] == 1 && c.groups == 1).then_some(gemm_peak);
+        let shape = format!(
+            "x {:?} w {:?} s {} p {} g {}",
+            c.x, c.w, c.stride, c.pad, c.groups
+        );
+        let ms = time_ms(5, || {
+            ops::conv2d(&x, &w, st, pd, (1, 1), c.groups)?;
+            Ok(())
+        })?;
+        rows.push(conv_row(
+            c.names[0],
+            shape.clone(),
+            xb + wb + yb,
+            flops,
+            ms,
+            ceiling,
+            gemm,
+        ));
+        if c.bwd_data {
+            let ms = time_ms(5, || {
+                ops::conv2d_bwd_data(&dy, &w, &spec)?;
+                Ok(())
+            })?;
+            rows.push(conv_row(
+                c.names[1],
+                shape.clone(),
+                xb + wb + yb,
+                flops,
+                ms,
+                ceiling,
+                gemm,
+            ));
+        }
+        let ms = time_ms(5, || {
+            ops::conv2d_bwd_weight(&x, &dy, &spec)?;
+            Ok(())
+        })?;
+        rows.push(conv_row(
+            c.names[2],
+            shape,
+            xb + wb + yb,
+            flops,
+            ms,
+            ceiling,
+            gemm,
+        ));
+    }
+    Ok(())
+}
+
+/// Batch norm train forward and backward on the largest mn40 activation (block 2's expansion,
+/// 256 x 64 x 500 per clip), eps 1e-3 and momentum 0.01 as in EfficientAT.
+fn batch_norm_rows(dev: Device, ceiling: f64, rows: &mut Vec<Row>) -> Res<()> {
+    let shape = [32usize, 256, 64, 500];
+    let c = shape[1];
+    let n: usize = shape.iter().product();
+    let x = rand_on(&[n], 21, dev)?.reshape(&shape)?;
+    let g = rand_on(&[c], 22, dev)?;
+    let b = rand_on(&[c], 23, dev)?;
+    let mut rm = full_on(&[c], 0.0, dev)?;
+    let mut rv = full_on(&[c], 1.0, dev)?;
+    let ms = time_ms(5, || {
+        ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
+        Ok(())
+    })?;
+    let bytes = n as f64 * 4.0;
+    let r = bytes * 3.0 / (ms * 1e-3) / 1e9;
+    // Statistics read x twice (the second read mostly from L2), normalise reads x and writes y:
+    // counted as 3 passes.
+    rows.push(Row {
+        op: "batch_norm train fwd",
+        shape: format!("{shape:?}"),
+        ms,
+        rate: format!("{r:.0} GB/s (3 passes)"),
+        frac: format!("{:.2}", r / ceiling),
+    });
+    let (_, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
+    let dy = full_on(&shape, 0.25, dev)?;
+    let ms = time_ms(5, || {
+        ops::batch_norm_bwd(&x, &g, &st, &dy)?;
+        Ok(())
+    })?;
+    // Partial sums read x and dy, dx reads both again and writes dx: 5 passes.
+    let r = bytes * 5.0 / (ms * 1e-3) / 1e9;
+    rows.push(Row {
+        op: "batch_norm bwd",
+        shape: format!("{shape:?}"),
+        ms,
+        rate: format!("{r:.0} GB/s (5 passes)"),
+        frac: format!("{:.2}", r / ceiling),
+    });
+    let ms = time_ms(5, || {
+        ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3)?;
+        Ok(())
+    })?;
+    let r = bytes * 2.0 / (ms * 1e-3) / 1e9;
+    rows.push(Row {
+        op: "batch_norm eval",
+        shape: format!("{shape:?}"),
+        ms,
+        rate: format!("{r:.0} GB/s"),
+        frac: format!("{:.2}", r / ceiling),
+    });
     Ok(())
 }

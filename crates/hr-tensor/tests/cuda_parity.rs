@@ -5,6 +5,8 @@
 //! ([`hr_tensor::cuda::set_poison_outputs`]), so an element a kernel does not write fails the
 //! comparison. The error measure is normwise: `max |gpu - cpu| / max |cpu|` over the tensor,
 //! which must be below 1e-5 (f32; GEMMs run without TF32). Dropout masks must be bit-identical.
+//! Each comparison prints one line with the op, the shape, the error, and on a mismatch the worst
+//! element and the first one over tolerance.
 //!
 //! Without a CUDA device every test prints exactly one line, "skipped: no CUDA device", and
 //! returns.
@@ -43,42 +45,124 @@ fn on(t: &Tensor, dev: Device) -> Tensor {
     t.to_device(dev).expect("upload")
 }
 
-/// Normwise relative error of `gpu` against `cpu`; panics on a shape mismatch, on a NaN the
-/// CPU does not have (an unwritten, poisoned element) or above `tol`.
-fn check_tol(name: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
-    assert_eq!(gpu.shape(), cpu.shape(), "{name}: shape");
-    assert!(
-        matches!(gpu.device(), Device::Cuda(_)),
-        "{name}: result not on the GPU"
-    );
-    let g = gpu.to_vec_f64().expect("download");
+/// Normwise relative error of `gpu` against `cpu`: `Ok(report line)`, or `Err(description)` on
+/// a shape mismatch, a result not on the GPU, a NaN the CPU does not have (an unwritten,
+/// poisoned element) or an error above `tol`. The description names the worst element (index,
+/// both values) and the first element whose error exceeds `tol * scale`.
+fn compare(name: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) -> Result<String, String> {
+    if gpu.shape() != cpu.shape() {
+        return Err(format!(
+            "{name}: shape {:?}, expected {:?}",
+            gpu.shape(),
+            cpu.shape()
+        ));
+    }
+    if !matches!(gpu.device(), Device::Cuda(_)) {
+        return Err(format!("{name}: result not on the GPU"));
+    }
+    let g = gpu
+        .to_vec_f64()
+        .map_err(|e| format!("{name}: download: {e}"))?;
     let c = cpu.to_vec_f64().expect("cpu values");
-    assert_eq!(g.len(), c.len(), "{name}: element count");
+    if g.len() != c.len() {
+        return Err(format!(
+            "{name}: {} elements, expected {}",
+            g.len(),
+            c.len()
+        ));
+    }
     let mut scale = 0f64;
     let mut err = 0f64;
+    let mut worst = 0usize;
     for (i, (&a, &b)) in g.iter().zip(&c).enumerate() {
         if b.is_nan() {
-            assert!(a.is_nan(), "{name}: element {i}: gpu {a} where cpu is NaN");
+            if !a.is_nan() {
+                return Err(format!("{name}: element {i}: gpu {a} where cpu is NaN"));
+            }
             continue;
         }
-        assert!(
-            !a.is_nan(),
-            "{name}: element {i} is NaN (unwritten?) where cpu is {b}"
-        );
+        if a.is_nan() {
+            return Err(format!(
+                "{name} {:?}: element {i} is NaN (unwritten?) where cpu is {b}",
+                cpu.shape()
+            ));
+        }
         if b.is_infinite() || a.is_infinite() {
-            assert_eq!(a, b, "{name}: element {i}");
+            if a != b {
+                return Err(format!("{name}: element {i}: gpu {a}, cpu {b}"));
+            }
             continue;
         }
         scale = scale.max(b.abs());
-        err = err.max((a - b).abs());
+        if (a - b).abs() > err {
+            err = (a - b).abs();
+            worst = i;
+        }
     }
     let rel = if scale > 0.0 { err / scale } else { err };
-    println!("ok {name} {:?}: rel err {rel:.2e}", cpu.shape());
-    assert!(
-        rel <= tol,
-        "{name} {:?}: relative error {rel:.3e} > {tol:.0e}",
-        cpu.shape()
-    );
+    let detail = if err > 0.0 {
+        let first_bad = g
+            .iter()
+            .zip(&c)
+            .position(|(&a, &b)| (a - b).abs() > tol * scale);
+        format!(
+            "max abs err {err:.3e} at element {worst} (gpu {}, cpu {}), scale {scale:.3e}, \
+             first element over tolerance {first_bad:?}",
+            g[worst], c[worst]
+        )
+    } else {
+        "exact".to_string()
+    };
+    if rel <= tol {
+        Ok(format!(
+            "ok {name} {:?}: rel err {rel:.2e} ({detail})",
+            cpu.shape()
+        ))
+    } else {
+        Err(format!(
+            "{name} {:?}: relative error {rel:.3e} > {tol:.0e}: {detail}",
+            cpu.shape()
+        ))
+    }
+}
+
+/// [`compare`], panicking on a failure.
+fn check_tol(name: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
+    match compare(name, gpu, cpu, tol) {
+        Ok(line) => println!("{line}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Failures collected over a whole test (each printed as it happens, all asserted at the end),
+/// so that one GPU run reports every failing case, not just the first.
+#[derive(Default)]
+struct Report(Vec<String>);
+
+impl Report {
+    /// Compares a GPU result (or the error the op returned) with the CPU's, tolerance [`TOL`].
+    fn check(&mut self, name: &str, gpu: hr_tensor::Result<Tensor>, cpu: &Tensor) {
+        let outcome = gpu
+            .map_err(|e| format!("{name}: the CUDA op failed: {e}"))
+            .and_then(|g| compare(name, &g, cpu, TOL));
+        match outcome {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                println!("FAILED {e}");
+                self.0.push(e);
+            }
+        }
+    }
+
+    /// Panics listing every failure.
+    fn finish(self, test: &str) {
+        assert!(
+            self.0.is_empty(),
+            "{test}: {} failure(s):\n{}",
+            self.0.len(),
+            self.0.join("\n")
+        );
+    }
 }
 
 fn check(name: &str, gpu: &Tensor, cpu: &Tensor) {
@@ -472,12 +556,365 @@ fn layout_ops() {
     ));
 }
 
+/// One convolution parity case: input NCHW, weight OIHW, stride, padding, dilation, groups.
+struct ConvCase {
+    name: &'static str,
+    x: [usize; 4],
+    w: [usize; 4],
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+}
+
+const fn conv_case(
+    name: &'static str,
+    x: [usize; 4],
+    w: [usize; 4],
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> ConvCase {
+    ConvCase {
+        name,
+        x,
+        w,
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
+}
+
+/// Depthwise 3x3 / 5x5 (unrolled kernels), the stem, pointwise (cuBLAS) and general
+/// geometries (run-time-size kernels), with odd sizes, H or W = 1, batch 1 and 3.
+const CONV_CASES: &[ConvCase] = &[
+    conv_case(
+        "dw3 s1",
+        [3, 8, 7, 13],
+        [8, 1, 3, 3],
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        8,
+    ),
+    conv_case(
+        "dw3 s2",
+        [1, 8, 13, 7],
+        [8, 1, 3, 3],
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        8,
+    ),
+    conv_case(
+        "dw3 s2 odd",
+        [3, 5, 13, 13],
+        [5, 1, 3, 3],
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        5,
+    ),
+    conv_case(
+        "dw3 h=1",
+        [3, 5, 1, 13],
+        [5, 1, 3, 3],
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        5,
+    ),
+    conv_case(
+        "dw3 w=1 s2",
+        [1, 5, 13, 1],
+        [5, 1, 3, 3],
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        5,
+    ),
+    conv_case(
+        "dw3 dil2 s2",
+        [1, 4, 13, 13],
+        [4, 1, 3, 3],
+        (2, 2),
+        (2, 2),
+        (2, 2),
+        4,
+    ),
+    conv_case(
+        "dw3 no pad s(2,1)",
+        [3, 4, 7, 13],
+        [4, 1, 3, 3],
+        (2, 1),
+        (0, 0),
+        (1, 1),
+        4,
+    ),
+    conv_case(
+        "dw5 s1",
+        [3, 6, 13, 13],
+        [6, 1, 5, 5],
+        (1, 1),
+        (2, 2),
+        (1, 1),
+        6,
+    ),
+    conv_case(
+        "dw5 s2",
+        [3, 6, 7, 13],
+        [6, 1, 5, 5],
+        (2, 2),
+        (2, 2),
+        (1, 1),
+        6,
+    ),
+    conv_case(
+        "dw5 s2 h=1",
+        [1, 6, 1, 7],
+        [6, 1, 5, 5],
+        (2, 2),
+        (2, 2),
+        (1, 1),
+        6,
+    ),
+    // h_out * w_out > 8192: one batch entry per weight-gradient chunk (3 chunks).
+    conv_case(
+        "dw3 big",
+        [3, 4, 64, 130],
+        [4, 1, 3, 3],
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        4,
+    ),
+    conv_case(
+        "stem",
+        [3, 1, 13, 29],
+        [16, 1, 3, 3],
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        1,
+    ),
+    conv_case(
+        "stem mel",
+        [2, 1, 128, 100],
+        [8, 1, 3, 3],
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        1,
+    ),
+    conv_case(
+        "pw",
+        [3, 24, 7, 13],
+        [40, 24, 1, 1],
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        1,
+    ),
+    conv_case(
+        "pw b1 h=1",
+        [1, 16, 1, 13],
+        [8, 16, 1, 1],
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        1,
+    ),
+    conv_case(
+        "pw 1x1 plane",
+        [3, 7, 1, 1],
+        [5, 7, 1, 1],
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        1,
+    ),
+    conv_case(
+        "grouped 3x3",
+        [3, 8, 9, 11],
+        [12, 4, 3, 3],
+        (2, 1),
+        (1, 0),
+        (1, 2),
+        2,
+    ),
+    conv_case(
+        "grouped 1x1",
+        [1, 8, 7, 7],
+        [6, 4, 1, 1],
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        2,
+    ),
+    conv_case(
+        "dense 3x3",
+        [1, 3, 9, 10],
+        [5, 3, 3, 3],
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        1,
+    ),
+    conv_case(
+        "dense 5x5 dil",
+        [3, 2, 13, 7],
+        [3, 2, 5, 5],
+        (1, 1),
+        (4, 2),
+        (2, 1),
+        1,
+    ),
+    conv_case(
+        "dw 3x5",
+        [3, 4, 9, 11],
+        [4, 1, 3, 5],
+        (1, 2),
+        (1, 2),
+        (1, 1),
+        4,
+    ),
+    conv_case(
+        "dw 1x1 s2",
+        [1, 4, 7, 13],
+        [4, 1, 1, 1],
+        (2, 2),
+        (0, 0),
+        (1, 1),
+        4,
+    ),
+    conv_case(
+        "pw stride 2",
+        [3, 6, 7, 13],
+        [5, 6, 1, 1],
+        (2, 2),
+        (0, 0),
+        (1, 1),
+        1,
+    ),
+];
+
 #[test]
-fn unported_ops_are_typed_errors() {
+fn conv2d_forward_and_backward() {
     let Some(dev) = gpu() else { return };
-    let x = on(&randn(&[1, 2, 5, 5], 800), dev);
-    let w = on(&randn(&[3, 2, 3, 3], 801), dev);
+    let mut report = Report::default();
+    for (i, c) in CONV_CASES.iter().enumerate() {
+        let seed = 800 + i as u64 * 10;
+        let x = randn(&c.x, seed);
+        let w = randn(&c.w, seed + 1);
+        let spec = ops::conv2d_spec(&c.x, &c.w, c.stride, c.padding, c.dilation, c.groups)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let (xg, wg) = (on(&x, dev), on(&w, dev));
+        let what = |op: &str| {
+            format!(
+                "{op} {} x {:?} w {:?} s {:?} p {:?} d {:?} g {}",
+                c.name, c.x, c.w, c.stride, c.padding, c.dilation, c.groups
+            )
+        };
+        let y = ops::conv2d(&x, &w, c.stride, c.padding, c.dilation, c.groups).unwrap();
+        report.check(
+            &what("conv2d"),
+            ops::conv2d(&xg, &wg, c.stride, c.padding, c.dilation, c.groups),
+            &y,
+        );
+        let dy = randn(y.shape(), seed + 2);
+        let dyg = on(&dy, dev);
+        report.check(
+            &what("conv2d_bwd_data"),
+            ops::conv2d_bwd_data(&dyg, &wg, &spec),
+            &ops::conv2d_bwd_data(&dy, &w, &spec).unwrap(),
+        );
+        report.check(
+            &what("conv2d_bwd_weight"),
+            ops::conv2d_bwd_weight(&xg, &dyg, &spec),
+            &ops::conv2d_bwd_weight(&x, &dy, &spec).unwrap(),
+        );
+    }
+    // Typed errors, never a panic: a mixed-device call and a stale spec.
+    let x = randn(&[1, 2, 5, 5], 890);
+    let w = on(&randn(&[3, 2, 3, 3], 891), dev);
     let err = ops::conv2d(&x, &w, (1, 1), (1, 1), (1, 1), 1).unwrap_err();
-    assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
-    println!("ok conv2d on CUDA: {err}");
+    println!("ok conv2d cpu input, cuda weight: {err}");
+    let spec = ops::conv2d_spec(&[1, 2, 5, 5], &[3, 2, 3, 3], (1, 1), (1, 1), (1, 1), 1).unwrap();
+    let stale = hr_tensor::Conv2dSpec { h_out: 4, ..spec };
+    let dy = on(&randn(&[1, 3, 4, 5], 892), dev);
+    let err = ops::conv2d_bwd_data(&dy, &w, &stale).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    println!("ok conv2d_bwd_data with a stale spec: {err}");
+    report.finish("conv2d_forward_and_backward");
+}
+
+#[test]
+fn batch_norm_train_eval_bwd() {
+    let Some(dev) = gpu() else { return };
+    let mut report = Report::default();
+    let shapes: [&[usize]; 7] = [
+        &[3, 5, 7, 13],
+        &[2, 3, 1, 1],
+        &[1, 4, 13],
+        &[37, 5],
+        &[1, 3, 7, 1],
+        // 10000 positions per plane: two spatial chunks per batch entry.
+        &[2, 3, 100, 100],
+        &[4, 16, 64, 100],
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let seed = 900 + i as u64 * 10;
+        let c = shape[1];
+        let momentum = if i % 2 == 0 { 0.1 } else { 0.01 };
+        // Mean 3, std 0.5: the variance must not cancel.
+        let x = Tensor::randn(shape, 0.5, &mut Rng::new(seed)).unwrap();
+        let x = ops::affine(&x, 1.0, 3.0).unwrap();
+        let g = uniform(&[c], 0.5, 1.5, seed + 1);
+        let b = randn(&[c], seed + 2);
+        let rm0 = randn(&[c], seed + 3);
+        let rv0 = uniform(&[c], 0.5, 2.0, seed + 4);
+        let dy = randn(shape, seed + 5);
+        let (xg, gg, bg, dyg) = (on(&x, dev), on(&g, dev), on(&b, dev), on(&dy, dev));
+        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+        let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
+        let (y, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3).unwrap();
+        let name = |what: &str| format!("batch_norm {what} {shape:?} momentum {momentum}");
+        let (yg, stg) =
+            match ops::batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.check(&name("train"), Err(e), &y);
+                    continue;
+                }
+            };
+        report.check(&name("train y"), Ok(yg), &y);
+        report.check(&name("train mean"), Ok(stg.mean.clone()), &st.mean);
+        report.check(&name("train rstd"), Ok(stg.rstd.clone()), &st.rstd);
+        report.check(&name("running_mean"), Ok(rmg.clone()), &rm);
+        report.check(&name("running_var"), Ok(rvg.clone()), &rv);
+        report.check(
+            &name("eval y"),
+            ops::batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-3),
+            &ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3).unwrap(),
+        );
+        let gr = ops::batch_norm_bwd(&x, &g, &st, &dy).unwrap();
+        match ops::batch_norm_bwd(&xg, &gg, &stg, &dyg) {
+            Ok(grg) => {
+                report.check(&name("bwd dx"), Ok(grg.dx), &gr.dx);
+                report.check(&name("bwd dgamma"), Ok(grg.dgamma), &gr.dgamma);
+                report.check(&name("bwd dbeta"), Ok(grg.dbeta), &gr.dbeta);
+            }
+            Err(e) => report.check(&name("bwd"), Err(e), &gr.dx),
+        }
+    }
+    // A single value per channel cannot be normalised in train mode: a typed error.
+    let x = on(&randn(&[1, 3, 1, 1], 990), dev);
+    let p = on(&randn(&[3], 991), dev);
+    let (mut rm, mut rv) = (p.clone(), p.clone());
+    let err = ops::batch_norm_train(&x, &p, &p, &mut rm, &mut rv, 0.1, 1e-3).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    println!("ok batch_norm_train on one value per channel: {err}");
+    report.finish("batch_norm_train_eval_bwd");
 }

@@ -1,7 +1,11 @@
 //! The CUDA backend: every op family of [`crate::backend`] on f32 tensors of one GPU, through
 //! the NVRTC-compiled kernels of `kernels/` and cuBLAS for GEMMs. Semantics match the CPU
 //! reference in `crate::cpu` (the parity suite in `tests/cuda_parity.rs` checks each op).
-//! Convolutions and batch norm are not ported yet and return [`Error::NotImplemented`].
+//! Convolutions (`backend/conv.rs`) and batch norm (`backend/batchnorm.rs`) live in child
+//! modules.
+
+mod batchnorm;
+mod conv;
 
 use std::sync::Arc;
 
@@ -765,45 +769,36 @@ impl NormOps for CudaBackend {
     fn batch_norm_train(
         &self,
         x: &Tensor,
-        _gamma: &Tensor,
-        _beta: &Tensor,
-        _running_mean: &mut Tensor,
-        _running_var: &mut Tensor,
-        _momentum: f64,
-        _eps: f64,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
     ) -> Result<(Tensor, NormStats)> {
-        Err(Error::NotImplemented {
-            op: "batch_norm_train",
-            device: x.device(),
-        })
+        batchnorm::train(x, gamma, beta, running_mean, running_var, momentum, eps)
     }
 
     fn batch_norm_eval(
         &self,
         x: &Tensor,
-        _gamma: &Tensor,
-        _beta: &Tensor,
-        _running_mean: &Tensor,
-        _running_var: &Tensor,
-        _eps: f64,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
     ) -> Result<Tensor> {
-        Err(Error::NotImplemented {
-            op: "batch_norm_eval",
-            device: x.device(),
-        })
+        batchnorm::eval(x, gamma, beta, running_mean, running_var, eps)
     }
 
     fn batch_norm_bwd(
         &self,
         x: &Tensor,
-        _gamma: &Tensor,
-        _stats: &NormStats,
-        _dy: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
     ) -> Result<NormGrads> {
-        Err(Error::NotImplemented {
-            op: "batch_norm_bwd",
-            device: x.device(),
-        })
+        batchnorm::backward(x, gamma, stats, dy)
     }
 
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
@@ -994,25 +989,16 @@ impl SoftmaxOps for CudaBackend {
 }
 
 impl ConvOps for CudaBackend {
-    fn conv2d(&self, x: &Tensor, _w: &Tensor, _spec: &Conv2dSpec) -> Result<Tensor> {
-        Err(Error::NotImplemented {
-            op: "conv2d",
-            device: x.device(),
-        })
+    fn conv2d(&self, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+        conv::forward(x, w, spec)
     }
 
-    fn conv2d_bwd_data(&self, dy: &Tensor, _w: &Tensor, _spec: &Conv2dSpec) -> Result<Tensor> {
-        Err(Error::NotImplemented {
-            op: "conv2d_bwd_data",
-            device: dy.device(),
-        })
+    fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+        conv::backward_data(dy, w, spec)
     }
 
-    fn conv2d_bwd_weight(&self, x: &Tensor, _dy: &Tensor, _spec: &Conv2dSpec) -> Result<Tensor> {
-        Err(Error::NotImplemented {
-            op: "conv2d_bwd_weight",
-            device: x.device(),
-        })
+    fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+        conv::backward_weight(x, dy, spec)
     }
 }
 

@@ -33,16 +33,22 @@ pub enum Family {
     Norm,
     /// `kernels/optim.cu`.
     Optim,
+    /// `kernels/conv.cu`.
+    Conv,
+    /// `kernels/batchnorm.cu`.
+    BatchNorm,
 }
 
 /// Every family, in a fixed order.
-pub const ALL_FAMILIES: [Family; 6] = [
+pub const ALL_FAMILIES: [Family; 8] = [
     Family::Elementwise,
     Family::Reduce,
     Family::Layout,
     Family::Softmax,
     Family::Norm,
     Family::Optim,
+    Family::Conv,
+    Family::BatchNorm,
 ];
 
 /// The shared header every family includes as `"common.cuh"`.
@@ -58,6 +64,8 @@ impl Family {
             Family::Softmax => "softmax.cu",
             Family::Norm => "norm.cu",
             Family::Optim => "optim.cu",
+            Family::Conv => "conv.cu",
+            Family::BatchNorm => "batchnorm.cu",
         }
     }
 
@@ -70,6 +78,8 @@ impl Family {
             Family::Softmax => include_str!("../../../../kernels/softmax.cu"),
             Family::Norm => include_str!("../../../../kernels/norm.cu"),
             Family::Optim => include_str!("../../../../kernels/optim.cu"),
+            Family::Conv => include_str!("../../../../kernels/conv.cu"),
+            Family::BatchNorm => include_str!("../../../../kernels/batchnorm.cu"),
         }
     }
 }

@@ -180,6 +180,37 @@ pub(crate) struct AdamConsts {
 // SAFETY: eight f32 in the order of `struct AdamConsts` in kernels/optim.cu.
 unsafe impl DeviceRepr for AdamConsts {}
 
+/// `ConvGeom` of kernels/conv.cu: a validated convolution geometry (built by
+/// `backend::conv::geom`, which bounds every field so the kernels' in-plane `int` arithmetic
+/// cannot overflow).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConvGeom {
+    pub n: i64,
+    pub c_in: i64,
+    pub h: i64,
+    pub w: i64,
+    pub c_out: i64,
+    pub ho: i64,
+    pub wo: i64,
+    /// Input channels per group.
+    pub cig: i64,
+    /// Output channels per group.
+    pub cog: i64,
+    pub kh: i32,
+    pub kw: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub ph: i32,
+    pub pw: i32,
+    pub dh: i32,
+    pub dw: i32,
+}
+
+// SAFETY: nine i64 then eight i32, in the order (and C layout, 104 bytes, no padding) of
+// `struct ConvGeom` in kernels/conv.cu.
+unsafe impl DeviceRepr for ConvGeom {}
+
 /// Row-major strides of `shape`.
 pub(crate) fn row_major(shape: &[usize]) -> Vec<i64> {
     let mut s = vec![1i64; shape.len()];

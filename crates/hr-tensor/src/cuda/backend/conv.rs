@@ -1,0 +1,337 @@
+//! Convolutions on CUDA (NCHW input, OIHW weight, no bias). CPU twin: `crate::cpu::conv`.
+//!
+//! Two paths, picked from the (re-validated) [`Conv2dSpec`]:
+//!
+//! * **GEMM** (1x1, stride 1, no padding, groups 1): cuBLAS in NCHW without transposes of the
+//!   activations. Forward `y[n] (C_out x HW) = W (C_out x C_in) @ x[n] (C_in x HW)` is one
+//!   strided-batched GEMM over `n` with `W` shared (stride 0); backward-data is
+//!   `dx[n] = W^T @ dy[n]` the same way; backward-weight `dW = sum_n dy[n] @ x[n]^T` is one GEMM
+//!   per batch entry accumulating into `dW` (`beta = 1` after the first): the batch cannot be
+//!   folded into K in NCHW, and per-entry partials would need `N * C_out * C_in` scratch.
+//! * **direct** (everything else: depthwise, the one-channel stem, grouped and dilated
+//!   convolutions) through `kernels/conv.cu`, with 3x3 and 5x5 kernels unrolled; the
+//!   weight gradient is a deterministic two-stage block reduction (see the kernel file for why
+//!   these are not im2col + GEMM).
+
+use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::{buf, device_of, i64_of, to_i32, wrap, CudaBackend};
+use crate::backend::{Conv2dSpec, GemmOps, MatmulSpec};
+use crate::checks::expect_shape;
+use crate::cuda::kernels::Family;
+use crate::cuda::launch::{alloc_f32, cfg_elems, launch, zeros_f32, ConvGeom};
+use crate::{Error, Result, Tensor};
+
+/// Largest plane (`h * w`, `h_out * w_out`) the direct kernels index with `int`.
+const PLANE_MAX: usize = 1 << 30;
+/// Largest size, stride, padding or dilation of one axis (keeps `oh * stride - pad + i * dil`
+/// inside `int`).
+const AXIS_MAX: usize = 1 << 28;
+/// Output positions per block of the weight-gradient reduction (whole batch entries are
+/// grouped into a chunk until it holds about this many).
+const BWD_WEIGHT_CHUNK: usize = 8192;
+/// Threads per block of the weight-gradient reduction.
+const BWD_WEIGHT_THREADS: u32 = 256;
+/// The grid's y limit.
+const GRID_Y_MAX: usize = 65_535;
+/// The grid's x limit.
+const GRID_X_MAX: usize = i32::MAX as usize;
+
+fn x_shape(s: &Conv2dSpec) -> [usize; 4] {
+    [s.n, s.c_in, s.h, s.w]
+}
+
+fn w_shape(s: &Conv2dSpec) -> [usize; 4] {
+    [s.c_out, s.c_in / s.groups.max(1), s.kh, s.kw]
+}
+
+fn y_shape(s: &Conv2dSpec) -> [usize; 4] {
+    [s.n, s.c_out, s.h_out, s.w_out]
+}
+
+/// True when the geometry runs as a cuBLAS GEMM.
+fn is_gemm(s: &Conv2dSpec) -> bool {
+    s.groups == 1 && s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0)
+}
+
+/// Re-validates `spec` (it must be exactly what `ops::conv2d_spec` resolves for its own shapes)
+/// and the operand shapes, so a backend called directly can never index out of bounds.
+fn check_operands(
+    op: &'static str,
+    s: &Conv2dSpec,
+    operands: &[(&Tensor, [usize; 4])],
+) -> Result<()> {
+    let w_in = s.c_in.checked_div(s.groups).unwrap_or(0);
+    let again = crate::ops::conv2d_spec(
+        &x_shape(s),
+        &[s.c_out, w_in, s.kh, s.kw],
+        s.stride,
+        s.padding,
+        s.dilation,
+        s.groups,
+    )?;
+    if again != *s {
+        return Err(Error::invalid(
+            op,
+            format!("inconsistent Conv2dSpec {s:?} (expected {again:?})"),
+        ));
+    }
+    for (t, shape) in operands {
+        expect_shape(op, t, shape)?;
+    }
+    Ok(())
+}
+
+/// The kernel-side geometry; errors when a size exceeds the direct kernels' index range.
+fn geom(op: &'static str, s: &Conv2dSpec) -> Result<ConvGeom> {
+    let axes = [
+        s.h,
+        s.w,
+        s.kh,
+        s.kw,
+        s.stride.0,
+        s.stride.1,
+        s.padding.0,
+        s.padding.1,
+        s.dilation.0,
+        s.dilation.1,
+        s.h_out,
+        s.w_out,
+    ];
+    let planes_ok = s.h.checked_mul(s.w).is_some_and(|p| p <= PLANE_MAX)
+        && s.h_out.checked_mul(s.w_out).is_some_and(|p| p <= PLANE_MAX);
+    if axes.iter().any(|&v| v > AXIS_MAX) || !planes_ok {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "geometry {s:?} exceeds the CUDA convolution kernels' limits (planes of at most \
+                 2^30 elements, sizes, strides, paddings and dilations of at most 2^28)"
+            ),
+        ));
+    }
+    let g = s.groups.max(1);
+    let i = |v: usize| v as i32;
+    Ok(ConvGeom {
+        n: i64_of(s.n),
+        c_in: i64_of(s.c_in),
+        h: i64_of(s.h),
+        w: i64_of(s.w),
+        c_out: i64_of(s.c_out),
+        ho: i64_of(s.h_out),
+        wo: i64_of(s.w_out),
+        cig: i64_of(s.c_in / g),
+        cog: i64_of(s.c_out / g),
+        kh: i(s.kh),
+        kw: i(s.kw),
+        sh: i(s.stride.0),
+        sw: i(s.stride.1),
+        ph: i(s.padding.0),
+        pw: i(s.padding.1),
+        dh: i(s.dilation.0),
+        dw: i(s.dilation.1),
+    })
+}
+
+/// The unrolled 3x3 or 5x5 variant of a kernel, else its run-time-size variant.
+fn pick(s: &Conv2dSpec, names: [&'static str; 3]) -> &'static str {
+    match (s.kh, s.kw) {
+        (3, 3) => names[0],
+        (5, 5) => names[1],
+        _ => names[2],
+    }
+}
+
+/// Blocks of 32 x 8 threads: grid.x over `planes`, grid.y over the 8 x 32 tiles of a
+/// `rows x cols` plane (both grid-strided in the kernel).
+fn cfg_tiles(planes: usize, rows: usize, cols: usize) -> LaunchConfig {
+    let tiles = rows.div_ceil(8) * cols.div_ceil(32);
+    LaunchConfig {
+        grid_dim: (
+            planes.clamp(1, GRID_X_MAX) as u32,
+            tiles.clamp(1, GRID_Y_MAX) as u32,
+            1,
+        ),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Forward.
+pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    check_operands(OP, s, &[(x, x_shape(s)), (w, w_shape(s))])?;
+    if is_gemm(s) {
+        let spec = MatmulSpec {
+            batch: s.n,
+            m: s.c_out,
+            n: s.h * s.w,
+            k: s.c_in,
+            trans_a: false,
+            trans_b: false,
+            a_batched: false,
+            b_batched: true,
+            alpha: 1.0,
+        };
+        return CudaBackend.matmul(w, x, &spec, &y_shape(s));
+    }
+    let dev = device_of(OP, &[x, w])?;
+    let ((_, xs), (_, ws)) = (buf(OP, x)?, buf(OP, w)?);
+    let n = y_shape(s).iter().product();
+    let mut y = alloc_f32(&dev, n, OP)?;
+    if n > 0 {
+        let g = geom(OP, s)?;
+        let name = pick(
+            s,
+            ["conv_fwd_k3_f32", "conv_fwd_k5_f32", "conv_fwd_any_f32"],
+        );
+        let f = dev.function(Family::Conv, name)?;
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(xs).arg(ws).arg(&mut y).arg(&g);
+        launch(a, name, cfg_tiles(s.n * s.c_out, s.h_out, s.w_out))?;
+    }
+    Ok(wrap(&dev, y, &y_shape(s)))
+}
+
+/// Gradient of the input.
+pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+    const OP: &str = "conv2d_bwd_data";
+    check_operands(OP, s, &[(dy, y_shape(s)), (w, w_shape(s))])?;
+    if is_gemm(s) {
+        let spec = MatmulSpec {
+            batch: s.n,
+            m: s.c_in,
+            n: s.h * s.w,
+            k: s.c_out,
+            trans_a: true,
+            trans_b: false,
+            a_batched: false,
+            b_batched: true,
+            alpha: 1.0,
+        };
+        return CudaBackend.matmul(w, dy, &spec, &x_shape(s));
+    }
+    let dev = device_of(OP, &[dy, w])?;
+    let ((_, dys), (_, ws)) = (buf(OP, dy)?, buf(OP, w)?);
+    let n = x_shape(s).iter().product();
+    let mut dx = alloc_f32(&dev, n, OP)?;
+    if n > 0 {
+        let g = geom(OP, s)?;
+        let name = match (s.kh, s.kw, s.stride) {
+            (3, 3, (1, 1)) => "conv_bwd_data_k3s1_f32",
+            (3, 3, (2, 2)) => "conv_bwd_data_k3s2_f32",
+            (5, 5, (1, 1)) => "conv_bwd_data_k5s1_f32",
+            (5, 5, (2, 2)) => "conv_bwd_data_k5s2_f32",
+            _ => pick(
+                s,
+                [
+                    "conv_bwd_data_k3_f32",
+                    "conv_bwd_data_k5_f32",
+                    "conv_bwd_data_any_f32",
+                ],
+            ),
+        };
+        let f = dev.function(Family::Conv, name)?;
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(dys).arg(ws).arg(&mut dx).arg(&g);
+        launch(a, name, cfg_tiles(s.n * s.c_in, s.h, s.w))?;
+    }
+    Ok(wrap(&dev, dx, &x_shape(s)))
+}
+
+/// Gradient of the weight.
+pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+    const OP: &str = "conv2d_bwd_weight";
+    check_operands(OP, s, &[(x, x_shape(s)), (dy, y_shape(s))])?;
+    let dev = device_of(OP, &[x, dy])?;
+    let len: usize = w_shape(s).iter().product();
+    if len == 0 || s.n == 0 {
+        return Ok(wrap(&dev, zeros_f32(&dev, len, OP)?, &w_shape(s)));
+    }
+    if is_gemm(s) {
+        return pointwise_bwd_weight(x, dy, s);
+    }
+    let ((_, xs), (_, dys)) = (buf(OP, x)?, buf(OP, dy)?);
+    let g = geom(OP, s)?;
+    // Chunks of whole batch entries holding about BWD_WEIGHT_CHUNK output positions each, at
+    // most GRID_Y_MAX of them (grid.y is the chunk index).
+    let plane = (s.h_out * s.w_out).max(1);
+    let mut per_chunk = (BWD_WEIGHT_CHUNK / plane).clamp(1, s.n);
+    if s.n.div_ceil(per_chunk) > GRID_Y_MAX {
+        per_chunk = s.n.div_ceil(GRID_Y_MAX);
+    }
+    let chunks = s.n.div_ceil(per_chunk);
+    let pairs = s.c_out * (s.c_in / s.groups);
+    let mut part = alloc_f32(&dev, chunks * len, OP)?;
+    let name = pick(
+        s,
+        [
+            "conv_bwd_weight_part_k3_f32",
+            "conv_bwd_weight_part_k5_f32",
+            "conv_bwd_weight_part_any_f32",
+        ],
+    );
+    let cfg = LaunchConfig {
+        grid_dim: (pairs.clamp(1, GRID_X_MAX) as u32, chunks as u32, 1),
+        block_dim: (BWD_WEIGHT_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let f = dev.function(Family::Conv, name)?;
+    let pc = i64_of(per_chunk);
+    let mut a = dev.stream.launch_builder(&f);
+    a.arg(xs).arg(dys).arg(&mut part).arg(&g).arg(&pc);
+    launch(a, name, cfg)?;
+    let mut dw = alloc_f32(&dev, len, OP)?;
+    let f = dev.function(Family::Conv, "conv_bwd_weight_finish_f32")?;
+    let (ch, ln) = (i64_of(chunks), i64_of(len));
+    let mut a = dev.stream.launch_builder(&f);
+    a.arg(&part).arg(&mut dw).arg(&ch).arg(&ln);
+    launch(a, "conv_bwd_weight_finish_f32", cfg_elems(len))?;
+    Ok(wrap(&dev, dw, &w_shape(s)))
+}
+
+/// `dW (C_out x C_in) = sum_n dy[n] (C_out x HW) @ x[n]^T`: one cuBLAS GEMM per batch entry,
+/// accumulating in order (deterministic). Column-major view: `dW^T (C_in x C_out) =
+/// op_T(x[n] as HW x C_in) @ dy[n] (HW x C_out)`. Needs `s.n > 0` and a non-empty weight.
+fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+    const OP: &str = "conv2d_bwd_weight";
+    let dev = device_of(OP, &[x, dy])?;
+    let ((_, xs), (_, dys)) = (buf(OP, x)?, buf(OP, dy)?);
+    let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
+    if xs.len() < s.n * ci * hw || dys.len() < s.n * co * hw {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: x.shape().to_vec(),
+            rhs: dy.shape().to_vec(),
+        });
+    }
+    let mut dw = alloc_f32(&dev, co * ci, OP)?;
+    let blas = dev.blas()?;
+    for ni in 0..s.n {
+        let cfg = GemmConfig {
+            transa: blas_sys::cublasOperation_t::CUBLAS_OP_T,
+            transb: blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            m: to_i32(OP, "c_in", ci)?,
+            n: to_i32(OP, "c_out", co)?,
+            k: to_i32(OP, "h*w", hw)?,
+            alpha: 1.0f32,
+            lda: to_i32(OP, "h*w", hw)?,
+            ldb: to_i32(OP, "h*w", hw)?,
+            // beta = 0 on the first entry: the (possibly poisoned) output is not read.
+            beta: if ni == 0 { 0.0f32 } else { 1.0f32 },
+            ldc: to_i32(OP, "c_in", ci)?,
+        };
+        let xv = xs.slice(ni * ci * hw..(ni + 1) * ci * hw);
+        let dv = dys.slice(ni * co * hw..(ni + 1) * co * hw);
+        // SAFETY: `xv` holds ci*hw and `dv` co*hw elements (checked above), `dw` co*ci: exactly
+        // what the config addresses.
+        unsafe { blas.gemm(cfg, &xv, &dv, &mut dw) }.map_err(|e| Error::Cuda {
+            op: OP,
+            msg: format!(
+                "cublasSgemm (batch entry {ni} of {}, m {ci}, n {co}, k {hw}) failed: {e:?}",
+                s.n
+            ),
+        })?;
+    }
+    Ok(wrap(&dev, dw, &w_shape(s)))
+}

@@ -1,0 +1,254 @@
+// Batch norm over axis 1 of (N, C, S) (S = product of the spatial axes): train-mode statistics,
+// normalise + affine, eval mode and backward. CPU twin: `channel` in
+// crates/hr-tensor/src/cpu/norm.rs (f64 statistics; PyTorch running-stat semantics).
+//
+// Reductions are two-stage and deterministic: a partial kernel gives each block one channel and
+// one chunk of the (n, s) positions (grid.y strides over channels, grid.x over chunks; a chunk
+// is `per_chunk` batch entries times a range of `s_len` spatial positions), the block sums in
+// f64 like the CPU (f64 adds are cheap next to the memory traffic on sm_80/sm_90) and writes
+// one f64 partial; a finish kernel (one thread per channel) combines the partials in chunk
+// order. The statistics partials are (count, mean, M2) of the chunk computed two-pass inside
+// the block (the second pass re-reads the chunk, mostly from L2), merged with Chan's formula,
+// so var is sane for N*S up to 10^6 and beyond even when |mean| >> std, and the f32 mean is
+// the rounded f64 mean like on the CPU (the backward's `x - mean` then matches it too).
+//
+// Pointwise kernels (normalise, dx; f32 only, float4 when planes allow) stride over planes on
+// grid.x and over a plane on grid.y and compute `(x - m) * a + b` and
+// `a * (dy - b - (x - m) * k)` in f32 without contraction, with the per-channel constants
+// rounded from f64 exactly like the CPU.
+#include "common.cuh"
+
+/// The chunk `k` of channel positions: batch entries [n0, n1) x spatial positions [s0, s1).
+struct BnChunk {
+    i64 n0, n1, s0, s1;
+};
+
+__device__ __forceinline__ BnChunk bn_chunk(i64 k, i64 n, i64 s, i64 per_chunk, i64 s_len,
+                                            i64 s_chunks) {
+    BnChunk c;
+    const i64 kn = k / s_chunks, ks = k % s_chunks;
+    c.n0 = kn * per_chunk;
+    c.n1 = c.n0 + per_chunk < n ? c.n0 + per_chunk : n;
+    c.s0 = ks * s_len;
+    c.s1 = c.s0 + s_len < s ? c.s0 + s_len : s;
+    return c;
+}
+
+/// Sum of f(x[n, ch, s], dy[n, ch, s]) over a chunk, per thread (f64).
+template <typename T, typename F>
+__device__ __forceinline__ double bn_chunk_sum(const T *x, const T *dy, i64 ch, i64 c, i64 s,
+                                               const BnChunk &k, F f) {
+    double acc = 0.0;
+    for (i64 ni = k.n0; ni < k.n1; ++ni) {
+        const i64 base = (ni * c + ch) * s;
+        for (i64 j = k.s0 + threadIdx.x; j < k.s1; j += blockDim.x)
+            acc = acc + f(load(x, base + j), load(dy, base + j));
+    }
+    return acc;
+}
+
+/// Statistics partials: part[(ch * chunks + k) * 3 + {0, 1, 2}] = (count, mean, M2) of chunk k
+/// of channel ch. blockDim.x a multiple of 32.
+template <typename T>
+__device__ void bn_stats_part(const T *x, double *part, i64 n, i64 c, i64 s, i64 per_chunk,
+                              i64 s_len, i64 s_chunks, i64 chunks) {
+    __shared__ double scratch[32];
+    for (i64 ch = blockIdx.y; ch < c; ch += gridDim.y) {
+        for (i64 k = blockIdx.x; k < chunks; k += gridDim.x) {
+            const BnChunk b = bn_chunk(k, n, s, per_chunk, s_len, s_chunks);
+            const double cnt = (double)((b.n1 - b.n0) * (b.s1 - b.s0));
+            const double sum = block_sum(
+                bn_chunk_sum(x, x, ch, c, s, b, [](double v, double) { return v; }), scratch);
+            const double mean = cnt > 0.0 ? sum / cnt : 0.0;
+            const double m2 = block_sum(bn_chunk_sum(x, x, ch, c, s, b,
+                                                     [mean](double v, double) {
+                                                         const double d = v - mean;
+                                                         return d * d;
+                                                     }),
+                                        scratch);
+            if (threadIdx.x == 0) {
+                double *o = part + (ch * chunks + k) * 3;
+                o[0] = cnt;
+                o[1] = mean;
+                o[2] = m2;
+            }
+        }
+    }
+}
+
+/// Per channel: merges the partials (Chan et al., f64, chunk order) into the biased variance;
+/// writes mean, rstd = 1/sqrt(var + eps), scale = rstd * gamma (rounded from f64 like the CPU)
+/// and updates the running statistics in place:
+/// rm = (1 - momentum) rm + momentum mean, rv = (1 - momentum) rv + momentum var M/(M-1).
+template <typename T>
+__device__ void bn_stats_finish(const double *part, const T *gamma, T *mean_out, T *rstd_out,
+                                float *scale, T *rmean, T *rvar, i64 c, i64 chunks,
+                                double momentum, double eps) {
+    GRID_STRIDE(ch, c) {
+        double cnt = 0.0, mean = 0.0, m2 = 0.0;
+        for (i64 k = 0; k < chunks; ++k) {
+            const double *p = part + (ch * chunks + k) * 3;
+            const double nb = p[0];
+            if (nb <= 0.0) continue;
+            const double tot = cnt + nb;
+            const double d = p[1] - mean;
+            mean += d * (nb / tot);
+            m2 += p[2] + d * d * (cnt * nb / tot);
+            cnt = tot;
+        }
+        const double var = cnt > 0.0 ? m2 / cnt : 0.0;
+        const double rstd = 1.0 / sqrt(var + eps);
+        store(mean_out, ch, (float)mean);
+        store(rstd_out, ch, (float)rstd);
+        scale[ch] = (float)(rstd * (double)load(gamma, ch));
+        const double unbias = cnt > 1.0 ? cnt / (cnt - 1.0) : 1.0;
+        store(rmean, ch, (float)((1.0 - momentum) * (double)load(rmean, ch) + momentum * mean));
+        store(rvar, ch,
+              (float)((1.0 - momentum) * (double)load(rvar, ch) + momentum * var * unbias));
+    }
+}
+
+/// Eval-mode scale: scale[ch] = gamma / sqrt(running_var + eps) (f64, rounded once).
+template <typename T>
+__device__ void bn_eval_scale(const T *gamma, const T *rvar, float *scale, i64 c, double eps) {
+    GRID_STRIDE(ch, c) {
+        scale[ch] = (float)((double)load(gamma, ch) / sqrt((double)load(rvar, ch) + eps));
+    }
+}
+
+/// y = (x - m[ch]) * a[ch] + b[ch] over (N, C, S). grid.x strides over planes, grid.y and the
+/// threads over a plane; f32 planes whose length is a multiple of 4 use float4 accesses (every
+/// plane then starts 16-byte aligned when the buffers do).
+__device__ void bn_apply(const float *x, const float *m, const float *a, const float *b, float *y,
+                         i64 n, i64 c, i64 s) {
+    const i64 planes = n * c;
+    const bool vec = s % 4 == 0 && aligned16(x, y);
+    const i64 s4 = vec ? s / 4 : 0;
+    const i64 first = (i64)blockIdx.y * blockDim.x + threadIdx.x;
+    const i64 step = (i64)gridDim.y * blockDim.x;
+    for (i64 p = blockIdx.x; p < planes; p += gridDim.x) {
+        const i64 ch = p % c;
+        const acc_t mv = load(m, ch), av = a[ch], bv = load(b, ch);
+        const i64 base = p * s;
+        const float4 *x4 = (const float4 *)(x + base);
+        float4 *y4 = (float4 *)(y + base);
+        for (i64 j = first; j < s4; j += step) {
+            float4 v = x4[j];
+            v.x = (v.x - mv) * av + bv;
+            v.y = (v.y - mv) * av + bv;
+            v.z = (v.z - mv) * av + bv;
+            v.w = (v.w - mv) * av + bv;
+            y4[j] = v;
+        }
+        for (i64 j = s4 * 4 + first; j < s; j += step)
+            store(y, base + j, (load(x, base + j) - mv) * av + bv);
+    }
+}
+
+/// Backward partials: part[(ch * chunks + k) * 2 + {0, 1}] = (sum dy, sum dy * (x - mean)).
+template <typename T>
+__device__ void bn_bwd_part(const T *x, const T *dy, const T *mean, double *part, i64 n, i64 c,
+                            i64 s, i64 per_chunk, i64 s_len, i64 s_chunks, i64 chunks) {
+    __shared__ double scratch[32];
+    for (i64 ch = blockIdx.y; ch < c; ch += gridDim.y) {
+        const double mu = (double)load(mean, ch);
+        for (i64 k = blockIdx.x; k < chunks; k += gridDim.x) {
+            const BnChunk b = bn_chunk(k, n, s, per_chunk, s_len, s_chunks);
+            const double sdy = block_sum(
+                bn_chunk_sum(dy, dy, ch, c, s, b, [](double d, double) { return d; }), scratch);
+            const double sdyx = block_sum(
+                bn_chunk_sum(x, dy, ch, c, s, b,
+                             [mu](double v, double d) { return (v - mu) * d; }),
+                scratch);
+            if (threadIdx.x == 0) {
+                double *o = part + (ch * chunks + k) * 2;
+                o[0] = sdy;
+                o[1] = sdyx;
+            }
+        }
+    }
+}
+
+/// Per channel: dbeta = sum dy, dgamma = rstd * sum dy (x - mean) (f64), and the constants of
+/// dx = k1 * (dy - k2 - (x - mean) * k3): k1 = gamma * rstd (f32 product, like the CPU),
+/// k2 = dbeta / M, k3 = dgamma * rstd / M (f64, rounded once).
+template <typename T>
+__device__ void bn_bwd_finish(const double *part, const T *gamma, const T *rstd, T *dgamma,
+                              T *dbeta, float *k1, float *k2, float *k3, i64 c, i64 chunks,
+                              double m) {
+    GRID_STRIDE(ch, c) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (i64 k = 0; k < chunks; ++k) {
+            sdy += part[(ch * chunks + k) * 2];
+            sdyx += part[(ch * chunks + k) * 2 + 1];
+        }
+        const float r = load(rstd, ch);
+        const double dg = sdyx * (double)r;
+        store(dbeta, ch, (float)sdy);
+        store(dgamma, ch, (float)dg);
+        k1[ch] = load(gamma, ch) * r;
+        k2[ch] = (float)(sdy / m);
+        k3[ch] = (float)(dg * (double)r / m);
+    }
+}
+
+/// dx = k1[ch] * (dy - k2[ch] - (x - mean[ch]) * k3[ch]) over (N, C, S); launch and float4
+/// paths as bn_apply.
+__device__ void bn_bwd_dx(const float *x, const float *dy, const float *mean, const float *k1,
+                          const float *k2, const float *k3, float *dx, i64 n, i64 c, i64 s) {
+    const i64 planes = n * c;
+    const bool vec = s % 4 == 0 && aligned16(x, dy, dx);
+    const i64 s4 = vec ? s / 4 : 0;
+    const i64 first = (i64)blockIdx.y * blockDim.x + threadIdx.x;
+    const i64 step = (i64)gridDim.y * blockDim.x;
+    for (i64 p = blockIdx.x; p < planes; p += gridDim.x) {
+        const i64 ch = p % c;
+        const acc_t mu = load(mean, ch), a = k1[ch], b = k2[ch], k = k3[ch];
+        const i64 base = p * s;
+        const float4 *x4 = (const float4 *)(x + base), *g4 = (const float4 *)(dy + base);
+        float4 *d4 = (float4 *)(dx + base);
+        for (i64 j = first; j < s4; j += step) {
+            const float4 v = x4[j], d = g4[j];
+            float4 o;
+            o.x = a * (d.x - b - (v.x - mu) * k);
+            o.y = a * (d.y - b - (v.y - mu) * k);
+            o.z = a * (d.z - b - (v.z - mu) * k);
+            o.w = a * (d.w - b - (v.w - mu) * k);
+            d4[j] = o;
+        }
+        for (i64 j = s4 * 4 + first; j < s; j += step)
+            store(dx, base + j, a * (load(dy, base + j) - b - (load(x, base + j) - mu) * k));
+    }
+}
+
+HR_EXTERN void bn_stats_part_f32(const float *x, double *part, i64 n, i64 c, i64 s, i64 per_chunk,
+                                 i64 s_len, i64 s_chunks, i64 chunks) {
+    bn_stats_part(x, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+}
+HR_EXTERN void bn_stats_finish_f32(const double *part, const float *gamma, float *mean,
+                                   float *rstd, float *scale, float *rmean, float *rvar, i64 c,
+                                   i64 chunks, double momentum, double eps) {
+    bn_stats_finish(part, gamma, mean, rstd, scale, rmean, rvar, c, chunks, momentum, eps);
+}
+HR_EXTERN void bn_eval_scale_f32(const float *gamma, const float *rvar, float *scale, i64 c,
+                                 double eps) {
+    bn_eval_scale(gamma, rvar, scale, c, eps);
+}
+HR_EXTERN void bn_apply_f32(const float *x, const float *m, const float *a, const float *b,
+                            float *y, i64 n, i64 c, i64 s) {
+    bn_apply(x, m, a, b, y, n, c, s);
+}
+HR_EXTERN void bn_bwd_part_f32(const float *x, const float *dy, const float *mean, double *part,
+                               i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
+                               i64 chunks) {
+    bn_bwd_part(x, dy, mean, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+}
+HR_EXTERN void bn_bwd_finish_f32(const double *part, const float *gamma, const float *rstd,
+                                 float *dgamma, float *dbeta, float *k1, float *k2, float *k3,
+                                 i64 c, i64 chunks, double m) {
+    bn_bwd_finish(part, gamma, rstd, dgamma, dbeta, k1, k2, k3, c, chunks, m);
+}
+HR_EXTERN void bn_bwd_dx_f32(const float *x, const float *dy, const float *mean, const float *k1,
+                             const float *k2, const float *k3, float *dx, i64 n, i64 c, i64 s) {
+    bn_bwd_dx(x, dy, mean, k1, k2, k3, dx, n, c, s);
+}
