@@ -1,0 +1,146 @@
+//! PNG bar chart of mAP@10 per report row: ours (mean, with the seed standard deviation as an
+//! error bar) beside the paper's number.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+
+use crate::error::{Result, SweepError};
+use crate::report::Row;
+
+/// Font files tried, in order (DejaVu Sans ships with most distributions).
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// Registers a sans-serif font once; false when none is found.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        let dirs = std::env::var("HR_FONT")
+            .ok()
+            .into_iter()
+            .chain(FONTS.iter().map(|s| s.to_string()));
+        for f in dirs {
+            if let Ok(bytes) = std::fs::read(&f) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+fn chart_err(path: &Path, e: impl std::fmt::Display) -> SweepError {
+    SweepError::Chart {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// Draws the chart (rows numbered as in the Markdown table).
+pub fn bar_chart(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
+    if !font_ready() {
+        return Err(chart_err(
+            path,
+            "no TTF font found (set HR_FONT to a .ttf file)",
+        ));
+    }
+    let ymax = rows
+        .iter()
+        .flat_map(|r| {
+            let ours = r.metrics.map(|m| m[0].mean + m[0].std);
+            ours.into_iter().chain(r.paper)
+        })
+        .fold(1.0f64, f64::max)
+        * 1.3;
+    let width = (140 + 60 * rows.len()).clamp(480, 2400) as u32;
+    let tmp = path.with_extension("png.tmp.png");
+    draw(&tmp, title, rows, ymax, width).map_err(|e| chart_err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(SweepError::io(path))
+}
+
+fn draw(
+    path: &Path,
+    title: &str,
+    rows: &[Row],
+    ymax: f64,
+    width: u32,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = rows.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{title}: mAP@10 (%) per row"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..n, 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc("row of report.md (number above the bars)")
+        .y_desc("mAP@10 (%)")
+        .draw()?;
+    let ours = rows.iter().enumerate().filter_map(|(i, r)| {
+        let m = r.metrics?[0];
+        Some(Rectangle::new(
+            [(i as f64 + 0.1, 0.0), (i as f64 + 0.48, m.mean)],
+            BLUE.mix(0.7).filled(),
+        ))
+    });
+    chart
+        .draw_series(ours)?
+        .label("ours (mean over seeds)")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], BLUE.mix(0.7).filled()));
+    let bars = rows.iter().enumerate().filter_map(|(i, r)| {
+        let m = r.metrics?[0];
+        let x = i as f64 + 0.29;
+        Some(ErrorBar::new_vertical(
+            x,
+            m.mean - m.std,
+            m.mean,
+            m.mean + m.std,
+            BLACK.filled(),
+            6,
+        ))
+    });
+    chart.draw_series(bars)?;
+    let paper = rows.iter().enumerate().filter_map(|(i, r)| {
+        let p = r.paper?;
+        Some(Rectangle::new(
+            [(i as f64 + 0.52, 0.0), (i as f64 + 0.9, p)],
+            RED.mix(0.5).filled(),
+        ))
+    });
+    chart
+        .draw_series(paper)?
+        .label("paper")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RED.mix(0.5).filled()));
+    let tags = rows.iter().enumerate().map(|(i, r)| {
+        let top = r
+            .metrics
+            .map_or(0.0, |m| m[0].mean + m[0].std)
+            .max(r.paper.unwrap_or(0.0));
+        Text::new(
+            format!("{}", i + 1),
+            (i as f64 + 0.42, top + ymax * 0.05),
+            ("sans-serif", 14),
+        )
+    });
+    chart.draw_series(tags)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

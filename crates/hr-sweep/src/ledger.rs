@@ -1,0 +1,400 @@
+//! The ledger: an append-only JSON-lines journal, one fsync per event, owned by the one
+//! coordinator process that holds its lock. Replaying it gives the state of every job; a torn
+//! last line (a crash while appending) is dropped and truncated away on the next open.
+//! Jobs never write here: they report through files in their own run directories.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SweepError};
+
+/// The ledger file name inside the runs directory.
+pub const LEDGER_FILE: &str = "ledger.jsonl";
+const LOCK_FILE: &str = "ledger.lock";
+
+/// Which job of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// `hr-train`.
+    Train,
+    /// `hr-eval` on every evaluation set of the run.
+    Eval,
+}
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Submitted (intent recorded, or queued by the scheduler).
+    Pending,
+    /// Running.
+    Running,
+    /// Finished successfully (its result file exists).
+    Done,
+    /// Failed for good (reason recorded).
+    Failed,
+    /// Stopped after a checkpoint (preempted / requeue exit); will be resubmitted.
+    Preempted,
+}
+
+impl JobState {
+    /// Done or failed.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Preempted => "preempted",
+        }
+    }
+}
+
+/// How the backend knows a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handle {
+    /// A local process (the job wrapper's pid).
+    Local {
+        /// Process id.
+        pid: u32,
+    },
+    /// A Slurm job id (`123` or `123_4` for an array task).
+    Slurm {
+        /// Job id.
+        job_id: String,
+    },
+}
+
+/// The Slurm job name of a submission (and the array task index of the run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmName {
+    /// `--job-name`.
+    pub name: String,
+    /// Array task index, for array jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u32>,
+}
+
+/// One journal event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A `launch` started: the plan it launched.
+    Sweep {
+        /// The sweep file.
+        file: String,
+        /// The plan hash.
+        plan_hash: String,
+        /// Every run id of the plan.
+        runs: Vec<String>,
+        /// Backend name.
+        backend: String,
+    },
+    /// A job is about to be submitted (written before the submission).
+    Submit {
+        /// Run id.
+        run: String,
+        /// Which job.
+        job: JobKind,
+        /// Attempt number (1-based).
+        attempt: u32,
+        /// Slurm: the job name it is submitted under and its array task index, so a coordinator
+        /// that died inside `sbatch` can find the job again instead of submitting it twice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slurm: Option<SlurmName>,
+    },
+    /// Forget a run's jobs (`launch --retry-failed`): it is launched again from scratch
+    /// (training resumes from its newest checkpoint).
+    Retry {
+        /// Run id.
+        run: String,
+    },
+    /// A job's state changed.
+    State {
+        /// Run id.
+        run: String,
+        /// Which job.
+        job: JobKind,
+        /// New state.
+        state: JobState,
+        /// The backend handle, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handle: Option<Handle>,
+        /// Why (failures: exit status and log tail).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// A journal line: sequence number, time and the event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Line {
+    seq: u64,
+    ts: u64,
+    #[serde(flatten)]
+    event: Event,
+}
+
+/// The folded state of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// Attempts so far.
+    pub attempt: u32,
+    /// Current state.
+    pub state: JobState,
+    /// Backend handle of the current attempt.
+    pub handle: Option<Handle>,
+    /// Reason of the last state change.
+    pub reason: Option<String>,
+    /// Slurm job name of the current attempt.
+    pub slurm: Option<SlurmName>,
+}
+
+/// Everything the ledger says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerState {
+    /// Plan hash, sweep file and run ids of the latest launch (the sweep's identity).
+    pub last_plan: Option<(String, String, Vec<String>)>,
+    /// (run id, job) -> record.
+    pub jobs: BTreeMap<(String, JobKind), JobRecord>,
+    /// Events replayed.
+    pub events: u64,
+}
+
+impl LedgerState {
+    /// The record of a job.
+    pub fn job(&self, run: &str, job: JobKind) -> Option<&JobRecord> {
+        self.jobs.get(&(run.to_string(), job))
+    }
+
+    fn apply(&mut self, ev: &Event) {
+        self.events += 1;
+        match ev {
+            Event::Sweep {
+                plan_hash,
+                runs,
+                file,
+                ..
+            } => {
+                self.last_plan = Some((plan_hash.clone(), file.clone(), runs.clone()));
+            }
+            Event::Retry { run } => {
+                self.jobs.retain(|(r, _), _| r != run);
+            }
+            Event::Submit {
+                run,
+                job,
+                attempt,
+                slurm,
+            } => {
+                let rec = JobRecord {
+                    attempt: *attempt,
+                    state: JobState::Pending,
+                    handle: None,
+                    reason: None,
+                    slurm: slurm.clone(),
+                };
+                self.jobs.insert((run.clone(), *job), rec);
+            }
+            Event::State {
+                run,
+                job,
+                state,
+                handle,
+                reason,
+            } => {
+                let rec = self.jobs.entry((run.clone(), *job)).or_insert(JobRecord {
+                    attempt: 0,
+                    state: *state,
+                    handle: None,
+                    reason: None,
+                    slurm: None,
+                });
+                rec.state = *state;
+                if handle.is_some() {
+                    rec.handle = handle.clone();
+                }
+                rec.reason = reason.clone();
+            }
+        }
+    }
+}
+
+/// The open, locked ledger of a runs directory.
+pub struct Ledger {
+    path: PathBuf,
+    file: File,
+    _lock: LockFile,
+    seq: u64,
+    /// The replayed state, kept current by [`Ledger::append`].
+    pub state: LedgerState,
+}
+
+impl Ledger {
+    /// Opens (creating) the ledger of `runs_dir`, taking its lock; fails when another
+    /// coordinator holds it.
+    pub fn open(runs_dir: &Path) -> Result<Ledger> {
+        std::fs::create_dir_all(runs_dir).map_err(SweepError::io(runs_dir))?;
+        let lock = LockFile::acquire(runs_dir)?;
+        let path = runs_dir.join(LEDGER_FILE);
+        let (state, seq, good_len) = replay(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(SweepError::io(&path))?;
+        file.set_len(good_len).map_err(SweepError::io(&path))?;
+        crate::fsutil::sync_dir(runs_dir);
+        Ok(Ledger {
+            path,
+            file,
+            _lock: lock,
+            seq,
+            state,
+        })
+    }
+
+    /// Reads the ledger of `runs_dir` without locking (for `status`, `plan` and `report`).
+    pub fn read(runs_dir: &Path) -> Result<LedgerState> {
+        Ok(replay(&runs_dir.join(LEDGER_FILE))?.0)
+    }
+
+    /// Appends one event durably (write + fsync) and applies it.
+    pub fn append(&mut self, event: Event) -> Result<()> {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let line = Line {
+            seq: self.seq + 1,
+            ts,
+            event,
+        };
+        let mut text = serde_json::to_string(&line).map_err(|e| SweepError::Format {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })?;
+        text.push('\n');
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(SweepError::io(&self.path))?;
+        self.seq += 1;
+        self.state.apply(&line.event);
+        Ok(())
+    }
+}
+
+/// Replays a journal: (state, last seq, length of the well-formed prefix).
+fn replay(path: &Path) -> Result<(LedgerState, u64, u64)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(SweepError::io(path)(e)),
+    };
+    let mut state = LedgerState::default();
+    let (mut seq, mut good) = (0u64, 0usize);
+    let mut start = 0usize;
+    while let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') {
+        let raw = &bytes[start..start + nl];
+        let line: Line = match serde_json::from_slice(raw) {
+            Ok(l) => l,
+            Err(e) => {
+                let is_last = start + nl + 1 >= bytes.len();
+                if is_last {
+                    break;
+                }
+                let msg = format!("corrupt ledger line after seq {seq}: {e}");
+                return Err(SweepError::Format {
+                    path: path.to_path_buf(),
+                    msg,
+                });
+            }
+        };
+        state.apply(&line.event);
+        seq = line.seq;
+        start += nl + 1;
+        good = start;
+    }
+    if good < bytes.len() {
+        tracing::warn!(path = %path.display(), bytes = bytes.len() - good, "dropping a torn ledger tail");
+    }
+    Ok((state, seq, good as u64))
+}
+
+/// The coordinator lock: `ledger.lock` created exclusively, holding the owner's pid; removed on
+/// drop. A lock whose owner is gone (killed coordinator) is stale and taken over.
+struct LockFile {
+    path: PathBuf,
+}
+
+impl LockFile {
+    fn acquire(runs_dir: &Path) -> Result<LockFile> {
+        let path = runs_dir.join(LOCK_FILE);
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id())
+                        .and_then(|()| f.sync_all())
+                        .map_err(SweepError::io(&path))?;
+                    return Ok(LockFile { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if owner_alive(&path) {
+                        return Err(SweepError::Locked(runs_dir.join(LEDGER_FILE)));
+                    }
+                    tracing::warn!(path = %path.display(), "taking over a stale ledger lock");
+                    std::fs::remove_file(&path).map_err(SweepError::io(&path))?;
+                }
+                Err(e) => return Err(SweepError::io(&path)(e)),
+            }
+        }
+        Err(SweepError::Locked(runs_dir.join(LEDGER_FILE)))
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the pid in a lock file is this process or a live hr-sweep process.
+fn owner_alive(path: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        // Being written right now (or empty after a crash before the pid): treat as held
+        // unless it is old.
+        let age = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        return age.is_none_or(|a| a.as_secs() < 10);
+    };
+    if pid == std::process::id() {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
+    if matches!(state, None | Some("Z") | Some("X")) {
+        return false;
+    }
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmd).contains("hr-sweep")
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs kernels/conv.cu and kernels/batchnorm.cu unchanged on the CPU: emu.h emulates the CUDA
+# execution model (one std::thread per CUDA thread, real __syncthreads barriers and warp
+# shuffles) and emu.cpp compares every kernel with a plain f64 reference on odd shapes, tiny
+# grids (grid-stride loops) and forced multi-chunk reductions. A logic check for machines
+# without a GPU; the GPU parity suite (crates/hr-tensor/tests/cuda_parity.rs) is the real test.
+# Usage: tools/cuda_emu/run.sh   (needs g++; prints one ok/FAIL line per check)
+set -euo pipefail
+cd "$(dirname "$0")"
+out="$(mktemp -d)"
+g++ -O2 -std=c++20 -pthread -o "$out/emu" emu.cpp
+"$out/emu"
