@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Builds (release) the hr-tensor test executables and the CUDA bench executable here (no GPU
-# needed) and copies them into a bundle folder for tools/gpu_check.sh on a GPU machine.
+# Builds (release, here: no GPU needed) everything tools/gpu_check.sh runs on a GPU machine and
+# copies it into a bundle folder: the CUDA test executables (hr-tensor cuda_parity + device,
+# hr-models cuda_step, hr-train cuda_train, hr-dist nccl when present), the CUDA kernel bench,
+# the retriever training-step bench and the hr-train binary (GPU demo run). Only GPU-relevant
+# executables go in, stripped, so the bundle stays small enough to carry.
 #
 # Usage (from anywhere): tools/build_gpu_bundle.sh [BUNDLE_DIR]   (default: gpu-bundle/)
 # Then on the GPU machine, from the repo root: tools/gpu_check.sh gpu-bundle
@@ -17,7 +20,7 @@ mkdir -p "$BUNDLE"
 touch "$BUNDLE/.hr-gpu-bundle"
 
 collect() {
-    # Reads cargo's JSON messages; prints the executable of every test/bench artifact.
+    # Reads cargo's JSON messages; prints kind, name and executable of every artifact.
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -30,20 +33,22 @@ for line in sys.stdin:
 '
 }
 
-echo "== building test executables (release)"
-cargo test --release -p hr-tensor --no-run --message-format=json | collect > "$BUNDLE/.tests"
-echo "== building bench executable (release)"
-cargo bench -p hr-tensor --bench cuda_ops --no-run --message-format=json | collect > "$BUNDLE/.benches"
+TESTS=(-p hr-tensor --test cuda_parity --test device -p hr-models --test cuda_step -p hr-train --test cuda_train)
+if [ -f crates/hr-dist/tests/nccl.rs ]; then TESTS+=(-p hr-dist --test nccl); fi
+echo "== building test executables (release): ${TESTS[*]}"
+cargo test --release "${TESTS[@]}" --no-run --message-format=json | collect > "$BUNDLE/.tests"
+echo "== building bench executables (release)"
+cargo bench -p hr-tensor --bench cuda_ops -p hr-models --bench retriever --no-run --message-format=json | collect > "$BUNDLE/.benches"
+echo "== building hr-train (release)"
+cargo build --release -p hr-train --bin hr-train
 
 while read -r kind name exe; do
-    case "$kind" in
-        test) cp "$exe" "$BUNDLE/$name" ;;
-        lib) cp "$exe" "$BUNDLE/unit-$name" ;;
-    esac
+    [ "$kind" = test ] && cp "$exe" "$BUNDLE/test-$name"
 done < "$BUNDLE/.tests"
 while read -r kind name exe; do
-    [ "$name" = "cuda_ops" ] && cp "$exe" "$BUNDLE/cuda_ops"
+    [ "$kind" = bench ] && cp "$exe" "$BUNDLE/bench-$name"
 done < "$BUNDLE/.benches"
+cp "${CARGO_TARGET_DIR:-target}/release/hr-train" "$BUNDLE/hr-train"
 rm -f "$BUNDLE/.tests" "$BUNDLE/.benches"
 # Line tables are enough for backtraces; strip the rest to keep the bundle small.
 for f in "$BUNDLE"/*; do strip --strip-debug "$f" 2>/dev/null || true; done

@@ -259,26 +259,86 @@ class AudioPooling(nn.Module):
         return self.out(y[:, 0])
 
 
+# ---------------------------------------------------------------- BERT without transformers
+
+
+class _Layer(nn.Module):
+    """One post-norm HF BertLayer (self-attention + GELU feed-forward), same math."""
+
+    def __init__(self, t):
+        super().__init__()
+        h, self.heads = t["hidden_size"], t["num_attention_heads"]
+        self.qkv = nn.Linear(h, 3 * h)
+        self.attn_out = nn.Linear(h, h)
+        self.ln1 = nn.LayerNorm(h, eps=t["layer_norm_eps"])
+        self.ff1 = nn.Linear(h, t["intermediate_size"])
+        self.ff2 = nn.Linear(t["intermediate_size"], h)
+        self.ln2 = nn.LayerNorm(h, eps=t["layer_norm_eps"])
+        self.p_attn = t["attention_probs_dropout_prob"]
+        self.drop = nn.Dropout(t["hidden_dropout_prob"])
+
+    def forward(self, x, bias):
+        b, n, h = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.p_attn if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        x = self.ln1(x + self.drop(self.attn_out(a.transpose(1, 2).reshape(b, n, h))))
+        return self.ln2(x + self.drop(self.ff2(F.gelu(self.ff1(x)))))
+
+
+class MiniBert(nn.Module):
+    """HF BertModel's forward (no pooler) for machines without `transformers`."""
+
+    def __init__(self, t):
+        super().__init__()
+        h = t["hidden_size"]
+        self.word = nn.Embedding(t["vocab_size"], h)
+        self.pos = nn.Embedding(t["max_position_embeddings"], h)
+        self.typ = nn.Embedding(t["type_vocab_size"], h)
+        self.ln = nn.LayerNorm(h, eps=t["layer_norm_eps"])
+        self.drop = nn.Dropout(t["hidden_dropout_prob"])
+        self.layers = nn.ModuleList(_Layer(t) for _ in range(t["num_hidden_layers"]))
+
+    def forward(self, input_ids, attention_mask):
+        n = input_ids.shape[1]
+        pos = torch.arange(n, device=input_ids.device)[None]
+        x = self.word(input_ids) + self.pos(pos) + self.typ(torch.zeros_like(input_ids))
+        x = self.drop(self.ln(x))
+        bias = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill(attention_mask == 0, torch.finfo(x.dtype).min)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x
+
+
+def make_bert(t):
+    """HF BertModel when `transformers` is installed, else the same math in MiniBert."""
+    try:
+        from transformers import BertConfig, BertModel
+    except ImportError:
+        print("transformers not installed: using MiniBert (the same BERT math in plain torch)")
+        return MiniBert(t), False
+    bert_cfg = BertConfig(
+        vocab_size=t["vocab_size"], hidden_size=t["hidden_size"],
+        num_hidden_layers=t["num_hidden_layers"],
+        num_attention_heads=t["num_attention_heads"],
+        intermediate_size=t["intermediate_size"],
+        max_position_embeddings=t["max_position_embeddings"],
+        type_vocab_size=t["type_vocab_size"], layer_norm_eps=t["layer_norm_eps"],
+        hidden_dropout_prob=t["hidden_dropout_prob"],
+        attention_probs_dropout_prob=t["attention_probs_dropout_prob"],
+    )
+    return BertModel(bert_cfg, add_pooling_layer=False), True
+
+
 # ---------------------------------------------------------------- the retriever
 
 
 class HybridRetriever(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        from transformers import BertConfig, BertModel
-
         t = cfg["text"]
-        bert_cfg = BertConfig(
-            vocab_size=t["vocab_size"], hidden_size=t["hidden_size"],
-            num_hidden_layers=t["num_hidden_layers"],
-            num_attention_heads=t["num_attention_heads"],
-            intermediate_size=t["intermediate_size"],
-            max_position_embeddings=t["max_position_embeddings"],
-            type_vocab_size=t["type_vocab_size"], layer_norm_eps=t["layer_norm_eps"],
-            hidden_dropout_prob=t["hidden_dropout_prob"],
-            attention_probs_dropout_prob=t["attention_probs_dropout_prob"],
-        )
-        self.text = BertModel(bert_cfg, add_pooling_layer=False)
+        self.text, self.hf_bert = make_bert(t)
         self.text_proj = nn.Linear(t["hidden_size"], cfg["pooling"]["out_dim"])
         width = int(cfg["audio"]["backbone"][2:4]) / 10.0
         self.mel = MelFrontend()
@@ -287,7 +347,8 @@ class HybridRetriever(nn.Module):
         self.tau = cfg.get("tau", 0.05)
 
     def encode_text(self, ids, mask):
-        h = self.text(input_ids=ids, attention_mask=mask).last_hidden_state
+        h = self.text(input_ids=ids, attention_mask=mask)
+        h = h.last_hidden_state if self.hf_bert else h
         return self.text_proj(h[:, 0])
 
     def loss(self, items, queries, clip_ids):

@@ -18,13 +18,13 @@ use hr_nn::io::write_atomic;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::schedule::WarmupCosine;
 use hr_nn::{LoadOptions, Mode, ParamStore};
-use hr_tensor::Rng;
+use hr_tensor::{Device, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{
-    group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, TrainConfig,
+    group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, Precision, TrainConfig,
 };
 use crate::dist::Dist;
 use crate::error::{Result, TrainError};
@@ -211,12 +211,7 @@ pub fn train_dist(
     ctl: &TrainControl,
     dist: &mut Dist,
 ) -> Result<TrainSummary> {
-    if parse_device(&cfg.run.device)? != DeviceSpec::Cpu {
-        return Err(TrainError::config(
-            "run.device",
-            "the trainer runs on cpu only so far",
-        ));
-    }
+    let device = train_device(cfg, dist)?;
     if cfg.optim.global_batch % dist.world_size() != 0 {
         return Err(TrainError::config(
             "optim.global_batch",
@@ -231,7 +226,7 @@ pub fn train_dist(
         true => ensure_dataset(cfg)?,
         false => wait_for_dataset(cfg)?,
     }
-    let summary = Session::open(cfg, resume, dist)?.run(ctl)?;
+    let summary = Session::open(cfg, resume, dist, device)?.run(ctl)?;
     dist.barrier()?;
     Ok(summary)
 }
@@ -239,6 +234,27 @@ pub fn train_dist(
 struct StepResult {
     loss: Option<f64>,
     items: usize,
+}
+
+/// The device of this rank: `cpu`, `cuda:N`, or `cuda` = the rank's local GPU
+/// (`LOCAL_RANK` / `SLURM_LOCALID`). Errors name `run.device` / `run.precision`.
+fn train_device(cfg: &TrainConfig, dist: &Dist) -> Result<Device> {
+    if cfg.run.precision == Precision::Bf16 {
+        return Err(TrainError::config(
+            "run.precision",
+            "bf16 mixed precision is not implemented yet; use f32",
+        ));
+    }
+    match parse_device(&cfg.run.device)? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(n) => {
+            let ordinal = match cfg.run.device.as_str() {
+                "cuda" => dist.world.local_rank,
+                _ => n,
+            };
+            Device::cuda(ordinal).map_err(|e| TrainError::config("run.device", e.to_string()))
+        }
+    }
 }
 
 /// One run's state.
@@ -272,7 +288,12 @@ fn append(path: &Path) -> Result<File> {
 }
 
 impl<'a> Session<'a> {
-    fn open(cfg: &'a TrainConfig, resume: &Resume, dist: &'a mut Dist) -> Result<Session<'a>> {
+    fn open(
+        cfg: &'a TrainConfig,
+        resume: &Resume,
+        dist: &'a mut Dist,
+        device: Device,
+    ) -> Result<Session<'a>> {
         let run = cfg.run.dir.clone();
         std::fs::create_dir_all(&run).map_err(TrainError::io(&run))?;
         let lcfg = loader_config(cfg);
@@ -287,7 +308,8 @@ impl<'a> Session<'a> {
             }
             false => None,
         };
-        let (model, ps) = build_model(&mcfg, cfg.run.seed)?;
+        let (model, mut ps) = build_model(&mcfg, cfg.run.seed)?;
+        ps.to_device(device)?;
         let (opt, scheds) = optimizer(cfg, &ps)?;
         let mut s = Session {
             cfg,

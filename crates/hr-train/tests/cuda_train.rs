@@ -1,0 +1,83 @@
+//! The trainer on `run.device = "cuda"` (world size 1) against the CPU run of the same config:
+//! the same losses over 10 steps (f32 mode; split-dependent randomness off, as in the DDP
+//! equivalence test). Without a CUDA device the test checks that `run.device = "cuda"` is a
+//! clear error naming the key and prints one "skipped: no CUDA device" line.
+
+use std::path::Path;
+
+use hr_tensor::{cuda, Device};
+use hr_train::{train, Resume, TrainConfig, TrainControl, TrainError};
+
+const STEPS: u64 = 10;
+
+fn config(data: &Path, run: &Path, device: &str) -> TrainConfig {
+    let mut set: Vec<String> = [
+        format!("data.root={:?}", data.display().to_string()),
+        format!("run.dir={:?}", run.display().to_string()),
+        format!("run.device={device:?}"),
+        format!("run.max_steps={STEPS}"),
+        "data.synthetic_clips=40".into(),
+        "data.synthetic_seed=3".into(),
+        "data.clip_seconds=1.0".into(),
+        "data.workers=1".into(),
+        "model.tau=0.2".into(),
+        "model.audio_augment=false".into(),
+        "model.disable_dropout=true".into(),
+        "model.frozen_batchnorm=true".into(),
+        "optim.global_batch=8".into(),
+        "optim.epochs=10".into(),
+        "optim.warmup_epochs=0.1".into(),
+        "optim.rampdown_stop=10.0".into(),
+        "eval.every_steps=1000".into(),
+        "eval.batch_size=8".into(),
+    ]
+    .into_iter()
+    .collect();
+    for g in ["audio_cnn", "text", "audio_head", "text_proj"] {
+        set.push(format!("optim.lr.{g}.max=3e-3"));
+        set.push(format!("optim.lr.{g}.min=1e-4"));
+    }
+    TrainConfig::from_toml_str("", &set).unwrap()
+}
+
+#[test]
+fn cuda_world_one_matches_the_cpu_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ctl = TrainControl::default();
+    let gpu = cuda::driver_present() && Device::cuda(0).is_ok();
+    if !gpu {
+        let cfg = config(&data, &dir.path().join("gpu"), "cuda");
+        let err = train(&cfg, &Resume::Fresh, &ctl).unwrap_err();
+        assert!(
+            matches!(&err, TrainError::Config { key, .. } if key == "run.device"),
+            "{err}"
+        );
+        println!("skipped: no CUDA device ({err})");
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let cpu = train(
+        &config(&data, &dir.path().join("cpu"), "cpu"),
+        &Resume::Fresh,
+        &ctl,
+    )
+    .unwrap();
+    let t_cpu = t0.elapsed();
+    let t0 = std::time::Instant::now();
+    let run = dir.path().join("gpu");
+    let gpu = train(&config(&data, &run, "cuda"), &Resume::Fresh, &ctl).unwrap();
+    let t_gpu = t0.elapsed();
+    println!("cpu {t_cpu:?}, cuda {t_gpu:?} for {STEPS} steps + validation");
+    assert_eq!(cpu.losses.len(), STEPS as usize);
+    assert_eq!(gpu.losses.len(), STEPS as usize);
+    for (i, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
+        let rel = (a - b).abs() / a.abs();
+        println!("step {}: cpu {a:.6} cuda {b:.6} rel {rel:.2e}", i + 1);
+        assert!(rel < 1e-3, "step {}: cpu {a} vs cuda {b}", i + 1);
+    }
+    let (vc, vg) = (cpu.last_val.unwrap().1, gpu.last_val.unwrap().1);
+    println!("val mAP@10: cpu {:.4} cuda {:.4}", vc.map10, vg.map10);
+    assert!((vc.map10 - vg.map10).abs() < 0.05, "{vc:?} vs {vg:?}");
+    assert!(run.join("checkpoints/latest").is_file());
+}
