@@ -7,6 +7,8 @@
 #
 # Usage (from anywhere): tools/build_gpu_bundle.sh [BUNDLE_DIR]   (default: gpu-bundle/)
 # Then on the GPU machine, from the repo root: tools/gpu_check.sh gpu-bundle
+# The bundle is ~80 MB; the device tool carries at most 64 MiB, so the script also writes
+# gpu-pack/bundle.tar.xz (~20 MB): carry `gpu-pack` and run tools/gpu_check.sh gpu-pack/bundle.tar.xz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE="${1:-gpu-bundle}"
@@ -54,3 +56,6 @@ rm -f "$BUNDLE/.tests" "$BUNDLE/.benches"
 for f in "$BUNDLE"/*; do strip --strip-debug "$f" 2>/dev/null || true; done
 ls -la "$BUNDLE"
 du -sh "$BUNDLE"
+mkdir -p gpu-pack
+tar -C "$BUNDLE" -cf - . | xz -T2 -6 > gpu-pack/bundle.tar.xz
+ls -la gpu-pack/bundle.tar.xz

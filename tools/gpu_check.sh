@@ -11,7 +11,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-BUNDLE="${1:?usage: tools/gpu_check.sh BUNDLE_DIR}"
+BUNDLE="${1:?usage: tools/gpu_check.sh BUNDLE_DIR_OR_TAR_XZ}"
+if [ -f "$BUNDLE" ]; then
+    # A compressed bundle (tools/build_gpu_bundle.sh --pack): unpack with python (no xz needed).
+    DEST="$(mktemp -d /tmp/hr-gpu-bundle.XXXXXX)"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$BUNDLE" "$DEST"
+    BUNDLE="$DEST"
+fi
 BUNDLE="$(cd "$BUNDLE" && pwd)"
 OUT_DIR="${OUT:-$PWD}"
 mkdir -p "$OUT_DIR"
@@ -61,30 +67,57 @@ export RUST_BACKTRACE=1
 step "bundle"
 ls -la "$BUNDLE"
 
-for exe in "$BUNDLE"/*; do
-    [ -f "$exe" ] && [ -x "$exe" ] || continue
-    name="$(basename "$exe")"
-    case "$name" in cuda_ops*) continue ;; esac
+# Tests: the CUDA op parity suite first, then the model step, the trainer and NCCL.
+for name in test-cuda_parity test-device test-cuda_step test-cuda_train test-nccl; do
+    exe="$BUNDLE/$name"
+    [ -x "$exe" ] || { echo "(no $name in the bundle)"; continue; }
     step "test $name"
-    # The parity suite runs on one thread (one GPU, readable output); CPU suites in parallel.
-    threads=()
-    case "$name" in cuda_parity*) threads=(--test-threads=1) ;; esac
-    if ! timeout 600 "$exe" --nocapture "${threads[@]}"; then
+    # One GPU: one test at a time (readable output, clean timings).
+    if ! timeout 420 "$exe" --nocapture --test-threads=1 > "$OUT_DIR/$name.log" 2>&1; then
         FAILED+=("$name")
     fi
+    # The full log comes back as a file; show the summary lines here.
+    grep -E "^test |FAIL|mismatch|error|panicked|skipped|^step|cpu .* cuda|ok: |GB/s" "$OUT_DIR/$name.log" | tail -80
 done
 
 step "kernel cache after tests"
 ls -la "$HR_KERNEL_CACHE" 2>/dev/null || echo "(none)"
 
-for exe in "$BUNDLE"/cuda_ops*; do
-    [ -f "$exe" ] && [ -x "$exe" ] || continue
-    step "bench $(basename "$exe")"
-    if ! timeout 600 "$exe" --bench; then FAILED+=("$(basename "$exe")"); fi
-done
+if [ -x "$BUNDLE/bench-cuda_ops" ]; then
+    step "bench cuda_ops (kernels)"
+    if ! timeout 240 "$BUNDLE/bench-cuda_ops" --bench; then FAILED+=("bench-cuda_ops"); fi
+    step "PyTorch on the same card (same ops)"
+    if ! timeout 240 python3 tools/torch_ops_bench.py; then FAILED+=("torch_ops_bench.py"); fi
+fi
 
-step "PyTorch on the same card"
-if ! timeout 600 python3 tools/torch_ops_bench.py; then FAILED+=("torch_ops_bench.py"); fi
+# The paper-base training step (batch 32, 10 s audio, 32 tokens) against the PyTorch
+# reference of the same model, same card, same call.
+if [ -x "$BUNDLE/bench-retriever" ]; then
+    step "bench retriever: paper-base step on cuda (ours, f32)"
+    if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
+        HR_BENCH_BREAKDOWN=1 timeout 300 "$BUNDLE/bench-retriever" --bench --device cuda; then
+        FAILED+=("bench-retriever")
+    fi
+    for amp in off bf16; do
+        step "PyTorch paper-base step on cuda (amp $amp)"
+        if ! timeout 240 python3 tools/torch_retriever_bench.py --preset paper-base --batch 32 \
+            --steps 5 --device cuda --amp "$amp" --tf32 off --flops; then
+            FAILED+=("torch_retriever_bench.py --amp $amp")
+        fi
+    done
+fi
+
+# Issue 9: a short demo on the GPU (tiny preset, baseline vs late fusion), to compare with
+# the CPU demo's metrics band in docs/PERF.md.
+if [ -x "$BUNDLE/hr-train" ]; then
+    step "demo on cuda (tiny, none vs late vs mid)"
+    DEMO="$(mktemp -d /tmp/hr-gpu-demo.XXXXXX)"
+    if ! timeout 200 "$BUNDLE/hr-train" demo --config configs/experiments/demo.toml \
+        --set 'run.device="cuda"' --set "run.dir=\"$DEMO/runs\"" --set "data.root=\"$DEMO/data\"" \
+        --variants none,late,mid; then
+        FAILED+=("demo on cuda")
+    fi
+fi
 
 step "summary"
 nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,clocks.mem --format=csv || true

@@ -1,6 +1,11 @@
 //! The [`Communicator`] trait and the single-process [`LocalComm`].
 
+use std::ops::Range;
+
+use hr_tensor::Tensor;
+
 use crate::error::{DistError, Result};
+use crate::grad;
 
 /// Collective operations over all ranks of a job. Every rank must call the same collectives in
 /// the same order with matching buffer lengths; results are bit-identical on every rank.
@@ -28,6 +33,53 @@ pub trait Communicator: Send {
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()>;
     /// Returns once every rank has entered the barrier.
     fn barrier(&mut self) -> Result<()>;
+
+    /// All-reduces `ts` in place, as one flat array cut into buckets of `bucket_bytes`
+    /// (`mean` divides by the world size); shapes, dtypes and devices are kept.
+    ///
+    /// The default copies to the host, runs [`Communicator::all_reduce_sum`] /
+    /// [`Communicator::all_reduce_mean`] per bucket and copies back (a world of one returns at
+    /// once); a device backend ([`crate::NcclComm`]) overrides it to run on its GPU's buffers.
+    fn all_reduce_tensors_in_place(
+        &mut self,
+        ts: &mut [Tensor],
+        mean: bool,
+        bucket_bytes: usize,
+    ) -> Result<()> {
+        grad::host_all_reduce_tensors(self, ts, mean, bucket_bytes)
+    }
+
+    /// Broadcasts `ts` from `root` in place in buckets of `bucket_bytes` (default: through the
+    /// host with [`Communicator::broadcast`]).
+    fn broadcast_tensors_in_place(
+        &mut self,
+        ts: &mut [Tensor],
+        root: usize,
+        bucket_bytes: usize,
+    ) -> Result<()> {
+        grad::host_broadcast_tensors(self, ts, root, bucket_bytes)
+    }
+
+    /// Concatenation of every rank's `x` (flattened) in rank order as a 1-D tensor of `x`'s
+    /// dtype and device; `lens[r]` is rank `r`'s element count (known from an earlier
+    /// gather; `lens[rank] == x.numel()`). Default: through the host with
+    /// [`Communicator::all_gather`].
+    fn all_gather_tensor(&mut self, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        grad::check_gather_lens(x, lens, self.rank(), self.world())?;
+        grad::host_all_gather_tensor(self, x, lens)
+    }
+
+    /// Sums `t` (flattened) over ranks and returns elements `range` of the sum as a tensor of
+    /// `shape` with `t`'s dtype and device. Default: through the host with
+    /// [`Communicator::all_reduce_sum`].
+    fn all_reduce_sum_range(
+        &mut self,
+        t: &Tensor,
+        range: Range<usize>,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        grad::host_all_reduce_sum_range(self, t, range, shape)
+    }
 }
 
 /// The communicator of a one-process world: every collective is the identity.

@@ -62,6 +62,25 @@ pub enum DistError {
     /// An invalid argument (bad root, bad buffer length, bad world).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A collective backend cannot run on this machine (no CUDA driver or device, no NCCL
+    /// library); the reason says what is missing and how to provide it.
+    #[error("{backend} backend unavailable: {reason}")]
+    BackendUnavailable {
+        /// The backend, e.g. `"nccl"`.
+        backend: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+    /// An NCCL (or CUDA, for `call = "cuda"`) call failed without a peer to blame.
+    #[error("{call} failed during {op}: {msg}")]
+    Nccl {
+        /// The failing call, e.g. `ncclCommInitRankConfig`.
+        call: &'static str,
+        /// The collective or phase, e.g. `all_reduce #12` or `init`.
+        op: String,
+        /// NCCL's error string and last-error message.
+        msg: String,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] hr_tensor::Error),

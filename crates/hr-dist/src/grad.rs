@@ -18,6 +18,8 @@
 //! - each rank computes only its share `L_k` with `Σ_k L_k = L_global`: the backward returns
 //!   exactly `∂L_global/∂x_r`; then *sum* parameter gradients (`mean = false`).
 
+use std::ops::Range;
+
 use hr_tensor::{DType, Device, Tensor};
 
 use crate::comm::Communicator;
@@ -27,34 +29,46 @@ use crate::error::{DistError, Result};
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 
 /// All-reduces `grads` in flat buckets of `bucket_bytes` and returns reduced tensors with the
-/// original shapes, dtypes and devices (`mean` divides by the world size).
+/// original shapes, dtypes and devices (`mean` divides by the world size). Runs
+/// [`Communicator::all_reduce_tensors_in_place`]: through the host for the CPU ring, on the
+/// GPU without a host copy for NCCL with tensors on its device.
 pub fn all_reduce_tensors(
     comm: &mut dyn Communicator,
     grads: &[Tensor],
     mean: bool,
     bucket_bytes: usize,
 ) -> Result<Vec<Tensor>> {
-    let mut flats = to_flats(grads)?;
-    all_reduce_vecs(comm, &mut flats, mean, bucket_bytes)?;
-    from_flats(grads, flats)
+    let mut out = grads.to_vec();
+    comm.all_reduce_tensors_in_place(&mut out, mean, bucket_bytes)?;
+    Ok(out)
 }
 
-/// Broadcasts `params` from `root` in buckets; returns the root's values on every rank.
+/// Broadcasts `params` from `root` in buckets; returns the root's values on every rank
+/// (through [`Communicator::broadcast_tensors_in_place`]).
 pub fn broadcast_tensors(
     comm: &mut dyn Communicator,
     params: &[Tensor],
     root: usize,
     bucket_bytes: usize,
 ) -> Result<Vec<Tensor>> {
-    let mut flats = to_flats(params)?;
-    for_each_bucket(&mut flats, bucket_bytes, |b| comm.broadcast(b, root))?;
-    from_flats(params, flats)
+    let mut out = params.to_vec();
+    comm.broadcast_tensors_in_place(&mut out, root, bucket_bytes)?;
+    Ok(out)
 }
 
 /// All-reduces a list of f32 vectors in place, treating them as one flat array cut into buckets
 /// of `bucket_bytes` (a vector may span buckets).
 pub fn all_reduce_vecs(
     comm: &mut dyn Communicator,
+    vecs: &mut [Vec<f32>],
+    mean: bool,
+    bucket_bytes: usize,
+) -> Result<()> {
+    reduce_vecs(comm, vecs, mean, bucket_bytes)
+}
+
+fn reduce_vecs<C: Communicator + ?Sized>(
+    comm: &mut C,
     vecs: &mut [Vec<f32>],
     mean: bool,
     bucket_bytes: usize,
@@ -66,6 +80,100 @@ pub fn all_reduce_vecs(
         true => comm.all_reduce_mean(b),
         false => comm.all_reduce_sum(b),
     })
+}
+
+/// The host path of [`Communicator::all_reduce_tensors_in_place`].
+pub(crate) fn host_all_reduce_tensors<C: Communicator + ?Sized>(
+    comm: &mut C,
+    ts: &mut [Tensor],
+    mean: bool,
+    bucket_bytes: usize,
+) -> Result<()> {
+    if comm.world() == 1 {
+        return Ok(());
+    }
+    let mut flats = to_flats(ts)?;
+    reduce_vecs(comm, &mut flats, mean, bucket_bytes)?;
+    write_back(ts, flats)
+}
+
+/// The host path of [`Communicator::broadcast_tensors_in_place`].
+pub(crate) fn host_broadcast_tensors<C: Communicator + ?Sized>(
+    comm: &mut C,
+    ts: &mut [Tensor],
+    root: usize,
+    bucket_bytes: usize,
+) -> Result<()> {
+    let mut flats = to_flats(ts)?;
+    for_each_bucket(&mut flats, bucket_bytes, |b| comm.broadcast(b, root))?;
+    write_back(ts, flats)
+}
+
+/// Checks the per-rank element counts given to [`Communicator::all_gather_tensor`].
+pub(crate) fn check_gather_lens(
+    x: &Tensor,
+    lens: &[usize],
+    rank: usize,
+    world: usize,
+) -> Result<()> {
+    if lens.len() != world || lens.get(rank) != Some(&x.numel()) {
+        return Err(DistError::Invalid(format!(
+            "all_gather_tensor: lens {lens:?} for a world of {world} do not give rank {rank} its \
+             {} elements",
+            x.numel()
+        )));
+    }
+    Ok(())
+}
+
+/// The host path of [`Communicator::all_gather_tensor`].
+pub(crate) fn host_all_gather_tensor<C: Communicator + ?Sized>(
+    comm: &mut C,
+    x: &Tensor,
+    lens: &[usize],
+) -> Result<Tensor> {
+    let all = comm.all_gather(&x.to_vec_f32()?)?;
+    let total: usize = lens.iter().sum();
+    if all.len() != total {
+        return Err(DistError::Protocol(format!(
+            "all_gather_tensor: gathered {} elements, expected {total} from lens {lens:?}",
+            all.len()
+        )));
+    }
+    rebuild_as(x, all, &[total])
+}
+
+/// The host path of [`Communicator::all_reduce_sum_range`].
+pub(crate) fn host_all_reduce_sum_range<C: Communicator + ?Sized>(
+    comm: &mut C,
+    t: &Tensor,
+    range: Range<usize>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    let mut g = t.to_vec_f32()?;
+    comm.all_reduce_sum(&mut g)?;
+    let mine = g.get(range.clone()).ok_or_else(|| {
+        DistError::Invalid(format!("range {range:?} out of {} elements", g.len()))
+    })?;
+    rebuild_as(t, mine.to_vec(), shape)
+}
+
+/// The pieces `(index, lo, hi)` of the vectors of lengths `lens` that cover flat positions
+/// `start..end` of their concatenation, in order (empty vectors never appear).
+pub(crate) fn pieces(lens: &[usize], start: usize, end: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut base = 0;
+    for (i, &n) in lens.iter().enumerate() {
+        let (lo, hi) = (start.max(base), end.min(base + n));
+        if lo < hi {
+            out.push((i, lo - base, hi - base));
+        }
+        base += n;
+        if base >= end {
+            break;
+        }
+    }
+    out
 }
 
 /// Copies consecutive `bucket_bytes` windows of the concatenation of `vecs` into one buffer,
@@ -113,8 +221,12 @@ fn to_flats(ts: &[Tensor]) -> Result<Vec<Vec<f32>>> {
     ts.iter().map(|t| Ok(t.to_vec_f32()?)).collect()
 }
 
-fn from_flats(like: &[Tensor], flats: Vec<Vec<f32>>) -> Result<Vec<Tensor>> {
-    like.iter().zip(flats).map(|(t, v)| rebuild(t, v)).collect()
+/// Replaces each tensor by one with its shape, dtype and device holding the matching vector.
+fn write_back(ts: &mut [Tensor], flats: Vec<Vec<f32>>) -> Result<()> {
+    for (t, v) in ts.iter_mut().zip(flats) {
+        *t = rebuild(t, v)?;
+    }
+    Ok(())
 }
 
 /// A tensor with `t`'s shape, dtype and device holding `v`.
@@ -170,14 +282,15 @@ pub fn all_gather_rows(comm: &mut dyn Communicator, x: &Tensor) -> Result<(Tenso
             counts[2 * bad + 1]
         )));
     }
-    let all = comm.all_gather(&x.to_vec_f32()?)?;
+    let lens: Vec<usize> = rows.iter().map(|r| r * d).collect();
+    let all = comm.all_gather_tensor(x, &lens)?;
     let total: usize = rows.iter().sum();
     let cache = GatherCache {
         rows,
         rank: comm.rank(),
         cols: d,
     };
-    Ok((rebuild_as(x, all, &[total, d])?, cache))
+    Ok((all.reshape(&[total, d])?, cache))
 }
 
 /// Backward of [`all_gather_rows`]: sums `dy` (`[Σ n_r, d]`) over ranks and returns this
@@ -195,11 +308,8 @@ pub fn all_gather_rows_backward(
             cache.cols
         )));
     }
-    let mut g = dy.to_vec_f32()?;
-    comm.all_reduce_sum(&mut g)?;
     let (start, n) = (cache.offset() * cache.cols, cache.rows[cache.rank]);
-    let mine = g[start..start + n * cache.cols].to_vec();
-    rebuild_as(dy, mine, &[n, cache.cols])
+    comm.all_reduce_sum_range(dy, start..start + n * cache.cols, &[n, cache.cols])
 }
 
 #[cfg(test)]

@@ -1,6 +1,14 @@
 //! Distributed data parallel for hybrid-retrieval: world discovery, an authenticated rendezvous
-//! store, collectives over a CPU TCP ring, gradient bucketing, all-gather with gradient and a
-//! local launcher. Depends on hr-tensor only.
+//! store, collectives over a CPU TCP ring or NCCL (CUDA devices), gradient bucketing, all-gather
+//! with gradient and a local launcher. Depends on hr-tensor (and cudarc for NCCL).
+//!
+//! # Backends
+//! [`DistOptions::backend`] picks the communicator: [`Backend::Auto`] (the default) uses NCCL
+//! when [`DistOptions::device`] names a CUDA ordinal and NCCL is available, the CPU ring
+//! otherwise, and [`LocalComm`] in a world of one; [`Backend::Nccl`] insists on NCCL (also
+//! in a world of one) and fails with [`DistError::BackendUnavailable`] without it. With NCCL,
+//! the tensor helpers below run on device buffers without a host copy when the tensors are on
+//! the communicator's GPU.
 //!
 //! # Using it from a trainer
 //! ```no_run
@@ -38,7 +46,8 @@
 //! - [`world`] — [`discover`] (pure function of an env map) / [`discover_from_env`].
 //! - [`auth`] — the job [`Token`] (`HR_DIST_TOKEN` or `RUN/dist-token`) and the HMAC-SHA256 handshake.
 //! - [`store`] — [`StoreServer`] / [`StoreClient`] (set, get, wait, add, set_if_absent).
-//! - [`comm`] — the [`Communicator`] trait and [`LocalComm`]; [`ring`] — [`RingComm`].
+//! - [`comm`] — the [`Communicator`] trait and [`LocalComm`]; [`ring`] — [`RingComm`];
+//!   [`nccl`] — [`NcclComm`] (CUDA devices, collectives in place on device buffers).
 //! - [`grad`] — bucketed all-reduce, parameter broadcast, all-gather with gradient (math there).
 //! - [`launch`] — [`launch_local`].
 
@@ -48,6 +57,7 @@ pub mod error;
 pub mod grad;
 pub mod init;
 pub mod launch;
+pub mod nccl;
 pub mod ring;
 pub mod store;
 mod wire;
@@ -60,8 +70,9 @@ pub use grad::{
     all_gather_rows, all_gather_rows_backward, all_reduce_tensors, all_reduce_vecs,
     broadcast_tensors, GatherCache, DEFAULT_BUCKET_BYTES,
 };
-pub use init::{init, init_from_env, init_ring, DistOptions};
+pub use init::{init, init_from_env, init_nccl, init_ring, Backend, DistOptions};
 pub use launch::{launch_local, launch_local_with, LaunchOptions};
+pub use nccl::{nccl_available, nccl_version, NcclComm, NcclSetup};
 pub use ring::{RingComm, RingSetup};
 pub use store::{StoreClient, StoreServer};
 pub use world::{discover, discover_from_env, WorldInfo, WorldSource};

@@ -534,7 +534,7 @@ fn read_abort(s: &mut TcpStream, lost: u64, nbytes: u64, deadline: Instant, peer
     }
 }
 
-fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
+pub(crate) fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
     let me = random_bytes::<16>()?;
     let winner = store.set_if_absent(&format!("hr-dist/rank/{rank}"), &me)?;
     if winner != me {

@@ -20,6 +20,7 @@ fn child_rank() {
         timeout: Duration::from_secs(3),
         rendezvous_timeout: Duration::from_secs(10),
         run_dir: None,
+        ..DistOptions::default()
     };
     let (world, mut comm) = init_from_env(&opts).unwrap();
     let mut v = vec![world.rank as f32 + 1.0; 1000];

@@ -33,6 +33,7 @@ fn opts(timeout_ms: u64) -> DistOptions {
         timeout: Duration::from_millis(timeout_ms),
         rendezvous_timeout: Duration::from_secs(10),
         run_dir: None,
+        ..DistOptions::default()
     }
 }
 

@@ -22,6 +22,7 @@
 //! Without a CUDA device every test prints exactly one line, "skipped: no CUDA device", and
 //! passes.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hr_models::bert::BertModel;
@@ -186,6 +187,75 @@ fn adam(ps: &ParamStore) -> Adam {
     Adam::new(ps, AdamConfig::default(), vec![all]).expect("optimizer")
 }
 
+/// How far each gradient moves on the CPU when every parameter is perturbed by a relative
+/// `SPREAD_EPS` (rounding-sized): some gradients are ill-conditioned at initialisation (in the
+/// tiny mid-fusion model a 1e-7 change of the parameters moves the CNN's gradients by ~1%), so
+/// the GPU is held to "no further from the CPU than rounding moves the CPU itself".
+fn rounding_spread(
+    model: &HybridRetriever,
+    cpu: &ParamStore,
+    batch: &WaveformBatch,
+    mode: Mode,
+) -> HashMap<String, f64> {
+    let mut other = cpu.clone();
+    perturb(&mut other, SPREAD_EPS);
+    if let Err(e) = step(model, &mut other, batch, mode) {
+        println!("rounding spread not measured: {e}");
+        return HashMap::new();
+    }
+    cpu.iter()
+        .zip(other.iter())
+        .filter(|((_, c), _)| c.trainable)
+        .filter_map(|((_, c), (_, o))| Some((c.name.clone(), rel_err(&o.grad, &c.grad).ok()?.0)))
+        .collect()
+}
+
+/// Relative size of the parameter perturbation of [`rounding_spread`].
+const SPREAD_EPS: f64 = 1e-7;
+
+/// Gradients pass within `tol` of their scale or within 10x their rounding spread.
+fn compare_store_spread(
+    label: &str,
+    gpu: &ParamStore,
+    cpu: &ParamStore,
+    tol: f64,
+    spread: &HashMap<String, f64>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut widened = 0;
+    for line in compare_store(label, gpu, cpu, What::Grads, tol) {
+        let Some((name, err)) = parse_failure(&line) else {
+            failures.push(line);
+            continue;
+        };
+        match spread.get(&name) {
+            Some(&s) if err <= 10.0 * s => widened += 1,
+            _ => failures.push(line),
+        }
+    }
+    println!(
+        "{label}: {widened} gradient(s) above tolerance but within 10x their rounding spread \
+         (CPU vs CPU with parameters perturbed by {SPREAD_EPS:e})"
+    );
+    failures
+}
+
+/// (name, max|gpu-cpu|) of a failure line of [`compare_store_ex`].
+fn parse_failure(line: &str) -> Option<(String, f64)> {
+    let mut words = line.split_whitespace();
+    let _label = words.next()?;
+    let _kind = words.next()?;
+    let name = words.next()?.to_string();
+    let err = line
+        .split("max|gpu-cpu| ")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .parse()
+        .ok()?;
+    Some((name, err))
+}
+
 /// What [`compare_store`] compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum What {
@@ -220,7 +290,7 @@ fn compare_store_ex(
 ) -> Vec<String> {
     let grads = what == What::Grads;
     let mut failures = Vec::new();
-    let global = if grads { max_grad(cpu) } else { 0.0 };
+    let global = if grads { max_grad(cpu) } else { max_value(cpu) };
     let mut worst = (0f64, String::new());
     for ((_, g), (_, c)) in gpu.iter().zip(cpu.iter()) {
         if what != What::Values && !c.trainable {
@@ -238,7 +308,11 @@ fn compare_store_ex(
                 let ok = if grads && is_zero_grad(&c.name) {
                     err <= 1e-4 * global.max(1e-30) && scale <= 1e-4 * global.max(1e-30)
                 } else {
-                    rel <= tol
+                    // Tensors whose exact value is ~0 (e.g. the bias of a batch norm whose output
+                    // feeds another batch norm in training mode: its gradient cancels; running
+                    // means of such outputs) hold rounding noise on both devices: they pass when
+                    // the difference is below NOISE of the largest entry of the whole store.
+                    rel <= tol || err <= NOISE * global
                 };
                 if rel > worst.0 && !(grads && is_zero_grad(&c.name)) {
                     worst = (rel, c.name.clone());
@@ -271,6 +345,16 @@ fn compare_store_ex(
 }
 
 /// Largest |gradient| over every trainable parameter.
+/// Noise floor of [`compare_store_ex`], relative to the largest gradient / value of the store.
+const NOISE: f64 = 1e-5;
+
+/// Largest magnitude of any value (parameters and buffers).
+fn max_value(ps: &ParamStore) -> f64 {
+    ps.iter()
+        .flat_map(|(_, p)| p.value.to_vec_f64().unwrap_or_default())
+        .fold(0f64, |m, v| m.max(v.abs()))
+}
+
 fn max_grad(ps: &ParamStore) -> f64 {
     ps.iter()
         .filter(|(_, p)| p.trainable)
@@ -349,7 +433,7 @@ fn run_components(
     stage(
         "component MobileNetV3 backward_windows",
         dev,
-        parts.cnn.backward_windows(ps, &cc, &frames),
+        parts.cnn.backward_windows(ps, &cc, &upstream(&frames, 1)?),
     )?;
     let (cls, bc) = stage(
         "component BERT forward",
@@ -359,7 +443,7 @@ fn run_components(
     stage(
         "component BERT backward",
         dev,
-        parts.bert.backward_cls(ps, &bc, &cls),
+        parts.bert.backward_cls(ps, &bc, &upstream(&cls, 2)?),
     )?;
     let x = stage(
         "component frames upload",
@@ -445,6 +529,15 @@ fn check_components(
     failures
 }
 
+/// A fixed random upstream gradient shaped like `y`, on `y`'s device. Not `y` itself: after a
+/// LayerNorm / BatchNorm `||y||^2` is nearly constant, so `dy = y` gives parameter gradients
+/// that are 0 in exact arithmetic and rounding noise on both devices.
+fn upstream(y: &Tensor, seed: u64) -> Result<Tensor, String> {
+    hr_tensor::testing::randn32(y.shape(), &mut Rng::new(seed))
+        .to_device(y.device())
+        .map_err(|e| format!("upstream gradient to {}: {e}", y.device()))
+}
+
 /// A placeholder frame input for the probe run (its pooling output is not used).
 fn zeros_frames(cfg: &RetrieverConfig) -> Tensor {
     Tensor::zeros(
@@ -453,6 +546,33 @@ fn zeros_frames(cfg: &RetrieverConfig) -> Tensor {
         Device::Cpu,
     )
     .expect("zeros")
+}
+
+/// Conditioning probe (`HR_CUDA_STEP_PERTURB=eps`, meant with the CPU self-test): scales every
+/// trainable value of the second store by `1 + eps * N(0, 1)`, i.e. rounding-sized noise, to
+/// show how far a step's gradients move when nothing but the last bits differ.
+fn perturb_from_env(ps: &mut ParamStore) {
+    let eps = std::env::var("HR_CUDA_STEP_PERTURB")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok());
+    if let Some(eps) = eps {
+        println!("perturbing every trainable value by a relative {eps:e}");
+        perturb(ps, eps);
+    }
+}
+
+/// Scales every trainable value by `1 + eps * N(0, 1)` (seeded).
+fn perturb(ps: &mut ParamStore, eps: f64) {
+    let mut rng = Rng::new(5);
+    for (_, p) in ps.iter_mut().filter(|(_, p)| p.trainable) {
+        let v: Vec<f32> = p.value.to_vec_f32().expect("values");
+        let w: Vec<f32> = v
+            .iter()
+            .map(|&x| x * (1.0 + eps * rng.normal()) as f32)
+            .collect();
+        let t = Tensor::from_vec(w, p.value.shape()).expect("perturbed");
+        p.value = t.to_device(p.value.device()).expect("perturbed to device");
+    }
 }
 
 /// One case: build on the CPU, copy to the GPU, step both, compare everything.
@@ -471,6 +591,7 @@ fn run_case(cfg: RetrieverConfig, seconds: f64) {
     gpu_ps
         .check_device(dev)
         .expect("every parameter on the GPU");
+    perturb_from_env(&mut gpu_ps);
     println!(
         "case {name}: {} trainable parameters, waveforms {:?}, device {dev} ({})",
         cpu.num_trainable(),
@@ -491,12 +612,13 @@ fn run_case(cfg: RetrieverConfig, seconds: f64) {
     if loss_rel.is_nan() || loss_rel > tol {
         failures.push(format!("loss rel {loss_rel:.3e}"));
     }
-    failures.extend(compare_store(
+    let spread = rounding_spread(&model, &cpu, &wb, mode);
+    failures.extend(compare_store_spread(
         &format!("{name} grad"),
         &gpu_ps,
         &cpu,
-        What::Grads,
         tol,
+        &spread,
     ));
     failures.extend(compare_store(
         &format!("{name} value after forward"),

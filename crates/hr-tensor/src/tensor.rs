@@ -198,6 +198,65 @@ impl Tensor {
         }
     }
 
+    /// Wraps an f32 device buffer of GPU `ordinal` as a tensor of `shape` (no copy). The buffer
+    /// may be longer than the shape (empty tensors keep one spare element); it must live on the
+    /// stream of [`cuda::context`]`(ordinal)`. For collectives (hr-dist's NCCL backend).
+    pub fn from_cuda_slice(
+        ordinal: usize,
+        slice: cudarc::driver::CudaSlice<f32>,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        let n = numel_of("Tensor::from_cuda_slice", shape)?;
+        if slice.len() < n {
+            return Err(Error::invalid(
+                "Tensor::from_cuda_slice",
+                format!("{} elements do not fit shape {shape:?} ({n})", slice.len()),
+            ));
+        }
+        let data = cuda::CudaStorage::F32(slice);
+        Ok(Tensor::from_storage(
+            Storage::Cuda { ordinal, data },
+            shape.to_vec(),
+        ))
+    }
+
+    /// Borrows the device buffer of an f32 GPU tensor with its device ordinal (the buffer may
+    /// hold more than [`Tensor::numel`] elements; use the first `numel`). Errors naming `op`
+    /// for a host tensor.
+    pub fn cuda_slice(&self, op: &'static str) -> Result<(usize, &cudarc::driver::CudaSlice<f32>)> {
+        match &*self.storage {
+            Storage::Cuda { ordinal, data } => {
+                let cuda::CudaStorage::F32(s) = data;
+                Ok((*ordinal, s))
+            }
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                lhs: Device::Cpu,
+                rhs: Device::Cuda(0),
+            }),
+        }
+    }
+
+    /// Mutably borrows the device buffer of an f32 GPU tensor (copied on the device first if
+    /// the storage is shared), e.g. for an in-place collective. Errors naming `op` for a host
+    /// tensor.
+    pub fn cuda_slice_mut(
+        &mut self,
+        op: &'static str,
+    ) -> Result<(usize, &mut cudarc::driver::CudaSlice<f32>)> {
+        match Arc::make_mut(&mut self.storage) {
+            Storage::Cuda { ordinal, data } => {
+                let cuda::CudaStorage::F32(s) = data;
+                Ok((*ordinal, s))
+            }
+            Storage::Cpu(_) => Err(Error::DeviceMismatch {
+                op,
+                lhs: Device::Cpu,
+                rhs: Device::Cuda(0),
+            }),
+        }
+    }
+
     /// Copies all elements to the host as f32 (any dtype, any device).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         match &*self.storage {

@@ -13,6 +13,7 @@ use hr_models::exchange::RowExchange;
 use hr_nn::ParamStore;
 use hr_tensor::{DType, Device, Tensor};
 
+use crate::config::{parse_device, DeviceSpec};
 use crate::error::{Result, TrainError};
 
 /// This process's place in the job and its communicator.
@@ -37,11 +38,21 @@ impl Dist {
 
     /// Joins the job described by the environment (Slurm, torchrun-style variables or the
     /// local launcher; a world of one without them). `timeout` bounds every collective, so a
-    /// dead or hung rank makes this one fail naming it.
-    pub fn from_env(run_dir: &Path, timeout: Duration) -> Result<Dist> {
+    /// dead or hung rank makes this one fail naming it. `device` is `run.device`: on `cuda`
+    /// (this rank's local GPU) or `cuda:N` the collectives run on NCCL when it is available
+    /// (else on the CPU ring, with a warning).
+    pub fn from_env(run_dir: &Path, timeout: Duration, device: &str) -> Result<Dist> {
+        let ordinal = match parse_device(device)? {
+            DeviceSpec::Cpu => None,
+            DeviceSpec::Cuda(_) if device == "cuda" => {
+                Some(hr_dist::discover_from_env()?.local_rank)
+            }
+            DeviceSpec::Cuda(n) => Some(n),
+        };
         let opts = DistOptions {
             timeout,
             run_dir: Some(run_dir.to_path_buf()),
+            device: ordinal,
             ..DistOptions::default()
         };
         let (world, comm) = hr_dist::init_from_env(&opts)?;

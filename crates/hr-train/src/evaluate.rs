@@ -85,7 +85,8 @@ fn encode_clips(model: &HybridRetriever, ps: &mut ParamStore, b: &ClipBatch) -> 
     })
 }
 
-/// One eval-mode forward of `rows` rows (clip ids all distinct).
+/// One eval-mode forward of `rows` rows (clip ids all distinct); host frames (placeholders,
+/// padded copies) go to the model's device first.
 fn forward(
     model: &HybridRetriever,
     ps: &ParamStore,
@@ -96,7 +97,7 @@ fn forward(
 ) -> Result<hr_models::retriever::RetrieverOutput> {
     let rows = queries.rows;
     let batch = RetrievalBatch {
-        frames,
+        frames: frames.to_device(model.device(ps))?,
         frame_valid: valid,
         queries,
         metadata: meta.0,

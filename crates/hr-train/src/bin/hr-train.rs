@@ -126,7 +126,8 @@ fn real_main() -> Result<i32> {
     let cfg = load_config(cli.config.as_ref(), &set)?;
     let resume = cli.resume.as_deref().map_or(Resume::Fresh, Resume::parse);
     let timeout = std::time::Duration::from_secs_f64(cfg.run.dist_timeout_s);
-    let mut dist = Dist::from_env(&cfg.run.dir, timeout).context("joining the job")?;
+    let mut dist =
+        Dist::from_env(&cfg.run.dir, timeout, &cfg.run.device).context("joining the job")?;
     if let Some(n) = cli.world_size {
         if n != dist.world_size() {
             bail!(
