@@ -110,6 +110,12 @@ fi
 # Issue 9: a short demo on the GPU (tiny preset, baseline vs late fusion), to compare with
 # the CPU demo's metrics band in docs/PERF.md.
 if [ -x "$BUNDLE/hr-train" ]; then
+    step "hr-train kernels --precompile (fresh cache)"
+    if ! timeout 120 "$BUNDLE/hr-train" --kernel-cache "$(mktemp -d /tmp/hr-kc.XXXXXX)" kernels --precompile; then
+        FAILED+=("kernels --precompile")
+    fi
+fi
+if [ -x "$BUNDLE/hr-train" ]; then
     step "demo on cuda (tiny, none vs late vs mid)"
     DEMO="$(mktemp -d /tmp/hr-gpu-demo.XXXXXX)"
     if ! timeout 200 "$BUNDLE/hr-train" demo --config configs/experiments/demo.toml \

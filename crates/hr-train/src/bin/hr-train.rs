@@ -45,6 +45,10 @@ struct Cli {
     /// variables or the local launcher) has exactly this size.
     #[arg(long, value_name = "N")]
     world_size: Option<usize>,
+    /// On-disk cache of compiled CUDA kernels (default `HR_KERNEL_CACHE`, else
+    /// `~/.cache/hybrid-retrieval/kernels`).
+    #[arg(long, global = true, value_name = "DIR")]
+    kernel_cache: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +67,16 @@ enum Cmd {
         /// Exit non-zero unless every hybrid beats the baseline on test mAP@10 (CI).
         #[arg(long)]
         require_hybrid_wins: bool,
+    },
+    /// CUDA kernels: `--precompile` compiles every kernel family for a GPU into the cache
+    /// (e.g. once per node before a job array, so ranks do not compile at start).
+    Kernels {
+        /// Compile every kernel family now.
+        #[arg(long)]
+        precompile: bool,
+        /// CUDA device ordinal to compile for (its compute capability).
+        #[arg(long, default_value_t = 0)]
+        device: usize,
     },
 }
 
@@ -106,6 +120,12 @@ fn load_config(path: Option<&PathBuf>, set: &[String]) -> Result<TrainConfig> {
 
 fn real_main() -> Result<i32> {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.kernel_cache {
+        hr_tensor::cuda::set_kernel_cache_dir(dir);
+    }
+    if let Some(Cmd::Kernels { precompile, device }) = &cli.cmd {
+        return kernels(*precompile, *device);
+    }
     if let Some(n) = cli.nproc_per_node {
         return launch(n);
     }
@@ -152,6 +172,20 @@ fn real_main() -> Result<i32> {
         println!("checkpoint: {}", c.display());
     }
     Ok(exit_code(s.outcome))
+}
+
+/// `hr-train kernels --precompile [--device N]`.
+fn kernels(precompile: bool, device: usize) -> Result<i32> {
+    if !precompile {
+        bail!("nothing to do: pass --precompile");
+    }
+    let lines = hr_tensor::cuda::precompile_all(device)
+        .with_context(|| format!("precompiling the CUDA kernels for cuda:{device}"))?;
+    for l in lines {
+        println!("{l}");
+    }
+    println!("cache: {}", hr_tensor::cuda::kernel_cache_dir().display());
+    Ok(0)
 }
 
 fn exit_code(outcome: Outcome) -> i32 {
