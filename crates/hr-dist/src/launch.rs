@@ -203,7 +203,14 @@ mod tests {
 
     #[test]
     fn stop_flag_forwards_sigterm_to_every_rank() {
-        let flag = Arc::new(AtomicBool::new(true));
+        // Raised after the ranks had time to install their trap (a SIGTERM before it would
+        // kill the shell instead of exercising the forwarding).
+        let flag = Arc::new(AtomicBool::new(false));
+        let raise = Arc::clone(&flag);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            raise.store(true, Ordering::SeqCst);
+        });
         let opts = LaunchOptions {
             poll: Duration::from_millis(20),
             forward_stop: Some(flag),

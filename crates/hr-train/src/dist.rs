@@ -45,7 +45,7 @@ impl Dist {
         let ordinal = match parse_device(device)? {
             DeviceSpec::Cpu => None,
             DeviceSpec::Cuda(_) if device == "cuda" => {
-                Some(hr_dist::discover_from_env()?.local_rank)
+                Some(local_gpu(hr_dist::discover_from_env()?.local_rank))
             }
             DeviceSpec::Cuda(n) => Some(n),
         };
@@ -132,6 +132,16 @@ impl Dist {
             (Some(d), hr_nn::Error::Collective(_)) => TrainError::Dist(d),
             (_, e) => e.into(),
         }
+    }
+}
+
+/// The GPU ordinal of a rank with `local_rank` under `run.device = "cuda"`: 0 when the
+/// launcher made exactly one GPU visible to the process (`CUDA_VISIBLE_DEVICES` with one entry,
+/// e.g. Slurm's per-task GPU binding), else the local rank.
+pub fn local_gpu(local_rank: usize) -> usize {
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) if !v.trim().is_empty() && !v.contains(',') => 0,
+        _ => local_rank,
     }
 }
 

@@ -237,7 +237,7 @@ struct StepResult {
 }
 
 /// The device of this rank: `cpu`, `cuda:N`, or `cuda` = the rank's local GPU
-/// (`LOCAL_RANK` / `SLURM_LOCALID`). Errors name `run.device` / `run.precision`.
+/// (`LOCAL_RANK` / `SLURM_LOCALID`, or the only visible one: [`crate::dist::local_gpu`]). Errors name `run.device` / `run.precision`.
 fn train_device(cfg: &TrainConfig, dist: &Dist) -> Result<Device> {
     if cfg.run.precision == Precision::Bf16 {
         return Err(TrainError::config(
@@ -249,7 +249,7 @@ fn train_device(cfg: &TrainConfig, dist: &Dist) -> Result<Device> {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Cuda(n) => {
             let ordinal = match cfg.run.device.as_str() {
-                "cuda" => dist.world.local_rank,
+                "cuda" => crate::dist::local_gpu(dist.world.local_rank),
                 _ => n,
             };
             Device::cuda(ordinal).map_err(|e| TrainError::config("run.device", e.to_string()))
