@@ -35,7 +35,7 @@ for line in sys.stdin:
 '
 }
 
-TESTS=(-p hr-tensor --test cuda_parity --test device -p hr-models --test cuda_step -p hr-train --test cuda_train)
+TESTS=(-p hr-tensor --test cuda_parity --test device -p hr-models --test cuda_step --test cuda_mel -p hr-train --test cuda_train)
 if [ -f crates/hr-dist/tests/nccl.rs ]; then TESTS+=(-p hr-dist --test nccl); fi
 echo "== building test executables (release): ${TESTS[*]}"
 cargo test --release "${TESTS[@]}" --no-run --message-format=json | collect > "$BUNDLE/.tests"

@@ -68,7 +68,7 @@ step "bundle"
 ls -la "$BUNDLE"
 
 # Tests: the CUDA op parity suite first, then the model step, the trainer and NCCL.
-for name in test-cuda_parity test-device test-cuda_step test-cuda_train test-nccl; do
+for name in test-cuda_parity test-device test-cuda_mel test-cuda_step test-cuda_train test-nccl; do
     exe="$BUNDLE/$name"
     [ -x "$exe" ] || { echo "(no $name in the bundle)"; continue; }
     step "test $name"

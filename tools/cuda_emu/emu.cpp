@@ -3,6 +3,7 @@
 #include <algorithm>
 #include "../../kernels/conv.cu"
 #include "../../kernels/batchnorm.cu"
+#include "../../kernels/audio.cu"
 
 static uint64_t rs = 88172645463325252ull;
 static float rnd() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f; }
@@ -145,6 +146,32 @@ static void run_bn(int n, int c, int s, i64 chunk_elems, bool small_grid) {
     cmp("eval y", name, ye, ye_r);
 }
 
+// frame_signal (kernels/audio.cu) against a direct preemphasis + reflect pad + frame + window
+// loop in f64, on a small grid (grid-stride) and a grid covering every element.
+static void run_frame(int b, int n, int n_fft, int hop, bool small_grid) {
+    const i64 len = n - 1, pad = n_fft / 2, frames = 1 + (len + 2 * pad - n_fft) / hop;
+    const i64 total = (i64)b * frames * n_fft;
+    auto x = randv((size_t)b * n), w = randv(n_fft);
+    const float c = 0.97f;
+    std::vector<double> y_r(total);
+    for (int e = 0; e < b; ++e) {
+        std::vector<double> padded;
+        for (i64 p = -pad; p < len + pad; ++p) {
+            i64 i = p < 0 ? -p : (p >= len ? 2 * (len - 1) - p : p);
+            padded.push_back((double)x[e * n + i + 1] - (double)c * x[e * n + i]);
+        }
+        for (i64 t = 0; t < frames; ++t)
+            for (int j = 0; j < n_fft; ++j) y_r[((i64)e * frames + t) * n_fft + j] = padded[t * hop + j] * w[j];
+    }
+    FrameGeom g{n, len, frames, n_fft, hop, pad, total};
+    std::vector<float> y(total, NAN);
+    unsigned blocks = small_grid ? 3 : (unsigned)((total + 255) / 256);
+    emu_launch({blocks, 1, 1}, {256, 1, 1}, [&] { frame_signal_f32(x.data(), w.data(), y.data(), g, c); });
+    char name[200];
+    snprintf(name, sizeof name, "b %d n %d n_fft %d hop %d frames %lld%s", b, n, n_fft, hop, (long long)frames, small_grid ? " small grid" : "");
+    cmp("frame_signal", name, y, y_r, 1e-6);
+}
+
 int main(int argc, char **argv) {
     bool quick = argc > 1;
     Case cases[] = {
@@ -186,6 +213,11 @@ int main(int argc, char **argv) {
     run_bn(3, 4, 12, 8192, false);
     run_bn(2, 3, 1000, 8192, true);
     run_bn(2, 5, 4, 8192, true);
+    run_frame(1, 7, 4, 1, false);
+    run_frame(3, 101, 16, 5, false);
+    run_frame(2, 99, 9, 4, true);
+    run_frame(2, 514, 1024, 320, false);
+    run_frame(1, 3001, 1024, 320, true);
     printf("%d failures\n", fails);
     return fails != 0;
 }

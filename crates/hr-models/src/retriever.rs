@@ -353,11 +353,13 @@ impl HybridRetriever {
                 ),
             });
         }
-        // Host mel frontend (see [`HybridRetriever::device`]), then one upload.
-        let mel = bb
-            .mel
-            .forward(waveforms, mode.sub(3))?
-            .to_device(self.device(ps))?;
+        // On a GPU the mel frontend runs there (tensor ops); on the CPU the host frontend
+        // (f64 FFT, the bit-exact reference) runs and its output needs no upload.
+        let device = self.device(ps);
+        let mel = match device {
+            Device::Cuda(_) => bb.mel.forward_device(waveforms, mode.sub(3), device)?,
+            Device::Cpu => bb.mel.forward(waveforms, mode.sub(3))?,
+        };
         let (frames, cache) =
             bb.cnn
                 .forward_windows(ps, &mel, self.cnn_mode(mode), WINDOW_FRAMES)?;

@@ -3,7 +3,8 @@
 //!
 //! Per case: forward + backward in training mode (f32; SpecAugment, fmin/fmax jitter and every
 //! dropout on with the same seed: the masks are counter-based, so both devices draw the same
-//! ones, and the mel frontend runs on the host for both), then
+//! ones; the GPU model runs the device mel frontend, `MelFrontend::forward_device`, within ~1e-5
+//! of the host one that the CPU model runs), then
 //! - the loss and EVERY parameter gradient are compared, and every value after the forward
 //!   (BatchNorm running statistics are updated by it), as `max |gpu - cpu| / max |cpu|` per
 //!   tensor, below `HR_CUDA_STEP_TOL` (default 1e-3, room for TF32 GEMMs / convolutions);

@@ -141,3 +141,101 @@ fn bad_input_names_the_op_and_shape() {
         .unwrap_err();
     assert!(e.to_string().contains("[1, 100]"), "{e}");
 }
+
+/// Waveforms (B, N) of amplitude `amp`: a tone plus normal noise of `noise` relative level, f32.
+fn waveforms(b: usize, n: usize, amp: f32, noise: f32, seed: u64) -> Tensor {
+    let z = randn32(&[b, n], &mut Rng::new(seed)).to_vec_f32().unwrap();
+    let v: Vec<f32> = z
+        .iter()
+        .enumerate()
+        .map(|(i, z)| amp * (noise * z + (i as f32 * 0.05).sin()))
+        .collect();
+    Tensor::from_vec(v, &[b, n]).unwrap()
+}
+
+/// Max |a - b| over two tensors of one shape.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Tolerance of the device path (f32 DFT as a GEMM) against the f64 host path, on the
+/// normalised output `(ln(mel + 1e-5) + 4.5) / 5` (2e-4 there = 1e-3 on the log-mel).
+/// Measured on the CPU backend (max abs): ~7e-6 for noise-like signals at unit amplitude,
+/// ~6e-5 for a pure unit tone (near-silent leakage bins, where ln amplifies the f32 rounding of
+/// the DFT, which is relative to the frame's energy), below 1e-6 at 1e-3 and 1e-5 amplitude
+/// (the 1e-5 offset dominates). 2e-4 is ~3x the worst measured case, room for cuBLAS's
+/// different summation order.
+const DEVICE_TOL: f64 = 2e-4;
+
+#[test]
+fn device_path_on_the_cpu_matches_the_host_path() {
+    let fe = frontend();
+    // Odd lengths; the 96k-sample cases have 300 frames, so the time mask (up to 192 frames)
+    // and the frequency mask (up to 48 bins) are partial in training mode.
+    for (i, &(b, n, amp, noise)) in [
+        (2usize, 320 * 5 + 1, 1.0f32, 0.3f32),
+        (3, 320 * 4 + 7, 1e-3, 0.3),
+        (1, 514, 1e-5, 0.3),
+        (2, 3333, 1.0, 0.0),
+        (2, 96_001, 0.1, 0.3),
+        (1, 96_000 + 77, 1.0, 0.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = waveforms(b, n, amp, noise, 40 + i as u64);
+        for mode in [
+            Mode::Eval,
+            Mode::Train {
+                seed: 77 + i as u64,
+            },
+        ] {
+            let host = fe.forward(&x, mode).unwrap();
+            let dev = fe.forward_device(&x, mode, hr_tensor::Device::Cpu).unwrap();
+            let err = max_abs_diff(&dev, &host);
+            println!("b {b} n {n} amp {amp:e} noise {noise} {mode:?}: max abs err {err:.3e}");
+            assert!(err <= DEVICE_TOL, "b {b} n {n} amp {amp} {mode:?}: {err:e}");
+            if let (Mode::Train { .. }, true) = (mode, n > 90_000) {
+                // The masked entries coincide: exactly 0.9 = (0 + 4.5) / 5 on both paths.
+                let (h, d) = (host.to_vec_f32().unwrap(), dev.to_vec_f32().unwrap());
+                let masked = |v: &[f32]| v.iter().map(|&x| x == 0.9).collect::<Vec<_>>();
+                let mh = masked(&h);
+                assert_eq!(mh, masked(&d), "SpecAugment masks differ");
+                let count = mh.iter().filter(|&&m| m).count();
+                println!("  masked {count} of {}", mh.len());
+                assert!(count > 0 && count < mh.len(), "masks not partial");
+            }
+        }
+    }
+}
+
+#[test]
+fn device_path_rejects_bad_input() {
+    let fe = frontend();
+    let short = Tensor::from_vec(vec![0f32; 2 * 100], &[2, 100]).unwrap();
+    assert!(fe
+        .forward_device(&short, Mode::Eval, hr_tensor::Device::Cpu)
+        .is_err());
+    // f64 waveforms are converted to f32 (the host path accepts them too).
+    let x = Tensor::from_vec(
+        (0..2 * 1000)
+            .map(|i| (i as f64 * 0.01).sin())
+            .collect::<Vec<_>>(),
+        &[2, 1000],
+    )
+    .unwrap();
+    let want = fe.forward(&x, Mode::Eval).unwrap();
+    let got = fe
+        .forward_device(&x, Mode::Eval, hr_tensor::Device::Cpu)
+        .unwrap();
+    assert!(max_abs_diff(&got, &want) <= DEVICE_TOL);
+    let flat = Tensor::from_vec(vec![0f32; 2000], &[2000]).unwrap();
+    assert!(fe
+        .forward_device(&flat, Mode::Eval, hr_tensor::Device::Cpu)
+        .is_err());
+}

@@ -285,9 +285,45 @@ pub trait OptimOps {
     ) -> Result<()>;
 }
 
+/// Framing geometry of [`AudioOps::frame_signal`] (validated by `ops::frame_signal`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameSpec {
+    /// Waveforms.
+    pub batch: usize,
+    /// Samples per waveform (the preemphasised signal has `samples - 1`).
+    pub samples: usize,
+    /// Frame length (and window length).
+    pub n_fft: usize,
+    /// Hop between frame starts.
+    pub hop: usize,
+    /// Reflect padding on each side (`n_fft / 2`; less than `samples - 1`).
+    pub pad: usize,
+    /// Frames per waveform: `1 + (samples - 1 + 2 pad - n_fft) / hop`.
+    pub frames: usize,
+    /// Preemphasis coefficient `c` of `y[n] = x[n+1] - c x[n]`.
+    pub preemphasis: f64,
+}
+
+/// Audio preprocessing (forward only: the mel frontend has no parameters and no gradient
+/// flows into waveforms).
+pub trait AudioOps {
+    /// Waveforms (B, N) -> windowed frames (B * frames, n_fft): preemphasis, numpy `reflect`
+    /// padding by `pad`, framing every `hop` samples, times `window` (n_fft).
+    fn frame_signal(&self, wav: &Tensor, window: &Tensor, spec: &FrameSpec) -> Result<Tensor>;
+}
+
 /// The whole op set of one device.
 pub trait Backend:
-    GemmOps + ElementwiseOps + ReduceOps + LayoutOps + NormOps + SoftmaxOps + ConvOps + OptimOps + Sync
+    GemmOps
+    + ElementwiseOps
+    + ReduceOps
+    + LayoutOps
+    + NormOps
+    + SoftmaxOps
+    + ConvOps
+    + OptimOps
+    + AudioOps
+    + Sync
 {
 }
 
@@ -300,6 +336,7 @@ impl<T> Backend for T where
         + SoftmaxOps
         + ConvOps
         + OptimOps
+        + AudioOps
         + Sync
 {
 }

@@ -1,6 +1,7 @@
 //! The CPU reference backend: rayon for parallel loops, the `gemm` crate for matrix products.
 //! Kernels are generic over [`crate::Float`] and run in f32 or f64.
 
+mod audio;
 mod conv;
 mod elementwise;
 mod gemm;

@@ -1,9 +1,10 @@
 //! The CUDA backend: every op family of [`crate::backend`] on f32 tensors of one GPU, through
 //! the NVRTC-compiled kernels of `kernels/` and cuBLAS for GEMMs. Semantics match the CPU
 //! reference in `crate::cpu` (the parity suite in `tests/cuda_parity.rs` checks each op).
-//! Convolutions (`backend/conv.rs`) and batch norm (`backend/batchnorm.rs`) live in child
-//! modules.
+//! Convolutions (`backend/conv.rs`), batch norm (`backend/batchnorm.rs`) and the audio family
+//! (`backend/audio.rs`) live in child modules.
 
+mod audio;
 mod batchnorm;
 mod conv;
 

@@ -37,10 +37,12 @@ pub enum Family {
     Conv,
     /// `kernels/batchnorm.cu`.
     BatchNorm,
+    /// `kernels/audio.cu`.
+    Audio,
 }
 
 /// Every family, in a fixed order.
-pub const ALL_FAMILIES: [Family; 8] = [
+pub const ALL_FAMILIES: [Family; 9] = [
     Family::Elementwise,
     Family::Reduce,
     Family::Layout,
@@ -49,6 +51,7 @@ pub const ALL_FAMILIES: [Family; 8] = [
     Family::Optim,
     Family::Conv,
     Family::BatchNorm,
+    Family::Audio,
 ];
 
 /// The shared header every family includes as `"common.cuh"`.
@@ -66,6 +69,7 @@ impl Family {
             Family::Optim => "optim.cu",
             Family::Conv => "conv.cu",
             Family::BatchNorm => "batchnorm.cu",
+            Family::Audio => "audio.cu",
         }
     }
 
@@ -80,6 +84,7 @@ impl Family {
             Family::Optim => include_str!("../../../../kernels/optim.cu"),
             Family::Conv => include_str!("../../../../kernels/conv.cu"),
             Family::BatchNorm => include_str!("../../../../kernels/batchnorm.cu"),
+            Family::Audio => include_str!("../../../../kernels/audio.cu"),
         }
     }
 }
@@ -197,12 +202,26 @@ unsafe fn program_log(prog: nvrtc_sys::nvrtcProgram) -> String {
 
 /// Compiles one family to CUBIN for `arch` ("sm_90"); errors carry the NVRTC log.
 fn compile_cubin(ordinal: usize, family: Family, arch: &str) -> Result<Vec<u8>> {
+    compile_source(ordinal, family.file_name(), family.source(), arch)
+}
+
+/// Compiles CUDA source `source` (named `file` in messages, may include `common.cuh`) to CUBIN
+/// for `arch` with the project's options, without caching; NVRTC must be present (see
+/// [`nvrtc_present`]). A compile error (bad source, an architecture NVRTC does not know)
+/// carries the NVRTC log. Used by the kernel cache and by tests of the error paths.
+pub fn compile_source(ordinal: usize, file: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+    if !nvrtc_present() {
+        return Err(Error::CudaUnavailable {
+            ordinal,
+            reason: "NVRTC (libnvrtc.so) not found".into(),
+        });
+    }
     let opts = compile_options(arch);
     let cstr = |s: &str| {
         CString::new(s).map_err(|_| Error::invalid("nvrtc", "kernel source contains a NUL byte"))
     };
-    let src = cstr(family.source())?;
-    let name = cstr(family.file_name())?;
+    let src = cstr(source)?;
+    let name = cstr(file)?;
     let hdr = cstr(COMMON_CUH)?;
     let hdr_name = cstr("common.cuh")?;
     let c_opts = opts.iter().map(|o| cstr(o)).collect::<Result<Vec<_>>>()?;
@@ -230,8 +249,7 @@ fn compile_cubin(ordinal: usize, family: Family, arch: &str) -> Result<Vec<u8>> 
                 Err(Error::Cuda {
                     op: "nvrtc compile",
                     msg: format!(
-                        "kernels/{} for {arch} failed ({r:?}) with options {opts:?}:\n{}",
-                        family.file_name(),
+                        "kernels/{file} for {arch} failed ({r:?}) with options {opts:?}:\n{}",
                         program_log(prog)
                     ),
                 })

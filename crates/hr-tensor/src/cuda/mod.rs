@@ -22,14 +22,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
 
 use crate::{Error, Result};
 
 pub use backend::CudaBackend;
 pub use kernels::{
-    compile_options, kernel_cache_dir, nvrtc_present, nvrtc_version, precompile_all,
-    set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
+    compile_options, compile_source, kernel_cache_dir, nvrtc_present, nvrtc_version,
+    precompile_all, set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
 };
 pub use launch::{poison_outputs, set_poison_outputs, synchronize, DeviceTimer};
 
@@ -50,6 +50,9 @@ pub struct CudaDevice {
     kernels: kernels::ModuleCache,
     /// The cuBLAS handle, created on first GEMM.
     blas: Mutex<Option<Arc<CudaBlas>>>,
+    /// Page-locked staging buffers of large uploads, by length (training batches repeat the
+    /// same few sizes; see [`upload_f32`]).
+    staging: Mutex<HashMap<usize, PinnedHostSlice<f32>>>,
 }
 
 /// Storage of a tensor on a GPU.
@@ -119,6 +122,7 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
             compute_capability,
             kernels: kernels::ModuleCache::default(),
             blas: Mutex::new(None),
+            staging: Mutex::new(HashMap::new()),
         })
     }));
     opened.unwrap_or_else(|_| {
@@ -207,18 +211,50 @@ fn keep_pool_memory(ctx: &CudaContext) {
     }
 }
 
-/// Copies host f32 data to a new buffer on `ordinal`.
+/// Uploads of at least this many f32 (4 MiB) go through a page-locked staging buffer.
+const PINNED_MIN: usize = 1 << 20;
+
+/// At most this many staging buffers (distinct upload sizes) are kept per device.
+const PINNED_KEEP: usize = 4;
+
+/// Copies host f32 data to a new buffer on `ordinal`. Large buffers (batches of waveforms) are
+/// copied into a reused page-locked staging buffer first: the DMA from pinned memory runs at
+/// full PCIe / NVLink-C2C speed instead of the driver's pageable path (~1.4 GB/s measured on an
+/// H200 for a 41 MB batch).
 pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
     let dev = context(ordinal)?;
     if data.is_empty() {
         // Zero-byte allocations are rejected by the driver; empty tensors keep one spare element.
         return Ok(CudaStorage::F32(launch::alloc_f32(&dev, 0, "upload")?));
     }
-    let slice = dev.stream.clone_htod(data).map_err(|e| Error::Cuda {
+    let err = |e: cudarc::driver::DriverError| Error::Cuda {
         op: "upload",
-        msg: e.to_string(),
+        msg: format!("{} f32 elements: {e}", data.len()),
+    };
+    if data.len() < PINNED_MIN {
+        return Ok(CudaStorage::F32(dev.stream.clone_htod(data).map_err(err)?));
+    }
+    let mut staging = dev.staging.lock().map_err(|_| Error::Cuda {
+        op: "upload",
+        msg: "staging buffer lock poisoned".into(),
     })?;
-    Ok(CudaStorage::F32(slice))
+    if !staging.contains_key(&data.len()) {
+        if staging.len() >= PINNED_KEEP {
+            staging.clear();
+        }
+        // SAFETY: f32 is plain data; the buffer is fully written below before any copy reads it.
+        let buf = unsafe { dev.ctx.alloc_pinned::<f32>(data.len()) }.map_err(err)?;
+        staging.insert(data.len(), buf);
+    }
+    let pinned = staging.get_mut(&data.len()).ok_or_else(|| Error::Cuda {
+        op: "upload",
+        msg: "staging buffer missing".into(),
+    })?;
+    // Waits until the previous copy out of this buffer has finished, then refills it.
+    pinned.as_mut_slice().map_err(err)?.copy_from_slice(data);
+    let mut dst = launch::alloc_f32(&dev, data.len(), "upload")?;
+    dev.stream.memcpy_htod(&*pinned, &mut dst).map_err(err)?;
+    Ok(CudaStorage::F32(dst))
 }
 
 /// Copies a device buffer back to the host (every element of the buffer; empty tensors carry one

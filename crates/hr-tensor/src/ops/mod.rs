@@ -2,6 +2,7 @@
 //! Every op has a forward and a backward function; backward functions take the upstream
 //! gradient `dy` and whatever the forward saved.
 
+mod audio;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -11,6 +12,7 @@ mod optim;
 mod reduce;
 mod softmax;
 
+pub use audio::*;
 #[allow(unused_imports)]
 pub use conv::*;
 pub use elementwise::*;
