@@ -116,3 +116,25 @@ pub(crate) fn check_targets(
     }
     Ok(())
 }
+
+/// `(n, c, s)` of an (N, C, *spatial) tensor.
+pub(crate) fn nc_spatial(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+    match x.shape() {
+        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+        _ => Err(Error::invalid(
+            op,
+            format!("expected (N, C, *spatial), got shape {:?}", x.shape()),
+        )),
+    }
+}
+
+/// Checks that a per-channel tensor has `c` elements.
+pub(crate) fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
+    if t.numel() != c {
+        return Err(Error::invalid(
+            op,
+            format!("expected {c} per-channel values, got shape {:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}

@@ -360,29 +360,8 @@ mod channel {
 
     use super::super::{float_dispatch, out, PAR_THRESHOLD};
     use crate::backend::{NormGrads, NormStats};
+    use crate::checks::{nc_spatial, per_channel};
     use crate::{Elem, Error, Float, Result, Tensor};
-
-    /// `(n, c, s)` of an (N, C, *spatial) tensor.
-    fn geometry(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
-        match x.shape() {
-            [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-            _ => Err(Error::invalid(
-                op,
-                format!("expected (N, C, *spatial), got shape {:?}", x.shape()),
-            )),
-        }
-    }
-
-    /// Checks that a per-channel tensor has `c` elements.
-    fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
-        if t.numel() != c {
-            return Err(Error::invalid(
-                op,
-                format!("expected {c} per-channel values, got shape {:?}", t.shape()),
-            ));
-        }
-        Ok(())
-    }
 
     /// `sum(f(a[i], b[i]))` in f64 with four independent accumulators (vectorises).
     #[inline]
@@ -482,7 +461,7 @@ mod channel {
         eps: f64,
     ) -> Result<(Tensor, NormStats)> {
         const OP: &str = "batch_norm_train";
-        let (n, c, s) = geometry(OP, x)?;
+        let (n, c, s) = nc_spatial(OP, x)?;
         for t in [gamma, beta, &*running_mean, &*running_var] {
             per_channel(OP, t, c)?;
         }
@@ -542,7 +521,7 @@ mod channel {
         eps: f64,
     ) -> Result<Tensor> {
         const OP: &str = "batch_norm_eval";
-        let (_, c, s) = geometry(OP, x)?;
+        let (_, c, s) = nc_spatial(OP, x)?;
         for t in [gamma, beta, running_mean, running_var] {
             per_channel(OP, t, c)?;
         }
@@ -572,7 +551,7 @@ mod channel {
         dy: &Tensor,
     ) -> Result<NormGrads> {
         const OP: &str = "batch_norm_bwd";
-        let (n, c, s) = geometry(OP, x)?;
+        let (n, c, s) = nc_spatial(OP, x)?;
         if dy.shape() != x.shape() {
             return Err(Error::ShapeMismatch {
                 op: OP,

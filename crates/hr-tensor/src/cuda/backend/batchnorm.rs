@@ -11,6 +11,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::{buf, buf_mut, device_of, i64_of, wrap};
 use crate::backend::{NormGrads, NormStats};
+use crate::checks::{nc_spatial, per_channel};
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
 use crate::cuda::CudaDevice;
@@ -25,28 +26,6 @@ const THREADS: u32 = 256;
 const GRID_Y_MAX: usize = 65_535;
 /// The grid's x limit.
 const GRID_X_MAX: usize = i32::MAX as usize;
-
-/// `(n, c, s)` of an (N, C, *spatial) tensor.
-fn geometry(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
-    match x.shape() {
-        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-        _ => Err(Error::invalid(
-            op,
-            format!("expected (N, C, *spatial), got shape {:?}", x.shape()),
-        )),
-    }
-}
-
-/// Checks that a per-channel tensor has `c` elements.
-fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
-    if t.numel() != c {
-        return Err(Error::invalid(
-            op,
-            format!("expected {c} per-channel values, got shape {:?}", t.shape()),
-        ));
-    }
-    Ok(())
-}
 
 /// How the positions of one channel are split into reduction chunks (kernel arguments).
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +101,7 @@ fn apply(
     a: &CudaSlice<f32>,
     b: &CudaSlice<f32>,
 ) -> Result<Tensor> {
-    let (n, c, s) = geometry(op, x)?;
+    let (n, c, s) = nc_spatial(op, x)?;
     let (_, xs) = buf(op, x)?;
     let mut y = alloc_f32(dev, x.numel(), op)?;
     if x.numel() > 0 {
@@ -154,7 +133,7 @@ pub(super) fn train(
     eps: f64,
 ) -> Result<(Tensor, NormStats)> {
     const OP: &str = "batch_norm_train";
-    let (n, c, s) = geometry(OP, x)?;
+    let (n, c, s) = nc_spatial(OP, x)?;
     for t in [gamma, beta, &*running_mean, &*running_var] {
         per_channel(OP, t, c)?;
     }
@@ -223,7 +202,7 @@ pub(super) fn eval(
     eps: f64,
 ) -> Result<Tensor> {
     const OP: &str = "batch_norm_eval";
-    let (_, c, _) = geometry(OP, x)?;
+    let (_, c, _) = nc_spatial(OP, x)?;
     for t in [gamma, beta, running_mean, running_var] {
         per_channel(OP, t, c)?;
     }
@@ -249,7 +228,7 @@ pub(super) fn backward(
     dy: &Tensor,
 ) -> Result<NormGrads> {
     const OP: &str = "batch_norm_bwd";
-    let (n, c, s) = geometry(OP, x)?;
+    let (n, c, s) = nc_spatial(OP, x)?;
     if dy.shape() != x.shape() {
         return Err(Error::ShapeMismatch {
             op: OP,
