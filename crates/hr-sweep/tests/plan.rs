@@ -49,6 +49,7 @@ fn table1_lists_exactly_the_papers_configurations() {
         ("clotho", "bert-base", "late", "keywords", "clotho"),
         ("clotho", "bert-base", "mid", "full_sentence", "clotho"),
         ("clotho", "bert-base", "late", "full_sentence", "clotho"),
+        ("clotho", "bert-base-separate", "late", "keywords", "clotho"),
         ("clotho", "bert-large", "none", "none", "clotho"),
         ("clotho", "bert-large", "late", "keywords", "clotho"),
         ("clotho", "bert-large", "late", "full_sentence", "clotho"),
@@ -92,12 +93,14 @@ fn table1_lists_exactly_the_papers_configurations() {
             ));
         }
         // The resolved config carries the row's settings.
-        let preset = if key.1 == "bert-base" {
+        let preset = if key.1.starts_with("bert-base") {
             "paper-base"
         } else {
             "paper-large"
         };
         assert_eq!(r.config.model.preset, preset);
+        let separate = key.1 == "bert-base-separate";
+        assert_eq!(r.config.model.separate_metadata_encoder, separate);
         assert_eq!(format!("{:?}", r.config.model.fusion).to_lowercase(), key.2);
         assert_eq!(r.config.run.seed.to_string(), l("seed"));
     }
@@ -106,12 +109,12 @@ fn table1_lists_exactly_the_papers_configurations() {
         .map(|(a, b, c, d, e)| (a.as_str(), b.as_str(), c.as_str(), d.as_str(), e.as_str()))
         .collect();
     assert_eq!(got, expected);
-    assert_eq!(seeds.len(), 15, "15 training configurations");
+    assert_eq!(seeds.len(), 16, "16 training configurations");
     assert!(seeds.values().all(|s| s == &["1", "2", "3"]));
-    assert_eq!(plan.runs.len(), 45);
+    assert_eq!(plan.runs.len(), 48);
     // Every report row has the paper's number, and its baseline.
     let rows = hr_sweep::report::rows(&plan);
-    assert_eq!(rows.len(), 17);
+    assert_eq!(rows.len(), 18);
     assert!(rows.iter().all(|r| r.paper.is_some()), "{rows:#?}");
     let hybrid = rows
         .iter()
@@ -248,19 +251,19 @@ fn plan_command_prints_every_table1_run() {
         .unwrap();
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains(": 45 runs,"), "{t}");
+    assert!(t.contains(": 48 runs,"), "{t}");
     let numbered = |l: &&str| l.trim_start().starts_with(|c: char| c.is_ascii_digit());
     let rows: Vec<&str> = t
         .lines()
         .filter(|l| l.contains(" seed=") && numbered(l))
         .collect();
-    assert_eq!(rows.len(), 45, "{t}");
+    assert_eq!(rows.len(), 48, "{t}");
     let first = "dataset=clotho text=bert-base fusion=none metadata=none seed=1";
     assert!(
         rows[0].contains("clotho") && rows[0].ends_with(first),
         "{t}"
     );
-    assert!(t.contains("0 done, 45 to launch"), "{t}");
+    assert!(t.contains("0 done, 48 to launch"), "{t}");
     // The data roots do not exist here: plan says so, launch would refuse.
     assert!(
         t.contains("`launch` would fail here") && t.contains("/data/hr/clotho"),

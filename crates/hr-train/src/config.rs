@@ -119,6 +119,9 @@ pub struct ModelSection {
     /// The CNN's batch norms use their running statistics in training too (affine parts
     /// still train); a step then does not depend on how the batch is split over ranks.
     pub frozen_batchnorm: bool,
+    /// A second BERT for the metadata instead of sharing the query encoder (the paper's
+    /// ablation; `true` overrides the preset).
+    pub separate_metadata_encoder: bool,
 }
 
 impl Default for ModelSection {
@@ -131,6 +134,7 @@ impl Default for ModelSection {
             audio_augment: true,
             disable_dropout: false,
             frozen_batchnorm: false,
+            separate_metadata_encoder: false,
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn retriever_config(cfg: &TrainConfig, tokenizer_vocab: usize) -> Result<Ret
     m.tau = cfg.model.tau;
     m.audio.augment = cfg.model.audio_augment;
     m.audio.frozen_batchnorm = cfg.model.frozen_batchnorm;
+    m.separate_metadata_encoder |= cfg.model.separate_metadata_encoder;
     if cfg.model.disable_dropout {
         m.pooling.dropout = 0.0;
         m.text.hidden_dropout_prob = 0.0;
