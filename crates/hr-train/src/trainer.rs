@@ -497,24 +497,14 @@ impl<'a> Session<'a> {
             .forward_waveforms_exchange(&mut self.ps, &wb, mode, &mut ex);
         let (out, cache) = match fwd {
             Ok(x) => x,
-            // The loss is the global batch's, so every rank skips the same step.
+            // A non-finite loss is the global batch's, so every rank skips the same step.
+            // Non-finite frames (debug builds) are this rank's alone: with several ranks they
+            // end the job (the others stop, naming this rank); a single process skips the step.
             Err(hr_nn::Error::Config { key, msg })
-                if key == "loss" && is_non_finite(&key, &msg) =>
+                if is_non_finite(&key, &msg) && (key == "loss" || self.dist.world_size() == 1) =>
             {
                 self.nonfinite += 1;
-                tracing::warn!(step = self.step, total = self.nonfinite, "non-finite loss");
-                return Ok(StepResult {
-                    loss: None,
-                    items: batch.batch_size,
-                });
-            }
-            // Single process: non-finite frames (debug builds) skip the step too; with several
-            // ranks they are this rank's alone, so they end the job (the others stop, naming it).
-            Err(hr_nn::Error::Config { key, msg })
-                if is_non_finite(&key, &msg) && self.dist.world_size() == 1 =>
-            {
-                self.nonfinite += 1;
-                tracing::warn!(step = self.step, total = self.nonfinite, "non-finite input");
+                tracing::warn!(step = self.step, total = self.nonfinite, %key, "non-finite, step skipped");
                 return Ok(StepResult {
                     loss: None,
                     items: batch.batch_size,
