@@ -83,7 +83,9 @@ done
 step "kernel cache after tests"
 ls -la "$HR_KERNEL_CACHE" 2>/dev/null || echo "(none)"
 
-if [ -x "$BUNDLE/bench-cuda_ops" ]; then
+# HR_GPU_CHECK_QUICK=1: tests + the paper-base step (ours and PyTorch f32) only.
+QUICK="${HR_GPU_CHECK_QUICK:-0}"
+if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/bench-cuda_ops" ]; then
     step "bench cuda_ops (kernels)"
     if ! timeout 240 "$BUNDLE/bench-cuda_ops" --bench; then FAILED+=("bench-cuda_ops"); fi
     step "PyTorch on the same card (same ops)"
@@ -98,7 +100,9 @@ if [ -x "$BUNDLE/bench-retriever" ]; then
         HR_BENCH_BREAKDOWN=1 timeout 300 "$BUNDLE/bench-retriever" --bench --device cuda; then
         FAILED+=("bench-retriever")
     fi
-    for amp in off bf16; do
+    amps=(off bf16)
+    [ "$QUICK" = 1 ] && amps=(off)
+    for amp in "${amps[@]}"; do
         step "PyTorch paper-base step on cuda (amp $amp)"
         if ! timeout 240 python3 tools/torch_retriever_bench.py --preset paper-base --batch 32 \
             --steps 5 --device cuda --amp "$amp" --tf32 off --flops; then
@@ -109,13 +113,13 @@ fi
 
 # Issue 9: a short demo on the GPU (tiny preset, baseline vs late fusion), to compare with
 # the CPU demo's metrics band in docs/PERF.md.
-if [ -x "$BUNDLE/hr-train" ]; then
+if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/hr-train" ]; then
     step "hr-train kernels --precompile (fresh cache)"
     if ! timeout 120 "$BUNDLE/hr-train" --kernel-cache "$(mktemp -d /tmp/hr-kc.XXXXXX)" kernels --precompile; then
         FAILED+=("kernels --precompile")
     fi
 fi
-if [ -x "$BUNDLE/hr-train" ]; then
+if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/hr-train" ]; then
     step "demo on cuda (tiny, none vs late vs mid)"
     DEMO="$(mktemp -d /tmp/hr-gpu-demo.XXXXXX)"
     if ! timeout 200 "$BUNDLE/hr-train" demo --config configs/experiments/demo.toml \

@@ -312,7 +312,11 @@ impl Tensor {
                         device,
                     });
                 }
-                let data = cuda::upload_f32(ordinal, &self.to_vec_f32()?)?;
+                // Host f32 data is uploaded straight from its buffer (no intermediate copy).
+                let data = match &*self.storage {
+                    Storage::Cpu(CpuStorage::F32(v)) => cuda::upload_f32(ordinal, v)?,
+                    _ => cuda::upload_f32(ordinal, &self.to_vec_f32()?)?,
+                };
                 Storage::Cuda { ordinal, data }
             }
         };
