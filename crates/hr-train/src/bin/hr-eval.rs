@@ -31,6 +31,9 @@ struct Cli {
     /// Clips / captions per embedding batch (default: the run's `eval.batch_size`).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Device to embed on: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn main() {
@@ -51,8 +54,10 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    let device = hr_tensor::Device::parse(&cli.device).context("--device")?;
     let mut ck =
         load(&cli.checkpoint).with_context(|| format!("loading {}", cli.checkpoint.display()))?;
+    ck.params.to_device(device)?;
     let bs = cli.batch_size.unwrap_or(ck.config.eval.batch_size);
     let (r, index) = evaluate_checkpoint(&mut ck, cli.data.as_deref(), &cli.split, bs)?;
     let json = serde_json::json!({
