@@ -23,20 +23,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The GPU, or `None` after printing the skip line.
 fn gpu() -> Option<Device> {
-    if !cuda::driver_present() {
-        println!("skipped: no CUDA device");
-        return None;
-    }
-    match Device::cuda(0) {
-        Ok(d) => {
-            cuda::set_poison_outputs(true);
-            Some(d)
-        }
-        Err(_) => {
-            println!("skipped: no CUDA device");
-            None
-        }
-    }
+    hr_tensor::testing::cuda_or_skip()
 }
 
 fn tolerance() -> f64 {

@@ -55,20 +55,7 @@ fn gpu() -> Option<Device> {
         println!("self-test: comparing the CPU backend with itself");
         return Some(Device::Cpu);
     }
-    if !cuda::driver_present() {
-        println!("skipped: no CUDA device");
-        return None;
-    }
-    match Device::cuda(0) {
-        Ok(d) => {
-            cuda::set_poison_outputs(true);
-            Some(d)
-        }
-        Err(_) => {
-            println!("skipped: no CUDA device");
-            None
-        }
-    }
+    hr_tensor::testing::cuda_or_skip()
 }
 
 /// Gradient / forward tolerance (`HR_CUDA_STEP_TOL`, default 1e-3).

@@ -125,3 +125,23 @@ fn numeric(
     };
     Ok((eval(h)? - eval(-h)?) / (2.0 * h))
 }
+
+/// CUDA device 0 for a GPU test (outputs NaN-poisoned, so an unwritten element shows), or
+/// `None` after printing the one "skipped: no CUDA device" line such a test prints on a
+/// machine without a GPU.
+pub fn cuda_or_skip() -> Option<crate::Device> {
+    let dev = match crate::cuda::driver_present() {
+        true => crate::Device::cuda(0).ok(),
+        false => None,
+    };
+    match dev {
+        Some(d) => {
+            crate::cuda::set_poison_outputs(true);
+            Some(d)
+        }
+        None => {
+            println!("skipped: no CUDA device");
+            None
+        }
+    }
+}
