@@ -2,9 +2,11 @@
 // builtins), included by each `<family>.cu` as "common.cuh".
 //
 // Conventions:
-// - Entry points are `extern "C"` so their names are stable: `<op>_<dtype>` (f32 today).
-//   Each wraps a template over the storage type `T`; arithmetic runs in `acc_t` (f32), so a
-//   bf16 variant is one more instantiation with `load`/`store` overloads.
+// - Entry points are `extern "C"` so their names are stable: `<op>_<dtype>` (`_f32`, and
+//   `_bf16` for the families with bf16 storage: elementwise, softmax, layer norm, layout,
+//   reduce). Each wraps
+//   a template over the storage type `T`; arithmetic runs in `acc_t` (f32), so a bf16 variant
+//   is one more instantiation with the `load`/`store` overloads below.
 // - Sizes are 64-bit (`i64`); elementwise kernels use grid-stride loops, so any grid works.
 // - The runtime compiles with `--fmad=false`: a * b + c rounds twice, exactly like the CPU
 //   reference in crates/hr-tensor/src/cpu/, so pointwise kernels match it bit for bit except
@@ -40,9 +42,33 @@ struct Broadcast2 {
     i64 stride_b[HR_MAX_RANK];
 };
 
+/// bfloat16 storage: the top 16 bits of an f32 (no host headers, so not `__nv_bfloat16`;
+/// the bit layout is the same).
+struct bf16 {
+    unsigned short bits;
+};
+
+/// f32 -> bf16, round to nearest even; NaN stays a (quiet) NaN. Same as Rust's
+/// `half::bf16::from_f32` (crate::autocast::round_bf16).
+__device__ __forceinline__ bf16 f32_to_bf16(float v) {
+    const u32 x = __float_as_uint(v);
+    bf16 r;
+    if ((x & 0x7fffffffu) > 0x7f800000u) {
+        r.bits = (unsigned short)((x >> 16) | 0x0040u);
+    } else {
+        r.bits = (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+    }
+    return r;
+}
+
+/// bf16 -> f32 (exact).
+__device__ __forceinline__ float bf16_to_f32(bf16 v) { return __uint_as_float((u32)v.bits << 16); }
+
 /// Storage <-> compute conversions (one overload per storage type).
 __device__ __forceinline__ acc_t load(const float *p, i64 i) { return p[i]; }
 __device__ __forceinline__ void store(float *p, i64 i, acc_t v) { p[i] = v; }
+__device__ __forceinline__ acc_t load(const bf16 *p, i64 i) { return bf16_to_f32(p[i]); }
+__device__ __forceinline__ void store(bf16 *p, i64 i, acc_t v) { p[i] = f32_to_bf16(v); }
 
 /// Grid-stride loop over `n` elements.
 #define GRID_STRIDE(i, n)                                                                      \

@@ -112,25 +112,28 @@ __device__ void dropout(const T *x, T *y, T *scale, i64 n, double p, u64 seed, f
     }
 }
 
-HR_EXTERN void unary_fwd_f32(const float *x, float *y, i64 n, int kind) { unary_fwd(x, y, n, kind); }
-HR_EXTERN void unary_bwd_f32(const float *x, const float *dy, float *dx, i64 n, int kind) {
-    unary_bwd(x, dy, dx, n, kind);
-}
-HR_EXTERN void binary_same_f32(const float *a, const float *b, float *c, i64 n, int kind) {
-    binary_same(a, b, c, n, kind);
-}
-HR_EXTERN void binary_bcast_f32(const float *a, const float *b, float *c, i64 n, int kind,
-                                Broadcast2 g) {
-    binary_bcast(a, b, c, n, kind, g);
-}
-HR_EXTERN void affine_f32(const float *x, float *y, i64 n, float mul, float add) {
-    affine(x, y, n, mul, add);
-}
-HR_EXTERN void axpy_f32(float *y, const float *x, i64 n, float alpha) { axpy(y, x, n, alpha); }
-HR_EXTERN void dropout_f32(const float *x, float *y, float *scale, i64 n, double p, u64 seed,
-                           float keep) {
-    dropout(x, y, scale, n, p, seed, keep);
-}
+/// Entry points of the ops that have a bf16 variant, for storage `T` with dtype suffix `S`
+/// (bf16 uses these scalar kernels; f32 also has the float4 `_v4` variants below).
+#define ELEMENTWISE_ENTRIES(S, T)                                                                  \
+    HR_EXTERN void unary_fwd_##S(const T *x, T *y, i64 n, int kind) { unary_fwd(x, y, n, kind); }  \
+    HR_EXTERN void unary_bwd_##S(const T *x, const T *dy, T *dx, i64 n, int kind) {                \
+        unary_bwd(x, dy, dx, n, kind);                                                             \
+    }                                                                                              \
+    HR_EXTERN void binary_same_##S(const T *a, const T *b, T *c, i64 n, int kind) {                \
+        binary_same(a, b, c, n, kind);                                                             \
+    }                                                                                              \
+    HR_EXTERN void binary_bcast_##S(const T *a, const T *b, T *c, i64 n, int kind, Broadcast2 g) { \
+        binary_bcast(a, b, c, n, kind, g);                                                         \
+    }                                                                                              \
+    HR_EXTERN void affine_##S(const T *x, T *y, i64 n, float mul, float add) {                     \
+        affine(x, y, n, mul, add);                                                                 \
+    }                                                                                              \
+    HR_EXTERN void axpy_##S(T *y, const T *x, i64 n, float alpha) { axpy(y, x, n, alpha); }        \
+    HR_EXTERN void dropout_##S(const T *x, T *y, T *scale, i64 n, double p, u64 seed, float keep) { \
+        dropout(x, y, scale, n, p, seed, keep);                                                    \
+    }
+ELEMENTWISE_ENTRIES(f32, float)
+ELEMENTWISE_ENTRIES(bf16, bf16)
 
 // ---- f32 vectorised variants (16-byte loads/stores; same per-element arithmetic) ----------
 
@@ -213,3 +216,11 @@ HR_EXTERN void axpy_v4_f32(float *y, const float *x, i64 n, float alpha) {
         },
         [&](i64 j) { y[j] = y[j] + alpha * x[j]; });
 }
+
+/// Storage conversion `y[i] = (To) x[i]` through the f32 compute type (bf16 rounds to nearest
+/// even): the operand casts of bf16 GEMMs under autocast.
+template <typename From, typename To> __device__ void cast(const From *x, To *y, i64 n) {
+    GRID_STRIDE(i, n) { store(y, i, load(x, i)); }
+}
+HR_EXTERN void cast_f32_bf16(const float *x, bf16 *y, i64 n) { cast(x, y, n); }
+HR_EXTERN void cast_bf16_f32(const bf16 *x, float *y, i64 n) { cast(x, y, n); }

@@ -1,12 +1,13 @@
 // Normalisation family over the last axis: layer norm (forward, backward with the parameter
 // gradients) and L2 normalisation. CPU twin: crates/hr-tensor/src/cpu/norm.rs.
 // One block per row; statistics accumulate in acc_t (f32); the final 1/sqrt and 1/n are taken
-// in f64 like the CPU.
+// in f64 like the CPU. Layer norm's saved mean / rstd are f32 for every storage type (bf16
+// x, gamma, beta and gradients; f32 statistics: see `NormStats` in crates/hr-tensor).
 #include "common.cuh"
 
 /// Layer norm of rows of `d`: writes y, mean and rstd (one per row).
 template <typename T>
-__device__ void layer_norm(const T *x, const T *g, const T *b, T *y, T *mean, T *rstd, i64 rows,
+__device__ void layer_norm(const T *x, const T *g, const T *b, T *y, float *mean, float *rstd, i64 rows,
                            i64 d, double eps) {
     __shared__ float scratch[32];
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -32,7 +33,7 @@ __device__ void layer_norm(const T *x, const T *g, const T *b, T *y, T *mean, T 
 
 /// Layer-norm input gradient: `dx = rstd * (dy*g - mean(dy*g) - xhat * mean(dy*g*xhat))`.
 template <typename T>
-__device__ void layer_norm_bwd_dx(const T *x, const T *g, const T *mean, const T *rstd, const T *dy,
+__device__ void layer_norm_bwd_dx(const T *x, const T *g, const float *mean, const float *rstd, const T *dy,
                                   T *dx, i64 rows, i64 d) {
     __shared__ float scratch[32];
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -57,7 +58,7 @@ __device__ void layer_norm_bwd_dx(const T *x, const T *g, const T *mean, const T
 /// Partial parameter gradients: block (bx, by) sums rows by, by + gridDim.y, ... of columns
 /// [32 bx, 32 bx + 32) into part_g/part_b[by, col]. blockDim = (32, 8).
 template <typename T>
-__device__ void layer_norm_bwd_params(const T *x, const T *mean, const T *rstd, const T *dy,
+__device__ void layer_norm_bwd_params(const T *x, const float *mean, const float *rstd, const T *dy,
                                       float *part_g, float *part_b, i64 rows, i64 d) {
     __shared__ float sg[8][33];
     __shared__ float sb[8][33];
@@ -138,23 +139,28 @@ __device__ void l2_normalize_bwd(const T *y, const T *norms, const T *dy, T *dx,
     }
 }
 
-HR_EXTERN void layer_norm_f32(const float *x, const float *g, const float *b, float *y, float *mean,
-                              float *rstd, i64 rows, i64 d, double eps) {
-    layer_norm(x, g, b, y, mean, rstd, rows, d, eps);
-}
-HR_EXTERN void layer_norm_bwd_dx_f32(const float *x, const float *g, const float *mean,
-                                     const float *rstd, const float *dy, float *dx, i64 rows, i64 d) {
-    layer_norm_bwd_dx(x, g, mean, rstd, dy, dx, rows, d);
-}
-HR_EXTERN void layer_norm_bwd_params_f32(const float *x, const float *mean, const float *rstd,
-                                         const float *dy, float *part_g, float *part_b, i64 rows,
-                                         i64 d) {
-    layer_norm_bwd_params(x, mean, rstd, dy, part_g, part_b, rows, d);
-}
-HR_EXTERN void layer_norm_bwd_finish_f32(const float *part_g, const float *part_b, float *dg,
-                                         float *db, i64 parts, i64 d) {
-    layer_norm_bwd_finish(part_g, part_b, dg, db, parts, d);
-}
+/// Layer-norm entry points for storage `T` with dtype suffix `S` (statistics and the partial
+/// parameter gradients are f32).
+#define LAYER_NORM_ENTRIES(S, T)                                                                   \
+    HR_EXTERN void layer_norm_##S(const T *x, const T *g, const T *b, T *y, float *mean,          \
+                                  float *rstd, i64 rows, i64 d, double eps) {                      \
+        layer_norm(x, g, b, y, mean, rstd, rows, d, eps);                                          \
+    }                                                                                              \
+    HR_EXTERN void layer_norm_bwd_dx_##S(const T *x, const T *g, const float *mean,               \
+                                         const float *rstd, const T *dy, T *dx, i64 rows, i64 d) { \
+        layer_norm_bwd_dx(x, g, mean, rstd, dy, dx, rows, d);                                      \
+    }                                                                                              \
+    HR_EXTERN void layer_norm_bwd_params_##S(const T *x, const float *mean, const float *rstd,    \
+                                             const T *dy, float *part_g, float *part_b, i64 rows,  \
+                                             i64 d) {                                              \
+        layer_norm_bwd_params(x, mean, rstd, dy, part_g, part_b, rows, d);                         \
+    }                                                                                              \
+    HR_EXTERN void layer_norm_bwd_finish_##S(const float *part_g, const float *part_b, T *dg,     \
+                                             T *db, i64 parts, i64 d) {                            \
+        layer_norm_bwd_finish(part_g, part_b, dg, db, parts, d);                                   \
+    }
+LAYER_NORM_ENTRIES(f32, float)
+LAYER_NORM_ENTRIES(bf16, bf16)
 HR_EXTERN void l2_normalize_f32(const float *x, float *y, float *norms, i64 rows, i64 d, double eps) {
     l2_normalize(x, y, norms, rows, d, eps);
 }

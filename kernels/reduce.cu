@@ -22,9 +22,14 @@ template <typename T> __device__ void gather_strided(const T *x, T *y, i64 n, i6
     GRID_STRIDE(i, n) store(y, i, load(x, base + strided_offset(i, s)));
 }
 
-HR_EXTERN void sum_to_f32(const float *x, float *y, i64 n_out, i64 red_n, Strided kept, Strided red) {
-    sum_to(x, y, n_out, red_n, kept, red);
-}
-HR_EXTERN void gather_strided_f32(const float *x, float *y, i64 n, i64 base, Strided s) {
-    gather_strided(x, y, n, base, s);
-}
+/// Entry points for storage `T` with dtype suffix `S`: bf16 sums accumulate in f64 like f32 and
+/// round once at the store; the gather is a bit-exact copy.
+#define REDUCE_ENTRIES(S, T)                                                                       \
+    HR_EXTERN void sum_to_##S(const T *x, T *y, i64 n_out, i64 red_n, Strided kept, Strided red) { \
+        sum_to(x, y, n_out, red_n, kept, red);                                                     \
+    }                                                                                              \
+    HR_EXTERN void gather_strided_##S(const T *x, T *y, i64 n, i64 base, Strided s) {              \
+        gather_strided(x, y, n, base, s);                                                          \
+    }
+REDUCE_ENTRIES(f32, float)
+REDUCE_ENTRIES(bf16, bf16)

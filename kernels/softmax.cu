@@ -4,6 +4,18 @@
 // f64 like the CPU.
 #include "common.cuh"
 
+/// The final pass's `exp(x[j] - max)` of the block softmax (0 for a dropped entry): f32
+/// storage re-reads what the second pass stored (exact); bf16 storage rounded it, so it is
+/// recomputed (one rounding of the result, like the CPU).
+__device__ __forceinline__ float softmax_exp_again(const float *yr, const float *, const float *,
+                                                   i64 j, float) {
+    return yr[j];
+}
+__device__ __forceinline__ float softmax_exp_again(const bf16 *, const bf16 *xr, const bf16 *mr,
+                                                   i64 j, float mx) {
+    return (!mr || load(mr, j) != 0.0f) ? expf(load(xr, j) - mx) : 0.0f;
+}
+
 /// Softmax of rows of `k`; with `has_mask`, `mask` (b, k) (nonzero = keep) row r uses mask row
 /// r / per_mask_row. Dropped entries are exactly 0; a row with nothing kept (or only -inf
 /// kept) is all zeros.
@@ -34,7 +46,8 @@ __device__ void softmax(const T *x, const T *mask, int has_mask, T *y, i64 rows,
         sum = block_sum(sum, scratch);
         const float inv = (float)(1.0 / (double)sum);
         // Each thread rescales exactly the entries it wrote (no barrier needed).
-        for (i64 j = threadIdx.x; j < k; j += blockDim.x) store(yr, j, load(yr, j) * inv);
+        for (i64 j = threadIdx.x; j < k; j += blockDim.x)
+            store(yr, j, softmax_exp_again(yr, xr, mr, j, mx) * inv);
     }
 }
 
@@ -150,13 +163,6 @@ template <typename T> __device__ void nll_loss_bwd(const u32 *targets, T *g, i64
     GRID_STRIDE(r, rows) store(g, r * k + targets[r], value);
 }
 
-HR_EXTERN void softmax_f32(const float *x, const float *mask, int has_mask, float *y, i64 rows,
-                           i64 k, i64 per_mask_row) {
-    softmax(x, mask, has_mask, y, rows, k, per_mask_row);
-}
-HR_EXTERN void softmax_bwd_f32(const float *y, const float *dy, float *dx, i64 rows, i64 k) {
-    softmax_bwd(y, dy, dx, rows, k);
-}
 HR_EXTERN void log_softmax_f32(const float *x, float *y, i64 rows, i64 k) { log_softmax(x, y, rows, k); }
 HR_EXTERN void log_softmax_bwd_f32(const float *y, const float *dy, float *dx, i64 rows, i64 k) {
     log_softmax_bwd(y, dy, dx, rows, k);
@@ -168,14 +174,27 @@ HR_EXTERN void nll_loss_bwd_f32(const u32 *targets, float *g, i64 rows, i64 k, f
     nll_loss_bwd(targets, g, rows, k, value);
 }
 
-#define SOFTMAX_WARP(P)                                                                            \
-    HR_EXTERN void softmax_warp##P##_f32(const float *x, const float *mask, int has_mask,           \
-                                         float *y, i64 rows, i64 k, i64 per_mask_row) {             \
-        softmax_warp<float, P>(x, mask, has_mask, y, rows, k, per_mask_row);                       \
+#define SOFTMAX_WARP(S, T, P)                                                                      \
+    HR_EXTERN void softmax_warp##P##_##S(const T *x, const T *mask, int has_mask, T *y, i64 rows,   \
+                                         i64 k, i64 per_mask_row) {                                 \
+        softmax_warp<T, P>(x, mask, has_mask, y, rows, k, per_mask_row);                           \
     }
-SOFTMAX_WARP(1)
-SOFTMAX_WARP(2)
-SOFTMAX_WARP(4)
-SOFTMAX_WARP(8)
-SOFTMAX_WARP(16)
-SOFTMAX_WARP(32)
+
+/// Softmax entry points (block and warp-per-row variants, backward) for storage `T` with dtype
+/// suffix `S`.
+#define SOFTMAX_ENTRIES(S, T)                                                                      \
+    HR_EXTERN void softmax_##S(const T *x, const T *mask, int has_mask, T *y, i64 rows, i64 k,     \
+                               i64 per_mask_row) {                                                 \
+        softmax(x, mask, has_mask, y, rows, k, per_mask_row);                                      \
+    }                                                                                              \
+    HR_EXTERN void softmax_bwd_##S(const T *y, const T *dy, T *dx, i64 rows, i64 k) {              \
+        softmax_bwd(y, dy, dx, rows, k);                                                           \
+    }                                                                                              \
+    SOFTMAX_WARP(S, T, 1)                                                                          \
+    SOFTMAX_WARP(S, T, 2)                                                                          \
+    SOFTMAX_WARP(S, T, 4)                                                                          \
+    SOFTMAX_WARP(S, T, 8)                                                                          \
+    SOFTMAX_WARP(S, T, 16)                                                                         \
+    SOFTMAX_WARP(S, T, 32)
+SOFTMAX_ENTRIES(f32, float)
+SOFTMAX_ENTRIES(bf16, bf16)

@@ -95,11 +95,16 @@ fi
 # The paper-base training step (batch 32, 10 s audio, 32 tokens) against the PyTorch
 # reference of the same model, same card, same call.
 if [ -x "$BUNDLE/bench-retriever" ]; then
-    step "bench retriever: paper-base step on cuda (ours, f32)"
-    if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
-        HR_BENCH_BREAKDOWN=1 timeout 300 "$BUNDLE/bench-retriever" --bench --device cuda; then
-        FAILED+=("bench-retriever")
-    fi
+    precisions=(f32 bf16)
+    [ "$QUICK" = 1 ] && precisions=(f32)
+    for prec in "${precisions[@]}"; do
+        step "bench retriever: paper-base step on cuda (ours, $prec)"
+        if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
+            HR_BENCH_PRECISION=$prec HR_BENCH_BREAKDOWN=1 timeout 300 \
+            "$BUNDLE/bench-retriever" --bench --device cuda; then
+            FAILED+=("bench-retriever $prec")
+        fi
+    done
     amps=(off bf16)
     [ "$QUICK" = 1 ] && amps=(off)
     for amp in "${amps[@]}"; do

@@ -130,6 +130,51 @@ mem_row("gelu (erf)", f"[{ne}]", 2 * ne * 4, ms)
 
 del x
 
+# Fused ops of crates/hr-tensor/benches/cuda_ops.rs (fused_rows): scaled_dot_product_attention
+# with a key padding mask (f32: PyTorch picks its memory-efficient kernel), the symmetric
+# contrastive loss as two cross-entropies, the bf16 GEMM under autocast.
+for t, name in ((32, "attention"), (200, "attention, T 200")):
+    b_, h, dh = 32, 12, 64
+    q, k_, v = (torch.rand(b_, h, t, dh, device=dev) * 4 - 2 for _ in range(3))
+    keep = torch.tensor([[j < t - (i % 8) for j in range(t)] for i in range(b_)], device=dev)
+    am = keep[:, None, None, :]
+    flops = 4.0 * b_ * h * t * t * dh
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad():
+        ms = time_ms(lambda: sdpa(q, k_, v, attn_mask=am), 20)
+    rows.append((f"{name} fwd (sdpa)", f"B {b_} T {t} H {h} Dh {dh}", ms, f"{flops / (ms * 1e-3) / 1e12:.2f} TFLOP/s", f"{flops / (ms * 1e-3) / 1e12 / gemm_peak:.2f} of f32 GEMM"))
+    qg, kg, vg = (x_.clone().requires_grad_(True) for x_ in (q, k_, v))
+    o = sdpa(qg, kg, vg, attn_mask=am)
+    ms = time_ms(lambda: torch.autograd.grad(o, [qg, kg, vg], o, retain_graph=True), 20)
+    rows.append((f"{name} bwd (sdpa)", f"B {b_} T {t} H {h} Dh {dh}", ms, f"{2.5 * flops / (ms * 1e-3) / 1e12:.2f} TFLOP/s", f"{2.5 * flops / (ms * 1e-3) / 1e12 / gemm_peak:.2f} of f32 GEMM"))
+    del q, k_, v, qg, kg, vg, o
+
+n_ = 256
+s_ = (torch.rand(n_, n_, device=dev) * 4 - 2).requires_grad_(True)
+grp = torch.arange(n_, device=dev) // 5
+pos = (grp[:, None] == grp[None, :]).float()
+
+
+def nt_xent():
+    t_ = pos / pos.sum(1, keepdim=True)
+    return 0.5 * (torch.nn.functional.cross_entropy(s_, t_) + torch.nn.functional.cross_entropy(s_.t(), t_))
+
+
+with torch.no_grad():
+    ms = time_ms(nt_xent, 50)
+rows.append(("contrastive loss fwd (2 cross-entropies)", f"[{n_}, {n_}]", ms, "-", "-"))
+loss_ = nt_xent()
+ms = time_ms(lambda: torch.autograd.grad(loss_, [s_], retain_graph=True), 50)
+rows.append(("contrastive loss bwd (autograd)", f"[{n_}, {n_}]", ms, "-", "-"))
+del s_, loss_
+
+a = torch.rand(n, n, device=dev) * 4 - 2
+b = torch.rand(n, n, device=dev) * 4 - 2
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    ms = time_ms(lambda: a @ b, 5)
+rows.append(("matmul bf16 autocast (casts + GEMM)", f"{n}x{n}x{n}", ms, f"{2 * n**3 / (ms * 1e-3) / 1e12:.1f} TFLOP/s", "-"))
+del a, b
+
 # MobileNetV3 mn40 (width 4.0) convolutions and batch norm, batch 32, 10 s clips (1 x 128 x 1000
 # mel input): the shapes of CONV_BENCHES / batch_norm_rows in crates/hr-tensor/benches/cuda_ops.rs,
 # same byte and FLOP counts (cuDNN, TF32 off).

@@ -62,3 +62,10 @@ template <class F> void emu_launch(dim3 grid, dim3 block, F kernel) {
                 for (auto &th : ts) th.join();
             }
 }
+
+// attention.cu: aligned static shared arrays.
+#ifndef __align__
+#define __align__(n) __attribute__((aligned(n)))
+#endif
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }

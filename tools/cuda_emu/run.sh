@@ -8,5 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 out="$(mktemp -d)"
-g++ -O2 -std=c++20 -pthread -o "$out/emu" emu.cpp
-"$out/emu"
+# emu.cpp checks conv/batchnorm/audio; each <family>_check.cpp checks one more family.
+status=0
+for src in emu.cpp *_check.cpp; do
+    [ -e "$src" ] || continue
+    echo "== $src"
+    g++ -O2 -std=c++20 -pthread -o "$out/${src%.cpp}" "$src"
+    "$out/${src%.cpp}" || status=1
+done
+exit "$status"

@@ -18,6 +18,8 @@
 //! - `HR_BENCH_STEPS` (default 3): timed steps after one warm-up step;
 //! - `HR_BENCH_SECONDS` (default 10): audio length in seconds;
 //! - `HR_BENCH_DEVICE` (default `cpu`): `cpu`, `cuda`, `cuda:N` (a `--device X` argument wins);
+//! - `HR_BENCH_PRECISION` (default `f32`): `bf16` runs the step under
+//!   `hr_tensor::autocast::bf16_matmuls` (what `run.precision = "bf16"` does in the trainer);
 //! - `HR_BENCH_GFLOP` (optional): FLOPs of one step in GFLOP (from
 //!   `tools/torch_retriever_bench.py --flops`, same model) to print the achieved TFLOP/s;
 //! - `HR_BENCH_BREAKDOWN` (default 0): 1 = time the parts of the step (mel, CNN, BERT, pooling,
@@ -269,6 +271,12 @@ fn main() {
     let seconds: usize = env_or("HR_BENCH_SECONDS", 10);
     let breakdown: bool = env_or("HR_BENCH_BREAKDOWN", 0u8) != 0;
     let gflop: f64 = env_or("HR_BENCH_GFLOP", f64::NAN);
+    let precision: String = env_or("HR_BENCH_PRECISION", "f32".to_string());
+    let bf16 = match precision.as_str() {
+        "f32" => false,
+        "bf16" => true,
+        other => panic!("HR_BENCH_PRECISION={other:?}: expected f32 or bf16"),
+    };
     let dev = bench_device();
     let cfg = preset(&name).expect("preset");
     let threads = rayon::current_num_threads();
@@ -293,9 +301,17 @@ fn main() {
     eprintln!(
         "# {name} on {dev} ({card}): {params} trainable parameters (incl. the unused CNN \
          classifier head), batch {b}, {seconds} s audio, {MAX_TOKENS}-token queries and \
-         metadata, {threads} rayon threads, f32 (plain FP32 GEMMs), 1 warm-up + {steps} timed steps"
+         metadata, {threads} rayon threads, {}, 1 warm-up + {steps} timed steps",
+        if bf16 {
+            "bf16 autocast GEMMs (bf16 operands, f32 accumulation)"
+        } else {
+            "f32 (plain FP32 GEMMs)"
+        }
     );
-    let t = run_steps(&model, &mut ps, &mut opt, &wb, steps, dev);
+    let t = {
+        let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
+        run_steps(&model, &mut ps, &mut opt, &wb, steps, dev)
+    };
     let med = median(&t.total);
     let mel = time_mel(&wb, steps);
     match (gpu_memory(dev), mem_init) {
@@ -308,7 +324,7 @@ fn main() {
             );
             println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             println!(
-                "| {name} (Rust, {card}) | {b} | {seconds} s | {dev} | {:.2} | {med:.4} | {:.4} \
+                "| {name} (Rust {precision}, {card}) | {b} | {seconds} s | {dev} | {:.2} | {med:.4} | {:.4} \
                  | {:.4} | {:.4} | {:.1} | {:.1} | {mel:.4} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 params as f64 / 1e6,
                 median(&t.fwd),

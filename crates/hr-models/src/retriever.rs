@@ -14,9 +14,7 @@
 use std::path::Path;
 
 use hr_nn::layers::{Linear, LinearCache, Mode};
-use hr_nn::loss::{
-    contrastive_loss, contrastive_loss_bwd, positive_mask, ContrastiveCache, NtXent, NtXentCache,
-};
+use hr_nn::loss::{contrastive_loss, contrastive_loss_bwd, ContrastiveCache, NtXent, NtXentCache};
 use hr_nn::{Error, ParamStore, Result};
 use hr_tensor::{ops, Device, Rng, Tensor};
 use serde::{Deserialize, Serialize};
@@ -612,7 +610,7 @@ impl HybridRetriever {
         let gpresent = gather_flags(ex, present)?;
         let (s, sc) = mid.score(ps, &ga, &gm, &gpresent, &gq)?;
         let scores = ops::scale(&s, 1.0 / self.cfg.tau)?;
-        let (loss, lc) = contrastive_loss(&scores, &positive_mask(ids)?)?;
+        let (loss, lc) = contrastive_loss(&scores, ids)?;
         let meta = Some(MetaCache {
             bert: bc,
             proj: None,

@@ -3,81 +3,55 @@
 //! `C[a, t] = score(a, t) / tau`; positives are all pairs whose items are the same clip;
 //! `loss = -1/2 (mean_P log_softmax(C, over audios) + mean_P log_softmax(C, over texts))`.
 
-use hr_tensor::{ops, Tensor};
+use hr_tensor::{ops, ContrastiveStats, Tensor};
 
 use crate::{Error, Result};
 
 /// Saved activations of [`contrastive_loss`].
 #[derive(Debug, Clone)]
 pub struct ContrastiveCache {
-    /// log_softmax over texts (rows = audios).
-    log_t: Tensor,
-    /// log_softmax over audios (rows = texts).
-    log_a: Tensor,
-    /// Positive mask scaled by -1/(2 |P|).
-    weight: Tensor,
+    scores: Tensor,
+    groups: Vec<u32>,
+    stats: ContrastiveStats,
 }
 
-/// Positive-pair mask of a batch: `P[i, j] = 1` when items i and j are the same clip.
-pub fn positive_mask(clip_ids: &[u64]) -> Result<Tensor> {
-    let n = clip_ids.len();
-    let v: Vec<f32> = clip_ids
-        .iter()
-        .flat_map(|a| clip_ids.iter().map(move |b| (a == b) as u8 as f32))
-        .collect();
-    Ok(Tensor::from_vec(v, &[n, n])?)
-}
-
-/// The loss of a square score matrix `scores` (audios x texts, already divided by tau) and a
-/// positive mask; returns the scalar loss (shape `[]`) and the cache for the backward.
-pub fn contrastive_loss(scores: &Tensor, positives: &Tensor) -> Result<(Tensor, ContrastiveCache)> {
-    if scores.rank() != 2
-        || scores.shape()[0] != scores.shape()[1]
-        || scores.shape() != positives.shape()
-    {
+/// The loss of a square score matrix `scores` (audios x texts, already divided by tau) whose
+/// row and column i belong to `clip_ids[i]`; returns the scalar loss (shape `[]`) and the
+/// cache for the backward. One fused op (`ops::contrastive_loss`): the log-softmaxes are
+/// never materialised.
+pub fn contrastive_loss(scores: &Tensor, clip_ids: &[u64]) -> Result<(Tensor, ContrastiveCache)> {
+    if scores.rank() != 2 || scores.shape() != [clip_ids.len(), clip_ids.len()] {
         return Err(hr_tensor::Error::ShapeMismatch {
             op: "contrastive_loss",
             lhs: scores.shape().to_vec(),
-            rhs: positives.shape().to_vec(),
+            rhs: vec![clip_ids.len(), clip_ids.len()],
         }
         .into());
     }
-    // The mask is built on the host; counting there avoids a device synchronisation, and it
-    // is uploaded once (a no-op on the CPU).
-    let count = ops::sum_all(positives)?.scalar_f64()?;
-    let p = positives
-        .to_dtype(scores.dtype())?
-        .to_device(scores.device())?;
-    if count <= 0.0 {
+    if clip_ids.is_empty() {
         return Err(Error::Config {
             key: "positives".into(),
             msg: "the batch has no positive pair".into(),
         });
     }
-    let weight = ops::scale(&p, -0.5 / count)?;
-    let log_t = ops::log_softmax(scores)?;
-    let log_a = ops::log_softmax(&ops::transpose(scores, 0, 1)?)?;
-    let wt = ops::transpose(&weight, 0, 1)?;
-    let loss = ops::add(
-        &ops::sum_all(&ops::mul(&log_t, &weight)?)?,
-        &ops::sum_all(&ops::mul(&log_a, &wt)?)?,
-    )?;
-    Ok((
-        loss,
-        ContrastiveCache {
-            log_t,
-            log_a,
-            weight,
-        },
-    ))
+    let groups = ops::clip_groups(clip_ids);
+    let (loss, stats) = ops::contrastive_loss(scores, &groups)?;
+    let cache = ContrastiveCache {
+        scores: scores.clone(),
+        groups,
+        stats,
+    };
+    Ok((loss, cache))
 }
 
 /// Gradient of the scores for upstream gradient `dloss` (a scalar).
 pub fn contrastive_loss_bwd(cache: &ContrastiveCache, dloss: f64) -> Result<Tensor> {
-    let w = ops::scale(&cache.weight, dloss)?;
-    let d_t = ops::log_softmax_bwd(&cache.log_t, &w)?;
-    let d_a = ops::log_softmax_bwd(&cache.log_a, &ops::transpose(&w, 0, 1)?)?;
-    Ok(ops::add(&d_t, &ops::transpose(&d_a, 0, 1)?)?)
+    Ok(ops::contrastive_loss_bwd(
+        &cache.scores,
+        &cache.groups,
+        &cache.stats,
+        dloss,
+    )?)
 }
 
 /// NT-Xent on cosine similarities with temperature `tau`.
@@ -111,7 +85,7 @@ impl NtXent {
         let (a, a_norm) = ops::l2_normalize(audio, EPS)?;
         let (t, t_norm) = ops::l2_normalize(text, EPS)?;
         let scores = ops::matmul_ex(&a, &t, false, true, 1.0 / self.tau)?;
-        let (loss, inner) = contrastive_loss(&scores, &positive_mask(clip_ids)?)?;
+        let (loss, inner) = contrastive_loss(&scores, clip_ids)?;
         Ok((
             loss,
             NtXentCache {

@@ -1,7 +1,8 @@
 //! CUDA op benchmarks on `cuda:0`, timed with CUDA events on the device's stream (kernel time,
 //! not host overhead): GEMM 4096^3 (cuBLAS, FP32 without TF32), layer norm, masked softmax,
 //! fused Adam, GELU, the convolutions and batch norms of the MobileNetV3 mn40 audio encoder
-//! (batch 32, 10 s clips), plus a streaming ceiling (in-place `axpy`: two reads + one write)
+//! (batch 32, 10 s clips), the fused attention and contrastive loss, the bf16 autocast GEMM,
+//! plus a streaming ceiling (in-place `axpy`: two reads + one write)
 //! that the memory-bound kernels are compared against (pointwise convolutions, which are
 //! cuBLAS GEMMs, are compared against the 4096^3 GEMM instead).
 //!
@@ -235,6 +236,7 @@ fn main() -> Res<()> {
     rows.push(mem_row("gelu", format!("[{ne}]"), (2 * ne * 4) as f64, ms));
 
     drop(x);
+    fused_rows(dev, gemm_peak, &mut rows)?;
     conv_rows(dev, ceiling, gemm_peak, &mut rows)?;
     batch_norm_rows(dev, ceiling, &mut rows)?;
 
@@ -246,6 +248,95 @@ fn main() -> Res<()> {
             r.op, r.shape, r.ms, r.rate, r.frac
         );
     }
+    Ok(())
+}
+
+/// FLOP-rate row against the f32 GEMM's rate.
+fn flop_row(op: &'static str, shape: String, flops: f64, ms: f64, gemm_peak: f64) -> Row {
+    let t = flops / (ms * 1e-3) / 1e12;
+    Row {
+        op,
+        shape,
+        ms,
+        rate: format!("{t:.2} TFLOP/s"),
+        frac: format!("{:.2} of f32 GEMM", t / gemm_peak),
+    }
+}
+
+/// The fused ops: attention at the BERT query shape (32 tokens) and a long sequence (200), the
+/// contrastive loss at global batch 256, and the bf16 autocast GEMM 4096^3.
+fn fused_rows(dev: Device, gemm_peak: f64, rows: &mut Vec<Row>) -> Res<()> {
+    for (t, name, name_bwd) in [
+        (32, "attention fwd (fused)", "attention bwd (fused)"),
+        (
+            200,
+            "attention fwd (fused), T 200",
+            "attention bwd (fused), T 200",
+        ),
+    ] {
+        let (b, h, dh) = (32, 12, 64);
+        let [q, k, v] = [1u64, 2, 3].map(|s| rand_on(&[b, t, h, dh], 20 + s, dev));
+        let (q, k, v) = (q?, k?, v?);
+        let keep: Vec<f32> = (0..b * t)
+            .map(|i| f32::from(i % t < t - (i / t) % 8))
+            .collect();
+        let mask = Tensor::from_vec(keep, &[b, t])?.to_device(dev)?;
+        let spec = ops::attention_spec(&q, &k)?;
+        let shape = format!("B {b} T {t} H {h} Dh {dh}");
+        let flops = 4.0 * (b * h * t * t * dh) as f64;
+        let ms = time_ms(20, || {
+            ops::attention(&q, &k, &v, Some(&mask), &spec)?;
+            Ok(())
+        })?;
+        rows.push(flop_row(name, shape.clone(), flops, ms, gemm_peak));
+        let (o, lse) = ops::attention(&q, &k, &v, Some(&mask), &spec)?;
+        let ms = time_ms(20, || {
+            ops::attention_bwd(&q, &k, &v, Some(&mask), &o, &lse, &o, &spec)?;
+            Ok(())
+        })?;
+        rows.push(flop_row(name_bwd, shape, 2.5 * flops, ms, gemm_peak));
+    }
+    let n = 256;
+    let s = rand_on(&[n, n], 30, dev)?;
+    let groups: Vec<u32> = (0..n as u32).map(|i| i / 5).collect();
+    let ms = time_ms(50, || {
+        ops::contrastive_loss(&s, &groups)?;
+        Ok(())
+    })?;
+    let (_, st) = ops::contrastive_loss(&s, &groups)?;
+    rows.push(Row {
+        op: "contrastive loss fwd (fused)",
+        shape: format!("[{n}, {n}]"),
+        ms,
+        rate: "-".into(),
+        frac: "-".into(),
+    });
+    let ms = time_ms(50, || {
+        ops::contrastive_loss_bwd(&s, &groups, &st, 1.0)?;
+        Ok(())
+    })?;
+    rows.push(Row {
+        op: "contrastive loss bwd (fused)",
+        shape: format!("[{n}, {n}]"),
+        ms,
+        rate: "-".into(),
+        frac: "-".into(),
+    });
+    let n = 4096;
+    let (a, b) = (rand_on(&[n, n], 31, dev)?, rand_on(&[n, n], 32, dev)?);
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let ms = time_ms(5, || {
+        ops::matmul(&a, &b)?;
+        Ok(())
+    })?;
+    let flops = 2.0 * (n as f64).powi(3);
+    rows.push(flop_row(
+        "matmul bf16 autocast (casts + GemmEx)",
+        format!("{n}x{n}x{n}"),
+        flops,
+        ms,
+        gemm_peak,
+    ));
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! The op set is split into families (one trait each, so each family lives in its own file);
 //! [`Backend`] is all of them together.
 
-use crate::{Device, Result, Tensor};
+use crate::{DType, Device, Result, Tensor};
 
 /// Matrix-multiply geometry: `out[b] = alpha * op(a[b]) @ op(b[b])`, row-major,
 /// `op(a)` is `m x k`, `op(b)` is `k x n`. A side with `*_batched == false` is one matrix
@@ -30,6 +30,9 @@ pub struct MatmulSpec {
     pub b_batched: bool,
     /// Scale of the product.
     pub alpha: f64,
+    /// Round f32 operands to bf16 first (f32 accumulation and result): see
+    /// [`crate::autocast`].
+    pub bf16_inputs: bool,
 }
 
 /// Matrix multiplication.
@@ -63,6 +66,20 @@ pub enum Unary {
     Log,
     /// sqrt(x).
     Sqrt,
+}
+
+impl Unary {
+    /// Every activation, in declaration order.
+    pub const ALL: [Unary; 8] = [
+        Unary::Relu,
+        Unary::Gelu,
+        Unary::Hardswish,
+        Unary::Sigmoid,
+        Unary::Tanh,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sqrt,
+    ];
 }
 
 /// Broadcasting binary arithmetic.
@@ -119,13 +136,26 @@ pub trait LayoutOps {
     fn embedding_bwd(&self, dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor>;
 }
 
-/// Saved statistics of a normalisation forward pass.
+/// Saved statistics of a normalisation forward pass, in the dtype [`NormStats::dtype_for`]
+/// gives for the input's dtype (f32 for bf16 inputs: the statistics are small, and rounding
+/// `rstd` to bf16 would cost the backward pass precision for nothing).
 #[derive(Debug, Clone)]
 pub struct NormStats {
     /// Per-row (layer norm) or per-channel (batch norm) mean.
     pub mean: Tensor,
     /// Matching 1 / sqrt(var + eps).
     pub rstd: Tensor,
+}
+
+impl NormStats {
+    /// The dtype of the statistics of an input of `dtype`: f32 for bf16 storage, `dtype`
+    /// itself otherwise.
+    pub fn dtype_for(dtype: DType) -> DType {
+        match dtype {
+            DType::BF16 => DType::F32,
+            other => other,
+        }
+    }
 }
 
 /// Gradients of a normalisation with affine parameters.
@@ -312,6 +342,89 @@ pub trait AudioOps {
     fn frame_signal(&self, wav: &Tensor, window: &Tensor, spec: &FrameSpec) -> Result<Tensor>;
 }
 
+/// Geometry of fused scaled-dot-product attention (validated by `ops::attention`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionSpec {
+    /// Batch entries.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Query positions.
+    pub q_len: usize,
+    /// Key (and value) positions.
+    pub k_len: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Score scale (`1 / sqrt(head_dim)`).
+    pub scale: f64,
+    /// Dropout probability on the attention probabilities (0 = none).
+    pub dropout: f64,
+    /// Dropout seed: probability `(b, h, i, j)` is kept unless
+    /// `counter_uniform(seed, ((b * heads + h) * q_len + i) * k_len + j) < dropout`, the mask
+    /// `ops::dropout` draws for a (B, H, Tq, Tk) tensor.
+    pub seed: u64,
+}
+
+/// Fused attention: the (B, H, Tq, Tk) scores and probabilities never reach memory.
+pub trait AttentionOps {
+    /// `q` (B, Tq, H, Dh), `k` and `v` (B, Tk, H, Dh), `mask` (B, Tk) of 1 = keep / 0 = drop.
+    /// Returns `out` (B, Tq, H, Dh) `= dropout(softmax(scale q k^T, mask)) v` and the row
+    /// log-sum-exp `lse` (B, H, Tq) of the kept scaled scores (`-inf` for a row without keys,
+    /// whose output is zero).
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        spec: &AttentionSpec,
+    ) -> Result<(Tensor, Tensor)>;
+    /// Gradients `[dq, dk, dv]` from the forward's inputs, `out`, `lse` and `dout`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        out: &Tensor,
+        lse: &Tensor,
+        dout: &Tensor,
+        spec: &AttentionSpec,
+    ) -> Result<[Tensor; 3]>;
+}
+
+/// Row and column log-sum-exps of a contrastive loss forward (saved for the backward).
+#[derive(Debug, Clone)]
+pub struct ContrastiveStats {
+    /// Log-sum-exp of each row of the scores (N).
+    pub row_lse: Tensor,
+    /// Log-sum-exp of each column of the scores (N).
+    pub col_lse: Tensor,
+}
+
+/// The fused symmetric contrastive (NT-Xent) loss on a square score matrix.
+pub trait ContrastiveOps {
+    /// `scores` (N, N) (already divided by the temperature); `groups[i]` is the clip of item
+    /// i and positives are the pairs of one clip (`P[i, j] = groups[i] == groups[j]`).
+    /// Returns `-1 / (2 |P|) sum_ij P_ij (log_softmax_row(S)_ij + log_softmax_col(S)_ij)`
+    /// (shape `[]`) and the log-sum-exps.
+    fn contrastive_loss(
+        &self,
+        scores: &Tensor,
+        groups: &[u32],
+    ) -> Result<(Tensor, ContrastiveStats)>;
+    /// `dS = -dloss / (2 |P|) (2 P - r_i softmax_row(S) - c_j softmax_col(S))` with `r_i`,
+    /// `c_j` the positives of row i and column j.
+    fn contrastive_loss_bwd(
+        &self,
+        scores: &Tensor,
+        groups: &[u32],
+        stats: &ContrastiveStats,
+        dloss: f64,
+    ) -> Result<Tensor>;
+}
+
 /// The whole op set of one device.
 pub trait Backend:
     GemmOps
@@ -323,6 +436,8 @@ pub trait Backend:
     + ConvOps
     + OptimOps
     + AudioOps
+    + AttentionOps
+    + ContrastiveOps
     + Sync
 {
 }
@@ -337,6 +452,8 @@ impl<T> Backend for T where
         + ConvOps
         + OptimOps
         + AudioOps
+        + AttentionOps
+        + ContrastiveOps
         + Sync
 {
 }

@@ -138,3 +138,51 @@ pub(crate) fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> 
     }
     Ok(())
 }
+
+/// Checks the operands of fused attention against `spec`: `q` (B, Tq, H, Dh), `k` and `v`
+/// (B, Tk, H, Dh), `mask` (B, Tk), `0 <= dropout < 1`.
+pub(crate) fn attention_operands(
+    op: &'static str,
+    [q, k, v]: [&Tensor; 3],
+    mask: Option<&Tensor>,
+    s: &crate::backend::AttentionSpec,
+) -> Result<()> {
+    expect_shape(op, q, &[s.batch, s.q_len, s.heads, s.head_dim])?;
+    expect_shape(op, k, &[s.batch, s.k_len, s.heads, s.head_dim])?;
+    expect_shape(op, v, &[s.batch, s.k_len, s.heads, s.head_dim])?;
+    if let Some(m) = mask {
+        expect_shape(op, m, &[s.batch, s.k_len])?;
+    }
+    if !(0.0..1.0).contains(&s.dropout) {
+        return Err(Error::invalid(
+            op,
+            format!("dropout probability {} is not in [0, 1)", s.dropout),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a square (N, N) score matrix against `groups.len() == N > 0`.
+pub(crate) fn contrastive_operands(
+    op: &'static str,
+    scores: &Tensor,
+    groups: &[u32],
+) -> Result<()> {
+    if groups.is_empty() {
+        return Err(Error::invalid(op, "an empty batch has no positive pairs"));
+    }
+    expect_shape(op, scores, &[groups.len(), groups.len()])
+}
+
+/// Positives per item of a contrastive batch: how many items share its group (its row and
+/// column count of the positive mask), in O(N).
+pub(crate) fn group_counts(groups: &[u32]) -> Vec<u32> {
+    let mut per_group = std::collections::HashMap::<u32, u32>::new();
+    for &g in groups {
+        *per_group.entry(g).or_insert(0) += 1;
+    }
+    groups
+        .iter()
+        .map(|g| per_group.get(g).copied().unwrap_or(0))
+        .collect()
+}

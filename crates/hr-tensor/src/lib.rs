@@ -9,6 +9,7 @@
 //! (f64 is what the gradient checks use). The CUDA side ([`cuda`]) opens devices through
 //! cudarc with dynamic loading and returns [`Error::CudaUnavailable`] when no driver exists.
 
+pub mod autocast;
 pub mod backend;
 mod checks;
 pub mod cpu;
@@ -23,7 +24,10 @@ pub mod storage;
 mod tensor;
 pub mod testing;
 
-pub use backend::{AdamStep, Binary, Conv2dSpec, MatmulSpec, NormGrads, NormStats, Unary};
+pub use backend::{
+    AdamStep, AttentionSpec, Binary, ContrastiveStats, Conv2dSpec, MatmulSpec, NormGrads,
+    NormStats, Unary,
+};
 pub use device::Device;
 pub use dtype::DType;
 pub use elem::{Elem, Float};

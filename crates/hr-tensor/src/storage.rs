@@ -73,6 +73,16 @@ impl CpuStorage {
         }
     }
 
+    /// Keeps the first `n` elements (device buffers of empty tensors carry a spare one).
+    pub(crate) fn truncate(&mut self, n: usize) {
+        match self {
+            CpuStorage::F32(v) => v.truncate(n),
+            CpuStorage::F64(v) => v.truncate(n),
+            CpuStorage::BF16(v) => v.truncate(n),
+            CpuStorage::F16(v) => v.truncate(n),
+        }
+    }
+
     /// Converts to another dtype (a copy, even when the dtype is the same).
     pub fn to_dtype(&self, dtype: DType) -> CpuStorage {
         match (self, dtype) {
@@ -115,9 +125,7 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
-            Storage::Cuda { data, .. } => match data {
-                CudaStorage::F32(_) => DType::F32,
-            },
+            Storage::Cuda { data, .. } => data.dtype(),
         }
     }
 }

@@ -222,38 +222,32 @@ impl Tensor {
 
     /// Borrows the device buffer of an f32 GPU tensor with its device ordinal (the buffer may
     /// hold more than [`Tensor::numel`] elements; use the first `numel`). Errors naming `op`
-    /// for a host tensor.
+    /// for a host tensor or another dtype.
     pub fn cuda_slice(&self, op: &'static str) -> Result<(usize, &cudarc::driver::CudaSlice<f32>)> {
+        let (dtype, device) = (self.dtype(), self.device());
         match &*self.storage {
-            Storage::Cuda { ordinal, data } => {
-                let cuda::CudaStorage::F32(s) = data;
-                Ok((*ordinal, s))
-            }
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op,
-                lhs: Device::Cpu,
-                rhs: Device::Cuda(0),
-            }),
+            Storage::Cuda {
+                ordinal,
+                data: cuda::CudaStorage::F32(s),
+            } => Ok((*ordinal, s)),
+            _ => Err(not_cuda_f32(op, dtype, device)),
         }
     }
 
     /// Mutably borrows the device buffer of an f32 GPU tensor (copied on the device first if
     /// the storage is shared), e.g. for an in-place collective. Errors naming `op` for a host
-    /// tensor.
+    /// tensor or another dtype.
     pub fn cuda_slice_mut(
         &mut self,
         op: &'static str,
     ) -> Result<(usize, &mut cudarc::driver::CudaSlice<f32>)> {
+        let (dtype, device) = (self.dtype(), self.device());
         match Arc::make_mut(&mut self.storage) {
-            Storage::Cuda { ordinal, data } => {
-                let cuda::CudaStorage::F32(s) = data;
-                Ok((*ordinal, s))
-            }
-            Storage::Cpu(_) => Err(Error::DeviceMismatch {
-                op,
-                lhs: Device::Cpu,
-                rhs: Device::Cuda(0),
-            }),
+            Storage::Cuda {
+                ordinal,
+                data: cuda::CudaStorage::F32(s),
+            } => Ok((*ordinal, s)),
+            _ => Err(not_cuda_f32(op, dtype, device)),
         }
     }
 
@@ -288,38 +282,71 @@ impl Tensor {
         Ok(self.to_vec_f64()?[0])
     }
 
-    /// A copy converted to `dtype` (CPU only for now).
+    /// A copy converted to `dtype`: any pair on the CPU; F32 <-> BF16 on a GPU (bf16 rounds
+    /// to nearest even, like `half::bf16::from_f32`).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = self.cpu_storage("to_dtype")?.to_dtype(dtype);
-        Ok(Tensor::from_storage(Storage::Cpu(s), self.shape.clone()))
+        let storage = match &*self.storage {
+            Storage::Cpu(s) => Storage::Cpu(s.to_dtype(dtype)),
+            Storage::Cuda { ordinal, data } => Storage::Cuda {
+                ordinal: *ordinal,
+                data: cuda::cast(*ordinal, data, self.numel(), dtype)?,
+            },
+        };
+        Ok(Tensor::from_storage(storage, self.shape.clone()))
     }
 
-    /// A copy on `device` (f32 only on GPUs for now).
+    /// The elements in host storage of the tensor's dtype (a copy for a GPU tensor).
+    fn host_storage(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
+        match &*self.storage {
+            Storage::Cpu(s) => Ok(std::borrow::Cow::Borrowed(s)),
+            Storage::Cuda { ordinal, data } => {
+                let mut s = cuda::download(*ordinal, data)?;
+                s.truncate(self.numel());
+                Ok(std::borrow::Cow::Owned(s))
+            }
+        }
+    }
+
+    /// A copy on `device` in the same dtype (f32 and bf16 only on GPUs for now).
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
         let storage = match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::F32(self.to_vec_f32()?)),
+            Device::Cpu => Storage::Cpu(self.host_storage()?.into_owned()),
             Device::Cuda(ordinal) => {
-                if self.dtype() != DType::F32 {
+                if !matches!(self.dtype(), DType::F32 | DType::BF16) {
                     return Err(Error::UnsupportedDType {
                         op: "to_device",
                         dtype: self.dtype(),
                         device,
                     });
                 }
-                // Host f32 data is uploaded straight from its buffer (no intermediate copy).
-                let data = match &*self.storage {
-                    Storage::Cpu(CpuStorage::F32(v)) => cuda::upload_f32(ordinal, v)?,
-                    _ => cuda::upload_f32(ordinal, &self.to_vec_f32()?)?,
+                // Host data is uploaded straight from its buffer (no intermediate copy).
+                let data = match &*self.host_storage()? {
+                    CpuStorage::BF16(v) => cuda::upload_bf16(ordinal, v)?,
+                    CpuStorage::F32(v) => cuda::upload_f32(ordinal, v)?,
+                    other => cuda::upload_f32(ordinal, &other.to_f32_vec())?,
                 };
                 Storage::Cuda { ordinal, data }
             }
         };
         Ok(Tensor::from_storage(storage, self.shape.clone()))
+    }
+}
+
+/// The error of an f32-device-buffer accessor called on a host tensor (device mismatch) or a
+/// GPU tensor of another dtype.
+fn not_cuda_f32(op: &'static str, dtype: DType, device: Device) -> Error {
+    match device {
+        Device::Cpu => Error::DeviceMismatch {
+            op,
+            lhs: Device::Cpu,
+            rhs: Device::Cuda(0),
+        },
+        Device::Cuda(_) => Error::UnsupportedDType { op, dtype, device },
     }
 }

@@ -169,16 +169,7 @@ fn check(name: &str, gpu: &Tensor, cpu: &Tensor) {
     check_tol(name, gpu, cpu, TOL);
 }
 
-const UNARY: [Unary; 8] = [
-    Unary::Relu,
-    Unary::Gelu,
-    Unary::Hardswish,
-    Unary::Sigmoid,
-    Unary::Tanh,
-    Unary::Exp,
-    Unary::Log,
-    Unary::Sqrt,
-];
+const UNARY: [Unary; 8] = Unary::ALL;
 
 #[test]
 fn unary_forward_and_backward() {
@@ -270,9 +261,18 @@ fn affine_axpy_dropout() {
     }
 }
 
-#[test]
-fn sum_to_and_broadcast_to() {
-    let Some(dev) = gpu() else { return };
+/// A tensor of `shape` from `seed` (the dtype-specific generator of a shared parity case).
+type MakeFn<'a> = &'a dyn Fn(&[usize], u64) -> Tensor;
+/// A GPU result against the CPU's (`name`, gpu, cpu): [`check`], or a bf16 checker.
+type CheckFn<'a> = &'a dyn Fn(&str, &Tensor, &Tensor);
+
+/// sum_to and broadcast_to parity cases shared by f32 and bf16: `sum_in` makes the inputs of
+/// `sum_to` (checked with `sum_check`), `bcast_in` those of `broadcast_to` (`bcast_check`).
+fn reduce_cases(
+    dev: Device,
+    (sum_in, sum_check): (MakeFn, CheckFn),
+    (bcast_in, bcast_check): (MakeFn, CheckFn),
+) {
     let cases: [(&[usize], &[usize]); 7] = [
         (&[4, 5, 6], &[1, 5, 1]),
         (&[4, 5, 6], &[4, 1, 6]),
@@ -283,19 +283,25 @@ fn sum_to_and_broadcast_to() {
         (&[2, 3, 4, 5, 6], &[2, 1, 4, 1, 6]),
     ];
     for (i, (big, small)) in cases.iter().enumerate() {
-        let x = randn(big, 100 + i as u64);
-        check(
+        let x = sum_in(big, 100 + i as u64);
+        sum_check(
             &format!("sum_to {small:?}"),
             &ops::sum_to(&on(&x, dev), small).unwrap(),
             &ops::sum_to(&x, small).unwrap(),
         );
-        let s = randn(small, 200 + i as u64);
-        check(
+        let s = bcast_in(small, 200 + i as u64);
+        bcast_check(
             &format!("broadcast_to {big:?}"),
             &ops::broadcast_to(&on(&s, dev), big).unwrap(),
             &ops::broadcast_to(&s, big).unwrap(),
         );
     }
+}
+
+#[test]
+fn sum_to_and_broadcast_to() {
+    let Some(dev) = gpu() else { return };
+    reduce_cases(dev, (&randn, &check), (&randn, &check));
 }
 
 #[test]
@@ -336,6 +342,27 @@ fn matmul_cublas() {
                 &want,
             );
         }
+    }
+}
+
+/// Autocast GEMMs: cuBLAS with bf16 operands against the CPU's rounding of the same
+/// operands (both accumulate in f32, so only the summation order differs: 1e-4, not the
+/// 1e-2 a bf16 result would need).
+#[test]
+fn matmul_bf16_autocast() {
+    let Some(dev) = gpu() else { return };
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let cases: [(&[usize], &[usize], bool, bool); 4] = [
+        (&[17, 33], &[33, 9], false, false),
+        (&[97, 768], &[65, 768], false, true),
+        (&[3, 64, 13], &[3, 64, 31], true, false),
+        (&[4, 9, 17], &[17, 5], false, false),
+    ];
+    for (i, (sa, sb, ta, tb)) in cases.into_iter().enumerate() {
+        let (a, b) = (randn(sa, 900 + i as u64), randn(sb, 950 + i as u64));
+        let got = ops::matmul_ex(&on(&a, dev), &on(&b, dev), ta, tb, 0.5).unwrap();
+        let want = ops::matmul_ex(&a, &b, ta, tb, 0.5).unwrap();
+        check_tol(&format!("bf16 matmul {sa:?} x {sb:?}"), &got, &want, 1e-4);
     }
 }
 
@@ -411,6 +438,99 @@ fn softmax_family() {
             Error::InvalidArgument { .. }
         ));
     }
+}
+
+/// Key mask (B, Tk) for the attention tests: random keep (70 %), the last batch entry (when
+/// B > 1) drops every key, and entry 0 drops its keys 32.. (a fully masked key tile).
+fn attention_mask(b: usize, tk: usize, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let mv: Vec<f32> = (0..b * tk)
+        .map(|e| {
+            let (bi, j) = (e / tk, e % tk);
+            let dropped = (b > 1 && bi == b - 1) || (bi == 0 && j >= 32);
+            if !dropped && rng.uniform() < 0.7 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(mv, &[b, tk]).unwrap()
+}
+
+/// (batch, heads, query positions, key positions, head dim) of an attention case.
+type AttnShape = (usize, usize, usize, usize, usize);
+
+/// One attention case: forward (out, lse) and backward (dq, dk, dv, fed the CPU's out and
+/// lse so each direction is compared on its own) against the CPU backend.
+fn attention_case(
+    dev: Device,
+    report: &mut Report,
+    (b, h, tq, tk, dh): AttnShape,
+    dropout: f64,
+    masked: bool,
+    seed: u64,
+) {
+    let q = randn(&[b, tq, h, dh], seed);
+    let k = randn(&[b, tk, h, dh], seed + 1);
+    let v = randn(&[b, tk, h, dh], seed + 2);
+    let dout = randn(&[b, tq, h, dh], seed + 3);
+    let mask = masked.then(|| attention_mask(b, tk, seed + 4));
+    let mut spec = ops::attention_spec(&q, &k).unwrap();
+    spec.dropout = dropout;
+    spec.seed = seed + 5;
+    let g = |t: &Tensor| on(t, dev);
+    let (qg, kg, vg, dg) = (g(&q), g(&k), g(&v), g(&dout));
+    let mg = mask.as_ref().map(g);
+    let name = format!("attention B{b} H{h} Tq{tq} Tk{tk} Dh{dh} p{dropout} mask {masked}");
+    let (o, l) = ops::attention(&q, &k, &v, mask.as_ref(), &spec).unwrap();
+    match ops::attention(&qg, &kg, &vg, mg.as_ref(), &spec) {
+        Ok((og, lg)) => {
+            report.check(&format!("{name} out"), Ok(og), &o);
+            report.check(&format!("{name} lse"), Ok(lg), &l);
+        }
+        Err(e) => report.check(&format!("{name} forward"), Err(e), &o),
+    }
+    let cpu = ops::attention_bwd(&q, &k, &v, mask.as_ref(), &o, &l, &dout, &spec).unwrap();
+    let (og, lg) = (g(&o), g(&l));
+    match ops::attention_bwd(&qg, &kg, &vg, mg.as_ref(), &og, &lg, &dg, &spec) {
+        Ok(gpu) => {
+            for ((what, gt), ct) in ["dq", "dk", "dv"].iter().zip(gpu).zip(&cpu) {
+                report.check(&format!("{name} {what}"), Ok(gt), ct);
+            }
+        }
+        Err(e) => report.check(&format!("{name} backward"), Err(e), &cpu[0]),
+    }
+}
+
+#[test]
+fn attention_forward_and_backward() {
+    let Some(dev) = gpu() else { return };
+    let mut report = Report::default();
+    let cases: [(AttnShape, f64, bool); 11] = [
+        ((2, 3, 37, 37, 16), 0.0, false),
+        ((2, 3, 37, 37, 16), 0.1, true),
+        ((2, 2, 19, 45, 24), 0.1, true),
+        ((2, 2, 45, 19, 13), 0.0, true),
+        ((2, 4, 77, 77, 64), 0.1, true),
+        ((3, 12, 200, 200, 32), 0.1, true),
+        ((2, 2, 70, 33, 64), 0.0, false),
+        ((1, 2, 33, 40, 100), 0.0, true),
+        ((1, 1, 9, 11, 128), 0.1, false),
+        ((2, 1, 20, 70, 1), 0.1, true),
+        ((1, 2, 5, 0, 8), 0.0, false),
+    ];
+    for (i, &(shape, p, masked)) in cases.iter().enumerate() {
+        attention_case(dev, &mut report, shape, p, masked, 900 + 10 * i as u64);
+    }
+    // Head dims above the kernels' register tiles are refused with a clear error.
+    let q = on(&randn(&[1, 2, 1, 129], 1), dev);
+    let spec = ops::attention_spec(&q, &q).unwrap();
+    assert!(matches!(
+        ops::attention(&q, &q, &q, None, &spec).unwrap_err(),
+        Error::InvalidArgument { .. }
+    ));
+    report.finish("attention_forward_and_backward");
 }
 
 #[test]
@@ -489,61 +609,71 @@ fn adam_and_adamw() {
     }
 }
 
-#[test]
-fn layout_ops() {
-    let Some(dev) = gpu() else { return };
-    let x = randn(&[2, 3, 4, 5], 700);
+/// Ids of the embedding parity cases (a vocabulary of 50; repeats and unused rows).
+const EMBED_IDS: [u32; 11] = [0, 49, 3, 3, 17, 3, 0, 25, 49, 11, 3];
+
+/// Layout parity cases shared by f32 and bf16: permute, concat, slice, pad_axis and embedding
+/// (of [`EMBED_IDS`]) on tensors from `make`, each GPU result against the CPU's through `same`.
+fn layout_cases(dev: Device, make: MakeFn, same: CheckFn) {
+    let x = make(&[2, 3, 4, 5], 700);
     let xg = on(&x, dev);
     for perm in [[3, 1, 0, 2], [0, 2, 1, 3], [0, 1, 2, 3], [3, 2, 1, 0]] {
-        check(
+        same(
             &format!("permute {perm:?}"),
             &ops::permute(&xg, &perm).unwrap(),
             &ops::permute(&x, &perm).unwrap(),
         );
     }
-    let big = randn(&[33, 65, 17], 701);
-    check(
+    let big = make(&[33, 65, 17], 701);
+    same(
         "permute big",
         &ops::permute(&on(&big, dev), &[2, 0, 1]).unwrap(),
         &ops::permute(&big, &[2, 0, 1]).unwrap(),
     );
     let parts = [
-        randn(&[2, 3, 4], 702),
-        randn(&[2, 5, 4], 703),
-        randn(&[2, 1, 4], 704),
+        make(&[2, 3, 4], 702),
+        make(&[2, 5, 4], 703),
+        make(&[2, 1, 4], 704),
     ];
     let pg: Vec<Tensor> = parts.iter().map(|t| on(t, dev)).collect();
-    check(
+    same(
         "concat axis 1",
         &ops::concat(&pg.iter().collect::<Vec<_>>(), 1).unwrap(),
         &ops::concat(&parts.iter().collect::<Vec<_>>(), 1).unwrap(),
     );
-    let (a, b) = (randn(&[3, 7], 705), randn(&[2, 7], 706));
-    check(
+    let (a, b) = (make(&[3, 7], 705), make(&[2, 7], 706));
+    same(
         "concat axis 0",
         &ops::concat(&[&on(&a, dev), &on(&b, dev)], 0).unwrap(),
         &ops::concat(&[&a, &b], 0).unwrap(),
     );
     for (axis, start, len) in [(1, 1, 2), (3, 0, 5), (0, 1, 1), (2, 3, 1)] {
-        check(
+        same(
             &format!("slice axis {axis} {start}+{len}"),
             &ops::slice(&xg, axis, start, len).unwrap(),
             &ops::slice(&x, axis, start, len).unwrap(),
         );
         let total = x.shape()[axis] + start + 2;
-        check(
+        same(
             &format!("pad_axis axis {axis} at {start} to {total}"),
             &ops::pad_axis(&xg, axis, start, total).unwrap(),
             &ops::pad_axis(&x, axis, start, total).unwrap(),
         );
     }
-    let table = randn(&[50, 33], 707);
-    let ids: Vec<u32> = vec![0, 49, 3, 3, 17, 3, 0, 25, 49, 11, 3];
-    check(
+    let table = make(&[50, 33], 707);
+    same(
         "embedding",
-        &ops::embedding(&on(&table, dev), &ids).unwrap(),
-        &ops::embedding(&table, &ids).unwrap(),
+        &ops::embedding(&on(&table, dev), &EMBED_IDS).unwrap(),
+        &ops::embedding(&table, &EMBED_IDS).unwrap(),
     );
+}
+
+#[test]
+fn layout_ops() {
+    let Some(dev) = gpu() else { return };
+    layout_cases(dev, &randn, &check);
+    let ids = EMBED_IDS;
+    let table = randn(&[50, 33], 707);
     let dy = randn(&[ids.len(), 33], 708);
     check(
         "embedding_bwd",
@@ -951,4 +1081,386 @@ fn frame_signal_audio() {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     println!("ok frame_signal on a too-short waveform: {err}");
     report.finish("frame_signal_audio");
+}
+
+/// Groups of `per` items (captions of one clip) spread over the batch by a fixed permutation.
+fn caption_groups(n: usize, per: usize) -> Vec<u32> {
+    (0..n).map(|i| (((i * 37 + 11) % n) / per) as u32).collect()
+}
+
+#[test]
+fn contrastive_loss_fused() {
+    let Some(dev) = gpu() else { return };
+    let mut report = Report::default();
+    // (n, captions per clip, score magnitude): one item, all-distinct groups, 5 captions per
+    // clip (the real data), more rows than the forward kernel's 128 threads, pairs, one group,
+    // and +-50 scores (tau = 0.05) for the max trick.
+    let cases: [(usize, usize, f32); 8] = [
+        (1, 1, 1.0),
+        (7, 1, 3.0),
+        (33, 5, 2.0),
+        (130, 5, 1.0),
+        (130, 5, 50.0),
+        (257, 2, 50.0),
+        (33, 33, 50.0),
+        (512, 5, 20.0),
+    ];
+    for (i, &(n, per, mag)) in cases.iter().enumerate() {
+        let groups = caption_groups(n, per);
+        let s = uniform(&[n, n], -mag, mag, 1500 + i as u64);
+        let sg = on(&s, dev);
+        let name = |what: &str| format!("contrastive {what} n {n} per {per} mag {mag}");
+        let (loss, stats) = ops::contrastive_loss(&s, &groups).unwrap();
+        match ops::contrastive_loss(&sg, &groups) {
+            Ok((lg, stg)) => {
+                report.check(&name("loss"), Ok(lg.clone()), &loss);
+                report.check(&name("row_lse"), Ok(stg.row_lse.clone()), &stats.row_lse);
+                report.check(&name("col_lse"), Ok(stg.col_lse.clone()), &stats.col_lse);
+                // The loss is summed in a fixed order (no atomics): bit-identical on a rerun.
+                let again = ops::contrastive_loss(&sg, &groups).unwrap().0;
+                assert_eq!(
+                    lg.to_vec_f64().unwrap(),
+                    again.to_vec_f64().unwrap(),
+                    "{}: not deterministic",
+                    name("loss")
+                );
+                // Backward from the GPU's own statistics (f32 log-sum-exps: at |S| = 50 their
+                // rounding moves exp(S - lse) by about 4e-6 relative, inside TOL).
+                let dg = ops::contrastive_loss_bwd(&sg, &groups, &stg, 1.7);
+                let dc = ops::contrastive_loss_bwd(&s, &groups, &stats, 1.7).unwrap();
+                report.check(&name("bwd (gpu stats)"), dg, &dc);
+            }
+            Err(e) => report.check(&name("forward"), Err(e), &loss),
+        }
+        // Backward alone, from the CPU's statistics.
+        let cpu_stats = hr_tensor::ContrastiveStats {
+            row_lse: on(&stats.row_lse, dev),
+            col_lse: on(&stats.col_lse, dev),
+        };
+        report.check(
+            &name("bwd (cpu stats)"),
+            ops::contrastive_loss_bwd(&sg, &groups, &cpu_stats, -0.3),
+            &ops::contrastive_loss_bwd(&s, &groups, &stats, -0.3).unwrap(),
+        );
+    }
+    // An empty batch and a non-square score matrix are typed errors.
+    let err = ops::contrastive_loss(&on(&randn(&[2, 2], 1600), dev), &[]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    let err = ops::contrastive_loss(&on(&randn(&[3, 4], 1601), dev), &[0, 1, 2]).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    println!("ok contrastive_loss on an empty batch and a non-square matrix: typed errors");
+    report.finish("contrastive_loss_fused");
+}
+
+/// The tolerance for bf16 storage (normwise relative; a bf16 ulp is 2^-8 relative).
+const BF16_TOL: f64 = 1e-2;
+
+/// Normal samples times `std` plus `shift`, stored as bf16 on the host.
+fn bf16_host(shape: &[usize], std: f32, shift: f64, seed: u64) -> Tensor {
+    let x = Tensor::randn(shape, std, &mut Rng::new(seed)).expect("randn");
+    ops::affine(&x, 1.0, shift)
+        .and_then(|x| x.to_dtype(hr_tensor::DType::BF16))
+        .expect("bf16")
+}
+
+/// A bf16 GPU result against the CPU's bf16 result, tolerance [`BF16_TOL`].
+fn check_bf16(name: &str, gpu: &Tensor, cpu: &Tensor) {
+    assert_eq!(gpu.dtype(), hr_tensor::DType::BF16, "{name}: gpu dtype");
+    assert_eq!(cpu.dtype(), hr_tensor::DType::BF16, "{name}: cpu dtype");
+    check_tol(&format!("{name} bf16"), gpu, cpu, BF16_TOL);
+}
+
+/// Host bf16 -> device -> host is exact; f32 -> bf16 -> f32 on the device rounds like the CPU
+/// (ties to even, subnormals, overflow to infinity).
+fn bf16_round_trips(dev: Device) {
+    use hr_tensor::DType;
+    let x = bf16_host(&[3, 37], 4.0, 0.0, 1700);
+    let xg = on(&x, dev);
+    assert_eq!(xg.dtype(), DType::BF16);
+    let back = xg.to_device(Device::Cpu).expect("download");
+    assert_eq!(back.dtype(), DType::BF16);
+    let bits = |t: &Tensor| -> Vec<u16> {
+        let s = t.as_slice::<half::bf16>().expect("bf16 slice");
+        s.iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(&back), bits(&x), "bf16 host -> device -> host");
+    println!("ok bf16 host -> device -> host: exact");
+    let mut v = randn(&[1000], 1701).to_vec_f32().expect("values");
+    v.extend([
+        0.0,
+        -0.0,
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        1e-40,
+        3.3895314e38,
+        3.4028235e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ]);
+    let n = v.len();
+    let x32 = Tensor::from_vec(v, &[n]).expect("tensor");
+    let want = x32
+        .to_dtype(DType::BF16)
+        .and_then(|t| t.to_dtype(DType::F32));
+    let got = on(&x32, dev)
+        .to_dtype(DType::BF16)
+        .and_then(|t| t.to_dtype(DType::F32));
+    let (want, got) = (want.expect("cpu cast"), got.expect("gpu cast"));
+    assert_eq!(got.dtype(), DType::F32);
+    let (w, g) = (
+        want.to_vec_f32().expect("cpu"),
+        got.to_vec_f32().expect("gpu"),
+    );
+    let same = w.iter().zip(&g).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(
+        same,
+        "f32 -> bf16 -> f32 on the device differs from the CPU"
+    );
+    println!("ok f32 -> bf16 -> f32 on the device: equal to the CPU's rounding ({n} values)");
+}
+
+/// unary / unary_bwd / binary (same shape and broadcast) / affine on bf16.
+fn bf16_elementwise(dev: Device) {
+    for (si, shape) in [vec![1], vec![7], vec![3, 5], vec![4, 33, 65], vec![1 << 17]]
+        .iter()
+        .enumerate()
+    {
+        for (ki, &kind) in UNARY.iter().enumerate() {
+            let seed = 1800 + (si * 16 + ki) as u64;
+            let x = match kind {
+                Unary::Log | Unary::Sqrt => bf16_host(shape, 0.5, 2.0, seed),
+                _ => bf16_host(shape, 2.5, 0.0, seed),
+            };
+            let dy = bf16_host(shape, 1.0, 0.0, seed + 1000);
+            let (xg, dyg) = (on(&x, dev), on(&dy, dev));
+            let name = format!("{kind:?} {shape:?}");
+            let (g, c) = (ops::unary(kind, &xg), ops::unary(kind, &x));
+            check_bf16(&name, &g.unwrap(), &c.unwrap());
+            let g = ops::unary_bwd(kind, &xg, &dyg).unwrap();
+            check_bf16(
+                &format!("{name}_bwd"),
+                &g,
+                &ops::unary_bwd(kind, &x, &dy).unwrap(),
+            );
+        }
+        let x = bf16_host(shape, 3.0, 0.0, 1900 + si as u64);
+        let g = ops::affine(&on(&x, dev), 0.37, -1.25).unwrap();
+        check_bf16("affine", &g, &ops::affine(&x, 0.37, -1.25).unwrap());
+    }
+    for (ci, (sa, sb)) in [
+        (vec![7], vec![7]),
+        (vec![4, 33, 65], vec![4, 33, 65]),
+        (vec![3, 1, 5], vec![4, 5]),
+        (vec![2, 3, 33], vec![33]),
+        (vec![5, 1], vec![1, 9]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = bf16_host(sa, 2.0, 0.0, 2000 + ci as u64);
+        let b = bf16_host(sb, 0.5, 1.5, 2100 + ci as u64);
+        let (ag, bg) = (on(&a, dev), on(&b, dev));
+        for kind in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+            let g = ops::binary(kind, &ag, &bg).unwrap();
+            let name = format!("{kind:?} {sa:?} {sb:?}");
+            check_bf16(&name, &g, &ops::binary(kind, &a, &b).unwrap());
+        }
+    }
+}
+
+/// softmax (plain and with a bf16 mask; warp and block kernels) and softmax_bwd on bf16.
+fn bf16_softmax(dev: Device) {
+    for (i, &(b, r, k)) in [(1, 1, 1), (2, 3, 7), (2, 3, 33), (3, 12, 97), (4, 2, 1031)]
+        .iter()
+        .enumerate()
+    {
+        let seed = 2200 + i as u64 * 10;
+        let x = bf16_host(&[b, r, k], 3.0, 0.0, seed);
+        let dy = bf16_host(&[b, r, k], 1.0, 0.0, seed + 1);
+        let mut rng = Rng::new(seed + 2);
+        let mut mv: Vec<f32> = (0..b * k)
+            .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
+            .collect();
+        mv[0] = 1.0;
+        if b > 1 {
+            mv[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let mask = Tensor::from_vec(mv, &[b, k])
+            .and_then(|m| m.to_dtype(hr_tensor::DType::BF16))
+            .unwrap();
+        let (xg, dyg, mg) = (on(&x, dev), on(&dy, dev), on(&mask, dev));
+        let name = format!("softmax ({b}, {r}, {k})");
+        let y = ops::softmax(&x, None).unwrap();
+        check_bf16(&name, &ops::softmax(&xg, None).unwrap(), &y);
+        let ym = ops::softmax(&x, Some(&mask)).unwrap();
+        let g = ops::softmax(&xg, Some(&mg)).unwrap();
+        check_bf16(&format!("{name} masked"), &g, &ym);
+        let g = ops::softmax_bwd(&on(&ym, dev), &dyg).unwrap();
+        let c = ops::softmax_bwd(&ym, &dy).unwrap();
+        check_bf16(&format!("{name} bwd"), &g, &c);
+    }
+}
+
+/// layer_norm (f32 statistics) and layer_norm_bwd on bf16.
+fn bf16_layer_norm(dev: Device) {
+    for (i, shape) in [vec![1, 1], vec![3, 5, 7], vec![97, 768], vec![2, 3, 1025]]
+        .iter()
+        .enumerate()
+    {
+        let seed = 2300 + i as u64 * 10;
+        let d = *shape.last().unwrap();
+        let x = bf16_host(shape, 2.0, 0.5, seed);
+        let g = bf16_host(&[d], 0.25, 1.0, seed + 1);
+        let b = bf16_host(&[d], 1.0, 0.0, seed + 2);
+        let dy = bf16_host(shape, 1.0, 0.0, seed + 3);
+        let (xg, gg, bg, dyg) = (on(&x, dev), on(&g, dev), on(&b, dev), on(&dy, dev));
+        let name = format!("layer_norm {shape:?}");
+        let (y, st) = ops::layer_norm(&x, &g, &b, 1e-5).unwrap();
+        let (yg, stg) = ops::layer_norm(&xg, &gg, &bg, 1e-5).unwrap();
+        check_bf16(&name, &yg, &y);
+        assert_eq!(
+            stg.mean.dtype(),
+            hr_tensor::DType::F32,
+            "{name}: f32 statistics"
+        );
+        check(&format!("{name} mean f32"), &stg.mean, &st.mean);
+        check(&format!("{name} rstd f32"), &stg.rstd, &st.rstd);
+        let gr = ops::layer_norm_bwd(&x, &g, &st, &dy).unwrap();
+        let grg = ops::layer_norm_bwd(&xg, &gg, &stg, &dyg).unwrap();
+        check_bf16(&format!("{name} bwd dx"), &grg.dx, &gr.dx);
+        check_bf16(&format!("{name} bwd dgamma"), &grg.dgamma, &gr.dgamma);
+        check_bf16(&format!("{name} bwd dbeta"), &grg.dbeta, &gr.dbeta);
+    }
+}
+
+#[test]
+fn bf16_storage_ops() {
+    let Some(dev) = gpu() else { return };
+    bf16_round_trips(dev);
+    bf16_elementwise(dev);
+    bf16_softmax(dev);
+    bf16_layer_norm(dev);
+    // An op without a bf16 kernel names itself.
+    let x = on(&bf16_host(&[3, 6], 1.0, 0.0, 2400), dev);
+    let err = ops::log_softmax(&x).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedDType {
+                op: "log_softmax",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = ops::l2_normalize(&x, 1e-12).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedDType {
+                op: "l2_normalize",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    println!("ok log_softmax / l2_normalize on bf16: UnsupportedDType naming the op");
+}
+
+/// A bf16 GPU result that only moves data must hold exactly the CPU's bits (signed zeros,
+/// infinities and NaN payloads included; an unwritten, poisoned element is 0xffff).
+fn check_bf16_exact(name: &str, gpu: &Tensor, cpu: &Tensor) {
+    assert_eq!(gpu.dtype(), hr_tensor::DType::BF16, "{name}: gpu dtype");
+    assert!(
+        matches!(gpu.device(), Device::Cuda(_)),
+        "{name}: not on the GPU"
+    );
+    assert_eq!(gpu.shape(), cpu.shape(), "{name}: shape");
+    let bits = |t: &Tensor| -> Vec<u16> {
+        let t = t.to_device(Device::Cpu).expect("download");
+        let s = t.as_slice::<half::bf16>().expect("bf16 slice");
+        s.iter().map(|v| v.to_bits()).collect()
+    };
+    let (g, c) = (bits(gpu), bits(cpu));
+    if let Some(i) = g.iter().zip(&c).position(|(a, b)| a != b) {
+        panic!(
+            "{name} bf16: element {i} is {:#06x}, CPU {:#06x}",
+            g[i], c[i]
+        );
+    }
+    println!("ok {name} bf16: bit-exact ({} elements)", g.len());
+}
+
+/// bf16 values of `shape` on the host with -0.0, +inf, -inf and NaN among them (every 7th
+/// element from the first).
+fn bf16_special(shape: &[usize], seed: u64) -> Tensor {
+    let mut v = randn(shape, seed).to_vec_f32().expect("values");
+    for (slot, s) in v
+        .iter_mut()
+        .step_by(7)
+        .zip([-0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
+    {
+        *slot = s;
+    }
+    Tensor::from_vec(v, shape)
+        .and_then(|t| t.to_dtype(hr_tensor::DType::BF16))
+        .expect("bf16")
+}
+
+/// bf16 storage of the layout family (permute, concat, slice, pad_axis, embedding: bit-exact;
+/// embedding_bwd: deterministic, tolerance [`BF16_TOL`]), the reduce family (sum_to:
+/// tolerance; broadcast_to: bit-exact), dropout (scale bit-exact) and axpy, against the CPU's
+/// bf16 results; ops still without bf16 kernels name themselves.
+#[test]
+fn bf16_layout_reduce_ops() {
+    let Some(dev) = gpu() else { return };
+    layout_cases(dev, &bf16_special, &check_bf16_exact);
+    let ids = EMBED_IDS;
+    let dy = bf16_host(&[ids.len(), 33], 1.0, 0.0, 2506);
+    let dyg = on(&dy, dev);
+    let g1 = ops::embedding_bwd(&dyg, &ids, 50).unwrap();
+    check_bf16(
+        "embedding_bwd",
+        &g1,
+        &ops::embedding_bwd(&dy, &ids, 50).unwrap(),
+    );
+    check_bf16_exact(
+        "embedding_bwd rerun (deterministic)",
+        &ops::embedding_bwd(&dyg, &ids, 50).unwrap(),
+        &g1.to_device(Device::Cpu).unwrap(),
+    );
+    let sum_in = |shape: &[usize], seed: u64| bf16_host(shape, 1.0, 0.25, seed);
+    reduce_cases(
+        dev,
+        (&sum_in, &check_bf16),
+        (&bf16_special, &check_bf16_exact),
+    );
+    for (i, shape) in [vec![1], vec![9, 13], vec![3, 1001], vec![1 << 17]]
+        .iter()
+        .enumerate()
+    {
+        let x = bf16_host(shape, 2.0, 0.0, 2530 + i as u64);
+        let y = bf16_host(shape, 1.0, 0.5, 2540 + i as u64);
+        let xg = on(&x, dev);
+        let (mut yc, mut yg) = (y.clone(), on(&y, dev));
+        ops::axpy(&mut yc, -0.75, &x).unwrap();
+        ops::axpy(&mut yg, -0.75, &xg).unwrap();
+        check_bf16(&format!("axpy {shape:?}"), &yg, &yc);
+        for (p, seed) in [(0.1, 7u64), (0.5, 0xdead_beef_1234), (0.0, 3)] {
+            let (yd, sd) = ops::dropout(&xg, p, seed).unwrap();
+            let (yh, sh) = ops::dropout(&x, p, seed).unwrap();
+            check_bf16_exact(&format!("dropout scale {shape:?} p={p}"), &sd, &sh);
+            check_bf16(&format!("dropout {shape:?} p={p}"), &yd, &yh);
+        }
+    }
+    let x = on(&bf16_host(&[3, 6], 1.0, 0.0, 2550), dev);
+    let w = on(&bf16_host(&[6, 4], 1.0, 0.0, 2551), dev);
+    let named = |r: hr_tensor::Result<Tensor>, op: &str| match r {
+        Err(Error::UnsupportedDType { op: o, .. }) if o == op => {}
+        other => panic!("{op}: expected UnsupportedDType naming it, got {other:?}"),
+    };
+    named(ops::log_softmax_bwd(&x, &x), "log_softmax_bwd");
+    named(ops::nll_loss(&x, &[0, 1, 2]), "nll_loss");
+    named(ops::matmul(&x, &w), "matmul");
+    println!("ok log_softmax_bwd / nll_loss / matmul on bf16: UnsupportedDType naming the op");
 }

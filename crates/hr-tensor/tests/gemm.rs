@@ -143,3 +143,43 @@ fn empty_dimensions_give_zeros() {
     let c = matmul(&a, &b).unwrap();
     assert_eq!(c.to_vec_f32().unwrap(), vec![0.0; 6]);
 }
+
+#[test]
+fn autocast_rounds_operands_to_bf16_and_accumulates_in_f32() {
+    let mut rng = Rng::new(77);
+    let (a, b) = (randn32(&[3, 17, 40], &mut rng), randn32(&[40, 9], &mut rng));
+    let round = |t: &Tensor| {
+        let v: Vec<f32> = t
+            .to_vec_f32()
+            .unwrap()
+            .into_iter()
+            .map(hr_tensor::autocast::round_bf16)
+            .collect();
+        Tensor::from_vec(v, t.shape()).unwrap()
+    };
+    let plain = matmul(&a, &b).unwrap();
+    let want = matmul(&round(&a), &round(&b)).unwrap();
+    let got = {
+        let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+        matmul(&a, &b).unwrap()
+    };
+    assert_close("autocast = f32 GEMM of rounded operands", &got, &want, 1e-7);
+    // bf16 operands move the result (relative error ~ 2^-9), and the guard has ended.
+    let diff = hr_tensor::testing::max_rel_diff(&got, &plain).unwrap();
+    assert!(
+        diff > 1e-4 && diff < 2e-2,
+        "bf16 vs f32 relative difference {diff}"
+    );
+    assert_close("after the guard", &matmul(&a, &b).unwrap(), &plain, 1e-12);
+    // f64 (gradient checks) is never rounded.
+    let (a64, b64) = (
+        a.to_dtype(DType::F64).unwrap(),
+        b.to_dtype(DType::F64).unwrap(),
+    );
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let r = matmul(&a64, &b64).unwrap();
+    let _ = r.to_vec_f64().unwrap();
+    assert!(
+        hr_tensor::testing::max_rel_diff(&r, &plain.to_dtype(DType::F64).unwrap()).unwrap() < 1e-5
+    );
+}

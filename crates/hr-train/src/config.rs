@@ -59,7 +59,10 @@ pub enum Precision {
     /// f32 everywhere.
     #[default]
     F32,
-    /// bf16 activations and weight copies, f32 master weights and optimizer state (CUDA only).
+    /// Mixed precision: every matrix product of the training step rounds its operands to bf16
+    /// and accumulates in f32 (cuBLAS bf16 GEMMs on CUDA, the same rounding emulated on the
+    /// CPU); activations between products, convolutions, norms, the loss, the f32 master
+    /// weights and the optimizer state stay f32. Validation runs in f32.
     Bf16,
 }
 
@@ -79,7 +82,7 @@ pub struct RunSection {
     pub non_finite_loss: NonFinitePolicy,
     /// Log a metrics line every this many steps (0 = every step).
     pub log_every: u64,
-    /// Arithmetic: `f32` or `bf16` (mixed precision, CUDA only).
+    /// Arithmetic: `f32` or `bf16` (mixed-precision matrix products; see [`Precision`]).
     pub precision: Precision,
     /// Data parallel: seconds a collective may wait for a peer before the job fails naming it.
     pub dist_timeout_s: f64,
@@ -336,13 +339,7 @@ impl TrainConfig {
         if !(self.run.dist_timeout_s > 0.0 && self.run.dist_timeout_s.is_finite()) {
             return bad("run.dist_timeout_s", "must be positive".into());
         }
-        let device = parse_device(&self.run.device)?;
-        if self.run.precision == Precision::Bf16 && device == DeviceSpec::Cpu {
-            return bad(
-                "run.precision",
-                "bf16 needs run.device = cuda (the CPU trains in f32)".into(),
-            );
-        }
+        parse_device(&self.run.device)?;
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use hr_nn::io::write_atomic;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::schedule::WarmupCosine;
 use hr_nn::{LoadOptions, Mode, ParamStore};
-use hr_tensor::{Device, Rng};
+use hr_tensor::{autocast, Device, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -237,14 +237,8 @@ struct StepResult {
 }
 
 /// The device of this rank: `cpu`, `cuda:N`, or `cuda` = the rank's local GPU
-/// (`LOCAL_RANK` / `SLURM_LOCALID`, or the only visible one: [`crate::dist::local_gpu`]). Errors name `run.device` / `run.precision`.
+/// (`LOCAL_RANK` / `SLURM_LOCALID`, or the only visible one: [`crate::dist::local_gpu`]). Errors name `run.device`.
 fn train_device(cfg: &TrainConfig, dist: &Dist) -> Result<Device> {
-    if cfg.run.precision == Precision::Bf16 {
-        return Err(TrainError::config(
-            "run.precision",
-            "bf16 mixed precision is not implemented yet; use f32",
-        ));
-    }
     match parse_device(&cfg.run.device)? {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Cuda(n) => {
@@ -487,6 +481,8 @@ impl<'a> Session<'a> {
 
     fn train_step(&mut self, batch: &hr_data::Batch, bpe: u64) -> Result<StepResult> {
         self.set_lr(bpe);
+        // Forward and backward run on this thread: the guard covers every GEMM of the step.
+        let _autocast = autocast::bf16_matmuls(self.cfg.run.precision == Precision::Bf16);
         let wb = waveform_batch(batch)?;
         let mode = rank_mode(self.rng.next_u64(), self.dist.rank());
         self.step += 1;

@@ -1,8 +1,8 @@
 //! Multi-head self-attention with a key padding mask (batch first).
 
-use hr_tensor::{ops, Rng, Tensor};
+use hr_tensor::{ops, AttentionSpec, Rng, Tensor};
 
-use super::{Dropout, DropoutCache, Linear, LinearCache, Mode};
+use super::{Dropout, Linear, LinearCache, Mode};
 use crate::{ParamStore, Result};
 
 /// How queries, keys and values are projected (the two naming schemes we import).
@@ -36,32 +36,32 @@ pub struct MultiHeadAttention {
     pub attn_dropout: Dropout,
 }
 
-/// Saved activations of a [`MultiHeadAttention`] forward.
+/// Saved activations of a [`MultiHeadAttention`] forward: the per-head views of the
+/// projections, the fused attention's output and row log-sum-exps (the (B, H, T, T)
+/// probabilities are recomputed in the backward, never stored).
 #[derive(Debug, Clone)]
 pub struct AttentionCache {
-    shape: [usize; 3],
     proj: Vec<LinearCache>,
-    qh: Tensor,
-    kh: Tensor,
-    vh: Tensor,
-    probs: Tensor,
-    dropped: Tensor,
-    drop: DropoutCache,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Option<Tensor>,
+    ctx: Tensor,
+    lse: Tensor,
+    spec: AttentionSpec,
     out: LinearCache,
 }
 
-/// (B, T, D) -> (B, H, T, D/H).
+/// (B, T, D) -> (B, T, H, D/H) (a view: no data moves).
 fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let [b, t, d] = [x.shape()[0], x.shape()[1], x.shape()[2]];
-    let x4 = x.reshape(&[b, t, heads, d / heads])?;
-    Ok(ops::permute(&x4, &[0, 2, 1, 3])?)
+    Ok(x.reshape(&[b, t, heads, d / heads])?)
 }
 
-/// (B, H, T, Dh) -> (B, T, H*Dh).
+/// (B, T, H, Dh) -> (B, T, H*Dh).
 fn merge_heads(x: &Tensor) -> Result<Tensor> {
-    let s = x.shape().to_vec();
-    let y = ops::permute(x, &[0, 2, 1, 3])?;
-    Ok(y.reshape(&[s[0], s[2], s[1] * s[3]])?)
+    let s = x.shape();
+    Ok(x.reshape(&[s[0], s[1], s[2] * s[3]])?)
 }
 
 impl MultiHeadAttention {
@@ -161,29 +161,28 @@ impl MultiHeadAttention {
             }
             .into());
         }
-        let [b, t, _] = [x.shape()[0], x.shape()[1], x.shape()[2]];
         let ([q, k, v], proj) = self.project(ps, x)?;
-        let (qh, kh, vh) = (
+        let (q, k, v) = (
             split_heads(&q, self.heads)?,
             split_heads(&k, self.heads)?,
             split_heads(&v, self.heads)?,
         );
-        let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
-        let scores = ops::matmul_ex(&qh, &kh, false, true, scale)?;
-        let flat = scores.reshape(&[b, self.heads * t, t])?;
-        let probs = ops::softmax(&flat, mask)?.reshape(scores.shape())?;
-        let (dropped, drop) = self.attn_dropout.forward(&probs, mode)?;
-        let ctx = merge_heads(&ops::matmul(&dropped, &vh)?)?;
-        let (y, out) = self.out_proj.forward(ps, &ctx)?;
+        let mut spec = ops::attention_spec(&q, &k)?;
+        if let Mode::Train { seed } = mode {
+            // The same mask `Dropout` would draw for the (B, H, T, T) probabilities.
+            (spec.dropout, spec.seed) = (self.attn_dropout.p, seed);
+        }
+        let (ctx, lse) = ops::attention(&q, &k, &v, mask, &spec)?;
+        let (y, out) = self.out_proj.forward(ps, &merge_heads(&ctx)?)?;
         let cache = AttentionCache {
-            shape: [b, t, self.dim],
             proj,
-            qh,
-            kh,
-            vh,
-            probs,
-            dropped,
-            drop,
+            q,
+            k,
+            v,
+            mask: mask.cloned(),
+            ctx,
+            lse,
+            spec,
             out,
         };
         Ok((y, cache))
@@ -191,17 +190,11 @@ impl MultiHeadAttention {
 
     /// Accumulates parameter gradients and returns dx.
     pub fn backward(&self, ps: &mut ParamStore, c: &AttentionCache, dy: &Tensor) -> Result<Tensor> {
-        let [b, t, _] = c.shape;
         let dctx = self.out_proj.backward(ps, &c.out, dy)?;
-        let dctx_h = split_heads(&dctx, self.heads)?;
-        let (dprobs_d, dvh) = ops::matmul_ex_bwd(&c.dropped, &c.vh, &dctx_h, false, false, 1.0)?;
-        let dprobs = self.attn_dropout.backward(&c.drop, &dprobs_d)?;
-        let flat = |x: &Tensor| x.reshape(&[b, self.heads * t, t]);
-        let dscores =
-            ops::softmax_bwd(&flat(&c.probs)?, &flat(&dprobs)?)?.reshape(c.probs.shape())?;
-        let scale = 1.0 / ((self.dim / self.heads) as f64).sqrt();
-        let (dqh, dkh) = ops::matmul_ex_bwd(&c.qh, &c.kh, &dscores, false, true, scale)?;
-        let (dq, dk, dv) = (merge_heads(&dqh)?, merge_heads(&dkh)?, merge_heads(&dvh)?);
+        let dctx = split_heads(&dctx, self.heads)?;
+        let m = c.mask.as_ref();
+        let [dq, dk, dv] = ops::attention_bwd(&c.q, &c.k, &c.v, m, &c.ctx, &c.lse, &dctx, &c.spec)?;
+        let (dq, dk, dv) = (merge_heads(&dq)?, merge_heads(&dk)?, merge_heads(&dv)?);
         match &self.in_proj {
             InProj::Fused(l) => {
                 let dqkv = ops::concat(&[&dq, &dk, &dv], 2)?;

@@ -1,8 +1,13 @@
-//! Pointwise kernels: activations, broadcasting arithmetic, axpy and dropout.
+//! Pointwise kernels: activations, broadcasting arithmetic, axpy and dropout (bf16 storage
+//! through `bf16_via_f32`: f32 compute, rounded once).
 
+use half::bf16;
 use rayon::prelude::*;
 
-use super::{broadcast_strides, float_dispatch, out, row_offsets, CpuBackend, PAR_THRESHOLD};
+use super::{
+    bf16_via_f32, broadcast_strides, float_dispatch, is_bf16, out, row_offsets, CpuBackend,
+    PAR_THRESHOLD,
+};
 use crate::backend::{Binary, ElementwiseOps, Unary};
 use crate::rng::counter_uniform;
 use crate::{Float, Result, Tensor};
@@ -126,12 +131,18 @@ fn broadcast_binary<T: Float>(
 
 impl ElementwiseOps for CpuBackend {
     fn unary(&self, kind: Unary, x: &Tensor) -> Result<Tensor> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x], |t| self.unary(kind, t[0]));
+        }
         float_dispatch!("unary", x.dtype(), |T| {
             out(map::<T>(x.as_slice()?, |v| unary_f(kind, v)), x.shape())
         })
     }
 
     fn unary_bwd(&self, kind: Unary, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x, dy], |t| self.unary_bwd(kind, t[0], t[1]));
+        }
         float_dispatch!("unary_bwd", x.dtype(), |T| {
             let g = zip_map::<T>(x.as_slice()?, dy.as_slice()?, |v, d| d * unary_df(kind, v));
             out(g, x.shape())
@@ -139,6 +150,9 @@ impl ElementwiseOps for CpuBackend {
     }
 
     fn binary(&self, kind: Binary, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        if is_bf16(a) {
+            return bf16_via_f32(&[a, b], |t| self.binary(kind, t[0], t[1], out_shape));
+        }
         float_dispatch!("binary", a.dtype(), |T| {
             let c = broadcast_binary::<T>(
                 kind,
@@ -153,6 +167,9 @@ impl ElementwiseOps for CpuBackend {
     }
 
     fn affine(&self, x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x], |t| self.affine(t[0], mul, add));
+        }
         float_dispatch!("affine", x.dtype(), |T| {
             let (m, a) = (T::c(mul), T::c(add));
             out(map::<T>(x.as_slice()?, |v| v * m + a), x.shape())
@@ -160,6 +177,17 @@ impl ElementwiseOps for CpuBackend {
     }
 
     fn axpy(&self, y: &mut Tensor, alpha: f64, x: &Tensor) -> Result<()> {
+        if is_bf16(x) {
+            // f32 `y + alpha * x`, rounded once, written back into `y`'s bf16 storage.
+            let sum = bf16_via_f32(&[y, x], |t| {
+                let mut w = t[0].clone();
+                self.axpy(&mut w, alpha, t[1])?;
+                Ok(w)
+            })?;
+            y.as_mut_slice::<bf16>()?
+                .copy_from_slice(sum.as_slice::<bf16>()?);
+            return Ok(());
+        }
         float_dispatch!("axpy", x.dtype(), |T| {
             let al = T::c(alpha);
             let xs = x.as_slice::<T>()?;
@@ -176,6 +204,9 @@ impl ElementwiseOps for CpuBackend {
     }
 
     fn dropout(&self, x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x], |t| self.dropout(t[0], p, seed));
+        }
         float_dispatch!("dropout", x.dtype(), |T| {
             let keep = T::c(1.0 / (1.0 - p));
             let n = x.numel();

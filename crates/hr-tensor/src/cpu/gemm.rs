@@ -4,8 +4,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{float_dispatch, out, CpuBackend};
+use crate::autocast::round_bf16;
 use crate::backend::{GemmOps, MatmulSpec};
-use crate::{Float, Result, Tensor};
+use crate::{DType, Float, Result, Tensor};
 
 impl GemmOps for CpuBackend {
     fn matmul(
@@ -15,6 +16,17 @@ impl GemmOps for CpuBackend {
         spec: &MatmulSpec,
         out_shape: &[usize],
     ) -> Result<Tensor> {
+        if spec.bf16_inputs && a.dtype() == DType::F32 {
+            // Autocast: the operands rounded to bf16, then an f32 GEMM (what tensor cores do
+            // with bf16 inputs and f32 accumulation, up to summation order).
+            let round = |t: &Tensor| -> Result<Vec<f32>> {
+                Ok(t.as_slice::<f32>()?
+                    .par_iter()
+                    .map(|&x| round_bf16(x))
+                    .collect())
+            };
+            return out(gemm_batched(&round(a)?, &round(b)?, spec), out_shape);
+        }
         float_dispatch!("matmul", a.dtype(), |T| {
             out(
                 gemm_batched::<T>(a.as_slice()?, b.as_slice()?, spec),

@@ -1,12 +1,13 @@
 //! Layout kernels: permute, concat, slice / pad, embedding gather and its scatter-add.
 //!
 //! Pure data movement works for every storage dtype (f32, f64, bf16, f16); the embedding
-//! backward accumulates and therefore runs in f32/f64 only.
+//! backward accumulates and therefore runs in f32/f64, and for bf16 through `bf16_via_f32`
+//! (f32 sums, rounded once).
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::{float_dispatch, out, strides, CpuBackend, PAR_THRESHOLD};
+use super::{bf16_via_f32, float_dispatch, is_bf16, out, strides, CpuBackend, PAR_THRESHOLD};
 use crate::backend::LayoutOps;
 use crate::checks::{check_axis, split_at_axis};
 use crate::{DType, Elem, Error, Float, Result, Tensor};
@@ -247,17 +248,10 @@ fn embedding_k<T: Elem + Default>(table: &[T], d: usize, ids: &[u32]) -> Result<
     Ok(y)
 }
 
-/// Scatter-add of `dy` (n, d) into a zero (vocab, d) gradient. Deterministic: positions are
-/// bucketed by id (counting sort, stable) and each vocabulary row sums its positions in order,
-/// so rows are independent and can run in parallel.
-fn embedding_bwd_k<T: Float>(dy: &[T], d: usize, ids: &[u32], vocab: usize) -> Result<Vec<T>> {
-    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
-        return Err(bad_id("embedding_bwd", pos, id, vocab));
-    }
-    let mut g = vec![T::zero(); vocab * d];
-    if d == 0 || ids.is_empty() {
-        return Ok(g);
-    }
+/// Positions of `ids` bucketed by id (a stable counting sort): the positions holding id `v` are
+/// `order[start[v]..start[v + 1]]`, in increasing order. Ids must be below `vocab` (checked by
+/// the callers). Shared with the CUDA backend's deterministic bf16 embedding backward.
+pub(crate) fn id_buckets(ids: &[u32], vocab: usize) -> (Vec<usize>, Vec<usize>) {
     let mut start = vec![0usize; vocab + 1];
     for &id in ids {
         start[id as usize + 1] += 1;
@@ -271,6 +265,21 @@ fn embedding_bwd_k<T: Float>(dy: &[T], d: usize, ids: &[u32], vocab: usize) -> R
         order[fill[id as usize]] = pos;
         fill[id as usize] += 1;
     }
+    (start, order)
+}
+
+/// Scatter-add of `dy` (n, d) into a zero (vocab, d) gradient. Deterministic: positions are
+/// bucketed by id ([`id_buckets`]) and each vocabulary row sums its positions in order, so
+/// rows are independent and can run in parallel.
+fn embedding_bwd_k<T: Float>(dy: &[T], d: usize, ids: &[u32], vocab: usize) -> Result<Vec<T>> {
+    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        return Err(bad_id("embedding_bwd", pos, id, vocab));
+    }
+    let mut g = vec![T::zero(); vocab * d];
+    if d == 0 || ids.is_empty() {
+        return Ok(g);
+    }
+    let (start, order) = id_buckets(ids, vocab);
     let row = |(v, gr): (usize, &mut [T])| {
         for &pos in &order[start[v]..start[v + 1]] {
             for (a, &b) in gr.iter_mut().zip(&dy[pos * d..(pos + 1) * d]) {
@@ -406,6 +415,9 @@ impl LayoutOps for CpuBackend {
                 lhs: dy.shape().to_vec(),
                 rhs: vec![ids.len(), dy.shape().last().copied().unwrap_or(0)],
             });
+        }
+        if is_bf16(dy) {
+            return bf16_via_f32(&[dy], |t| self.embedding_bwd(t[0], ids, vocab));
         }
         let d = dy.shape()[1];
         float_dispatch!("embedding_bwd", dy.dtype(), |T| {

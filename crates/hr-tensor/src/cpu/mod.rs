@@ -1,7 +1,14 @@
 //! The CPU reference backend: rayon for parallel loops, the `gemm` crate for matrix products.
-//! Kernels are generic over [`crate::Float`] and run in f32 or f64.
+//! Kernels are generic over [`crate::Float`] and run in f32 or f64. bf16 storage is supported
+//! by `unary`, `unary_bwd`, `binary`, `affine`, `axpy`, `dropout`, `softmax`, `softmax_bwd`,
+//! `layer_norm`, `layer_norm_bwd`, `sum_to` and `embedding_bwd` through `bf16_via_f32` (f32
+//! compute, each result rounded to bf16 once; layer norm's statistics stay f32), and by the
+//! data movement of `broadcast_to` and the layout ops (`permute`, `concat`, `slice`,
+//! `pad_axis`, `embedding`: bit-exact copies); other ops reject bf16 with `UnsupportedDType`.
 
+mod attention;
 mod audio;
+mod contrastive;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -11,7 +18,10 @@ mod optim;
 mod reduce;
 mod softmax;
 
-use crate::{Elem, Result, Tensor};
+pub(crate) use layout::id_buckets;
+
+use crate::backend::{NormGrads, NormStats};
+use crate::{DType, Elem, Result, Tensor};
 
 /// The CPU backend (stateless; rayon's global pool provides the threads).
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +49,61 @@ macro_rules! float_dispatch {
     };
 }
 pub(crate) use float_dispatch;
+
+/// An op result whose tensors can be rounded to bf16 storage (see [`bf16_via_f32`]).
+pub(crate) trait RoundBf16: Sized {
+    /// The result with its data tensors rounded to bf16 (round to nearest even).
+    fn round_bf16(self) -> Result<Self>;
+}
+
+impl RoundBf16 for Tensor {
+    fn round_bf16(self) -> Result<Self> {
+        self.to_dtype(DType::BF16)
+    }
+}
+
+/// Layer norm's output is rounded; its statistics stay f32 (as on CUDA).
+impl RoundBf16 for (Tensor, NormStats) {
+    fn round_bf16(self) -> Result<Self> {
+        Ok((self.0.round_bf16()?, self.1))
+    }
+}
+
+/// Both tensors rounded (dropout's output and scale).
+impl RoundBf16 for (Tensor, Tensor) {
+    fn round_bf16(self) -> Result<Self> {
+        Ok((self.0.round_bf16()?, self.1.round_bf16()?))
+    }
+}
+
+impl RoundBf16 for NormGrads {
+    fn round_bf16(self) -> Result<Self> {
+        Ok(NormGrads {
+            dx: self.dx.round_bf16()?,
+            dgamma: self.dgamma.round_bf16()?,
+            dbeta: self.dbeta.round_bf16()?,
+        })
+    }
+}
+
+/// True when `t` holds bf16 storage (the op then runs through [`bf16_via_f32`]).
+pub(crate) fn is_bf16(t: &Tensor) -> bool {
+    t.dtype() == DType::BF16
+}
+
+/// bf16 storage with f32 compute: runs the f32 op `f` on f32 copies of `ts` (exact) and rounds
+/// its result to bf16 once, so a bf16 op equals the f32 op on the same values, rounded.
+pub(crate) fn bf16_via_f32<R: RoundBf16>(
+    ts: &[&Tensor],
+    f: impl FnOnce(&[&Tensor]) -> Result<R>,
+) -> Result<R> {
+    let wide = ts
+        .iter()
+        .map(|t| t.to_dtype(DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = wide.iter().collect();
+    f(&refs)?.round_bf16()
+}
 
 /// Wraps a kernel's output vector as a CPU tensor.
 pub(crate) fn out<T: Elem>(v: Vec<T>, shape: &[usize]) -> Result<Tensor> {

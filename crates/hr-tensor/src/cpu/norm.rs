@@ -1,6 +1,6 @@
 //! Normalisation kernels: filled in by the norms work item.
 
-use super::CpuBackend;
+use super::{bf16_via_f32, is_bf16, CpuBackend};
 use crate::backend::{NormGrads, NormOps, NormStats};
 use crate::{Result, Tensor};
 
@@ -12,6 +12,9 @@ impl NormOps for CpuBackend {
         b: &Tensor,
         eps: f64,
     ) -> Result<(Tensor, NormStats)> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x, g, b], |t| last_axis::layer_norm(t[0], t[1], t[2], eps));
+        }
         last_axis::layer_norm(x, g, b, eps)
     }
     fn layer_norm_bwd(
@@ -21,6 +24,11 @@ impl NormOps for CpuBackend {
         s: &NormStats,
         dy: &Tensor,
     ) -> Result<NormGrads> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x, g, dy], |t| {
+                last_axis::layer_norm_bwd(t[0], t[1], s, t[2])
+            });
+        }
         last_axis::layer_norm_bwd(x, g, s, dy)
     }
     fn batch_norm_train(

@@ -1,6 +1,11 @@
-//! Sums over axes and broadcasts (each other's adjoint).
+//! Sums over axes and broadcasts (each other's adjoint). bf16: `sum_to` through
+//! `bf16_via_f32` (rounded once), `broadcast_to` copies the bf16 values bit for bit.
 
-use super::{broadcast_strides, float_dispatch, out, row_offsets, CpuBackend};
+use half::bf16;
+
+use super::{
+    bf16_via_f32, broadcast_strides, float_dispatch, is_bf16, out, row_offsets, CpuBackend,
+};
 use crate::backend::ReduceOps;
 use crate::{Elem, Float, Result, Tensor};
 
@@ -31,10 +36,10 @@ fn sum_to<T: Float>(x: &[T], in_shape: &[usize], out_shape: &[usize]) -> Vec<T> 
 }
 
 /// Broadcasts `x` (shape `in_shape`, size-1 axes) to `out_shape`.
-fn broadcast<T: Float>(x: &[T], in_shape: &[usize], out_shape: &[usize]) -> Vec<T> {
+fn broadcast<T: Elem + Default>(x: &[T], in_shape: &[usize], out_shape: &[usize]) -> Vec<T> {
     let total: usize = out_shape.iter().product();
     let inner = out_shape.last().copied().unwrap_or(1);
-    let mut y = vec![T::zero(); total];
+    let mut y = vec![T::default(); total];
     if total == 0 {
         return y;
     }
@@ -51,12 +56,19 @@ fn broadcast<T: Float>(x: &[T], in_shape: &[usize], out_shape: &[usize]) -> Vec<
 
 impl ReduceOps for CpuBackend {
     fn sum_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        if is_bf16(x) {
+            return bf16_via_f32(&[x], |t| self.sum_to(t[0], out_shape));
+        }
         float_dispatch!("sum_to", x.dtype(), |T| {
             out(sum_to::<T>(x.as_slice()?, x.shape(), out_shape), out_shape)
         })
     }
 
     fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        if is_bf16(x) {
+            let y = broadcast::<bf16>(x.as_slice()?, x.shape(), out_shape);
+            return out(y, out_shape);
+        }
         float_dispatch!("broadcast_to", x.dtype(), |T| {
             out(
                 broadcast::<T>(x.as_slice()?, x.shape(), out_shape),

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{float_dispatch, out, CpuBackend, PAR_THRESHOLD};
+use super::{bf16_via_f32, float_dispatch, is_bf16, out, CpuBackend, PAR_THRESHOLD};
 use crate::backend::SoftmaxOps;
 use crate::checks::{check_targets, rows_cols};
 use crate::{Elem, Error, Float, Result, Tensor};
@@ -46,6 +46,10 @@ fn softmax_row<T: Float>(xr: &[T], keep: Option<&[T]>, yr: &mut [T]) {
 
 impl SoftmaxOps for CpuBackend {
     fn softmax(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        if is_bf16(x) {
+            let ts: Vec<&Tensor> = std::iter::once(x).chain(mask).collect();
+            return bf16_via_f32(&ts, |t| self.softmax(t[0], t.get(1).copied()));
+        }
         let (rows, k) = rows_cols("softmax", x)?;
         // Rows per mask row: x is viewed as (B, R, K) against a (B, K) mask.
         let per_mask_row = match mask {
@@ -78,6 +82,9 @@ impl SoftmaxOps for CpuBackend {
     }
 
     fn softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        if is_bf16(y) {
+            return bf16_via_f32(&[y, dy], |t| self.softmax_bwd(t[0], t[1]));
+        }
         let (_, k) = rows_cols("softmax_bwd", y)?;
         float_dispatch!("softmax_bwd", y.dtype(), |T| {
             let (ys, dys) = (y.as_slice::<T>()?, dy.as_slice::<T>()?);

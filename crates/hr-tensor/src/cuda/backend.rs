@@ -1,24 +1,32 @@
-//! The CUDA backend: every op family of [`crate::backend`] on f32 tensors of one GPU, through
+//! The CUDA backend: every op family of [`crate::backend`] on f32 tensors of one GPU (and bf16
+//! storage for the ops listed in `backend/dtype.rs`), through
 //! the NVRTC-compiled kernels of `kernels/` and cuBLAS for GEMMs. Semantics match the CPU
 //! reference in `crate::cpu` (the parity suite in `tests/cuda_parity.rs` checks each op).
 //! Convolutions (`backend/conv.rs`), batch norm (`backend/batchnorm.rs`) and the audio family
 //! (`backend/audio.rs`) live in child modules.
 
+mod attention;
 mod audio;
 mod batchnorm;
+mod contrastive;
 mod conv;
+mod dtype;
+mod gemm_bf16;
+
+pub(crate) use dtype::cast;
+use dtype::{alloc_as, cfg_vec, device_any, kname, storage, storage_mut, wrap_storage, zeros_as};
 
 use std::sync::Arc;
 
 use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::kernels::Family;
 use super::launch::{
     alloc_f32, cfg_elems, cfg_rows, cfg_warp_rows, cuda_err, launch, row_major, zeros_f32,
     AdamConsts, Broadcast2, Strided,
 };
-use super::{context, CudaDevice, CudaStorage};
+use super::{CudaDevice, CudaStorage};
 use crate::backend::{
     AdamStep, Binary, Conv2dSpec, ConvOps, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec,
     NormGrads, NormOps, NormStats, OptimOps, ReduceOps, SoftmaxOps, Unary,
@@ -68,32 +76,16 @@ fn buf_mut<'a>(op: &'static str, t: &'a mut Tensor) -> Result<&'a mut CudaSlice<
 
 /// The device of the first operand plus a check that every other one lives there too.
 fn device_of(op: &'static str, ts: &[&Tensor]) -> Result<Arc<CudaDevice>> {
-    let first = ts
-        .first()
-        .ok_or_else(|| Error::invalid(op, "no operands given"))?;
-    let (ordinal, _) = buf(op, first)?;
-    for t in &ts[1..] {
-        let (o, _) = buf(op, t)?;
-        if o != ordinal {
-            return Err(Error::DeviceMismatch {
-                op,
-                lhs: Device::Cuda(ordinal),
-                rhs: Device::Cuda(o),
-            });
-        }
+    // f32 operands only (a bf16 one is `UnsupportedDType` naming `op`).
+    for t in ts {
+        buf(op, t)?;
     }
-    context(ordinal)
+    device_any(op, ts)
 }
 
 /// Wraps a device buffer as a tensor of `shape` on `dev`.
 fn wrap(dev: &CudaDevice, data: CudaSlice<f32>, shape: &[usize]) -> Tensor {
-    Tensor::from_storage(
-        Storage::Cuda {
-            ordinal: dev.ordinal,
-            data: CudaStorage::F32(data),
-        },
-        shape.to_vec(),
-    )
+    wrap_storage(dev, CudaStorage::F32(data), shape)
 }
 
 /// Uploads host ids (u32) for a gather/scatter kernel.
@@ -141,7 +133,8 @@ fn i64_of(n: usize) -> i64 {
     n as i64
 }
 
-/// Gathers `x` through a strided view into a new tensor of `shape` (broadcast, permute, slice).
+/// Gathers `x` (f32 or bf16) through a strided view into a new tensor of `shape` (broadcast,
+/// permute, slice) with kernel `name` (the one of `x`'s dtype).
 fn gather(
     op: &'static str,
     family: Family,
@@ -151,10 +144,10 @@ fn gather(
     base: usize,
     stride: &[i64],
 ) -> Result<Tensor> {
-    let dev = device_of(op, &[x])?;
-    let (_, xs) = buf(op, x)?;
+    let dev = device_any(op, &[x])?;
+    let (_, xs) = storage(op, x)?;
     let n = crate::numel_of(op, shape)?;
-    let mut y = alloc_f32(&dev, n, op)?;
+    let mut y = alloc_as(&dev, x.dtype(), n, op)?;
     if n > 0 {
         let s = Strided::new(op, shape, stride)?;
         let f = dev.function(family, name)?;
@@ -163,29 +156,31 @@ fn gather(
         a.arg(xs).arg(&mut y).arg(&nn).arg(&b).arg(&s);
         launch(a, name, cfg_elems(n))?;
     }
-    Ok(wrap(&dev, y, shape))
+    Ok(wrap_storage(&dev, y, shape))
 }
 
-/// Writes `x` (shape `shape`) into the strided window `base + stride` of `y`.
+/// Writes `x` (shape `shape`) into the strided window `base + stride` of `y` (same dtype: f32
+/// or bf16, a bit-exact copy).
 fn scatter_into(
     dev: &CudaDevice,
     op: &'static str,
     x: &Tensor,
-    y: &mut CudaSlice<f32>,
+    y: &mut CudaStorage,
     base: usize,
     stride: &[i64],
 ) -> Result<()> {
-    let (_, xs) = buf(op, x)?;
+    let (_, xs) = storage(op, x)?;
     let n = x.numel();
     if n == 0 {
         return Ok(());
     }
     let s = Strided::new(op, x.shape(), stride)?;
-    let f = dev.function(Family::Layout, "scatter_strided_f32")?;
+    let name = kname!(x.dtype(), "scatter_strided");
+    let f = dev.function(Family::Layout, name)?;
     let (nn, b) = (i64_of(n), i64_of(base));
     let mut a = dev.stream.launch_builder(&f);
     a.arg(xs).arg(y).arg(&nn).arg(&b).arg(&s);
-    launch(a, "scatter_strided_f32", cfg_elems(n))
+    launch(a, name, cfg_elems(n))
 }
 
 fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
@@ -240,6 +235,10 @@ impl GemmOps for CudaBackend {
             beta: 0.0f32,
             ldc: to_i32(OP, "n", n)?,
         };
+        if spec.bf16_inputs {
+            gemm_bf16::matmul(&dev, [ab, bb], &mut c, spec, &gemm)?;
+            return Ok(wrap(&dev, c, out_shape));
+        }
         let blas = dev.blas()?;
         let res = if spec.batch == 1 {
             // SAFETY: the buffers hold at least the m*k, k*n and m*n elements the config
@@ -275,41 +274,43 @@ impl GemmOps for CudaBackend {
 impl ElementwiseOps for CudaBackend {
     fn unary(&self, kind: Unary, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "unary";
-        let dev = device_of(OP, &[x])?;
-        let (_, xs) = buf(OP, x)?;
+        let dev = device_any(OP, &[x])?;
+        let (_, xs) = storage(OP, x)?;
         let n = x.numel();
-        let mut y = alloc_f32(&dev, n, OP)?;
+        let mut y = alloc_as(&dev, x.dtype(), n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "unary_fwd_v4_f32")?;
+            let name = kname!(x.dtype(), "unary_fwd_v4", "unary_fwd");
+            let f = dev.function(Family::Elementwise, name)?;
             let (nn, code) = (i64_of(n), unary_code(kind));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(&mut y).arg(&nn).arg(&code);
-            launch(a, "unary_fwd_v4_f32", cfg_elems(n.div_ceil(4)))?;
+            launch(a, name, cfg_vec(x.dtype(), n))?;
         }
-        Ok(wrap(&dev, y, x.shape()))
+        Ok(wrap_storage(&dev, y, x.shape()))
     }
 
     fn unary_bwd(&self, kind: Unary, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         const OP: &str = "unary_bwd";
         same_shape(OP, x, dy)?;
-        let dev = device_of(OP, &[x, dy])?;
-        let ((_, xs), (_, gs)) = (buf(OP, x)?, buf(OP, dy)?);
+        let dev = device_any(OP, &[x, dy])?;
+        let ((_, xs), (_, gs)) = (storage(OP, x)?, storage(OP, dy)?);
         let n = x.numel();
-        let mut dx = alloc_f32(&dev, n, OP)?;
+        let mut dx = alloc_as(&dev, x.dtype(), n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "unary_bwd_v4_f32")?;
+            let name = kname!(x.dtype(), "unary_bwd_v4", "unary_bwd");
+            let f = dev.function(Family::Elementwise, name)?;
             let (nn, code) = (i64_of(n), unary_code(kind));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(gs).arg(&mut dx).arg(&nn).arg(&code);
-            launch(a, "unary_bwd_v4_f32", cfg_elems(n.div_ceil(4)))?;
+            launch(a, name, cfg_vec(x.dtype(), n))?;
         }
-        Ok(wrap(&dev, dx, x.shape()))
+        Ok(wrap_storage(&dev, dx, x.shape()))
     }
 
     fn binary(&self, kind: Binary, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         const OP: &str = "binary";
-        let dev = device_of(OP, &[a, b])?;
-        let ((_, av), (_, bv)) = (buf(OP, a)?, buf(OP, b)?);
+        let dev = device_any(OP, &[a, b])?;
+        let ((_, av), (_, bv)) = (storage(OP, a)?, storage(OP, b)?);
         if a.rank() != out_shape.len() || b.rank() != out_shape.len() {
             return Err(Error::ShapeMismatch {
                 op: OP,
@@ -318,14 +319,15 @@ impl ElementwiseOps for CudaBackend {
             });
         }
         let n = crate::numel_of(OP, out_shape)?;
-        let mut c = alloc_f32(&dev, n, OP)?;
+        let mut c = alloc_as(&dev, a.dtype(), n, OP)?;
         if n > 0 {
             let (nn, code) = (i64_of(n), binary_code(kind));
             if a.shape() == out_shape && b.shape() == out_shape {
-                let f = dev.function(Family::Elementwise, "binary_same_v4_f32")?;
+                let name = kname!(a.dtype(), "binary_same_v4", "binary_same");
+                let f = dev.function(Family::Elementwise, name)?;
                 let mut l = dev.stream.launch_builder(&f);
                 l.arg(av).arg(bv).arg(&mut c).arg(&nn).arg(&code);
-                launch(l, "binary_same_v4_f32", cfg_elems(n.div_ceil(4)))?;
+                launch(l, name, cfg_vec(a.dtype(), n))?;
             } else {
                 let g = Broadcast2::new(
                     OP,
@@ -333,57 +335,61 @@ impl ElementwiseOps for CudaBackend {
                     &broadcast_strides(a.shape(), out_shape),
                     &broadcast_strides(b.shape(), out_shape),
                 )?;
-                let f = dev.function(Family::Elementwise, "binary_bcast_f32")?;
+                let name = kname!(a.dtype(), "binary_bcast");
+                let f = dev.function(Family::Elementwise, name)?;
                 let mut l = dev.stream.launch_builder(&f);
                 l.arg(av).arg(bv).arg(&mut c).arg(&nn).arg(&code).arg(&g);
-                launch(l, "binary_bcast_f32", cfg_elems(n))?;
+                launch(l, name, cfg_elems(n))?;
             }
         }
-        Ok(wrap(&dev, c, out_shape))
+        Ok(wrap_storage(&dev, c, out_shape))
     }
 
     fn affine(&self, x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
         const OP: &str = "affine";
-        let dev = device_of(OP, &[x])?;
-        let (_, xs) = buf(OP, x)?;
+        let dev = device_any(OP, &[x])?;
+        let (_, xs) = storage(OP, x)?;
         let n = x.numel();
-        let mut y = alloc_f32(&dev, n, OP)?;
+        let mut y = alloc_as(&dev, x.dtype(), n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "affine_v4_f32")?;
+            let name = kname!(x.dtype(), "affine_v4", "affine");
+            let f = dev.function(Family::Elementwise, name)?;
             let (nn, m, ad) = (i64_of(n), mul as f32, add as f32);
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(&mut y).arg(&nn).arg(&m).arg(&ad);
-            launch(a, "affine_v4_f32", cfg_elems(n.div_ceil(4)))?;
+            launch(a, name, cfg_vec(x.dtype(), n))?;
         }
-        Ok(wrap(&dev, y, x.shape()))
+        Ok(wrap_storage(&dev, y, x.shape()))
     }
 
     fn axpy(&self, y: &mut Tensor, alpha: f64, x: &Tensor) -> Result<()> {
         const OP: &str = "axpy";
         same_shape(OP, y, x)?;
-        let dev = device_of(OP, &[y, x])?;
+        let dev = device_any(OP, &[y, x])?;
         let n = x.numel();
         if n == 0 {
             return Ok(());
         }
-        let f = dev.function(Family::Elementwise, "axpy_v4_f32")?;
-        let (_, xs) = buf(OP, x)?;
-        let ys = buf_mut(OP, y)?;
+        let name = kname!(x.dtype(), "axpy_v4", "axpy");
+        let f = dev.function(Family::Elementwise, name)?;
+        let (_, xs) = storage(OP, x)?;
+        let ys = storage_mut(OP, y)?;
         let (nn, al) = (i64_of(n), alpha as f32);
         let mut a = dev.stream.launch_builder(&f);
         a.arg(ys).arg(xs).arg(&nn).arg(&al);
-        launch(a, "axpy_v4_f32", cfg_elems(n.div_ceil(4)))
+        launch(a, name, cfg_vec(x.dtype(), n))
     }
 
     fn dropout(&self, x: &Tensor, p: f64, seed: u64) -> Result<(Tensor, Tensor)> {
         const OP: &str = "dropout";
-        let dev = device_of(OP, &[x])?;
-        let (_, xs) = buf(OP, x)?;
+        let dev = device_any(OP, &[x])?;
+        let (_, xs) = storage(OP, x)?;
         let n = x.numel();
-        let mut y = alloc_f32(&dev, n, OP)?;
-        let mut s = alloc_f32(&dev, n, OP)?;
+        let mut y = alloc_as(&dev, x.dtype(), n, OP)?;
+        let mut s = alloc_as(&dev, x.dtype(), n, OP)?;
         if n > 0 {
-            let f = dev.function(Family::Elementwise, "dropout_f32")?;
+            let name = kname!(x.dtype(), "dropout");
+            let f = dev.function(Family::Elementwise, name)?;
             let (nn, keep) = (i64_of(n), (1.0 / (1.0 - p)) as f32);
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs)
@@ -393,17 +399,20 @@ impl ElementwiseOps for CudaBackend {
                 .arg(&p)
                 .arg(&seed)
                 .arg(&keep);
-            launch(a, "dropout_f32", cfg_elems(n))?;
+            launch(a, name, cfg_elems(n))?;
         }
-        Ok((wrap(&dev, y, x.shape()), wrap(&dev, s, x.shape())))
+        Ok((
+            wrap_storage(&dev, y, x.shape()),
+            wrap_storage(&dev, s, x.shape()),
+        ))
     }
 }
 
 impl ReduceOps for CudaBackend {
     fn sum_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         const OP: &str = "sum_to";
-        let dev = device_of(OP, &[x])?;
-        let (_, xs) = buf(OP, x)?;
+        let dev = device_any(OP, &[x])?;
+        let (_, xs) = storage(OP, x)?;
         let in_shape = x.shape();
         if in_shape.len() != out_shape.len()
             || in_shape
@@ -418,7 +427,7 @@ impl ReduceOps for CudaBackend {
             });
         }
         let n_out = crate::numel_of(OP, out_shape)?;
-        let mut y = alloc_f32(&dev, n_out, OP)?;
+        let mut y = alloc_as(&dev, x.dtype(), n_out, OP)?;
         if n_out > 0 {
             let st = row_major(in_shape);
             let kept = Strided::new(OP, out_shape, &st)?;
@@ -431,13 +440,14 @@ impl ReduceOps for CudaBackend {
             }
             let red_n: usize = red_shape.iter().product();
             let red = Strided::new(OP, &red_shape, &red_stride)?;
-            let f = dev.function(Family::Reduce, "sum_to_f32")?;
+            let name = kname!(x.dtype(), "sum_to");
+            let f = dev.function(Family::Reduce, name)?;
             let (no, rn) = (i64_of(n_out), i64_of(red_n));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(&mut y).arg(&no).arg(&rn).arg(&kept).arg(&red);
-            launch(a, "sum_to_f32", cfg_rows(n_out, red_n))?;
+            launch(a, name, cfg_rows(n_out, red_n))?;
         }
-        Ok(wrap(&dev, y, out_shape))
+        Ok(wrap_storage(&dev, y, out_shape))
     }
 
     fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
@@ -458,7 +468,7 @@ impl ReduceOps for CudaBackend {
         gather(
             OP,
             Family::Reduce,
-            "gather_strided_f32",
+            kname!(x.dtype(), "gather_strided"),
             x,
             out_shape,
             0,
@@ -487,7 +497,8 @@ impl LayoutOps for CudaBackend {
         let st = row_major(x.shape());
         let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
         let stride: Vec<i64> = perm.iter().map(|&p| st[p]).collect();
-        gather(OP, Family::Layout, "gather_f32", x, &shape, 0, &stride)
+        let name = kname!(x.dtype(), "gather");
+        gather(OP, Family::Layout, name, x, &shape, 0, &stride)
     }
 
     fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
@@ -511,12 +522,12 @@ impl LayoutOps for CudaBackend {
                 });
             }
         }
-        let dev = device_of(OP, xs)?;
+        let dev = device_any(OP, xs)?;
         let (outer, _, inner) = split_at_axis(first.shape(), axis);
         let total: usize = xs.iter().map(|t| t.shape()[axis]).sum();
         let mut shape = first.shape().to_vec();
         shape[axis] = total;
-        let mut y = alloc_f32(&dev, outer * total * inner, OP)?;
+        let mut y = alloc_as(&dev, first.dtype(), outer * total * inner, OP)?;
         let mut at = 0usize;
         for t in xs {
             let len = t.shape()[axis];
@@ -526,7 +537,7 @@ impl LayoutOps for CudaBackend {
             scatter_into(&dev, OP, &part, &mut y, at * inner, &st)?;
             at += len;
         }
-        Ok(wrap(&dev, y, &shape))
+        Ok(wrap_storage(&dev, y, &shape))
     }
 
     fn slice(&self, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
@@ -549,7 +560,7 @@ impl LayoutOps for CudaBackend {
         let y = gather(
             OP,
             Family::Layout,
-            "gather_f32",
+            kname!(x.dtype(), "gather"),
             x,
             &geo,
             start * inner,
@@ -571,14 +582,14 @@ impl LayoutOps for CudaBackend {
                 ),
             ));
         }
-        let dev = device_of(OP, &[x])?;
+        let dev = device_any(OP, &[x])?;
         let mut shape = x.shape().to_vec();
         shape[axis] = total;
-        let mut y = zeros_f32(&dev, outer * total * inner, OP)?;
+        let mut y = zeros_as(&dev, x.dtype(), outer * total * inner, OP)?;
         let part = x.reshape(&[outer, len, inner])?;
         let st = [(total * inner) as i64, inner as i64, 1];
         scatter_into(&dev, OP, &part, &mut y, start * inner, &st)?;
-        Ok(wrap(&dev, y, &shape))
+        Ok(wrap_storage(&dev, y, &shape))
     }
 
     fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor> {
@@ -601,19 +612,20 @@ impl LayoutOps for CudaBackend {
                 ));
             }
         }
-        let dev = device_of(OP, &[table])?;
-        let (_, ts) = buf(OP, table)?;
+        let dev = device_any(OP, &[table])?;
+        let (_, ts) = storage(OP, table)?;
         let n = ids.len() * d;
-        let mut y = alloc_f32(&dev, n, OP)?;
+        let mut y = alloc_as(&dev, table.dtype(), n, OP)?;
         if n > 0 {
             let idb = upload_ids(&dev, OP, ids)?;
-            let f = dev.function(Family::Layout, "embedding_f32")?;
+            let name = kname!(table.dtype(), "embedding");
+            let f = dev.function(Family::Layout, name)?;
             let (ni, dd) = (i64_of(ids.len()), i64_of(d));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(ts).arg(&idb).arg(&mut y).arg(&ni).arg(&dd);
-            launch(a, "embedding_f32", cfg_elems(n))?;
+            launch(a, name, cfg_elems(n))?;
         }
-        Ok(wrap(&dev, y, &[ids.len(), d]))
+        Ok(wrap_storage(&dev, y, &[ids.len(), d]))
     }
 
     fn embedding_bwd(&self, dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor> {
@@ -632,6 +644,9 @@ impl LayoutOps for CudaBackend {
             ));
         }
         let d = dy.shape()[1];
+        if dy.dtype() == DType::BF16 {
+            return embedding_bwd_sorted(dy, ids, vocab, d);
+        }
         let dev = device_of(OP, &[dy])?;
         let (_, gs) = buf(OP, dy)?;
         let mut g = zeros_f32(&dev, vocab * d, OP)?;
@@ -648,8 +663,89 @@ impl LayoutOps for CudaBackend {
     }
 }
 
+/// Embedding backward for bf16 `dy` (n_ids, d): positions bucketed by id on the host (stable
+/// counting sort, shared with the CPU), then one thread per gradient element sums its bucket
+/// in position order in f32 and rounds once. Deterministic and equal to the CPU bit for bit
+/// (the f32 path's atomicAdd would make the bf16 rounding order-dependent).
+fn embedding_bwd_sorted(dy: &Tensor, ids: &[u32], vocab: usize, d: usize) -> Result<Tensor> {
+    const OP: &str = "embedding_bwd";
+    let dev = device_any(OP, &[dy])?;
+    let (_, gs) = storage(OP, dy)?;
+    let n = crate::numel_of(OP, &[vocab, d])?;
+    let mut g = alloc_as(&dev, dy.dtype(), n, OP)?;
+    if n > 0 {
+        let (start, order) = crate::cpu::id_buckets(ids, vocab);
+        let as_u32 = |v: Vec<usize>| {
+            v.into_iter()
+                .map(|p| {
+                    u32::try_from(p).map_err(|_| {
+                        Error::invalid(OP, format!("{} ids exceed the u32 range", ids.len()))
+                    })
+                })
+                .collect::<Result<Vec<u32>>>()
+        };
+        let sb = upload_ids(&dev, OP, &as_u32(start)?)?;
+        let ob = upload_ids(&dev, OP, &as_u32(order)?)?;
+        let name = "embedding_bwd_sorted_bf16";
+        let f = dev.function(Family::Layout, name)?;
+        let (vv, dd) = (i64_of(vocab), i64_of(d));
+        let mut a = dev.stream.launch_builder(&f);
+        a.arg(gs).arg(&sb).arg(&ob).arg(&mut g).arg(&vv).arg(&dd);
+        launch(a, name, cfg_elems(n))?;
+    }
+    Ok(wrap_storage(&dev, g, &[vocab, d]))
+}
+
 /// Row blocks of the parameter-gradient reduction of layer-norm backward.
 const LN_PARAM_CHUNKS: usize = 64;
+
+/// `(dgamma, dbeta)` of layer-norm backward in `x`'s dtype: (column tiles of 32) x (row
+/// chunks) f32 partial sums, then a fixed-order sum over chunks (deterministic).
+fn layer_norm_param_grads(
+    dev: &CudaDevice,
+    x: &Tensor,
+    [xs, dys]: [&CudaStorage; 2],
+    [ms, rs]: [&CudaSlice<f32>; 2],
+    rows: usize,
+    d: usize,
+) -> Result<(CudaStorage, CudaStorage)> {
+    const OP: &str = "layer_norm_bwd";
+    let (r, dd) = (i64_of(rows), i64_of(d));
+    let chunks = rows.div_ceil(8).clamp(1, LN_PARAM_CHUNKS);
+    let mut pg = alloc_f32(dev, chunks * d, OP)?;
+    let mut pb = alloc_f32(dev, chunks * d, OP)?;
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (d.div_ceil(32) as u32, chunks as u32, 1),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    };
+    let name = kname!(x.dtype(), "layer_norm_bwd_params");
+    let f = dev.function(Family::Norm, name)?;
+    let mut a = dev.stream.launch_builder(&f);
+    a.arg(xs)
+        .arg(ms)
+        .arg(rs)
+        .arg(dys)
+        .arg(&mut pg)
+        .arg(&mut pb)
+        .arg(&r)
+        .arg(&dd);
+    launch(a, name, cfg)?;
+    let mut dg = alloc_as(dev, x.dtype(), d, OP)?;
+    let mut db = alloc_as(dev, x.dtype(), d, OP)?;
+    let name = kname!(x.dtype(), "layer_norm_bwd_finish");
+    let f = dev.function(Family::Norm, name)?;
+    let parts = i64_of(chunks);
+    let mut a = dev.stream.launch_builder(&f);
+    a.arg(&pg)
+        .arg(&pb)
+        .arg(&mut dg)
+        .arg(&mut db)
+        .arg(&parts)
+        .arg(&dd);
+    launch(a, name, cfg_elems(d))?;
+    Ok((dg, db))
+}
 
 impl NormOps for CudaBackend {
     fn layer_norm(
@@ -669,13 +765,19 @@ impl NormOps for CudaBackend {
                 rhs: beta.shape().to_vec(),
             });
         }
-        let dev = device_of(OP, &[x, gamma, beta])?;
-        let ((_, xs), (_, gs), (_, bs)) = (buf(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
-        let mut y = alloc_f32(&dev, x.numel(), OP)?;
+        let dev = device_any(OP, &[x, gamma, beta])?;
+        let (xs, gs, bs) = (
+            storage(OP, x)?.1,
+            storage(OP, gamma)?.1,
+            storage(OP, beta)?.1,
+        );
+        let mut y = alloc_as(&dev, x.dtype(), x.numel(), OP)?;
+        // The statistics are f32 for bf16 inputs too (see `NormStats`).
         let mut mean = alloc_f32(&dev, rows, OP)?;
         let mut rstd = alloc_f32(&dev, rows, OP)?;
         if rows > 0 {
-            let f = dev.function(Family::Norm, "layer_norm_f32")?;
+            let name = kname!(x.dtype(), "layer_norm");
+            let f = dev.function(Family::Norm, name)?;
             let (r, dd) = (i64_of(rows), i64_of(d));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs)
@@ -687,13 +789,13 @@ impl NormOps for CudaBackend {
                 .arg(&r)
                 .arg(&dd)
                 .arg(&eps);
-            launch(a, "layer_norm_f32", cfg_rows(rows, d))?;
+            launch(a, name, cfg_rows(rows, d))?;
         }
         let stats = NormStats {
             mean: wrap(&dev, mean, &stat_shape),
             rstd: wrap(&dev, rstd, &stat_shape),
         };
-        Ok((wrap(&dev, y, x.shape()), stats))
+        Ok((wrap_storage(&dev, y, x.shape()), stats))
     }
 
     fn layer_norm_bwd(
@@ -709,15 +811,22 @@ impl NormOps for CudaBackend {
         same_shape(OP, x, dy)?;
         per_row(OP, &stats.mean, rows)?;
         per_row(OP, &stats.rstd, rows)?;
-        let dev = device_of(OP, &[x, gamma, dy, &stats.mean, &stats.rstd])?;
-        let ((_, xs), (_, gs), (_, dys)) = (buf(OP, x)?, buf(OP, gamma)?, buf(OP, dy)?);
-        let ((_, ms), (_, rs)) = (buf(OP, &stats.mean)?, buf(OP, &stats.rstd)?);
-        let mut dx = alloc_f32(&dev, x.numel(), OP)?;
-        let mut dg = alloc_f32(&dev, d, OP)?;
-        let mut db = alloc_f32(&dev, d, OP)?;
+        let dev = device_any(OP, &[x, gamma, dy])?;
+        // f32 statistics on the same device (for bf16 inputs too).
+        let ((mo, ms), (ro, rs)) = (buf(OP, &stats.mean)?, buf(OP, &stats.rstd)?);
+        if mo != dev.ordinal || ro != dev.ordinal {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                lhs: Device::Cuda(dev.ordinal),
+                rhs: Device::Cuda(if mo != dev.ordinal { mo } else { ro }),
+            });
+        }
+        let (xs, gs, dys) = (storage(OP, x)?.1, storage(OP, gamma)?.1, storage(OP, dy)?.1);
+        let mut dx = alloc_as(&dev, x.dtype(), x.numel(), OP)?;
         let (r, dd) = (i64_of(rows), i64_of(d));
         if rows > 0 {
-            let f = dev.function(Family::Norm, "layer_norm_bwd_dx_f32")?;
+            let name = kname!(x.dtype(), "layer_norm_bwd_dx");
+            let f = dev.function(Family::Norm, name)?;
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs)
                 .arg(gs)
@@ -727,43 +836,13 @@ impl NormOps for CudaBackend {
                 .arg(&mut dx)
                 .arg(&r)
                 .arg(&dd);
-            launch(a, "layer_norm_bwd_dx_f32", cfg_rows(rows, d))?;
+            launch(a, name, cfg_rows(rows, d))?;
         }
-        // Parameter gradients: (column tiles of 32) x (row chunks) partial sums, then a fixed
-        // order sum over chunks (deterministic).
-        let chunks = rows.div_ceil(8).clamp(1, LN_PARAM_CHUNKS);
-        let mut pg = alloc_f32(&dev, chunks * d, OP)?;
-        let mut pb = alloc_f32(&dev, chunks * d, OP)?;
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (d.div_ceil(32) as u32, chunks as u32, 1),
-            block_dim: (32, 8, 1),
-            shared_mem_bytes: 0,
-        };
-        let f = dev.function(Family::Norm, "layer_norm_bwd_params_f32")?;
-        let mut a = dev.stream.launch_builder(&f);
-        a.arg(xs)
-            .arg(ms)
-            .arg(rs)
-            .arg(dys)
-            .arg(&mut pg)
-            .arg(&mut pb)
-            .arg(&r)
-            .arg(&dd);
-        launch(a, "layer_norm_bwd_params_f32", cfg)?;
-        let f = dev.function(Family::Norm, "layer_norm_bwd_finish_f32")?;
-        let parts = i64_of(chunks);
-        let mut a = dev.stream.launch_builder(&f);
-        a.arg(&pg)
-            .arg(&pb)
-            .arg(&mut dg)
-            .arg(&mut db)
-            .arg(&parts)
-            .arg(&dd);
-        launch(a, "layer_norm_bwd_finish_f32", cfg_elems(d))?;
+        let (dg, db) = layer_norm_param_grads(&dev, x, [xs, dys], [ms, rs], rows, d)?;
         Ok(NormGrads {
-            dx: wrap(&dev, dx, x.shape()),
-            dgamma: wrap(&dev, dg, gamma.shape()),
-            dbeta: wrap(&dev, db, gamma.shape()),
+            dx: wrap_storage(&dev, dx, x.shape()),
+            dgamma: wrap_storage(&dev, dg, gamma.shape()),
+            dbeta: wrap_storage(&dev, db, gamma.shape()),
         })
     }
 
@@ -861,9 +940,9 @@ impl NormOps for CudaBackend {
 fn softmax_rows_2(op: &'static str, name: &'static str, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let (rows, k) = rows_cols(op, y)?;
     same_shape(op, y, dy)?;
-    let dev = device_of(op, &[y, dy])?;
-    let ((_, ys), (_, gs)) = (buf(op, y)?, buf(op, dy)?);
-    let mut dx = alloc_f32(&dev, y.numel(), op)?;
+    let dev = device_any(op, &[y, dy])?;
+    let ((_, ys), (_, gs)) = (storage(op, y)?, storage(op, dy)?);
+    let mut dx = alloc_as(&dev, y.dtype(), y.numel(), op)?;
     if rows > 0 {
         let f = dev.function(Family::Softmax, name)?;
         let (r, kk) = (i64_of(rows), i64_of(k));
@@ -871,7 +950,22 @@ fn softmax_rows_2(op: &'static str, name: &'static str, y: &Tensor, dy: &Tensor)
         a.arg(ys).arg(gs).arg(&mut dx).arg(&r).arg(&kk);
         launch(a, name, cfg_rows(rows, k))?;
     }
-    Ok(wrap(&dev, dx, y.shape()))
+    Ok(wrap_storage(&dev, dx, y.shape()))
+}
+
+/// Softmax kernel and launch shape for rows of `k` entries: up to 1024 entries one warp per
+/// row (the row held in registers), longer rows one block per row.
+fn softmax_kernel(dtype: DType, rows: usize, k: usize) -> (&'static str, LaunchConfig) {
+    let warp = cfg_warp_rows(rows);
+    match k.div_ceil(32) {
+        0..=1 => (kname!(dtype, "softmax_warp1"), warp),
+        2 => (kname!(dtype, "softmax_warp2"), warp),
+        3..=4 => (kname!(dtype, "softmax_warp4"), warp),
+        5..=8 => (kname!(dtype, "softmax_warp8"), warp),
+        9..=16 => (kname!(dtype, "softmax_warp16"), warp),
+        17..=32 => (kname!(dtype, "softmax_warp32"), warp),
+        _ => (kname!(dtype, "softmax"), cfg_rows(rows, k)),
+    }
 }
 
 impl SoftmaxOps for CudaBackend {
@@ -893,27 +987,18 @@ impl SoftmaxOps for CudaBackend {
             None => 1,
         };
         let dev = match mask {
-            Some(m) => device_of(OP, &[x, m])?,
-            None => device_of(OP, &[x])?,
+            Some(m) => device_any(OP, &[x, m])?,
+            None => device_any(OP, &[x])?,
         };
-        let (_, xs) = buf(OP, x)?;
+        let (_, xs) = storage(OP, x)?;
         let (ms, has) = match mask {
-            Some(m) => (buf(OP, m)?.1, 1i32),
+            Some(m) => (storage(OP, m)?.1, 1i32),
             None => (xs, 0i32),
         };
-        let mut y = alloc_f32(&dev, x.numel(), OP)?;
+        let mut y = alloc_as(&dev, x.dtype(), x.numel(), OP)?;
         if rows > 0 {
             let (r, kk, pm) = (i64_of(rows), i64_of(k), i64_of(per_mask_row.max(1)));
-            // Rows of up to 1024 entries: one warp per row, the row held in registers.
-            let (name, cfg) = match k.div_ceil(32) {
-                0..=1 => ("softmax_warp1_f32", cfg_warp_rows(rows)),
-                2 => ("softmax_warp2_f32", cfg_warp_rows(rows)),
-                3..=4 => ("softmax_warp4_f32", cfg_warp_rows(rows)),
-                5..=8 => ("softmax_warp8_f32", cfg_warp_rows(rows)),
-                9..=16 => ("softmax_warp16_f32", cfg_warp_rows(rows)),
-                17..=32 => ("softmax_warp32_f32", cfg_warp_rows(rows)),
-                _ => ("softmax_f32", cfg_rows(rows, k)),
-            };
+            let (name, cfg) = softmax_kernel(x.dtype(), rows, k);
             let f = dev.function(Family::Softmax, name)?;
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs)
@@ -925,11 +1010,11 @@ impl SoftmaxOps for CudaBackend {
                 .arg(&pm);
             launch(a, name, cfg)?;
         }
-        Ok(wrap(&dev, y, x.shape()))
+        Ok(wrap_storage(&dev, y, x.shape()))
     }
 
     fn softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        softmax_rows_2("softmax_bwd", "softmax_bwd_f32", y, dy)
+        softmax_rows_2("softmax_bwd", kname!(y.dtype(), "softmax_bwd"), y, dy)
     }
 
     fn log_softmax(&self, x: &Tensor) -> Result<Tensor> {
@@ -949,6 +1034,8 @@ impl SoftmaxOps for CudaBackend {
     }
 
     fn log_softmax_bwd(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        // f32 only: rejects bf16 operands before the dtype-generic launcher.
+        device_of("log_softmax_bwd", &[y, dy])?;
         softmax_rows_2("log_softmax_bwd", "log_softmax_bwd_f32", y, dy)
     }
 

@@ -39,10 +39,14 @@ pub enum Family {
     BatchNorm,
     /// `kernels/audio.cu`.
     Audio,
+    /// `kernels/attention.cu`.
+    Attention,
+    /// `kernels/contrastive.cu`.
+    Contrastive,
 }
 
 /// Every family, in a fixed order.
-pub const ALL_FAMILIES: [Family; 9] = [
+pub const ALL_FAMILIES: [Family; 11] = [
     Family::Elementwise,
     Family::Reduce,
     Family::Layout,
@@ -52,6 +56,8 @@ pub const ALL_FAMILIES: [Family; 9] = [
     Family::Conv,
     Family::BatchNorm,
     Family::Audio,
+    Family::Attention,
+    Family::Contrastive,
 ];
 
 /// The shared header every family includes as `"common.cuh"`.
@@ -70,6 +76,8 @@ impl Family {
             Family::Conv => "conv.cu",
             Family::BatchNorm => "batchnorm.cu",
             Family::Audio => "audio.cu",
+            Family::Attention => "attention.cu",
+            Family::Contrastive => "contrastive.cu",
         }
     }
 
@@ -85,6 +93,8 @@ impl Family {
             Family::Conv => include_str!("../../../../kernels/conv.cu"),
             Family::BatchNorm => include_str!("../../../../kernels/batchnorm.cu"),
             Family::Audio => include_str!("../../../../kernels/audio.cu"),
+            Family::Attention => include_str!("../../../../kernels/attention.cu"),
+            Family::Contrastive => include_str!("../../../../kernels/contrastive.cu"),
         }
     }
 }

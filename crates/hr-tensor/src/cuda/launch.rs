@@ -42,25 +42,35 @@ pub(crate) fn cuda_err(op: &'static str, e: DriverError) -> Error {
     }
 }
 
-/// Fills `buf` with `byte` (0xff = NaN for f32).
-fn memset(dev: &CudaDevice, buf: &mut CudaSlice<f32>, byte: u8, op: &'static str) -> Result<()> {
-    let bytes = buf.len() * std::mem::size_of::<f32>();
+/// Fills `buf` with `byte` (0xff = NaN for f32 and bf16).
+pub(crate) fn memset<T>(
+    dev: &CudaDevice,
+    buf: &mut CudaSlice<T>,
+    byte: u8,
+    op: &'static str,
+) -> Result<()> {
+    let bytes = buf.len() * std::mem::size_of::<T>();
     let (ptr, _sync) = buf.device_ptr_mut(&dev.stream);
     // SAFETY: `ptr` addresses `bytes` bytes owned by `buf`, on the stream it is used with.
     unsafe { drv::memset_d8_async(ptr, byte, bytes, dev.stream.cu_stream()) }
         .map_err(|e| cuda_err(op, e))
 }
 
-/// A new f32 buffer of `n` elements (at least one: the driver rejects empty allocations),
-/// NaN-filled when poisoning is on, otherwise uninitialised.
-pub(crate) fn alloc_f32(dev: &CudaDevice, n: usize, op: &'static str) -> Result<CudaSlice<f32>> {
+/// A new buffer of `n` elements of `T` (at least one: the driver rejects empty allocations),
+/// NaN-filled when poisoning is on, otherwise uninitialised. `what` names the element type.
+fn alloc<T: DeviceRepr>(
+    dev: &CudaDevice,
+    n: usize,
+    what: &str,
+    op: &'static str,
+) -> Result<CudaSlice<T>> {
     // SAFETY: the memory is either poisoned below or fully written by the kernel that follows
     // (every backend op writes each output element or zeroes the buffer first).
-    let mut buf = unsafe { dev.stream.alloc::<f32>(n.max(1)) }.map_err(|e| Error::Cuda {
+    let mut buf = unsafe { dev.stream.alloc::<T>(n.max(1)) }.map_err(|e| Error::Cuda {
         op,
         msg: format!(
-            "allocating {n} f32 elements ({} bytes): {}",
-            n * 4,
+            "allocating {n} {what} elements ({} bytes): {}",
+            n * std::mem::size_of::<T>(),
             driver_msg(&e)
         ),
     })?;
@@ -68,6 +78,17 @@ pub(crate) fn alloc_f32(dev: &CudaDevice, n: usize, op: &'static str) -> Result<
         memset(dev, &mut buf, 0xff, op)?;
     }
     Ok(buf)
+}
+
+/// A new f32 buffer of `n` elements (at least one), NaN-filled when poisoning is on.
+pub(crate) fn alloc_f32(dev: &CudaDevice, n: usize, op: &'static str) -> Result<CudaSlice<f32>> {
+    alloc(dev, n, "f32", op)
+}
+
+/// A new bf16 buffer (bits as u16) of `n` elements (at least one), NaN-filled when poisoning
+/// is on.
+pub(crate) fn alloc_bf16(dev: &CudaDevice, n: usize, op: &'static str) -> Result<CudaSlice<u16>> {
+    alloc(dev, n, "bf16", op)
 }
 
 /// A new zero-filled f32 buffer of `n` elements (at least one).

@@ -6,8 +6,15 @@
 //! `catch_unwind`: a missing library is [`Error::CudaUnavailable`], never a panic.
 //!
 //! - [`CudaBackend`] (backend.rs): every op family on f32 tensors; GEMMs through cuBLAS
-//!   (plain FP32), the rest through the kernels of `kernels/`. Conv2d and batch norm return
-//!   [`Error::NotImplemented`] (issue 7).
+//!   (plain FP32, or bf16 operands under [`crate::autocast`]), the rest through the kernels of
+//!   `kernels/` (fused attention and contrastive loss included). bf16 storage
+//!   ([`CudaStorage::BF16`], f32 compute, each result rounded once) for unary, unary_bwd,
+//!   binary, affine, axpy, dropout, softmax, softmax_bwd, layer_norm, layer_norm_bwd and
+//!   sum_to, and the data movement of broadcast_to, permute, concat, slice, pad_axis and
+//!   embedding (bit-exact copies) plus embedding_bwd (deterministic bucketed f32 sums)
+//!   (backend/dtype.rs); other ops (log_softmax and its backward, nll_loss, l2_normalize,
+//!   matmul on bf16 tensors, conv, batch norm, adam, attention, contrastive loss,
+//!   frame_signal) reject it with [`Error::UnsupportedDType`].
 //! - kernels.rs: NVRTC compilation at first use for the device's `sm_XY`, CUBIN cache on disk
 //!   ([`kernel_cache_dir`], `HR_KERNEL_CACHE`), [`precompile_all`].
 //! - launch.rs: output allocation from the stream-ordered pool (NaN-poisoned on request,
@@ -26,6 +33,7 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
 
 use crate::{Error, Result};
 
+pub(crate) use backend::cast;
 pub use backend::CudaBackend;
 pub use kernels::{
     compile_options, compile_source, kernel_cache_dir, nvrtc_present, nvrtc_version,
@@ -60,6 +68,44 @@ pub struct CudaDevice {
 pub enum CudaStorage {
     /// f32 elements.
     F32(CudaSlice<f32>),
+    /// bf16 elements (the raw bits of `half::bf16`, the `bf16` struct of `kernels/common.cuh`).
+    BF16(CudaSlice<u16>),
+}
+
+impl CudaStorage {
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> crate::DType {
+        match self {
+            CudaStorage::F32(_) => crate::DType::F32,
+            CudaStorage::BF16(_) => crate::DType::BF16,
+        }
+    }
+}
+
+// SAFETY: pushes the device pointer of the inner slice through cudarc's own `CudaSlice`
+// implementations (same stream-synchronisation bookkeeping); kernels take `float *` or
+// `bf16 *` for it, picked by the caller from the dtype.
+unsafe impl<'a, 'b: 'a> cudarc::driver::PushKernelArg<&'b CudaStorage>
+    for cudarc::driver::LaunchArgs<'a>
+{
+    fn arg(&mut self, arg: &'b CudaStorage) -> &mut Self {
+        match arg {
+            CudaStorage::F32(s) => self.arg(s),
+            CudaStorage::BF16(s) => self.arg(s),
+        }
+    }
+}
+
+// SAFETY: as for `&CudaStorage`, through cudarc's `&mut CudaSlice` implementations.
+unsafe impl<'a, 'b: 'a> cudarc::driver::PushKernelArg<&'b mut CudaStorage>
+    for cudarc::driver::LaunchArgs<'a>
+{
+    fn arg(&mut self, arg: &'b mut CudaStorage) -> &mut Self {
+        match arg {
+            CudaStorage::F32(s) => self.arg(s),
+            CudaStorage::BF16(s) => self.arg(s),
+        }
+    }
 }
 
 fn registry() -> &'static Mutex<HashMap<usize, Arc<CudaDevice>>> {
@@ -257,15 +303,46 @@ pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
     Ok(CudaStorage::F32(dst))
 }
 
-/// Copies a device buffer back to the host (every element of the buffer; empty tensors carry one
-/// spare element, which [`crate::Tensor::to_vec_f32`] drops).
-pub fn download_f32(ordinal: usize, storage: &CudaStorage) -> Result<Vec<f32>> {
+/// Copies host bf16 data (as its bits) to a new buffer on `ordinal` (at least one element, like
+/// [`upload_f32`]).
+pub fn upload_bf16(ordinal: usize, data: &[half::bf16]) -> Result<CudaStorage> {
     let dev = context(ordinal)?;
-    let CudaStorage::F32(slice) = storage;
-    dev.stream.clone_dtoh(slice).map_err(|e| Error::Cuda {
+    let mut bits: Vec<u16> = data.iter().map(|x| x.to_bits()).collect();
+    if bits.is_empty() {
+        bits.push(0);
+    }
+    let slice = dev.stream.clone_htod(&bits).map_err(|e| Error::Cuda {
+        op: "upload",
+        msg: format!("{} bf16 elements: {e}", data.len()),
+    })?;
+    Ok(CudaStorage::BF16(slice))
+}
+
+/// Copies a device buffer back to the host in its own dtype (every element of the buffer;
+/// empty tensors carry one spare element).
+pub fn download(ordinal: usize, storage: &CudaStorage) -> Result<crate::storage::CpuStorage> {
+    use crate::storage::CpuStorage;
+    let dev = context(ordinal)?;
+    let err = |e: cudarc::driver::DriverError| Error::Cuda {
         op: "download",
         msg: e.to_string(),
+    };
+    Ok(match storage {
+        CudaStorage::F32(s) => CpuStorage::F32(dev.stream.clone_dtoh(s).map_err(err)?),
+        CudaStorage::BF16(s) => {
+            let bits = dev.stream.clone_dtoh(s).map_err(err)?;
+            CpuStorage::BF16(bits.into_iter().map(half::bf16::from_bits).collect())
+        }
     })
+}
+
+/// Copies a device buffer back to the host as f32 (every element of the buffer; empty tensors
+/// carry one spare element, which [`crate::Tensor::to_vec_f32`] drops). bf16 converts exactly.
+pub fn download_f32(ordinal: usize, storage: &CudaStorage) -> Result<Vec<f32>> {
+    match download(ordinal, storage)? {
+        crate::storage::CpuStorage::F32(v) => Ok(v),
+        other => Ok(other.to_f32_vec()),
+    }
 }
 
 /// A new zero-filled f32 buffer of `n` elements on `ordinal` (at least one element, as

@@ -51,12 +51,14 @@ pub fn matmul_spec(
         a_batched,
         b_batched,
         alpha,
+        bf16_inputs: false,
     };
     Ok((spec, out))
 }
 
 /// `alpha * op(a) @ op(b)` with optional transposes of the last two axes; leading axes are
-/// batch axes (equal on both sides, or absent on one side = shared matrix).
+/// batch axes (equal on both sides, or absent on one side = shared matrix). f32 operands are
+/// rounded to bf16 first inside [`crate::autocast::bf16_matmuls`].
 pub fn matmul_ex(
     a: &Tensor,
     b: &Tensor,
@@ -65,7 +67,8 @@ pub fn matmul_ex(
     alpha: f64,
 ) -> Result<Tensor> {
     let be = pair("matmul", a, b)?;
-    let (spec, out) = matmul_spec(a.shape(), b.shape(), trans_a, trans_b, alpha)?;
+    let (mut spec, out) = matmul_spec(a.shape(), b.shape(), trans_a, trans_b, alpha)?;
+    spec.bf16_inputs = a.dtype() == crate::DType::F32 && crate::autocast::bf16_matmuls_active();
     be.matmul(a, b, &spec, &out)
 }
 

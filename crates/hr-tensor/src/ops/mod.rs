@@ -2,6 +2,7 @@
 //! Every op has a forward and a backward function; backward functions take the upstream
 //! gradient `dy` and whatever the forward saved.
 
+mod attention;
 mod audio;
 mod conv;
 mod elementwise;
@@ -12,6 +13,7 @@ mod optim;
 mod reduce;
 mod softmax;
 
+pub use attention::*;
 pub use audio::*;
 #[allow(unused_imports)]
 pub use conv::*;

@@ -24,13 +24,37 @@ pub fn layer_norm_bwd(
     stats: &crate::NormStats,
     dy: &crate::Tensor,
 ) -> crate::Result<crate::NormGrads> {
-    let be = super::all_same("layer_norm_bwd", &[x, gamma, dy, &stats.mean, &stats.rstd])?;
+    let be = super::all_same("layer_norm_bwd", &[x, gamma, dy])?;
+    stats_fit("layer_norm_bwd", x, stats)?;
     super::same_shape("layer_norm_bwd", x, dy)?;
     last_axis_checks::affine("layer_norm_bwd", x, gamma, gamma)?;
     let rows = &x.shape()[..x.rank() - 1];
     super::expect_shape("layer_norm_bwd", &stats.mean, rows)?;
     super::expect_shape("layer_norm_bwd", &stats.rstd, rows)?;
     be.layer_norm_bwd(x, gamma, stats, dy)
+}
+
+/// Checks that `stats` live on `x`'s device with the dtype [`crate::NormStats::dtype_for`]
+/// gives for `x` (f32 statistics for bf16 inputs).
+fn stats_fit(op: &'static str, x: &crate::Tensor, stats: &crate::NormStats) -> crate::Result<()> {
+    let want = crate::NormStats::dtype_for(x.dtype());
+    for s in [&stats.mean, &stats.rstd] {
+        if s.device() != x.device() {
+            return Err(crate::Error::DeviceMismatch {
+                op,
+                lhs: x.device(),
+                rhs: s.device(),
+            });
+        }
+        if s.dtype() != want {
+            return Err(crate::Error::DTypeMismatch {
+                op,
+                lhs: want,
+                rhs: s.dtype(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// L2 normalisation over the last axis, `y = x / max(||x||, eps)` (like

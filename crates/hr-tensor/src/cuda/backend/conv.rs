@@ -172,6 +172,8 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
             a_batched: false,
             b_batched: true,
             alpha: 1.0,
+            // Convolutions stay f32 under autocast (the CPU twin has no GEMM path).
+            bf16_inputs: false,
         };
         return CudaBackend.matmul(w, x, &spec, &y_shape(s));
     }
@@ -208,6 +210,8 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
             a_batched: false,
             b_batched: true,
             alpha: 1.0,
+            // Convolutions stay f32 under autocast (the CPU twin has no GEMM path).
+            bf16_inputs: false,
         };
         return CudaBackend.matmul(w, dy, &spec, &x_shape(s));
     }

@@ -1,0 +1,69 @@
+//! Mixed precision for matrix products, scoped per thread (like `torch.autocast`): inside
+//! [`bf16_matmuls`], every f32 [`crate::ops::matmul_ex`] rounds its operands to bf16 and
+//! multiplies with f32 accumulation and an f32 result (cuBLAS `GemmEx` with bf16 inputs on
+//! CUDA; the same rounding then an f32 GEMM on the CPU, so the CPU is a faithful reference).
+//! Everything else (norms, softmax, losses, the optimizer and its master weights) stays f32.
+
+use std::cell::Cell;
+
+thread_local! {
+    static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Restores the previous setting when dropped.
+#[derive(Debug)]
+pub struct AutocastGuard {
+    previous: bool,
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        BF16_MATMULS.with(|c| c.set(self.previous));
+    }
+}
+
+/// Turns bf16 matrix products on (`on = true`) or off on this thread until the guard drops.
+pub fn bf16_matmuls(on: bool) -> AutocastGuard {
+    AutocastGuard {
+        previous: BF16_MATMULS.with(|c| c.replace(on)),
+    }
+}
+
+/// Whether f32 matrix products on this thread round their operands to bf16.
+pub fn bf16_matmuls_active() -> bool {
+    BF16_MATMULS.with(Cell::get)
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), as an f32.
+pub fn round_bf16(x: f32) -> f32 {
+    half::bf16::from_f32(x).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_nest_and_restore() {
+        assert!(!bf16_matmuls_active());
+        {
+            let _a = bf16_matmuls(true);
+            assert!(bf16_matmuls_active());
+            {
+                let _b = bf16_matmuls(false);
+                assert!(!bf16_matmuls_active());
+            }
+            assert!(bf16_matmuls_active());
+        }
+        assert!(!bf16_matmuls_active());
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(round_bf16(1.0), 1.0);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
+        assert_eq!(round_bf16(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(round_bf16(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+        assert!(round_bf16(f32::NAN).is_nan());
+    }
+}

@@ -1,0 +1,105 @@
+//! Front-end ops of the fused kernels: scaled-dot-product attention and the symmetric
+//! contrastive loss, each with its backward.
+
+use super::{all_same, pair};
+use crate::backend::{AttentionSpec, ContrastiveStats};
+use crate::checks::{attention_operands, contrastive_operands};
+use crate::{Error, Result, Tensor};
+
+/// The spec of attention over `q` (B, Tq, H, Dh) and `k` (B, Tk, H, Dh) with the usual
+/// `1 / sqrt(Dh)` scale, no dropout.
+pub fn attention_spec(q: &Tensor, k: &Tensor) -> Result<AttentionSpec> {
+    match (q.shape(), k.shape()) {
+        (&[b, tq, h, dh], &[_, tk, _, _]) => Ok(AttentionSpec {
+            batch: b,
+            heads: h,
+            q_len: tq,
+            k_len: tk,
+            head_dim: dh,
+            scale: 1.0 / (dh.max(1) as f64).sqrt(),
+            dropout: 0.0,
+            seed: 0,
+        }),
+        _ => Err(Error::ShapeMismatch {
+            op: "attention",
+            lhs: q.shape().to_vec(),
+            rhs: k.shape().to_vec(),
+        }),
+    }
+}
+
+/// Fused attention (see [`crate::backend::AttentionOps::attention`]): returns `(out, lse)`;
+/// keep both for [`attention_bwd`]. `mask` has `q`'s dtype and device.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    spec: &AttentionSpec,
+) -> Result<(Tensor, Tensor)> {
+    attention_operands("attention", [q, k, v], mask, spec)?;
+    let mut ts = vec![q, k, v];
+    ts.extend(mask);
+    all_same("attention", &ts)?.attention(q, k, v, mask, spec)
+}
+
+/// Backward of [`attention`]: `[dq, dk, dv]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    spec: &AttentionSpec,
+) -> Result<[Tensor; 3]> {
+    let op = "attention_bwd";
+    attention_operands(op, [q, k, v], mask, spec)?;
+    super::same_shape(op, q, out)?;
+    super::same_shape(op, q, dout)?;
+    super::expect_shape(op, lse, &[spec.batch, spec.heads, spec.q_len])?;
+    let mut ts = vec![q, k, v, out, lse, dout];
+    ts.extend(mask);
+    all_same(op, &ts)?.attention_bwd(q, k, v, mask, out, lse, dout, spec)
+}
+
+/// Fused symmetric contrastive loss of a square `scores` matrix (already divided by the
+/// temperature); items `i` and `j` are a positive pair when `groups[i] == groups[j]`.
+/// Returns the scalar loss and the statistics [`contrastive_loss_bwd`] needs.
+pub fn contrastive_loss(scores: &Tensor, groups: &[u32]) -> Result<(Tensor, ContrastiveStats)> {
+    contrastive_operands("contrastive_loss", scores, groups)?;
+    crate::backend::backend_for("contrastive_loss", scores.device())?
+        .contrastive_loss(scores, groups)
+}
+
+/// Gradient of the scores for upstream gradient `dloss`.
+pub fn contrastive_loss_bwd(
+    scores: &Tensor,
+    groups: &[u32],
+    stats: &ContrastiveStats,
+    dloss: f64,
+) -> Result<Tensor> {
+    let op = "contrastive_loss_bwd";
+    contrastive_operands(op, scores, groups)?;
+    super::expect_shape(op, &stats.row_lse, &[groups.len()])?;
+    super::expect_shape(op, &stats.col_lse, &[groups.len()])?;
+    pair(op, scores, &stats.row_lse)?;
+    pair(op, scores, &stats.col_lse)?.contrastive_loss_bwd(scores, groups, stats, dloss)
+}
+
+/// Dense group ids of `clip_ids` (first appearance order): equal clips get equal groups.
+pub fn clip_groups(clip_ids: &[u64]) -> Vec<u32> {
+    let mut seen: Vec<u64> = Vec::new();
+    clip_ids
+        .iter()
+        .map(|c| match seen.iter().position(|s| s == c) {
+            Some(g) => g as u32,
+            None => {
+                seen.push(*c);
+                (seen.len() - 1) as u32
+            }
+        })
+        .collect()
+}

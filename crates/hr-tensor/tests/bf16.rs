@@ -1,0 +1,415 @@
+//! bf16 storage on the CPU: every covered op (unary, unary_bwd, binary, affine, axpy, dropout,
+//! softmax with a bf16 mask, softmax_bwd, layer_norm, layer_norm_bwd, sum_to, embedding_bwd)
+//! on bf16 tensors equals the f32 op on the same (bf16-representable) values, rounded to bf16
+//! once; layer norm's statistics stay f32. Data movement (permute, concat, slice, pad_axis,
+//! embedding, broadcast_to) copies bf16 values bit for bit (signed zeros, infinities and NaN
+//! included). Ops without bf16 support return `UnsupportedDType` naming the op.
+
+use half::bf16;
+use hr_tensor::ops;
+use hr_tensor::{AdamStep, Binary, DType, Error, NormStats, Rng, Tensor, Unary};
+
+const UNARY: [Unary; 8] = Unary::ALL;
+
+const BINARY: [Binary; 4] = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div];
+
+const SHAPES: [&[usize]; 5] = [&[1], &[7], &[3, 5], &[2, 3, 33], &[4, 1, 129]];
+
+/// A pair `(f32, bf16)` holding the same bf16-representable values: normal samples times
+/// `std` plus `shift`.
+fn pair(shape: &[usize], std: f32, shift: f64, seed: u64) -> (Tensor, Tensor) {
+    let x = Tensor::randn(shape, std, &mut Rng::new(seed)).expect("randn");
+    let x = ops::affine(&x, 1.0, shift).expect("shift");
+    let b = x.to_dtype(DType::BF16).expect("to bf16");
+    (b.to_dtype(DType::F32).expect("to f32"), b)
+}
+
+/// The bits of a bf16 tensor.
+fn bits(t: &Tensor) -> Vec<u16> {
+    t.as_slice::<bf16>()
+        .expect("bf16 storage")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// `got` (bf16) must equal `want` (the f32 result) rounded to bf16, bit for bit.
+fn same(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dtype(), DType::BF16, "{what}: dtype");
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let want = want.to_dtype(DType::BF16).expect("round");
+    let (g, w) = (bits(got), bits(&want));
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let nan = bf16::from_bits(*a).is_nan() && bf16::from_bits(*b).is_nan();
+        assert!(a == b || nan, "{what}[{i}]: {a:#06x} vs {b:#06x}");
+    }
+}
+
+#[test]
+fn unary_forward_and_backward() {
+    for (si, shape) in SHAPES.iter().enumerate() {
+        for (ki, &kind) in UNARY.iter().enumerate() {
+            let seed = (si * 16 + ki) as u64;
+            let (x32, x16) = match kind {
+                Unary::Log | Unary::Sqrt => pair(shape, 0.5, 2.0, seed),
+                _ => pair(shape, 2.5, 0.0, seed),
+            };
+            let (dy32, dy16) = pair(shape, 1.0, 0.0, seed + 1000);
+            let name = format!("{kind:?} {shape:?}");
+            same(
+                &name,
+                &ops::unary(kind, &x16).unwrap(),
+                &ops::unary(kind, &x32).unwrap(),
+            );
+            same(
+                &format!("{name} bwd"),
+                &ops::unary_bwd(kind, &x16, &dy16).unwrap(),
+                &ops::unary_bwd(kind, &x32, &dy32).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_same_shape_and_broadcast() {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[7], &[7]),
+        (&[3, 5], &[3, 5]),
+        (&[3, 1, 5], &[4, 5]),
+        (&[2, 3, 33], &[33]),
+        (&[5, 1], &[1, 9]),
+    ];
+    for (ci, &(sa, sb)) in cases.iter().enumerate() {
+        let (a32, a16) = pair(sa, 2.0, 0.0, 100 + ci as u64);
+        // Divisors away from zero.
+        let (b32, b16) = pair(sb, 0.5, 1.5, 200 + ci as u64);
+        for kind in BINARY {
+            same(
+                &format!("{kind:?} {sa:?} {sb:?}"),
+                &ops::binary(kind, &a16, &b16).unwrap(),
+                &ops::binary(kind, &a32, &b32).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn affine_scales_and_shifts() {
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let (x32, x16) = pair(shape, 3.0, 0.0, 300 + si as u64);
+        same(
+            &format!("affine {shape:?}"),
+            &ops::affine(&x16, 0.37, -1.25).unwrap(),
+            &ops::affine(&x32, 0.37, -1.25).unwrap(),
+        );
+    }
+}
+
+/// A (b, k) keep mask in `dtype`: random, row 0 keeps only its first key, the last row (when
+/// b > 1) keeps nothing.
+fn mask(b: usize, k: usize, dtype: DType, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let mut m: Vec<f32> = (0..b * k)
+        .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
+        .collect();
+    m[..k]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(j, v)| *v = if j == 0 { 1.0 } else { 0.0 });
+    if b > 1 {
+        m[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
+    }
+    Tensor::from_vec(m, &[b, k])
+        .and_then(|t| t.to_dtype(dtype))
+        .expect("mask")
+}
+
+#[test]
+fn softmax_masked_and_backward() {
+    for (i, &(b, r, k)) in [(1, 1, 1), (2, 3, 7), (2, 3, 33), (3, 4, 97), (2, 2, 1031)]
+        .iter()
+        .enumerate()
+    {
+        let seed = 400 + i as u64 * 10;
+        let (x32, x16) = pair(&[b, r, k], 3.0, 0.0, seed);
+        let (dy32, dy16) = pair(&[b, r, k], 1.0, 0.0, seed + 1);
+        let name = format!("softmax ({b}, {r}, {k})");
+        same(
+            &name,
+            &ops::softmax(&x16, None).unwrap(),
+            &ops::softmax(&x32, None).unwrap(),
+        );
+        let (m32, m16) = (
+            mask(b, k, DType::F32, seed + 2),
+            mask(b, k, DType::BF16, seed + 2),
+        );
+        let y16 = ops::softmax(&x16, Some(&m16)).unwrap();
+        let y32 = ops::softmax(&x32, Some(&m32)).unwrap();
+        same(&format!("{name} masked"), &y16, &y32);
+        // The backward from the bf16 forward's output (exactly representable in f32).
+        let y = y16.to_dtype(DType::F32).unwrap();
+        same(
+            &format!("{name} bwd"),
+            &ops::softmax_bwd(&y16, &dy16).unwrap(),
+            &ops::softmax_bwd(&y, &dy32).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn layer_norm_with_f32_statistics() {
+    for (i, shape) in [&[1usize, 1][..], &[3, 5, 7], &[9, 65], &[2, 3, 257]]
+        .iter()
+        .enumerate()
+    {
+        let seed = 500 + i as u64 * 10;
+        let d = *shape.last().unwrap();
+        let (x32, x16) = pair(shape, 2.0, 0.5, seed);
+        let (g32, g16) = pair(&[d], 0.25, 1.0, seed + 1);
+        let (b32, b16) = pair(&[d], 1.0, 0.0, seed + 2);
+        let (dy32, dy16) = pair(shape, 1.0, 0.0, seed + 3);
+        let name = format!("layer_norm {shape:?}");
+        let (y16, st16) = ops::layer_norm(&x16, &g16, &b16, 1e-5).unwrap();
+        let (y32, st32) = ops::layer_norm(&x32, &g32, &b32, 1e-5).unwrap();
+        same(&name, &y16, &y32);
+        for (s16, s32) in [(&st16.mean, &st32.mean), (&st16.rstd, &st32.rstd)] {
+            assert_eq!(s16.dtype(), NormStats::dtype_for(DType::BF16));
+            assert_eq!(s16.to_vec_f32().unwrap(), s32.to_vec_f32().unwrap());
+        }
+        let g16r = ops::layer_norm_bwd(&x16, &g16, &st16, &dy16).unwrap();
+        let g32r = ops::layer_norm_bwd(&x32, &g32, &st32, &dy32).unwrap();
+        same(&format!("{name} dx"), &g16r.dx, &g32r.dx);
+        same(&format!("{name} dgamma"), &g16r.dgamma, &g32r.dgamma);
+        same(&format!("{name} dbeta"), &g16r.dbeta, &g32r.dbeta);
+    }
+}
+
+#[test]
+fn layer_norm_bwd_rejects_bf16_statistics() {
+    let (_, x) = pair(&[3, 4], 1.0, 0.0, 1);
+    let (_, g) = pair(&[4], 1.0, 0.0, 2);
+    let (_, st) = ops::layer_norm(&x, &g, &g, 1e-5).unwrap();
+    let bad = NormStats {
+        mean: st.mean.to_dtype(DType::BF16).unwrap(),
+        rstd: st.rstd.to_dtype(DType::BF16).unwrap(),
+    };
+    let err = ops::layer_norm_bwd(&x, &g, &bad, &x).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DTypeMismatch {
+                op: "layer_norm_bwd",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn mixed_bf16_and_f32_operands_are_rejected() {
+    let (a32, a16) = pair(&[2, 5], 1.0, 0.0, 3);
+    let err = ops::add(&a16, &a32).unwrap_err();
+    assert!(
+        matches!(err, Error::DTypeMismatch { op: "binary", .. }),
+        "{err}"
+    );
+    let err = ops::softmax(&a16, Some(&mask(2, 5, DType::F32, 4))).unwrap_err();
+    assert!(
+        matches!(err, Error::DTypeMismatch { op: "softmax", .. }),
+        "{err}"
+    );
+}
+
+/// A bf16 tensor of `shape` with random values plus, when it has room, the special values
+/// -0.0, +inf, -inf and NaN (data movement must copy their bits), and its exact f32 twin.
+fn special_pair(shape: &[usize], seed: u64) -> (Tensor, Tensor) {
+    let (x32, _) = pair(shape, 2.0, 0.0, seed);
+    let mut v = x32.to_vec_f32().expect("values");
+    for (slot, s) in v
+        .iter_mut()
+        .step_by(5)
+        .zip([-0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
+    {
+        *slot = s;
+    }
+    let b = Tensor::from_vec(v, shape)
+        .and_then(|t| t.to_dtype(DType::BF16))
+        .expect("bf16");
+    (b.to_dtype(DType::F32).expect("to f32"), b)
+}
+
+/// `got` (bf16) must hold exactly the bits of `want` (an f32 result of data movement over
+/// bf16 values, hence exactly representable).
+fn exact(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dtype(), DType::BF16, "{what}: dtype");
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let w = bits(&want.to_dtype(DType::BF16).expect("round"));
+    assert_eq!(bits(got), w, "{what}: bits");
+}
+
+#[test]
+fn layout_ops_copy_bits() {
+    for (si, shape) in [&[1usize, 1, 1][..], &[2, 3, 5], &[3, 1, 33], &[4, 7, 9]]
+        .iter()
+        .enumerate()
+    {
+        let (x32, x16) = special_pair(shape, 600 + si as u64);
+        let name = format!("{shape:?}");
+        for perm in [[2, 0, 1], [1, 2, 0], [0, 2, 1], [2, 1, 0]] {
+            exact(
+                &format!("permute {name} {perm:?}"),
+                &ops::permute(&x16, &perm).unwrap(),
+                &ops::permute(&x32, &perm).unwrap(),
+            );
+        }
+        for axis in 0..3 {
+            let d = shape[axis];
+            let (start, len) = (d / 3, d - d / 3);
+            exact(
+                &format!("slice {name} axis {axis}"),
+                &ops::slice(&x16, axis, start, len).unwrap(),
+                &ops::slice(&x32, axis, start, len).unwrap(),
+            );
+            exact(
+                &format!("pad_axis {name} axis {axis}"),
+                &ops::pad_axis(&x16, axis, 2, d + 3).unwrap(),
+                &ops::pad_axis(&x32, axis, 2, d + 3).unwrap(),
+            );
+            let mut other = shape.to_vec();
+            other[axis] = 3;
+            let (y32, y16) = special_pair(&other, 700 + si as u64);
+            exact(
+                &format!("concat {name} axis {axis}"),
+                &ops::concat(&[&x16, &y16, &x16], axis).unwrap(),
+                &ops::concat(&[&x32, &y32, &x32], axis).unwrap(),
+            );
+        }
+        let mut wide = shape.to_vec();
+        wide[1] = 4;
+        if shape[1] == 1 {
+            exact(
+                &format!("broadcast_to {name}"),
+                &ops::broadcast_to(&x16, &wide).unwrap(),
+                &ops::broadcast_to(&x32, &wide).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn embedding_gather_and_scatter_add() {
+    for (i, &(vocab, d)) in [(1, 1), (5, 3), (11, 33), (7, 130)].iter().enumerate() {
+        let seed = 800 + i as u64 * 10;
+        let (t32, t16) = special_pair(&[vocab, d], seed);
+        // Repeated ids (and, for vocab > 1, an unused one).
+        let ids: Vec<u32> = (0..2 * vocab + 3)
+            .map(|j| ((j * 7 + 1) % vocab.max(2).saturating_sub(1).max(1)) as u32)
+            .collect();
+        let name = format!("({vocab}, {d})");
+        exact(
+            &format!("embedding {name}"),
+            &ops::embedding(&t16, &ids).unwrap(),
+            &ops::embedding(&t32, &ids).unwrap(),
+        );
+        let (dy32, dy16) = pair(&[ids.len(), d], 1.0, 0.0, seed + 1);
+        same(
+            &format!("embedding_bwd {name}"),
+            &ops::embedding_bwd(&dy16, &ids, vocab).unwrap(),
+            &ops::embedding_bwd(&dy32, &ids, vocab).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn sum_to_rounds_once() {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[7], &[1]),
+        (&[3, 5], &[1, 5]),
+        (&[3, 5], &[3, 1]),
+        (&[2, 3, 33], &[1, 3, 1]),
+        (&[4, 9, 129], &[1, 1, 129]),
+    ];
+    for (ci, &(from, to)) in cases.iter().enumerate() {
+        let (x32, x16) = pair(from, 1.0, 0.25, 900 + ci as u64);
+        same(
+            &format!("sum_to {from:?} -> {to:?}"),
+            &ops::sum_to(&x16, to).unwrap(),
+            &ops::sum_to(&x32, to).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn dropout_and_axpy_round_once() {
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let seed = 1000 + si as u64;
+        let (x32, x16) = pair(shape, 2.0, 0.0, seed);
+        for p in [0.0, 0.1, 0.3] {
+            let (y16, s16) = ops::dropout(&x16, p, seed).unwrap();
+            let (y32, s32) = ops::dropout(&x32, p, seed).unwrap();
+            same(&format!("dropout y {shape:?} p {p}"), &y16, &y32);
+            same(&format!("dropout scale {shape:?} p {p}"), &s16, &s32);
+        }
+        let (a32, a16) = pair(shape, 1.0, 0.5, seed + 50);
+        let (mut acc16, mut acc32) = (a16.clone(), a32);
+        ops::axpy(&mut acc16, -0.3, &x16).unwrap();
+        ops::axpy(&mut acc32, -0.3, &x32).unwrap();
+        same(&format!("axpy {shape:?}"), &acc16, &acc32);
+        // The clone shared `a16`'s storage: axpy must not write through it.
+        assert_ne!(bits(&a16), bits(&acc16), "axpy {shape:?}: aliasing");
+    }
+}
+
+/// `r` must be `UnsupportedDType` for bf16 naming `op`.
+fn unsupported<T: std::fmt::Debug>(op: &str, r: hr_tensor::Result<T>) {
+    match r {
+        Err(Error::UnsupportedDType {
+            op: o,
+            dtype: DType::BF16,
+            ..
+        }) if o == op => {}
+        other => panic!("{op}: expected UnsupportedDType naming it, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_ops_name_themselves() {
+    let (_, x) = pair(&[3, 6], 1.0, 0.0, 5);
+    let (_, w) = pair(&[6, 4], 1.0, 0.0, 6);
+    unsupported("log_softmax", ops::log_softmax(&x));
+    unsupported("log_softmax_bwd", ops::log_softmax_bwd(&x, &x));
+    unsupported("nll_loss", ops::nll_loss(&x, &[0, 1, 2]));
+    unsupported("l2_normalize", ops::l2_normalize(&x, 1e-12));
+    unsupported("matmul", ops::matmul(&x, &w));
+    let (_, img) = pair(&[1, 2, 5, 5], 1.0, 0.0, 7);
+    let (_, k) = pair(&[3, 2, 3, 3], 1.0, 0.0, 8);
+    unsupported("conv2d", ops::conv2d(&img, &k, (1, 1), (1, 1), (1, 1), 1));
+    let (_, ch) = pair(&[2], 1.0, 0.0, 9);
+    let (mut rm, mut rv) = (ch.clone(), ch.clone());
+    unsupported(
+        "batch_norm_train",
+        ops::batch_norm_train(&img, &ch, &ch, &mut rm, &mut rv, 0.1, 1e-5),
+    );
+    let (mut p, mut m, mut v) = (x.clone(), x.clone(), x.clone());
+    let hp = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    unsupported("adam_step", ops::adam_step(&mut p, &x, &mut m, &mut v, &hp));
+    let (_, q) = pair(&[1, 4, 2, 8], 1.0, 0.0, 10);
+    let spec = ops::attention_spec(&q, &q).unwrap();
+    unsupported("attention", ops::attention(&q, &q, &q, None, &spec));
+    let (_, sq) = pair(&[4, 4], 1.0, 0.0, 11);
+    unsupported(
+        "contrastive_loss",
+        ops::contrastive_loss(&sq, &[0, 1, 2, 3]),
+    );
+    let (_, wav) = pair(&[2, 64], 1.0, 0.0, 12);
+    let (_, win) = pair(&[16], 1.0, 0.0, 13);
+    unsupported("frame_signal", ops::frame_signal(&wav, &win, 8, 0.97));
+}
