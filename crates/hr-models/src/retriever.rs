@@ -437,9 +437,9 @@ impl HybridRetriever {
     /// parameters' device). Frames of a [`RetrievalBatch`] must be on this device (an error
     /// otherwise, never a silent copy); token ids, masks and presence flags stay host vectors
     /// (the embedding ops take ids as slices; masks are built on the host and uploaded once per
-    /// call). Waveforms may live anywhere: the mel frontend is host code (realfft + rayon) and
-    /// its log-mel output is uploaded here before the MobileNetV3. A GPU mel frontend is a
-    /// separate task (it would remove the host FFT and one upload from every step).
+    /// call). Waveforms may live anywhere: on a CUDA model the mel frontend runs on the device
+    /// (`MelFrontend::forward_device`, host waveforms are uploaded once), on the CPU it is host
+    /// code (realfft + rayon).
     pub fn device(&self, ps: &ParamStore) -> Device {
         ps.value(self.text_proj.weight).device()
     }
