@@ -22,8 +22,8 @@ template <typename T> __device__ void gather_strided(const T *x, T *y, i64 n, i6
     GRID_STRIDE(i, n) store(y, i, load(x, base + strided_offset(i, s)));
 }
 
-/// Entry points for storage `T` with dtype suffix `S`: bf16 sums accumulate in f64 like f32 and
-/// round once at the store; the gather is a bit-exact copy.
+/// Entry points for storage `T` with dtype suffix `S`: bf16 sums accumulate in f64 like f32,
+/// then round to f32 and to bf16 at the store (as the CPU does); the gather is a bit-exact copy.
 #define REDUCE_ENTRIES(S, T)                                                                       \
     HR_EXTERN void sum_to_##S(const T *x, T *y, i64 n_out, i64 red_n, Strided kept, Strided red) { \
         sum_to(x, y, n_out, red_n, kept, red);                                                     \

@@ -91,7 +91,8 @@ fn wrap(dev: &CudaDevice, data: CudaSlice<f32>, shape: &[usize]) -> Tensor {
 /// Uploads host ids (u32) for a gather/scatter kernel.
 fn upload_ids(dev: &CudaDevice, op: &'static str, ids: &[u32]) -> Result<CudaSlice<u32>> {
     if ids.is_empty() {
-        // SAFETY: never read (the kernels that take ids are not launched for zero ids).
+        // SAFETY: never read: the kernels that take ids are either not launched for zero ids
+        // or (embedding_bwd_sorted_bf16) index them only through bucket starts, all zero then.
         return unsafe { dev.stream.alloc::<u32>(1) }.map_err(|e| cuda_err(op, e));
     }
     dev.stream.clone_htod(ids).map_err(|e| cuda_err(op, e))

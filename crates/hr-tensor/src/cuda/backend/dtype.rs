@@ -2,7 +2,7 @@
 //! result) for the ops whose kernels have a `_bf16` instantiation: `unary`, `unary_bwd`,
 //! `binary`, `affine`, `axpy`, `dropout`, `softmax`, `softmax_bwd`, `layer_norm` and
 //! `layer_norm_bwd` (whose saved statistics stay f32), `sum_to` (f64 accumulation, rounded
-//! once), and the data movement of `broadcast_to`, `permute`, `concat`, `slice`, `pad_axis`
+//! to f32 then to bf16, like the CPU), and the data movement of `broadcast_to`, `permute`, `concat`, `slice`, `pad_axis`
 //! and `embedding` (bit-exact copies) plus `embedding_bwd` (a deterministic bucketed f32 sum,
 //! rounded once). Ops without one reject a bf16 operand through `super::buf` with
 //! [`Error::UnsupportedDType`] naming the op.
