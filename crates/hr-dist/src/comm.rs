@@ -34,6 +34,14 @@ pub trait Communicator: Send {
     /// Returns once every rank has entered the barrier.
     fn barrier(&mut self) -> Result<()>;
 
+    /// Whether this communicator's collectives may run on another host thread while the
+    /// calling thread keeps computing (the trainer overlaps the gradient all-reduce of the
+    /// text side with the audio CNN's backward that way). True for host backends; NCCL's
+    /// collectives are stream-ordered on the compute GPU and are not overlapped this way.
+    fn overlaps_host_work(&self) -> bool {
+        true
+    }
+
     /// All-reduces `ts` in place, as one flat array cut into buckets of `bucket_bytes`
     /// (`mean` divides by the world size); shapes, dtypes and devices are kept.
     ///

@@ -1009,6 +1009,12 @@ impl Communicator for NcclComm {
         })
     }
 
+    fn overlaps_host_work(&self) -> bool {
+        // Needs a side stream ordered after the backward's kernels (not a host thread):
+        // not implemented, so NCCL reduces after the backward.
+        false
+    }
+
     fn all_reduce_tensors_in_place(
         &mut self,
         ts: &mut [Tensor],

@@ -158,6 +158,9 @@ pub struct WaveformBatch {
     pub clip_ids: Vec<u64>,
 }
 
+/// Name prefix of the audio CNN's parameters (EfficientAT MobileNetV3 under the retriever).
+pub const AUDIO_CNN_PREFIX: &str = "audio_cnn.";
+
 /// Saved activations of [`HybridRetriever::forward_waveforms`].
 #[derive(Debug, Clone)]
 pub struct WaveformCache {
@@ -302,7 +305,7 @@ impl HybridRetriever {
                 msg,
             });
         }
-        let cnn = MobileNetV3::with_prefix(ps, "audio_cnn.", mc, rng)?;
+        let cnn = MobileNetV3::with_prefix(ps, AUDIO_CNN_PREFIX, mc, rng)?;
         Ok(Some(Backbone {
             mel: MelFrontend::new(mel_config(&cfg.audio))?,
             cnn,
@@ -411,7 +414,9 @@ impl HybridRetriever {
         self.backward_waveforms_exchange(ps, c, dloss, &mut LocalRows)
     }
 
-    /// Backward of [`HybridRetriever::forward_waveforms_exchange`] (the same exchange).
+    /// Backward of [`HybridRetriever::forward_waveforms_exchange`] (the same exchange):
+    /// [`HybridRetriever::backward_waveforms_heads`] then
+    /// [`HybridRetriever::backward_waveforms_cnn`].
     pub fn backward_waveforms_exchange(
         &self,
         ps: &mut ParamStore,
@@ -419,10 +424,35 @@ impl HybridRetriever {
         dloss: f64,
         ex: &mut dyn RowExchange,
     ) -> Result<()> {
-        let dframes = self.backward_exchange(ps, &c.inner, dloss, ex)?;
-        self.backbone()?
-            .cnn
-            .backward_windows(ps, &c.cnn, &dframes)?;
+        let dframes = self.backward_waveforms_heads(ps, c, dloss, ex)?;
+        self.backward_waveforms_cnn(ps, c, &dframes)
+    }
+
+    /// The first part of the waveform backward: the loss, fusion, text and pooling encoders
+    /// (every exchange happens here). Afterwards every gradient is final except those of the
+    /// audio CNN (parameters named [`AUDIO_CNN_PREFIX`]...), so a data-parallel trainer can
+    /// start reducing them while [`HybridRetriever::backward_waveforms_cnn`] runs. Returns
+    /// the frame gradient that call takes.
+    pub fn backward_waveforms_heads(
+        &self,
+        ps: &mut ParamStore,
+        c: &WaveformCache,
+        dloss: f64,
+        ex: &mut dyn RowExchange,
+    ) -> Result<Tensor> {
+        self.backward_exchange(ps, &c.inner, dloss, ex)
+    }
+
+    /// The second part of the waveform backward: the audio CNN, from the frame gradient of
+    /// [`HybridRetriever::backward_waveforms_heads`]. Touches only the CNN's gradients and
+    /// communicates nothing.
+    pub fn backward_waveforms_cnn(
+        &self,
+        ps: &mut ParamStore,
+        c: &WaveformCache,
+        dframes: &Tensor,
+    ) -> Result<()> {
+        self.backbone()?.cnn.backward_windows(ps, &c.cnn, dframes)?;
         Ok(())
     }
 

@@ -4,10 +4,13 @@
 mod common;
 
 use common::check_model;
+use hr_models::exchange::LocalRows;
 use hr_models::fusion::FusionKind;
 use hr_models::pooling::frame_mask;
 use hr_models::presets::{from_toml_str, preset, preset_names};
-use hr_models::retriever::{HybridRetriever, RetrievalBatch, RetrieverConfig, WaveformBatch};
+use hr_models::retriever::{
+    HybridRetriever, RetrievalBatch, RetrieverConfig, WaveformBatch, AUDIO_CNN_PREFIX,
+};
 use hr_models::text::TokenBatch;
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::testing::randn64;
@@ -271,6 +274,49 @@ fn waveforms_run_through_the_cnn_and_back() {
     };
     assert!(grad("audio_cnn.features.0.0.weight") > 0.0);
     assert!(grad("text.embeddings.word_embeddings.weight") > 0.0);
+}
+
+/// The trainer averages every non-CNN gradient while the CNN's backward runs: that needs the
+/// CNN part to touch nothing else, and the two parts to equal the whole backward.
+#[test]
+fn the_cnn_backward_touches_only_the_cnn_gradients() {
+    let mut cfg = preset("tiny").unwrap();
+    cfg.text.vocab_size = 40;
+    let mut ps = ParamStore::new();
+    let model = HybridRetriever::new(&mut ps, cfg, &mut Rng::new(9)).unwrap();
+    let wb = waveform_batch();
+    let (_, cache) = model
+        .forward_waveforms(&mut ps, &wb, Mode::Train { seed: 4 })
+        .unwrap();
+    let grads = |ps: &ParamStore| -> Vec<(String, Vec<f64>)> {
+        ps.iter()
+            .map(|(_, p)| (p.name.clone(), p.grad.to_vec_f64().unwrap()))
+            .collect()
+    };
+    ps.zero_grad().unwrap();
+    model.backward_waveforms(&mut ps, &cache, 1.0).unwrap();
+    let whole = grads(&ps);
+    ps.zero_grad().unwrap();
+    let dframes = model
+        .backward_waveforms_heads(&mut ps, &cache, 1.0, &mut LocalRows)
+        .unwrap();
+    let heads = grads(&ps);
+    model
+        .backward_waveforms_cnn(&mut ps, &cache, &dframes)
+        .unwrap();
+    let parts = grads(&ps);
+    for ((name, h), (_, p)) in heads.iter().zip(&parts) {
+        if !name.starts_with(AUDIO_CNN_PREFIX) {
+            assert_eq!(h, p, "{name} changed in the CNN backward");
+        }
+    }
+    assert_eq!(whole, parts, "heads + CNN != the whole backward");
+    let cnn_grad: f64 = parts
+        .iter()
+        .filter(|(n, _)| n.starts_with(AUDIO_CNN_PREFIX))
+        .map(|(_, g)| g.iter().map(|v| v.abs()).sum::<f64>())
+        .sum();
+    assert!(cnn_grad > 0.0);
 }
 
 #[test]

@@ -107,6 +107,56 @@ impl Dist {
         Ok(())
     }
 
+    /// Runs `late_work` (the rest of the backward, which may only touch the gradients of
+    /// parameters named `late_prefix`...) while the other trainable gradients, already final,
+    /// are averaged on a second thread; then averages the `late_prefix` gradients. The same
+    /// result as running `late_work` then [`Dist::average_gradients`]; sequential when the
+    /// communicator cannot overlap host work (NCCL) or the world is one process.
+    pub fn average_gradients_overlapped(
+        &mut self,
+        ps: &mut ParamStore,
+        late_prefix: &str,
+        late_work: impl FnOnce(&mut ParamStore) -> Result<()>,
+    ) -> Result<()> {
+        if self.world_size() == 1 || !self.comm.overlaps_host_work() {
+            late_work(ps)?;
+            return self.average_gradients(ps);
+        }
+        let is_late = |p: &hr_nn::Param| p.name.starts_with(late_prefix);
+        let early: Vec<Tensor> = trainable(ps)
+            .filter(|p| !is_late(p))
+            .map(|p| p.grad.clone())
+            .collect();
+        let comm = self.comm.as_mut();
+        let (work, early) = std::thread::scope(|s| {
+            let reduce = s.spawn(move || {
+                hr_dist::all_reduce_tensors(comm, &early, true, DEFAULT_BUCKET_BYTES)
+            });
+            let work = late_work(ps);
+            (work, reduce.join())
+        });
+        let early = early.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        work?;
+        let late: Vec<Tensor> = trainable(ps)
+            .filter(|p| is_late(p))
+            .map(|p| p.grad.clone())
+            .collect();
+        let late =
+            hr_dist::all_reduce_tensors(self.comm.as_mut(), &late, true, DEFAULT_BUCKET_BYTES)?;
+        let (mut early, mut late) = (early.into_iter(), late.into_iter());
+        for p in ps.iter_mut().map(|(_, p)| p).filter(|p| p.trainable) {
+            let g = if is_late(p) {
+                late.next()
+            } else {
+                early.next()
+            };
+            if let Some(g) = g {
+                p.grad = g;
+            }
+        }
+        Ok(())
+    }
+
     /// True on every rank when `flag` is true on any rank.
     pub fn any(&mut self, flag: bool) -> Result<bool> {
         Ok(hr_dist::any_rank(self.comm.as_mut(), flag)?)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hr_data::{Cursor, EvalSet, LoaderConfig, SplitIndex};
-use hr_models::retriever::HybridRetriever;
+use hr_models::retriever::{HybridRetriever, AUDIO_CNN_PREFIX};
 use hr_nn::io::write_atomic;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::schedule::WarmupCosine;
@@ -512,9 +512,14 @@ impl<'a> Session<'a> {
         let mut ex = self.dist.exchange();
         let bwd = self
             .model
-            .backward_waveforms_exchange(&mut self.ps, &cache, 1.0, &mut ex);
-        bwd.map_err(|e| self.dist.explain(e))?;
-        self.dist.average_gradients(&mut self.ps)?;
+            .backward_waveforms_heads(&mut self.ps, &cache, 1.0, &mut ex);
+        let dframes = bwd.map_err(|e| self.dist.explain(e))?;
+        // The text side's gradients are final: they are averaged while the CNN's backward runs.
+        let model = &self.model;
+        self.dist
+            .average_gradients_overlapped(&mut self.ps, AUDIO_CNN_PREFIX, |ps| {
+                Ok(model.backward_waveforms_cnn(ps, &cache, &dframes)?)
+            })?;
         self.opt.step(&mut self.ps)?;
         self.losses.push(loss);
         Ok(StepResult {
