@@ -2,7 +2,9 @@
 //! [`bf16_matmuls`], every f32 [`crate::ops::matmul_ex`] rounds its operands to bf16 and
 //! multiplies with f32 accumulation and an f32 result (cuBLAS `GemmEx` with bf16 inputs on
 //! CUDA; the same rounding then an f32 GEMM on the CPU, so the CPU is a faithful reference).
-//! Everything else (norms, softmax, losses, the optimizer and its master weights) stays f32.
+//! Dense pointwise (1x1, stride 1) convolutions are matrix products too and get the same
+//! treatment; every other convolution, the norms, softmax, losses, the optimizer and its master
+//! weights stay f32.
 
 use std::cell::Cell;
 
@@ -32,6 +34,22 @@ pub fn bf16_matmuls(on: bool) -> AutocastGuard {
 /// Whether f32 matrix products on this thread round their operands to bf16.
 pub fn bf16_matmuls_active() -> bool {
     BF16_MATMULS.with(Cell::get)
+}
+
+/// Whether a convolution's f32 operands are rounded to bf16 on this thread: under
+/// [`bf16_matmuls`], for dense pointwise convolutions (the ones the CUDA backend runs as GEMMs).
+pub(crate) fn bf16_conv_operands(s: &crate::backend::Conv2dSpec, dtype: crate::DType) -> bool {
+    dtype == crate::DType::F32 && bf16_matmuls_active() && crate::checks::dense_pointwise(s)
+}
+
+/// A copy of the f32 CPU tensor `t` with every element rounded to bf16 (kept as f32).
+pub(crate) fn rounded_f32(t: &crate::Tensor) -> crate::Result<crate::Tensor> {
+    let v: Vec<f32> = t
+        .as_slice::<f32>()?
+        .iter()
+        .map(|&x| round_bf16(x))
+        .collect();
+    crate::Tensor::from_vec(v, t.shape())
 }
 
 /// `x` rounded to the nearest bf16 (ties to even), as an f32.

@@ -186,3 +186,9 @@ pub(crate) fn group_counts(groups: &[u32]) -> Vec<u32> {
         .map(|g| per_group.get(g).copied().unwrap_or(0))
         .collect()
 }
+
+/// A dense 1x1 convolution with stride 1 and no padding: a batched GEMM (cuBLAS on CUDA; bf16
+/// operands under [`crate::autocast`] on both devices).
+pub(crate) fn dense_pointwise(s: &crate::backend::Conv2dSpec) -> bool {
+    s.groups == 1 && s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0)
+}

@@ -694,3 +694,48 @@ fn empty_input_planes_with_padding_do_not_panic() {
         assert!(dw.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
     }
 }
+
+/// Under autocast a dense pointwise convolution (a GEMM) rounds its operands to bf16 in all
+/// three directions; other convolutions stay f32.
+#[test]
+fn autocast_rounds_dense_pointwise_operands_only() {
+    let mut rng = Rng::new(41);
+    let f32_of = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+    let round = |t: &Tensor| {
+        t.to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    let x = f32_of(randn64(&[2, 12, 5, 7], &mut rng));
+    let w1 = f32_of(randn64(&[9, 12, 1, 1], &mut rng));
+    let dy = f32_of(randn64(&[2, 9, 5, 7], &mut rng));
+    let spec = conv2d_spec(x.shape(), w1.shape(), (1, 1), (0, 0), (1, 1), 1).unwrap();
+    let plain = conv2d(&x, &w1, (1, 1), (0, 0), (1, 1), 1).unwrap();
+    let want = [
+        conv2d(&round(&x), &round(&w1), (1, 1), (0, 0), (1, 1), 1).unwrap(),
+        conv2d_bwd_data(&round(&dy), &round(&w1), &spec).unwrap(),
+        conv2d_bwd_weight(&round(&x), &round(&dy), &spec).unwrap(),
+    ];
+    let w3 = f32_of(randn64(&[12, 1, 3, 3], &mut rng));
+    let dw_plain = conv2d(&x, &w3, (1, 1), (1, 1), (1, 1), 12).unwrap();
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let got = [
+        conv2d(&x, &w1, (1, 1), (0, 0), (1, 1), 1).unwrap(),
+        conv2d_bwd_data(&dy, &w1, &spec).unwrap(),
+        conv2d_bwd_weight(&x, &dy, &spec).unwrap(),
+    ];
+    for (name, (g, w)) in ["fwd", "bwd_data", "bwd_weight"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
+        assert_close(&format!("pointwise {name} under autocast"), g, w, 1e-6);
+    }
+    let moved = hr_tensor::testing::max_rel_diff(&got[0], &plain).unwrap();
+    assert!(
+        moved > 1e-4,
+        "bf16 operands should move the result ({moved})"
+    );
+    let dw = conv2d(&x, &w3, (1, 1), (1, 1), (1, 1), 12).unwrap();
+    assert_close("depthwise stays f32", &dw, &dw_plain, 1e-12);
+}

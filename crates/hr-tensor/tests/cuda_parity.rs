@@ -364,6 +364,30 @@ fn matmul_bf16_autocast() {
         let want = ops::matmul_ex(&a, &b, ta, tb, 0.5).unwrap();
         check_tol(&format!("bf16 matmul {sa:?} x {sb:?}"), &got, &want, 1e-4);
     }
+    // Dense pointwise convolutions are bf16 GEMMs too (the CPU rounds the same operands).
+    let (x, w, dy) = (
+        randn(&[2, 24, 5, 9], 960),
+        randn(&[40, 24, 1, 1], 961),
+        randn(&[2, 40, 5, 9], 962),
+    );
+    let spec = ops::conv2d_spec(x.shape(), w.shape(), (1, 1), (0, 0), (1, 1), 1).unwrap();
+    let (xg, wg, dyg) = (on(&x, dev), on(&w, dev), on(&dy, dev));
+    let conv = |x: &Tensor, w: &Tensor| ops::conv2d(x, w, (1, 1), (0, 0), (1, 1), 1).unwrap();
+    check_tol("bf16 pointwise conv", &conv(&xg, &wg), &conv(&x, &w), 1e-4);
+    let dx = |dy: &Tensor, w: &Tensor| ops::conv2d_bwd_data(dy, w, &spec).unwrap();
+    check_tol(
+        "bf16 pointwise conv bwd_data",
+        &dx(&dyg, &wg),
+        &dx(&dy, &w),
+        1e-4,
+    );
+    let dw = |x: &Tensor, dy: &Tensor| ops::conv2d_bwd_weight(x, dy, &spec).unwrap();
+    check_tol(
+        "bf16 pointwise conv bwd_weight",
+        &dw(&xg, &dyg),
+        &dw(&x, &dy),
+        1e-4,
+    );
 }
 
 #[test]

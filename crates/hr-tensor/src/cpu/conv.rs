@@ -17,11 +17,15 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{float_dispatch, out, CpuBackend, PAR_THRESHOLD};
+use crate::autocast::{bf16_conv_operands, bf16_matmuls, rounded_f32};
 use crate::backend::{Conv2dSpec, ConvOps};
 use crate::{Float, Result, Tensor};
 
 impl ConvOps for CpuBackend {
     fn conv2d(&self, x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+        if let Some(r) = autocast_operands(s, [x, w], |[a, b]| self.conv2d(a, b, s)) {
+            return r;
+        }
         float_dispatch!("conv2d", x.dtype(), |T| {
             let (xs, ws) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
             let y = match path(s) {
@@ -34,6 +38,9 @@ impl ConvOps for CpuBackend {
     }
 
     fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+        if let Some(r) = autocast_operands(s, [dy, w], |[a, b]| self.conv2d_bwd_data(a, b, s)) {
+            return r;
+        }
         float_dispatch!("conv2d_bwd_data", dy.dtype(), |T| {
             let (dys, ws) = (dy.as_slice::<T>()?, w.as_slice::<T>()?);
             let dx = match path(s) {
@@ -46,6 +53,9 @@ impl ConvOps for CpuBackend {
     }
 
     fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+        if let Some(r) = autocast_operands(s, [x, dy], |[a, b]| self.conv2d_bwd_weight(a, b, s)) {
+            return r;
+        }
         float_dispatch!("conv2d_bwd_weight", x.dtype(), |T| {
             let (xs, dys) = (x.as_slice::<T>()?, dy.as_slice::<T>()?);
             let dw = match path(s) {
@@ -64,6 +74,24 @@ enum Path {
     Depthwise,
     Pointwise,
     General,
+}
+
+/// Under autocast (a dense pointwise convolution, see [`bf16_conv_operands`]): `f` on
+/// bf16-rounded copies of the two operands, with autocast off inside so they round once.
+fn autocast_operands(
+    s: &Conv2dSpec,
+    [a, b]: [&Tensor; 2],
+    f: impl FnOnce([&Tensor; 2]) -> Result<Tensor>,
+) -> Option<Result<Tensor>> {
+    if !bf16_conv_operands(s, a.dtype()) {
+        return None;
+    }
+    let run = || {
+        let (a, b) = (rounded_f32(a)?, rounded_f32(b)?);
+        let _f32 = bf16_matmuls(false);
+        f([&a, &b])
+    };
+    Some(run())
 }
 
 fn path(s: &Conv2dSpec) -> Path {

@@ -52,7 +52,7 @@ fn y_shape(s: &Conv2dSpec) -> [usize; 4] {
 
 /// True when the geometry runs as a cuBLAS GEMM.
 fn is_gemm(s: &Conv2dSpec) -> bool {
-    s.groups == 1 && s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0)
+    crate::checks::dense_pointwise(s)
 }
 
 /// Re-validates `spec` (it must be exactly what `ops::conv2d_spec` resolves for its own shapes)
@@ -172,8 +172,9 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
             a_batched: false,
             b_batched: true,
             alpha: 1.0,
-            // Convolutions stay f32 under autocast (the CPU twin has no GEMM path).
-            bf16_inputs: false,
+            // Under autocast a dense pointwise convolution is a bf16 GEMM (the CPU twin rounds
+            // its operands the same way: crate::autocast::bf16_conv_operands).
+            bf16_inputs: crate::autocast::bf16_matmuls_active(),
         };
         return CudaBackend.matmul(w, x, &spec, &y_shape(s));
     }
@@ -210,8 +211,9 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
             a_batched: false,
             b_batched: true,
             alpha: 1.0,
-            // Convolutions stay f32 under autocast (the CPU twin has no GEMM path).
-            bf16_inputs: false,
+            // Under autocast a dense pointwise convolution is a bf16 GEMM (the CPU twin rounds
+            // its operands the same way: crate::autocast::bf16_conv_operands).
+            bf16_inputs: crate::autocast::bf16_matmuls_active(),
         };
         return CudaBackend.matmul(w, dy, &spec, &x_shape(s));
     }
