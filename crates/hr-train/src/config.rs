@@ -59,10 +59,10 @@ pub enum Precision {
     /// f32 everywhere.
     #[default]
     F32,
-    /// Mixed precision: every matrix product of the training step rounds its operands to bf16
-    /// and accumulates in f32 (cuBLAS bf16 GEMMs on CUDA, the same rounding emulated on the
-    /// CPU); activations between products, convolutions, norms, the loss, the f32 master
-    /// weights and the optimizer state stay f32. Validation runs in f32.
+    /// Mixed precision: every matrix product and dense pointwise convolution of the training
+    /// step rounds its operands to bf16 and accumulates in f32 (cuBLAS bf16 GEMMs on CUDA, the
+    /// same rounding on the CPU); activations between them, the other convolutions, norms, the
+    /// loss, the f32 master weights and the optimizer state stay f32. Validation runs in f32.
     Bf16,
 }
 
