@@ -11,6 +11,7 @@ use crate::error::{Result, SweepError};
 use crate::fsutil::write_atomic;
 use crate::ledger::JobKind;
 use crate::plan::{Plan, Run};
+use crate::spec::EvalSpec;
 
 /// The resolved config the job trains from.
 pub const JOB_CONFIG: &str = "job.toml";
@@ -119,16 +120,18 @@ pub fn train_command(bin: &str, run: &Run, extra: &str) -> String {
     format!("{bin} --config {cfg} --resume auto{extra}")
 }
 
-/// One `hr-eval` command per evaluation set (`bin` is a shell expression for hr-eval).
-pub fn eval_commands(bin: &str, run: &Run, split: &str) -> Vec<String> {
+/// One `hr-eval` command per evaluation set (`bin` is a shell expression for hr-eval), on the
+/// split and device of `eval`.
+pub fn eval_commands(bin: &str, run: &Run, eval: &EvalSpec) -> Vec<String> {
     run.evals
         .iter()
         .map(|e| {
             format!(
-                "{bin} --checkpoint {} --data {} --split {} --out {}",
+                "{bin} --checkpoint {} --data {} --split {} --device {} --out {}",
                 sh_quote(&run.dir.to_string_lossy()),
                 sh_quote(&e.root),
-                sh_quote(split),
+                sh_quote(&eval.split),
+                sh_quote(&eval.device),
                 sh_quote(&eval_path(run, &e.name).to_string_lossy())
             )
         })

@@ -385,7 +385,7 @@ pub fn job_script(plan: &Plan, run: &Run, job: JobKind, bins: &Bins, gpu: Option
         }
         JobKind::Eval => {
             let bin = sh_quote(&bins.eval.to_string_lossy());
-            let cmds = jobs::eval_commands(&bin, run, &plan.spec.eval.split);
+            let cmds = jobs::eval_commands(&bin, run, &plan.spec.eval);
             head + &cmds.join("\n") + "\n"
         }
     }

@@ -120,12 +120,17 @@ pub fn render_eval(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> R
     let cmds: Vec<String> = jobs::eval_commands(
         "${HR_LAUNCH:-} \"$HR_BIN_DIR/hr-eval\"",
         run,
-        &plan.spec.eval.split,
+        &plan.spec.eval,
     )
     .into_iter()
     .map(|c| format!("{c} >> \"$RUN/eval.log\" 2>&1"))
     .collect();
     v.insert("eval_commands", cmds.join("\n"));
+    let gpu = match plan.spec.eval.on_gpu() {
+        true => "#SBATCH --gpus-per-task=1",
+        false => "# ([eval] device = \"cpu\": no GPU)",
+    };
+    v.insert("eval_gpu", gpu.to_string());
     render(&read_template(opts, TEMPLATES[2])?, &v, TEMPLATES[2])
 }
 

@@ -149,6 +149,10 @@ pub struct EvalSpec {
     /// Named evaluation datasets (name -> dataset root).
     #[serde(default)]
     pub sets: BTreeMap<String, String>,
+    /// Where hr-eval runs: `cpu` (default), `cuda` or `cuda:N`; on Slurm `cuda` also asks for
+    /// one GPU.
+    #[serde(default = "default_device")]
+    pub device: String,
 }
 
 impl Default for EvalSpec {
@@ -156,12 +160,24 @@ impl Default for EvalSpec {
         EvalSpec {
             split: default_split(),
             sets: BTreeMap::new(),
+            device: default_device(),
         }
+    }
+}
+
+impl EvalSpec {
+    /// Whether the evaluations run on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.device.starts_with("cuda")
     }
 }
 
 fn default_split() -> String {
     "test".into()
+}
+
+fn default_device() -> String {
+    "cpu".into()
 }
 
 /// One number of the paper's table.
@@ -242,6 +258,13 @@ impl SweepSpec {
         }
         if self.sweep.max_attempts == 0 {
             return err("[sweep] max_attempts must be at least 1".into());
+        }
+        let d = self.eval.device.as_str();
+        let cuda_n = d
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !(d == "cpu" || d == "cuda" || cuda_n) {
+            return err(format!("[eval] device {d:?}: expected cpu, cuda or cuda:N"));
         }
         Ok(())
     }

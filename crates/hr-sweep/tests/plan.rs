@@ -270,3 +270,14 @@ fn plan_command_prints_every_table1_run() {
         "{t}"
     );
 }
+
+#[test]
+fn eval_device_is_checked() {
+    let e = load_err(&format!("{AXES}\n[eval]\ndevice = \"gpu0\"\n"));
+    assert!(e.contains("[eval] device \"gpu0\""), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    for ok in ["cpu", "cuda", "cuda:1"] {
+        let p = write_sweep(d.path(), &format!("{AXES}\n[eval]\ndevice = \"{ok}\"\n"));
+        assert!(Plan::load(&p, None).is_ok(), "{ok}");
+    }
+}

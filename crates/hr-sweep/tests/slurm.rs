@@ -396,3 +396,20 @@ fn coordinator_killed_inside_sbatch_does_not_submit_twice() {
         "{tc:?}"
     );
 }
+
+#[test]
+fn gpu_evaluations_ask_slurm_for_a_gpu() {
+    // table1.toml evaluates on `cuda`.
+    let sweep = repo().join("configs/sweeps/table1.toml");
+    let plan = hr_sweep::Plan::load(&sweep, Some(Path::new("runs/t1"))).unwrap();
+    let opts = hr_sweep::slurm::SlurmOptions {
+        templates: repo().join("slurm"),
+        bin_dir: "/opt/hr/bin".into(),
+        workdir: "/scratch".into(),
+        poll: std::time::Duration::ZERO,
+        wait: false,
+    };
+    let script = hr_sweep::slurm::render_eval(&plan, &opts, &plan.runs[0], "e1").unwrap();
+    assert!(script.contains("\n#SBATCH --gpus-per-task=1\n"), "{script}");
+    assert!(script.contains("--device cuda"), "{script}");
+}
