@@ -347,7 +347,7 @@ fn main() {
             );
             println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             println!(
-                "| {name} (Rust) | {b} | {seconds} s | {threads} | {:.2} | {med:.3} | {:.3} \
+                "| {name} (Rust {precision}) | {b} | {seconds} s | {threads} | {:.2} | {med:.3} | {:.3} \
                  | {:.3} | {:.3} | {:.2} | {:.2} | {hwm:.0} | {rss_model:.0} |",
                 params as f64 / 1e6,
                 median(&t.fwd),

@@ -1,11 +1,11 @@
 //! Storage dtypes of the CUDA backend: f32 everywhere, bf16 (f32 compute, one rounding of each
 //! result) for the ops whose kernels have a `_bf16` instantiation: `unary`, `unary_bwd`,
 //! `binary`, `affine`, `axpy`, `dropout`, `softmax`, `softmax_bwd`, `layer_norm` and
-//! `layer_norm_bwd` (whose saved statistics stay f32), `sum_to` (f64 accumulation, rounded
-//! to f32 then to bf16, like the CPU), and the data movement of `broadcast_to`, `permute`, `concat`, `slice`, `pad_axis`
-//! and `embedding` (bit-exact copies) plus `embedding_bwd` (a deterministic bucketed f32 sum,
-//! rounded once). Ops without one reject a bf16 operand through `super::buf` with
-//! [`Error::UnsupportedDType`] naming the op.
+//! `layer_norm_bwd` (whose saved statistics stay f32), `sum_to` (f64 accumulation, rounded to
+//! f32 then to bf16, like the CPU), and the data movement of `broadcast_to`, `permute`,
+//! `concat`, `slice`, `pad_axis` and `embedding` (bit-exact copies) plus `embedding_bwd` (a
+//! deterministic bucketed f32 sum, rounded once). Ops without one reject a bf16 operand through
+//! `super::buf` with [`Error::UnsupportedDType`] naming the op.
 //!
 //! Helpers: [`kname!`] picks the kernel name of a dtype, [`storage`] is the device buffer of
 //! either dtype (pushed as a kernel argument through the `PushKernelArg` implementations of
