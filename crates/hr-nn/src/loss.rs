@@ -5,7 +5,7 @@
 
 use hr_tensor::{ops, ContrastiveStats, Tensor};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Saved activations of [`contrastive_loss`].
 #[derive(Debug, Clone)]
@@ -20,20 +20,7 @@ pub struct ContrastiveCache {
 /// cache for the backward. One fused op (`ops::contrastive_loss`): the log-softmaxes are
 /// never materialised.
 pub fn contrastive_loss(scores: &Tensor, clip_ids: &[u64]) -> Result<(Tensor, ContrastiveCache)> {
-    if scores.rank() != 2 || scores.shape() != [clip_ids.len(), clip_ids.len()] {
-        return Err(hr_tensor::Error::ShapeMismatch {
-            op: "contrastive_loss",
-            lhs: scores.shape().to_vec(),
-            rhs: vec![clip_ids.len(), clip_ids.len()],
-        }
-        .into());
-    }
-    if clip_ids.is_empty() {
-        return Err(Error::Config {
-            key: "positives".into(),
-            msg: "the batch has no positive pair".into(),
-        });
-    }
+    // The op checks the shape against the ids (and refuses an empty batch).
     let groups = ops::clip_groups(clip_ids);
     let (loss, stats) = ops::contrastive_loss(scores, &groups)?;
     let cache = ContrastiveCache {
