@@ -318,18 +318,17 @@ impl Tensor {
         let storage = match device {
             Device::Cpu => Storage::Cpu(self.host_storage()?.into_owned()),
             Device::Cuda(ordinal) => {
-                if !matches!(self.dtype(), DType::F32 | DType::BF16) {
-                    return Err(Error::UnsupportedDType {
-                        op: "to_device",
-                        dtype: self.dtype(),
-                        device,
-                    });
-                }
                 // Host data is uploaded straight from its buffer (no intermediate copy).
                 let data = match &*self.host_storage()? {
                     CpuStorage::BF16(v) => cuda::upload_bf16(ordinal, v)?,
                     CpuStorage::F32(v) => cuda::upload_f32(ordinal, v)?,
-                    other => cuda::upload_f32(ordinal, &other.to_f32_vec())?,
+                    other => {
+                        return Err(Error::UnsupportedDType {
+                            op: "to_device",
+                            dtype: other.dtype(),
+                            device,
+                        })
+                    }
                 };
                 Storage::Cuda { ordinal, data }
             }

@@ -4,7 +4,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{float_dispatch, out, CpuBackend};
-use crate::autocast::round_bf16;
+use crate::autocast::rounded_f32;
 use crate::backend::{GemmOps, MatmulSpec};
 use crate::{DType, Float, Result, Tensor};
 
@@ -19,13 +19,9 @@ impl GemmOps for CpuBackend {
         if spec.bf16_inputs && a.dtype() == DType::F32 {
             // Autocast: the operands rounded to bf16, then an f32 GEMM (what tensor cores do
             // with bf16 inputs and f32 accumulation, up to summation order).
-            let round = |t: &Tensor| -> Result<Vec<f32>> {
-                Ok(t.as_slice::<f32>()?
-                    .par_iter()
-                    .map(|&x| round_bf16(x))
-                    .collect())
-            };
-            return out(gemm_batched(&round(a)?, &round(b)?, spec), out_shape);
+            let (a, b) = (rounded_f32(a)?, rounded_f32(b)?);
+            let (a, b) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
+            return out(gemm_batched(a, b, spec), out_shape);
         }
         float_dispatch!("matmul", a.dtype(), |T| {
             out(

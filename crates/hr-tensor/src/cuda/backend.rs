@@ -237,7 +237,8 @@ impl GemmOps for CudaBackend {
             ldc: to_i32(OP, "n", n)?,
         };
         if spec.bf16_inputs {
-            gemm_bf16::matmul(&dev, [ab, bb], &mut c, spec, &gemm)?;
+            let operands = [storage(OP, a)?.1, storage(OP, b)?.1];
+            gemm_bf16::matmul(&dev, operands, &mut c, spec, &gemm)?;
             return Ok(wrap(&dev, c, out_shape));
         }
         let blas = dev.blas()?;

@@ -1,39 +1,36 @@
-//! bf16 GEMMs under autocast: both operands are cast to bf16 (`cast_f32_bf16` in
-//! `kernels/elementwise.cu`, round to nearest even like the CPU's `round_bf16`), then one
-//! `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32 accumulation
-//! (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
+//! bf16 GEMMs under autocast: both operands are cast to bf16 (the backend's `cast`, i.e.
+//! `cast_f32_bf16` in `kernels/elementwise.cu`: round to nearest even like the CPU's
+//! `round_bf16`), then one `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32
+//! accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
 //! `crate::cpu::gemm` (same rounding, then an f32 GEMM).
 
 use std::ffi::c_void;
 
 use cudarc::cublas::{result as blas_result, sys as blas_sys, GemmConfig};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
-use super::{i64_of, to_i32};
+use super::to_i32;
 use crate::backend::MatmulSpec;
-use crate::cuda::kernels::Family;
-use crate::cuda::launch::{cfg_elems, cuda_err, launch};
-use crate::cuda::CudaDevice;
-use crate::{Error, Result};
+use crate::cuda::{CudaDevice, CudaStorage};
+use crate::{DType, Error, Result};
 
-/// `x` cast to bf16 (bits as u16) in a new device buffer.
-fn to_bf16(dev: &CudaDevice, x: &CudaSlice<f32>, op: &'static str) -> Result<CudaSlice<u16>> {
-    let n = x.len();
-    // SAFETY: every element is written by the cast kernel before it is read.
-    let mut y = unsafe { dev.stream.alloc::<u16>(n.max(1)) }.map_err(|e| cuda_err(op, e))?;
-    let f = dev.function(Family::Elementwise, "cast_f32_bf16")?;
-    let mut a = dev.stream.launch_builder(&f);
-    let n64 = i64_of(n);
-    a.arg(x).arg(&mut y).arg(&n64);
-    launch(a, "cast_f32_bf16", cfg_elems(n))?;
-    Ok(y)
+/// The f32 operand `x` cast to a new bf16 buffer (through [`super::cast`]).
+fn to_bf16(dev: &CudaDevice, x: &CudaStorage, op: &'static str) -> Result<CudaSlice<u16>> {
+    let n = match x {
+        CudaStorage::F32(s) => s.len(),
+        CudaStorage::BF16(_) => return Err(Error::invalid(op, "bf16 GEMM operands must be f32")),
+    };
+    match super::cast(dev.ordinal, x, n, DType::BF16)? {
+        CudaStorage::BF16(s) => Ok(s),
+        CudaStorage::F32(_) => Err(Error::invalid(op, "cast to bf16 returned f32 storage")),
+    }
 }
 
 /// `c = gemm(a, b)` of [`super::CudaBackend::matmul`] with bf16 operands; `g` is the
 /// column-major config (operands already swapped), `a`/`b` the row-major operands.
 pub(super) fn matmul(
     dev: &CudaDevice,
-    [a, b]: [&CudaSlice<f32>; 2],
+    [a, b]: [&CudaStorage; 2],
     c: &mut CudaSlice<f32>,
     spec: &MatmulSpec,
     g: &GemmConfig<f32>,
