@@ -6,8 +6,9 @@
 //! reported peak RSS (VmHWM of /proc/self/status) belongs to that configuration alone.
 //!
 //! On a GPU (`HR_BENCH_DEVICE=cuda`, or `-- --device cuda` on the command line) the parameters,
-//! gradients and Adam moments live on the device; the mel frontend runs on the host (rayon) and
-//! its output is uploaded every step (included in the step time, and also timed alone). Every
+//! gradients and Adam moments live on the device; the mel frontend runs there too, on the
+//! batch's waveforms uploaded every step (included in the step time; see `HR_BENCH_WAVEFORMS`),
+//! and the host frontend is timed alone for reference. Every
 //! clock reading follows a device synchronisation; peak GPU memory is the high-water mark of the
 //! device's stream-ordered memory pool over the timed steps (reset after the warm-up; the
 //! analogue of `torch.cuda.max_memory_allocated`), plus what the pool reserved and the device's
@@ -22,6 +23,12 @@
 //!   `hr_tensor::autocast::bf16_matmuls` (what `run.precision = "bf16"` does in the trainer);
 //! - `HR_BENCH_GFLOP` (optional): FLOPs of one step in GFLOP (from
 //!   `tools/torch_retriever_bench.py --flops`, same model) to print the achieved TFLOP/s;
+//! - `HR_BENCH_WAVEFORMS` (default `host`): `device` uploads the batch's waveforms once before
+//!   the timed steps (as the PyTorch reference does with its batch), so the step starts from
+//!   waveforms in GPU memory; `host` uploads them inside every step (what the trainer does);
+//! - `HR_BENCH_PROFILE` (default 0): 1 = one more step with [`hr_tensor::cuda::OpProfile`]
+//!   recording: GPU time per kernel / cuBLAS call / upload, and the GPU's busy time against
+//!   the step's wall clock (CUDA only);
 //! - `HR_BENCH_BREAKDOWN` (default 0): 1 = time the parts of the step (mel, CNN, BERT, pooling,
 //!   loss, each backward) by running the step by hand, plus standalone BERT / pooling copies
 //!   of the same shapes to split the text and pooling costs (more memory: run it separately).
@@ -251,13 +258,17 @@ fn run_steps(
 /// Median seconds of the host mel frontend alone on the batch (it is part of every step).
 fn time_mel(wb: &WaveformBatch, steps: usize) -> f64 {
     let mel_fe = MelFrontend::new(MelConfig::default()).expect("mel");
+    let waves = wb
+        .waveforms
+        .to_device(Device::Cpu)
+        .expect("waveforms to the host");
     let times: Vec<f64> = (0..steps)
         .map(|i| {
             let t0 = Instant::now();
             let mode = Mode::Train {
                 seed: 5000 + i as u64,
             };
-            mel_fe.forward(&wb.waveforms, mode).expect("mel");
+            mel_fe.forward(&waves, mode).expect("mel");
             t0.elapsed().as_secs_f64()
         })
         .collect();
@@ -277,6 +288,12 @@ fn main() {
         "bf16" => true,
         other => panic!("HR_BENCH_PRECISION={other:?}: expected f32 or bf16"),
     };
+    let profile: bool = env_or("HR_BENCH_PROFILE", 0u8) != 0;
+    let waves_on_device = match env_or("HR_BENCH_WAVEFORMS", "host".to_string()).as_str() {
+        "host" => false,
+        "device" => true,
+        other => panic!("HR_BENCH_WAVEFORMS={other:?}: expected host or device"),
+    };
     let dev = bench_device();
     let cfg = preset(&name).expect("preset");
     let threads = rayon::current_num_threads();
@@ -285,7 +302,18 @@ fn main() {
     let mut ps = ParamStore::new();
     let model = HybridRetriever::new(&mut ps, cfg.clone(), &mut rng).expect("model");
     let params = ps.num_trainable();
-    let wb = batch(b, seconds, cfg.text.vocab_size, &mut rng);
+    let mut wb = batch(b, seconds, cfg.text.vocab_size, &mut rng);
+    if waves_on_device {
+        wb.waveforms = wb
+            .waveforms
+            .to_device(dev)
+            .unwrap_or_else(|e| panic!("waveforms to {dev}: {e}"));
+    }
+    let waves = if waves_on_device && dev != Device::Cpu {
+        ", waveforms on the device"
+    } else {
+        ""
+    };
     ps.to_device(dev)
         .and_then(|()| ps.check_device(dev))
         .unwrap_or_else(|e| panic!("parameters to {dev}: {e}"));
@@ -312,6 +340,10 @@ fn main() {
         let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
         run_steps(&model, &mut ps, &mut opt, &wb, steps, dev)
     };
+    if profile {
+        let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
+        profiled_step(&model, &mut ps, &mut opt, &wb, dev);
+    }
     let med = median(&t.total);
     let mel = time_mel(&wb, steps);
     match (gpu_memory(dev), mem_init) {
@@ -324,7 +356,7 @@ fn main() {
             );
             println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             println!(
-                "| {name} (Rust {precision}, {card}) | {b} | {seconds} s | {dev} | {:.2} | {med:.4} | {:.4} \
+                "| {name} (Rust {precision}{waves}, {card}) | {b} | {seconds} s | {dev} | {:.2} | {med:.4} | {:.4} \
                  | {:.4} | {:.4} | {:.1} | {:.1} | {mel:.4} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 params as f64 / 1e6,
                 median(&t.fwd),
@@ -361,8 +393,52 @@ fn main() {
     }
 
     if breakdown {
+        let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
         run_breakdown(&model, &mut ps, &wb, steps, dev);
     }
+}
+
+/// One more training step with the CUDA op profiler recording; prints its table.
+fn profiled_step(
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+    opt: &mut Adam,
+    wb: &WaveformBatch,
+    dev: Device,
+) {
+    let Device::Cuda(n) = dev else {
+        eprintln!("# HR_BENCH_PROFILE: CUDA only, skipped on {dev}");
+        return;
+    };
+    sync(dev);
+    let p = cuda::OpProfile::start(n).expect("start the op profile");
+    ps.zero_grad().expect("zero_grad");
+    let (_, cache) = model
+        .forward_waveforms(ps, wb, Mode::Train { seed: 9000 })
+        .expect("forward");
+    model.backward_waveforms(ps, &cache, 1.0).expect("backward");
+    drop(cache);
+    opt.step(ps).expect("adam");
+    let report = p.finish().expect("finish the op profile");
+    println!(
+        "\n| op profile of one step ({dev}): GPU busy {:.1} ms in {} calls, GPU span {:.1} ms, \
+         wall {:.1} ms | | | |",
+        report.busy_ms(),
+        report.calls(),
+        report.gpu_span_ms,
+        report.wall_ms
+    );
+    println!("{}", report.table(45));
+}
+
+/// The log-mel on `dev` as `encode_waveforms` computes it: the device frontend on a GPU (from
+/// host or device waveforms), the host frontend on the CPU.
+fn mel_of(mel_fe: &MelFrontend, waves: &Tensor, mode: Mode, dev: Device) -> Tensor {
+    match dev {
+        Device::Cuda(_) => mel_fe.forward_device(waves, mode, dev),
+        Device::Cpu => mel_fe.forward(waves, mode),
+    }
+    .expect("mel")
 }
 
 /// The step by hand (same computation as forward_waveforms / backward_waveforms) with a timer
@@ -392,11 +468,8 @@ fn run_breakdown(
         ps.zero_grad().expect("zero_grad");
         sync(dev);
         let mut t = vec![Instant::now()];
-        // encode_waveforms uses sub-modes 3 (mel) and 4 (CNN); the mel is host code + upload.
-        let mel = mel_fe
-            .forward(&wb.waveforms, mode.sub(3))
-            .and_then(|m| Ok(m.to_device(dev)?))
-            .expect("mel");
+        // encode_waveforms uses sub-modes 3 (mel) and 4 (CNN).
+        let mel = mel_of(&mel_fe, &wb.waveforms, mode.sub(3), dev);
         sync(dev);
         t.push(Instant::now());
         let (frames, cnn_cache) = cnn
@@ -436,10 +509,7 @@ fn run_breakdown(
         }
     }
     let frames_shape = {
-        let mel = mel_fe
-            .forward(&wb.waveforms, Mode::Eval)
-            .and_then(|m| Ok(m.to_device(dev)?))
-            .expect("mel");
+        let mel = mel_of(&mel_fe, &wb.waveforms, Mode::Eval, dev);
         let (f, _) = cnn
             .forward_windows(ps, &mel, Mode::Eval, WINDOW_FRAMES)
             .expect("cnn");

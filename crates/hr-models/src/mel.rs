@@ -326,8 +326,9 @@ impl MelFrontend {
     /// (f32 throughout): `frame_signal` (preemphasis, reflect padding, framing, window), the
     /// DFT as a GEMM against a cached (n_fft, 2 * n_bins) cos | -sin basis, power, the mel
     /// bank as a GEMM (the call's jittered bank is built on the host and uploaded), `ln(x +
-    /// offset)`, a permute to (B, 1, n_mels, T), SpecAugment as a multiply by a host-built
-    /// 0/1 mask (training; the masks of `forward`, drawn by [`draw_masks`]) and
+    /// offset)`, a permute to (B, 1, n_mels, T), SpecAugment as multiplies by host-built
+    /// 0/1 frequency and time factors (training; the masks of `forward`, drawn by
+    /// [`draw_masks`]) and
     /// `(x + 4.5) / 5`. The waveforms are uploaded first when they live elsewhere. Forward
     /// only (no gradient reaches the waveforms). Against the f64 host path the agreement is
     /// about 1e-5 absolute on the normalised output (f32 DFT rounding relative to each frame's
@@ -364,7 +365,9 @@ impl MelFrontend {
             .reshape(&[b, 1, cfg.n_mels, t])?;
         let log = match mode {
             Mode::Train { seed } => {
-                ops::mul(&log, &self.mask_tensor(seed, b, t)?.to_device(device)?)?
+                let (freq, time) = self.mask_factors(seed, b, t)?;
+                let log = ops::mul(&log, &freq.to_device(device)?)?;
+                ops::mul(&log, &time.to_device(device)?)?
             }
             Mode::Eval => log,
         };
@@ -380,15 +383,24 @@ impl MelFrontend {
         Ok(ops::add(&ops::mul(&re, &re)?, &ops::mul(&im, &im)?)?)
     }
 
-    /// The SpecAugment masks of a training call as a (B, 1, n_mels, T) tensor of 1 (keep) and
-    /// 0 (masked), on the host.
-    fn mask_tensor(&self, seed: u64, b: usize, t: usize) -> Result<Tensor> {
-        let per = self.cfg.n_mels * t;
-        let mut m = vec![1f32; b * per];
-        for (i, o) in m.chunks_mut(per.max(1)).enumerate() {
-            self.spec_augment(o, draw_masks(&self.cfg, seed, i, t), t);
+    /// The SpecAugment masks of a training call (the masks of `forward`, drawn by
+    /// [`draw_masks`]) as two host tensors of 1 (keep) and 0 (masked) whose broadcast product
+    /// is the (B, 1, n_mels, T) mask: frequency rows (B, 1, n_mels, 1) and time columns
+    /// (B, 1, 1, T). Uploading the factors moves B (n_mels + T) floats instead of B n_mels T.
+    fn mask_factors(&self, seed: u64, b: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let n_mels = self.cfg.n_mels;
+        let (mut freq, mut time) = (vec![1f32; b * n_mels], vec![1f32; b * t]);
+        for i in 0..b {
+            let masks = draw_masks(&self.cfg, seed, i, t);
+            let (fs, fw) = masks.freq;
+            freq[i * n_mels + fs..i * n_mels + fs + fw].fill(0.0);
+            let (ts, tw) = masks.time;
+            time[i * t + ts..i * t + ts + tw].fill(0.0);
         }
-        Ok(Tensor::from_vec(m, &[b, 1, self.cfg.n_mels, t])?)
+        Ok((
+            Tensor::from_vec(freq, &[b, 1, n_mels, 1])?,
+            Tensor::from_vec(time, &[b, 1, 1, t])?,
+        ))
     }
 
     /// The window and DFT basis on `device` (built and uploaded on first use).

@@ -136,3 +136,41 @@ fn large_uploads_through_pinned_staging_round_trip() {
     }
     println!("7 uploads of 1-5 Mi floats through pinned staging: exact");
 }
+
+/// `OpProfile` records every kernel, cuBLAS call and upload of a region on a GPU; without a
+/// driver starting one is a typed error.
+#[test]
+fn op_profile_records_kernels_and_gemms() {
+    if !cuda::driver_present() {
+        println!("skipped: no CUDA device (checked the typed error instead)");
+        assert!(matches!(
+            cuda::OpProfile::start(0).unwrap_err(),
+            Error::CudaUnavailable { ordinal: 0, .. }
+        ));
+        return;
+    }
+    let dev = Device::cuda(0).unwrap();
+    let a = Tensor::from_vec(vec![0.5f32; 64 * 64], &[64, 64]).unwrap();
+    let p = cuda::OpProfile::start(0).unwrap();
+    assert!(cuda::OpProfile::start(0).is_err(), "one profile at a time");
+    let a = a.to_device(dev).unwrap();
+    let c = hr_tensor::ops::matmul(&a, &a).unwrap();
+    let _ = hr_tensor::ops::relu(&c).unwrap();
+    let _ = hr_tensor::ops::relu(&c).unwrap();
+    let report = p.finish().unwrap();
+    println!("{}", report.table(10));
+    let calls = |name: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.name == name)
+            .map_or(0, |r| r.calls)
+    };
+    assert_eq!(calls("upload"), 1);
+    assert_eq!(calls("cublas sgemm"), 1);
+    assert_eq!(report.calls(), 4, "{:?}", report.rows);
+    assert!(report.busy_ms() > 0.0 && report.busy_ms() <= report.gpu_span_ms * 1.01);
+    // Recording has stopped: a new profile can start and sees nothing of the old one.
+    let empty = cuda::OpProfile::start(0).unwrap().finish().unwrap();
+    assert_eq!(empty.calls(), 0);
+}

@@ -242,32 +242,39 @@ impl GemmOps for CudaBackend {
             return Ok(wrap(&dev, c, out_shape));
         }
         let blas = dev.blas()?;
-        let res = if spec.batch == 1 {
-            // SAFETY: the buffers hold at least the m*k, k*n and m*n elements the config
-            // addresses (checked above).
-            unsafe { blas.gemm(gemm, bb, ab, &mut c) }
+        let name = if spec.batch == 1 {
+            "cublas sgemm"
         } else {
-            let cfg = StridedBatchedConfig {
-                gemm,
-                batch_size: to_i32(OP, "batch", spec.batch)?,
-                stride_a: if spec.b_batched { (k * n) as i64 } else { 0 },
-                stride_b: if spec.a_batched { (m * k) as i64 } else { 0 },
-                stride_c: (m * n) as i64,
-            };
-            // SAFETY: as above, per batch entry (stride 0 = the shared matrix).
-            unsafe { blas.gemm_strided_batched(cfg, bb, ab, &mut c) }
+            "cublas sgemm strided batched"
         };
-        res.map_err(|e| Error::Cuda {
-            op: OP,
-            msg: format!(
-                "cublasSgemm{} (batch {}, m {m}, n {n}, k {k}) failed: {e:?}",
-                if spec.batch == 1 {
-                    ""
-                } else {
-                    "StridedBatched"
-                },
-                spec.batch
-            ),
+        crate::cuda::profile::around(name, || {
+            let res = if spec.batch == 1 {
+                // SAFETY: the buffers hold at least the m*k, k*n and m*n elements the config
+                // addresses (checked above).
+                unsafe { blas.gemm(gemm, bb, ab, &mut c) }
+            } else {
+                let cfg = StridedBatchedConfig {
+                    gemm,
+                    batch_size: to_i32(OP, "batch", spec.batch)?,
+                    stride_a: if spec.b_batched { (k * n) as i64 } else { 0 },
+                    stride_b: if spec.a_batched { (m * k) as i64 } else { 0 },
+                    stride_c: (m * n) as i64,
+                };
+                // SAFETY: as above, per batch entry (stride 0 = the shared matrix).
+                unsafe { blas.gemm_strided_batched(cfg, bb, ab, &mut c) }
+            };
+            res.map_err(|e| Error::Cuda {
+                op: OP,
+                msg: format!(
+                    "cublasSgemm{} (batch {}, m {m}, n {n}, k {k}) failed: {e:?}",
+                    if spec.batch == 1 {
+                        ""
+                    } else {
+                        "StridedBatched"
+                    },
+                    spec.batch
+                ),
+            })
         })?;
         Ok(wrap(&dev, c, out_shape))
     }

@@ -138,20 +138,22 @@ pub(crate) fn launch(
     name: &'static str,
     cfg: LaunchConfig,
 ) -> Result<()> {
-    // SAFETY: every call site pushes arguments matching the kernel's C signature in
-    // kernels/*.cu (pointers to buffers of the sizes the kernel indexes).
-    unsafe { args.launch(cfg) }
-        .map(|_| ())
-        .map_err(|e| Error::Cuda {
-            op: name,
-            msg: format!(
-                "launch of {name} with grid {:?} block {:?} ({} B shared) failed: {}",
-                cfg.grid_dim,
-                cfg.block_dim,
-                cfg.shared_mem_bytes,
-                driver_msg(&e)
-            ),
-        })
+    super::profile::around(name, || {
+        // SAFETY: every call site pushes arguments matching the kernel's C signature in
+        // kernels/*.cu (pointers to buffers of the sizes the kernel indexes).
+        unsafe { args.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| Error::Cuda {
+                op: name,
+                msg: format!(
+                    "launch of {name} with grid {:?} block {:?} ({} B shared) failed: {}",
+                    cfg.grid_dim,
+                    cfg.block_dim,
+                    cfg.shared_mem_bytes,
+                    driver_msg(&e)
+                ),
+            })
+    })
 }
 
 /// Maximum rank of strided kernels (`HR_MAX_RANK` in common.cuh).

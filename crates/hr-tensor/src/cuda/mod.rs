@@ -19,10 +19,12 @@
 //!   ([`kernel_cache_dir`], `HR_KERNEL_CACHE`), [`precompile_all`].
 //! - launch.rs: output allocation from the stream-ordered pool (NaN-poisoned on request,
 //!   [`set_poison_outputs`]), launch errors naming kernel, grid and block, [`DeviceTimer`].
+//! - profile.rs: [`OpProfile`], GPU time per kernel / cuBLAS call / upload of a region.
 
 mod backend;
 mod kernels;
 mod launch;
+mod profile;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,6 +42,7 @@ pub use kernels::{
     precompile_all, set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
 };
 pub use launch::{poison_outputs, set_poison_outputs, synchronize, DeviceTimer};
+pub use profile::{OpProfile, ProfileReport, ProfileRow};
 
 /// An opened GPU: its context and the stream all ops of this process run on.
 #[derive(Debug)]
@@ -278,7 +281,9 @@ pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
         msg: format!("{} f32 elements: {e}", data.len()),
     };
     if data.len() < PINNED_MIN {
-        return Ok(CudaStorage::F32(dev.stream.clone_htod(data).map_err(err)?));
+        return profile::around("upload", || {
+            Ok(CudaStorage::F32(dev.stream.clone_htod(data).map_err(err)?))
+        });
     }
     let mut staging = dev.staging.lock().map_err(|_| Error::Cuda {
         op: "upload",
@@ -299,7 +304,9 @@ pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
     // Waits until the previous copy out of this buffer has finished, then refills it.
     pinned.as_mut_slice().map_err(err)?.copy_from_slice(data);
     let mut dst = launch::alloc_f32(&dev, data.len(), "upload")?;
-    dev.stream.memcpy_htod(&*pinned, &mut dst).map_err(err)?;
+    profile::around("upload", || {
+        dev.stream.memcpy_htod(&*pinned, &mut dst).map_err(err)
+    })?;
     Ok(CudaStorage::F32(dst))
 }
 

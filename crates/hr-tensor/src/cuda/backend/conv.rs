@@ -16,7 +16,8 @@
 use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::{buf, device_of, i64_of, to_i32, wrap, CudaBackend};
+use super::dtype::storage;
+use super::{buf, device_of, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
 use crate::backend::{Conv2dSpec, GemmOps, MatmulSpec};
 use crate::checks::expect_shape;
 use crate::cuda::kernels::Family;
@@ -298,7 +299,9 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result
 
 /// `dW (C_out x C_in) = sum_n dy[n] (C_out x HW) @ x[n]^T`: one cuBLAS GEMM per batch entry,
 /// accumulating in order (deterministic). Column-major view: `dW^T (C_in x C_out) =
-/// op_T(x[n] as HW x C_in) @ dy[n] (HW x C_out)`. Needs `s.n > 0` and a non-empty weight.
+/// op_T(x[n] as HW x C_in) @ dy[n] (HW x C_out)`. Under autocast the same loop runs on bf16
+/// copies of the operands (f32 accumulation, like the forward and backward-data GEMMs; the
+/// CPU rounds the same operands). Needs `s.n > 0` and a non-empty weight.
 fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
     let dev = device_of(OP, &[x, dy])?;
@@ -312,31 +315,42 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
         });
     }
     let mut dw = alloc_f32(&dev, co * ci, OP)?;
+    let base = GemmConfig {
+        transa: blas_sys::cublasOperation_t::CUBLAS_OP_T,
+        transb: blas_sys::cublasOperation_t::CUBLAS_OP_N,
+        m: to_i32(OP, "c_in", ci)?,
+        n: to_i32(OP, "c_out", co)?,
+        k: to_i32(OP, "h*w", hw)?,
+        alpha: 1.0f32,
+        lda: to_i32(OP, "h*w", hw)?,
+        ldb: to_i32(OP, "h*w", hw)?,
+        beta: 0.0f32,
+        ldc: to_i32(OP, "c_in", ci)?,
+    };
+    if crate::autocast::bf16_matmuls_active() {
+        let operands = [storage(OP, x)?.1, storage(OP, dy)?.1];
+        gemm_bf16::pointwise_bwd_weight(&dev, operands, &mut dw, &base, [s.n, ci * hw, co * hw])?;
+        return Ok(wrap(&dev, dw, &w_shape(s)));
+    }
     let blas = dev.blas()?;
     for ni in 0..s.n {
+        // beta = 0 on the first entry: the (possibly poisoned) output is not read.
         let cfg = GemmConfig {
-            transa: blas_sys::cublasOperation_t::CUBLAS_OP_T,
-            transb: blas_sys::cublasOperation_t::CUBLAS_OP_N,
-            m: to_i32(OP, "c_in", ci)?,
-            n: to_i32(OP, "c_out", co)?,
-            k: to_i32(OP, "h*w", hw)?,
-            alpha: 1.0f32,
-            lda: to_i32(OP, "h*w", hw)?,
-            ldb: to_i32(OP, "h*w", hw)?,
-            // beta = 0 on the first entry: the (possibly poisoned) output is not read.
             beta: if ni == 0 { 0.0f32 } else { 1.0f32 },
-            ldc: to_i32(OP, "c_in", ci)?,
+            ..base
         };
         let xv = xs.slice(ni * ci * hw..(ni + 1) * ci * hw);
         let dv = dys.slice(ni * co * hw..(ni + 1) * co * hw);
-        // SAFETY: `xv` holds ci*hw and `dv` co*hw elements (checked above), `dw` co*ci: exactly
-        // what the config addresses.
-        unsafe { blas.gemm(cfg, &xv, &dv, &mut dw) }.map_err(|e| Error::Cuda {
-            op: OP,
-            msg: format!(
-                "cublasSgemm (batch entry {ni} of {}, m {ci}, n {co}, k {hw}) failed: {e:?}",
-                s.n
-            ),
+        crate::cuda::profile::around("cublas sgemm (pointwise dW)", || {
+            // SAFETY: `xv` holds ci*hw and `dv` co*hw elements (checked above), `dw` co*ci:
+            // exactly what the config addresses.
+            unsafe { blas.gemm(cfg, &xv, &dv, &mut dw) }.map_err(|e| Error::Cuda {
+                op: OP,
+                msg: format!(
+                    "cublasSgemm (batch entry {ni} of {}, m {ci}, n {co}, k {hw}) failed: {e:?}",
+                    s.n
+                ),
+            })
         })?;
     }
     Ok(wrap(&dev, dw, &w_shape(s)))

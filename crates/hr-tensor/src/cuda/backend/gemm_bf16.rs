@@ -6,12 +6,12 @@
 
 use std::ffi::c_void;
 
-use cudarc::cublas::{result as blas_result, sys as blas_sys, GemmConfig};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas, GemmConfig};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 
 use super::to_i32;
 use crate::backend::MatmulSpec;
-use crate::cuda::{CudaDevice, CudaStorage};
+use crate::cuda::{profile, CudaDevice, CudaStorage};
 use crate::{DType, Error, Result};
 
 /// The f32 operand `x` cast to a new bf16 buffer (through [`super::cast`]).
@@ -37,16 +37,90 @@ pub(super) fn matmul(
 ) -> Result<()> {
     const OP: &str = "matmul";
     let (a16, b16) = (to_bf16(dev, a, OP)?, to_bf16(dev, b, OP)?);
-    let blas = dev.blas()?;
     let (m, n, k) = (spec.m, spec.n, spec.k);
     let stride = |batched: bool, len: usize| if batched { len as i64 } else { 0 };
-    let (pa, _ra) = a16.device_ptr(&dev.stream);
-    let (pb, _rb) = b16.device_ptr(&dev.stream);
+    let batch = Batch {
+        count: to_i32(OP, "batch", spec.batch)?,
+        stride_a: stride(spec.b_batched, k * n),
+        stride_b: stride(spec.a_batched, m * k),
+        stride_c: (m * n) as i64,
+    };
+    let blas = dev.blas()?;
+    profile::around("cublas bf16 gemm", || {
+        gemm_ex(dev, &blas, g, [&b16.as_view(), &a16.as_view()], c, &batch).map_err(|e| {
+            Error::Cuda {
+                op: OP,
+                msg: format!(
+                    "cublasGemmStridedBatchedEx bf16 (batch {}, m {m}, n {n}, k {k}) failed: {e:?}",
+                    spec.batch
+                ),
+            }
+        })
+    })
+}
+
+/// `dW (C_out x C_in) = sum_n dy[n] @ x[n]^T` of a dense pointwise convolution under
+/// autocast (the bf16 twin of the f32 loop in `conv.rs`): both operands cast to bf16 once,
+/// then one bf16-input GEMM per batch entry accumulating into the f32 `dw` in order
+/// (`beta` 1 after the first entry; deterministic). `g` is the f32 loop's config.
+pub(super) fn pointwise_bwd_weight(
+    dev: &CudaDevice,
+    [x, dy]: [&CudaStorage; 2],
+    dw: &mut CudaSlice<f32>,
+    g: &GemmConfig<f32>,
+    [n, x_len, dy_len]: [usize; 3],
+) -> Result<()> {
+    const OP: &str = "conv2d_bwd_weight";
+    let (x16, dy16) = (to_bf16(dev, x, OP)?, to_bf16(dev, dy, OP)?);
+    let blas = dev.blas()?;
+    let one = Batch {
+        count: 1,
+        stride_a: 0,
+        stride_b: 0,
+        stride_c: 0,
+    };
+    for ni in 0..n {
+        let cfg = GemmConfig {
+            beta: if ni == 0 { 0.0 } else { 1.0 },
+            ..*g
+        };
+        let xv = x16.slice(ni * x_len..(ni + 1) * x_len);
+        let dv = dy16.slice(ni * dy_len..(ni + 1) * dy_len);
+        profile::around("cublas bf16 gemm (pointwise dW)", || {
+            gemm_ex(dev, &blas, &cfg, [&xv, &dv], dw, &one).map_err(|e| Error::Cuda {
+                op: OP,
+                msg: format!("cublasGemmEx bf16 (batch entry {ni} of {n}) failed: {e:?}"),
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Batch count and element strides of a strided-batched GEMM (0 = a shared matrix).
+struct Batch {
+    count: i32,
+    stride_a: i64,
+    stride_b: i64,
+    stride_c: i64,
+}
+
+/// One `cublasGemmStridedBatchedEx`: column-major `c = alpha op(a) op(b) + beta c` with bf16
+/// `a` and `b`, f32 `c`, f32 accumulation (tensor cores on sm_80+).
+fn gemm_ex(
+    dev: &CudaDevice,
+    blas: &CudaBlas,
+    g: &GemmConfig<f32>,
+    [a, b]: [&CudaView<'_, u16>; 2],
+    c: &mut CudaSlice<f32>,
+    batch: &Batch,
+) -> std::result::Result<(), blas_result::CublasError> {
+    let (pa, _ra) = a.device_ptr(&dev.stream);
+    let (pb, _rb) = b.device_ptr(&dev.stream);
     let (pc, _rc) = c.device_ptr_mut(&dev.stream);
     let bf = blas_sys::cudaDataType::CUDA_R_16BF;
     // SAFETY: the handle is live and bound to `dev.stream`; the buffers hold the elements
-    // the config addresses (checked by the caller: same geometry as the f32 path); alpha and
-    // beta are host f32 scalars (host pointer mode) that outlive the call.
+    // the config addresses (checked by the callers: same geometry as their f32 paths); alpha
+    // and beta are host f32 scalars (host pointer mode) that outlive the call.
     unsafe {
         blas_result::gemm_strided_batched_ex(
             *blas.handle(),
@@ -56,29 +130,22 @@ pub(super) fn matmul(
             g.n,
             g.k,
             (&g.alpha) as *const f32 as *const c_void,
-            pb as *const c_void,
-            bf,
-            g.lda,
-            stride(spec.b_batched, k * n),
             pa as *const c_void,
             bf,
+            g.lda,
+            batch.stride_a,
+            pb as *const c_void,
+            bf,
             g.ldb,
-            stride(spec.a_batched, m * k),
+            batch.stride_b,
             (&g.beta) as *const f32 as *const c_void,
             pc as *mut c_void,
             blas_sys::cudaDataType::CUDA_R_32F,
             g.ldc,
-            (m * n) as i64,
-            to_i32(OP, "batch", spec.batch)?,
+            batch.stride_c,
+            batch.count,
             blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
     }
-    .map_err(|e| Error::Cuda {
-        op: OP,
-        msg: format!(
-            "cublasGemmStridedBatchedEx bf16 (batch {}, m {m}, n {n}, k {k}) failed: {e:?}",
-            spec.batch
-        ),
-    })
 }
