@@ -93,24 +93,32 @@ if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/bench-cuda_ops" ]; then
 fi
 
 # The paper-base training step (batch 32, 10 s audio, 32 tokens) against the PyTorch
-# reference of the same model, same card, same call.
+# reference of the same model, same card, same call. Ours runs twice per precision: waveforms
+# uploaded inside every step (what the trainer does) and resident on the device (what the
+# PyTorch reference does with its batch; like for like), the latter with the op profile.
 if [ -x "$BUNDLE/bench-retriever" ]; then
     precisions=(f32 bf16)
     [ "$QUICK" = 1 ] && precisions=(f32)
     for prec in "${precisions[@]}"; do
-        step "bench retriever: paper-base step on cuda (ours, $prec)"
-        if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
-            HR_BENCH_PRECISION=$prec HR_BENCH_BREAKDOWN=1 timeout 300 \
-            "$BUNDLE/bench-retriever" --bench --device cuda; then
-            FAILED+=("bench-retriever $prec")
-        fi
+        for waves in host device; do
+            step "bench retriever: paper-base step on cuda (ours, $prec, waveforms on $waves)"
+            profile=0; breakdown=0
+            [ "$waves" = device ] && profile=1
+            [ "$waves" = host ] && [ "$prec" = f32 ] && breakdown=1
+            if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
+                HR_BENCH_PRECISION=$prec HR_BENCH_WAVEFORMS=$waves HR_BENCH_PROFILE=$profile \
+                HR_BENCH_BREAKDOWN=$breakdown timeout 300 \
+                "$BUNDLE/bench-retriever" --bench --device cuda; then
+                FAILED+=("bench-retriever $prec $waves")
+            fi
+        done
     done
     amps=(off bf16)
     [ "$QUICK" = 1 ] && amps=(off)
     for amp in "${amps[@]}"; do
         step "PyTorch paper-base step on cuda (amp $amp)"
         if ! timeout 240 python3 tools/torch_retriever_bench.py --preset paper-base --batch 32 \
-            --steps 5 --device cuda --amp "$amp" --tf32 off --flops; then
+            --steps 5 --device cuda --amp "$amp" --tf32 off --flops --profile; then
             FAILED+=("torch_retriever_bench.py --amp $amp")
         fi
     done

@@ -477,6 +477,38 @@ def count_flops(model, batch, amp_ctx):
     return mel + 3 * (fwd - mel), fwd, per_module
 
 
+def profile_step(model, opt, scaler, batch, amp_ctx, device):
+    """One training step under torch.profiler: the 45 kernels with the most GPU time (the twin
+    of the Rust bench's HR_BENCH_PROFILE table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        opt.zero_grad(set_to_none=True)
+        with amp_ctx():
+            loss = model(batch, None)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sync(device)
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    sums = {}
+    for e in kernels:
+        n, t = sums.get(e.name, (0, 0.0))
+        sums[e.name] = (n + 1, t + e.device_time_total / 1e3)
+    busy = sum(t for _, t in sums.values())
+    calls = sum(n for n, _ in sums.values())
+    print(f"\n| PyTorch op profile of one step: GPU busy {busy:.1f} ms in {calls} kernels | | | |")
+    print("| kernel | calls | GPU ms | share |\n|---|---:|---:|---:|")
+    rows = sorted(sums.items(), key=lambda kv: -kv[1][1])
+    for name, (n, t) in rows[:45]:
+        print(f"| {name[:90]} | {n} | {t:.3f} | {100 * t / max(busy, 1e-12):.1f} % |")
+    rest = rows[45:]
+    if rest:
+        print(f"| ({len(rest)} more names) | {sum(n for _, (n, _) in rest)} "
+              f"| {sum(t for _, (_, t) in rest):.3f} | |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="tiny")
@@ -491,6 +523,8 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the card's peak rate for the floor (e.g. 989 for H200 bf16 dense)")
     ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="one more step under torch.profiler: GPU time per kernel (CUDA only)")
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -610,6 +644,8 @@ def main():
     print("|---|---|")
     for k, v in times.items():
         print(f"| {k} | {statistics.median(v):.4f} |")
+    if args.profile and cuda:
+        profile_step(model, opt, scaler, batch, amp_ctx, device)
     if args.breakdown:
         print()
         print(f"| standalone part ({args.preset}, batch {args.batch}, f32) | seconds (median) |")
