@@ -49,7 +49,7 @@ static void run_conv(const Case &c, bool small_grid, i64 per_chunk_override) {
     }
     const char *k3[3] = {"k3", "k5", "any"};
     int sel = (c.kh == 3 && c.kw == 3) ? 0 : (c.kh == 5 && c.kw == 5) ? 1 : 2;
-    auto tiles = [](i64 r, i64 cc) { return ((r + 7) / 8) * ((cc + 31) / 32); };
+    auto tiles = [](i64 r, i64 cc) { return ((r + 31) / 32) * ((cc + 31) / 32); };  // CONV_TH * CONV_ROWS rows
     auto cl = [](i64 v, i64 hi) { return (unsigned)std::max<i64>(1, std::min(v, hi)); };
     std::vector<float> y(yn, NAN), dx(xn, NAN), dwt(wn, NAN);
     i64 gx_lim = small_grid ? 3 : 1 << 30, gy_lim = small_grid ? 2 : 65535;
@@ -60,6 +60,16 @@ static void run_conv(const Case &c, bool small_grid, i64 per_chunk_override) {
     if (sel == 0) emu_launch(grid, blk, [&] { conv_fwd_k3_f32(xp, wp, yp, g); });
     if (sel == 1) emu_launch(grid, blk, [&] { conv_fwd_k5_f32(xp, wp, yp, g); });
     if (sel == 2) emu_launch(grid, blk, [&] { conv_fwd_any_f32(xp, wp, yp, g); });
+    // The one-input-channel forward (the stem): must equal conv_fwd bit for bit.
+    const bool c1 = c.c_in == 1 && c.groups == 1 && sel < 2;
+    std::vector<float> y1(yn, NAN);
+    if (c1) {
+        float *y1p = y1.data();
+        i64 chunks1 = (g.ho * g.wo + 255) / 256;
+        dim3 g1{cl(g.n * chunks1, small_grid ? 2 : 1 << 30), cl((g.c_out + 15) / 16, small_grid ? 2 : 65535), 1};
+        if (sel == 0) emu_launch(g1, {256, 1, 1}, [&] { conv_fwd_c1_k3_f32(xp, wp, y1p, g); });
+        if (sel == 1) emu_launch(g1, {256, 1, 1}, [&] { conv_fwd_c1_k5_f32(xp, wp, y1p, g); });
+    }
     grid = {cl(g.n * g.c_in, gx_lim), cl(tiles(g.h, g.w), gy_lim), 1};
     const int st = (g.sh == 1 && g.sw == 1) ? 1 : (g.sh == 2 && g.sw == 2) ? 2 : 0;
     if (sel == 0 && st == 0) emu_launch(grid, blk, [&] { conv_bwd_data_k3_f32(dyp, wp, dxp, g); });
@@ -86,6 +96,12 @@ static void run_conv(const Case &c, bool small_grid, i64 per_chunk_override) {
     char name[200];
     snprintf(name, sizeof name, "%s [%s] grid%s chunks %lld", c.name, k3[sel], small_grid ? " small" : "", (long long)chunks);
     cmp("fwd", name, y, y_r);
+    if (c1) {
+        bool same = std::memcmp(y.data(), y1.data(), yn * sizeof(float)) == 0;
+        if (!same) ++fails;
+        printf("%s fwd_c1 == fwd (bitwise) %s\n", same ? "ok" : "FAIL", name);
+        cmp("fwd_c1", name, y1, y_r);
+    }
     cmp("bwd_data", name, dx, dx_r);
     cmp("bwd_weight", name, dwt, dw_r);
 }
@@ -144,6 +160,32 @@ static void run_bn(int n, int c, int s, i64 chunk_elems, bool small_grid) {
     emu_launch({1, 1, 1}, {256, 1, 1}, [&] { bn_eval_scale_f32(gam.data(), rvf.data(), sc.data(), c, eps); });
     emu_launch(pg, pb, [&] { bn_apply_f32(x.data(), rmf.data(), sc.data(), bet.data(), ye.data(), n, c, s); });
     cmp("eval y", name, ye, ye_r);
+    // Fused batch norm + activation (ReLU, Hardswish): forward against act(y), backward against
+    // the batch norm backward of dy * act'(y) (the kernel recomputes y from x and the stats).
+    for (int act : {U_RELU, U_HARDSWISH}) {
+        auto f = [&](double z) { return act == U_RELU ? std::max(z, 0.0) : z * std::min(std::max(z + 3, 0.0), 6.0) / 6; };
+        auto df = [&](double z) { return act == U_RELU ? (z > 0 ? 1.0 : 0.0) : z < -3 ? 0.0 : z > 3 ? 1.0 : (2 * z + 3) / 6; };
+        std::vector<double> ya_r(N), dz(N), dxa_r(N), dga_r(c), dba_r(c);
+        for (i64 k = 0; k < N; ++k) { ya_r[k] = f(y_r[k]); dz[k] = dy[k] * df(y_r[k]); }
+        for (int ch = 0; ch < c; ++ch) {
+            double sdz = 0, sdzx = 0, mb = (float)mean_r[ch], rb = (float)rstd_r[ch];
+            for (int i = 0; i < n; ++i) for (int j = 0; j < s; ++j) { i64 k = ((i64)i * c + ch) * s + j; sdz += dz[k]; sdzx += dz[k] * (x[k] - mb); }
+            dba_r[ch] = sdz; dga_r[ch] = sdzx * rb;
+            for (int i = 0; i < n; ++i) for (int j = 0; j < s; ++j) { i64 k = ((i64)i * c + ch) * s + j; dxa_r[k] = gam[ch] * rb * (dz[k] - sdz / M - (x[k] - mb) * rb * sdzx * rb / M); }
+        }
+        std::vector<float> ya(N, NAN), dga(c, NAN), dba(c, NAN), dxa(N, NAN);
+        emu_launch(pg, pb, [&] { bn_apply_act_f32(x.data(), mean.data(), scale.data(), bet.data(), ya.data(), n, c, s, act); });
+        emu_launch({cl(chunks, gx), cl(c, gy), 1}, {256, 1, 1}, [&] { bn_bwd_part_act_f32(x.data(), dy.data(), mean.data(), rstd.data(), gam.data(), bet.data(), part2.data(), n, c, s, pc, s_len, s_chunks, chunks, act); });
+        emu_launch({1, 1, 1}, {256, 1, 1}, [&] { bn_bwd_finish_f32(part2.data(), gam.data(), rstd.data(), dga.data(), dba.data(), k1.data(), k2.data(), k3.data(), c, chunks, (double)M); });
+        emu_launch(pg, pb, [&] { bn_bwd_dx_act_f32(x.data(), dy.data(), mean.data(), rstd.data(), gam.data(), bet.data(), k1.data(), k2.data(), k3.data(), dxa.data(), n, c, s, act); });
+        const char *an = act == U_RELU ? "relu" : "hardswish";
+        char nm[240];
+        snprintf(nm, sizeof nm, "%s +%s", name, an);
+        cmp("train+act y", nm, ya, ya_r);
+        cmp("bwd+act dx", nm, dxa, dxa_r);
+        cmp("bwd+act dgamma", nm, dga, dga_r);
+        cmp("bwd+act dbeta", nm, dba, dba_r);
+    }
 }
 
 // frame_signal (kernels/audio.cu) against a direct preemphasis + reflect pad + frame + window
@@ -198,6 +240,14 @@ int main(int argc, char **argv) {
         {"grouped 5x5 s2", 2, 4, 11, 9, 6, 5, 5, 2, 2, 2, 2, 1, 1, 2},
         {"dw5 s(1,2)", 2, 3, 9, 12, 3, 5, 5, 1, 2, 2, 2, 1, 1, 3},
         {"dw3 s3 dil(1,2)", 2, 3, 10, 14, 3, 3, 3, 3, 3, 1, 2, 1, 2, 3},
+        {"dw3 s1 h=37", 2, 3, 37, 35, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+        {"dw3 s2 h=70", 1, 2, 70, 33, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {"dw5 s1 h=70", 1, 2, 70, 9, 2, 5, 5, 1, 1, 2, 2, 1, 1, 2},
+        {"dw5 s2 h=37", 2, 2, 37, 40, 2, 5, 5, 2, 2, 2, 2, 1, 1, 2},
+        {"grouped 3x3 h=37", 1, 4, 37, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2},
+        {"stem c_out=40", 2, 1, 37, 70, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {"stem5 c_out=40", 1, 1, 70, 37, 40, 5, 5, 2, 2, 2, 2, 1, 1, 1},
+        {"stem5 s1 dil", 2, 1, 37, 23, 17, 5, 5, 1, 1, 3, 4, 2, 2, 1},
     };
     for (auto &c : cases) {
         run_conv(c, false, 0);

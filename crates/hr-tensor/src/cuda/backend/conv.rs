@@ -13,25 +13,38 @@
 //!   weight gradient is a deterministic two-stage block reduction (see the kernel file for why
 //!   these are not im2col + GEMM).
 
-use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::dtype::storage;
 use super::{buf, device_of, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
-use crate::backend::{Conv2dSpec, GemmOps, MatmulSpec};
+use crate::backend::{Conv2dSpec, ElementwiseOps, GemmOps, MatmulSpec, ReduceOps};
 use crate::checks::expect_shape;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, launch, zeros_f32, ConvGeom};
+use crate::cuda::CudaDevice;
 use crate::{Error, Result, Tensor};
 
 /// Largest plane (`h * w`, `h_out * w_out`) the direct kernels index with `int`.
 const PLANE_MAX: usize = 1 << 30;
+/// Largest number of planes (`n * c_in`, `n * c_out`): the direct kernels number planes,
+/// channels and tiles with 32-bit integers.
+const PLANES_MAX: usize = 1 << 30;
 /// Largest size, stride, padding or dilation of one axis (keeps `oh * stride - pad + i * dil`
 /// inside `int`).
 const AXIS_MAX: usize = 1 << 28;
 /// Output positions per block of the weight-gradient reduction (whole batch entries are
 /// grouped into a chunk until it holds about this many).
 const BWD_WEIGHT_CHUNK: usize = 8192;
+/// Rows of the tile of one block of `conv_fwd_*` / `conv_bwd_data_*` (32 x 8 threads, each
+/// computing 4 rows): mirrors `CONV_TH * CONV_ROWS` in kernels/conv.cu.
+const TILE_ROWS: usize = 32;
+/// Columns of that tile (one warp): mirrors `CONV_TW` in kernels/conv.cu.
+const TILE_COLS: usize = 32;
+/// Output positions per block of `conv_fwd_c1_*` (one per thread): `CONV_C1_THREADS`.
+const C1_THREADS: usize = 256;
+/// Output channels per block of `conv_fwd_c1_*` (weights in shared memory): `CONV_C1_CO`.
+const C1_CHANNELS: usize = 16;
 /// Threads per block of the weight-gradient reduction.
 const BWD_WEIGHT_THREADS: u32 = 256;
 /// The grid's y limit.
@@ -102,12 +115,15 @@ fn geom(op: &'static str, s: &Conv2dSpec) -> Result<ConvGeom> {
     ];
     let planes_ok = s.h.checked_mul(s.w).is_some_and(|p| p <= PLANE_MAX)
         && s.h_out.checked_mul(s.w_out).is_some_and(|p| p <= PLANE_MAX);
-    if axes.iter().any(|&v| v > AXIS_MAX) || !planes_ok {
+    let counts_ok = s.n.checked_mul(s.c_in).is_some_and(|p| p <= PLANES_MAX)
+        && s.n.checked_mul(s.c_out).is_some_and(|p| p <= PLANES_MAX);
+    if axes.iter().any(|&v| v > AXIS_MAX) || !planes_ok || !counts_ok {
         return Err(Error::invalid(
             op,
             format!(
                 "geometry {s:?} exceeds the CUDA convolution kernels' limits (planes of at most \
-                 2^30 elements, sizes, strides, paddings and dilations of at most 2^28)"
+                 2^30 elements, at most 2^30 planes n * c_in and n * c_out, sizes, strides, \
+                 paddings and dilations of at most 2^28)"
             ),
         ));
     }
@@ -143,10 +159,10 @@ fn pick(s: &Conv2dSpec, names: [&'static str; 3]) -> &'static str {
     }
 }
 
-/// Blocks of 32 x 8 threads: grid.x over `planes`, grid.y over the 8 x 32 tiles of a
-/// `rows x cols` plane (both grid-strided in the kernel).
+/// Blocks of 32 x 8 threads: grid.x over `planes`, grid.y over the `TILE_ROWS x TILE_COLS`
+/// (32 x 32) tiles of a `rows x cols` plane (both grid-strided in the kernel).
 fn cfg_tiles(planes: usize, rows: usize, cols: usize) -> LaunchConfig {
-    let tiles = rows.div_ceil(8) * cols.div_ceil(32);
+    let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
     LaunchConfig {
         grid_dim: (
             planes.clamp(1, GRID_X_MAX) as u32,
@@ -158,10 +174,49 @@ fn cfg_tiles(planes: usize, rows: usize, cols: usize) -> LaunchConfig {
     }
 }
 
+/// A single (unbatched) GEMM spec: a dense pointwise convolution on 1 x 1 images (the SE
+/// block's two linears) folds its batch into the GEMM rows, one GEMM instead of a batch of
+/// matrix-vector products (bf16 operands under autocast, like the batched path).
+fn flat_spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulSpec {
+    MatmulSpec {
+        batch: 1,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batched: false,
+        b_batched: false,
+        alpha: 1.0,
+        bf16_inputs: crate::autocast::bf16_matmuls_active(),
+    }
+}
+
+/// `conv_fwd_c1_*`: blocks of `C1_THREADS` threads; grid.x over (batch entry, chunk of
+/// `C1_THREADS` output positions), grid.y over the chunks of `C1_CHANNELS` output channels
+/// (both grid-strided in the kernel).
+fn cfg_c1(s: &Conv2dSpec) -> LaunchConfig {
+    let chunks = (s.h_out * s.w_out).div_ceil(C1_THREADS);
+    LaunchConfig {
+        grid_dim: (
+            s.n.saturating_mul(chunks).clamp(1, GRID_X_MAX) as u32,
+            s.c_out.div_ceil(C1_CHANNELS).clamp(1, GRID_Y_MAX) as u32,
+            1,
+        ),
+        block_dim: (C1_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// Forward.
 pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d";
     check_operands(OP, s, &[(x, x_shape(s)), (w, w_shape(s))])?;
+    if is_gemm(s) && s.h * s.w == 1 {
+        // y (N x C_out) = x (N x C_in) @ w^T.
+        let spec = flat_spec(s.n, s.c_out, s.c_in, false, true);
+        return CudaBackend.matmul(x, w, &spec, &y_shape(s));
+    }
     if is_gemm(s) {
         let spec = MatmulSpec {
             batch: s.n,
@@ -185,14 +240,23 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
     let mut y = alloc_f32(&dev, n, OP)?;
     if n > 0 {
         let g = geom(OP, s)?;
-        let name = pick(
-            s,
-            ["conv_fwd_k3_f32", "conv_fwd_k5_f32", "conv_fwd_any_f32"],
-        );
+        // One input channel, groups 1 (the stem), 3x3 or 5x5: input taps in registers reused
+        // for chunks of C1_CHANNELS output channels (bit-identical to conv_fwd_*).
+        let (name, cfg) = match (s.c_in, s.groups, s.kh, s.kw) {
+            (1, 1, 3, 3) => ("conv_fwd_c1_k3_f32", cfg_c1(s)),
+            (1, 1, 5, 5) => ("conv_fwd_c1_k5_f32", cfg_c1(s)),
+            _ => (
+                pick(
+                    s,
+                    ["conv_fwd_k3_f32", "conv_fwd_k5_f32", "conv_fwd_any_f32"],
+                ),
+                cfg_tiles(s.n * s.c_out, s.h_out, s.w_out),
+            ),
+        };
         let f = dev.function(Family::Conv, name)?;
         let mut a = dev.stream.launch_builder(&f);
         a.arg(xs).arg(ws).arg(&mut y).arg(&g);
-        launch(a, name, cfg_tiles(s.n * s.c_out, s.h_out, s.w_out))?;
+        launch(a, name, cfg)?;
     }
     Ok(wrap(&dev, y, &y_shape(s)))
 }
@@ -201,6 +265,11 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
 pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_data";
     check_operands(OP, s, &[(dy, y_shape(s)), (w, w_shape(s))])?;
+    if is_gemm(s) && s.h * s.w == 1 {
+        // dx (N x C_in) = dy (N x C_out) @ w.
+        let spec = flat_spec(s.n, s.c_in, s.c_out, false, false);
+        return CudaBackend.matmul(dy, w, &spec, &x_shape(s));
+    }
     if is_gemm(s) {
         let spec = MatmulSpec {
             batch: s.n,
@@ -297,13 +366,24 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result
     Ok(wrap(&dev, dw, &w_shape(s)))
 }
 
-/// `dW (C_out x C_in) = sum_n dy[n] (C_out x HW) @ x[n]^T`: one cuBLAS GEMM per batch entry,
-/// accumulating in order (deterministic). Column-major view: `dW^T (C_in x C_out) =
-/// op_T(x[n] as HW x C_in) @ dy[n] (HW x C_out)`. Under autocast the same loop runs on bf16
-/// copies of the operands (f32 accumulation, like the forward and backward-data GEMMs; the
-/// CPU rounds the same operands). Needs `s.n > 0` and a non-empty weight.
+/// Most f32 elements of the per-example weight gradients one chunk of the batch computes at
+/// once in [`pointwise_bwd_weight`] (128 MiB).
+const DW_PARTIAL_MAX: usize = 1 << 25;
+
+/// `dW (C_out x C_in) = sum_n dy[n] (C_out x HW) @ x[n]^T`. The batch runs in chunks: one
+/// strided-batched cuBLAS GEMM per chunk writes the chunk's per-example gradients (column-major
+/// `dW[n]^T (C_in x C_out) = op_T(x[n] as HW x C_in) @ dy[n] (HW x C_out)`), `sum_to` adds
+/// them in a fixed order (f64) and the chunks accumulate in order: deterministic, and a
+/// handful of large GEMMs instead of one small GEMM per example. Under autocast the operands
+/// are cast to bf16 once (f32 accumulation, like the forward and backward-data GEMMs; the CPU
+/// rounds the same operands). 1 x 1 images fold the batch into one GEMM. Needs `s.n > 0`.
 fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
+    if s.h * s.w == 1 {
+        // dW (C_out x C_in) = dy^T (C_out x N) @ x (N x C_in): one GEMM over the batch.
+        let spec = flat_spec(s.c_out, s.c_in, s.n, true, false);
+        return CudaBackend.matmul(dy, x, &spec, &w_shape(s));
+    }
     let dev = device_of(OP, &[x, dy])?;
     let ((_, xs), (_, dys)) = (buf(OP, x)?, buf(OP, dy)?);
     let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
@@ -314,8 +394,7 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
             rhs: dy.shape().to_vec(),
         });
     }
-    let mut dw = alloc_f32(&dev, co * ci, OP)?;
-    let base = GemmConfig {
+    let gemm = GemmConfig {
         transa: blas_sys::cublasOperation_t::CUBLAS_OP_T,
         transb: blas_sys::cublasOperation_t::CUBLAS_OP_N,
         m: to_i32(OP, "c_in", ci)?,
@@ -327,31 +406,78 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
         beta: 0.0f32,
         ldc: to_i32(OP, "c_in", ci)?,
     };
-    if crate::autocast::bf16_matmuls_active() {
-        let operands = [storage(OP, x)?.1, storage(OP, dy)?.1];
-        gemm_bf16::pointwise_bwd_weight(&dev, operands, &mut dw, &base, [s.n, ci * hw, co * hw])?;
-        return Ok(wrap(&dev, dw, &w_shape(s)));
-    }
-    let blas = dev.blas()?;
-    for ni in 0..s.n {
-        // beta = 0 on the first entry: the (possibly poisoned) output is not read.
-        let cfg = GemmConfig {
-            beta: if ni == 0 { 0.0f32 } else { 1.0f32 },
-            ..base
+    let casts = match crate::autocast::bf16_matmuls_active() {
+        true => Some(gemm_bf16::cast_pair(
+            &dev,
+            [storage(OP, x)?.1, storage(OP, dy)?.1],
+            OP,
+        )?),
+        false => None,
+    };
+    let chunk = (DW_PARTIAL_MAX / (ci * co).max(1)).clamp(1, s.n);
+    let mut dw: Option<Tensor> = None;
+    for n0 in (0..s.n).step_by(chunk) {
+        let nb = chunk.min(s.n - n0);
+        let (xr, dr) = (
+            n0 * ci * hw..(n0 + nb) * ci * hw,
+            n0 * co * hw..(n0 + nb) * co * hw,
+        );
+        let mut part = alloc_f32(&dev, nb * ci * co, OP)?;
+        let what = format!(
+            "examples {n0}..{} of {}, m {ci}, n {co}, k {hw}",
+            n0 + nb,
+            s.n
+        );
+        let batch = gemm_bf16::Batch {
+            count: to_i32(OP, "batch", nb)?,
+            stride_a: (ci * hw) as i64,
+            stride_b: (co * hw) as i64,
+            stride_c: (ci * co) as i64,
         };
-        let xv = xs.slice(ni * ci * hw..(ni + 1) * ci * hw);
-        let dv = dys.slice(ni * co * hw..(ni + 1) * co * hw);
-        crate::cuda::profile::around("cublas sgemm (pointwise dW)", || {
-            // SAFETY: `xv` holds ci*hw and `dv` co*hw elements (checked above), `dw` co*ci:
-            // exactly what the config addresses.
-            unsafe { blas.gemm(cfg, &xv, &dv, &mut dw) }.map_err(|e| Error::Cuda {
-                op: OP,
-                msg: format!(
-                    "cublasSgemm (batch entry {ni} of {}, m {ci}, n {co}, k {hw}) failed: {e:?}",
-                    s.n
-                ),
-            })
-        })?;
+        match &casts {
+            Some((x16, d16)) => {
+                let views = [&x16.slice(xr), &d16.slice(dr)];
+                gemm_bf16::batched(&dev, &gemm, views, &mut part, &batch, (OP, &what))?;
+            }
+            None => f32_batched(&dev, &gemm, [xs, dys], [xr, dr], &mut part, &batch, &what)?,
+        }
+        let sum = CudaBackend.sum_to(&wrap(&dev, part, &[nb, co * ci]), &[1, co * ci])?;
+        match dw.as_mut() {
+            None => dw = Some(sum),
+            Some(acc) => CudaBackend.axpy(acc, 1.0, &sum)?,
+        }
     }
-    Ok(wrap(&dev, dw, &w_shape(s)))
+    dw.ok_or_else(|| Error::invalid(OP, "empty batch"))?
+        .reshape(&w_shape(s))
+}
+
+/// One strided-batched FP32 GEMM of [`pointwise_bwd_weight`] on the element ranges `xr` / `dr`
+/// of the two operands (`batch` gives the count and strides).
+fn f32_batched(
+    dev: &CudaDevice,
+    gemm: &GemmConfig<f32>,
+    [xs, dys]: [&CudaSlice<f32>; 2],
+    [xr, dr]: [std::ops::Range<usize>; 2],
+    part: &mut CudaSlice<f32>,
+    batch: &gemm_bf16::Batch,
+    what: &str,
+) -> Result<()> {
+    const OP: &str = "conv2d_bwd_weight";
+    let blas = dev.blas()?;
+    let cfg = StridedBatchedConfig {
+        gemm: *gemm,
+        batch_size: batch.count,
+        stride_a: batch.stride_a,
+        stride_b: batch.stride_b,
+        stride_c: batch.stride_c,
+    };
+    let (xv, dv) = (xs.slice(xr), dys.slice(dr));
+    crate::cuda::profile::around("cublas sgemm strided batched (pointwise dW)", || {
+        // SAFETY: the caller checked that the operands hold the batch's `count` matrices of
+        // ci*hw and co*hw elements at those strides; `part` holds count * ci*co.
+        unsafe { blas.gemm_strided_batched(cfg, &xv, &dv, part) }.map_err(|e| Error::Cuda {
+            op: OP,
+            msg: format!("cublasSgemmStridedBatched ({what}) failed: {e:?}"),
+        })
+    })
 }

@@ -59,49 +59,44 @@ pub(super) fn matmul(
     })
 }
 
-/// `dW (C_out x C_in) = sum_n dy[n] @ x[n]^T` of a dense pointwise convolution under
-/// autocast (the bf16 twin of the f32 loop in `conv.rs`): both operands cast to bf16 once,
-/// then one bf16-input GEMM per batch entry accumulating into the f32 `dw` in order
-/// (`beta` 1 after the first entry; deterministic). `g` is the f32 loop's config.
-pub(super) fn pointwise_bwd_weight(
+/// Both f32 operands cast to new bf16 buffers (for several GEMMs on slices of them).
+pub(super) fn cast_pair(
     dev: &CudaDevice,
-    [x, dy]: [&CudaStorage; 2],
-    dw: &mut CudaSlice<f32>,
+    [a, b]: [&CudaStorage; 2],
+    op: &'static str,
+) -> Result<(CudaSlice<u16>, CudaSlice<u16>)> {
+    Ok((to_bf16(dev, a, op)?, to_bf16(dev, b, op)?))
+}
+
+/// One strided-batched bf16 GEMM on bf16 views (column-major config `g`, f32 output), with
+/// the profiler's name and an error naming `op` and `what`.
+pub(super) fn batched(
+    dev: &CudaDevice,
     g: &GemmConfig<f32>,
-    [n, x_len, dy_len]: [usize; 3],
+    operands: [&CudaView<'_, u16>; 2],
+    c: &mut CudaSlice<f32>,
+    batch: &Batch,
+    (op, what): (&'static str, &str),
 ) -> Result<()> {
-    const OP: &str = "conv2d_bwd_weight";
-    let (x16, dy16) = (to_bf16(dev, x, OP)?, to_bf16(dev, dy, OP)?);
     let blas = dev.blas()?;
-    let one = Batch {
-        count: 1,
-        stride_a: 0,
-        stride_b: 0,
-        stride_c: 0,
-    };
-    for ni in 0..n {
-        let cfg = GemmConfig {
-            beta: if ni == 0 { 0.0 } else { 1.0 },
-            ..*g
-        };
-        let xv = x16.slice(ni * x_len..(ni + 1) * x_len);
-        let dv = dy16.slice(ni * dy_len..(ni + 1) * dy_len);
-        profile::around("cublas bf16 gemm (pointwise dW)", || {
-            gemm_ex(dev, &blas, &cfg, [&xv, &dv], dw, &one).map_err(|e| Error::Cuda {
-                op: OP,
-                msg: format!("cublasGemmEx bf16 (batch entry {ni} of {n}) failed: {e:?}"),
-            })
-        })?;
-    }
-    Ok(())
+    profile::around("cublas bf16 gemm", || {
+        gemm_ex(dev, &blas, g, operands, c, batch).map_err(|e| Error::Cuda {
+            op,
+            msg: format!("cublasGemmStridedBatchedEx bf16 ({what}) failed: {e:?}"),
+        })
+    })
 }
 
 /// Batch count and element strides of a strided-batched GEMM (0 = a shared matrix).
-struct Batch {
-    count: i32,
-    stride_a: i64,
-    stride_b: i64,
-    stride_c: i64,
+pub(super) struct Batch {
+    /// Number of products.
+    pub count: i32,
+    /// Elements between consecutive `a` matrices.
+    pub stride_a: i64,
+    /// Elements between consecutive `b` matrices.
+    pub stride_b: i64,
+    /// Elements between consecutive `c` matrices.
+    pub stride_c: i64,
 }
 
 /// One `cublasGemmStridedBatchedEx`: column-major `c = alpha op(a) op(b) + beta c` with bf16
