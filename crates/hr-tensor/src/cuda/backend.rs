@@ -23,8 +23,8 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::kernels::Family;
 use super::launch::{
-    alloc_f32, cfg_elems, cfg_rows, cfg_warp_rows, cuda_err, launch, row_major, zeros_f32,
-    AdamConsts, Broadcast2, Strided,
+    alloc_f32, cfg_elems, cfg_rows, cfg_sum_cols, cfg_warp_rows, cuda_err, launch, row_major,
+    zeros_f32, AdamConsts, Broadcast2, Strided,
 };
 use super::{CudaDevice, CudaStorage};
 use crate::backend::{
@@ -417,6 +417,9 @@ impl ElementwiseOps for CudaBackend {
     }
 }
 
+/// Longest reduction that `sum_to_cols` takes (each of its threads sums a 1/8 of it).
+const SUM_COLS_MAX: usize = 1 << 14;
+
 impl ReduceOps for CudaBackend {
     fn sum_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         const OP: &str = "sum_to";
@@ -449,12 +452,20 @@ impl ReduceOps for CudaBackend {
             }
             let red_n: usize = red_shape.iter().product();
             let red = Strided::new(OP, &red_shape, &red_stride)?;
-            let name = kname!(x.dtype(), "sum_to");
+            // Long contiguous reductions (a mean over H x W): a block per output. Short or
+            // strided ones (bias gradients, a mean over one middle axis): 32 outputs per block
+            // side by side, so that the loads of a warp are neighbours.
+            let contiguous = red.is_contiguous_run();
+            let (name, cfg) = if contiguous || red_n > SUM_COLS_MAX {
+                (kname!(x.dtype(), "sum_to"), cfg_rows(n_out, red_n))
+            } else {
+                (kname!(x.dtype(), "sum_to_cols"), cfg_sum_cols(n_out))
+            };
             let f = dev.function(Family::Reduce, name)?;
             let (no, rn) = (i64_of(n_out), i64_of(red_n));
             let mut a = dev.stream.launch_builder(&f);
             a.arg(xs).arg(&mut y).arg(&no).arg(&rn).arg(&kept).arg(&red);
-            launch(a, name, cfg_rows(n_out, red_n))?;
+            launch(a, name, cfg)?;
         }
         Ok(wrap_storage(&dev, y, out_shape))
     }
@@ -865,7 +876,16 @@ impl NormOps for CudaBackend {
         momentum: f64,
         eps: f64,
     ) -> Result<(Tensor, NormStats)> {
-        batchnorm::train(x, gamma, beta, running_mean, running_var, momentum, eps)
+        batchnorm::train(
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            None,
+        )
     }
 
     fn batch_norm_eval(
@@ -887,7 +907,34 @@ impl NormOps for CudaBackend {
         stats: &NormStats,
         dy: &Tensor,
     ) -> Result<NormGrads> {
-        batchnorm::backward(x, gamma, stats, dy)
+        batchnorm::backward(x, gamma, stats, dy, None)
+    }
+
+    fn batch_norm_train_act(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+        act: Unary,
+    ) -> Result<(Tensor, NormStats)> {
+        let (rm, rv) = (running_mean, running_var);
+        batchnorm::train(x, gamma, beta, rm, rv, momentum, eps, Some(act))
+    }
+
+    fn batch_norm_act_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+        act: Unary,
+    ) -> Result<NormGrads> {
+        batchnorm::backward(x, gamma, stats, dy, Some((act, beta)))
     }
 
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {

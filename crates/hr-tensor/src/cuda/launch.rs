@@ -123,6 +123,16 @@ pub(crate) fn cfg_rows(rows: usize, k: usize) -> LaunchConfig {
     }
 }
 
+/// `sum_to_cols` of kernels/reduce.cu: 32 x SUM_COLS_Y (8) threads, one block per 32 outputs
+/// (grid-stride over them).
+pub(crate) fn cfg_sum_cols(n_out: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n_out.div_ceil(32).clamp(1, MAX_BLOCKS) as u32, 1, 1),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// One warp per row, 4 rows per block (grid-stride over rows).
 pub(crate) fn cfg_warp_rows(rows: usize) -> LaunchConfig {
     LaunchConfig {
@@ -295,6 +305,11 @@ pub(crate) fn collapse(
 }
 
 impl Strided {
+    /// Whether the view is one run of consecutive elements (rank 1, stride 1).
+    pub(crate) fn is_contiguous_run(&self) -> bool {
+        self.rank == 1 && self.stride[0] == 1
+    }
+
     /// A strided view of `shape` with element `stride`s (collapsed first).
     pub(crate) fn new(op: &'static str, shape: &[usize], stride: &[i64]) -> Result<Strided> {
         let (sh, st) = collapse(op, shape, &[stride])?;
