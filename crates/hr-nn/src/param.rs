@@ -24,6 +24,10 @@ pub struct Param {
     pub grad: Tensor,
     /// False for buffers (running statistics): no gradient, not optimised.
     pub trainable: bool,
+    /// `grad` holds the zeros of the last `zero_grad` (or of registration) and nothing has
+    /// been added or written since: the first [`ParamStore::accumulate`] then takes the
+    /// incoming gradient as is (a shared copy-on-write handle) instead of adding it to zeros.
+    grad_is_zero: bool,
 }
 
 /// All parameters and buffers of a model.
@@ -63,6 +67,7 @@ impl ParamStore {
             value,
             grad,
             trainable,
+            grad_is_zero: true,
         });
         Ok(ParamId(self.params.len() - 1))
     }
@@ -102,9 +107,21 @@ impl ParamStore {
         &self.params[id.0].grad
     }
 
-    /// Adds `g` to the gradient of `id`.
+    /// Adds `g` to the gradient of `id`. The first gradient after [`ParamStore::zero_grad`]
+    /// is taken as is when it matches the gradient's shape, dtype and device (no pass over
+    /// zeros; the tensor is shared copy-on-write, so later in-place updates of either side
+    /// copy first); otherwise, and for every later one, `grad += g`.
     pub fn accumulate(&mut self, id: ParamId, g: &Tensor) -> Result<()> {
-        ops::axpy(&mut self.params[id.0].grad, 1.0, g)?;
+        let p = &mut self.params[id.0];
+        let same = g.shape() == p.grad.shape()
+            && g.dtype() == p.grad.dtype()
+            && g.device() == p.grad.device();
+        if p.grad_is_zero && same {
+            p.grad = g.clone();
+        } else {
+            ops::axpy(&mut p.grad, 1.0, g)?;
+        }
+        p.grad_is_zero = false;
         Ok(())
     }
 
@@ -112,6 +129,7 @@ impl ParamStore {
     pub fn zero_grad(&mut self) -> Result<()> {
         for p in self.params.iter_mut().filter(|p| p.trainable) {
             p.grad = p.value.zeros_like()?;
+            p.grad_is_zero = true;
         }
         Ok(())
     }
@@ -121,12 +139,13 @@ impl ParamStore {
         self.params.iter().enumerate().map(|(i, p)| (ParamId(i), p))
     }
 
-    /// Mutable entries in registration order.
+    /// Mutable entries in registration order (a caller may write the gradients, so they no
+    /// longer count as zeros for [`ParamStore::accumulate`]).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ParamId, &mut Param)> {
-        self.params
-            .iter_mut()
-            .enumerate()
-            .map(|(i, p)| (ParamId(i), p))
+        self.params.iter_mut().enumerate().map(|(i, p)| {
+            p.grad_is_zero = false;
+            (ParamId(i), p)
+        })
     }
 
     /// Number of entries (parameters and buffers).
