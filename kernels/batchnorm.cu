@@ -16,6 +16,12 @@
 // grid.x and over a plane on grid.y and compute `(x - m) * a + b` and
 // `a * (dy - b - (x - m) * k)` in f32 without contraction, with the per-channel constants
 // rounded from f64 exactly like the CPU.
+//
+// Fused batch norm + activation (`_act` entry points, a U_* code of common.cuh): the forward
+// applies the activation to the normalised value before storing it, so the normalised tensor
+// is never written; the backward recomputes it per element from x, the statistics, gamma and
+// beta (`BnAct`) to form dy * act'(z) inside the reduction and the dx pass, so the separate
+// activation-backward pass and its tensor disappear too.
 #include "common.cuh"
 
 /// The chunk `k` of channel positions: batch entries [n0, n1) x spatial positions [s0, s1).
@@ -116,16 +122,19 @@ __device__ void bn_eval_scale(const T *gamma, const T *rvar, float *scale, i64 c
     }
 }
 
-/// y = (x - m[ch]) * a[ch] + b[ch] over (N, C, S). grid.x strides over planes, grid.y and the
-/// threads over a plane; f32 planes whose length is a multiple of 4 use float4 accesses (every
-/// plane then starts 16-byte aligned when the buffers do).
+/// y = act((x - m[ch]) * a[ch] + b[ch]) over (N, C, S) (no activation when `act` is
+/// BN_NO_ACT; otherwise a U_* code of common.cuh: the fused batch norm + activation, whose
+/// normalised value is never stored). grid.x strides over planes, grid.y and the threads over
+/// a plane; f32 planes whose length is a multiple of 4 use float4 accesses (every plane then
+/// starts 16-byte aligned when the buffers do).
 __device__ void bn_apply(const float *x, const float *m, const float *a, const float *b, float *y,
-                         i64 n, i64 c, i64 s) {
+                         i64 n, i64 c, i64 s, int act) {
     const i64 planes = n * c;
     const bool vec = s % 4 == 0 && aligned16(x, y);
     const i64 s4 = vec ? s / 4 : 0;
     const i64 first = (i64)blockIdx.y * blockDim.x + threadIdx.x;
     const i64 step = (i64)gridDim.y * blockDim.x;
+    auto f = [act](float z) { return act < 0 ? z : unary_f(act, z); };
     for (i64 p = blockIdx.x; p < planes; p += gridDim.x) {
         const i64 ch = p % c;
         const acc_t mv = load(m, ch), av = a[ch], bv = load(b, ch);
@@ -134,31 +143,65 @@ __device__ void bn_apply(const float *x, const float *m, const float *a, const f
         float4 *y4 = (float4 *)(y + base);
         for (i64 j = first; j < s4; j += step) {
             float4 v = x4[j];
-            v.x = (v.x - mv) * av + bv;
-            v.y = (v.y - mv) * av + bv;
-            v.z = (v.z - mv) * av + bv;
-            v.w = (v.w - mv) * av + bv;
+            v.x = f((v.x - mv) * av + bv);
+            v.y = f((v.y - mv) * av + bv);
+            v.z = f((v.z - mv) * av + bv);
+            v.w = f((v.w - mv) * av + bv);
             y4[j] = v;
         }
         for (i64 j = s4 * 4 + first; j < s; j += step)
-            store(y, base + j, (load(x, base + j) - mv) * av + bv);
+            store(y, base + j, f((load(x, base + j) - mv) * av + bv));
     }
 }
 
-/// Backward partials: part[(ch * chunks + k) * 2 + {0, 1}] = (sum dy, sum dy * (x - mean)).
+/// No activation after the batch norm.
+#define BN_NO_ACT -1
+
+/// The activation of a fused batch norm + activation, for its backward: the gradient `d` at the
+/// output becomes `d * act'(z)` at the normalised value z = (x - mean) * scale + beta, which is
+/// recomputed with scale = f32(rstd * gamma) (products in f64, like the CPU twin). Identity
+/// (`d`) for BN_NO_ACT.
+struct BnAct {
+    int act;
+    const float *rstd, *gamma, *beta;
+
+    /// Per-channel constants (scale, beta) of channel `ch`.
+    __device__ __forceinline__ void channel(i64 ch, float &scale, float &shift) const {
+        scale = act < 0 ? 0.0f : (float)((double)rstd[ch] * (double)gamma[ch]);
+        shift = act < 0 ? 0.0f : beta[ch];
+    }
+
+    /// d * act'((x - mu) * scale + shift).
+    __device__ __forceinline__ float grad(float x, float d, float mu, float scale,
+                                          float shift) const {
+        return act < 0 ? d : d * unary_df(act, (x - mu) * scale + shift);
+    }
+};
+
+/// Backward partials: part[(ch * chunks + k) * 2 + {0, 1}] = (sum g, sum g * (x - mean)) with
+/// g = ba.grad(x, dy) (= dy without an activation).
 template <typename T>
-__device__ void bn_bwd_part(const T *x, const T *dy, const T *mean, double *part, i64 n, i64 c,
-                            i64 s, i64 per_chunk, i64 s_len, i64 s_chunks, i64 chunks) {
+__device__ void bn_bwd_part(const T *x, const T *dy, const T *mean, BnAct ba, double *part,
+                            i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
+                            i64 chunks) {
     __shared__ double scratch[32];
     for (i64 ch = blockIdx.y; ch < c; ch += gridDim.y) {
-        const double mu = (double)load(mean, ch);
+        const float muf = load(mean, ch);
+        const double mu = (double)muf;
+        float sc, sh;
+        ba.channel(ch, sc, sh);
         for (i64 k = blockIdx.x; k < chunks; k += gridDim.x) {
             const BnChunk b = bn_chunk(k, n, s, per_chunk, s_len, s_chunks);
+            // Without an activation the first sum reads dy alone (v is unused then).
             const double sdy = block_sum(
-                bn_chunk_sum(dy, dy, ch, c, s, b, [](double d, double) { return d; }), scratch);
+                bn_chunk_sum(ba.act < 0 ? dy : x, dy, ch, c, s, b,
+                             [=](float v, float d) { return (double)ba.grad(v, d, muf, sc, sh); }),
+                scratch);
             const double sdyx = block_sum(
                 bn_chunk_sum(x, dy, ch, c, s, b,
-                             [mu](double v, double d) { return (v - mu) * d; }),
+                             [=](float v, float d) {
+                                 return ((double)v - mu) * (double)ba.grad(v, d, muf, sc, sh);
+                             }),
                 scratch);
             if (threadIdx.x == 0) {
                 double *o = part + (ch * chunks + k) * 2;
@@ -192,10 +235,11 @@ __device__ void bn_bwd_finish(const double *part, const T *gamma, const T *rstd,
     }
 }
 
-/// dx = k1[ch] * (dy - k2[ch] - (x - mean[ch]) * k3[ch]) over (N, C, S); launch and float4
-/// paths as bn_apply.
-__device__ void bn_bwd_dx(const float *x, const float *dy, const float *mean, const float *k1,
-                          const float *k2, const float *k3, float *dx, i64 n, i64 c, i64 s) {
+/// dx = k1[ch] * (g - k2[ch] - (x - mean[ch]) * k3[ch]) over (N, C, S) with g = ba.grad(x, dy)
+/// (= dy without an activation); launch and float4 paths as bn_apply.
+__device__ void bn_bwd_dx(const float *x, const float *dy, const float *mean, BnAct ba,
+                          const float *k1, const float *k2, const float *k3, float *dx, i64 n,
+                          i64 c, i64 s) {
     const i64 planes = n * c;
     const bool vec = s % 4 == 0 && aligned16(x, dy, dx);
     const i64 s4 = vec ? s / 4 : 0;
@@ -204,20 +248,23 @@ __device__ void bn_bwd_dx(const float *x, const float *dy, const float *mean, co
     for (i64 p = blockIdx.x; p < planes; p += gridDim.x) {
         const i64 ch = p % c;
         const acc_t mu = load(mean, ch), a = k1[ch], b = k2[ch], k = k3[ch];
+        float sc, sh;
+        ba.channel(ch, sc, sh);
+        auto dxv = [&](float v, float d) { return a * (ba.grad(v, d, mu, sc, sh) - b - (v - mu) * k); };
         const i64 base = p * s;
         const float4 *x4 = (const float4 *)(x + base), *g4 = (const float4 *)(dy + base);
         float4 *d4 = (float4 *)(dx + base);
         for (i64 j = first; j < s4; j += step) {
             const float4 v = x4[j], d = g4[j];
             float4 o;
-            o.x = a * (d.x - b - (v.x - mu) * k);
-            o.y = a * (d.y - b - (v.y - mu) * k);
-            o.z = a * (d.z - b - (v.z - mu) * k);
-            o.w = a * (d.w - b - (v.w - mu) * k);
+            o.x = dxv(v.x, d.x);
+            o.y = dxv(v.y, d.y);
+            o.z = dxv(v.z, d.z);
+            o.w = dxv(v.w, d.w);
             d4[j] = o;
         }
         for (i64 j = s4 * 4 + first; j < s; j += step)
-            store(dx, base + j, a * (load(dy, base + j) - b - (load(x, base + j) - mu) * k));
+            store(dx, base + j, dxv(load(x, base + j), load(dy, base + j)));
     }
 }
 
@@ -236,12 +283,24 @@ HR_EXTERN void bn_eval_scale_f32(const float *gamma, const float *rvar, float *s
 }
 HR_EXTERN void bn_apply_f32(const float *x, const float *m, const float *a, const float *b,
                             float *y, i64 n, i64 c, i64 s) {
-    bn_apply(x, m, a, b, y, n, c, s);
+    bn_apply(x, m, a, b, y, n, c, s, BN_NO_ACT);
+}
+HR_EXTERN void bn_apply_act_f32(const float *x, const float *m, const float *a, const float *b,
+                                float *y, i64 n, i64 c, i64 s, int act) {
+    bn_apply(x, m, a, b, y, n, c, s, act);
 }
 HR_EXTERN void bn_bwd_part_f32(const float *x, const float *dy, const float *mean, double *part,
                                i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
                                i64 chunks) {
-    bn_bwd_part(x, dy, mean, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
+    bn_bwd_part(x, dy, mean, none, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+}
+HR_EXTERN void bn_bwd_part_act_f32(const float *x, const float *dy, const float *mean,
+                                   const float *rstd, const float *gamma, const float *beta,
+                                   double *part, i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len,
+                                   i64 s_chunks, i64 chunks, int act) {
+    const BnAct ba{act, rstd, gamma, beta};
+    bn_bwd_part(x, dy, mean, ba, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
 }
 HR_EXTERN void bn_bwd_finish_f32(const double *part, const float *gamma, const float *rstd,
                                  float *dgamma, float *dbeta, float *k1, float *k2, float *k3,
@@ -250,5 +309,13 @@ HR_EXTERN void bn_bwd_finish_f32(const double *part, const float *gamma, const f
 }
 HR_EXTERN void bn_bwd_dx_f32(const float *x, const float *dy, const float *mean, const float *k1,
                              const float *k2, const float *k3, float *dx, i64 n, i64 c, i64 s) {
-    bn_bwd_dx(x, dy, mean, k1, k2, k3, dx, n, c, s);
+    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
+    bn_bwd_dx(x, dy, mean, none, k1, k2, k3, dx, n, c, s);
+}
+HR_EXTERN void bn_bwd_dx_act_f32(const float *x, const float *dy, const float *mean,
+                                 const float *rstd, const float *gamma, const float *beta,
+                                 const float *k1, const float *k2, const float *k3, float *dx,
+                                 i64 n, i64 c, i64 s, int act) {
+    const BnAct ba{act, rstd, gamma, beta};
+    bn_bwd_dx(x, dy, mean, ba, k1, k2, k3, dx, n, c, s);
 }

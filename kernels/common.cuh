@@ -165,3 +165,54 @@ __device__ __forceinline__ double counter_uniform(u64 seed, u64 counter) {
     u64 bits = mix64(seed ^ mix64(counter + 0x9e3779b97f4a7c15ULL));
     return (double)(bits >> 11) * (1.0 / 9007199254740992.0);
 }
+
+// Activation codes (match `unary_code` in crates/hr-tensor/src/cuda/backend.rs), the function
+// (`unary_f`) and its derivative (`unary_df`): shared by the elementwise kernels and the fused
+// batch norm + activation kernels, so both round alike.
+#define U_RELU 0
+#define U_GELU 1
+#define U_HARDSWISH 2
+#define U_SIGMOID 3
+#define U_TANH 4
+#define U_EXP 5
+#define U_LOG 6
+#define U_SQRT 7
+
+__device__ __forceinline__ float unary_f(int kind, float x) {
+    switch (kind) {
+    case U_RELU: return fmaxf(x, 0.0f);
+    case U_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+    case U_HARDSWISH: return x * fminf(fmaxf(x + 3.0f, 0.0f), 6.0f) / 6.0f;
+    case U_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case U_TANH: return tanhf(x);
+    case U_EXP: return expf(x);
+    case U_LOG: return logf(x);
+    default: return sqrtf(x);
+    }
+}
+
+__device__ __forceinline__ float unary_df(int kind, float x) {
+    switch (kind) {
+    case U_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case U_GELU: {
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+        float pdf = expf(-0.5f * x * x) * 0.3989422804014327f;
+        return cdf + x * pdf;
+    }
+    case U_HARDSWISH:
+        if (x < -3.0f) return 0.0f;
+        if (x > 3.0f) return 1.0f;
+        return (2.0f * x + 3.0f) / 6.0f;
+    case U_SIGMOID: {
+        float s = 1.0f / (1.0f + expf(-x));
+        return s * (1.0f - s);
+    }
+    case U_TANH: {
+        float t = tanhf(x);
+        return 1.0f - t * t;
+    }
+    case U_EXP: return expf(x);
+    case U_LOG: return 1.0f / x;
+    default: return 0.5f / sqrtf(x);
+    }
+}

@@ -85,7 +85,11 @@ ls -la "$HR_KERNEL_CACHE" 2>/dev/null || echo "(none)"
 
 # HR_GPU_CHECK_QUICK=1: tests + the paper-base step (ours and PyTorch f32) only.
 QUICK="${HR_GPU_CHECK_QUICK:-0}"
-if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/bench-cuda_ops" ]; then
+# HR_GPU_CHECK_SKIP_OPS=1: no kernel benchmarks (ours and PyTorch's); HR_GPU_CHECK_DEMO: the
+# precisions of the GPU demo (default "f32 bf16").
+SKIP_OPS="${HR_GPU_CHECK_SKIP_OPS:-0}"
+DEMO_PRECISIONS="${HR_GPU_CHECK_DEMO:-f32 bf16}"
+if [ "$QUICK" != 1 ] && [ "$SKIP_OPS" != 1 ] && [ -x "$BUNDLE/bench-cuda_ops" ]; then
     step "bench cuda_ops (kernels)"
     if ! timeout 240 "$BUNDLE/bench-cuda_ops" --bench; then FAILED+=("bench-cuda_ops"); fi
     step "PyTorch on the same card (same ops)"
@@ -133,13 +137,18 @@ if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/hr-train" ]; then
     fi
 fi
 if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/hr-train" ]; then
-    step "demo on cuda (tiny, none vs late vs mid)"
-    DEMO="$(mktemp -d /tmp/hr-gpu-demo.XXXXXX)"
-    if ! timeout 200 "$BUNDLE/hr-train" demo --config configs/experiments/demo.toml \
-        --set 'run.device="cuda"' --set "run.dir=\"$DEMO/runs\"" --set "data.root=\"$DEMO/data\"" \
-        --variants none,late,mid; then
-        FAILED+=("demo on cuda")
-    fi
+    for prec in $DEMO_PRECISIONS; do
+        variants=none,late,mid
+        [ "$prec" = bf16 ] && variants=none,late
+        step "demo on cuda ($prec, tiny, $variants)"
+        DEMO="$(mktemp -d /tmp/hr-gpu-demo.XXXXXX)"
+        if ! timeout 200 "$BUNDLE/hr-train" demo --config configs/experiments/demo.toml \
+            --set 'run.device="cuda"' --set "run.precision=\"$prec\"" \
+            --set "run.dir=\"$DEMO/runs\"" --set "data.root=\"$DEMO/data\"" \
+            --variants "$variants"; then
+            FAILED+=("demo on cuda $prec")
+        fi
+    done
 fi
 
 step "summary"

@@ -124,6 +124,34 @@ fn batch_norm_train_and_eval() {
     );
 }
 
+/// The fused batch norm + activation layer path (ConvBnAct's): train and eval, both kinks.
+#[test]
+fn batch_norm_with_fused_activation() {
+    let mut rng = Rng::new(14);
+    let mut ps = ParamStore::new();
+    let bn = BatchNorm2d::new(&mut ps, "bn", 3, 1e-3, 0.01).unwrap();
+    for (_, p) in ps.iter_mut().filter(|(_, p)| p.trainable) {
+        p.value = randn32(p.value.shape(), &mut rng);
+    }
+    *ps.value_mut(bn.running_mean) = randn32(&[3], &mut rng);
+    *ps.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
+    let x = randn32(&[4, 3, 5, 3], &mut rng);
+    for act in [Unary::Relu, Unary::Hardswish] {
+        for mode in [Mode::Train { seed: 0 }, Mode::Eval] {
+            check_layer(
+                &format!("batch_norm + {act:?} {mode:?}"),
+                &ps,
+                &x,
+                |ps, x| Ok(bn.forward_act(ps, x, mode, act)?.0),
+                |ps, x, dy| {
+                    let (_, c) = bn.forward_act(ps, x, mode, act)?;
+                    Ok(Some(bn.backward_act(ps, &c, dy, act)?))
+                },
+            );
+        }
+    }
+}
+
 #[test]
 fn embedding() {
     let mut rng = Rng::new(5);

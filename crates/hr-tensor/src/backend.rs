@@ -218,6 +218,32 @@ pub trait NormOps {
         stats: &NormStats,
         dy: &Tensor,
     ) -> Result<NormGrads>;
+    /// `act(batch_norm_train(..))` without materialising the normalised tensor (the same
+    /// statistics, running-stat update and output values as the two ops in sequence).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_act(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+        act: Unary,
+    ) -> Result<(Tensor, NormStats)>;
+    /// Backward of [`NormOps::batch_norm_train_act`]: the batch norm backward of
+    /// `dy * act'(z)`, with the normalised value recomputed per element as
+    /// `z = (x - mean) * round(rstd * gamma) + beta` (the product in f64, rounded once).
+    fn batch_norm_act_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+        act: Unary,
+    ) -> Result<NormGrads>;
     /// `y = x / max(||x||, eps)` over the last axis; returns `(y, norms)`.
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)>;
     /// Backward of [`NormOps::l2_normalize`].

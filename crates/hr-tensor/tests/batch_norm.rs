@@ -2,9 +2,12 @@
 //! reference, running-statistic updates, gradient checks of dx / dgamma / dbeta, f32/f64
 //! agreement and input validation.
 
-use hr_tensor::ops::{batch_norm_bwd, batch_norm_eval, batch_norm_train};
+use hr_tensor::ops::{
+    self, batch_norm_act_bwd, batch_norm_bwd, batch_norm_eval, batch_norm_train,
+    batch_norm_train_act,
+};
 use hr_tensor::testing::{assert_close, check_gradients, randn64};
-use hr_tensor::{DType, Rng, Tensor};
+use hr_tensor::{DType, Rng, Tensor, Unary};
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -203,6 +206,76 @@ fn gradients_dx_dgamma_dbeta() {
             1e-6,
             64,
         );
+    }
+}
+
+/// The fused batch norm + activation: forward identical to the two ops in sequence (f64 and
+/// f32), gradients identical in f64 and within 1e-6 in f32 (the backward recomputes the
+/// normalised value), finite-difference checks of dx / dgamma / dbeta through the kink.
+#[test]
+fn fused_activation_matches_the_unfused_ops() {
+    for act in [Unary::Relu, Unary::Hardswish] {
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let p = params(shape, 60 + i as u64);
+            let dy = randn64(shape, &mut Rng::new(70 + i as u64));
+            for dtype in [DType::F64, DType::F32] {
+                let cv = |t: &Tensor| t.to_dtype(dtype).unwrap();
+                let (x, g, b, dy) = (cv(&p.x), cv(&p.gamma), cv(&p.beta), cv(&dy));
+                let (mut rm, mut rv) = (cv(&p.rm), cv(&p.rv));
+                let (mut rm2, mut rv2) = (rm.clone(), rv.clone());
+                let (z, st) =
+                    batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+                let (y, st2) =
+                    batch_norm_train_act(&x, &g, &b, &mut rm2, &mut rv2, MOMENTUM, EPS, act)
+                        .unwrap();
+                let what = format!("{act:?} {shape:?} {dtype:?}");
+                let want = ops::unary(act, &z).unwrap();
+                assert_eq!(
+                    y.to_vec_f64().unwrap(),
+                    want.to_vec_f64().unwrap(),
+                    "{what} y"
+                );
+                assert_eq!(
+                    st2.rstd.to_vec_f64().unwrap(),
+                    st.rstd.to_vec_f64().unwrap()
+                );
+                assert_eq!(
+                    rv2.to_vec_f64().unwrap(),
+                    rv.to_vec_f64().unwrap(),
+                    "{what}"
+                );
+                let unfused =
+                    batch_norm_bwd(&x, &g, &st, &ops::unary_bwd(act, &z, &dy).unwrap()).unwrap();
+                let fused = batch_norm_act_bwd(&x, &g, &b, &st2, &dy, act).unwrap();
+                for (w, a, b) in [
+                    ("dx", &fused.dx, &unfused.dx),
+                    ("dgamma", &fused.dgamma, &unfused.dgamma),
+                    ("dbeta", &fused.dbeta, &unfused.dbeta),
+                ] {
+                    match dtype {
+                        DType::F64 => assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap()),
+                        _ => assert_close(&format!("{what} {w}"), a, b, 1e-6),
+                    }
+                }
+            }
+            let (rm, rv) = (p.rm.clone(), p.rv.clone());
+            let fwd = |t: &[Tensor]| {
+                let (mut rm, mut rv) = (rm.clone(), rv.clone());
+                batch_norm_train_act(&t[0], &t[1], &t[2], &mut rm, &mut rv, MOMENTUM, EPS, act)
+            };
+            check_gradients(
+                &format!("batch_norm + {act:?} {shape:?}"),
+                &[p.x.clone(), p.gamma.clone(), p.beta.clone()],
+                |t| Ok(fwd(t)?.0),
+                |t, dy| {
+                    let (_, stats) = fwd(t)?;
+                    let g = batch_norm_act_bwd(&t[0], &t[1], &t[2], &stats, dy, act)?;
+                    Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
+                },
+                1e-6,
+                64,
+            );
+        }
     }
 }
 

@@ -1062,6 +1062,31 @@ fn batch_norm_train_eval_bwd() {
             }
             Err(e) => report.check(&name("bwd"), Err(e), &gr.dx),
         }
+        // The fused batch norm + activation against the CPU's fused op.
+        for act in [Unary::Relu, Unary::Hardswish] {
+            let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+            let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
+            let (ya, sa) =
+                ops::batch_norm_train_act(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3, act)
+                    .unwrap();
+            let fused = |w: &str| name(&format!("{act:?} {w}"));
+            let ga = ops::batch_norm_act_bwd(&x, &g, &b, &sa, &dy, act).unwrap();
+            let got =
+                ops::batch_norm_train_act(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3, act)
+                    .and_then(|(yg, sg)| {
+                        Ok((yg, ops::batch_norm_act_bwd(&xg, &gg, &bg, &sg, &dyg, act)?))
+                    });
+            match got {
+                Ok((yg, grg)) => {
+                    report.check(&fused("train y"), Ok(yg), &ya);
+                    report.check(&fused("running_var"), Ok(rvg), &rv);
+                    report.check(&fused("bwd dx"), Ok(grg.dx), &ga.dx);
+                    report.check(&fused("bwd dgamma"), Ok(grg.dgamma), &ga.dgamma);
+                    report.check(&fused("bwd dbeta"), Ok(grg.dbeta), &ga.dbeta);
+                }
+                Err(e) => report.check(&fused("train"), Err(e), &ya),
+            }
+        }
     }
     // A single value per channel cannot be normalised in train mode: a typed error.
     let x = on(&randn(&[1, 3, 1, 1], 990), dev);

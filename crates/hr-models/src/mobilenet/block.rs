@@ -1,30 +1,27 @@
 //! The building blocks: conv -> BN -> activation, squeeze-and-excitation and the inverted
 //! residual block, each with an explicit forward (returning a cache) and backward.
 
-use hr_nn::layers::{
-    Activation, ActivationCache, BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Linear,
-    LinearCache,
-};
+use hr_nn::layers::{BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Linear, LinearCache};
 use hr_nn::{Mode, ParamStore, Result};
 use hr_tensor::{ops, Rng, Tensor, Unary};
 
 use super::config::BlockConfig;
 
 /// Convolution `{name}.0` (bias-free, symmetric padding), BatchNorm `{name}.1`, optional
-/// activation.
+/// activation (fused into the batch norm: [`BatchNorm2d::forward_act`]).
 #[derive(Debug, Clone)]
 pub struct ConvBnAct {
     conv: Conv2d,
     bn: BatchNorm2d,
-    act: Option<Activation>,
+    act: Option<Unary>,
 }
 
-/// Saved activations of a [`ConvBnAct`].
+/// Saved activations of a [`ConvBnAct`] (the batch norm's input and statistics; the
+/// normalised tensor is recomputed in the backward, not kept).
 #[derive(Debug, Clone)]
 pub struct ConvBnActCache {
     conv: Conv2dCache,
     bn: BatchNormCache,
-    act: Option<ActivationCache>,
 }
 
 /// Geometry of a [`ConvBnAct`].
@@ -63,11 +60,7 @@ impl ConvBnAct {
             rng,
         )?;
         let bn = BatchNorm2d::new(ps, &format!("{name}.1"), g.c_out, eps_mom.0, eps_mom.1)?;
-        Ok(ConvBnAct {
-            conv,
-            bn,
-            act: act.map(Activation::new),
-        })
+        Ok(ConvBnAct { conv, bn, act })
     }
 
     /// Forward (BN with batch statistics in training, running statistics in evaluation).
@@ -78,35 +71,19 @@ impl ConvBnAct {
         mode: Mode,
     ) -> Result<(Tensor, ConvBnActCache)> {
         let (h, conv) = self.conv.forward(ps, x)?;
-        let (h, bn) = self.bn.forward(ps, &h, mode)?;
-        let Some(a) = &self.act else {
-            return Ok((
-                h,
-                ConvBnActCache {
-                    conv,
-                    bn,
-                    act: None,
-                },
-            ));
+        let (y, bn) = match self.act {
+            Some(act) => self.bn.forward_act(ps, &h, mode, act)?,
+            None => self.bn.forward(ps, &h, mode)?,
         };
-        let (y, ac) = a.forward(&h)?;
-        Ok((
-            y,
-            ConvBnActCache {
-                conv,
-                bn,
-                act: Some(ac),
-            },
-        ))
+        Ok((y, ConvBnActCache { conv, bn }))
     }
 
     /// Accumulates parameter gradients and returns dx.
     pub fn backward(&self, ps: &mut ParamStore, c: &ConvBnActCache, dy: &Tensor) -> Result<Tensor> {
-        let dh = match (&self.act, &c.act) {
-            (Some(a), Some(ac)) => a.backward(ac, dy)?,
-            _ => dy.clone(),
+        let dh = match self.act {
+            Some(act) => self.bn.backward_act(ps, &c.bn, dy, act)?,
+            None => self.bn.backward(ps, &c.bn, dy)?,
         };
-        let dh = self.bn.backward(ps, &c.bn, &dh)?;
         self.conv.backward(ps, &c.conv, &dh)
     }
 }

@@ -1,6 +1,6 @@
 //! Batch normalisation over channels (axis 1) with running statistics.
 
-use hr_tensor::{ops, DType, NormStats, Tensor};
+use hr_tensor::{ops, DType, NormStats, Tensor, Unary};
 
 use super::Mode;
 use crate::{ParamId, ParamStore, Result};
@@ -81,6 +81,57 @@ impl BatchNorm2d {
                 stats: Some(stats),
             },
         ))
+    }
+
+    /// `act(forward(x))`, fused in training (the normalised tensor is neither stored nor kept:
+    /// [`BatchNorm2d::backward_act`] recomputes it); in evaluation the two ops in sequence.
+    pub fn forward_act(
+        &self,
+        ps: &mut ParamStore,
+        x: &Tensor,
+        mode: Mode,
+        act: Unary,
+    ) -> Result<(Tensor, BatchNormCache)> {
+        if !mode.is_train() {
+            let (z, cache) = self.forward(ps, x, mode)?;
+            return Ok((ops::unary(act, &z)?, cache));
+        }
+        let (g, b) = (ps.value(self.weight).clone(), ps.value(self.bias).clone());
+        let mut rm = ps.value(self.running_mean).clone();
+        let mut rv = ps.value(self.running_var).clone();
+        let (momentum, eps) = (self.momentum, self.eps);
+        let (y, stats) =
+            ops::batch_norm_train_act(x, &g, &b, &mut rm, &mut rv, momentum, eps, act)?;
+        *ps.value_mut(self.running_mean) = rm;
+        *ps.value_mut(self.running_var) = rv;
+        let cache = BatchNormCache {
+            x: x.clone(),
+            stats: Some(stats),
+        };
+        Ok((y, cache))
+    }
+
+    /// Backward of [`BatchNorm2d::forward_act`]: accumulates dgamma, dbeta and returns dx.
+    pub fn backward_act(
+        &self,
+        ps: &mut ParamStore,
+        cache: &BatchNormCache,
+        dy: &Tensor,
+        act: Unary,
+    ) -> Result<Tensor> {
+        let Some(stats) = &cache.stats else {
+            // Evaluation: the normalised value again, then the two backwards in sequence.
+            let (rm, rv) = (ps.value(self.running_mean), ps.value(self.running_var));
+            let (g, b) = (ps.value(self.weight), ps.value(self.bias));
+            let z = ops::batch_norm_eval(&cache.x, g, b, rm, rv, self.eps)?;
+            let dz = ops::unary_bwd(act, &z, dy)?;
+            return self.backward_eval(ps, cache, &dz);
+        };
+        let (g, b) = (ps.value(self.weight), ps.value(self.bias));
+        let grads = ops::batch_norm_act_bwd(&cache.x, g, b, stats, dy, act)?;
+        ps.accumulate(self.weight, &grads.dgamma)?;
+        ps.accumulate(self.bias, &grads.dbeta)?;
+        Ok(grads.dx)
     }
 
     /// Accumulates dgamma, dbeta and returns dx. In evaluation mode the op is affine per

@@ -1,7 +1,7 @@
 //! Normalisation kernels: filled in by the norms work item.
 
 use super::{bf16_via_f32, is_bf16, CpuBackend};
-use crate::backend::{NormGrads, NormOps, NormStats};
+use crate::backend::{ElementwiseOps, NormGrads, NormOps, NormStats, Unary};
 use crate::{Result, Tensor};
 
 impl NormOps for CpuBackend {
@@ -62,6 +62,32 @@ impl NormOps for CpuBackend {
         dy: &Tensor,
     ) -> Result<NormGrads> {
         channel::batch_norm_bwd(x, g, s, dy)
+    }
+    fn batch_norm_train_act(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        b: &Tensor,
+        rm: &mut Tensor,
+        rv: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+        act: Unary,
+    ) -> Result<(Tensor, NormStats)> {
+        let (z, stats) = channel::batch_norm_train(x, g, b, rm, rv, momentum, eps)?;
+        Ok((self.unary(act, &z)?, stats))
+    }
+    fn batch_norm_act_bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        b: &Tensor,
+        s: &NormStats,
+        dy: &Tensor,
+        act: Unary,
+    ) -> Result<NormGrads> {
+        let z = channel::normalised(x, g, b, s)?;
+        channel::batch_norm_bwd(x, g, s, &self.unary_bwd(act, &z, dy)?)
     }
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
         last_axis::l2_normalize(x, eps)
@@ -517,6 +543,35 @@ mod channel {
                 rstd: channel_tensor::<T>(rstd, &[c])?,
             };
             Ok((out(y, x.shape())?, stats))
+        })
+    }
+
+    /// The normalised value `(x - mean) * round(rstd * gamma) + beta` of a train-mode batch
+    /// norm, recomputed from its statistics (the backward of the fused batch norm +
+    /// activation; the CUDA kernels recompute it the same way).
+    pub(super) fn normalised(
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &NormStats,
+    ) -> Result<Tensor> {
+        const OP: &str = "batch_norm_act_bwd";
+        let (_, c, s) = nc_spatial(OP, x)?;
+        for t in [gamma, beta, &stats.mean, &stats.rstd] {
+            per_channel(OP, t, c)?;
+        }
+        float_dispatch!(OP, x.dtype(), |T| {
+            let (g, r) = (gamma.as_slice::<T>()?, stats.rstd.as_slice::<T>()?);
+            let a: Vec<T> = r
+                .iter()
+                .zip(g)
+                .map(|(&rv, &gv)| T::c(Elem::to_f64(rv) * Elem::to_f64(gv)))
+                .collect();
+            let m = stats.mean.as_slice::<T>()?;
+            out(
+                affine_planes(x.as_slice::<T>()?, c, s, m, &a, beta.as_slice::<T>()?),
+                x.shape(),
+            )
         })
     }
 

@@ -9,8 +9,8 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{buf, buf_mut, device_of, i64_of, wrap};
-use crate::backend::{NormGrads, NormStats};
+use super::{buf, buf_mut, device_of, i64_of, unary_code, wrap};
+use crate::backend::{NormGrads, NormStats, Unary};
 use crate::checks::{nc_spatial, per_channel};
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
@@ -92,21 +92,26 @@ fn cfg_planes(planes: usize, s: usize) -> LaunchConfig {
     }
 }
 
-/// `y = (x - m[c]) * a[c] + b[c]`.
+/// `y = act((x - m) * a + b)` per channel (`act` None: the plain batch norm output).
 fn apply(
     dev: &CudaDevice,
     op: &'static str,
     x: &Tensor,
-    m: &CudaSlice<f32>,
-    a: &CudaSlice<f32>,
-    b: &CudaSlice<f32>,
+    [m, a, b]: [&CudaSlice<f32>; 3],
+    act: Option<Unary>,
 ) -> Result<Tensor> {
     let (n, c, s) = nc_spatial(op, x)?;
     let (_, xs) = buf(op, x)?;
     let mut y = alloc_f32(dev, x.numel(), op)?;
     if x.numel() > 0 {
-        let f = dev.function(Family::BatchNorm, "bn_apply_f32")?;
+        let name = if act.is_some() {
+            "bn_apply_act_f32"
+        } else {
+            "bn_apply_f32"
+        };
+        let f = dev.function(Family::BatchNorm, name)?;
         let (nn, cc, ss) = (i64_of(n), i64_of(c), i64_of(s));
+        let code = act.map(unary_code);
         let mut l = dev.stream.launch_builder(&f);
         l.arg(xs)
             .arg(m)
@@ -116,12 +121,16 @@ fn apply(
             .arg(&nn)
             .arg(&cc)
             .arg(&ss);
-        launch(l, "bn_apply_f32", cfg_planes(n * c, s))?;
+        if let Some(code) = &code {
+            l.arg(code);
+        }
+        launch(l, name, cfg_planes(n * c, s))?;
     }
     Ok(wrap(dev, y, x.shape()))
 }
 
-/// Train mode: batch statistics, normalised output, running statistics updated in place.
+/// Train mode: batch statistics, normalised output (through `act` when given: the fused
+/// batch norm + activation), running statistics updated in place.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn train(
     x: &Tensor,
@@ -131,6 +140,7 @@ pub(super) fn train(
     running_var: &mut Tensor,
     momentum: f64,
     eps: f64,
+    act: Option<Unary>,
 ) -> Result<(Tensor, NormStats)> {
     const OP: &str = "batch_norm_train";
     let (n, c, s) = nc_spatial(OP, x)?;
@@ -184,7 +194,7 @@ pub(super) fn train(
             .arg(&eps);
         launch(l, "bn_stats_finish_f32", cfg_elems(c))?;
     }
-    let y = apply(&dev, OP, x, &mean, &scale, bs)?;
+    let y = apply(&dev, OP, x, [&mean, &scale, bs], act)?;
     let stats = NormStats {
         mean: wrap(&dev, mean, &[c]),
         rstd: wrap(&dev, rstd, &[c]),
@@ -217,15 +227,18 @@ pub(super) fn eval(
         l.arg(gs).arg(vs).arg(&mut scale).arg(&cc).arg(&eps);
         launch(l, "bn_eval_scale_f32", cfg_elems(c))?;
     }
-    apply(&dev, OP, x, ms, &scale, bs)
+    apply(&dev, OP, x, [ms, &scale, bs], None)
 }
 
-/// Backward of the train mode: `(dx, dgamma, dbeta)`.
+/// Backward of the train mode: `(dx, dgamma, dbeta)`. With `act` (and its batch norm's
+/// `beta`) it is the backward of the fused batch norm + activation: the kernels form
+/// `dy * act'(z)` on the fly, recomputing z from x, the statistics, gamma and beta.
 pub(super) fn backward(
     x: &Tensor,
     gamma: &Tensor,
     stats: &NormStats,
     dy: &Tensor,
+    act: Option<(Unary, &Tensor)>,
 ) -> Result<NormGrads> {
     const OP: &str = "batch_norm_bwd";
     let (n, c, s) = nc_spatial(OP, x)?;
@@ -251,13 +264,26 @@ pub(super) fn backward(
     let ((_, ms), (_, rs)) = (buf(OP, &stats.mean)?, buf(OP, &stats.rstd)?);
     let ck = chunks(n, s);
     let (nn, cc, ss, nch) = (i64_of(n), i64_of(c), i64_of(s), i64_of(ck.chunks));
+    let fused = match act {
+        Some((kind, beta)) => {
+            per_channel(OP, beta, c)?;
+            Some((unary_code(kind), buf(OP, beta)?.1))
+        }
+        None => None,
+    };
     let mut part = scratch_f64(&dev, ck.chunks * c * 2, OP)?;
-    let f = dev.function(Family::BatchNorm, "bn_bwd_part_f32")?;
+    let name = if fused.is_some() {
+        "bn_bwd_part_act_f32"
+    } else {
+        "bn_bwd_part_f32"
+    };
+    let f = dev.function(Family::BatchNorm, name)?;
     let mut l = dev.stream.launch_builder(&f);
-    l.arg(xs)
-        .arg(dys)
-        .arg(ms)
-        .arg(&mut part)
+    l.arg(xs).arg(dys).arg(ms);
+    if let Some((_, bs)) = &fused {
+        l.arg(rs).arg(gs).arg(*bs);
+    }
+    l.arg(&mut part)
         .arg(&nn)
         .arg(&cc)
         .arg(&ss)
@@ -265,7 +291,10 @@ pub(super) fn backward(
         .arg(&ck.s_len)
         .arg(&ck.s_chunks)
         .arg(&nch);
-    launch(l, "bn_bwd_part_f32", cfg_reduce(&ck, c))?;
+    if let Some((code, _)) = &fused {
+        l.arg(code);
+    }
+    launch(l, name, cfg_reduce(&ck, c))?;
     let mut dg = alloc_f32(&dev, c, OP)?;
     let mut db = alloc_f32(&dev, c, OP)?;
     let mut k1 = alloc_f32(&dev, c, OP)?;
@@ -287,19 +316,28 @@ pub(super) fn backward(
         .arg(&m);
     launch(l, "bn_bwd_finish_f32", cfg_elems(c))?;
     let mut dx = alloc_f32(&dev, x.numel(), OP)?;
-    let f = dev.function(Family::BatchNorm, "bn_bwd_dx_f32")?;
+    let name = if fused.is_some() {
+        "bn_bwd_dx_act_f32"
+    } else {
+        "bn_bwd_dx_f32"
+    };
+    let f = dev.function(Family::BatchNorm, name)?;
     let mut l = dev.stream.launch_builder(&f);
-    l.arg(xs)
-        .arg(dys)
-        .arg(ms)
-        .arg(&k1)
+    l.arg(xs).arg(dys).arg(ms);
+    if let Some((_, bs)) = &fused {
+        l.arg(rs).arg(gs).arg(*bs);
+    }
+    l.arg(&k1)
         .arg(&k2)
         .arg(&k3)
         .arg(&mut dx)
         .arg(&nn)
         .arg(&cc)
         .arg(&ss);
-    launch(l, "bn_bwd_dx_f32", cfg_planes(n * c, s))?;
+    if let Some((code, _)) = &fused {
+        l.arg(code);
+    }
+    launch(l, name, cfg_planes(n * c, s))?;
     Ok(NormGrads {
         dx: wrap(&dev, dx, x.shape()),
         dgamma: wrap(&dev, dg, gamma.shape()),
