@@ -53,6 +53,21 @@ __device__ __forceinline__ double bn_chunk_sum(const T *x, const T *dy, i64 ch, 
     return acc;
 }
 
+/// Two sums over a chunk in one pass, per thread (f64): `f(x, dy, a0, a1)` adds element
+/// (x, dy)'s terms to the accumulators (each accumulates in the same element order as
+/// `bn_chunk_sum`, so the results are the same; the chunk is read once instead of twice).
+template <typename T, typename F>
+__device__ __forceinline__ void bn_chunk_sum2(const T *x, const T *dy, i64 ch, i64 c, i64 s,
+                                              const BnChunk &k, double &a0, double &a1, F f) {
+    a0 = 0.0;
+    a1 = 0.0;
+    for (i64 ni = k.n0; ni < k.n1; ++ni) {
+        const i64 base = (ni * c + ch) * s;
+        for (i64 j = k.s0 + threadIdx.x; j < k.s1; j += blockDim.x)
+            f(load(x, base + j), load(dy, base + j), a0, a1);
+    }
+}
+
 /// Statistics partials: part[(ch * chunks + k) * 3 + {0, 1, 2}] = (count, mean, M2) of chunk k
 /// of channel ch. blockDim.x a multiple of 32.
 template <typename T>
@@ -192,17 +207,14 @@ __device__ void bn_bwd_part(const T *x, const T *dy, const T *mean, BnAct ba, do
         ba.channel(ch, sc, sh);
         for (i64 k = blockIdx.x; k < chunks; k += gridDim.x) {
             const BnChunk b = bn_chunk(k, n, s, per_chunk, s_len, s_chunks);
-            // Without an activation the first sum reads dy alone (v is unused then).
-            const double sdy = block_sum(
-                bn_chunk_sum(ba.act < 0 ? dy : x, dy, ch, c, s, b,
-                             [=](float v, float d) { return (double)ba.grad(v, d, muf, sc, sh); }),
-                scratch);
-            const double sdyx = block_sum(
-                bn_chunk_sum(x, dy, ch, c, s, b,
-                             [=](float v, float d) {
-                                 return ((double)v - mu) * (double)ba.grad(v, d, muf, sc, sh);
-                             }),
-                scratch);
+            double a0, a1;
+            bn_chunk_sum2(x, dy, ch, c, s, b, a0, a1, [=](float v, float d, double &s0, double &s1) {
+                const double g = (double)ba.grad(v, d, muf, sc, sh);
+                s0 = s0 + g;
+                s1 = s1 + ((double)v - mu) * g;
+            });
+            const double sdy = block_sum(a0, scratch);
+            const double sdyx = block_sum(a1, scratch);
             if (threadIdx.x == 0) {
                 double *o = part + (ch * chunks + k) * 2;
                 o[0] = sdy;

@@ -3,8 +3,9 @@
 // since its reductions can be long: a bias gradient sums every row of a batch).
 #include "common.cuh"
 
-/// Offset of reduced element `r`: rank 0 and 1 (the common cases once the host has merged
-/// contiguous axes) without the divisions of `strided_offset`.
+/// Offset of element `r` of a strided view (the reduced elements, or the kept outputs): rank 0
+/// and 1 (the common cases once the host has merged contiguous axes) without the divisions of
+/// `strided_offset`.
 __device__ __forceinline__ i64 reduced_offset(i64 r, const Strided &red) {
     if (red.rank == 0) return 0;
     if (red.rank == 1) return r * red.stride[0];
@@ -18,7 +19,7 @@ template <typename T>
 __device__ void sum_to(const T *x, T *y, i64 n_out, i64 red_n, Strided kept, Strided red) {
     __shared__ double scratch[32];
     for (i64 o = blockIdx.x; o < n_out; o += gridDim.x) {
-        const i64 base = strided_offset(o, kept);
+        const i64 base = reduced_offset(o, kept);
         double acc = 0.0;
         for (i64 r = threadIdx.x; r < red_n; r += blockDim.x) acc += (double)load(x, base + reduced_offset(r, red));
         acc = block_sum(acc, scratch);
@@ -41,7 +42,7 @@ __device__ void sum_to_cols(const T *x, T *y, i64 n_out, i64 red_n, Strided kept
         const i64 o = o0 + tx;
         double acc = 0.0;
         if (o < n_out) {
-            const i64 base = strided_offset(o, kept);
+            const i64 base = reduced_offset(o, kept);
             for (i64 r = ty; r < red_n; r += SUM_COLS_Y) acc += (double)load(x, base + reduced_offset(r, red));
         }
         part[ty][tx] = acc;

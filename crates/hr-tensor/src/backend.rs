@@ -309,6 +309,20 @@ pub trait ConvOps {
     fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
     /// Gradient of the weight.
     fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
+    /// Both gradients, `(dx, dw)`: the two methods above, which a backend may share work
+    /// between (the CUDA backend casts `dy` to bf16 once under autocast).
+    fn conv2d_bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        spec: &Conv2dSpec,
+    ) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.conv2d_bwd_data(dy, w, spec)?,
+            self.conv2d_bwd_weight(x, dy, spec)?,
+        ))
+    }
 }
 
 /// Hyper-parameters of one Adam/AdamW step.

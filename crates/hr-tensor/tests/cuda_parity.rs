@@ -388,6 +388,16 @@ fn matmul_bf16_autocast() {
         &dw(&x, &dy),
         1e-4,
     );
+    // Both gradients at once share one bf16 copy of dy: the same values as the two calls.
+    let (dx2, dw2) = ops::conv2d_bwd(&xg, &wg, &dyg, &spec).unwrap();
+    for (what, got, want) in [("dx", &dx2, &dx(&dyg, &wg)), ("dw", &dw2, &dw(&xg, &dyg))] {
+        let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+        assert_eq!(
+            g, w,
+            "bf16 pointwise conv2d_bwd {what} differs from the separate op"
+        );
+    }
+    println!("ok bf16 pointwise conv2d_bwd: dx and dw identical to the separate ops");
 }
 
 #[test]

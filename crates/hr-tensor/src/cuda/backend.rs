@@ -1144,6 +1144,16 @@ impl ConvOps for CudaBackend {
     fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
         conv::backward_weight(x, dy, spec)
     }
+
+    fn conv2d_bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        spec: &Conv2dSpec,
+    ) -> Result<(Tensor, Tensor)> {
+        conv::backward(x, w, dy, spec)
+    }
 }
 
 impl OptimOps for CudaBackend {

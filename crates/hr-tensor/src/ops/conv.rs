@@ -206,8 +206,5 @@ pub fn conv2d_bwd(
     expect_shape(OP, w, &w_shape(spec))?;
     expect_shape(OP, dy, &y_shape(spec))?;
     let be = same_kind(OP, &[("input", x), ("weight", w), ("dy", dy)])?;
-    Ok((
-        be.conv2d_bwd_data(dy, w, spec)?,
-        be.conv2d_bwd_weight(x, dy, spec)?,
-    ))
+    be.conv2d_bwd(x, w, dy, spec)
 }

@@ -261,6 +261,23 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
     Ok(wrap(&dev, y, &y_shape(s)))
 }
 
+/// Both gradients `(dx, dw)`. Under autocast a dense pointwise convolution's two GEMMs share
+/// one bf16 copy of dy (the largest operand of the backward).
+pub(super) fn backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    s: &Conv2dSpec,
+) -> Result<(Tensor, Tensor)> {
+    let both = || Ok((backward_data(dy, w, s)?, backward_weight(x, dy, s)?));
+    if !(is_gemm(s) && crate::autocast::bf16_matmuls_active()) {
+        return both();
+    }
+    const OP: &str = "conv2d_bwd";
+    let (dev, (_, dys)) = (device_of(OP, &[x, w, dy])?, buf(OP, dy)?);
+    gemm_bf16::share_cast(&dev, dys, both)
+}
+
 /// Gradient of the input.
 pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_data";

@@ -4,7 +4,9 @@
 //! accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
 //! `crate::cpu::gemm` (same rounding, then an f32 GEMM).
 
+use std::cell::RefCell;
 use std::ffi::c_void;
+use std::sync::Arc;
 
 use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas, GemmConfig};
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
@@ -14,16 +16,62 @@ use crate::backend::MatmulSpec;
 use crate::cuda::{profile, CudaDevice, CudaStorage};
 use crate::{DType, Error, Result};
 
-/// The f32 operand `x` cast to a new bf16 buffer (through [`super::cast`]).
-fn to_bf16(dev: &CudaDevice, x: &CudaStorage, op: &'static str) -> Result<CudaSlice<u16>> {
-    let n = match x {
-        CudaStorage::F32(s) => s.len(),
-        CudaStorage::BF16(_) => return Err(Error::invalid(op, "bf16 GEMM operands must be f32")),
+thread_local! {
+    /// The f32 buffer whose bf16 copy the GEMMs of the running [`share_cast`] scope share, and
+    /// that copy once made.
+    static SHARED: RefCell<Option<SharedCast>> = const { RefCell::new(None) };
+}
+
+/// One shared cast: the f32 buffer (device address and length) and its bf16 copy.
+struct SharedCast {
+    ptr: u64,
+    len: usize,
+    copy: Option<Arc<CudaSlice<u16>>>,
+}
+
+/// Runs `f` with the bf16 cast of the f32 buffer `t` made at most once: every GEMM of `f`
+/// that casts `t` (the same device buffer; `t` is borrowed, so it cannot change meanwhile)
+/// reuses the first copy. The two backward GEMMs of a pointwise convolution both read dy.
+pub(super) fn share_cast<R>(dev: &CudaDevice, t: &CudaSlice<f32>, f: impl FnOnce() -> R) -> R {
+    let (ptr, _guard) = t.device_ptr(&dev.stream);
+    let prev = SHARED.with(|s| {
+        s.replace(Some(SharedCast {
+            ptr,
+            len: t.len(),
+            copy: None,
+        }))
+    });
+    let out = f();
+    SHARED.with(|s| s.replace(prev));
+    out
+}
+
+/// The f32 operand `x` cast to bf16 (through [`super::cast`]); the copy of the current
+/// [`share_cast`] scope when `x` is its buffer.
+fn to_bf16(dev: &CudaDevice, x: &CudaStorage, op: &'static str) -> Result<Arc<CudaSlice<u16>>> {
+    let CudaStorage::F32(s) = x else {
+        return Err(Error::invalid(op, "bf16 GEMM operands must be f32"));
     };
-    match super::cast(dev.ordinal, x, n, DType::BF16)? {
-        CudaStorage::BF16(s) => Ok(s),
-        CudaStorage::F32(_) => Err(Error::invalid(op, "cast to bf16 returned f32 storage")),
+    let key = (s.device_ptr(&dev.stream).0, s.len());
+    let hit = SHARED.with(|c| match c.borrow().as_ref() {
+        Some(sc) if (sc.ptr, sc.len) == key => Some(sc.copy.clone()),
+        _ => None,
+    });
+    if let Some(Some(copy)) = hit {
+        return Ok(copy);
     }
+    let copy = match super::cast(dev.ordinal, x, s.len(), DType::BF16)? {
+        CudaStorage::BF16(b) => Arc::new(b),
+        CudaStorage::F32(_) => return Err(Error::invalid(op, "cast to bf16 returned f32 storage")),
+    };
+    if hit.is_some() {
+        SHARED.with(|c| {
+            if let Some(sc) = c.borrow_mut().as_mut() {
+                sc.copy = Some(copy.clone());
+            }
+        });
+    }
+    Ok(copy)
 }
 
 /// `c = gemm(a, b)` of [`super::CudaBackend::matmul`] with bf16 operands; `g` is the
@@ -59,12 +107,15 @@ pub(super) fn matmul(
     })
 }
 
-/// Both f32 operands cast to new bf16 buffers (for several GEMMs on slices of them).
+/// Two operands cast to bf16.
+pub(super) type Bf16Pair = (Arc<CudaSlice<u16>>, Arc<CudaSlice<u16>>);
+
+/// Both f32 operands cast to bf16 (for several GEMMs on slices of them).
 pub(super) fn cast_pair(
     dev: &CudaDevice,
     [a, b]: [&CudaStorage; 2],
     op: &'static str,
-) -> Result<(CudaSlice<u16>, CudaSlice<u16>)> {
+) -> Result<Bf16Pair> {
     Ok((to_bf16(dev, a, op)?, to_bf16(dev, b, op)?))
 }
 
