@@ -174,8 +174,8 @@ fn cfg_tiles(planes: usize, rows: usize, cols: usize) -> LaunchConfig {
     }
 }
 
-/// A single (unbatched) GEMM spec: a dense pointwise convolution on 1 x 1 images (the SE
-/// block's two linears) folds its batch into the GEMM rows, one GEMM instead of a batch of
+/// A single (unbatched) GEMM spec: a dense pointwise convolution on 1 x 1 images (a pooled
+/// feature map) folds its batch into the GEMM rows, one GEMM instead of a batch of
 /// matrix-vector products (bf16 operands under autocast, like the batched path).
 fn flat_spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulSpec {
     MatmulSpec {

@@ -2,7 +2,8 @@
 //! `cast_f32_bf16` in `kernels/elementwise.cu`: round to nearest even like the CPU's
 //! `round_bf16`), then one `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32
 //! accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
-//! `crate::cpu::gemm` (same rounding, then an f32 GEMM).
+//! `crate::cpu::gemm` (same rounding, then an f32 GEMM). Inside a [`share_cast`] scope one
+//! operand's bf16 copy is made once and reused by every GEMM of the scope.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -33,17 +34,23 @@ struct SharedCast {
 /// that casts `t` (the same device buffer; `t` is borrowed, so it cannot change meanwhile)
 /// reuses the first copy. The two backward GEMMs of a pointwise convolution both read dy.
 pub(super) fn share_cast<R>(dev: &CudaDevice, t: &CudaSlice<f32>, f: impl FnOnce() -> R) -> R {
-    let (ptr, _guard) = t.device_ptr(&dev.stream);
-    let prev = SHARED.with(|s| {
-        s.replace(Some(SharedCast {
-            ptr,
-            len: t.len(),
-            copy: None,
-        }))
-    });
-    let out = f();
-    SHARED.with(|s| s.replace(prev));
-    out
+    /// Restores the enclosing scope's entry, also when `f` unwinds (a stale entry could
+    /// match a later buffer at the same address).
+    struct Restore(Option<SharedCast>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            SHARED.with(|s| s.replace(prev));
+        }
+    }
+    let (ptr, _sync) = t.device_ptr(&dev.stream);
+    let entry = SharedCast {
+        ptr,
+        len: t.len(),
+        copy: None,
+    };
+    let _restore = Restore(SHARED.with(|s| s.replace(Some(entry))));
+    f()
 }
 
 /// The f32 operand `x` cast to bf16 (through [`super::cast`]); the copy of the current
