@@ -161,6 +161,17 @@ impl OpProfile {
     }
 }
 
+impl Drop for OpProfile {
+    /// Stops recording when the profile is dropped without [`OpProfile::finish`] (an error in
+    /// the profiled work), so the next profile can start.
+    fn drop(&mut self) {
+        ACTIVE.store(false, Ordering::Relaxed);
+        if let Ok(mut g) = STATE.lock() {
+            g.take();
+        }
+    }
+}
+
 impl ProfileReport {
     /// Summed GPU time of every recorded call, milliseconds.
     pub fn busy_ms(&self) -> f64 {
