@@ -61,7 +61,7 @@ impl NormOps for CpuBackend {
         s: &NormStats,
         dy: &Tensor,
     ) -> Result<NormGrads> {
-        channel::batch_norm_bwd(x, g, s, dy)
+        channel::batch_norm_bwd(x, g, s, dy, None)
     }
     fn batch_norm_train_act(
         &self,
@@ -86,8 +86,7 @@ impl NormOps for CpuBackend {
         dy: &Tensor,
         act: Unary,
     ) -> Result<NormGrads> {
-        let z = channel::normalised(x, g, b, s)?;
-        channel::batch_norm_bwd(x, g, s, &self.unary_bwd(act, &z, dy)?)
+        channel::batch_norm_bwd(x, g, s, dy, Some((act, b)))
     }
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
         last_axis::l2_normalize(x, eps)
@@ -392,8 +391,9 @@ mod last_axis {
 mod channel {
     use rayon::prelude::*;
 
+    use super::super::elementwise::unary_df;
     use super::super::{float_dispatch, out, PAR_THRESHOLD};
-    use crate::backend::{NormGrads, NormStats};
+    use crate::backend::{NormGrads, NormStats, Unary};
     use crate::checks::{nc_spatial, per_channel};
     use crate::{Elem, Error, Float, Result, Tensor};
 
@@ -546,35 +546,6 @@ mod channel {
         })
     }
 
-    /// The normalised value `(x - mean) * round(rstd * gamma) + beta` of a train-mode batch
-    /// norm, recomputed from its statistics (the backward of the fused batch norm +
-    /// activation; the CUDA kernels recompute it the same way).
-    pub(super) fn normalised(
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        stats: &NormStats,
-    ) -> Result<Tensor> {
-        const OP: &str = "batch_norm_act_bwd";
-        let (_, c, s) = nc_spatial(OP, x)?;
-        for t in [gamma, beta, &stats.mean, &stats.rstd] {
-            per_channel(OP, t, c)?;
-        }
-        float_dispatch!(OP, x.dtype(), |T| {
-            let (g, r) = (gamma.as_slice::<T>()?, stats.rstd.as_slice::<T>()?);
-            let a: Vec<T> = r
-                .iter()
-                .zip(g)
-                .map(|(&rv, &gv)| T::c(Elem::to_f64(rv) * Elem::to_f64(gv)))
-                .collect();
-            let m = stats.mean.as_slice::<T>()?;
-            out(
-                affine_planes(x.as_slice::<T>()?, c, s, m, &a, beta.as_slice::<T>()?),
-                x.shape(),
-            )
-        })
-    }
-
     pub(super) fn batch_norm_eval(
         x: &Tensor,
         gamma: &Tensor,
@@ -607,11 +578,16 @@ mod channel {
         })
     }
 
+    /// Backward of the train-mode batch norm; with `act` (the activation and the batch norm's
+    /// beta) the backward of the fused batch norm + activation: the gradient at the normalised
+    /// value, `dy * act'(z)` with `z = (x - mean) * round(rstd * gamma) + beta` recomputed per
+    /// element (as the CUDA kernels do), is formed plane by plane and never stored whole.
     pub(super) fn batch_norm_bwd(
         x: &Tensor,
         gamma: &Tensor,
         stats: &NormStats,
         dy: &Tensor,
+        act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
         const OP: &str = "batch_norm_bwd";
         let (n, c, s) = nc_spatial(OP, x)?;
@@ -625,6 +601,9 @@ mod channel {
         for t in [gamma, &stats.mean, &stats.rstd] {
             per_channel(OP, t, c)?;
         }
+        if let Some((_, beta)) = act {
+            per_channel(OP, beta, c)?;
+        }
         let m = (n * s) as f64;
         float_dispatch!(OP, x.dtype(), |T| {
             let (xs, dys, g) = (
@@ -633,10 +612,34 @@ mod channel {
                 gamma.as_slice::<T>()?,
             );
             let (mean, rstd) = (stats.mean.as_slice::<T>()?, stats.rstd.as_slice::<T>()?);
-            // Per plane: (sum dy, sum dy * (x - mean)).
+            // The gradient at the normalised value: dy, or dy * act'(z).
+            let fused = match act {
+                Some((kind, beta)) => {
+                    let a: Vec<T> = rstd
+                        .iter()
+                        .zip(g)
+                        .map(|(&r, &gv)| T::c(Elem::to_f64(r) * Elem::to_f64(gv)))
+                        .collect();
+                    Some((kind, a, beta.as_slice::<T>()?))
+                }
+                None => None,
+            };
+            let dz = |ch: usize, v: T, d: T| match &fused {
+                Some((kind, a, b)) => d * unary_df(*kind, (v - mean[ch]) * a[ch] + b[ch]),
+                None => d,
+            };
+            // Per plane: (sum dz, sum dz * (x - mean)).
             let parts = per_plane(n * c, s, |p| {
                 let (xp, dp) = (&xs[p * s..(p + 1) * s], &dys[p * s..(p + 1) * s]);
-                let mu = Elem::to_f64(mean[p % c]);
+                let (ch, mu) = (p % c, Elem::to_f64(mean[p % c]));
+                let plane: Vec<T>;
+                let dp = match fused {
+                    Some(_) => {
+                        plane = xp.iter().zip(dp).map(|(&v, &d)| dz(ch, v, d)).collect();
+                        &plane[..]
+                    }
+                    None => dp,
+                };
                 (sum2(dp, dp, |d, _| d), sum2(xp, dp, |v, d| (v - mu) * d))
             });
             let sdy = over_batch(&parts.iter().map(|p| p.0).collect::<Vec<_>>(), c);
@@ -658,7 +661,7 @@ mod channel {
             let dx = map_planes(xs, Some(dys), c, s, |ch, xp, dp, op| {
                 let (mu, a, b, k) = (mean[ch], k1[ch], k2[ch], k3[ch]);
                 for ((o, &v), &d) in op.iter_mut().zip(xp).zip(dp) {
-                    *o = a * (d - b - (v - mu) * k);
+                    *o = a * (dz(ch, v, d) - b - (v - mu) * k);
                 }
             });
             Ok(NormGrads {
