@@ -209,3 +209,37 @@ fn device_checks_name_the_first_misplaced_entry() {
         .check_device(hr_tensor::Device::Cuda(0))
         .is_ok());
 }
+
+/// `accumulate` sums every gradient since `zero_grad` (the first one is taken as is), keeps the
+/// caller's tensor untouched when a later one is added in place, adds onto gradients written
+/// through `iter_mut`, and rejects a mis-shaped gradient.
+#[test]
+fn accumulate_sums_since_zero_grad() {
+    let mut ps = ParamStore::new();
+    let id = ps
+        .add("w", Tensor::from_vec(vec![0f32; 3], &[3]).unwrap())
+        .unwrap();
+    let g1 = Tensor::from_vec(vec![1f32, 2.0, 3.0], &[3]).unwrap();
+    let g2 = Tensor::from_vec(vec![0.5f32, 0.5, 0.5], &[3]).unwrap();
+    ps.accumulate(id, &g1).unwrap();
+    ps.accumulate(id, &g2).unwrap();
+    assert_eq!(ps.grad(id).to_vec_f32().unwrap(), vec![1.5, 2.5, 3.5]);
+    assert_eq!(
+        g1.to_vec_f32().unwrap(),
+        vec![1.0, 2.0, 3.0],
+        "caller's tensor unchanged"
+    );
+    ps.zero_grad().unwrap();
+    assert_eq!(ps.grad(id).to_vec_f32().unwrap(), vec![0.0; 3]);
+    for (_, p) in ps.iter_mut() {
+        p.grad = Tensor::from_vec(vec![10f32; 3], &[3]).unwrap();
+    }
+    ps.accumulate(id, &g2).unwrap();
+    assert_eq!(ps.grad(id).to_vec_f32().unwrap(), vec![10.5; 3]);
+    ps.zero_grad().unwrap();
+    let bad = Tensor::from_vec(vec![1f32; 4], &[4]).unwrap();
+    assert!(
+        ps.accumulate(id, &bad).is_err(),
+        "a mis-shaped first gradient is an error"
+    );
+}
