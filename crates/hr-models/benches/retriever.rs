@@ -29,6 +29,8 @@
 //! - `HR_BENCH_PROFILE` (default 0): 1 = one more step with [`hr_tensor::cuda::OpProfile`]
 //!   recording: GPU time per kernel / cuBLAS call / upload, and the GPU's busy time against
 //!   the step's wall clock (CUDA only);
+//! - `HR_BENCH_KEEP_FREED` (default 1): 1 = `hr_tensor::cpu::keep_freed_memory` (what
+//!   hr-train does), 0 = glibc's default allocator settings;
 //! - `HR_BENCH_BREAKDOWN` (default 0): 1 = time the parts of the step (mel, CNN, BERT, pooling,
 //!   loss, each backward) by running the step by hand, plus standalone BERT / pooling copies
 //!   of the same shapes to split the text and pooling costs (more memory: run it separately).
@@ -276,6 +278,10 @@ fn time_mel(wb: &WaveformBatch, steps: usize) -> f64 {
 }
 
 fn main() {
+    // As hr-train does: reuse freed host memory (HR_BENCH_KEEP_FREED=0 keeps glibc's default).
+    if env_or("HR_BENCH_KEEP_FREED", 1u8) != 0 {
+        hr_tensor::cpu::keep_freed_memory();
+    }
     let name: String = env_or("HR_BENCH_PRESET", "tiny".to_string());
     let b: usize = env_or("HR_BENCH_BATCH", 32);
     let steps: usize = env_or("HR_BENCH_STEPS", 3).max(1);

@@ -6,6 +6,7 @@
 //! data movement of `broadcast_to` and the layout ops (`permute`, `concat`, `slice`,
 //! `pad_axis`, `embedding`: bit-exact copies); other ops reject bf16 with `UnsupportedDType`.
 
+mod alloc;
 mod attention;
 mod audio;
 mod contrastive;
@@ -17,6 +18,8 @@ mod norm;
 mod optim;
 mod reduce;
 mod softmax;
+
+pub use alloc::keep_freed_memory;
 
 pub(crate) use layout::id_buckets;
 

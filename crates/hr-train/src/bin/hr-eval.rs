@@ -37,6 +37,8 @@ struct Cli {
 }
 
 fn main() {
+    // Reuse freed host memory instead of mapping large buffers afresh every step.
+    hr_tensor::cpu::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal: logs redirected to files stay plain text.
