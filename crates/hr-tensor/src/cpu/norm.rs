@@ -1,7 +1,7 @@
 //! Normalisation kernels: filled in by the norms work item.
 
 use super::{bf16_via_f32, is_bf16, CpuBackend};
-use crate::backend::{ElementwiseOps, NormGrads, NormOps, NormStats, Unary};
+use crate::backend::{NormGrads, NormOps, NormStats, Unary};
 use crate::{Result, Tensor};
 
 impl NormOps for CpuBackend {
@@ -41,7 +41,7 @@ impl NormOps for CpuBackend {
         momentum: f64,
         eps: f64,
     ) -> Result<(Tensor, NormStats)> {
-        channel::batch_norm_train(x, g, b, rm, rv, momentum, eps)
+        channel::batch_norm_train(x, g, b, rm, rv, (momentum, eps), None)
     }
     fn batch_norm_eval(
         &self,
@@ -74,8 +74,7 @@ impl NormOps for CpuBackend {
         eps: f64,
         act: Unary,
     ) -> Result<(Tensor, NormStats)> {
-        let (z, stats) = channel::batch_norm_train(x, g, b, rm, rv, momentum, eps)?;
-        Ok((self.unary(act, &z)?, stats))
+        channel::batch_norm_train(x, g, b, rm, rv, (momentum, eps), Some(act))
     }
     fn batch_norm_act_bwd(
         &self,
@@ -391,7 +390,7 @@ mod last_axis {
 mod channel {
     use rayon::prelude::*;
 
-    use super::super::elementwise::unary_df;
+    use super::super::elementwise::{unary_df, unary_f};
     use super::super::{float_dispatch, out, PAR_THRESHOLD};
     use crate::backend::{NormGrads, NormStats, Unary};
     use crate::checks::{nc_spatial, per_channel};
@@ -466,12 +465,19 @@ mod channel {
         y
     }
 
-    /// `y = (x - m[c]) * a[c] + b[c]`.
-    fn affine_planes<T: Float>(x: &[T], c: usize, s: usize, m: &[T], a: &[T], b: &[T]) -> Vec<T> {
+    /// `y = act((x - m[c]) * a[c] + b[c])` (`act` None: the affine map alone).
+    fn affine_planes<T: Float>(
+        x: &[T],
+        c: usize,
+        s: usize,
+        [m, a, b]: [&[T]; 3],
+        act: Option<Unary>,
+    ) -> Vec<T> {
         map_planes(x, None, c, s, |ch, xp, _, yp| {
             let (mv, av, bv) = (m[ch], a[ch], b[ch]);
             for (y, &v) in yp.iter_mut().zip(xp) {
-                *y = (v - mv) * av + bv;
+                let z = (v - mv) * av + bv;
+                *y = act.map_or(z, |kind| unary_f(kind, z));
             }
         })
     }
@@ -484,15 +490,16 @@ mod channel {
         out(v.into_iter().map(T::c).collect::<Vec<T>>(), shape)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Train-mode batch norm; with `act` its output goes through the activation in the same
+    /// pass (the fused batch norm + activation: the normalised tensor is never stored).
     pub(super) fn batch_norm_train(
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
         running_mean: &mut Tensor,
         running_var: &mut Tensor,
-        momentum: f64,
-        eps: f64,
+        (momentum, eps): (f64, f64),
+        act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)> {
         const OP: &str = "batch_norm_train";
         let (n, c, s) = nc_spatial(OP, x)?;
@@ -530,7 +537,7 @@ mod channel {
                 .zip(g)
                 .map(|(&r, &gv)| T::c(r * Elem::to_f64(gv)))
                 .collect();
-            let y = affine_planes(xs, c, s, &mean_t, &a, beta.as_slice::<T>()?);
+            let y = affine_planes(xs, c, s, [&mean_t, &a, beta.as_slice::<T>()?], act);
             let unbias = m as f64 / (m as f64 - 1.0);
             for (rm, &mu) in running_mean.as_mut_slice::<T>()?.iter_mut().zip(&mean) {
                 *rm = T::c((1.0 - momentum) * Elem::to_f64(*rm) + momentum * mu);
@@ -566,14 +573,8 @@ mod channel {
                 .zip(rv)
                 .map(|(&gv, &v)| T::c(Elem::to_f64(gv) / (Elem::to_f64(v) + eps).sqrt()))
                 .collect();
-            let y = affine_planes(
-                x.as_slice::<T>()?,
-                c,
-                s,
-                running_mean.as_slice::<T>()?,
-                &a,
-                beta.as_slice::<T>()?,
-            );
+            let (rm, b) = (running_mean.as_slice::<T>()?, beta.as_slice::<T>()?);
+            let y = affine_planes(x.as_slice::<T>()?, c, s, [rm, &a, b], None);
             out(y, x.shape())
         })
     }
