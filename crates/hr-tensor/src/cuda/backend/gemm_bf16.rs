@@ -59,9 +59,11 @@ fn to_bf16(dev: &CudaDevice, x: &CudaStorage, op: &'static str) -> Result<Arc<Cu
     let CudaStorage::F32(s) = x else {
         return Err(Error::invalid(op, "bf16 GEMM operands must be f32"));
     };
-    let key = (s.device_ptr(&dev.stream).0, s.len());
+    // Outside a scope (most casts) the buffer's address is not needed.
     let hit = SHARED.with(|c| match c.borrow().as_ref() {
-        Some(sc) if (sc.ptr, sc.len) == key => Some(sc.copy.clone()),
+        Some(sc) if (sc.ptr, sc.len) == (s.device_ptr(&dev.stream).0, s.len()) => {
+            Some(sc.copy.clone())
+        }
         _ => None,
     });
     if let Some(Some(copy)) = hit {
