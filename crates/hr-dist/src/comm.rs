@@ -34,12 +34,23 @@ pub trait Communicator: Send {
     /// Returns once every rank has entered the barrier.
     fn barrier(&mut self) -> Result<()>;
 
-    /// Whether this communicator's collectives may run on another host thread while the
-    /// calling thread keeps computing (the trainer overlaps the gradient all-reduce of the
-    /// text side with the audio CNN's backward that way). True for host backends; NCCL's
-    /// collectives are stream-ordered on the compute GPU and are not overlapped this way.
-    fn overlaps_host_work(&self) -> bool {
-        true
+    /// All-reduces `ts` in place (as [`Communicator::all_reduce_tensors_in_place`]) while
+    /// `work` runs on the calling thread, and returns once both are done: the trainer
+    /// reduces the text side's final gradients during the audio CNN's backward this way.
+    /// `work` must not touch `ts`.
+    ///
+    /// The default (host backends) reduces on a second host thread; a world of one only runs
+    /// `work`. [`crate::NcclComm`] enqueues the reduction of device tensors on a stream of its
+    /// own, ordered after the work already queued on the GPU, so it runs beside the kernels
+    /// `work` queues.
+    fn all_reduce_tensors_alongside(
+        &mut self,
+        ts: &mut [Tensor],
+        mean: bool,
+        bucket_bytes: usize,
+        work: &mut dyn FnMut(),
+    ) -> Result<()> {
+        grad::host_all_reduce_alongside(self, ts, mean, bucket_bytes, work)
     }
 
     /// All-reduces `ts` in place, as one flat array cut into buckets of `bucket_bytes`

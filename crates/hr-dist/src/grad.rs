@@ -97,6 +97,28 @@ pub(crate) fn host_all_reduce_tensors<C: Communicator + ?Sized>(
     write_back(ts, flats)
 }
 
+/// The host path of [`Communicator::all_reduce_tensors_alongside`]: the reduction runs on a
+/// scoped second thread while `work` runs on this one (a world of one only runs `work`).
+pub(crate) fn host_all_reduce_alongside<C: Communicator + ?Sized>(
+    comm: &mut C,
+    ts: &mut [Tensor],
+    mean: bool,
+    bucket_bytes: usize,
+    work: &mut dyn FnMut(),
+) -> Result<()> {
+    if comm.world() == 1 {
+        work();
+        return Ok(());
+    }
+    std::thread::scope(|s| {
+        let reduce = s.spawn(move || host_all_reduce_tensors(comm, ts, mean, bucket_bytes));
+        work();
+        reduce
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// The host path of [`Communicator::broadcast_tensors_in_place`].
 pub(crate) fn host_broadcast_tensors<C: Communicator + ?Sized>(
     comm: &mut C,

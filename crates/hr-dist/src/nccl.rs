@@ -10,7 +10,11 @@
 //!
 //! # Collectives
 //! Everything runs on the stream of hr-tensor's context for the device
-//! ([`hr_tensor::cuda::context`]), so collectives are ordered with the ops that made the data.
+//! ([`hr_tensor::cuda::context`]), so collectives are ordered with the ops that made the data,
+//! except [`Communicator::all_reduce_tensors_alongside`]: its buckets go to a side stream that
+//! first waits (an event) for the compute stream's queue, so the reduction runs beside the
+//! kernels the caller queues meanwhile (the rest of the backward); the call then waits for the
+//! side stream and makes the compute stream wait for it too.
 //! The tensor methods of [`Communicator`] run in place on device buffers (gradients are cut into
 //! buckets with device-to-device copies, never through the host); the host-slice methods stage
 //! through a device buffer. After enqueueing, every call waits for its work with the
@@ -35,7 +39,8 @@ use std::panic::catch_unwind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::result::stream;
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError};
 use cudarc::nccl::sys;
 use hr_tensor::cuda::{self, CudaDevice};
 use hr_tensor::{DType, Device, Tensor};
@@ -235,6 +240,11 @@ pub struct NcclComm {
     rank: usize,
     world: usize,
     dev: Arc<CudaDevice>,
+    /// The stream collectives are enqueued on: the device's compute stream, or `side` during
+    /// [`Communicator::all_reduce_tensors_alongside`].
+    on: Arc<CudaStream>,
+    /// The stream of overlapped reductions (created on first use; see [`SideStream`]).
+    side: Option<SideStream>,
     timeout: Duration,
     store: Option<StoreClient>,
     _server: Option<StoreServer>,
@@ -305,6 +315,8 @@ impl NcclComm {
             comm: std::ptr::null_mut(),
             rank,
             world,
+            on: dev.stream.clone(),
+            side: None,
             dev,
             timeout: setup.timeout,
             store,
@@ -475,11 +487,15 @@ impl NcclComm {
         }
     }
 
-    /// Waits for all work enqueued so far on the stream, watching NCCL's async error.
+    /// Waits for all work enqueued so far on the current stream, watching NCCL's async error.
     fn wait_stream(&self, deadline: Instant) -> Step<()> {
-        let event = self
-            .dev
-            .stream
+        self.wait_on(&self.on, deadline).map(drop)
+    }
+
+    /// Waits for all work enqueued so far on `stream`, watching NCCL's async error; returns
+    /// the completed event.
+    fn wait_on(&self, stream: &CudaStream, deadline: Instant) -> Step<CudaEvent> {
+        let event = stream
             .record_event(None)
             .map_err(|e| Fail::Cuda(format!("recording an event: {e}")))?;
         let mut backoff = Backoff::new();
@@ -489,7 +505,7 @@ impl NcclComm {
                 .map_err(|e| Fail::Cuda(format!("querying the stream: {e}")))?;
             self.async_state()?;
             if done {
-                return Ok(());
+                return Ok(event);
             }
             if Instant::now() >= deadline {
                 return Err(Fail::Timeout);
@@ -505,6 +521,14 @@ impl NcclComm {
         op: &'static str,
         f: impl FnOnce(&mut Self, Instant) -> Step<T>,
     ) -> Result<T> {
+        let deadline = self.begin(op)?;
+        let out = f(self, deadline).and_then(|v| self.wait_stream(deadline).map(|()| v));
+        out.map_err(|fail| self.fail(op, fail))
+    }
+
+    /// Starts collective `op`: refuses when poisoned, numbers it, binds the context; returns
+    /// its deadline.
+    fn begin(&mut self, op: &'static str) -> Result<Instant> {
         if let Some(msg) = &self.poisoned {
             return Err(DistError::Protocol(format!(
                 "{op}: communicator unusable after an earlier failure: {msg}"
@@ -512,9 +536,57 @@ impl NcclComm {
         }
         self.seq += 1;
         self.bind(op)?;
-        let deadline = Instant::now() + self.timeout;
-        let out = f(self, deadline).and_then(|v| self.wait_stream(deadline).map(|()| v));
-        out.map_err(|fail| self.fail(op, fail))
+        Ok(Instant::now() + self.timeout)
+    }
+
+    /// Like [`NcclComm::run`] for work that overlaps `work`: `f` is enqueued on the side
+    /// stream, after everything queued so far on the compute stream; `work` then runs on this
+    /// thread (queueing its kernels on the compute stream); finally this waits for the side
+    /// stream (bounded by the timeout, watching NCCL's async error) and orders the compute
+    /// stream after it.
+    fn run_alongside(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&mut Self, Instant) -> Step<()>,
+        work: &mut dyn FnMut(),
+    ) -> Result<()> {
+        let deadline = self.begin(op)?;
+        if let Err(fail) = self.enqueue_beside(|c| f(c, deadline)) {
+            return Err(self.fail(op, fail));
+        }
+        work();
+        let side = self.side_stream().map_err(|fail| self.fail(op, fail))?;
+        let done = self.wait_on(&side, deadline).and_then(|event| {
+            self.dev
+                .stream
+                .wait(&event)
+                .map_err(|e| Fail::Cuda(format!("ordering the compute stream: {e}")))
+        });
+        done.map_err(|fail| self.fail(op, fail))
+    }
+
+    /// Runs `f` with the side stream as the current stream, after making the side stream wait
+    /// for the work queued so far on the compute stream.
+    fn enqueue_beside(&mut self, f: impl FnOnce(&mut Self) -> Step<()>) -> Step<()> {
+        let side = self.side_stream()?;
+        side.join(&self.dev.stream)
+            .map_err(|e| Fail::Cuda(format!("ordering the side stream: {e}")))?;
+        let compute = std::mem::replace(&mut self.on, side);
+        let out = f(self);
+        self.on = compute;
+        out
+    }
+
+    /// The side stream, created on first use.
+    fn side_stream(&mut self) -> Step<Arc<CudaStream>> {
+        if let Some(s) = &self.side {
+            return Ok(s.0.clone());
+        }
+        let made = SideStream::new(&self.dev)
+            .map_err(|e| Fail::Cuda(format!("creating the side stream: {e}")))?;
+        let stream = made.0.clone();
+        self.side = Some(made);
+        Ok(stream)
     }
 
     /// Aborts, poisons, and attributes a failure to the ranks that do not check in.
@@ -580,7 +652,7 @@ impl NcclComm {
     }
 
     fn stream(&self) -> Arc<CudaStream> {
-        self.dev.stream.clone()
+        self.on.clone()
     }
 }
 
@@ -602,6 +674,32 @@ impl Backoff {
         } else {
             std::thread::sleep(Duration::from_micros(100));
         }
+    }
+}
+
+/// The stream of overlapped reductions: non-blocking (no implicit ordering with the compute
+/// stream, which is the legacy default stream), ordered with it by explicit events only.
+/// Created through the driver API and wrapped as a borrowed stream, so cudarc stays in its
+/// single-stream mode (no event recorded at every buffer access of every kernel); destroyed
+/// on drop (the driver releases it once its queued work is done).
+struct SideStream(Arc<CudaStream>);
+
+impl SideStream {
+    fn new(dev: &CudaDevice) -> std::result::Result<SideStream, DriverError> {
+        dev.ctx.bind_to_thread()?;
+        let raw = stream::create(stream::StreamKind::NonBlocking)?;
+        // SAFETY: `raw` is a live stream of this context; it is destroyed only when this
+        // `SideStream` drops, and the buffers allocated on it (reduction buckets) are freed
+        // before that, inside the collective that made them.
+        Ok(SideStream(unsafe { dev.ctx.wrap_borrowed_stream(raw) }))
+    }
+}
+
+impl Drop for SideStream {
+    fn drop(&mut self) {
+        let _ = self.0.context().bind_to_thread();
+        // SAFETY: the stream was created by `SideStream::new` and is destroyed only here.
+        let _ = unsafe { stream::destroy(self.0.cu_stream()) };
     }
 }
 
@@ -673,7 +771,7 @@ impl NcclElem for f64 {
 /// Enqueueing primitives on device buffers (no waiting: [`NcclComm::run`] waits).
 impl NcclComm {
     fn cu_stream(&self) -> sys::cudaStream_t {
-        self.dev.stream.cu_stream() as sys::cudaStream_t
+        self.on.cu_stream() as sys::cudaStream_t
     }
 
     /// In-place all-reduce of the first `n` elements of `buf`.
@@ -765,8 +863,7 @@ impl NcclComm {
 
     /// A zeroed device buffer of `n` (at least 1) elements.
     fn zeros<T: NcclElem>(&self, n: usize) -> Step<CudaSlice<T>> {
-        self.dev
-            .stream
+        self.on
             .alloc_zeros::<T>(n.max(1))
             .map_err(|e| Fail::Cuda(format!("allocating {n} elements: {e}")))
     }
@@ -774,8 +871,7 @@ impl NcclComm {
     fn upload<T: NcclElem>(&self, data: &[T]) -> Step<CudaSlice<T>> {
         let mut buf = self.zeros::<T>(data.len())?;
         if !data.is_empty() {
-            self.dev
-                .stream
+            self.on
                 .memcpy_htod(data, &mut buf.slice_mut(..data.len()))
                 .map_err(|e| Fail::Cuda(format!("upload: {e}")))?;
         }
@@ -794,8 +890,7 @@ impl NcclComm {
         if out.is_empty() {
             return Ok(());
         }
-        self.dev
-            .stream
+        self.on
             .memcpy_dtoh(&buf.slice(..out.len()), out)
             .map_err(|e| Fail::Cuda(format!("download: {e}")))
     }
@@ -812,13 +907,20 @@ impl NcclComm {
         if len == 0 {
             return Ok(());
         }
-        self.dev
-            .stream
+        self.on
             .memcpy_dtod(
                 &src.slice(src_at..src_at + len),
                 &mut dst.slice_mut(dst_at..dst_at + len),
             )
             .map_err(|e| Fail::Cuda(format!("device copy of {len} elements: {e}")))
+    }
+}
+
+/// NCCL's average for `mean`, else its sum.
+fn reduce_op(mean: bool) -> sys::ncclRedOp_t {
+    match mean {
+        true => sys::ncclRedOp_t::ncclAvg,
+        false => sys::ncclRedOp_t::ncclSum,
     }
 }
 
@@ -1009,10 +1111,31 @@ impl Communicator for NcclComm {
         })
     }
 
-    fn overlaps_host_work(&self) -> bool {
-        // Needs a side stream ordered after the backward's kernels (not a host thread):
-        // not implemented, so NCCL reduces after the backward.
-        false
+    fn all_reduce_tensors_alongside(
+        &mut self,
+        ts: &mut [Tensor],
+        mean: bool,
+        bucket_bytes: usize,
+        work: &mut dyn FnMut(),
+    ) -> Result<()> {
+        if !self.my_device(ts.iter()) {
+            return grad::host_all_reduce_alongside(self, ts, mean, bucket_bytes, work);
+        }
+        // Copy-on-write copies of shared buffers are made here, on the compute stream, so the
+        // side stream (which waits for the compute stream's queue) sees them.
+        for t in ts.iter_mut() {
+            t.cuda_slice_mut("nccl all_reduce").map_err(DistError::from)?;
+        }
+        let op = reduce_op(mean);
+        self.run_alongside(
+            "all_reduce (overlapped)",
+            |c, deadline| {
+                c.device_buckets(ts, bucket_bytes, &|c, b, n| {
+                    c.enq_all_reduce(b, n, op, deadline)
+                })
+            },
+            work,
+        )
     }
 
     fn all_reduce_tensors_in_place(
@@ -1024,10 +1147,7 @@ impl Communicator for NcclComm {
         if !self.my_device(ts.iter()) {
             return grad::host_all_reduce_tensors(self, ts, mean, bucket_bytes);
         }
-        let op = match mean {
-            true => sys::ncclRedOp_t::ncclAvg,
-            false => sys::ncclRedOp_t::ncclSum,
-        };
+        let op = reduce_op(mean);
         self.run("all_reduce", |c, deadline| {
             c.device_buckets(ts, bucket_bytes, &|c, b, n| {
                 c.enq_all_reduce(b, n, op, deadline)

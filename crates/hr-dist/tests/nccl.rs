@@ -13,6 +13,7 @@ use hr_dist::{
     init, nccl_available, nccl_version, Backend, Communicator, DistError, DistOptions, LocalComm,
     NcclComm, Token, WorldInfo, DEFAULT_BUCKET_BYTES,
 };
+use hr_tensor::ops::matmul;
 use hr_tensor::{cuda, Device, Rng, Tensor};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,6 +124,53 @@ fn nccl_world_of_one_device_collectives() {
     same("all_gather_rows_backward", &dx, &dy);
     // The inputs are untouched (collectives copy on write).
     same("input kept", &gs[0], &grads(1)[0]);
+}
+
+/// `x` through `steps` GEMMs with `b` on the device (a long queue of compute-stream work).
+fn gemm_chain(x: &Tensor, b: &Tensor, steps: usize) -> Tensor {
+    (0..steps).fold(x.clone(), |y, _| matmul(&y, b).expect("matmul"))
+}
+
+/// The overlapped all-reduce: its side stream must wait for the kernels that made the
+/// gradients (queued just before, still running), the caller's work runs beside it, and both
+/// results equal the same computations without overlap. Small buckets so a bucket packs
+/// pieces of several tensors (device copies on the side stream).
+#[test]
+fn nccl_all_reduce_alongside_orders_the_side_stream() {
+    let Some(mut c) = comm() else { return };
+    let n = 2048;
+    let scale = 1.0 / (n as f32).sqrt();
+    let mut rng = Rng::new(31);
+    let b = gpu(&Tensor::randn(&[n, n], scale, &mut rng).expect("randn"));
+    let x0 = gpu(&randn(&[n, n], 32));
+    let small = grads(40);
+    for bucket in [4 << 20, DEFAULT_BUCKET_BYTES] {
+        let mut ts = small.clone();
+        ts.insert(3, gemm_chain(&x0, &b, 24));
+        let mut y = None;
+        let start = Instant::now();
+        check(
+            "all_reduce_tensors_alongside",
+            c.all_reduce_tensors_alongside(&mut ts, true, bucket, &mut || {
+                y = Some(gemm_chain(&x0, &b, 24))
+            }),
+        );
+        let took = start.elapsed();
+        let y = y.expect("the work ran");
+        let want = gemm_chain(&x0, &b, 24);
+        same(&format!("reduced chain (bucket {bucket})"), &ts[3], &want);
+        same(&format!("work beside it (bucket {bucket})"), &y, &want);
+        for (i, (g, w)) in ts.iter().filter(|t| t.numel() != n * n).zip(&small).enumerate() {
+            same(&format!("reduced small #{i} (bucket {bucket})"), g, w);
+        }
+        println!("overlapped all_reduce + 24 GEMMs of {n}: {took:?}");
+    }
+    // A later plain collective still works (the communicator is healthy).
+    let got = check(
+        "all_reduce_tensors after",
+        all_reduce_tensors(&mut c, &small, false, 1000),
+    );
+    same("plain all_reduce after the overlapped one", &got[0], &small[0]);
 }
 
 #[test]

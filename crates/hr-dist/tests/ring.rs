@@ -146,6 +146,34 @@ fn tensor_helpers_reduce_broadcast_and_gather_with_grad() {
     }
 }
 
+/// The overlapped all-reduce gives the plain one's values bit for bit, runs the work exactly
+/// once on the calling thread while the reduction is in flight, and keeps shapes.
+#[test]
+fn all_reduce_alongside_matches_the_plain_reduce_and_runs_the_work() {
+    let out = run_world(3, 5000, |r, mut c| {
+        let g = vec![
+            Tensor::from_vec(data(r, 6), &[2, 3]).unwrap(),
+            Tensor::from_vec(data(r + 5, 9), &[9]).unwrap(),
+        ];
+        let plain = all_reduce_tensors(&mut c, &g, true, 16).unwrap();
+        let mut over = g.clone();
+        let caller = std::thread::current().id();
+        let mut runs = Vec::new();
+        c.all_reduce_tensors_alongside(&mut over, true, 16, &mut || {
+            runs.push(std::thread::current().id() == caller)
+        })
+        .unwrap();
+        let v = |ts: &[Tensor]| -> Vec<Vec<f32>> { ts.iter().map(|t| t.to_vec_f32().unwrap()).collect() };
+        (v(&plain), v(&over), over[0].shape().to_vec(), runs)
+    });
+    for (plain, over, shape, runs) in out {
+        let bits = |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+        assert_eq!(bits(&plain), bits(&over));
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(runs, vec![true], "work runs once, on the calling thread");
+    }
+}
+
 #[test]
 fn wrong_token_rank_is_refused() {
     let port = free_port();

@@ -107,6 +107,14 @@ impl ParamStore {
         &self.params[id.0].grad
     }
 
+    /// Mutable gradient of `id` (a caller may write it, so it no longer counts as zeros for
+    /// [`ParamStore::accumulate`]; the other entries keep their state).
+    pub fn grad_mut(&mut self, id: ParamId) -> &mut Tensor {
+        let p = &mut self.params[id.0];
+        p.grad_is_zero = false;
+        &mut p.grad
+    }
+
     /// Adds `g` to the gradient of `id`. The first gradient after [`ParamStore::zero_grad`]
     /// is taken as is when it matches the gradient's shape, dtype and device (no pass over
     /// zeros; the tensor is shared copy-on-write, so later in-place updates of either side

@@ -236,6 +236,17 @@ fn accumulate_sums_since_zero_grad() {
     }
     ps.accumulate(id, &g2).unwrap();
     assert_eq!(ps.grad(id).to_vec_f32().unwrap(), vec![10.5; 3]);
+    // A gradient written through `grad_mut` is accumulated onto (not replaced); another
+    // entry's first gradient after `zero_grad` is still its value.
+    let other = ps
+        .add("v", Tensor::from_vec(vec![0f32; 3], &[3]).unwrap())
+        .unwrap();
+    ps.zero_grad().unwrap();
+    *ps.grad_mut(id) = Tensor::from_vec(vec![10f32; 3], &[3]).unwrap();
+    ps.accumulate(id, &g2).unwrap();
+    ps.accumulate(other, &g1).unwrap();
+    assert_eq!(ps.grad(id).to_vec_f32().unwrap(), vec![10.5; 3]);
+    assert_eq!(ps.grad(other).to_vec_f32().unwrap(), vec![1.0, 2.0, 3.0]);
     ps.zero_grad().unwrap();
     let bad = Tensor::from_vec(vec![1f32; 4], &[4]).unwrap();
     assert!(

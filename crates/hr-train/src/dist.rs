@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hr_dist::{Communicator, DistError, DistOptions, WorldInfo, DEFAULT_BUCKET_BYTES};
 use hr_models::exchange::RowExchange;
-use hr_nn::ParamStore;
+use hr_nn::{ParamId, ParamStore};
 use hr_tensor::{DType, Device, Tensor};
 
 use crate::config::{parse_device, DeviceSpec};
@@ -109,50 +109,53 @@ impl Dist {
 
     /// Runs `late_work` (the rest of the backward, which may only touch the gradients of
     /// parameters named `late_prefix`...) while the other trainable gradients, already final,
-    /// are averaged on a second thread; then averages the `late_prefix` gradients. The same
-    /// result as running `late_work` then [`Dist::average_gradients`]; sequential when the
-    /// communicator cannot overlap host work (NCCL) or the world is one process.
+    /// are averaged beside it ([`Communicator::all_reduce_tensors_alongside`]: a second host
+    /// thread for host communicators, a side stream for NCCL); then averages the `late_prefix`
+    /// gradients. The same result as running `late_work` then [`Dist::average_gradients`].
     pub fn average_gradients_overlapped(
         &mut self,
         ps: &mut ParamStore,
         late_prefix: &str,
         late_work: impl FnOnce(&mut ParamStore) -> Result<()>,
     ) -> Result<()> {
-        if self.world_size() == 1 || !self.comm.overlaps_host_work() {
-            late_work(ps)?;
-            return self.average_gradients(ps);
+        if self.world_size() == 1 {
+            return late_work(ps);
         }
-        let is_late = |p: &hr_nn::Param| p.name.starts_with(late_prefix);
-        let early: Vec<Tensor> = trainable(ps)
-            .filter(|p| !is_late(p))
-            .map(|p| p.grad.clone())
+        let is_early = |p: &hr_nn::Param| p.trainable && !p.name.starts_with(late_prefix);
+        let ids: Vec<ParamId> = ps.iter().filter(|(_, p)| is_early(p)).map(|(id, _)| id).collect();
+        // The early gradients are moved out (no second owner: NCCL reduces them in place
+        // without a copy) and put back after; the late ones keep their zero-gradient state.
+        let hole = Tensor::zeros(&[0], DType::F32, Device::Cpu)?;
+        let mut early: Vec<Tensor> = ids
+            .iter()
+            .map(|&id| std::mem::replace(ps.grad_mut(id), hole.clone()))
             .collect();
-        let comm = self.comm.as_mut();
-        let (work, early) = std::thread::scope(|s| {
-            let reduce = s.spawn(move || {
-                hr_dist::all_reduce_tensors(comm, &early, true, DEFAULT_BUCKET_BYTES)
-            });
-            let work = late_work(ps);
-            (work, reduce.join())
-        });
-        let early = early.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        work?;
+        let mut late_work = Some(late_work);
+        let mut worked = Ok(());
+        let reduced = self.comm.all_reduce_tensors_alongside(
+            &mut early,
+            true,
+            DEFAULT_BUCKET_BYTES,
+            &mut || {
+                if let Some(f) = late_work.take() {
+                    worked = f(&mut *ps);
+                }
+            },
+        );
+        for (&id, g) in ids.iter().zip(early) {
+            *ps.grad_mut(id) = g;
+        }
+        reduced?;
+        worked?;
         let late: Vec<Tensor> = trainable(ps)
-            .filter(|p| is_late(p))
+            .filter(|p| !is_early(p))
             .map(|p| p.grad.clone())
             .collect();
         let late =
             hr_dist::all_reduce_tensors(self.comm.as_mut(), &late, true, DEFAULT_BUCKET_BYTES)?;
-        let (mut early, mut late) = (early.into_iter(), late.into_iter());
-        for p in ps.iter_mut().map(|(_, p)| p).filter(|p| p.trainable) {
-            let g = if is_late(p) {
-                late.next()
-            } else {
-                early.next()
-            };
-            if let Some(g) = g {
-                p.grad = g;
-            }
+        let slots = ps.iter_mut().map(|(_, p)| p);
+        for (p, g) in slots.filter(|p| p.trainable && !is_early(p)).zip(late) {
+            p.grad = g;
         }
         Ok(())
     }
