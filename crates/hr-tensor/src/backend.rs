@@ -309,8 +309,9 @@ pub trait ConvOps {
     fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
     /// Gradient of the weight.
     fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor>;
-    /// Both gradients, `(dx, dw)`: the two methods above, which a backend may share work
-    /// between (the CUDA backend casts `dy` to bf16 once under autocast).
+    /// Both gradients, `(dx, dw)`: the two methods above (a backend may share work between
+    /// them; under autocast the CUDA backend's two GEMMs already read one bf16 copy of `dy`,
+    /// cached with its storage).
     fn conv2d_bwd(
         &self,
         x: &Tensor,

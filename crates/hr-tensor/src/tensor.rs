@@ -1,6 +1,6 @@
 //! The tensor type: a contiguous row-major buffer with a shape, on one device.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::storage::{CpuStorage, Storage};
 use crate::{cuda, DType, Device, Elem, Error, Result, Rng};
@@ -9,7 +9,34 @@ use crate::{cuda, DType, Device, Elem, Error, Result, Rng};
 #[derive(Debug, Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
-    storage: Arc<Storage>,
+    storage: Arc<Shared>,
+}
+
+/// A tensor's storage (shared by its clones and reshapes) and a derived copy cached with it.
+#[derive(Debug)]
+struct Shared {
+    data: Storage,
+    /// The bf16 copy of `data` that autocast GEMMs read (see [`Tensor::bf16_copy`]): made by
+    /// the first one, reused by the later ones (a weight in the forward and in the backward,
+    /// a saved input in the forward and in its weight gradient), dropped with `data` and
+    /// cleared whenever `data` is written.
+    bf16: OnceLock<Storage>,
+}
+
+impl Shared {
+    fn new(data: Storage) -> Shared {
+        Shared {
+            data,
+            bf16: OnceLock::new(),
+        }
+    }
+}
+
+impl Clone for Shared {
+    /// A copy of the data (copy-on-write); the derived copy is not carried over.
+    fn clone(&self) -> Shared {
+        Shared::new(self.data.clone())
+    }
 }
 
 /// Number of elements of a shape (1 for a scalar), or an error when it overflows.
@@ -25,7 +52,7 @@ impl Tensor {
     pub(crate) fn from_storage(storage: Storage, shape: Vec<usize>) -> Tensor {
         Tensor {
             shape,
-            storage: Arc::new(storage),
+            storage: Arc::new(Shared::new(storage)),
         }
     }
 
@@ -125,17 +152,17 @@ impl Tensor {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        self.storage.dtype()
+        self.storage().dtype()
     }
 
     /// The device.
     pub fn device(&self) -> Device {
-        self.storage.device()
+        self.storage().device()
     }
 
     /// The underlying storage.
     pub fn storage(&self) -> &Storage {
-        &self.storage
+        &self.storage.data
     }
 
     /// Same data, new shape with the same number of elements (no copy).
@@ -154,13 +181,31 @@ impl Tensor {
     }
 
     /// Mutable access to the storage (copied first if shared), for in-place device kernels.
+    /// Every write goes through here: the cached bf16 copy is cleared.
     pub(crate) fn storage_mut(&mut self) -> &mut Storage {
-        Arc::make_mut(&mut self.storage)
+        let shared = Arc::make_mut(&mut self.storage);
+        shared.bf16.take();
+        &mut shared.data
+    }
+
+    /// The bf16 copy of this tensor's storage, made by `make` (from the storage) on first use
+    /// and cached with the storage: shared by clones and reshapes, dropped with the storage,
+    /// cleared by every write ([`Tensor::storage_mut`]). Two threads racing on the first use
+    /// may both run `make`; one result is kept.
+    pub(crate) fn bf16_copy(
+        &self,
+        make: impl FnOnce(&Storage) -> Result<Storage>,
+    ) -> Result<&Storage> {
+        if let Some(copy) = self.storage.bf16.get() {
+            return Ok(copy);
+        }
+        let made = make(&self.storage.data)?;
+        Ok(self.storage.bf16.get_or_init(|| made))
     }
 
     /// The host storage, or an error naming `op` when the tensor is on a GPU.
     pub fn cpu_storage(&self, op: &'static str) -> Result<&CpuStorage> {
-        match &*self.storage {
+        match self.storage() {
             Storage::Cpu(s) => Ok(s),
             Storage::Cuda { .. } => Err(Error::DeviceMismatch {
                 op,
@@ -184,7 +229,7 @@ impl Tensor {
     pub fn as_mut_slice<T: Elem>(&mut self) -> Result<&mut [T]> {
         let dtype = self.dtype();
         let device = self.device();
-        match Arc::make_mut(&mut self.storage) {
+        match self.storage_mut() {
             Storage::Cpu(s) => T::slice_mut(s).ok_or(Error::DTypeMismatch {
                 op: "as_mut_slice",
                 lhs: dtype,
@@ -225,7 +270,7 @@ impl Tensor {
     /// for a host tensor or another dtype.
     pub fn cuda_slice(&self, op: &'static str) -> Result<(usize, &cudarc::driver::CudaSlice<f32>)> {
         let (dtype, device) = (self.dtype(), self.device());
-        match &*self.storage {
+        match self.storage() {
             Storage::Cuda {
                 ordinal,
                 data: cuda::CudaStorage::F32(s),
@@ -242,7 +287,7 @@ impl Tensor {
         op: &'static str,
     ) -> Result<(usize, &mut cudarc::driver::CudaSlice<f32>)> {
         let (dtype, device) = (self.dtype(), self.device());
-        match Arc::make_mut(&mut self.storage) {
+        match self.storage_mut() {
             Storage::Cuda {
                 ordinal,
                 data: cuda::CudaStorage::F32(s),
@@ -253,7 +298,7 @@ impl Tensor {
 
     /// Copies all elements to the host as f32 (any dtype, any device).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        match &*self.storage {
+        match self.storage() {
             Storage::Cpu(s) => Ok(s.to_f32_vec()),
             Storage::Cuda { ordinal, data } => {
                 let mut v = cuda::download_f32(*ordinal, data)?;
@@ -265,7 +310,7 @@ impl Tensor {
 
     /// Copies all elements to the host as f64 (any dtype, any device).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        match &*self.storage {
+        match self.storage() {
             Storage::Cpu(s) => Ok(s.to_f64_vec()),
             Storage::Cuda { .. } => Ok(self.to_vec_f32()?.into_iter().map(f64::from).collect()),
         }
@@ -288,7 +333,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let storage = match &*self.storage {
+        let storage = match self.storage() {
             Storage::Cpu(s) => Storage::Cpu(s.to_dtype(dtype)),
             Storage::Cuda { ordinal, data } => Storage::Cuda {
                 ordinal: *ordinal,
@@ -300,7 +345,7 @@ impl Tensor {
 
     /// The elements in host storage of the tensor's dtype (a copy for a GPU tensor).
     fn host_storage(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
-        match &*self.storage {
+        match self.storage() {
             Storage::Cpu(s) => Ok(std::borrow::Cow::Borrowed(s)),
             Storage::Cuda { ordinal, data } => {
                 let mut s = cuda::download(*ordinal, data)?;
@@ -347,5 +392,53 @@ fn not_cuda_f32(op: &'static str, dtype: DType, device: Device) -> Error {
             rhs: Device::Cuda(0),
         },
         Device::Cuda(_) => Error::UnsupportedDType { op, dtype, device },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for the GPU cast: the storage converted to bf16, counting the calls.
+    fn copy_of(t: &Tensor, made: &mut u32) -> Vec<f32> {
+        let copy = t
+            .bf16_copy(|data| {
+                *made += 1;
+                match data {
+                    Storage::Cpu(s) => Ok(Storage::Cpu(s.to_dtype(DType::BF16))),
+                    Storage::Cuda { .. } => unreachable!("CPU test"),
+                }
+            })
+            .expect("bf16_copy");
+        match copy {
+            Storage::Cpu(s) => s.to_f32_vec(),
+            Storage::Cuda { .. } => unreachable!("CPU test"),
+        }
+    }
+
+    #[test]
+    fn bf16_copy_is_cached_with_the_storage_and_cleared_by_writes() {
+        let mut made = 0;
+        let mut t = Tensor::from_vec(vec![1.0f32, 2.5, -3.0, 1.0 / 3.0], &[2, 2]).unwrap();
+        let first = copy_of(&t, &mut made);
+        assert_eq!(first[..3], [1.0, 2.5, -3.0]);
+        // Clones and reshapes share the storage and its copy.
+        let clone = t.clone();
+        let flat = t.reshape(&[4]).unwrap();
+        assert_eq!(copy_of(&clone, &mut made), first);
+        assert_eq!(copy_of(&flat, &mut made), first);
+        assert_eq!(made, 1, "made once");
+        // A write through a shared handle copies the storage first: the written tensor has
+        // no copy yet, the others keep theirs.
+        t.as_mut_slice::<f32>().unwrap()[0] = 8.0;
+        assert_eq!(copy_of(&t, &mut made)[0], 8.0);
+        assert_eq!(made, 2);
+        assert_eq!(copy_of(&clone, &mut made), first);
+        assert_eq!(made, 2);
+        // A write to a unique storage clears its copy.
+        drop((clone, flat));
+        t.as_mut_slice::<f32>().unwrap()[1] = 4.0;
+        assert_eq!(copy_of(&t, &mut made)[..2], [8.0, 4.0]);
+        assert_eq!(made, 3);
     }
 }

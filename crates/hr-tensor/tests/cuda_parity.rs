@@ -345,6 +345,64 @@ fn matmul_cublas() {
     }
 }
 
+/// The bf16 copy of an autocast GEMM operand is cached with its storage: reused while the
+/// tensor is unchanged (also through a reshape), made again after an in-place write, and not
+/// taken over by a copy-on-write clone. Every product against the CPU's rounding.
+#[test]
+fn bf16_operand_copies_follow_writes() {
+    let Some(dev) = gpu() else { return };
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let (x, mut w, d) = (
+        randn(&[19, 40], 1000),
+        randn(&[40, 23], 1001),
+        randn(&[40, 23], 1002),
+    );
+    let (xg, mut wg, dg) = (on(&x, dev), on(&w, dev), on(&d, dev));
+    let mm = |a: &Tensor, b: &Tensor| ops::matmul(a, b).unwrap();
+    check_tol("bf16 matmul (first use)", &mm(&xg, &wg), &mm(&x, &w), 1e-4);
+    check_tol(
+        "bf16 matmul (cached copies)",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+    // A reshape shares the storage, and so the cached copy.
+    let via = |t: &Tensor, tmp: &[usize]| t.reshape(tmp).unwrap().reshape(t.shape()).unwrap();
+    let (xr, wr) = (via(&xg, &[19, 2, 20]), via(&wg, &[20, 2, 23]));
+    check_tol(
+        "bf16 matmul through reshapes",
+        &mm(&xr, &wr),
+        &mm(&x, &w),
+        1e-4,
+    );
+    // A copy-on-write clone written in place: the original keeps its values and its copy.
+    let mut w2g = wg.clone();
+    ops::axpy(&mut w2g, 1.0, &dg).unwrap();
+    check_tol(
+        "bf16 matmul, original after a clone's write",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+    let mut w2 = w.clone();
+    ops::axpy(&mut w2, 1.0, &d).unwrap();
+    check_tol(
+        "bf16 matmul, the written clone",
+        &mm(&xg, &w2g),
+        &mm(&x, &w2),
+        1e-4,
+    );
+    // The tensor itself written in place (unique storage, like a weight under Adam).
+    ops::axpy(&mut wg, -0.5, &dg).unwrap();
+    ops::axpy(&mut w, -0.5, &d).unwrap();
+    check_tol(
+        "bf16 matmul after an in-place write",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+}
+
 /// Autocast GEMMs: cuBLAS with bf16 operands against the CPU's rounding of the same
 /// operands (both accumulate in f32, so only the summation order differs: 1e-4, not the
 /// 1e-2 a bf16 result would need).

@@ -237,8 +237,7 @@ impl GemmOps for CudaBackend {
             ldc: to_i32(OP, "n", n)?,
         };
         if spec.bf16_inputs {
-            let operands = [storage(OP, a)?.1, storage(OP, b)?.1];
-            gemm_bf16::matmul(&dev, operands, &mut c, spec, &gemm)?;
+            gemm_bf16::matmul(&dev, [a, b], &mut c, spec, &gemm)?;
             return Ok(wrap(&dev, c, out_shape));
         }
         let blas = dev.blas()?;
@@ -1143,16 +1142,6 @@ impl ConvOps for CudaBackend {
 
     fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
         conv::backward_weight(x, dy, spec)
-    }
-
-    fn conv2d_bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        dy: &Tensor,
-        spec: &Conv2dSpec,
-    ) -> Result<(Tensor, Tensor)> {
-        conv::backward(x, w, dy, spec)
     }
 }
 

@@ -16,7 +16,6 @@
 use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::dtype::storage;
 use super::{buf, device_of, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
 use crate::backend::{Conv2dSpec, ElementwiseOps, GemmOps, MatmulSpec, ReduceOps};
 use crate::checks::expect_shape;
@@ -261,23 +260,6 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
     Ok(wrap(&dev, y, &y_shape(s)))
 }
 
-/// Both gradients `(dx, dw)`. Under autocast a dense pointwise convolution's two GEMMs share
-/// one bf16 copy of dy (the largest operand of the backward).
-pub(super) fn backward(
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    s: &Conv2dSpec,
-) -> Result<(Tensor, Tensor)> {
-    let both = || Ok((backward_data(dy, w, s)?, backward_weight(x, dy, s)?));
-    if !(is_gemm(s) && crate::autocast::bf16_matmuls_active()) {
-        return both();
-    }
-    const OP: &str = "conv2d_bwd";
-    let (dev, (_, dys)) = (device_of(OP, &[x, w, dy])?, buf(OP, dy)?);
-    gemm_bf16::share_cast(&dev, dys, both)
-}
-
 /// Gradient of the input.
 pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_data";
@@ -424,11 +406,7 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
         ldc: to_i32(OP, "c_in", ci)?,
     };
     let casts = match crate::autocast::bf16_matmuls_active() {
-        true => Some(gemm_bf16::cast_pair(
-            &dev,
-            [storage(OP, x)?.1, storage(OP, dy)?.1],
-            OP,
-        )?),
+        true => Some(gemm_bf16::cast_pair([x, dy], OP)?),
         false => None,
     };
     let chunk = (DW_PARTIAL_MAX / (ci * co).max(1)).clamp(1, s.n);

@@ -2,12 +2,12 @@
 //! `cast_f32_bf16` in `kernels/elementwise.cu`: round to nearest even like the CPU's
 //! `round_bf16`), then one `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32
 //! accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
-//! `crate::cpu::gemm` (same rounding, then an f32 GEMM). Inside a [`share_cast`] scope one
-//! operand's bf16 copy is made once and reused by every GEMM of the scope.
+//! `crate::cpu::gemm` (same rounding, then an f32 GEMM). An operand's bf16 copy is cached with
+//! its storage ([`Tensor::bf16_copy`]): a weight is cast once per optimizer step (forward and
+//! backward), a saved input once (forward and weight gradient), an upstream gradient once for
+//! both of its backward GEMMs.
 
-use std::cell::RefCell;
 use std::ffi::c_void;
-use std::sync::Arc;
 
 use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas, GemmConfig};
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
@@ -15,85 +15,48 @@ use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 use super::to_i32;
 use crate::backend::MatmulSpec;
 use crate::cuda::{profile, CudaDevice, CudaStorage};
-use crate::{DType, Error, Result};
+use crate::storage::Storage;
+use crate::{DType, Error, Result, Tensor};
 
-thread_local! {
-    /// The f32 buffer whose bf16 copy the GEMMs of the running [`share_cast`] scope share, and
-    /// that copy once made.
-    static SHARED: RefCell<Option<SharedCast>> = const { RefCell::new(None) };
-}
-
-/// One shared cast: the f32 buffer (device address and length) and its bf16 copy.
-struct SharedCast {
-    ptr: u64,
-    len: usize,
-    copy: Option<Arc<CudaSlice<u16>>>,
-}
-
-/// Runs `f` with the bf16 cast of the f32 buffer `t` made at most once: every GEMM of `f`
-/// that casts `t` (the same device buffer; `t` is borrowed, so it cannot change meanwhile)
-/// reuses the first copy. The two backward GEMMs of a pointwise convolution both read dy.
-pub(super) fn share_cast<R>(dev: &CudaDevice, t: &CudaSlice<f32>, f: impl FnOnce() -> R) -> R {
-    /// Restores the enclosing scope's entry, also when `f` unwinds (a stale entry could
-    /// match a later buffer at the same address).
-    struct Restore(Option<SharedCast>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let prev = self.0.take();
-            SHARED.with(|s| s.replace(prev));
-        }
+/// The bf16 copy of the f32 GPU operand `x` (made through [`super::cast`] on first use, then
+/// cached with `x`'s storage).
+fn to_bf16<'a>(x: &'a Tensor, op: &'static str) -> Result<&'a CudaSlice<u16>> {
+    let copy = x.bf16_copy(|data| match data {
+        Storage::Cuda {
+            ordinal,
+            data: f32 @ CudaStorage::F32(s),
+        } => Ok(Storage::Cuda {
+            ordinal: *ordinal,
+            data: super::cast(*ordinal, f32, s.len(), DType::BF16)?,
+        }),
+        _ => Err(Error::invalid(
+            op,
+            "bf16 GEMM operands must be f32 on a GPU",
+        )),
+    })?;
+    match copy {
+        Storage::Cuda {
+            data: CudaStorage::BF16(b),
+            ..
+        } => Ok(b),
+        _ => Err(Error::invalid(
+            op,
+            "the cached bf16 copy is not bf16 device storage",
+        )),
     }
-    let (ptr, _sync) = t.device_ptr(&dev.stream);
-    let entry = SharedCast {
-        ptr,
-        len: t.len(),
-        copy: None,
-    };
-    let _restore = Restore(SHARED.with(|s| s.replace(Some(entry))));
-    f()
-}
-
-/// The f32 operand `x` cast to bf16 (through [`super::cast`]); the copy of the current
-/// [`share_cast`] scope when `x` is its buffer.
-fn to_bf16(dev: &CudaDevice, x: &CudaStorage, op: &'static str) -> Result<Arc<CudaSlice<u16>>> {
-    let CudaStorage::F32(s) = x else {
-        return Err(Error::invalid(op, "bf16 GEMM operands must be f32"));
-    };
-    // Outside a scope (most casts) the buffer's address is not needed.
-    let hit = SHARED.with(|c| match c.borrow().as_ref() {
-        Some(sc) if (sc.ptr, sc.len) == (s.device_ptr(&dev.stream).0, s.len()) => {
-            Some(sc.copy.clone())
-        }
-        _ => None,
-    });
-    if let Some(Some(copy)) = hit {
-        return Ok(copy);
-    }
-    let copy = match super::cast(dev.ordinal, x, s.len(), DType::BF16)? {
-        CudaStorage::BF16(b) => Arc::new(b),
-        CudaStorage::F32(_) => return Err(Error::invalid(op, "cast to bf16 returned f32 storage")),
-    };
-    if hit.is_some() {
-        SHARED.with(|c| {
-            if let Some(sc) = c.borrow_mut().as_mut() {
-                sc.copy = Some(copy.clone());
-            }
-        });
-    }
-    Ok(copy)
 }
 
 /// `c = gemm(a, b)` of [`super::CudaBackend::matmul`] with bf16 operands; `g` is the
 /// column-major config (operands already swapped), `a`/`b` the row-major operands.
 pub(super) fn matmul(
     dev: &CudaDevice,
-    [a, b]: [&CudaStorage; 2],
+    [a, b]: [&Tensor; 2],
     c: &mut CudaSlice<f32>,
     spec: &MatmulSpec,
     g: &GemmConfig<f32>,
 ) -> Result<()> {
     const OP: &str = "matmul";
-    let (a16, b16) = (to_bf16(dev, a, OP)?, to_bf16(dev, b, OP)?);
+    let (a16, b16) = (to_bf16(a, OP)?, to_bf16(b, OP)?);
     let (m, n, k) = (spec.m, spec.n, spec.k);
     let stride = |batched: bool, len: usize| if batched { len as i64 } else { 0 };
     let batch = Batch {
@@ -117,15 +80,11 @@ pub(super) fn matmul(
 }
 
 /// Two operands cast to bf16.
-pub(super) type Bf16Pair = (Arc<CudaSlice<u16>>, Arc<CudaSlice<u16>>);
+pub(super) type Bf16Pair<'a> = (&'a CudaSlice<u16>, &'a CudaSlice<u16>);
 
 /// Both f32 operands cast to bf16 (for several GEMMs on slices of them).
-pub(super) fn cast_pair(
-    dev: &CudaDevice,
-    [a, b]: [&CudaStorage; 2],
-    op: &'static str,
-) -> Result<Bf16Pair> {
-    Ok((to_bf16(dev, a, op)?, to_bf16(dev, b, op)?))
+pub(super) fn cast_pair<'a>([a, b]: [&'a Tensor; 2], op: &'static str) -> Result<Bf16Pair<'a>> {
+    Ok((to_bf16(a, op)?, to_bf16(b, op)?))
 }
 
 /// One strided-batched bf16 GEMM on bf16 views (column-major config `g`, f32 output), with
