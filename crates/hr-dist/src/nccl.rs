@@ -1124,7 +1124,8 @@ impl Communicator for NcclComm {
         // Copy-on-write copies of shared buffers are made here, on the compute stream, so the
         // side stream (which waits for the compute stream's queue) sees them.
         for t in ts.iter_mut() {
-            t.cuda_slice_mut("nccl all_reduce").map_err(DistError::from)?;
+            t.cuda_slice_mut("nccl all_reduce")
+                .map_err(DistError::from)?;
         }
         let op = reduce_op(mean);
         self.run_alongside(

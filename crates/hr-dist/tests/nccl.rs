@@ -160,7 +160,12 @@ fn nccl_all_reduce_alongside_orders_the_side_stream() {
         let want = gemm_chain(&x0, &b, 24);
         same(&format!("reduced chain (bucket {bucket})"), &ts[3], &want);
         same(&format!("work beside it (bucket {bucket})"), &y, &want);
-        for (i, (g, w)) in ts.iter().filter(|t| t.numel() != n * n).zip(&small).enumerate() {
+        for (i, (g, w)) in ts
+            .iter()
+            .filter(|t| t.numel() != n * n)
+            .zip(&small)
+            .enumerate()
+        {
             same(&format!("reduced small #{i} (bucket {bucket})"), g, w);
         }
         println!("overlapped all_reduce + 24 GEMMs of {n}: {took:?}");
@@ -170,7 +175,11 @@ fn nccl_all_reduce_alongside_orders_the_side_stream() {
         "all_reduce_tensors after",
         all_reduce_tensors(&mut c, &small, false, 1000),
     );
-    same("plain all_reduce after the overlapped one", &got[0], &small[0]);
+    same(
+        "plain all_reduce after the overlapped one",
+        &got[0],
+        &small[0],
+    );
 }
 
 #[test]

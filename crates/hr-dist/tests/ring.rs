@@ -163,11 +163,14 @@ fn all_reduce_alongside_matches_the_plain_reduce_and_runs_the_work() {
             runs.push(std::thread::current().id() == caller)
         })
         .unwrap();
-        let v = |ts: &[Tensor]| -> Vec<Vec<f32>> { ts.iter().map(|t| t.to_vec_f32().unwrap()).collect() };
+        let v = |ts: &[Tensor]| -> Vec<Vec<f32>> {
+            ts.iter().map(|t| t.to_vec_f32().unwrap()).collect()
+        };
         (v(&plain), v(&over), over[0].shape().to_vec(), runs)
     });
     for (plain, over, shape, runs) in out {
-        let bits = |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+        let bits =
+            |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
         assert_eq!(bits(&plain), bits(&over));
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(runs, vec![true], "work runs once, on the calling thread");

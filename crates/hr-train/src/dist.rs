@@ -122,7 +122,11 @@ impl Dist {
             return late_work(ps);
         }
         let is_early = |p: &hr_nn::Param| p.trainable && !p.name.starts_with(late_prefix);
-        let ids: Vec<ParamId> = ps.iter().filter(|(_, p)| is_early(p)).map(|(id, _)| id).collect();
+        let ids: Vec<ParamId> = ps
+            .iter()
+            .filter(|(_, p)| is_early(p))
+            .map(|(id, _)| id)
+            .collect();
         // The early gradients are moved out (no second owner: NCCL reduces them in place
         // without a copy) and put back after; the late ones keep their zero-gradient state.
         let hole = Tensor::zeros(&[0], DType::F32, Device::Cpu)?;

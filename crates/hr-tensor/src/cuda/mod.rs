@@ -159,6 +159,12 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
             ));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
+        // All work on a device is ordered by its one compute stream (hr-dist's NCCL side
+        // stream is ordered with it by explicit events and never frees or writes a buffer the
+        // compute stream is using), so cudarc's per-buffer event tracking would only create
+        // and destroy two events per allocation.
+        // SAFETY: see above: no buffer is shared between streams without explicit ordering.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(cuda_err)?;
         let compute_capability = ctx.compute_capability().map_err(cuda_err)?;
         let stream = ctx.default_stream();
