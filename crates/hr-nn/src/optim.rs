@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use hr_tensor::{ops, AdamStep, Tensor};
+use hr_tensor::{ops, AdamStep, DType, Device, Tensor};
 
 use crate::io::{read_safetensors, serialize_safetensors, write_atomic};
 use crate::{Error, ParamId, ParamStore, Result};
@@ -132,7 +132,8 @@ impl Adam {
         self.groups.iter_mut().for_each(|g| g.lr = lr);
     }
 
-    /// One update of every parameter from its accumulated gradient.
+    /// One update of every parameter from its accumulated gradient: one
+    /// [`ops::adam_step_multi`] per group (a single launch per group on a GPU).
     pub fn step(&mut self, ps: &mut ParamStore) -> Result<()> {
         self.step += 1;
         for g in &self.groups {
@@ -144,17 +145,7 @@ impl Adam {
                 weight_decay: g.weight_decay,
                 step: self.step,
             };
-            for &id in &g.params {
-                let grad = ps.grad(id).clone();
-                let (m, v) = match self.moments.get_mut(&id) {
-                    Some(mv) => mv,
-                    None => {
-                        let z = grad.zeros_like()?;
-                        self.moments.entry(id).or_insert((z.clone(), z))
-                    }
-                };
-                ops::adam_step(ps.value_mut(id), &grad, m, v, &hp)?;
-            }
+            update_group(ps, &mut self.moments, &g.params, &hp)?;
         }
         Ok(())
     }
@@ -201,4 +192,38 @@ impl Adam {
         }
         Ok(())
     }
+}
+
+/// Updates the parameters `ids` in one [`ops::adam_step_multi`]: their values and moments
+/// (zeros at a parameter's first step) are moved out, updated and put back (also when the
+/// update fails, so nothing is lost).
+fn update_group(
+    ps: &mut ParamStore,
+    moments: &mut HashMap<ParamId, (Tensor, Tensor)>,
+    ids: &[ParamId],
+    hp: &AdamStep,
+) -> Result<()> {
+    let mut grads = Vec::with_capacity(ids.len());
+    let (mut ms, mut vs) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    for &id in ids {
+        let grad = ps.grad(id).clone();
+        let (m, v) = match moments.remove(&id) {
+            Some(mv) => mv,
+            None => (grad.zeros_like()?, grad.zeros_like()?),
+        };
+        grads.push(grad);
+        ms.push(m);
+        vs.push(v);
+    }
+    let hole = Tensor::zeros(&[0], DType::F32, Device::Cpu)?;
+    let mut values: Vec<Tensor> = ids
+        .iter()
+        .map(|&id| std::mem::replace(ps.value_mut(id), hole.clone()))
+        .collect();
+    let done = ops::adam_step_multi(&mut values, &grads, &mut ms, &mut vs, hp);
+    for (((&id, value), m), v) in ids.iter().zip(values).zip(ms).zip(vs) {
+        *ps.value_mut(id) = value;
+        moments.insert(id, (m, v));
+    }
+    Ok(done?)
 }

@@ -354,6 +354,24 @@ pub trait OptimOps {
         v: &mut Tensor,
         hp: &AdamStep,
     ) -> Result<()>;
+
+    /// The update of every `(params[i], grads[i], m[i], v[i])` with the same hyper-parameters
+    /// (the lists have equal lengths and matching shapes). The default runs
+    /// [`OptimOps::adam_step`] per tensor; the CUDA backend updates them all in one launch.
+    fn adam_step_multi(
+        &self,
+        params: &mut [Tensor],
+        grads: &[Tensor],
+        m: &mut [Tensor],
+        v: &mut [Tensor],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        let moments = m.iter_mut().zip(v.iter_mut());
+        for ((p, g), (m, v)) in params.iter_mut().zip(grads).zip(moments) {
+            self.adam_step(p, g, m, v, hp)?;
+        }
+        Ok(())
+    }
 }
 
 /// Framing geometry of [`AudioOps::frame_signal`] (validated by `ops::frame_signal`).

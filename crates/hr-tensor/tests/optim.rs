@@ -1,7 +1,7 @@
 //! Fused Adam/AdamW against a straightforward scalar re-implementation of PyTorch's update,
 //! over several steps, with and without decoupled weight decay; bad-input errors.
 
-use hr_tensor::ops::adam_step;
+use hr_tensor::ops::{adam_step, adam_step_multi};
 use hr_tensor::testing::{randn32, randn64};
 use hr_tensor::{AdamStep, DType, Rng, Tensor};
 
@@ -119,4 +119,48 @@ fn bad_inputs_are_reported() {
         before,
         "failed steps leave the parameter untouched"
     );
+}
+
+/// The list form gives each tensor exactly the single-tensor update, and checks its lists.
+#[test]
+fn adam_multi_matches_one_update_per_tensor() {
+    let mut rng = Rng::new(5);
+    let shapes: [&[usize]; 4] = [&[3, 4], &[0], &[17], &[2, 3, 5]];
+    let mk = |rng: &mut Rng| -> Vec<Tensor> { shapes.iter().map(|s| randn32(s, rng)).collect() };
+    let (p, g, m) = (mk(&mut rng), mk(&mut rng), mk(&mut rng));
+    let v: Vec<Tensor> = mk(&mut rng)
+        .iter()
+        .map(|t| hr_tensor::ops::mul(t, t).unwrap())
+        .collect();
+    let hp = AdamStep {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        step: 3,
+    };
+    let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
+    for i in 0..shapes.len() {
+        adam_step(&mut p1[i], &g[i], &mut m1[i], &mut v1[i], &hp).unwrap();
+    }
+    let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+    adam_step_multi(&mut p2, &g, &mut m2, &mut v2, &hp).unwrap();
+    for (a, b) in p1
+        .iter()
+        .chain(&m1)
+        .chain(&v1)
+        .zip(p2.iter().chain(&m2).chain(&v2))
+    {
+        assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+    }
+    // Lists of different lengths, a mis-shaped member, bad hyper-parameters: errors.
+    assert!(adam_step_multi(&mut p2, &g[..3], &mut m2, &mut v2, &hp).is_err());
+    let mut bad_m = m.clone();
+    bad_m.swap(0, 2);
+    assert!(adam_step_multi(&mut p2, &g, &mut bad_m, &mut v2, &hp).is_err());
+    let hp0 = AdamStep { step: 0, ..hp };
+    assert!(adam_step_multi(&mut p2, &g, &mut m2, &mut v2, &hp0).is_err());
+    // An empty list is a no-op.
+    adam_step_multi(&mut [], &[], &mut [], &mut [], &hp).unwrap();
 }

@@ -12,6 +12,7 @@ mod contrastive;
 mod conv;
 mod dtype;
 mod gemm_bf16;
+mod optim;
 
 pub(crate) use dtype::cast;
 use dtype::{alloc_as, cfg_vec, device_any, kname, storage, storage_mut, wrap_storage, zeros_as};
@@ -24,7 +25,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::kernels::Family;
 use super::launch::{
     alloc_f32, cfg_elems, cfg_rows, cfg_sum_cols, cfg_warp_rows, cuda_err, launch, row_major,
-    zeros_f32, AdamConsts, Broadcast2, Strided,
+    zeros_f32, Broadcast2, Strided,
 };
 use super::{CudaDevice, CudaStorage};
 use crate::backend::{
@@ -1154,40 +1155,17 @@ impl OptimOps for CudaBackend {
         v: &mut Tensor,
         hp: &AdamStep,
     ) -> Result<()> {
-        const OP: &str = "adam_step";
-        let n = param.numel();
-        if grad.numel() != n || m.numel() != n || v.numel() != n {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: param.shape().to_vec(),
-                rhs: grad.shape().to_vec(),
-            });
-        }
-        let dev = device_of(OP, &[param, grad, m, v])?;
-        if n == 0 {
-            return Ok(());
-        }
-        let t = hp.step as f64;
-        let bc1 = 1.0 - hp.beta1.powf(t);
-        let bc2 = 1.0 - hp.beta2.powf(t);
-        let c = AdamConsts {
-            decay: (1.0 - hp.lr * hp.weight_decay) as f32,
-            b1: hp.beta1 as f32,
-            one_minus_b1: (1.0 - hp.beta1) as f32,
-            b2: hp.beta2 as f32,
-            one_minus_b2: (1.0 - hp.beta2) as f32,
-            step_size: (hp.lr / bc1) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            eps: hp.eps as f32,
-        };
-        let f = dev.function(Family::Optim, "adam_f32")?;
-        let (_, gs) = buf(OP, grad)?;
-        let ps = buf_mut(OP, param)?;
-        let ms = buf_mut(OP, m)?;
-        let vs = buf_mut(OP, v)?;
-        let nn = i64_of(n);
-        let mut a = dev.stream.launch_builder(&f);
-        a.arg(ps).arg(gs).arg(ms).arg(vs).arg(&nn).arg(&c);
-        launch(a, "adam_f32", cfg_elems(n))
+        optim::step(param, grad, m, v, hp)
+    }
+
+    fn adam_step_multi(
+        &self,
+        params: &mut [Tensor],
+        grads: &[Tensor],
+        m: &mut [Tensor],
+        v: &mut [Tensor],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        optim::step_multi(params, grads, m, v, hp)
     }
 }

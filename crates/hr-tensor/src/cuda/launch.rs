@@ -101,7 +101,7 @@ pub(crate) fn zeros_f32(dev: &CudaDevice, n: usize, op: &'static str) -> Result<
 /// Threads per block of the elementwise kernels.
 pub(crate) const BLOCK: u32 = 256;
 /// Upper bound on blocks of grid-stride kernels.
-const MAX_BLOCKS: usize = 1 << 18;
+pub(crate) const MAX_BLOCKS: usize = 1 << 18;
 
 /// Grid-stride launch over `n` elements.
 pub(crate) fn cfg_elems(n: usize) -> LaunchConfig {

@@ -45,3 +45,42 @@ pub fn adam_step(
     check_hp(hp)?;
     be.adam_step(param, grad, m, v, hp)
 }
+
+/// [`adam_step`] for every `(params[i], grads[i], m[i], v[i])` with the same hyper-parameters,
+/// in one launch on a GPU (the same values as one [`adam_step`] per tensor). The four lists
+/// must have equal lengths; each quadruple the checks of [`adam_step`]; all tensors one
+/// device and dtype.
+pub fn adam_step_multi(
+    params: &mut [Tensor],
+    grads: &[Tensor],
+    m: &mut [Tensor],
+    v: &mut [Tensor],
+    hp: &AdamStep,
+) -> Result<()> {
+    const OP: &str = "adam_step_multi";
+    let n = params.len();
+    if grads.len() != n || m.len() != n || v.len() != n {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "{n} parameters, {} gradients, {} first and {} second moments",
+                grads.len(),
+                m.len(),
+                v.len()
+            ),
+        ));
+    }
+    check_hp(hp)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let mut all: Vec<&Tensor> = Vec::with_capacity(4 * n);
+    for (i, p) in params.iter().enumerate() {
+        for t in [&grads[i], &m[i], &v[i]] {
+            same_shape(OP, p, t)?;
+        }
+        all.extend([p, &grads[i], &m[i], &v[i]]);
+    }
+    let be = all_same(OP, &all)?;
+    be.adam_step_multi(params, grads, m, v, hp)
+}
