@@ -69,6 +69,13 @@ pub fn matmul_ex(
     let be = pair("matmul", a, b)?;
     let (mut spec, out) = matmul_spec(a.shape(), b.shape(), trans_a, trans_b, alpha)?;
     spec.bf16_inputs = a.dtype() == crate::DType::F32 && crate::autocast::bf16_matmuls_active();
+    if spec.a_batched && !spec.b_batched && !trans_a {
+        // A batch of row-major matrices times one shared matrix is one taller product (the
+        // same memory layout in and out): one large GEMM instead of `batch` short ones.
+        spec.m *= spec.batch;
+        spec.batch = 1;
+        spec.a_batched = false;
+    }
     be.matmul(a, b, &spec, &out)
 }
 
