@@ -111,30 +111,37 @@ fn assert_losses_close(a: &[(u64, f64)], b: &[(u64, f64)], what: &str) {
     }
 }
 
-/// Every parameter tensor agrees to 3% in relative L2 norm. Not element-wise: Adam divides
-/// each element by its gradient's running magnitude, so elements whose gradient is at rounding
-/// level (the summation order differs between 1 and 2 ranks) random-walk by up to lr per step.
-/// Observed after 20 steps: the CNN's batch-norm biases (zero-initialised, nearly idle with
-/// frozen statistics) differ by up to 1.3% of their norm, everything else by less than 0.8%.
+/// Every parameter tensor agrees to 3% in relative L2 norm, small vectors (biases and
+/// batch-norm shifts of at most 64 elements) to 10%, and all parameters together to 1%. Not
+/// element-wise: Adam divides each element by its gradient's running magnitude, so elements
+/// whose gradient is at rounding level (the summation order differs between 1 and 2 ranks)
+/// random-walk by up to lr per step. Observed after 20 steps: the CNN's batch-norm biases
+/// (zero-initialised, nearly idle with frozen statistics) differ by up to 1.3% of their norm,
+/// everything else by less than 0.8%; with the rounding of one GEMM per shared-weight product
+/// (fifth session) one 16-element batch-norm bias by 3.8%, the next 2.9%, the rest below 2%.
 /// The step's gradients themselves are compared to 1e-4 in hr-models' `tests/exchange.rs`, and
 /// the loss curves above to 2e-4, which is what catches a rank's rows missing from the loss.
 fn assert_params_close(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: tensor counts");
+    let (mut all_diff, mut all_norm) = (0.0f64, 0.0f64);
     for ((na, va), (nb, vb)) in a.iter().zip(b) {
         assert_eq!(na, nb, "{what}");
-        let norm = va.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-        let diff = va
-            .iter()
-            .zip(vb)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let norm2 = va.iter().map(|x| x * x).sum::<f64>();
+        let diff2 = va.iter().zip(vb).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+        (all_diff, all_norm) = (all_diff + diff2, all_norm + norm2);
+        let (norm, diff) = (norm2.sqrt().max(1e-12), diff2.sqrt());
+        let tol = if va.len() <= 64 { 1e-1 } else { 3e-2 };
         assert!(
-            diff <= 3e-2 * norm,
+            diff <= tol * norm,
             "{what}: {na}: |a - b| / |a| = {:.3e}",
             diff / norm
         );
     }
+    let rel = all_diff.sqrt() / all_norm.sqrt().max(1e-12);
+    assert!(
+        rel <= 1e-2,
+        "{what}: all parameters: |a - b| / |a| = {rel:.3e}"
+    );
 }
 
 /// The uninterrupted one-rank late-fusion run every test compares with.
