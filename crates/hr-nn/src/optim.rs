@@ -203,19 +203,18 @@ fn update_group(
     ids: &[ParamId],
     hp: &AdamStep,
 ) -> Result<()> {
-    let mut grads = Vec::with_capacity(ids.len());
-    let (mut ms, mut vs) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
-    for &id in ids {
-        let grad = ps.grad(id).clone();
-        let (m, v) = match moments.remove(&id) {
-            Some(mv) => mv,
-            None => (grad.zeros_like()?, grad.zeros_like()?),
-        };
-        grads.push(grad);
-        ms.push(m);
-        vs.push(v);
-    }
+    // Fallible work first (fresh moments, the placeholder), so an error leaves the state as it
+    // was.
     let hole = Tensor::zeros(&[0], DType::F32, Device::Cpu)?;
+    for &id in ids {
+        if !moments.contains_key(&id) {
+            let g = ps.grad(id);
+            moments.insert(id, (g.zeros_like()?, g.zeros_like()?));
+        }
+    }
+    let grads: Vec<Tensor> = ids.iter().map(|&id| ps.grad(id).clone()).collect();
+    let (mut ms, mut vs): (Vec<Tensor>, Vec<Tensor>) =
+        ids.iter().filter_map(|id| moments.remove(id)).unzip();
     let mut values: Vec<Tensor> = ids
         .iter()
         .map(|&id| std::mem::replace(ps.value_mut(id), hole.clone()))
