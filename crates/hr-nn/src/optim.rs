@@ -1,5 +1,6 @@
 //! Adam / AdamW with parameter groups and serialisable state.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -207,9 +208,9 @@ fn update_group(
     // was.
     let hole = Tensor::zeros(&[0], DType::F32, Device::Cpu)?;
     for &id in ids {
-        if !moments.contains_key(&id) {
+        if let Entry::Vacant(slot) = moments.entry(id) {
             let g = ps.grad(id);
-            moments.insert(id, (g.zeros_like()?, g.zeros_like()?));
+            slot.insert((g.zeros_like()?, g.zeros_like()?));
         }
     }
     let grads: Vec<Tensor> = ids.iter().map(|&id| ps.grad(id).clone()).collect();
