@@ -12,7 +12,7 @@
 // so var is sane for N*S up to 10^6 and beyond even when |mean| >> std, and the f32 mean is
 // the rounded f64 mean like on the CPU (the backward's `x - mean` then matches it too).
 //
-// Pointwise kernels (normalise, dx; f32 only, float4 when planes allow) stride over planes on
+// Pointwise kernels (normalise, dx; float4 / 8-byte bf16 accesses when planes allow) stride over planes on
 // grid.x and over a plane on grid.y and compute `(x - m) * a + b` and
 // `a * (dy - b - (x - m) * k)` in f32 without contraction, with the per-channel constants
 // rounded from f64 exactly like the CPU.
@@ -140,12 +140,13 @@ __device__ void bn_eval_scale(const T *gamma, const T *rvar, float *scale, i64 c
 /// y = act((x - m[ch]) * a[ch] + b[ch]) over (N, C, S) (no activation when `act` is
 /// BN_NO_ACT; otherwise a U_* code of common.cuh: the fused batch norm + activation, whose
 /// normalised value is never stored). grid.x strides over planes, grid.y and the threads over
-/// a plane; f32 planes whose length is a multiple of 4 use float4 accesses (every plane then
-/// starts 16-byte aligned when the buffers do).
-__device__ void bn_apply(const float *x, const float *m, const float *a, const float *b, float *y,
-                         i64 n, i64 c, i64 s, int act) {
+/// a plane; planes whose length is a multiple of 4 use 4-element accesses (float4 for f32,
+/// 8 bytes for bf16; every plane then starts aligned when the buffers do).
+template <typename T>
+__device__ void bn_apply(const T *x, const float *m, const float *a, const float *b, T *y, i64 n,
+                         i64 c, i64 s, int act) {
     const i64 planes = n * c;
-    const bool vec = s % 4 == 0 && aligned16(x, y);
+    const bool vec = s % 4 == 0 && aligned4x(x, y);
     const i64 s4 = vec ? s / 4 : 0;
     const i64 first = (i64)blockIdx.y * blockDim.x + threadIdx.x;
     const i64 step = (i64)gridDim.y * blockDim.x;
@@ -154,15 +155,13 @@ __device__ void bn_apply(const float *x, const float *m, const float *a, const f
         const i64 ch = p % c;
         const acc_t mv = load(m, ch), av = a[ch], bv = load(b, ch);
         const i64 base = p * s;
-        const float4 *x4 = (const float4 *)(x + base);
-        float4 *y4 = (float4 *)(y + base);
         for (i64 j = first; j < s4; j += step) {
-            float4 v = x4[j];
+            float4 v = load4(x + base, j);
             v.x = f((v.x - mv) * av + bv);
             v.y = f((v.y - mv) * av + bv);
             v.z = f((v.z - mv) * av + bv);
             v.w = f((v.w - mv) * av + bv);
-            y4[j] = v;
+            store4(y + base, j, v);
         }
         for (i64 j = s4 * 4 + first; j < s; j += step)
             store(y, base + j, f((load(x, base + j) - mv) * av + bv));
@@ -196,7 +195,7 @@ struct BnAct {
 /// Backward partials: part[(ch * chunks + k) * 2 + {0, 1}] = (sum g, sum g * (x - mean)) with
 /// g = ba.grad(x, dy) (= dy without an activation).
 template <typename T>
-__device__ void bn_bwd_part(const T *x, const T *dy, const T *mean, BnAct ba, double *part,
+__device__ void bn_bwd_part(const T *x, const T *dy, const float *mean, BnAct ba, double *part,
                             i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
                             i64 chunks) {
     __shared__ double scratch[32];
@@ -248,12 +247,12 @@ __device__ void bn_bwd_finish(const double *part, const T *gamma, const T *rstd,
 }
 
 /// dx = k1[ch] * (g - k2[ch] - (x - mean[ch]) * k3[ch]) over (N, C, S) with g = ba.grad(x, dy)
-/// (= dy without an activation); launch and float4 paths as bn_apply.
-__device__ void bn_bwd_dx(const float *x, const float *dy, const float *mean, BnAct ba,
-                          const float *k1, const float *k2, const float *k3, float *dx, i64 n,
-                          i64 c, i64 s) {
+/// (= dy without an activation); launch and vector paths as bn_apply.
+template <typename T>
+__device__ void bn_bwd_dx(const T *x, const T *dy, const float *mean, BnAct ba, const float *k1,
+                          const float *k2, const float *k3, T *dx, i64 n, i64 c, i64 s) {
     const i64 planes = n * c;
-    const bool vec = s % 4 == 0 && aligned16(x, dy, dx);
+    const bool vec = s % 4 == 0 && aligned4x(x, dy, dx);
     const i64 s4 = vec ? s / 4 : 0;
     const i64 first = (i64)blockIdx.y * blockDim.x + threadIdx.x;
     const i64 step = (i64)gridDim.y * blockDim.x;
@@ -264,16 +263,14 @@ __device__ void bn_bwd_dx(const float *x, const float *dy, const float *mean, Bn
         ba.channel(ch, sc, sh);
         auto dxv = [&](float v, float d) { return a * (ba.grad(v, d, mu, sc, sh) - b - (v - mu) * k); };
         const i64 base = p * s;
-        const float4 *x4 = (const float4 *)(x + base), *g4 = (const float4 *)(dy + base);
-        float4 *d4 = (float4 *)(dx + base);
         for (i64 j = first; j < s4; j += step) {
-            const float4 v = x4[j], d = g4[j];
+            const float4 v = load4(x + base, j), d = load4(dy + base, j);
             float4 o;
             o.x = dxv(v.x, d.x);
             o.y = dxv(v.y, d.y);
             o.z = dxv(v.z, d.z);
             o.w = dxv(v.w, d.w);
-            d4[j] = o;
+            store4(dx + base, j, o);
         }
         for (i64 j = s4 * 4 + first; j < s; j += step)
             store(dx, base + j, dxv(load(x, base + j), load(dy, base + j)));
@@ -328,6 +325,48 @@ HR_EXTERN void bn_bwd_dx_act_f32(const float *x, const float *dy, const float *m
                                  const float *rstd, const float *gamma, const float *beta,
                                  const float *k1, const float *k2, const float *k3, float *dx,
                                  i64 n, i64 c, i64 s, int act) {
+    const BnAct ba{act, rstd, gamma, beta};
+    bn_bwd_dx(x, dy, mean, ba, k1, k2, k3, dx, n, c, s);
+}
+
+// bf16 activations (x, y, dy, dx) with f32 parameters, statistics and gradients of gamma / beta
+// (bn_stats_finish_f32, bn_eval_scale_f32 and bn_bwd_finish_f32 serve both): every value is
+// read as the f32 it represents, so the results equal the f32 kernels' on the same values,
+// with y and dx rounded to bf16 once.
+HR_EXTERN void bn_stats_part_bf16(const bf16 *x, double *part, i64 n, i64 c, i64 s, i64 per_chunk,
+                                  i64 s_len, i64 s_chunks, i64 chunks) {
+    bn_stats_part(x, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+}
+HR_EXTERN void bn_apply_bf16(const bf16 *x, const float *m, const float *a, const float *b,
+                             bf16 *y, i64 n, i64 c, i64 s) {
+    bn_apply(x, m, a, b, y, n, c, s, BN_NO_ACT);
+}
+HR_EXTERN void bn_apply_act_bf16(const bf16 *x, const float *m, const float *a, const float *b,
+                                 bf16 *y, i64 n, i64 c, i64 s, int act) {
+    bn_apply(x, m, a, b, y, n, c, s, act);
+}
+HR_EXTERN void bn_bwd_part_bf16(const bf16 *x, const bf16 *dy, const float *mean, double *part,
+                                i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
+                                i64 chunks) {
+    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
+    bn_bwd_part(x, dy, mean, none, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+}
+HR_EXTERN void bn_bwd_part_act_bf16(const bf16 *x, const bf16 *dy, const float *mean,
+                                    const float *rstd, const float *gamma, const float *beta,
+                                    double *part, i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len,
+                                    i64 s_chunks, i64 chunks, int act) {
+    const BnAct ba{act, rstd, gamma, beta};
+    bn_bwd_part(x, dy, mean, ba, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
+}
+HR_EXTERN void bn_bwd_dx_bf16(const bf16 *x, const bf16 *dy, const float *mean, const float *k1,
+                              const float *k2, const float *k3, bf16 *dx, i64 n, i64 c, i64 s) {
+    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
+    bn_bwd_dx(x, dy, mean, none, k1, k2, k3, dx, n, c, s);
+}
+HR_EXTERN void bn_bwd_dx_act_bf16(const bf16 *x, const bf16 *dy, const float *mean,
+                                  const float *rstd, const float *gamma, const float *beta,
+                                  const float *k1, const float *k2, const float *k3, bf16 *dx,
+                                  i64 n, i64 c, i64 s, int act) {
     const BnAct ba{act, rstd, gamma, beta};
     bn_bwd_dx(x, dy, mean, ba, k1, k2, k3, dx, n, c, s);
 }

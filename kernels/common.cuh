@@ -4,7 +4,7 @@
 // Conventions:
 // - Entry points are `extern "C"` so their names are stable: `<op>_<dtype>` (`_f32`, and
 //   `_bf16` for the families with bf16 storage: elementwise, softmax, layer norm, layout,
-//   reduce). Each wraps
+//   reduce, and conv / batch norm for bf16 activations with f32 parameters). Each wraps
 //   a template over the storage type `T`; arithmetic runs in `acc_t` (f32), so a bf16 variant
 //   is one more instantiation with the `load`/`store` overloads below.
 // - Sizes are 64-bit (`i64`); elementwise kernels use grid-stride loops, so any grid works.
@@ -79,6 +79,37 @@ __device__ __forceinline__ void store(bf16 *p, i64 i, acc_t v) { p[i] = f32_to_b
 __device__ __forceinline__ bool aligned16(const void *a, const void *b, const void *c = 0,
                                           const void *d = 0) {
     return ((((u64)a) | ((u64)b) | ((u64)c) | ((u64)d)) & 15ULL) == 0;
+}
+
+/// True when the pointers allow 4-element vector accesses of their storage type: 16-byte
+/// alignment for f32 (float4), 8 bytes for bf16 (see `load4` / `store4`).
+__device__ __forceinline__ bool aligned4x(const float *a, const float *b, const float *c = 0) {
+    return aligned16(a, b, c);
+}
+__device__ __forceinline__ bool aligned4x(const bf16 *a, const bf16 *b, const bf16 *c = 0) {
+    return ((((u64)a) | ((u64)b) | ((u64)c)) & 7ULL) == 0;
+}
+
+/// Elements 4*j .. 4*j+3 of `p` as f32 (one float4 load; for bf16 one 8-byte load, element 0
+/// in the low half of the first word: little endian).
+__device__ __forceinline__ float4 load4(const float *p, i64 j) { return ((const float4 *)p)[j]; }
+__device__ __forceinline__ float4 load4(const bf16 *p, i64 j) {
+    const uint2 u = ((const uint2 *)p)[j];
+    float4 v;
+    v.x = __uint_as_float(u.x << 16);
+    v.y = __uint_as_float(u.x & 0xffff0000u);
+    v.z = __uint_as_float(u.y << 16);
+    v.w = __uint_as_float(u.y & 0xffff0000u);
+    return v;
+}
+
+/// Stores `v` as elements 4*j .. 4*j+3 of `p` (bf16: each rounded like `store`).
+__device__ __forceinline__ void store4(float *p, i64 j, float4 v) { ((float4 *)p)[j] = v; }
+__device__ __forceinline__ void store4(bf16 *p, i64 j, float4 v) {
+    uint2 u;
+    u.x = (u32)f32_to_bf16(v.x).bits | ((u32)f32_to_bf16(v.y).bits << 16);
+    u.y = (u32)f32_to_bf16(v.z).bits | ((u32)f32_to_bf16(v.w).bits << 16);
+    ((uint2 *)p)[j] = u;
 }
 
 /// Vectorised elementwise loop over `n` f32 elements: `vf(i4)` handles elements

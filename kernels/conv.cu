@@ -29,6 +29,10 @@
 //   accumulator per tap, then one block reduction per tap writes a partial; the
 //   conv_bwd_weight_finish kernel sums the chunk partials in a fixed order (deterministic).
 //
+// Every kernel has an `_f32` entry point and a `_bf16` one for bf16 activations (x, y, dy, dx in
+// bf16, the weight in f32, f32 accumulation; the weight-gradient partials stay f32): templates
+// over the activation type T and the weight type TW.
+//
 // Indices inside a plane, plane numbers (n * c_out, n * c_in), channels and tile numbers are
 // 32-bit (the host, `geom` in crates/hr-tensor/src/cuda/backend/conv.rs, checks h*w,
 // h_out*w_out, n*c_in and n*c_out <= 2^30 and sizes, strides, paddings and dilations <= 2^28);
@@ -67,8 +71,8 @@ __device__ __forceinline__ void plane_tiles(int rows, int cols, int &tiles, int 
 /// warp still reads and writes 32 consecutive columns of one row, and the plane/tile index
 /// arithmetic (32-bit: the host bounds n * c_out and the planes by 2^30) and the weights
 /// (3x3 / 5x5: held in registers) are shared by CONV_ROWS outputs.
-template <typename T, int KH, int KW>
-__device__ void conv_fwd(const T *x, const T *wt, T *y, const ConvGeom &g) {
+template <typename T, typename TW, int KH, int KW>
+__device__ void conv_fwd(const T *x, const TW *wt, T *y, const ConvGeom &g) {
     constexpr bool FIXED = KH > 0 && KW > 0;
     const int kh = FIXED ? KH : g.kh, kw = FIXED ? KW : g.kw;
     const int H = (int)g.h, W = (int)g.w, Ho = (int)g.ho, Wo = (int)g.wo;
@@ -82,7 +86,7 @@ __device__ void conv_fwd(const T *x, const T *wt, T *y, const ConvGeom &g) {
     for (u32 p = blockIdx.x; p < planes; p += gridDim.x) {
         const u32 ni = p / (u32)c_out, co = p - ni * (u32)c_out;
         const u32 ci0 = (co / (u32)cog) * (u32)cig;
-        const T *wk = wt + (i64)co * cig * kh * kw;
+        const TW *wk = wt + (i64)co * cig * kh * kw;
         const T *xn = x + ((i64)ni * g.c_in + ci0) * in_plane;
         T *yp = y + (i64)p * out_plane;
         for (u32 t = blockIdx.y; t < (u32)tiles; t += gridDim.y) {
@@ -96,7 +100,7 @@ __device__ void conv_fwd(const T *x, const T *wt, T *y, const ConvGeom &g) {
             for (int r = 0; r < CONV_ROWS; ++r) acc[r] = 0.0f;
             for (int c = 0; c < cig; ++c) {
                 const T *xp = xn + (i64)c * in_plane;
-                const T *wc = wk + c * kh * kw;
+                const TW *wc = wk + c * kh * kw;
                 // 3x3 / 5x5: the channel's weights once into registers for the CONV_ROWS rows.
                 acc_t wv[FIXED ? KH * KW : 1];
                 (void)wv;
@@ -144,8 +148,8 @@ __device__ void conv_fwd(const T *x, const T *wt, T *y, const ConvGeom &g) {
 /// integer divisions).
 /// Launch: as conv_fwd over the n * c_in planes of dx (grid.x) and the CONV_TILE_H x CONV_TW
 /// tiles of a plane (grid.y); each thread computes one column of CONV_ROWS rows, CONV_TH apart.
-template <typename T, int KH, int KW, int S>
-__device__ void conv_bwd_data(const T *dy, const T *wt, T *dx, const ConvGeom &g) {
+template <typename T, typename TW, int KH, int KW, int S>
+__device__ void conv_bwd_data(const T *dy, const TW *wt, T *dx, const ConvGeom &g) {
     constexpr bool FIXED = KH > 0 && KW > 0;
     const int kh = FIXED ? KH : g.kh, kw = FIXED ? KW : g.kw;
     const int sh = S > 0 ? S : g.sh, sw = S > 0 ? S : g.sw;
@@ -162,7 +166,7 @@ __device__ void conv_bwd_data(const T *dy, const T *wt, T *dx, const ConvGeom &g
         const u32 gi = ci / (u32)cig, cl = ci - gi * (u32)cig;
         const u32 co0 = gi * (u32)cog;
         const T *dyn = dy + ((i64)ni * g.c_out + co0) * out_plane;
-        const T *wg = wt + ((i64)co0 * cig + cl) * kh * kw;
+        const TW *wg = wt + ((i64)co0 * cig + cl) * kh * kw;
         T *dxp = dx + (i64)p * in_plane;
         for (u32 t = blockIdx.y; t < (u32)tiles; t += gridDim.y) {
             const u32 tr = t / (u32)tiles_w, tc = t - tr * (u32)tiles_w;
@@ -175,7 +179,7 @@ __device__ void conv_bwd_data(const T *dy, const T *wt, T *dx, const ConvGeom &g
             for (int r = 0; r < CONV_ROWS; ++r) acc[r] = 0.0f;
             for (int k = 0; k < cog; ++k) {
                 const T *dyp = dyn + (i64)k * out_plane;
-                const T *wc = wg + (i64)k * cig * kh * kw;
+                const TW *wc = wg + (i64)k * cig * kh * kw;
                 // 3x3 / 5x5: the weights of (co0 + k, cl) once into registers for the rows.
                 acc_t wv[FIXED ? KH * KW : 1];
                 (void)wv;
@@ -230,8 +234,8 @@ __device__ void conv_bwd_data(const T *dy, const T *wt, T *dx, const ConvGeom &g
 /// CONV_C1_THREADS output positions of the ho * wo plane), grid.y over the chunks of
 /// CONV_C1_CO output channels (ceil(c_out / CONV_C1_CO), grid-strided). Thread q of a chunk
 /// writes y[n, co, q / wo, q % wo] for its channels: coalesced along the plane.
-template <typename T, int K>
-__device__ void conv_fwd_c1(const T *x, const T *wt, T *y, const ConvGeom &g) {
+template <typename T, typename TW, int K>
+__device__ void conv_fwd_c1(const T *x, const TW *wt, T *y, const ConvGeom &g) {
     __shared__ acc_t ws[CONV_C1_CO * K * K];
     const int H = (int)g.h, W = (int)g.w, Wo = (int)g.wo, c_out = (int)g.c_out;
     const int hwo = (int)(g.ho * g.wo);
@@ -385,40 +389,40 @@ __device__ void conv_bwd_weight_finish(const float *part, T *dw, i64 chunks, i64
 }
 
 HR_EXTERN void conv_fwd_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd<float, 3, 3>(x, w, y, g);
+    conv_fwd<float, float, 3, 3>(x, w, y, g);
 }
 HR_EXTERN void conv_fwd_k5_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd<float, 5, 5>(x, w, y, g);
+    conv_fwd<float, float, 5, 5>(x, w, y, g);
 }
 HR_EXTERN void conv_fwd_any_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd<float, 0, 0>(x, w, y, g);
+    conv_fwd<float, float, 0, 0>(x, w, y, g);
 }
 HR_EXTERN void conv_fwd_c1_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd_c1<float, 3>(x, w, y, g);
+    conv_fwd_c1<float, float, 3>(x, w, y, g);
 }
 HR_EXTERN void conv_fwd_c1_k5_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd_c1<float, 5>(x, w, y, g);
+    conv_fwd_c1<float, float, 5>(x, w, y, g);
 }
 HR_EXTERN void conv_bwd_data_k3_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 3, 3, 0>(dy, w, dx, g);
+    conv_bwd_data<float, float, 3, 3, 0>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_data_k3s1_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 3, 3, 1>(dy, w, dx, g);
+    conv_bwd_data<float, float, 3, 3, 1>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_data_k3s2_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 3, 3, 2>(dy, w, dx, g);
+    conv_bwd_data<float, float, 3, 3, 2>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_data_k5_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 5, 5, 0>(dy, w, dx, g);
+    conv_bwd_data<float, float, 5, 5, 0>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_data_k5s1_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 5, 5, 1>(dy, w, dx, g);
+    conv_bwd_data<float, float, 5, 5, 1>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_data_k5s2_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 5, 5, 2>(dy, w, dx, g);
+    conv_bwd_data<float, float, 5, 5, 2>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_data_any_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, 0, 0, 0>(dy, w, dx, g);
+    conv_bwd_data<float, float, 0, 0, 0>(dy, w, dx, g);
 }
 HR_EXTERN void conv_bwd_weight_part_k3_f32(const float *x, const float *dy, float *part, ConvGeom g,
                                            i64 per_chunk) {
@@ -434,4 +438,55 @@ HR_EXTERN void conv_bwd_weight_part_any_f32(const float *x, const float *dy, flo
 }
 HR_EXTERN void conv_bwd_weight_finish_f32(const float *part, float *dw, i64 chunks, i64 len) {
     conv_bwd_weight_finish<float>(part, dw, chunks, len);
+}
+
+// bf16 activations (x, y, dy, dx) with f32 weights and f32 accumulation; the weight-gradient
+// partials stay f32 (conv_bwd_weight_finish_f32 sums them into the f32 gradient).
+HR_EXTERN void conv_fwd_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd<bf16, float, 3, 3>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd<bf16, float, 5, 5>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_any_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd<bf16, float, 0, 0>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_c1_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd_c1<bf16, float, 3>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_c1_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd_c1<bf16, float, 5>(x, w, y, g);
+}
+HR_EXTERN void conv_bwd_data_k3_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 3, 3, 0>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_data_k3s1_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 3, 3, 1>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_data_k3s2_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 3, 3, 2>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_data_k5_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 5, 5, 0>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_data_k5s1_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 5, 5, 1>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_data_k5s2_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 5, 5, 2>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_data_any_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
+    conv_bwd_data<bf16, float, 0, 0, 0>(dy, w, dx, g);
+}
+HR_EXTERN void conv_bwd_weight_part_k3_bf16(const bf16 *x, const bf16 *dy, float *part, ConvGeom g,
+                                           i64 per_chunk) {
+    conv_bwd_weight_part<bf16, 3, 3>(x, dy, part, g, per_chunk);
+}
+HR_EXTERN void conv_bwd_weight_part_k5_bf16(const bf16 *x, const bf16 *dy, float *part, ConvGeom g,
+                                           i64 per_chunk) {
+    conv_bwd_weight_part<bf16, 5, 5>(x, dy, part, g, per_chunk);
+}
+HR_EXTERN void conv_bwd_weight_part_any_bf16(const bf16 *x, const bf16 *dy, float *part,
+                                            ConvGeom g, i64 per_chunk) {
+    conv_bwd_weight_part_any<bf16>(x, dy, part, g, per_chunk);
 }

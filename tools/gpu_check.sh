@@ -117,6 +117,16 @@ if [ -x "$BUNDLE/bench-retriever" ]; then
             fi
         done
     done
+    # bf16 GEMM operands with f32 CNN activations (the mode before bf16 activation storage):
+    # the like-for-like comparison of what storing the CNN's activations in bf16 gains.
+    if [ "$QUICK" != 1 ]; then
+        step "bench retriever: paper-base step on cuda (ours, bf16 GEMMs, f32 activations, waveforms on device)"
+        if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
+            HR_BENCH_PRECISION=bf16-gemm HR_BENCH_WAVEFORMS=device timeout 300 \
+            "$BUNDLE/bench-retriever" --bench --device cuda; then
+            FAILED+=("bench-retriever bf16-gemm device")
+        fi
+    fi
     amps=(off bf16)
     [ "$QUICK" = 1 ] && amps=(off)
     for amp in "${amps[@]}"; do

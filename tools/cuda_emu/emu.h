@@ -13,6 +13,7 @@
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
 thread_local dim3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 #define __global__

@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 out="$(mktemp -d)"
-# emu.cpp checks conv/batchnorm/audio; each <family>_check.cpp checks one more family.
+# emu.cpp checks conv/batchnorm/audio; each <family>_check.cpp checks one more family
+# (bf16_cnn_check.cpp: the bf16-activation entry points of conv.cu and batchnorm.cu;
+# plane_check.cpp: plane.cu).
 status=0
 for src in emu.cpp *_check.cpp; do
     [ -e "$src" ] || continue

@@ -20,7 +20,9 @@
 //! - `HR_BENCH_SECONDS` (default 10): audio length in seconds;
 //! - `HR_BENCH_DEVICE` (default `cpu`): `cpu`, `cuda`, `cuda:N` (a `--device X` argument wins);
 //! - `HR_BENCH_PRECISION` (default `f32`): `bf16` runs the step under
-//!   `hr_tensor::autocast::bf16_matmuls` (what `run.precision = "bf16"` does in the trainer);
+//!   `hr_tensor::autocast::bf16_matmuls` and `bf16_activations` (bf16 GEMM operands, bf16 CNN
+//!   activations: what `run.precision = "bf16"` does in the trainer); `bf16-gemm` under
+//!   `bf16_matmuls` alone (f32 CNN activations, for comparison);
 //! - `HR_BENCH_GFLOP` (optional): FLOPs of one step in GFLOP (from
 //!   `tools/torch_retriever_bench.py --flops`, same model) to print the achieved TFLOP/s;
 //! - `HR_BENCH_WAVEFORMS` (default `host`): `device` uploads the batch's waveforms once before
@@ -51,6 +53,20 @@ use hr_nn::{Mode, ParamStore};
 use hr_tensor::{cuda, Device, Rng, Tensor};
 
 const SAMPLE_RATE: usize = 32_000;
+
+/// The autocast guards of a precision mode: bf16 GEMM operands, bf16 CNN activations.
+fn mixed_precision(
+    gemms: bool,
+    acts: bool,
+) -> (
+    hr_tensor::autocast::AutocastGuard,
+    hr_tensor::autocast::ActivationsGuard,
+) {
+    (
+        hr_tensor::autocast::bf16_matmuls(gemms),
+        hr_tensor::autocast::bf16_activations(acts),
+    )
+}
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     match std::env::var(key) {
@@ -289,10 +305,11 @@ fn main() {
     let breakdown: bool = env_or("HR_BENCH_BREAKDOWN", 0u8) != 0;
     let gflop: f64 = env_or("HR_BENCH_GFLOP", f64::NAN);
     let precision: String = env_or("HR_BENCH_PRECISION", "f32".to_string());
-    let bf16 = match precision.as_str() {
-        "f32" => false,
-        "bf16" => true,
-        other => panic!("HR_BENCH_PRECISION={other:?}: expected f32 or bf16"),
+    let (bf16, bf16_acts) = match precision.as_str() {
+        "f32" => (false, false),
+        "bf16" => (true, true),
+        "bf16-gemm" => (true, false),
+        other => panic!("HR_BENCH_PRECISION={other:?}: expected f32, bf16 or bf16-gemm"),
     };
     let profile: bool = env_or("HR_BENCH_PROFILE", 0u8) != 0;
     let waves_on_device = match env_or("HR_BENCH_WAVEFORMS", "host".to_string()).as_str() {
@@ -336,18 +353,20 @@ fn main() {
         "# {name} on {dev} ({card}): {params} trainable parameters (incl. the unused CNN \
          classifier head), batch {b}, {seconds} s audio, {MAX_TOKENS}-token queries and \
          metadata, {threads} rayon threads, {}, 1 warm-up + {steps} timed steps",
-        if bf16 {
-            "bf16 autocast GEMMs (bf16 operands, f32 accumulation)"
-        } else {
-            "f32 (plain FP32 GEMMs)"
+        match (bf16, bf16_acts) {
+            (true, true) =>
+                "bf16 autocast GEMMs (bf16 operands, f32 accumulation), bf16 CNN activations",
+            (true, false) =>
+                "bf16 autocast GEMMs (bf16 operands, f32 accumulation), f32 activations",
+            _ => "f32 (plain FP32 GEMMs)",
         }
     );
     let t = {
-        let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
+        let _autocast = mixed_precision(bf16, bf16_acts);
         run_steps(&model, &mut ps, &mut opt, &wb, steps, dev)
     };
     if profile {
-        let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
+        let _autocast = mixed_precision(bf16, bf16_acts);
         profiled_step(&model, &mut ps, &mut opt, &wb, dev);
     }
     let med = median(&t.total);
@@ -399,7 +418,7 @@ fn main() {
     }
 
     if breakdown {
-        let _autocast = hr_tensor::autocast::bf16_matmuls(bf16);
+        let _autocast = mixed_precision(bf16, bf16_acts);
         run_breakdown(&model, &mut ps, &wb, steps, dev);
     }
 }

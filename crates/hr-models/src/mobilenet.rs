@@ -17,7 +17,7 @@ use std::path::Path;
 
 use hr_nn::layers::{Activation, ActivationCache, Dropout, DropoutCache, Linear, LinearCache};
 use hr_nn::{MisShaped, Mode, ParamId, ParamStore, Result};
-use hr_tensor::{ops, Rng, Tensor, Unary};
+use hr_tensor::{ops, DType, Rng, Tensor, Unary};
 
 pub use block::{
     BlockCache, ConvBnAct, ConvBnActCache, ConvGeom, InvertedResidual, SeCache, SqueezeExcite,
@@ -66,7 +66,9 @@ pub struct MobileNetOutput {
     pub pooled: Tensor,
     /// (B, T', C): `features.16` averaged over frequency.
     pub frames: Tensor,
-    /// Outputs of `features.0` ... `features.16` (17 maps, NCHW).
+    /// Outputs of `features.0` ... `features.16` (17 maps, NCHW): in bf16 under
+    /// [`hr_tensor::autocast::bf16_activations`] (f32 input), except `features.16`, which is
+    /// in the input's dtype like `pooled` and `frames`.
     pub feature_maps: Vec<Tensor>,
 }
 
@@ -78,6 +80,11 @@ pub struct MobileNetCache {
     last: ConvBnActCache,
     head: Option<HeadCache>,
     f16_shape: Vec<usize>,
+    /// dtype of the input and of the outputs (pooled, frames, `features.16`).
+    io: DType,
+    /// dtype of the activations inside the network: bf16 under
+    /// [`hr_tensor::autocast::bf16_activations`] for an f32 input, else the input's.
+    acts: DType,
 }
 
 /// Upstream gradients of the outputs (any subset; absent = zero).
@@ -263,8 +270,13 @@ impl MobileNetV3 {
         with_head: bool,
     ) -> Result<(MobileNetOutput, MobileNetCache)> {
         Self::check_input(x)?;
+        let io = x.dtype();
+        let acts = match io == DType::F32 && hr_tensor::autocast::bf16_activations_active() {
+            true => DType::BF16,
+            false => io,
+        };
         let mut maps = Vec::with_capacity(17);
-        let (mut h, stem) = self.stem.forward(ps, x, mode)?;
+        let (mut h, stem) = self.stem.forward(ps, &x.to_dtype(acts)?, mode)?;
         maps.push(h.clone());
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
@@ -274,6 +286,7 @@ impl MobileNetV3 {
             h = y;
         }
         let (f16, last) = self.last.forward(ps, &h, mode)?;
+        let f16 = f16.to_dtype(io)?;
         maps.push(f16.clone());
         let pooled = ops::mean_axes(&f16, &[2, 3], false)?;
         let frames = ops::permute(&ops::mean_axes(&f16, &[2], false)?, &[0, 2, 1])?;
@@ -290,6 +303,8 @@ impl MobileNetV3 {
             last,
             head,
             f16_shape: f16.shape().to_vec(),
+            io,
+            acts,
         };
         Ok((
             MobileNetOutput {
@@ -345,12 +360,17 @@ impl MobileNetV3 {
         cache: &MobileNetCache,
         grads: &MobileNetGrads,
     ) -> Result<Tensor> {
-        let df16 = self.features16_grad(ps, cache, grads)?;
+        let df16 = self
+            .features16_grad(ps, cache, grads)?
+            .to_dtype(cache.acts)?;
         let mut d = self.last.backward(ps, &cache.last, &df16)?;
         for (b, c) in self.blocks.iter().zip(&cache.blocks).rev() {
             d = b.backward(ps, c, &d)?;
         }
-        self.stem.backward(ps, &cache.stem, &d)
+        Ok(self
+            .stem
+            .backward(ps, &cache.stem, &d)?
+            .to_dtype(cache.io)?)
     }
 
     /// The gradient of the `features.16` output from every given upstream gradient.

@@ -5,11 +5,42 @@
 //! Dense pointwise (1x1, stride 1) convolutions are matrix products too and get the same
 //! treatment; every other convolution, the norms, softmax, losses, the optimizer and its master
 //! weights stay f32.
+//!
+//! A second switch, [`bf16_activations`], tells models that can keep their activations in
+//! bf16 storage to do so (the audio CNN: convolutions and batch norms take bf16 activations
+//! with f32 weights, see `crate::ops::conv2d` and `crate::ops::batch_norm_train`), halving the
+//! memory traffic of every activation pass; the ops themselves follow their operands' dtypes.
 
 use std::cell::Cell;
 
 thread_local! {
     static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
+    static BF16_ACTIVATIONS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Restores the previous [`bf16_activations`] setting when dropped.
+#[derive(Debug)]
+pub struct ActivationsGuard {
+    previous: bool,
+}
+
+impl Drop for ActivationsGuard {
+    fn drop(&mut self) {
+        BF16_ACTIVATIONS.with(|c| c.set(self.previous));
+    }
+}
+
+/// Asks models on this thread to keep activations in bf16 storage where they support it
+/// (`on = true`) until the guard drops.
+pub fn bf16_activations(on: bool) -> ActivationsGuard {
+    ActivationsGuard {
+        previous: BF16_ACTIVATIONS.with(|c| c.replace(on)),
+    }
+}
+
+/// Whether models on this thread keep activations in bf16 storage (see [`bf16_activations`]).
+pub fn bf16_activations_active() -> bool {
+    BF16_ACTIVATIONS.with(Cell::get)
 }
 
 /// Restores the previous setting when dropped.
@@ -74,6 +105,21 @@ mod tests {
             assert!(bf16_matmuls_active());
         }
         assert!(!bf16_matmuls_active());
+    }
+
+    #[test]
+    fn activation_guard_is_independent_and_restores() {
+        {
+            let _a = bf16_activations(true);
+            assert!(bf16_activations_active());
+            assert!(!bf16_matmuls_active());
+            {
+                let _b = bf16_activations(false);
+                assert!(!bf16_activations_active());
+            }
+            assert!(bf16_activations_active());
+        }
+        assert!(!bf16_activations_active());
     }
 
     #[test]

@@ -120,6 +120,18 @@ pub trait ReduceOps {
     fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
 }
 
+/// Per-plane ops over `(N, C, *spatial)` tensors (plane `p = n * C + c` of `S` = product of
+/// the spatial axes elements): the squeeze-and-excitation block's pooling, gate gradient and
+/// scaling in one pass each. Activations may be bf16; the per-plane values are f32 then.
+pub trait PlaneOps {
+    /// `out[n, c] = sum_s a[n, c, s]` (`* b[n, c, s]` when given, the product rounded in the
+    /// compute dtype), accumulated in f64 and rounded once; shape `(N, C)`.
+    fn plane_sum(&self, a: &Tensor, b: Option<&Tensor>) -> Result<Tensor>;
+    /// `y[n, c, s] = x[n, c, s] * scale[n, c]` (`+ shift[n, c]` when given), rounded once to
+    /// `x`'s dtype.
+    fn plane_scale(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor>;
+}
+
 /// Layout: permutes, concatenation, slicing, gathers.
 pub trait LayoutOps {
     /// `out[..] = x[perm applied]`: output dim i is input dim `perm[i]`.
@@ -497,6 +509,7 @@ pub trait Backend:
     + AudioOps
     + AttentionOps
     + ContrastiveOps
+    + PlaneOps
     + Sync
 {
 }
@@ -513,6 +526,7 @@ impl<T> Backend for T where
         + AudioOps
         + AttentionOps
         + ContrastiveOps
+        + PlaneOps
         + Sync
 {
 }

@@ -128,6 +128,40 @@ pub(crate) fn nc_spatial(op: &'static str, x: &Tensor) -> Result<(usize, usize, 
     }
 }
 
+/// The `(planes, plane length)` of a per-plane op's `(N, C, *spatial)` input `x`, after
+/// checking that `like` (if given) has `x`'s shape and every tensor in `per_plane` has shape
+/// `(N, C)`.
+pub(crate) fn planes(
+    op: &'static str,
+    x: &Tensor,
+    like: Option<&Tensor>,
+    per_plane: &[&Tensor],
+) -> Result<(usize, usize)> {
+    let (n, c, s) = nc_spatial(op, x)?;
+    if let Some(t) = like {
+        if t.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: x.shape().to_vec(),
+                rhs: t.shape().to_vec(),
+            });
+        }
+    }
+    for t in per_plane {
+        if t.shape() != [n, c] {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "per-plane values of shape {:?}, expected [{n}, {c}] for input {:?}",
+                    t.shape(),
+                    x.shape()
+                ),
+            ));
+        }
+    }
+    Ok((n * c, s))
+}
+
 /// Checks that a per-channel tensor has `c` elements.
 pub(crate) fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
     if t.numel() != c {

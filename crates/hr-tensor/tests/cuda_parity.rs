@@ -154,6 +154,17 @@ impl Report {
         }
     }
 
+    /// Compares an f32 GPU result with the CPU's at tolerance `tol`.
+    fn check_tol_to(&mut self, name: &str, gpu: Tensor, cpu: &Tensor, tol: f64) {
+        match compare(name, &gpu, cpu, tol) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                println!("FAILED {e}");
+                self.0.push(e);
+            }
+        }
+    }
+
     /// Panics listing every failure.
     fn finish(self, test: &str) {
         assert!(
@@ -1238,6 +1249,220 @@ fn batch_norm_train_eval_bwd() {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     println!("ok batch_norm_train on one value per channel: {err}");
     report.finish("batch_norm_train_eval_bwd");
+}
+
+/// Element by element within one bf16 rounding of the CPU's bf16 result: `|g - c| <= 2^-7 |c|`
+/// (one bf16 ulp at the bottom of a binade), plus `1e-3` of the largest `|c|` for results
+/// that cancel (the GPU and CPU accumulate f32 sums in different orders, so the rounding of
+/// an element can flip). Returns the report line or the first failing element.
+fn within_one_rounding(name: &str, gpu: &Tensor, cpu: &Tensor) -> Result<String, String> {
+    if gpu.dtype() != hr_tensor::DType::BF16 || cpu.dtype() != hr_tensor::DType::BF16 {
+        return Err(format!(
+            "{name}: dtypes {:?} / {:?}, expected bf16",
+            gpu.dtype(),
+            cpu.dtype()
+        ));
+    }
+    if gpu.shape() != cpu.shape() {
+        return Err(format!(
+            "{name}: shape {:?} vs {:?}",
+            gpu.shape(),
+            cpu.shape()
+        ));
+    }
+    let g = gpu
+        .to_device(Device::Cpu)
+        .and_then(|t| t.to_vec_f64())
+        .map_err(|e| e.to_string())?;
+    let c = cpu.to_vec_f64().map_err(|e| e.to_string())?;
+    let scale = c.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let (mut flips, mut worst) = (0usize, 0f64);
+    for (i, (a, b)) in g.iter().zip(&c).enumerate() {
+        let d = (a - b).abs();
+        if d.is_nan() || d > b.abs() / 128.0 + 1e-3 * scale {
+            return Err(format!(
+                "{name}: element {i}: gpu {a} cpu {b} (more than one bf16 rounding)"
+            ));
+        }
+        flips += (d > 0.0) as usize;
+        worst = worst.max(d / scale.max(1e-30));
+    }
+    Ok(format!(
+        "ok {name}: within one bf16 rounding ({flips} of {} elements differ, largest {worst:.1e} of max |cpu|)",
+        c.len()
+    ))
+}
+
+impl Report {
+    /// A bf16 GPU result (or the op's error) within one bf16 rounding of the CPU's.
+    fn check_rounding(&mut self, name: &str, gpu: hr_tensor::Result<Tensor>, cpu: &Tensor) {
+        let outcome = gpu
+            .map_err(|e| format!("{name}: the CUDA op failed: {e}"))
+            .and_then(|g| within_one_rounding(name, &g, cpu));
+        match outcome {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                println!("FAILED {e}");
+                self.0.push(e);
+            }
+        }
+    }
+}
+
+/// bf16 activations with f32 weights (the audio CNN under `run.precision = "bf16"`): every
+/// convolution geometry of [`CONV_CASES`] (direct `_bf16` kernels, bf16 cuBLAS GEMMs with a bf16
+/// result for the pointwise ones) and the batch norms (train, fused activation, eval,
+/// backward) against the CPU on the same bf16 inputs: bf16 outputs within one bf16 rounding,
+/// f32 outputs (weight gradients, statistics, dgamma, dbeta) to 1e-4.
+#[test]
+fn bf16_activation_convs_and_batch_norms() {
+    let Some(dev) = gpu() else { return };
+    let mut report = Report::default();
+    for (i, c) in CONV_CASES.iter().enumerate() {
+        let seed = 2600 + i as u64 * 10;
+        let x = bf16_host(&c.x, 1.0, 0.0, seed);
+        let w = randn(&c.w, seed + 1);
+        let spec = ops::conv2d_spec(&c.x, &c.w, c.stride, c.padding, c.dilation, c.groups)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let dy = bf16_host(
+            &[spec.n, spec.c_out, spec.h_out, spec.w_out],
+            1.0,
+            0.0,
+            seed + 2,
+        );
+        let (xg, wg, dyg) = (on(&x, dev), on(&w, dev), on(&dy, dev));
+        let what = |op: &str| format!("bf16 activations {op} {} x {:?} w {:?}", c.name, c.x, c.w);
+        report.check_rounding(
+            &what("conv2d"),
+            ops::conv2d(&xg, &wg, c.stride, c.padding, c.dilation, c.groups),
+            &ops::conv2d(&x, &w, c.stride, c.padding, c.dilation, c.groups).unwrap(),
+        );
+        report.check_rounding(
+            &what("conv2d_bwd_data"),
+            ops::conv2d_bwd_data(&dyg, &wg, &spec),
+            &ops::conv2d_bwd_data(&dy, &w, &spec).unwrap(),
+        );
+        let dw = ops::conv2d_bwd_weight(&x, &dy, &spec).unwrap();
+        match ops::conv2d_bwd_weight(&xg, &dyg, &spec) {
+            Ok(dwg) => {
+                assert_eq!(dwg.dtype(), hr_tensor::DType::F32, "{}", what("dw dtype"));
+                report.check_tol_to(&what("conv2d_bwd_weight (f32)"), dwg, &dw, 1e-4);
+            }
+            Err(e) => report.check(&what("conv2d_bwd_weight"), Err(e), &dw),
+        }
+    }
+    for (i, shape) in [
+        &[3usize, 5, 7, 13][..],
+        &[2, 3, 1, 1],
+        &[4, 16, 64, 100],
+        &[2, 3, 100, 100],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 2900 + i as u64 * 10;
+        let ch = shape[1];
+        let x = bf16_host(shape, 0.5, 3.0, seed);
+        let dy = bf16_host(shape, 1.0, 0.0, seed + 1);
+        let (g, b) = (uniform(&[ch], 0.5, 1.5, seed + 2), randn(&[ch], seed + 3));
+        let (rm0, rv0) = (randn(&[ch], seed + 4), uniform(&[ch], 0.5, 2.0, seed + 5));
+        let (xg, dyg, gg, bg) = (on(&x, dev), on(&dy, dev), on(&g, dev), on(&b, dev));
+        for act in [None, Some(Unary::Relu), Some(Unary::Hardswish)] {
+            let name = |w: &str| format!("bf16 activations batch_norm {act:?} {w} {shape:?}");
+            let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+            let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
+            let train =
+                |x: &Tensor, g: &Tensor, b: &Tensor, rm: &mut Tensor, rv: &mut Tensor| match act {
+                    Some(a) => ops::batch_norm_train_act(x, g, b, rm, rv, 0.1, 1e-3, a),
+                    None => ops::batch_norm_train(x, g, b, rm, rv, 0.1, 1e-3),
+                };
+            let bwd =
+                |x: &Tensor, g: &Tensor, b: &Tensor, st: &hr_tensor::NormStats, dy: &Tensor| {
+                    match act {
+                        Some(a) => ops::batch_norm_act_bwd(x, g, b, st, dy, a),
+                        None => ops::batch_norm_bwd(x, g, st, dy),
+                    }
+                };
+            let (y, st) = train(&x, &g, &b, &mut rm, &mut rv).unwrap();
+            let gr = bwd(&x, &g, &b, &st, &dy).unwrap();
+            let got = train(&xg, &gg, &bg, &mut rmg, &mut rvg)
+                .and_then(|(yg, sg)| Ok((yg, bwd(&xg, &gg, &bg, &sg, &dyg)?, sg)));
+            match got {
+                Ok((yg, grg, sg)) => {
+                    report.check_rounding(&name("train y"), Ok(yg), &y);
+                    report.check(&name("train mean"), Ok(sg.mean), &st.mean);
+                    report.check(&name("running_var"), Ok(rvg.clone()), &rv);
+                    report.check_rounding(&name("bwd dx"), Ok(grg.dx), &gr.dx);
+                    report.check_tol_to(&name("bwd dgamma"), grg.dgamma, &gr.dgamma, 1e-4);
+                    report.check_tol_to(&name("bwd dbeta"), grg.dbeta, &gr.dbeta, 1e-4);
+                }
+                Err(e) => report.check(&name("train"), Err(e), &y),
+            }
+            if act.is_none() {
+                report.check_rounding(
+                    &name("eval y"),
+                    ops::batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-3),
+                    &ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3).unwrap(),
+                );
+            }
+        }
+    }
+    report.finish("bf16_activation_convs_and_batch_norms");
+}
+
+/// The per-plane ops of the squeeze-and-excitation block (`plane_sum` with and without a second
+/// factor, `plane_scale` with and without a shift) against the CPU, f32 and bf16 activations,
+/// planes of 4k elements (vector path), odd and empty planes, a rank-2 input.
+#[test]
+fn plane_ops() {
+    let Some(dev) = gpu() else { return };
+    let mut report = Report::default();
+    let shapes: [&[usize]; 5] = [
+        &[4, 16, 8, 63],
+        &[3, 5, 7, 9],
+        &[32, 40, 16, 125],
+        &[6, 7],
+        &[2, 3, 0, 5],
+    ];
+    for (i, &shape) in shapes.iter().enumerate() {
+        let seed = 3100 + i as u64 * 10;
+        let nc = &shape[..2];
+        let (scale, shift) = (randn(nc, seed + 2), randn(nc, seed + 3));
+        let (scg, shg) = (on(&scale, dev), on(&shift, dev));
+        for bf16 in [false, true] {
+            let make = |s: u64| match bf16 {
+                true => bf16_host(shape, 1.0, 0.0, s),
+                false => randn(shape, s),
+            };
+            let (a, b) = (make(seed), make(seed + 1));
+            let (ag, bg) = (on(&a, dev), on(&b, dev));
+            let what = |op: &str| format!("{op} {shape:?}{}", if bf16 { " bf16" } else { "" });
+            report.check(
+                &what("plane_sum"),
+                ops::plane_sum(&ag, None),
+                &ops::plane_sum(&a, None).unwrap(),
+            );
+            report.check(
+                &what("plane_sum a*b"),
+                ops::plane_sum(&ag, Some(&bg)),
+                &ops::plane_sum(&a, Some(&b)).unwrap(),
+            );
+            for sh in [None, Some((&shg, &shift))] {
+                let name = what(if sh.is_some() {
+                    "plane_scale + shift"
+                } else {
+                    "plane_scale"
+                });
+                let got = ops::plane_scale(&ag, &scg, sh.map(|s| s.0));
+                let want = ops::plane_scale(&a, &scale, sh.map(|s| s.1)).unwrap();
+                match bf16 {
+                    true => report.check_rounding(&name, got, &want),
+                    false => report.check(&name, got, &want),
+                }
+            }
+        }
+    }
+    report.finish("plane_ops");
 }
 
 #[test]

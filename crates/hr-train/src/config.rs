@@ -61,8 +61,10 @@ pub enum Precision {
     F32,
     /// Mixed precision: every matrix product and dense pointwise convolution of the training
     /// step rounds its operands to bf16 and accumulates in f32 (cuBLAS bf16 GEMMs on CUDA, the
-    /// same rounding on the CPU); activations between them, the other convolutions, norms, the
-    /// loss, the f32 master weights and the optimizer state stay f32. Validation runs in f32.
+    /// same rounding on the CPU), and the audio CNN keeps its activations and their gradients
+    /// in bf16 storage (convolutions and batch norms compute in f32 and round each output
+    /// once); the text side's activations, the loss, the f32 master weights, the weight
+    /// gradients and the optimizer state stay f32. Validation runs in f32.
     Bf16,
 }
 

@@ -481,8 +481,13 @@ impl<'a> Session<'a> {
 
     fn train_step(&mut self, batch: &hr_data::Batch, bpe: u64) -> Result<StepResult> {
         self.set_lr(bpe);
-        // Forward and backward run on this thread: the guard covers every GEMM of the step.
-        let _autocast = autocast::bf16_matmuls(self.cfg.run.precision == Precision::Bf16);
+        // Forward and backward run on this thread: the guards cover every GEMM and every CNN
+        // activation of the step.
+        let bf16 = self.cfg.run.precision == Precision::Bf16;
+        let _autocast = (
+            autocast::bf16_matmuls(bf16),
+            autocast::bf16_activations(bf16),
+        );
         let wb = waveform_batch(batch)?;
         let mode = rank_mode(self.rng.next_u64(), self.dist.rank());
         self.step += 1;

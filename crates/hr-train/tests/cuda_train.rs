@@ -1,7 +1,7 @@
 //! The trainer on `run.device = "cuda"` (world size 1) against the CPU run of the same config:
-//! the same losses over 10 steps (f32 mode; split-dependent randomness off, as in the DDP
-//! equivalence test). Without a CUDA device the test checks that `run.device = "cuda"` is a
-//! clear error naming the key and prints one "skipped: no CUDA device" line.
+//! the same losses over 10 steps (f32 mode, and bf16 against the CPU's bf16 run; split-dependent
+//! randomness off, as in the DDP equivalence test). Without a CUDA device the test checks that
+//! `run.device = "cuda"` is a clear error naming the key and prints "skipped: no CUDA device".
 
 use std::path::Path;
 
@@ -38,6 +38,35 @@ fn config(data: &Path, run: &Path, device: &str) -> TrainConfig {
         set.push(format!("optim.lr.{g}.min=1e-4"));
     }
     TrainConfig::from_toml_str("", &set).unwrap()
+}
+
+/// `run.precision = "bf16"` (bf16 GEMM operands and bf16 CNN activations) on the GPU against
+/// the CPU's bf16 run: the same losses within what bf16 rounding allows (the two backends round
+/// different f32 sums, so single bf16 roundings flip and the runs drift apart slowly).
+#[test]
+fn cuda_bf16_tracks_the_cpu_bf16_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ctl = TrainControl::default();
+    if !(cuda::driver_present() && Device::cuda(0).is_ok()) {
+        println!("skipped: no CUDA device");
+        return;
+    }
+    let bf16 = |run: &str, device: &str| {
+        let mut cfg = config(&data, &dir.path().join(run), device);
+        cfg.run.precision = hr_train::config::Precision::Bf16;
+        train(&cfg, &Resume::Fresh, &ctl).unwrap()
+    };
+    let (cpu, gpu) = (bf16("cpu", "cpu"), bf16("gpu", "cuda"));
+    for (i, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
+        let rel = (a - b).abs() / a.abs();
+        println!("bf16 step {}: cpu {a:.6} cuda {b:.6} rel {rel:.2e}", i + 1);
+        let limit = if i == 0 { 5e-3 } else { 3e-2 };
+        assert!(rel < limit, "bf16 step {}: cpu {a} vs cuda {b}", i + 1);
+    }
+    let (vc, vg) = (cpu.last_val.unwrap().1, gpu.last_val.unwrap().1);
+    println!("bf16 val mAP@10: cpu {:.4} cuda {:.4}", vc.map10, vg.map10);
+    assert!((vc.map10 - vg.map10).abs() < 0.1, "{vc:?} vs {vg:?}");
 }
 
 #[test]

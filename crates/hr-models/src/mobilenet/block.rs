@@ -89,7 +89,9 @@ impl ConvBnAct {
 }
 
 /// Squeeze-and-excitation over channels (EfficientAT `conc_se_layers.0`): mean over (H, W) ->
-/// fc1 -> ReLU -> fc2 -> sigmoid -> scale.
+/// fc1 -> ReLU -> fc2 -> sigmoid -> scale. The pooling, the scaling and the backward's gate
+/// gradient are one pass each over the feature map ([`ops::plane_sum`], [`ops::plane_scale`]);
+/// with bf16 activations the per-channel values (pooled, gate, their gradients) stay f32.
 #[derive(Debug, Clone)]
 pub struct SqueezeExcite {
     fc1: Linear,
@@ -123,12 +125,11 @@ impl SqueezeExcite {
 
     /// `x * sigmoid(fc2(relu(fc1(mean_hw(x)))))`.
     pub fn forward(&self, ps: &ParamStore, x: &Tensor) -> Result<(Tensor, SeCache)> {
-        let (b, c) = (x.shape()[0], x.shape()[1]);
-        let s = ops::mean_axes(x, &[2, 3], false)?;
+        let s = ops::scale(&ops::plane_sum(x, None)?, 1.0 / plane_len(x))?;
         let (h, fc1) = self.fc1.forward(ps, &s)?;
         let (z, fc2) = self.fc2.forward(ps, &ops::relu(&h)?)?;
         let gate = ops::sigmoid(&z)?;
-        let y = ops::mul(x, &gate.reshape(&[b, c, 1, 1])?)?;
+        let y = ops::plane_scale(x, &gate, None)?;
         Ok((
             y,
             SeCache {
@@ -142,19 +143,21 @@ impl SqueezeExcite {
         ))
     }
 
-    /// Accumulates the fc gradients and returns dx.
+    /// Accumulates the fc gradients and returns dx = dy * gate + d(mean)/dx.
     pub fn backward(&self, ps: &mut ParamStore, c: &SeCache, dy: &Tensor) -> Result<Tensor> {
-        let shape = c.x.shape();
-        let (b, ch) = (shape[0], shape[1]);
-        let mut dx = ops::mul(dy, &c.gate.reshape(&[b, ch, 1, 1])?)?;
-        let dgate = ops::sum_axes(&ops::mul(dy, &c.x)?, &[2, 3], false)?;
+        let dgate = ops::plane_sum(dy, Some(&c.x))?;
         let dz = ops::unary_bwd(Unary::Sigmoid, &c.z, &dgate)?;
         let dr = self.fc2.backward(ps, &c.fc2, &dz)?;
         let dh = ops::unary_bwd(Unary::Relu, &c.h, &dr)?;
         let ds = self.fc1.backward(ps, &c.fc1, &dh)?;
-        ops::axpy(&mut dx, 1.0, &ops::mean_axes_bwd(&ds, shape, &[2, 3])?)?;
-        Ok(dx)
+        let shift = ops::scale(&ds, 1.0 / plane_len(&c.x))?;
+        Ok(ops::plane_scale(dy, &c.gate, Some(&shift))?)
     }
+}
+
+/// Elements of one (H, W) plane of the NCHW map `x`, as a divisor (at least 1).
+fn plane_len(x: &Tensor) -> f64 {
+    x.shape()[2..].iter().product::<usize>().max(1) as f64
 }
 
 /// An inverted residual block `features.{i}`: [expand] -> depthwise -> [SE] -> project

@@ -12,17 +12,23 @@
 //!
 //! Weight gradients that sum over the batch are accumulated per fixed batch chunk and the
 //! partial sums added in order, so results do not depend on rayon's scheduling.
+//!
+//! bf16 activations (with an f32 weight) run the f32 kernels on their exact f32 values and
+//! round `y` / `dx` once (`super::f32_acts`); `dw` stays f32.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{float_dispatch, out, CpuBackend, PAR_THRESHOLD};
+use super::{f32_acts, float_dispatch, is_bf16, out, to_bf16, CpuBackend, PAR_THRESHOLD};
 use crate::autocast::{bf16_conv_operands, bf16_matmuls, rounded_f32};
 use crate::backend::{Conv2dSpec, ConvOps};
 use crate::{Float, Result, Tensor};
 
 impl ConvOps for CpuBackend {
     fn conv2d(&self, x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+        if is_bf16(x) {
+            return to_bf16(f32_acts(&[x], |a| self.conv2d(a[0], w, s))?);
+        }
         if let Some(r) = autocast_operands(s, [x, w], |[a, b]| self.conv2d(a, b, s)) {
             return r;
         }
@@ -38,6 +44,9 @@ impl ConvOps for CpuBackend {
     }
 
     fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+        if is_bf16(dy) {
+            return to_bf16(f32_acts(&[dy], |a| self.conv2d_bwd_data(a[0], w, s))?);
+        }
         if let Some(r) = autocast_operands(s, [dy, w], |[a, b]| self.conv2d_bwd_data(a, b, s)) {
             return r;
         }
@@ -53,6 +62,9 @@ impl ConvOps for CpuBackend {
     }
 
     fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+        if is_bf16(x) {
+            return f32_acts(&[x, dy], |a| self.conv2d_bwd_weight(a[0], a[1], s));
+        }
         if let Some(r) = autocast_operands(s, [x, dy], |[a, b]| self.conv2d_bwd_weight(a, b, s)) {
             return r;
         }

@@ -4,7 +4,9 @@
 //! `layer_norm`, `layer_norm_bwd`, `sum_to` and `embedding_bwd` through `bf16_via_f32` (f32
 //! compute, each result rounded to bf16 once; layer norm's statistics stay f32), and by the
 //! data movement of `broadcast_to` and the layout ops (`permute`, `concat`, `slice`,
-//! `pad_axis`, `embedding`: bit-exact copies); other ops reject bf16 with `UnsupportedDType`.
+//! `pad_axis`, `embedding`: bit-exact copies); the convolutions and batch norms take bf16
+//! activations with f32 parameters through `f32_acts` (f32 compute, activation outputs rounded
+//! once); other ops reject bf16 with `UnsupportedDType`.
 
 mod alloc;
 mod attention;
@@ -16,6 +18,7 @@ mod gemm;
 mod layout;
 mod norm;
 mod optim;
+mod plane;
 mod reduce;
 mod softmax;
 
@@ -106,6 +109,26 @@ pub(crate) fn bf16_via_f32<R: RoundBf16>(
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Tensor> = wide.iter().collect();
     f(&refs)?.round_bf16()
+}
+
+/// bf16 activations with f32 parameters (convolutions and batch norms under mixed precision):
+/// runs the f32 op `f` on exact f32 copies of the activations `acts` with bf16 matrix products
+/// on, so a dense pointwise convolution multiplies the bf16 rounding of its weight like the CUDA
+/// GEMM does (the activations already hold bf16 values). The caller rounds the activation
+/// outputs to bf16; f32 results (weight gradients, statistics) stay f32.
+pub(crate) fn f32_acts<R>(acts: &[&Tensor], f: impl FnOnce(&[&Tensor]) -> Result<R>) -> Result<R> {
+    let wide = acts
+        .iter()
+        .map(|t| t.to_dtype(DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = wide.iter().collect();
+    let _bf16_gemms = crate::autocast::bf16_matmuls(true);
+    f(&refs)
+}
+
+/// The f32 result `t` of a bf16-activation op rounded to bf16 (round to nearest even).
+pub(crate) fn to_bf16(t: Tensor) -> Result<Tensor> {
+    t.to_dtype(DType::BF16)
 }
 
 /// Wraps a kernel's output vector as a CPU tensor.

@@ -1,6 +1,8 @@
-//! Normalisation kernels: filled in by the norms work item.
+//! Normalisation kernels: layer norm and L2 normalisation over the last axis, batch norm over
+//! axis 1 (bf16 activations with f32 parameters through `super::f32_acts`: f32 compute, `y` /
+//! `dx` rounded once, statistics and parameter gradients f32).
 
-use super::{bf16_via_f32, is_bf16, CpuBackend};
+use super::{bf16_via_f32, f32_acts, is_bf16, to_bf16, CpuBackend};
 use crate::backend::{NormGrads, NormOps, NormStats, Unary};
 use crate::{Result, Tensor};
 
@@ -41,7 +43,7 @@ impl NormOps for CpuBackend {
         momentum: f64,
         eps: f64,
     ) -> Result<(Tensor, NormStats)> {
-        channel::batch_norm_train(x, g, b, rm, rv, (momentum, eps), None)
+        bn_train(x, g, b, [rm, rv], (momentum, eps), None)
     }
     fn batch_norm_eval(
         &self,
@@ -52,6 +54,11 @@ impl NormOps for CpuBackend {
         rv: &Tensor,
         eps: f64,
     ) -> Result<Tensor> {
+        if is_bf16(x) {
+            return to_bf16(f32_acts(&[x], |a| {
+                channel::batch_norm_eval(a[0], g, b, rm, rv, eps)
+            })?);
+        }
         channel::batch_norm_eval(x, g, b, rm, rv, eps)
     }
     fn batch_norm_bwd(
@@ -61,7 +68,7 @@ impl NormOps for CpuBackend {
         s: &NormStats,
         dy: &Tensor,
     ) -> Result<NormGrads> {
-        channel::batch_norm_bwd(x, g, s, dy, None)
+        bn_bwd(x, g, s, dy, None)
     }
     fn batch_norm_train_act(
         &self,
@@ -74,7 +81,7 @@ impl NormOps for CpuBackend {
         eps: f64,
         act: Unary,
     ) -> Result<(Tensor, NormStats)> {
-        channel::batch_norm_train(x, g, b, rm, rv, (momentum, eps), Some(act))
+        bn_train(x, g, b, [rm, rv], (momentum, eps), Some(act))
     }
     fn batch_norm_act_bwd(
         &self,
@@ -85,7 +92,7 @@ impl NormOps for CpuBackend {
         dy: &Tensor,
         act: Unary,
     ) -> Result<NormGrads> {
-        channel::batch_norm_bwd(x, g, s, dy, Some((act, b)))
+        bn_bwd(x, g, s, dy, Some((act, b)))
     }
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
         last_axis::l2_normalize(x, eps)
@@ -93,6 +100,42 @@ impl NormOps for CpuBackend {
     fn l2_normalize_bwd(&self, y: &Tensor, n: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
         last_axis::l2_normalize_bwd(y, n, dy, eps)
     }
+}
+
+/// Train-mode batch norm (+ activation) of an f32/f64 or bf16 input.
+fn bn_train(
+    x: &Tensor,
+    g: &Tensor,
+    b: &Tensor,
+    [rm, rv]: [&mut Tensor; 2],
+    hyper: (f64, f64),
+    act: Option<Unary>,
+) -> Result<(Tensor, NormStats)> {
+    if !is_bf16(x) {
+        return channel::batch_norm_train(x, g, b, rm, rv, hyper, act);
+    }
+    let (y, stats) = f32_acts(&[x], |a| {
+        channel::batch_norm_train(a[0], g, b, rm, rv, hyper, act)
+    })?;
+    Ok((to_bf16(y)?, stats))
+}
+
+/// Backward of [`bn_train`] (`act`: the activation and beta of a fused one).
+fn bn_bwd(
+    x: &Tensor,
+    g: &Tensor,
+    s: &NormStats,
+    dy: &Tensor,
+    act: Option<(Unary, &Tensor)>,
+) -> Result<NormGrads> {
+    if !is_bf16(x) {
+        return channel::batch_norm_bwd(x, g, s, dy, act);
+    }
+    let grads = f32_acts(&[x, dy], |a| channel::batch_norm_bwd(a[0], g, s, a[1], act))?;
+    Ok(NormGrads {
+        dx: to_bf16(grads.dx)?,
+        ..grads
+    })
 }
 
 /// Layer norm and L2 normalisation: per-row kernels over the last axis (statistics accumulated

@@ -13,6 +13,7 @@ mod conv;
 mod dtype;
 mod gemm_bf16;
 mod optim;
+mod plane;
 
 pub(crate) use dtype::cast;
 use dtype::{alloc_as, cfg_vec, device_any, kname, storage, storage_mut, wrap_storage, zeros_as};
@@ -190,6 +191,87 @@ fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
         .map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds cuBLAS's i32 range")))
 }
 
+/// The column-major cuBLAS config of the row-major product `spec` (C^T = op(B)^T op(A)^T: the
+/// operands swap places).
+fn col_major(op: &'static str, spec: &MatmulSpec) -> Result<GemmConfig<f32>> {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let op_of = |t: bool| {
+        if t {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    Ok(GemmConfig {
+        transa: op_of(spec.trans_b),
+        transb: op_of(spec.trans_a),
+        m: to_i32(op, "n", n)?,
+        n: to_i32(op, "m", m)?,
+        k: to_i32(op, "k", k)?,
+        alpha: spec.alpha as f32,
+        lda: to_i32(op, "ldb", if spec.trans_b { k } else { n })?,
+        ldb: to_i32(op, "lda", if spec.trans_a { m } else { k })?,
+        beta: 0.0f32,
+        ldc: to_i32(op, "n", n)?,
+    })
+}
+
+/// Checks that the operand buffers of `a` and `b` hold the elements `spec` addresses.
+fn check_gemm_operands(op: &'static str, a: &Tensor, b: &Tensor, spec: &MatmulSpec) -> Result<()> {
+    let a_need = if spec.a_batched { spec.batch } else { 1 } * spec.m * spec.k;
+    let b_need = if spec.b_batched { spec.batch } else { 1 } * spec.k * spec.n;
+    if gemm_bf16::operand_len(a) < a_need || gemm_bf16::operand_len(b) < b_need {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    /// A product with bf16 operands whose result is a bf16 activation (the dense pointwise
+    /// convolutions of bf16 activations): `a` and `b` are f32 (cast through their cached bf16
+    /// copy) or bf16 (used as they are), cuBLAS accumulates in f32 and rounds the result to
+    /// `out` (bf16 or f32) once.
+    pub(super) fn matmul_bf16(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        spec: &MatmulSpec,
+        out_shape: &[usize],
+        out: DType,
+    ) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        let dev = device_any(OP, &[a])?;
+        if storage(OP, b)?.0 != dev.ordinal {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                lhs: a.device(),
+                rhs: b.device(),
+            });
+        }
+        let total = spec.batch * spec.m * spec.n;
+        if total == 0 || spec.k == 0 {
+            return Ok(wrap_storage(
+                &dev,
+                zeros_as(&dev, out, total, OP)?,
+                out_shape,
+            ));
+        }
+        check_gemm_operands(OP, a, b, spec)?;
+        let gemm = col_major(OP, spec)?;
+        let mut c = alloc_as(&dev, out, total, OP)?;
+        let target = match &mut c {
+            CudaStorage::F32(s) => gemm_bf16::Out::F32(s),
+            CudaStorage::BF16(s) => gemm_bf16::Out::BF16(s),
+        };
+        gemm_bf16::matmul(&dev, [a, b], target, spec, &gemm)?;
+        Ok(wrap_storage(&dev, c, out_shape))
+    }
+}
+
 impl GemmOps for CudaBackend {
     fn matmul(
         &self,
@@ -208,37 +290,10 @@ impl GemmOps for CudaBackend {
             return Ok(wrap(&dev, zeros_f32(&dev, total, OP)?, out_shape));
         }
         let mut c = alloc_f32(&dev, total, OP)?;
-        let a_need = if spec.a_batched { spec.batch } else { 1 } * m * k;
-        let b_need = if spec.b_batched { spec.batch } else { 1 } * k * n;
-        if ab.len() < a_need || bb.len() < b_need {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: a.shape().to_vec(),
-                rhs: b.shape().to_vec(),
-            });
-        }
-        // Row-major C (m x n) is column-major C^T (n x m) = op(B)^T op(A)^T: swap the operands.
-        let op_of = |t: bool| {
-            if t {
-                blas_sys::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                blas_sys::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let gemm = GemmConfig {
-            transa: op_of(spec.trans_b),
-            transb: op_of(spec.trans_a),
-            m: to_i32(OP, "n", n)?,
-            n: to_i32(OP, "m", m)?,
-            k: to_i32(OP, "k", k)?,
-            alpha: spec.alpha as f32,
-            lda: to_i32(OP, "ldb", if spec.trans_b { k } else { n })?,
-            ldb: to_i32(OP, "lda", if spec.trans_a { m } else { k })?,
-            beta: 0.0f32,
-            ldc: to_i32(OP, "n", n)?,
-        };
+        check_gemm_operands(OP, a, b, spec)?;
+        let gemm = col_major(OP, spec)?;
         if spec.bf16_inputs {
-            gemm_bf16::matmul(&dev, [a, b], &mut c, spec, &gemm)?;
+            gemm_bf16::matmul(&dev, [a, b], gemm_bf16::Out::F32(&mut c), spec, &gemm)?;
             return Ok(wrap(&dev, c, out_shape));
         }
         let blas = dev.blas()?;

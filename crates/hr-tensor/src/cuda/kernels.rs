@@ -43,10 +43,12 @@ pub enum Family {
     Attention,
     /// `kernels/contrastive.cu`.
     Contrastive,
+    /// `kernels/plane.cu`.
+    Plane,
 }
 
 /// Every family, in a fixed order.
-pub const ALL_FAMILIES: [Family; 11] = [
+pub const ALL_FAMILIES: [Family; 12] = [
     Family::Elementwise,
     Family::Reduce,
     Family::Layout,
@@ -58,6 +60,7 @@ pub const ALL_FAMILIES: [Family; 11] = [
     Family::Audio,
     Family::Attention,
     Family::Contrastive,
+    Family::Plane,
 ];
 
 /// The shared header every family includes as `"common.cuh"`.
@@ -78,6 +81,7 @@ impl Family {
             Family::Audio => "audio.cu",
             Family::Attention => "attention.cu",
             Family::Contrastive => "contrastive.cu",
+            Family::Plane => "plane.cu",
         }
     }
 
@@ -95,6 +99,7 @@ impl Family {
             Family::Audio => include_str!("../../../../kernels/audio.cu"),
             Family::Attention => include_str!("../../../../kernels/attention.cu"),
             Family::Contrastive => include_str!("../../../../kernels/contrastive.cu"),
+            Family::Plane => include_str!("../../../../kernels/plane.cu"),
         }
     }
 }

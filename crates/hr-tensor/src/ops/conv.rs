@@ -123,24 +123,36 @@ fn check_spec(op: &'static str, spec: &Conv2dSpec) -> Result<()> {
     Ok(())
 }
 
-/// Checks that all operands share dtype and device (the error names every operand's shape,
-/// dtype and device); returns their backend.
-fn same_kind(op: &'static str, ts: &[(&str, &Tensor)]) -> Result<&'static dyn Backend> {
-    let (_, first) = ts[0];
-    if ts
-        .iter()
-        .any(|(_, t)| t.dtype() != first.dtype() || t.device() != first.device())
-    {
-        let what: Vec<String> = ts
+/// Checks the operands' dtypes and devices: the activations (input, dy) share one dtype and
+/// device, the weight has the same dtype, or f32 under bf16 activations
+/// ([`super::param_dtype`]); the error names every operand's shape, dtype and device. Returns
+/// their backend.
+fn same_kind(
+    op: &'static str,
+    acts: &[(&str, &Tensor)],
+    weight: Option<&Tensor>,
+) -> Result<&'static dyn Backend> {
+    let (_, first) = acts[0];
+    let act_ok = |t: &Tensor| t.dtype() == first.dtype() && t.device() == first.device();
+    let weight_ok =
+        |w: &Tensor| w.dtype() == super::param_dtype(first.dtype()) && w.device() == first.device();
+    if !acts.iter().all(|(_, t)| act_ok(t)) || !weight.is_none_or(weight_ok) {
+        let what: Vec<String> = acts
             .iter()
+            .copied()
+            .chain(weight.map(|w| ("weight", w)))
             .map(|(name, t)| format!("{name} {:?} {:?} on {:?}", t.shape(), t.dtype(), t.device()))
             .collect();
         return Err(Error::invalid(
             op,
-            format!("dtype/device mismatch: {}", what.join(", ")),
+            format!(
+                "dtype/device mismatch: {} (activations share one dtype; the weight has it too, \
+                 or f32 with bf16 activations)",
+                what.join(", ")
+            ),
         ));
     }
-    let refs: Vec<&Tensor> = ts.iter().map(|(_, t)| *t).collect();
+    let refs: Vec<&Tensor> = acts.iter().map(|(_, t)| *t).collect();
     all_same(op, &refs)
 }
 
@@ -158,6 +170,11 @@ fn y_shape(s: &Conv2dSpec) -> [usize; 4] {
 
 /// 2-D convolution `y = x conv w` (cross-correlation, as in PyTorch), no bias.
 ///
+/// Mixed precision: a bf16 input with an f32 weight gives a bf16 output (f32 arithmetic on the
+/// input's values, rounded once; a dense pointwise convolution multiplies the weight's bf16
+/// rounding, like every GEMM under autocast); the backward then takes a bf16 `dy`, returns a
+/// bf16 `dx` and an f32 `dw`.
+///
 /// `x` is (N, C_in, H, W), `w` is (C_out, C_in / groups, kH, kW); returns
 /// (N, C_out, H_out, W_out). See [`conv2d_spec`] for the geometry and its errors.
 pub fn conv2d(
@@ -169,7 +186,7 @@ pub fn conv2d(
     groups: usize,
 ) -> Result<Tensor> {
     let spec = conv2d_spec(x.shape(), w.shape(), stride, padding, dilation, groups)?;
-    same_kind("conv2d", &[("input", x), ("weight", w)])?.conv2d(x, w, &spec)
+    same_kind("conv2d", &[("input", x)], Some(w))?.conv2d(x, w, &spec)
 }
 
 /// Backward of [`conv2d`] for the input: `dx` of shape (N, C_in, H, W) from `dy`
@@ -179,7 +196,7 @@ pub fn conv2d_bwd_data(dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Ten
     check_spec(OP, spec)?;
     expect_shape(OP, dy, &y_shape(spec))?;
     expect_shape(OP, w, &w_shape(spec))?;
-    same_kind(OP, &[("dy", dy), ("weight", w)])?.conv2d_bwd_data(dy, w, spec)
+    same_kind(OP, &[("dy", dy)], Some(w))?.conv2d_bwd_data(dy, w, spec)
 }
 
 /// Backward of [`conv2d`] for the weight: `dw` of shape (C_out, C_in / groups, kH, kW) from the
@@ -189,7 +206,7 @@ pub fn conv2d_bwd_weight(x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<T
     check_spec(OP, spec)?;
     expect_shape(OP, x, &x_shape(spec))?;
     expect_shape(OP, dy, &y_shape(spec))?;
-    same_kind(OP, &[("input", x), ("dy", dy)])?.conv2d_bwd_weight(x, dy, spec)
+    same_kind(OP, &[("input", x), ("dy", dy)], None)?.conv2d_bwd_weight(x, dy, spec)
 }
 
 /// Backward of [`conv2d`]: returns `(dx, dw)` for upstream gradient `dy`, where `spec` is the
@@ -205,6 +222,6 @@ pub fn conv2d_bwd(
     expect_shape(OP, x, &x_shape(spec))?;
     expect_shape(OP, w, &w_shape(spec))?;
     expect_shape(OP, dy, &y_shape(spec))?;
-    let be = same_kind(OP, &[("input", x), ("weight", w), ("dy", dy)])?;
+    let be = same_kind(OP, &[("input", x), ("dy", dy)], Some(w))?;
     be.conv2d_bwd(x, w, dy, spec)
 }

@@ -10,6 +10,7 @@ mod gemm;
 mod layout;
 mod norm;
 mod optim;
+mod plane;
 mod reduce;
 mod softmax;
 
@@ -25,6 +26,7 @@ pub use layout::*;
 pub use norm::*;
 #[allow(unused_imports)]
 pub use optim::*;
+pub use plane::*;
 pub use reduce::*;
 #[allow(unused_imports)]
 pub use softmax::*;
@@ -50,6 +52,45 @@ pub(crate) fn pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<&'static 
         });
     }
     backend_for(op, a.device())
+}
+
+/// The parameter dtype that goes with activations of `dtype`: f32 for bf16 activations (the
+/// mixed precision of the convolutions and batch norms: bf16 activations, f32 weights and
+/// statistics), else the same dtype.
+pub(crate) fn param_dtype(dtype: crate::DType) -> crate::DType {
+    match dtype {
+        crate::DType::BF16 => crate::DType::F32,
+        other => other,
+    }
+}
+
+/// Checks a mixed-precision operand set: the activations `acts` (at least one) share one
+/// device and dtype, the parameters `params` live on that device with [`param_dtype`] of it;
+/// returns their backend.
+pub(crate) fn acts_params(
+    op: &'static str,
+    acts: &[&Tensor],
+    params: &[&Tensor],
+) -> Result<&'static dyn Backend> {
+    let be = all_same(op, acts)?;
+    let want = param_dtype(acts[0].dtype());
+    for p in params {
+        if p.device() != acts[0].device() {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: acts[0].device(),
+                rhs: p.device(),
+            });
+        }
+        if p.dtype() != want {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: want,
+                rhs: p.dtype(),
+            });
+        }
+    }
+    Ok(be)
 }
 
 /// Checks that every tensor shares the first one's device and dtype; returns their backend.

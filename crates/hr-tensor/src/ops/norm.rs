@@ -139,6 +139,11 @@ mod last_axis_checks {
 /// `M = N * prod(spatial)`). `gamma`, `beta` and the running statistics have shape `[C]`;
 /// `momentum` is in [0, 1], `eps >= 0`, and `M` must be at least 2. Returns `y` and the
 /// per-channel `mean` / `rstd` that [`batch_norm_bwd`] needs.
+///
+/// Mixed precision (every batch norm op): a bf16 `x` takes f32 parameters and running
+/// statistics and gives a bf16 `y` (the f32 op on `x`'s values, rounded once) with f32
+/// statistics; the backward then takes a bf16 `dy` and gives a bf16 `dx` with f32 `dgamma` and
+/// `dbeta`.
 pub fn batch_norm_train(
     x: &crate::Tensor,
     gamma: &crate::Tensor,
@@ -191,7 +196,7 @@ fn train_checks(
     momentum: f64,
     eps: f64,
 ) -> crate::Result<&'static dyn crate::backend::Backend> {
-    let be = super::all_same(op, &[x, gamma, beta, rm, rv])?;
+    let be = super::acts_params(op, &[x], &[gamma, beta, rm, rv])?;
     let (n, c, s) = channel_checks::geometry(op, x)?;
     for p in [gamma, beta, rm, rv] {
         channel_checks::per_channel(op, x, p, c)?;
@@ -226,7 +231,7 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> crate::Result<crate::Tensor> {
     const OP: &str = "batch_norm_eval";
-    let be = super::all_same(OP, &[x, gamma, beta, running_mean, running_var])?;
+    let be = super::acts_params(OP, &[x], &[gamma, beta, running_mean, running_var])?;
     let (_, c, _) = channel_checks::geometry(OP, x)?;
     for p in [gamma, beta, running_mean, running_var] {
         channel_checks::per_channel(OP, x, p, c)?;
@@ -244,7 +249,7 @@ pub fn batch_norm_bwd(
     dy: &crate::Tensor,
 ) -> crate::Result<crate::NormGrads> {
     const OP: &str = "batch_norm_bwd";
-    let be = super::all_same(OP, &[x, gamma, dy, &stats.mean, &stats.rstd])?;
+    let be = super::acts_params(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
     super::same_shape(OP, x, dy)?;
     let (_, c, _) = channel_checks::geometry(OP, x)?;
     for p in [gamma, &stats.mean, &stats.rstd] {
@@ -268,7 +273,7 @@ pub fn batch_norm_act_bwd(
     act: crate::Unary,
 ) -> crate::Result<crate::NormGrads> {
     const OP: &str = "batch_norm_act_bwd";
-    let be = super::all_same(OP, &[x, gamma, beta, dy, &stats.mean, &stats.rstd])?;
+    let be = super::acts_params(OP, &[x, dy], &[gamma, beta, &stats.mean, &stats.rstd])?;
     super::same_shape(OP, x, dy)?;
     let (_, c, _) = channel_checks::geometry(OP, x)?;
     for p in [gamma, beta, &stats.mean, &stats.rstd] {

@@ -6,10 +6,16 @@
 //! Launches: a partial-reduction kernel (grid.x = chunks of one channel's positions, grid.y =
 //! channels, 256 threads, f64 partials), a finish kernel (one thread per channel), then a
 //! pointwise kernel (grid.x = (n, c) planes, grid.y = tiles of a plane, float4 when possible).
+//!
+//! bf16 activations: x, y, dy and dx may be bf16 with f32 parameters (the `_bf16` kernels; the
+//! statistics, dgamma and dbeta stay f32, and the per-channel finish kernels are shared).
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{buf, buf_mut, device_of, i64_of, unary_code, wrap};
+use std::sync::Arc;
+
+use super::dtype::{alloc_as, device_any, kname, storage, wrap_storage};
+use super::{buf, buf_mut, i64_of, unary_code, wrap};
 use crate::backend::{NormGrads, NormStats, Unary};
 use crate::checks::{nc_spatial, per_channel};
 use crate::cuda::kernels::Family;
@@ -78,7 +84,7 @@ fn cfg_reduce(ck: &Chunks, c: usize) -> LaunchConfig {
 /// Grid of the pointwise kernels: planes on x, tiles of a plane on y (one thread per float4
 /// when the plane length is a multiple of 4, as the kernels then vectorise; both axes are
 /// grid-strided, so any grid is correct).
-fn cfg_planes(planes: usize, s: usize) -> LaunchConfig {
+pub(super) fn cfg_planes(planes: usize, s: usize) -> LaunchConfig {
     let work = if s.is_multiple_of(4) { s / 4 } else { s };
     let threads = (work.div_ceil(32) * 32).clamp(32, THREADS as usize);
     LaunchConfig {
@@ -101,13 +107,12 @@ fn apply(
     act: Option<Unary>,
 ) -> Result<Tensor> {
     let (n, c, s) = nc_spatial(op, x)?;
-    let (_, xs) = buf(op, x)?;
-    let mut y = alloc_f32(dev, x.numel(), op)?;
+    let (_, xs) = storage(op, x)?;
+    let mut y = alloc_as(dev, x.dtype(), x.numel(), op)?;
     if x.numel() > 0 {
-        let name = if act.is_some() {
-            "bn_apply_act_f32"
-        } else {
-            "bn_apply_f32"
+        let name = match act {
+            Some(_) => kname!(x.dtype(), "bn_apply_act"),
+            None => kname!(x.dtype(), "bn_apply"),
         };
         let f = dev.function(Family::BatchNorm, name)?;
         let (nn, cc, ss) = (i64_of(n), i64_of(c), i64_of(s));
@@ -126,7 +131,23 @@ fn apply(
         }
         launch(l, name, cfg_planes(n * c, s))?;
     }
-    Ok(wrap(dev, y, x.shape()))
+    Ok(wrap_storage(dev, y, x.shape()))
+}
+
+/// The device of the activations `acts` (f32 or bf16, one dtype) after checking that every f32
+/// parameter in `params` lives there too.
+fn devices(op: &'static str, acts: &[&Tensor], params: &[&Tensor]) -> Result<Arc<CudaDevice>> {
+    let dev = device_any(op, acts)?;
+    for p in params {
+        if buf(op, p)?.0 != dev.ordinal {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: acts[0].device(),
+                rhs: p.device(),
+            });
+        }
+    }
+    Ok(dev)
 }
 
 /// Train mode: batch statistics, normalised output (through `act` when given: the fused
@@ -156,12 +177,13 @@ pub(super) fn train(
             ),
         ));
     }
-    let dev = device_of(OP, &[x, gamma, beta, &*running_mean, &*running_var])?;
-    let ((_, xs), (_, gs), (_, bs)) = (buf(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
+    let dev = devices(OP, &[x], &[gamma, beta, &*running_mean, &*running_var])?;
+    let ((_, xs), (_, gs), (_, bs)) = (storage(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
     let ck = chunks(n, s);
     let (nn, cc, ss, nch) = (i64_of(n), i64_of(c), i64_of(s), i64_of(ck.chunks));
     let mut part = scratch_f64(&dev, ck.chunks * c * 3, OP)?;
-    let f = dev.function(Family::BatchNorm, "bn_stats_part_f32")?;
+    let name = kname!(x.dtype(), "bn_stats_part");
+    let f = dev.function(Family::BatchNorm, name)?;
     let mut l = dev.stream.launch_builder(&f);
     l.arg(xs)
         .arg(&mut part)
@@ -172,7 +194,7 @@ pub(super) fn train(
         .arg(&ck.s_len)
         .arg(&ck.s_chunks)
         .arg(&nch);
-    launch(l, "bn_stats_part_f32", cfg_reduce(&ck, c))?;
+    launch(l, name, cfg_reduce(&ck, c))?;
     let mut mean = alloc_f32(&dev, c, OP)?;
     let mut rstd = alloc_f32(&dev, c, OP)?;
     let mut scale = alloc_f32(&dev, c, OP)?;
@@ -216,7 +238,7 @@ pub(super) fn eval(
     for t in [gamma, beta, running_mean, running_var] {
         per_channel(OP, t, c)?;
     }
-    let dev = device_of(OP, &[x, gamma, beta, running_mean, running_var])?;
+    let dev = devices(OP, &[x], &[gamma, beta, running_mean, running_var])?;
     let ((_, gs), (_, bs)) = (buf(OP, gamma)?, buf(OP, beta)?);
     let ((_, ms), (_, vs)) = (buf(OP, running_mean)?, buf(OP, running_var)?);
     let mut scale = alloc_f32(&dev, c, OP)?;
@@ -252,15 +274,16 @@ pub(super) fn backward(
     for t in [gamma, &stats.mean, &stats.rstd] {
         per_channel(OP, t, c)?;
     }
-    let dev = device_of(OP, &[x, gamma, &stats.mean, &stats.rstd, dy])?;
+    let dev = devices(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
+    let dt = x.dtype();
     if x.numel() == 0 {
         return Ok(NormGrads {
-            dx: wrap(&dev, alloc_f32(&dev, 0, OP)?, x.shape()),
+            dx: wrap_storage(&dev, alloc_as(&dev, dt, 0, OP)?, x.shape()),
             dgamma: wrap(&dev, zeros_f32(&dev, c, OP)?, gamma.shape()),
             dbeta: wrap(&dev, zeros_f32(&dev, c, OP)?, gamma.shape()),
         });
     }
-    let ((_, xs), (_, gs), (_, dys)) = (buf(OP, x)?, buf(OP, gamma)?, buf(OP, dy)?);
+    let ((_, xs), (_, gs), (_, dys)) = (storage(OP, x)?, buf(OP, gamma)?, storage(OP, dy)?);
     let ((_, ms), (_, rs)) = (buf(OP, &stats.mean)?, buf(OP, &stats.rstd)?);
     let ck = chunks(n, s);
     let (nn, cc, ss, nch) = (i64_of(n), i64_of(c), i64_of(s), i64_of(ck.chunks));
@@ -272,10 +295,9 @@ pub(super) fn backward(
         None => None,
     };
     let mut part = scratch_f64(&dev, ck.chunks * c * 2, OP)?;
-    let name = if fused.is_some() {
-        "bn_bwd_part_act_f32"
-    } else {
-        "bn_bwd_part_f32"
+    let name = match fused {
+        Some(_) => kname!(dt, "bn_bwd_part_act"),
+        None => kname!(dt, "bn_bwd_part"),
     };
     let f = dev.function(Family::BatchNorm, name)?;
     let mut l = dev.stream.launch_builder(&f);
@@ -315,11 +337,10 @@ pub(super) fn backward(
         .arg(&nch)
         .arg(&m);
     launch(l, "bn_bwd_finish_f32", cfg_elems(c))?;
-    let mut dx = alloc_f32(&dev, x.numel(), OP)?;
-    let name = if fused.is_some() {
-        "bn_bwd_dx_act_f32"
-    } else {
-        "bn_bwd_dx_f32"
+    let mut dx = alloc_as(&dev, dt, x.numel(), OP)?;
+    let name = match fused {
+        Some(_) => kname!(dt, "bn_bwd_dx_act"),
+        None => kname!(dt, "bn_bwd_dx"),
     };
     let f = dev.function(Family::BatchNorm, name)?;
     let mut l = dev.stream.launch_builder(&f);
@@ -339,7 +360,7 @@ pub(super) fn backward(
     }
     launch(l, name, cfg_planes(n * c, s))?;
     Ok(NormGrads {
-        dx: wrap(&dev, dx, x.shape()),
+        dx: wrap_storage(&dev, dx, x.shape()),
         dgamma: wrap(&dev, dg, gamma.shape()),
         dbeta: wrap(&dev, db, gamma.shape()),
     })

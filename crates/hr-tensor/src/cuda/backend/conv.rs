@@ -12,17 +12,25 @@
 //!   convolutions) through `kernels/conv.cu`, with 3x3 and 5x5 kernels unrolled; the
 //!   weight gradient is a deterministic two-stage block reduction (see the kernel file for why
 //!   these are not im2col + GEMM).
+//!
+//! bf16 activations (x, y, dy, dx in bf16 with an f32 weight; the CPU twin is the f32 op on the
+//! same values, rounded once): the direct kernels' `_bf16` entry points, and bf16 GEMMs for the
+//! pointwise path (the weight's cached bf16 copy times the activations as they are, f32
+//! accumulation, a bf16 result; the weight gradient stays f32).
 
 use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{buf, device_of, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
+use std::sync::Arc;
+
+use super::dtype::{alloc_as, device_any, kname, storage, wrap_storage, zeros_as};
+use super::{buf, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
 use crate::backend::{Conv2dSpec, ElementwiseOps, GemmOps, MatmulSpec, ReduceOps};
 use crate::checks::expect_shape;
 use crate::cuda::kernels::Family;
-use crate::cuda::launch::{alloc_f32, cfg_elems, launch, zeros_f32, ConvGeom};
+use crate::cuda::launch::{alloc_f32, cfg_elems, launch, ConvGeom};
 use crate::cuda::CudaDevice;
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 /// Largest plane (`h * w`, `h_out * w_out`) the direct kernels index with `int`.
 const PLANE_MAX: usize = 1 << 30;
@@ -191,6 +199,44 @@ fn flat_spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Matm
     }
 }
 
+/// A dense pointwise convolution's GEMM producing activations of dtype `acts`: f32 through
+/// [`CudaBackend::matmul`] (bf16 operands under autocast), bf16 through
+/// [`CudaBackend::matmul_bf16`] (bf16 operands, bf16 result).
+fn pointwise_gemm(
+    [a, b]: [&Tensor; 2],
+    spec: &MatmulSpec,
+    shape: &[usize],
+    acts: DType,
+) -> Result<Tensor> {
+    match acts {
+        DType::BF16 => {
+            let spec = MatmulSpec {
+                bf16_inputs: true,
+                ..*spec
+            };
+            CudaBackend.matmul_bf16(a, b, &spec, shape, DType::BF16)
+        }
+        _ => CudaBackend.matmul(a, b, spec, shape),
+    }
+}
+
+/// The device of the activations `acts` (one dtype, f32 or bf16) after checking that the f32
+/// weight `w` lives there too.
+fn devices(op: &'static str, acts: &[&Tensor], w: Option<&Tensor>) -> Result<Arc<CudaDevice>> {
+    let dev = device_any(op, acts)?;
+    if let Some(w) = w {
+        let (ordinal, _) = buf(op, w)?;
+        if ordinal != dev.ordinal {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: acts[0].device(),
+                rhs: w.device(),
+            });
+        }
+    }
+    Ok(dev)
+}
+
 /// `conv_fwd_c1_*`: blocks of `C1_THREADS` threads; grid.x over (batch entry, chunk of
 /// `C1_THREADS` output positions), grid.y over the chunks of `C1_CHANNELS` output channels
 /// (both grid-strided in the kernel).
@@ -211,10 +257,11 @@ fn cfg_c1(s: &Conv2dSpec) -> LaunchConfig {
 pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d";
     check_operands(OP, s, &[(x, x_shape(s)), (w, w_shape(s))])?;
+    let dt = x.dtype();
     if is_gemm(s) && s.h * s.w == 1 {
         // y (N x C_out) = x (N x C_in) @ w^T.
         let spec = flat_spec(s.n, s.c_out, s.c_in, false, true);
-        return CudaBackend.matmul(x, w, &spec, &y_shape(s));
+        return pointwise_gemm([x, w], &spec, &y_shape(s), dt);
     }
     if is_gemm(s) {
         let spec = MatmulSpec {
@@ -231,23 +278,27 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
             // its operands the same way: crate::autocast::bf16_conv_operands).
             bf16_inputs: crate::autocast::bf16_matmuls_active(),
         };
-        return CudaBackend.matmul(w, x, &spec, &y_shape(s));
+        return pointwise_gemm([w, x], &spec, &y_shape(s), dt);
     }
-    let dev = device_of(OP, &[x, w])?;
-    let ((_, xs), (_, ws)) = (buf(OP, x)?, buf(OP, w)?);
+    let dev = devices(OP, &[x], Some(w))?;
+    let ((_, xs), (_, ws)) = (storage(OP, x)?, buf(OP, w)?);
     let n = y_shape(s).iter().product();
-    let mut y = alloc_f32(&dev, n, OP)?;
+    let mut y = alloc_as(&dev, dt, n, OP)?;
     if n > 0 {
         let g = geom(OP, s)?;
         // One input channel, groups 1 (the stem), 3x3 or 5x5: input taps in registers reused
         // for chunks of C1_CHANNELS output channels (bit-identical to conv_fwd_*).
         let (name, cfg) = match (s.c_in, s.groups, s.kh, s.kw) {
-            (1, 1, 3, 3) => ("conv_fwd_c1_k3_f32", cfg_c1(s)),
-            (1, 1, 5, 5) => ("conv_fwd_c1_k5_f32", cfg_c1(s)),
+            (1, 1, 3, 3) => (kname!(dt, "conv_fwd_c1_k3"), cfg_c1(s)),
+            (1, 1, 5, 5) => (kname!(dt, "conv_fwd_c1_k5"), cfg_c1(s)),
             _ => (
                 pick(
                     s,
-                    ["conv_fwd_k3_f32", "conv_fwd_k5_f32", "conv_fwd_any_f32"],
+                    [
+                        kname!(dt, "conv_fwd_k3"),
+                        kname!(dt, "conv_fwd_k5"),
+                        kname!(dt, "conv_fwd_any"),
+                    ],
                 ),
                 cfg_tiles(s.n * s.c_out, s.h_out, s.w_out),
             ),
@@ -257,17 +308,18 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
         a.arg(xs).arg(ws).arg(&mut y).arg(&g);
         launch(a, name, cfg)?;
     }
-    Ok(wrap(&dev, y, &y_shape(s)))
+    Ok(wrap_storage(&dev, y, &y_shape(s)))
 }
 
 /// Gradient of the input.
 pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_data";
     check_operands(OP, s, &[(dy, y_shape(s)), (w, w_shape(s))])?;
+    let dt = dy.dtype();
     if is_gemm(s) && s.h * s.w == 1 {
         // dx (N x C_in) = dy (N x C_out) @ w.
         let spec = flat_spec(s.n, s.c_in, s.c_out, false, false);
-        return CudaBackend.matmul(dy, w, &spec, &x_shape(s));
+        return pointwise_gemm([dy, w], &spec, &x_shape(s), dt);
     }
     if is_gemm(s) {
         let spec = MatmulSpec {
@@ -284,25 +336,25 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
             // its operands the same way: crate::autocast::bf16_conv_operands).
             bf16_inputs: crate::autocast::bf16_matmuls_active(),
         };
-        return CudaBackend.matmul(w, dy, &spec, &x_shape(s));
+        return pointwise_gemm([w, dy], &spec, &x_shape(s), dt);
     }
-    let dev = device_of(OP, &[dy, w])?;
-    let ((_, dys), (_, ws)) = (buf(OP, dy)?, buf(OP, w)?);
+    let dev = devices(OP, &[dy], Some(w))?;
+    let ((_, dys), (_, ws)) = (storage(OP, dy)?, buf(OP, w)?);
     let n = x_shape(s).iter().product();
-    let mut dx = alloc_f32(&dev, n, OP)?;
+    let mut dx = alloc_as(&dev, dt, n, OP)?;
     if n > 0 {
         let g = geom(OP, s)?;
         let name = match (s.kh, s.kw, s.stride) {
-            (3, 3, (1, 1)) => "conv_bwd_data_k3s1_f32",
-            (3, 3, (2, 2)) => "conv_bwd_data_k3s2_f32",
-            (5, 5, (1, 1)) => "conv_bwd_data_k5s1_f32",
-            (5, 5, (2, 2)) => "conv_bwd_data_k5s2_f32",
+            (3, 3, (1, 1)) => kname!(dt, "conv_bwd_data_k3s1"),
+            (3, 3, (2, 2)) => kname!(dt, "conv_bwd_data_k3s2"),
+            (5, 5, (1, 1)) => kname!(dt, "conv_bwd_data_k5s1"),
+            (5, 5, (2, 2)) => kname!(dt, "conv_bwd_data_k5s2"),
             _ => pick(
                 s,
                 [
-                    "conv_bwd_data_k3_f32",
-                    "conv_bwd_data_k5_f32",
-                    "conv_bwd_data_any_f32",
+                    kname!(dt, "conv_bwd_data_k3"),
+                    kname!(dt, "conv_bwd_data_k5"),
+                    kname!(dt, "conv_bwd_data_any"),
                 ],
             ),
         };
@@ -311,22 +363,27 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
         a.arg(dys).arg(ws).arg(&mut dx).arg(&g);
         launch(a, name, cfg_tiles(s.n * s.c_in, s.h, s.w))?;
     }
-    Ok(wrap(&dev, dx, &x_shape(s)))
+    Ok(wrap_storage(&dev, dx, &x_shape(s)))
 }
 
 /// Gradient of the weight.
 pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
     check_operands(OP, s, &[(x, x_shape(s)), (dy, y_shape(s))])?;
-    let dev = device_of(OP, &[x, dy])?;
+    let dev = devices(OP, &[x, dy], None)?;
     let len: usize = w_shape(s).iter().product();
     if len == 0 || s.n == 0 {
-        return Ok(wrap(&dev, zeros_f32(&dev, len, OP)?, &w_shape(s)));
+        return Ok(wrap_storage(
+            &dev,
+            zeros_as(&dev, DType::F32, len, OP)?,
+            &w_shape(s),
+        ));
     }
     if is_gemm(s) {
-        return pointwise_bwd_weight(x, dy, s);
+        return pointwise_bwd_weight(&dev, x, dy, s);
     }
-    let ((_, xs), (_, dys)) = (buf(OP, x)?, buf(OP, dy)?);
+    let dt = x.dtype();
+    let ((_, xs), (_, dys)) = (storage(OP, x)?, storage(OP, dy)?);
     let g = geom(OP, s)?;
     // Chunks of whole batch entries holding about BWD_WEIGHT_CHUNK output positions each, at
     // most GRID_Y_MAX of them (grid.y is the chunk index).
@@ -341,9 +398,9 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result
     let name = pick(
         s,
         [
-            "conv_bwd_weight_part_k3_f32",
-            "conv_bwd_weight_part_k5_f32",
-            "conv_bwd_weight_part_any_f32",
+            kname!(dt, "conv_bwd_weight_part_k3"),
+            kname!(dt, "conv_bwd_weight_part_k5"),
+            kname!(dt, "conv_bwd_weight_part_any"),
         ],
     );
     let cfg = LaunchConfig {
@@ -375,18 +432,26 @@ const DW_PARTIAL_MAX: usize = 1 << 25;
 /// them in a fixed order (f64) and the chunks accumulate in order: deterministic, and a
 /// handful of large GEMMs instead of one small GEMM per example. Under autocast the operands
 /// are cast to bf16 once (f32 accumulation, like the forward and backward-data GEMMs; the CPU
-/// rounds the same operands). 1 x 1 images fold the batch into one GEMM. Needs `s.n > 0`.
-fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+/// rounds the same operands); bf16 activations are bf16 operands as they are. 1 x 1 images
+/// fold the batch into one GEMM. Needs `s.n > 0`.
+fn pointwise_bwd_weight(
+    dev: &CudaDevice,
+    x: &Tensor,
+    dy: &Tensor,
+    s: &Conv2dSpec,
+) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
+    let bf16_acts = x.dtype() == DType::BF16;
     if s.h * s.w == 1 {
         // dW (C_out x C_in) = dy^T (C_out x N) @ x (N x C_in): one GEMM over the batch.
         let spec = flat_spec(s.c_out, s.c_in, s.n, true, false);
-        return CudaBackend.matmul(dy, x, &spec, &w_shape(s));
+        return match bf16_acts {
+            true => CudaBackend.matmul_bf16(dy, x, &spec, &w_shape(s), DType::F32),
+            false => CudaBackend.matmul(dy, x, &spec, &w_shape(s)),
+        };
     }
-    let dev = device_of(OP, &[x, dy])?;
-    let ((_, xs), (_, dys)) = (buf(OP, x)?, buf(OP, dy)?);
     let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
-    if xs.len() < s.n * ci * hw || dys.len() < s.n * co * hw {
+    if gemm_bf16::operand_len(x) < s.n * ci * hw || gemm_bf16::operand_len(dy) < s.n * co * hw {
         return Err(Error::ShapeMismatch {
             op: OP,
             lhs: x.shape().to_vec(),
@@ -405,7 +470,7 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
         beta: 0.0f32,
         ldc: to_i32(OP, "c_in", ci)?,
     };
-    let casts = match crate::autocast::bf16_matmuls_active() {
+    let casts = match bf16_acts || crate::autocast::bf16_matmuls_active() {
         true => Some(gemm_bf16::cast_pair([x, dy], OP)?),
         false => None,
     };
@@ -417,7 +482,7 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
             n0 * ci * hw..(n0 + nb) * ci * hw,
             n0 * co * hw..(n0 + nb) * co * hw,
         );
-        let mut part = alloc_f32(&dev, nb * ci * co, OP)?;
+        let mut part = alloc_f32(dev, nb * ci * co, OP)?;
         let what = format!(
             "examples {n0}..{} of {}, m {ci}, n {co}, k {hw}",
             n0 + nb,
@@ -432,11 +497,14 @@ fn pointwise_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tenso
         match &casts {
             Some((x16, d16)) => {
                 let views = [&x16.slice(xr), &d16.slice(dr)];
-                gemm_bf16::batched(&dev, &gemm, views, &mut part, &batch, (OP, &what))?;
+                gemm_bf16::batched(dev, &gemm, views, &mut part, &batch, (OP, &what))?;
             }
-            None => f32_batched(&dev, &gemm, [xs, dys], [xr, dr], &mut part, &batch, &what)?,
+            None => {
+                let operands = [buf(OP, x)?.1, buf(OP, dy)?.1];
+                f32_batched(dev, &gemm, operands, [xr, dr], &mut part, &batch, &what)?
+            }
         }
-        let sum = CudaBackend.sum_to(&wrap(&dev, part, &[nb, co * ci]), &[1, co * ci])?;
+        let sum = CudaBackend.sum_to(&wrap(dev, part, &[nb, co * ci]), &[1, co * ci])?;
         match dw.as_mut() {
             None => dw = Some(sum),
             Some(acc) => CudaBackend.axpy(acc, 1.0, &sum)?,

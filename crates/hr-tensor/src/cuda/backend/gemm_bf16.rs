@@ -1,4 +1,4 @@
-//! bf16 GEMMs under autocast: both operands are cast to bf16 (the backend's `cast`, i.e.
+//! bf16 GEMMs under autocast and for bf16 activations: f32 operands are cast to bf16 (the backend's `cast`, i.e.
 //! `cast_f32_bf16` in `kernels/elementwise.cu`: round to nearest even like the CPU's
 //! `round_bf16`), then one `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32
 //! accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
@@ -18,9 +18,17 @@ use crate::cuda::{profile, CudaDevice, CudaStorage};
 use crate::storage::Storage;
 use crate::{DType, Error, Result, Tensor};
 
-/// The bf16 copy of the f32 GPU operand `x` (made through [`super::cast`] on first use, then
-/// cached with `x`'s storage).
+/// The bf16 device buffer of GEMM operand `x`: its own storage when it holds bf16 (a bf16
+/// activation), else the bf16 copy of its f32 storage (made through [`super::cast`] on first
+/// use, then cached with `x`'s storage).
 fn to_bf16<'a>(x: &'a Tensor, op: &'static str) -> Result<&'a CudaSlice<u16>> {
+    if let Storage::Cuda {
+        data: CudaStorage::BF16(b),
+        ..
+    } = x.storage()
+    {
+        return Ok(b);
+    }
     let copy = x.bf16_copy(|data| match data {
         Storage::Cuda {
             ordinal,
@@ -31,7 +39,7 @@ fn to_bf16<'a>(x: &'a Tensor, op: &'static str) -> Result<&'a CudaSlice<u16>> {
         }),
         _ => Err(Error::invalid(
             op,
-            "bf16 GEMM operands must be f32 on a GPU",
+            "bf16 GEMM operands must be f32 or bf16 on a GPU",
         )),
     })?;
     match copy {
@@ -46,12 +54,33 @@ fn to_bf16<'a>(x: &'a Tensor, op: &'static str) -> Result<&'a CudaSlice<u16>> {
     }
 }
 
-/// `c = gemm(a, b)` of [`super::CudaBackend::matmul`] with bf16 operands; `g` is the
-/// column-major config (operands already swapped), `a`/`b` the row-major operands.
+/// Elements of the operand buffer behind `x` (bf16 or f32 storage).
+pub(super) fn operand_len(x: &Tensor) -> usize {
+    match x.storage() {
+        Storage::Cuda { data, .. } => match data {
+            CudaStorage::F32(s) => s.len(),
+            CudaStorage::BF16(s) => s.len(),
+        },
+        Storage::Cpu(_) => 0,
+    }
+}
+
+/// The output of a bf16 GEMM: f32 (the default under autocast) or bf16 (the next bf16
+/// activation: cuBLAS rounds the f32 accumulator once).
+pub(super) enum Out<'a> {
+    /// f32 output.
+    F32(&'a mut CudaSlice<f32>),
+    /// bf16 output.
+    BF16(&'a mut CudaSlice<u16>),
+}
+
+/// `c = gemm(a, b)` of [`super::CudaBackend::matmul`] with bf16 operands (f32 ones through
+/// their cached bf16 copy, bf16 ones as they are); `g` is the column-major config (operands
+/// already swapped), `a`/`b` the row-major operands.
 pub(super) fn matmul(
     dev: &CudaDevice,
     [a, b]: [&Tensor; 2],
-    c: &mut CudaSlice<f32>,
+    c: Out<'_>,
     spec: &MatmulSpec,
     g: &GemmConfig<f32>,
 ) -> Result<()> {
@@ -82,7 +111,8 @@ pub(super) fn matmul(
 /// Two operands cast to bf16.
 pub(super) type Bf16Pair<'a> = (&'a CudaSlice<u16>, &'a CudaSlice<u16>);
 
-/// Both f32 operands cast to bf16 (for several GEMMs on slices of them).
+/// Both operands as bf16 (f32 ones cast once, bf16 ones as they are), for several GEMMs on
+/// slices of them.
 pub(super) fn cast_pair<'a>([a, b]: [&'a Tensor; 2], op: &'static str) -> Result<Bf16Pair<'a>> {
     Ok((to_bf16(a, op)?, to_bf16(b, op)?))
 }
@@ -99,7 +129,7 @@ pub(super) fn batched(
 ) -> Result<()> {
     let blas = dev.blas()?;
     profile::around("cublas bf16 gemm", || {
-        gemm_ex(dev, &blas, g, operands, c, batch).map_err(|e| Error::Cuda {
+        gemm_ex(dev, &blas, g, operands, Out::F32(c), batch).map_err(|e| Error::Cuda {
             op,
             msg: format!("cublasGemmStridedBatchedEx bf16 ({what}) failed: {e:?}"),
         })
@@ -119,19 +149,25 @@ pub(super) struct Batch {
 }
 
 /// One `cublasGemmStridedBatchedEx`: column-major `c = alpha op(a) op(b) + beta c` with bf16
-/// `a` and `b`, f32 `c`, f32 accumulation (tensor cores on sm_80+).
+/// `a` and `b`, f32 or bf16 `c`, f32 accumulation (tensor cores on sm_80+).
 fn gemm_ex(
     dev: &CudaDevice,
     blas: &CudaBlas,
     g: &GemmConfig<f32>,
     [a, b]: [&CudaView<'_, u16>; 2],
-    c: &mut CudaSlice<f32>,
+    c: Out<'_>,
     batch: &Batch,
 ) -> std::result::Result<(), blas_result::CublasError> {
     let (pa, _ra) = a.device_ptr(&dev.stream);
     let (pb, _rb) = b.device_ptr(&dev.stream);
-    let (pc, _rc) = c.device_ptr_mut(&dev.stream);
     let bf = blas_sys::cudaDataType::CUDA_R_16BF;
+    let ((pc, _rc), c_type) = match c {
+        Out::F32(s) => (
+            s.device_ptr_mut(&dev.stream),
+            blas_sys::cudaDataType::CUDA_R_32F,
+        ),
+        Out::BF16(s) => (s.device_ptr_mut(&dev.stream), bf),
+    };
     // SAFETY: the handle is live and bound to `dev.stream`; the buffers hold the elements
     // the config addresses (checked by the callers: same geometry as their f32 paths); alpha
     // and beta are host f32 scalars (host pointer mode) that outlive the call.
@@ -154,7 +190,7 @@ fn gemm_ex(
             batch.stride_b,
             (&g.beta) as *const f32 as *const c_void,
             pc as *mut c_void,
-            blas_sys::cudaDataType::CUDA_R_32F,
+            c_type,
             g.ldc,
             batch.stride_c,
             batch.count,

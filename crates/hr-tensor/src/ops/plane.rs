@@ -1,0 +1,27 @@
+//! Per-plane ops over `(N, C, *spatial)` tensors: the squeeze-and-excitation block's pooling,
+//! gate gradient and scaling, one pass each (see [`crate::backend::PlaneOps`]).
+
+use crate::{Result, Tensor};
+
+/// `out[n, c] = sum over the spatial positions of a[n, c, ..]`, times `b[n, c, ..]` when given
+/// (same shape, dtype and device as `a`; the product rounded in the compute dtype like
+/// [`super::mul`]), accumulated in f64 and rounded once. Shape `(N, C)`; dtype f32 for bf16
+/// activations (see [`super::param_dtype`]), else `a`'s.
+pub fn plane_sum(a: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "plane_sum";
+    let acts: Vec<&Tensor> = std::iter::once(a).chain(b).collect();
+    let be = super::acts_params(OP, &acts, &[])?;
+    crate::checks::planes(OP, a, b, &[])?;
+    be.plane_sum(a, b)
+}
+
+/// `y[n, c, ..] = x[n, c, ..] * scale[n, c]`, plus `shift[n, c]` when given, rounded once to
+/// `x`'s dtype; `scale` and `shift` have shape `(N, C)` and the parameter dtype of `x` (f32 for
+/// bf16 activations).
+pub fn plane_scale(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "plane_scale";
+    let per_plane: Vec<&Tensor> = std::iter::once(scale).chain(shift).collect();
+    let be = super::acts_params(OP, &[x], &per_plane)?;
+    crate::checks::planes(OP, x, None, &per_plane)?;
+    be.plane_scale(x, scale, shift)
+}

@@ -1,0 +1,143 @@
+//! Per-plane ops (`plane_sum`, `plane_scale`: the squeeze-and-excitation block's pooling, gate
+//! gradient and scaling) on the CPU against the unfused ops they replace, in f64, f32 and with
+//! bf16 activations, plus their errors.
+
+use hr_tensor::ops;
+use hr_tensor::testing::assert_close;
+use hr_tensor::{DType, Error, Rng, Tensor};
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, 1.0, &mut Rng::new(seed)).expect("randn")
+}
+
+const SHAPES: [&[usize]; 5] = [
+    &[2, 3, 4, 5],
+    &[3, 5, 7, 9],
+    &[4, 6],
+    &[2, 3, 11],
+    &[1, 2, 0, 3],
+];
+
+/// The (N, C) shape and the spatial axes of `shape`, with `per` viewed as (N, C, 1, ..).
+fn split(shape: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let axes: Vec<usize> = (2..shape.len()).collect();
+    let mut kept = shape[..2].to_vec();
+    kept.extend(std::iter::repeat_n(1, shape.len() - 2));
+    (shape[..2].to_vec(), axes, kept)
+}
+
+#[test]
+fn plane_ops_match_the_unfused_ops() {
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let seed = 10 * i as u64;
+        let (nc, axes, kept) = split(shape);
+        for dtype in [DType::F64, DType::F32] {
+            let cast = |t: Tensor| t.to_dtype(dtype).unwrap();
+            let (a, b) = (cast(randn(shape, seed)), cast(randn(shape, seed + 1)));
+            let (scale, shift) = (cast(randn(&nc, seed + 2)), cast(randn(&nc, seed + 3)));
+            let what = format!("{shape:?} {dtype:?}");
+            let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
+            let sum = ops::sum_axes(&a, &axes, false).unwrap();
+            assert_close(
+                &format!("plane_sum {what}"),
+                &ops::plane_sum(&a, None).unwrap(),
+                &sum,
+                tol,
+            );
+            let dot = ops::sum_axes(&ops::mul(&a, &b).unwrap(), &axes, false).unwrap();
+            let got = ops::plane_sum(&a, Some(&b)).unwrap();
+            assert_eq!(got.shape(), &nc[..]);
+            assert_close(&format!("plane_sum a*b {what}"), &got, &dot, tol);
+            // Scaling is one product (and one add) per element: bit-exact with the unfused ops.
+            let mul = ops::mul(&a, &scale.reshape(&kept).unwrap()).unwrap();
+            let y = ops::plane_scale(&a, &scale, None).unwrap();
+            assert_eq!(
+                y.to_vec_f64().unwrap(),
+                mul.to_vec_f64().unwrap(),
+                "plane_scale {what}"
+            );
+            let fused = ops::plane_scale(&a, &scale, Some(&shift)).unwrap();
+            let want = ops::add(&mul, &shift.reshape(&kept).unwrap()).unwrap();
+            assert_eq!(
+                fused.to_vec_f64().unwrap(),
+                want.to_vec_f64().unwrap(),
+                "plane_scale + shift {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_activations_run_the_f32_op_and_round_once() {
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let seed = 100 + 10 * i as u64;
+        let (nc, _, _) = split(shape);
+        let ab = randn(shape, seed).to_dtype(DType::BF16).unwrap();
+        let bb = randn(shape, seed + 1).to_dtype(DType::BF16).unwrap();
+        let (af, bf) = (
+            ab.to_dtype(DType::F32).unwrap(),
+            bb.to_dtype(DType::F32).unwrap(),
+        );
+        let (scale, shift) = (randn(&nc, seed + 2), randn(&nc, seed + 3));
+        let sum = ops::plane_sum(&ab, Some(&bb)).unwrap();
+        assert_eq!(sum.dtype(), DType::F32, "the per-plane sums stay f32");
+        assert_eq!(
+            sum.to_vec_f64().unwrap(),
+            ops::plane_sum(&af, Some(&bf))
+                .unwrap()
+                .to_vec_f64()
+                .unwrap()
+        );
+        let y = ops::plane_scale(&ab, &scale, Some(&shift)).unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        let want = ops::plane_scale(&af, &scale, Some(&shift))
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        assert_eq!(
+            y.to_vec_f64().unwrap(),
+            want.to_vec_f64().unwrap(),
+            "{shape:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_operands_are_errors_naming_the_op() {
+    let a = randn(&[2, 3, 4], 1);
+    let name = |e: Error| match e {
+        Error::InvalidArgument { op, .. }
+        | Error::ShapeMismatch { op, .. }
+        | Error::DTypeMismatch { op, .. } => op,
+        other => panic!("unexpected error {other}"),
+    };
+    let other = randn(&[2, 3, 5], 2);
+    assert_eq!(
+        name(ops::plane_sum(&a, Some(&other)).unwrap_err()),
+        "plane_sum"
+    );
+    assert_eq!(
+        name(ops::plane_sum(&randn(&[6], 3), None).unwrap_err()),
+        "plane_sum"
+    );
+    let bad = randn(&[3, 2], 4);
+    assert_eq!(
+        name(ops::plane_scale(&a, &bad, None).unwrap_err()),
+        "plane_scale"
+    );
+    let good = randn(&[2, 3], 5);
+    assert_eq!(
+        name(ops::plane_scale(&a, &good, Some(&bad)).unwrap_err()),
+        "plane_scale"
+    );
+    let b16 = a.to_dtype(DType::BF16).unwrap();
+    let s16 = good.to_dtype(DType::BF16).unwrap();
+    assert_eq!(
+        name(ops::plane_scale(&b16, &s16, None).unwrap_err()),
+        "plane_scale"
+    );
+    assert_eq!(
+        name(ops::plane_sum(&b16, Some(&a)).unwrap_err()),
+        "plane_sum"
+    );
+}
