@@ -204,53 +204,85 @@ def conv_row(op, shape, nbytes, flops, ms, gemm):
     rows.append((op, shape, ms, f"{r:.0f} GB/s, {tf:.2f} TFLOP/s", frac))
 
 
-for names, xs, ws, st, pd, groups, bwd_data in CONV_BENCHES:
-    x = torch.full(xs, 0.5, device=dev)
-    w = torch.rand(ws, device=dev) * 4 - 2
-    y = torch.nn.functional.conv2d(x, w, stride=st, padding=pd, groups=groups)
+def conv_rows(dtype):
+    """CONV_BENCHES with activations (and, as under autocast, the weight) in `dtype`."""
+    esize = 2 if dtype == torch.bfloat16 else 4
+    tag = " bf16" if dtype == torch.bfloat16 else ""
+    for names, xs, ws, st, pd, groups, bwd_data in CONV_BENCHES:
+        x = torch.full(xs, 0.5, device=dev, dtype=dtype)
+        w = (torch.rand(ws, device=dev) * 4 - 2).to(dtype)
+        y = torch.nn.functional.conv2d(x, w, stride=st, padding=pd, groups=groups)
+        dy = torch.full_like(y, 0.25)
+        nbytes = esize * (numel(xs) + y.numel()) + 4 * numel(ws)
+        flops = 2.0 * y.numel() * ws[1] * ws[2] * ws[3]
+        gemm = ws[2] == 1 and groups == 1
+        shape = f"x {list(xs)} w {list(ws)} s {st} p {pd} g {groups}{tag}"
+        ms = time_ms(lambda: torch.nn.functional.conv2d(x, w, stride=st, padding=pd, groups=groups), 5)
+        conv_row(names[0], shape, nbytes, flops, ms, gemm)
+
+        def bwd(mask):
+            return torch.ops.aten.convolution_backward(
+                dy, x, w, None, [st, st], [pd, pd], [1, 1], False, [0, 0], groups, mask
+            )
+
+        if bwd_data:
+            ms = time_ms(lambda: bwd([True, False, False]), 5)
+            conv_row(names[1], shape, nbytes, flops, ms, gemm)
+        ms = time_ms(lambda: bwd([False, True, False]), 5)
+        conv_row(names[2], shape, nbytes, flops, ms, gemm)
+        del x, w, y, dy
+
+
+def batch_norm_rows(dtype):
+    """Batch norm on block 2's expansion with activations in `dtype`, f32 parameters (cuDNN
+    takes bf16 inputs with f32 weights and statistics, as under autocast)."""
+    shape = (32, 256, 64, 500)
+    c = shape[1]
+    tag = " bf16" if dtype == torch.bfloat16 else ""
+    x = (torch.rand(shape, device=dev) * 4 - 2).to(dtype)
+    g = torch.rand(c, device=dev) * 4 - 2
+    b = torch.rand(c, device=dev) * 4 - 2
+    rm = torch.zeros(c, device=dev)
+    rv = torch.ones(c, device=dev)
+    nb = (2.0 if dtype == torch.bfloat16 else 4.0) * numel(shape)
+    with torch.no_grad():
+        ms = time_ms(lambda: torch.nn.functional.batch_norm(x, rm, rv, g, b, training=True, momentum=0.01, eps=1e-3), 5)
+    rows.append(("batch_norm train fwd", f"{list(shape)}{tag}", ms, f"{gbs(3 * nb, ms):.0f} GB/s (3 passes)", f"{gbs(3 * nb, ms) / ceiling:.2f}"))
+    xg = x.clone().requires_grad_(True)
+    gg = g.clone().requires_grad_(True)
+    bg = b.clone().requires_grad_(True)
+    y = torch.nn.functional.batch_norm(xg, rm, rv, gg, bg, training=True, momentum=0.01, eps=1e-3)
     dy = torch.full_like(y, 0.25)
-    nbytes = 4 * (numel(xs) + numel(ws) + y.numel())
-    flops = 2.0 * y.numel() * ws[1] * ws[2] * ws[3]
-    gemm = ws[2] == 1 and groups == 1
-    shape = f"x {list(xs)} w {list(ws)} s {st} p {pd} g {groups}"
-    ms = time_ms(lambda: torch.nn.functional.conv2d(x, w, stride=st, padding=pd, groups=groups), 5)
-    conv_row(names[0], shape, nbytes, flops, ms, gemm)
+    ms = time_ms(lambda: torch.autograd.grad(y, [xg, gg, bg], dy, retain_graph=True), 5)
+    rows.append(("batch_norm bwd", f"{list(shape)}{tag}", ms, f"{gbs(5 * nb, ms):.0f} GB/s (5 passes)", f"{gbs(5 * nb, ms) / ceiling:.2f}"))
+    del xg, y, dy
+    with torch.no_grad():
+        ms = time_ms(lambda: torch.nn.functional.batch_norm(x, rm, rv, g, b, training=False, eps=1e-3), 5)
+    rows.append(("batch_norm eval", f"{list(shape)}{tag}", ms, f"{gbs(2 * nb, ms):.0f} GB/s", f"{gbs(2 * nb, ms) / ceiling:.2f}"))
+    del x
 
-    def bwd(mask):
-        return torch.ops.aten.convolution_backward(
-            dy, x, w, None, [st, st], [pd, pd], [1, 1], False, [0, 0], groups, mask
-        )
 
-    if bwd_data:
-        ms = time_ms(lambda: bwd([True, False, False]), 5)
-        conv_row(names[1], shape, nbytes, flops, ms, gemm)
-    ms = time_ms(lambda: bwd([False, True, False]), 5)
-    conv_row(names[2], shape, nbytes, flops, ms, gemm)
-    del x, w, y, dy
+def se_rows(dtype):
+    """The squeeze-and-excitation block's backward pieces on block 4's map (plane_rows in
+    cuda_ops.rs), as eager PyTorch computes them: (dy * x).sum((2, 3)) and dy * gate + shift."""
+    shape = (32, 288, 16, 125)
+    tag = " bf16" if dtype == torch.bfloat16 else ""
+    x = (torch.rand(shape, device=dev) * 4 - 2).to(dtype)
+    dy = torch.full(shape, 0.25, device=dev, dtype=dtype)
+    per = (torch.rand(shape[:2], device=dev) * 4 - 2).to(dtype)[:, :, None, None]
+    nb = (2.0 if dtype == torch.bfloat16 else 4.0) * numel(shape)
+    with torch.no_grad():
+        ms = time_ms(lambda: (dy * x).sum((2, 3)), 10)
+        rows.append(("SE gate gradient ((dy * x).sum)", f"{list(shape)}{tag}", ms, f"{gbs(2 * nb, ms):.0f} GB/s", f"{gbs(2 * nb, ms) / ceiling:.2f}"))
+        ms = time_ms(lambda: dy * per + per, 10)
+        rows.append(("SE dx (dy * gate + shift)", f"{list(shape)}{tag}", ms, f"{gbs(2 * nb, ms):.0f} GB/s", f"{gbs(2 * nb, ms) / ceiling:.2f}"))
+    del x, dy
 
-shape = (32, 256, 64, 500)
-c = shape[1]
-x = torch.rand(shape, device=dev) * 4 - 2
-g = torch.rand(c, device=dev) * 4 - 2
-b = torch.rand(c, device=dev) * 4 - 2
-rm = torch.zeros(c, device=dev)
-rv = torch.ones(c, device=dev)
-nb = 4.0 * numel(shape)
-with torch.no_grad():
-    ms = time_ms(lambda: torch.nn.functional.batch_norm(x, rm, rv, g, b, training=True, momentum=0.01, eps=1e-3), 5)
-rows.append(("batch_norm train fwd", f"{list(shape)}", ms, f"{gbs(3 * nb, ms):.0f} GB/s (3 passes)", f"{gbs(3 * nb, ms) / ceiling:.2f}"))
-xg = x.clone().requires_grad_(True)
-gg = g.clone().requires_grad_(True)
-bg = b.clone().requires_grad_(True)
-y = torch.nn.functional.batch_norm(xg, rm, rv, gg, bg, training=True, momentum=0.01, eps=1e-3)
-dy = torch.full_like(y, 0.25)
-ms = time_ms(lambda: torch.autograd.grad(y, [xg, gg, bg], dy, retain_graph=True), 5)
-rows.append(("batch_norm bwd", f"{list(shape)}", ms, f"{gbs(5 * nb, ms):.0f} GB/s (5 passes)", f"{gbs(5 * nb, ms) / ceiling:.2f}"))
-del xg, y, dy
-with torch.no_grad():
-    ms = time_ms(lambda: torch.nn.functional.batch_norm(x, rm, rv, g, b, training=False, eps=1e-3), 5)
-rows.append(("batch_norm eval", f"{list(shape)}", ms, f"{gbs(2 * nb, ms):.0f} GB/s", f"{gbs(2 * nb, ms) / ceiling:.2f}"))
-del x
+
+for dt in (torch.float32, torch.bfloat16):
+    conv_rows(dt)
+    batch_norm_rows(dt)
+    se_rows(dt)
 
 print("\n| op (PyTorch) | shape | time (ms) | achieved | fraction of stream ceiling |")
 print("|---|---|---:|---:|---:|")

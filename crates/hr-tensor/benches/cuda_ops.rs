@@ -1,7 +1,8 @@
 //! CUDA op benchmarks on `cuda:0`, timed with CUDA events on the device's stream (kernel time,
 //! not host overhead): GEMM 4096^3 (cuBLAS, FP32 without TF32), layer norm, masked softmax,
 //! fused Adam, GELU, the convolutions and batch norms of the MobileNetV3 mn40 audio encoder
-//! (batch 32, 10 s clips), the fused attention and contrastive loss, the bf16 autocast GEMM,
+//! (batch 32, 10 s clips; f32 and bf16 activations), the squeeze-and-excitation block's
+//! per-plane ops, the fused attention and contrastive loss, the bf16 autocast GEMM,
 //! plus a streaming ceiling (in-place `axpy`: two reads + one write)
 //! that the memory-bound kernels are compared against (pointwise convolutions, which are
 //! cuBLAS GEMMs, are compared against the 4096^3 GEMM instead).
@@ -237,8 +238,11 @@ fn main() -> Res<()> {
 
     drop(x);
     fused_rows(dev, gemm_peak, &mut rows)?;
-    conv_rows(dev, ceiling, gemm_peak, &mut rows)?;
-    batch_norm_rows(dev, ceiling, &mut rows)?;
+    for dtype in [DType::F32, DType::BF16] {
+        conv_rows(dev, ceiling, gemm_peak, dtype, &mut rows)?;
+        batch_norm_rows(dev, ceiling, dtype, &mut rows)?;
+        plane_rows(dev, ceiling, dtype, &mut rows)?;
+    }
 
     println!("\n| op | shape | time (ms) | achieved | fraction of stream ceiling |");
     println!("|---|---|---:|---:|---:|");
@@ -470,22 +474,50 @@ fn conv_row(
     }
 }
 
-/// Times forward, backward-data and backward-weight of [`CONV_BENCHES`].
-fn conv_rows(dev: Device, ceiling: f64, gemm_peak: f64, rows: &mut Vec<Row>) -> Res<()> {
+/// Bytes of `shape` elements of `dtype`.
+fn bytes_of(shape: &[usize], dtype: DType) -> f64 {
+    (dtype.size_in_bytes() * shape.iter().product::<usize>()) as f64
+}
+
+/// " bf16" for bf16 activations (appended to a row's shape), else nothing.
+fn dtype_tag(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => " bf16",
+        _ => "",
+    }
+}
+
+/// Times forward, backward-data and backward-weight of [`CONV_BENCHES`] with activations (x,
+/// y, dy, dx) of `dtype` (f32, or bf16 with the f32 weight: `run.precision = "bf16"`).
+fn conv_rows(
+    dev: Device,
+    ceiling: f64,
+    gemm_peak: f64,
+    dtype: DType,
+    rows: &mut Vec<Row>,
+) -> Res<()> {
     for c in &CONV_BENCHES {
         let (st, pd) = ((c.stride, c.stride), (c.pad, c.pad));
         let spec = ops::conv2d_spec(&c.x, &c.w, st, pd, (1, 1), c.groups)?;
         let ys = [spec.n, spec.c_out, spec.h_out, spec.w_out];
-        let x = full_on(&c.x, 0.5, dev)?;
+        let x = full_on(&c.x, 0.5, dev)?.to_dtype(dtype)?;
         let w = rand_on(&c.w, 11, dev)?;
-        let dy = full_on(&ys, 0.25, dev)?;
-        let f4 = |s: &[usize]| 4.0 * s.iter().product::<usize>() as f64;
-        let (xb, wb, yb) = (f4(&c.x), f4(&c.w), f4(&ys));
+        let dy = full_on(&ys, 0.25, dev)?.to_dtype(dtype)?;
+        let (xb, wb, yb) = (
+            bytes_of(&c.x, dtype),
+            bytes_of(&c.w, DType::F32),
+            bytes_of(&ys, dtype),
+        );
         let flops = 2.0 * (ys.iter().product::<usize>() * c.w[1] * c.w[2] * c.w[3]) as f64;
         let gemm = (c.w[2] == 1 && c.groups == 1).then_some(gemm_peak);
         let shape = format!(
-            "x {:?} w {:?} s {} p {} g {}",
-            c.x, c.w, c.stride, c.pad, c.groups
+            "x {:?} w {:?} s {} p {} g {}{}",
+            c.x,
+            c.w,
+            c.stride,
+            c.pad,
+            c.groups,
+            dtype_tag(dtype)
         );
         let ms = time_ms(5, || {
             ops::conv2d(&x, &w, st, pd, (1, 1), c.groups)?;
@@ -533,12 +565,13 @@ fn conv_rows(dev: Device, ceiling: f64, gemm_peak: f64, rows: &mut Vec<Row>) -> 
 }
 
 /// Batch norm train forward and backward on the largest mn40 activation (block 2's expansion,
-/// 256 x 64 x 500 per clip), eps 1e-3 and momentum 0.01 as in EfficientAT.
-fn batch_norm_rows(dev: Device, ceiling: f64, rows: &mut Vec<Row>) -> Res<()> {
+/// 256 x 64 x 500 per clip), eps 1e-3 and momentum 0.01 as in EfficientAT, activations of
+/// `dtype` (parameters f32).
+fn batch_norm_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>) -> Res<()> {
     let shape = [32usize, 256, 64, 500];
     let c = shape[1];
     let n: usize = shape.iter().product();
-    let x = rand_on(&[n], 21, dev)?.reshape(&shape)?;
+    let x = rand_on(&[n], 21, dev)?.reshape(&shape)?.to_dtype(dtype)?;
     let g = rand_on(&[c], 22, dev)?;
     let b = rand_on(&[c], 23, dev)?;
     let mut rm = full_on(&[c], 0.0, dev)?;
@@ -547,19 +580,20 @@ fn batch_norm_rows(dev: Device, ceiling: f64, rows: &mut Vec<Row>) -> Res<()> {
         ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
         Ok(())
     })?;
-    let bytes = n as f64 * 4.0;
+    let bytes = bytes_of(&shape, dtype);
     let r = bytes * 3.0 / (ms * 1e-3) / 1e9;
+    let tag = dtype_tag(dtype);
     // Statistics read x twice (the second read mostly from L2), normalise reads x and writes y:
     // counted as 3 passes.
     rows.push(Row {
         op: "batch_norm train fwd",
-        shape: format!("{shape:?}"),
+        shape: format!("{shape:?}{tag}"),
         ms,
         rate: format!("{r:.0} GB/s (3 passes)"),
         frac: format!("{:.2}", r / ceiling),
     });
     let (_, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
-    let dy = full_on(&shape, 0.25, dev)?;
+    let dy = full_on(&shape, 0.25, dev)?.to_dtype(dtype)?;
     let ms = time_ms(5, || {
         ops::batch_norm_bwd(&x, &g, &st, &dy)?;
         Ok(())
@@ -568,7 +602,7 @@ fn batch_norm_rows(dev: Device, ceiling: f64, rows: &mut Vec<Row>) -> Res<()> {
     let r = bytes * 5.0 / (ms * 1e-3) / 1e9;
     rows.push(Row {
         op: "batch_norm bwd",
-        shape: format!("{shape:?}"),
+        shape: format!("{shape:?}{tag}"),
         ms,
         rate: format!("{r:.0} GB/s (5 passes)"),
         frac: format!("{:.2}", r / ceiling),
@@ -580,7 +614,45 @@ fn batch_norm_rows(dev: Device, ceiling: f64, rows: &mut Vec<Row>) -> Res<()> {
     let r = bytes * 2.0 / (ms * 1e-3) / 1e9;
     rows.push(Row {
         op: "batch_norm eval",
-        shape: format!("{shape:?}"),
+        shape: format!("{shape:?}{tag}"),
+        ms,
+        rate: format!("{r:.0} GB/s"),
+        frac: format!("{:.2}", r / ceiling),
+    });
+    Ok(())
+}
+
+/// The squeeze-and-excitation block's per-plane ops on its first mn40 feature map (block 4,
+/// 288 x 16 x 125 per clip): the gate gradient (`plane_sum` of dy * x: two reads) and the
+/// scaling with the pooled gradient as a shift (one read, one write), activations of `dtype`.
+fn plane_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>) -> Res<()> {
+    let shape = [32usize, 288, 16, 125];
+    let n: usize = shape.iter().product();
+    let x = rand_on(&[n], 31, dev)?.reshape(&shape)?.to_dtype(dtype)?;
+    let dy = full_on(&shape, 0.25, dev)?.to_dtype(dtype)?;
+    let per = rand_on(&shape[..2], 32, dev)?;
+    let bytes = bytes_of(&shape, dtype);
+    let tag = dtype_tag(dtype);
+    let ms = time_ms(10, || {
+        ops::plane_sum(&dy, Some(&x))?;
+        Ok(())
+    })?;
+    let r = 2.0 * bytes / (ms * 1e-3) / 1e9;
+    rows.push(Row {
+        op: "SE gate gradient (plane_sum dy * x)",
+        shape: format!("{shape:?}{tag}"),
+        ms,
+        rate: format!("{r:.0} GB/s"),
+        frac: format!("{:.2}", r / ceiling),
+    });
+    let ms = time_ms(10, || {
+        ops::plane_scale(&dy, &per, Some(&per))?;
+        Ok(())
+    })?;
+    let r = 2.0 * bytes / (ms * 1e-3) / 1e9;
+    rows.push(Row {
+        op: "SE dx (plane_scale + shift)",
+        shape: format!("{shape:?}{tag}"),
         ms,
         rate: format!("{r:.0} GB/s"),
         frac: format!("{:.2}", r / ceiling),

@@ -467,6 +467,17 @@ fn matmul_bf16_autocast() {
         );
     }
     println!("ok bf16 pointwise conv2d_bwd: dx and dw identical to the separate ops");
+    // A small image with many channels: the channel-major weight gradient (one GEMM over the
+    // batch) rounds the same operands.
+    let (x, dy) = (randn(&[3, 48, 2, 3], 963), randn(&[3, 40, 2, 3], 964));
+    let w = randn(&[40, 48, 1, 1], 965);
+    let spec = ops::conv2d_spec(x.shape(), w.shape(), (1, 1), (0, 0), (1, 1), 1).unwrap();
+    check_tol(
+        "bf16 pointwise conv bwd_weight, channel-major",
+        &ops::conv2d_bwd_weight(&on(&x, dev), &on(&dy, dev), &spec).unwrap(),
+        &ops::conv2d_bwd_weight(&x, &dy, &spec).unwrap(),
+        1e-4,
+    );
 }
 
 #[test]
@@ -1019,6 +1030,17 @@ const CONV_CASES: &[ConvCase] = &[
         "pw",
         [3, 24, 7, 13],
         [40, 24, 1, 1],
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        1,
+    ),
+    // Many channels, a small image: the weight gradient transposes both activations to
+    // channel-major and runs one GEMM over the batch (C_in * C_out > HW * (C_in + C_out)).
+    conv_case(
+        "pw channel-major dW",
+        [3, 48, 2, 3],
+        [40, 48, 1, 1],
         (1, 1),
         (0, 0),
         (1, 1),

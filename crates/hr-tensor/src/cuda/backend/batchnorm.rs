@@ -12,9 +12,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use std::sync::Arc;
-
-use super::dtype::{alloc_as, device_any, kname, storage, wrap_storage};
+use super::dtype::{acts_device, alloc_as, kname, storage, wrap_storage};
 use super::{buf, buf_mut, i64_of, unary_code, wrap};
 use crate::backend::{NormGrads, NormStats, Unary};
 use crate::checks::{nc_spatial, per_channel};
@@ -134,22 +132,6 @@ fn apply(
     Ok(wrap_storage(dev, y, x.shape()))
 }
 
-/// The device of the activations `acts` (f32 or bf16, one dtype) after checking that every f32
-/// parameter in `params` lives there too.
-fn devices(op: &'static str, acts: &[&Tensor], params: &[&Tensor]) -> Result<Arc<CudaDevice>> {
-    let dev = device_any(op, acts)?;
-    for p in params {
-        if buf(op, p)?.0 != dev.ordinal {
-            return Err(Error::DeviceMismatch {
-                op,
-                lhs: acts[0].device(),
-                rhs: p.device(),
-            });
-        }
-    }
-    Ok(dev)
-}
-
 /// Train mode: batch statistics, normalised output (through `act` when given: the fused
 /// batch norm + activation), running statistics updated in place.
 #[allow(clippy::too_many_arguments)]
@@ -177,7 +159,7 @@ pub(super) fn train(
             ),
         ));
     }
-    let dev = devices(OP, &[x], &[gamma, beta, &*running_mean, &*running_var])?;
+    let dev = acts_device(OP, &[x], &[gamma, beta, &*running_mean, &*running_var])?;
     let ((_, xs), (_, gs), (_, bs)) = (storage(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
     let ck = chunks(n, s);
     let (nn, cc, ss, nch) = (i64_of(n), i64_of(c), i64_of(s), i64_of(ck.chunks));
@@ -238,7 +220,7 @@ pub(super) fn eval(
     for t in [gamma, beta, running_mean, running_var] {
         per_channel(OP, t, c)?;
     }
-    let dev = devices(OP, &[x], &[gamma, beta, running_mean, running_var])?;
+    let dev = acts_device(OP, &[x], &[gamma, beta, running_mean, running_var])?;
     let ((_, gs), (_, bs)) = (buf(OP, gamma)?, buf(OP, beta)?);
     let ((_, ms), (_, vs)) = (buf(OP, running_mean)?, buf(OP, running_var)?);
     let mut scale = alloc_f32(&dev, c, OP)?;
@@ -274,7 +256,7 @@ pub(super) fn backward(
     for t in [gamma, &stats.mean, &stats.rstd] {
         per_channel(OP, t, c)?;
     }
-    let dev = devices(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
+    let dev = acts_device(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
     let dt = x.dtype();
     if x.numel() == 0 {
         return Ok(NormGrads {

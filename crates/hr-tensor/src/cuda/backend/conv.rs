@@ -3,7 +3,8 @@
 //! Two paths, picked from the (re-validated) [`Conv2dSpec`]:
 //!
 //! * **GEMM** (1x1, stride 1, no padding, groups 1): cuBLAS in NCHW without transposes of the
-//!   activations. Forward `y[n] (C_out x HW) = W (C_out x C_in) @ x[n] (C_in x HW)` is one
+//!   activations (but for the weight gradient of layers with small images and many channels,
+//!   which transposes both activations to channel-major for one GEMM over the whole batch). Forward `y[n] (C_out x HW) = W (C_out x C_in) @ x[n] (C_in x HW)` is one
 //!   strided-batched GEMM over `n` with `W` shared (stride 0); backward-data is
 //!   `dx[n] = W^T @ dy[n]` the same way; backward-weight `dW = sum_n dy[n] @ x[n]^T` is one GEMM
 //!   per batch entry accumulating into `dW` (`beta = 1` after the first): the batch cannot be
@@ -21,11 +22,9 @@
 use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use std::sync::Arc;
-
-use super::dtype::{alloc_as, device_any, kname, storage, wrap_storage, zeros_as};
+use super::dtype::{acts_device, alloc_as, kname, storage, wrap_storage, zeros_as};
 use super::{buf, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
-use crate::backend::{Conv2dSpec, ElementwiseOps, GemmOps, MatmulSpec, ReduceOps};
+use crate::backend::{Conv2dSpec, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec, ReduceOps};
 use crate::checks::expect_shape;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, launch, ConvGeom};
@@ -220,23 +219,6 @@ fn pointwise_gemm(
     }
 }
 
-/// The device of the activations `acts` (one dtype, f32 or bf16) after checking that the f32
-/// weight `w` lives there too.
-fn devices(op: &'static str, acts: &[&Tensor], w: Option<&Tensor>) -> Result<Arc<CudaDevice>> {
-    let dev = device_any(op, acts)?;
-    if let Some(w) = w {
-        let (ordinal, _) = buf(op, w)?;
-        if ordinal != dev.ordinal {
-            return Err(Error::DeviceMismatch {
-                op,
-                lhs: acts[0].device(),
-                rhs: w.device(),
-            });
-        }
-    }
-    Ok(dev)
-}
-
 /// `conv_fwd_c1_*`: blocks of `C1_THREADS` threads; grid.x over (batch entry, chunk of
 /// `C1_THREADS` output positions), grid.y over the chunks of `C1_CHANNELS` output channels
 /// (both grid-strided in the kernel).
@@ -280,7 +262,7 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
         };
         return pointwise_gemm([w, x], &spec, &y_shape(s), dt);
     }
-    let dev = devices(OP, &[x], Some(w))?;
+    let dev = acts_device(OP, &[x], &[w])?;
     let ((_, xs), (_, ws)) = (storage(OP, x)?, buf(OP, w)?);
     let n = y_shape(s).iter().product();
     let mut y = alloc_as(&dev, dt, n, OP)?;
@@ -338,7 +320,7 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
         };
         return pointwise_gemm([w, dy], &spec, &x_shape(s), dt);
     }
-    let dev = devices(OP, &[dy], Some(w))?;
+    let dev = acts_device(OP, &[dy], &[w])?;
     let ((_, dys), (_, ws)) = (storage(OP, dy)?, buf(OP, w)?);
     let n = x_shape(s).iter().product();
     let mut dx = alloc_as(&dev, dt, n, OP)?;
@@ -370,7 +352,7 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
 pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
     check_operands(OP, s, &[(x, x_shape(s)), (dy, y_shape(s))])?;
-    let dev = devices(OP, &[x, dy], None)?;
+    let dev = acts_device(OP, &[x, dy], &[])?;
     let len: usize = w_shape(s).iter().product();
     if len == 0 || s.n == 0 {
         return Ok(wrap_storage(
@@ -451,6 +433,9 @@ fn pointwise_bwd_weight(
         };
     }
     let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
+    if ci * co > hw * (ci + co) {
+        return channel_major_bwd_weight(x, dy, s);
+    }
     if gemm_bf16::operand_len(x) < s.n * ci * hw || gemm_bf16::operand_len(dy) < s.n * co * hw {
         return Err(Error::ShapeMismatch {
             op: OP,
@@ -512,6 +497,36 @@ fn pointwise_bwd_weight(
     }
     dw.ok_or_else(|| Error::invalid(OP, "empty batch"))?
         .reshape(&w_shape(s))
+}
+
+/// `dW (C_out x C_in) = dy' @ x'^T` with both activations transposed to channel-major
+/// `(C, N, HW)` = `(C, N * HW)` first: one GEMM with `K = N * HW` and no per-example gradients.
+/// [`pointwise_bwd_weight`] takes it when those gradients (`N * C_in * C_out` values written
+/// and summed) outweigh the two transposes (`N * HW * (C_in + C_out)` values): the late layers
+/// of the audio CNN, whose images are small and whose channels are many (mn40's last stage:
+/// 4.3x fewer values moved). Same operand rounding as the batched path (bf16 operands under
+/// autocast or for bf16 activations, f32 accumulation, f32 result); one GEMM, deterministic.
+fn channel_major_bwd_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
+    let (n, ci, co, hw) = (s.n, s.c_in, s.c_out, s.h * s.w);
+    let xt = CudaBackend.permute(&x.reshape(&[n, ci, hw])?, &[1, 0, 2])?;
+    let dyt = CudaBackend.permute(&dy.reshape(&[n, co, hw])?, &[1, 0, 2])?;
+    let bf16_acts = x.dtype() == DType::BF16;
+    let spec = MatmulSpec {
+        batch: 1,
+        m: co,
+        n: ci,
+        k: n * hw,
+        trans_a: false,
+        trans_b: true,
+        a_batched: false,
+        b_batched: false,
+        alpha: 1.0,
+        bf16_inputs: bf16_acts || crate::autocast::bf16_matmuls_active(),
+    };
+    match bf16_acts {
+        true => CudaBackend.matmul_bf16(&dyt, &xt, &spec, &w_shape(s), DType::F32),
+        false => CudaBackend.matmul(&dyt, &xt, &spec, &w_shape(s)),
+    }
 }
 
 /// One strided-batched FP32 GEMM of [`pointwise_bwd_weight`] on the element ranges `xr` / `dr`

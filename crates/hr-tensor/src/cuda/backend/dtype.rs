@@ -93,6 +93,27 @@ pub(crate) fn device_any(op: &'static str, ts: &[&Tensor]) -> Result<Arc<CudaDev
     context(ordinal)
 }
 
+/// The device of the activations `acts` (f32 or bf16, one dtype: see [`device_any`]) after
+/// checking that every f32 parameter in `params` lives there too (mixed precision: bf16
+/// activations with f32 weights, statistics or per-plane values).
+pub(crate) fn acts_device(
+    op: &'static str,
+    acts: &[&Tensor],
+    params: &[&Tensor],
+) -> Result<Arc<CudaDevice>> {
+    let dev = device_any(op, acts)?;
+    for p in params {
+        if super::buf(op, p)?.0 != dev.ordinal {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: acts[0].device(),
+                rhs: p.device(),
+            });
+        }
+    }
+    Ok(dev)
+}
+
 /// A new output buffer of `n` elements of `dtype` (f32 or bf16) on `dev`.
 pub(crate) fn alloc_as(
     dev: &CudaDevice,

@@ -4,40 +4,25 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::batchnorm::cfg_planes;
-use super::dtype::{alloc_as, device_any, kname, storage, wrap_storage};
+use super::dtype::{acts_device, alloc_as, kname, storage, wrap_storage};
 use super::{buf, i64_of, wrap, CudaBackend};
 use crate::backend::PlaneOps;
 use crate::checks;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, launch};
-use crate::cuda::CudaDevice;
-use crate::{Error, Result, Tensor};
+use crate::{Result, Tensor};
 
 /// Threads per block.
 const THREADS: u32 = 256;
 /// The grid's x limit.
 const GRID_X_MAX: usize = i32::MAX as usize;
 
-/// Checks that every f32 per-plane tensor lives on `dev`.
-fn on_device(op: &'static str, dev: &CudaDevice, x: &Tensor, ts: &[&Tensor]) -> Result<()> {
-    for t in ts {
-        if buf(op, t)?.0 != dev.ordinal {
-            return Err(Error::DeviceMismatch {
-                op,
-                lhs: x.device(),
-                rhs: t.device(),
-            });
-        }
-    }
-    Ok(())
-}
-
 impl PlaneOps for CudaBackend {
     fn plane_sum(&self, a: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         const OP: &str = "plane_sum";
         let (planes, s) = checks::planes(OP, a, b, &[])?;
         let acts: Vec<&Tensor> = std::iter::once(a).chain(b).collect();
-        let dev = device_any(OP, &acts)?;
+        let dev = acts_device(OP, &acts, &[])?;
         let mut out = alloc_f32(&dev, planes, OP)?;
         if planes > 0 {
             let name = kname!(a.dtype(), "plane_sum");
@@ -66,8 +51,7 @@ impl PlaneOps for CudaBackend {
         const OP: &str = "plane_scale";
         let per_plane: Vec<&Tensor> = std::iter::once(scale).chain(shift).collect();
         let (planes, s) = checks::planes(OP, x, None, &per_plane)?;
-        let dev = device_any(OP, &[x])?;
-        on_device(OP, &dev, x, &per_plane)?;
+        let dev = acts_device(OP, &[x], &per_plane)?;
         let mut y = alloc_as(&dev, x.dtype(), x.numel(), OP)?;
         if x.numel() > 0 {
             let name = kname!(x.dtype(), "plane_scale");
