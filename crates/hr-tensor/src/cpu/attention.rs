@@ -38,35 +38,43 @@ fn keep_scale(s: &AttentionSpec, bh: usize, i: usize, j: usize) -> f64 {
     }
 }
 
-/// Scaled scores of query row `qi` against every key (`-inf` for masked keys); returns the
-/// row maximum and `sum_j exp(score_j - max)` (`(-inf, 0)` when no key is kept).
-fn scores_row<T: Float>(
+/// `sum_i a_i b_i` in f64 with eight independent partial sums (a fixed order the compiler can
+/// vectorise; a plain iterator sum is one sequential chain).
+fn dot64<T: Float>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += Elem::to_f64(x[l]) * Elem::to_f64(y[l]);
+        }
+    }
+    let mut sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        sum += Elem::to_f64(*x) * Elem::to_f64(*y);
+    }
+    sum
+}
+
+/// Scaled scores of query row `qi` against every key into `row` (`-inf` for masked keys);
+/// returns the row maximum (`-inf` when no key is kept).
+fn scores_into<T: Float>(
     qi: &[T],
     k: &[T],
     keep: impl Fn(usize) -> bool,
     key_at: impl Fn(usize) -> usize,
     s: &AttentionSpec,
     row: &mut [f64],
-) -> (f64, f64) {
+) -> f64 {
     let mut max = f64::NEG_INFINITY;
     for (j, r) in row.iter_mut().enumerate() {
-        *r = if keep(j) {
-            let kj = &k[key_at(j)..key_at(j) + s.head_dim];
-            let dot: f64 = qi
-                .iter()
-                .zip(kj)
-                .map(|(a, b)| Elem::to_f64(*a) * Elem::to_f64(*b))
-                .sum();
-            dot * s.scale
-        } else {
-            f64::NEG_INFINITY
+        *r = match keep(j) {
+            true => dot64(qi, &k[key_at(j)..key_at(j) + s.head_dim]) * s.scale,
+            false => f64::NEG_INFINITY,
         };
         max = max.max(*r);
     }
-    if max == f64::NEG_INFINITY {
-        return (max, 0.0);
-    }
-    (max, row.iter().map(|r| (r - max).exp()).sum())
+    max
 }
 
 /// The mask row of batch entry `b` as a keep predicate.
@@ -89,17 +97,23 @@ fn forward_pair<T: Float>(
     let keep = keeper(mask, b, s.k_len);
     let key_at = |j: usize| lay.at(b, s.k_len, j, h);
     let mut row = vec![0f64; s.k_len];
+    let mut acc = vec![0f64; s.head_dim];
     let mut rows = Vec::with_capacity(s.q_len);
     let mut lse = Vec::with_capacity(s.q_len);
     for i in 0..s.q_len {
         let qo = lay.at(b, s.q_len, i, h);
         // Normalised like the unfused softmax (exp(x - max) / sum): outputs are then exactly
         // as invariant to a shift of a row's scores as the composed ops.
-        let (max, sum) = scores_row(&q[qo..qo + s.head_dim], k, &keep, key_at, s, &mut row);
-        let mut acc = vec![0f64; s.head_dim];
+        let max = scores_into(&q[qo..qo + s.head_dim], k, &keep, key_at, s, &mut row);
+        let mut sum = 0.0;
+        acc.fill(0.0);
         if max > f64::NEG_INFINITY {
-            for (j, &sc) in row.iter().enumerate() {
-                let p = (sc - max).exp() / sum * keep_scale(s, bh, i, j);
+            for r in row.iter_mut() {
+                *r = (*r - max).exp();
+                sum += *r;
+            }
+            for (j, &e) in row.iter().enumerate() {
+                let p = e / sum * keep_scale(s, bh, i, j);
                 if p != 0.0 {
                     let vj = &v[key_at(j)..key_at(j) + s.head_dim];
                     acc.iter_mut()
@@ -108,7 +122,7 @@ fn forward_pair<T: Float>(
                 }
             }
         }
-        rows.push((qo, acc.into_iter().map(<T as Elem>::from_f64).collect()));
+        rows.push((qo, acc.iter().map(|&a| <T as Elem>::from_f64(a)).collect()));
         lse.push(<T as Elem>::from_f64(max + sum.ln()));
     }
     (rows, lse)
@@ -132,14 +146,9 @@ fn backward_pair<T: Float>(
     let lay = Layout { heads: s.heads, dh };
     let keep = keeper(mask, b, s.k_len);
     let key_at = |j: usize| lay.at(b, s.k_len, j, h);
-    let dot = |a: &[T], c: &[T]| -> f64 {
-        a.iter()
-            .zip(c)
-            .map(|(x, y)| Elem::to_f64(*x) * Elem::to_f64(*y))
-            .sum()
-    };
-    let mut dk = vec![vec![0f64; dh]; s.k_len];
-    let mut dv = vec![vec![0f64; dh]; s.k_len];
+    // dK and dV rows of every key, flat (k_len x dh).
+    let mut dk = vec![0f64; s.k_len * dh];
+    let mut dv = vec![0f64; s.k_len * dh];
     let mut dq_rows = Vec::with_capacity(s.q_len);
     let mut row = vec![0f64; s.k_len];
     for i in 0..s.q_len {
@@ -148,9 +157,9 @@ fn backward_pair<T: Float>(
         let l = Elem::to_f64(lse[bh * s.q_len + i]);
         let mut dqi = vec![0f64; dh];
         if l > f64::NEG_INFINITY {
-            scores_row(qi, k, &keep, key_at, s, &mut row);
+            scores_into(qi, k, &keep, key_at, s, &mut row);
             // D_i = dout_i . out_i (holds with dropout: out = (P * M) V).
-            let d_i = dot(doi, &o[qo..qo + dh]);
+            let d_i = dot64(doi, &o[qo..qo + dh]);
             for (j, &sc) in row.iter().enumerate() {
                 if sc == f64::NEG_INFINITY {
                     continue;
@@ -158,11 +167,13 @@ fn backward_pair<T: Float>(
                 let p = (sc - l).exp();
                 let m = keep_scale(s, bh, i, j);
                 let (kj, vj) = (&k[key_at(j)..key_at(j) + dh], &v[key_at(j)..key_at(j) + dh]);
-                let ds = p * (m * dot(doi, vj) - d_i) * s.scale;
+                let ds = p * (m * dot64(doi, vj) - d_i) * s.scale;
+                let pm = p * m;
+                let (dkj, dvj) = (&mut dk[j * dh..(j + 1) * dh], &mut dv[j * dh..(j + 1) * dh]);
                 for c in 0..dh {
-                    dv[j][c] += p * m * Elem::to_f64(doi[c]);
+                    dvj[c] += pm * Elem::to_f64(doi[c]);
                     dqi[c] += ds * Elem::to_f64(kj[c]);
-                    dk[j][c] += ds * Elem::to_f64(qi[c]);
+                    dkj[c] += ds * Elem::to_f64(qi[c]);
                 }
             }
         }
@@ -173,10 +184,10 @@ fn backward_pair<T: Float>(
             .map(|(off, r)| (off, r.into_iter().map(<T as Elem>::from_f64).collect()))
             .collect()
     };
-    let keyed = |g: Vec<Vec<f64>>| {
-        g.into_iter()
+    let keyed = |g: Vec<f64>| {
+        g.chunks(dh.max(1))
             .enumerate()
-            .map(|(j, r)| (key_at(j), r))
+            .map(|(j, r)| (key_at(j), r.to_vec()))
             .collect()
     };
     [conv(dq_rows), conv(keyed(dk)), conv(keyed(dv))]

@@ -81,15 +81,6 @@ pub(crate) fn unary_df<T: Float>(kind: Unary, x: T) -> T {
     }
 }
 
-fn binary_f<T: Float>(kind: Binary, a: T, b: T) -> T {
-    match kind {
-        Binary::Add => a + b,
-        Binary::Sub => a - b,
-        Binary::Mul => a * b,
-        Binary::Div => a / b,
-    }
-}
-
 /// Broadcasting binary op over rows of the output's last axis.
 fn broadcast_binary<T: Float>(
     kind: Binary,
@@ -99,8 +90,27 @@ fn broadcast_binary<T: Float>(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<T> {
+    let (a, b) = ((a, a_shape), (b, b_shape));
+    // One monomorphised loop per op (no per-element match).
+    match kind {
+        Binary::Add => broadcast_with(a, b, out_shape, |x, y| x + y),
+        Binary::Sub => broadcast_with(a, b, out_shape, |x, y| x - y),
+        Binary::Mul => broadcast_with(a, b, out_shape, |x, y| x * y),
+        Binary::Div => broadcast_with(a, b, out_shape, |x, y| x / y),
+    }
+}
+
+/// `f(a, b)` broadcast to `out_shape`, row by row over the last axis: rows where both operands
+/// are contiguous (a bias row added to every row of a matrix) or one is a single broadcast
+/// value run as plain slice loops the compiler vectorises; other strides take the general loop.
+fn broadcast_with<T: Float>(
+    (a, a_shape): (&[T], &[usize]),
+    (b, b_shape): (&[T], &[usize]),
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> T + Sync + Copy,
+) -> Vec<T> {
     if a_shape == b_shape {
-        return zip_map(a, b, |x, y| binary_f(kind, x, y));
+        return zip_map(a, b, f);
     }
     let inner = out_shape.last().copied().unwrap_or(1);
     let total: usize = out_shape.iter().product();
@@ -117,8 +127,31 @@ fn broadcast_binary<T: Float>(
     let oa = row_offsets(out_shape, &sa);
     let ob = row_offsets(out_shape, &sb);
     let row = |(r, cr): (usize, &mut [T])| {
-        for (j, cv) in cr.iter_mut().enumerate() {
-            *cv = binary_f(kind, a[oa[r] + j * ia], b[ob[r] + j * ib]);
+        let (pa, pb) = (oa[r], ob[r]);
+        match (ia, ib) {
+            (1, 1) => {
+                let (ar, br) = (&a[pa..pa + inner], &b[pb..pb + inner]);
+                for ((cv, &x), &y) in cr.iter_mut().zip(ar).zip(br) {
+                    *cv = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[pb];
+                for (cv, &x) in cr.iter_mut().zip(&a[pa..pa + inner]) {
+                    *cv = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[pa];
+                for (cv, &y) in cr.iter_mut().zip(&b[pb..pb + inner]) {
+                    *cv = f(x, y);
+                }
+            }
+            _ => {
+                for (j, cv) in cr.iter_mut().enumerate() {
+                    *cv = f(a[pa + j * ia], b[pb + j * ib]);
+                }
+            }
         }
     };
     if total >= PAR_THRESHOLD {
