@@ -6,7 +6,7 @@ use crate::{Result, Tensor};
 /// `out[n, c] = sum over the spatial positions of a[n, c, ..]`, times `b[n, c, ..]` when given
 /// (same shape, dtype and device as `a`; the product rounded in the compute dtype like
 /// [`super::mul`]), accumulated in f64 and rounded once. Shape `(N, C)`; dtype f32 for bf16
-/// activations (see [`super::param_dtype`]), else `a`'s.
+/// activations, else `a`'s.
 pub fn plane_sum(a: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "plane_sum";
     let acts: Vec<&Tensor> = std::iter::once(a).chain(b).collect();

@@ -3,12 +3,13 @@
 //! Two paths, picked from the (re-validated) [`Conv2dSpec`]:
 //!
 //! * **GEMM** (1x1, stride 1, no padding, groups 1): cuBLAS in NCHW without transposes of the
-//!   activations (but for the weight gradient of layers with small images and many channels,
-//!   which transposes both activations to channel-major for one GEMM over the whole batch). Forward `y[n] (C_out x HW) = W (C_out x C_in) @ x[n] (C_in x HW)` is one
+//!   activations. Forward `y[n] (C_out x HW) = W (C_out x C_in) @ x[n] (C_in x HW)` is one
 //!   strided-batched GEMM over `n` with `W` shared (stride 0); backward-data is
-//!   `dx[n] = W^T @ dy[n]` the same way; backward-weight `dW = sum_n dy[n] @ x[n]^T` is one GEMM
-//!   per batch entry accumulating into `dW` (`beta = 1` after the first): the batch cannot be
-//!   folded into K in NCHW, and per-entry partials would need `N * C_out * C_in` scratch.
+//!   `dx[n] = W^T @ dy[n]` the same way. Backward-weight `dW = sum_n dy[n] @ x[n]^T`: the batch
+//!   cannot be folded into K in NCHW, so chunks of strided-batched GEMMs write per-example
+//!   gradients that a deterministic `sum_to` adds; for small images with many channels (where
+//!   those `N * C_in * C_out` values outweigh the activations) both activations are transposed
+//!   to channel-major instead and one GEMM with `K = N * HW` runs ([`pointwise_bwd_weight`]).
 //! * **direct** (everything else: depthwise, the one-channel stem, grouped and dilated
 //!   convolutions) through `kernels/conv.cu`, with 3x3 and 5x5 kernels unrolled; the
 //!   weight gradient is a deterministic two-stage block reduction (see the kernel file for why

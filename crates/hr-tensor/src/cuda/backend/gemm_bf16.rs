@@ -1,7 +1,8 @@
-//! bf16 GEMMs under autocast and for bf16 activations: f32 operands are cast to bf16 (the backend's `cast`, i.e.
-//! `cast_f32_bf16` in `kernels/elementwise.cu`: round to nearest even like the CPU's
-//! `round_bf16`), then one `cublasGemmStridedBatchedEx` with bf16 inputs, f32 output and f32
-//! accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
+//! bf16 GEMMs under autocast and for bf16 activations: f32 operands are cast to bf16 (the
+//! backend's `cast`, i.e. `cast_f32_bf16` in `kernels/elementwise.cu`: round to nearest even
+//! like the CPU's `round_bf16`; bf16 operands are used as they are), then one
+//! `cublasGemmStridedBatchedEx` with bf16 inputs, an f32 output (a bf16 one for the next bf16
+//! activation) and f32 accumulation (`CUBLAS_COMPUTE_32F`: tensor cores on sm_80+). CPU twin: the autocast branch of
 //! `crate::cpu::gemm` (same rounding, then an f32 GEMM). An operand's bf16 copy is cached with
 //! its storage ([`Tensor::bf16_copy`]): a weight is cast once per optimizer step (forward and
 //! backward), a saved input once (forward and weight gradient), an upstream gradient once for
