@@ -508,19 +508,55 @@ mod channel {
         y
     }
 
+    /// Binds `$f` to `|z| $fun(kind, z)` for the activation `$act` (a `Unary`) and evaluates
+    /// `$body` with it: ReLU and Hardswish (the CNN's) get a closure whose kind is a constant,
+    /// so the per-element loop in `$body` has no `match` and vectorises; other kinds dispatch at
+    /// run time.
+    macro_rules! with_act {
+        ($act:expr, $fun:ident, $f:ident => $body:expr) => {
+            match $act {
+                Unary::Relu => {
+                    let $f = |z| $fun(Unary::Relu, z);
+                    $body
+                }
+                Unary::Hardswish => {
+                    let $f = |z| $fun(Unary::Hardswish, z);
+                    $body
+                }
+                kind => {
+                    let $f = move |z| $fun(kind, z);
+                    $body
+                }
+            }
+        };
+    }
+
     /// `y = act((x - m[c]) * a[c] + b[c])` (`act` None: the affine map alone).
     fn affine_planes<T: Float>(
         x: &[T],
         c: usize,
         s: usize,
-        [m, a, b]: [&[T]; 3],
+        mab: [&[T]; 3],
         act: Option<Unary>,
+    ) -> Vec<T> {
+        match act {
+            None => affine_with(x, c, s, mab, |z| z),
+            Some(kind) => with_act!(kind, unary_f, f => affine_with(x, c, s, mab, f)),
+        }
+    }
+
+    /// `y = f((x - m[c]) * a[c] + b[c])` plane by plane.
+    fn affine_with<T: Float>(
+        x: &[T],
+        c: usize,
+        s: usize,
+        [m, a, b]: [&[T]; 3],
+        f: impl Fn(T) -> T + Sync,
     ) -> Vec<T> {
         map_planes(x, None, c, s, |ch, xp, _, yp| {
             let (mv, av, bv) = (m[ch], a[ch], b[ch]);
             for (y, &v) in yp.iter_mut().zip(xp) {
-                let z = (v - mv) * av + bv;
-                *y = act.map_or(z, |kind| unary_f(kind, z));
+                *y = f((v - mv) * av + bv);
             }
         })
     }
@@ -596,6 +632,67 @@ mod channel {
         })
     }
 
+    /// The operands of the batch-norm backward (x, dy, gamma and the statistics as slices, the
+    /// geometry and the count `m = N * S`).
+    struct BwdOperands<'a, T> {
+        xs: &'a [T],
+        dys: &'a [T],
+        g: &'a [T],
+        mean: &'a [T],
+        rstd: &'a [T],
+        planes: usize,
+        c: usize,
+        s: usize,
+        m: f64,
+    }
+
+    /// The batch-norm backward with `dz(channel, x, dy)` the gradient at the normalised value
+    /// (`fused`: it differs from dy and is formed per plane for the sums): `(dx, dgamma,
+    /// dbeta)`.
+    fn bwd_with<T: Float>(
+        o: &BwdOperands<'_, T>,
+        fused: bool,
+        dz: impl Fn(usize, T, T) -> T + Sync,
+    ) -> (Vec<T>, Vec<f64>, Vec<f64>) {
+        let (c, s) = (o.c, o.s);
+        // Per plane: (sum dz, sum dz * (x - mean)).
+        let parts = per_plane(o.planes, s, |p| {
+            let (xp, dp) = (&o.xs[p * s..(p + 1) * s], &o.dys[p * s..(p + 1) * s]);
+            let (ch, mu) = (p % c, Elem::to_f64(o.mean[p % c]));
+            let plane: Vec<T>;
+            let dp = match fused {
+                true => {
+                    plane = xp.iter().zip(dp).map(|(&v, &d)| dz(ch, v, d)).collect();
+                    &plane[..]
+                }
+                false => dp,
+            };
+            (sum2(dp, dp, |d, _| d), sum2(xp, dp, |v, d| (v - mu) * d))
+        });
+        let dbeta = over_batch(&parts.iter().map(|p| p.0).collect::<Vec<_>>(), c);
+        let sdyx = over_batch(&parts.iter().map(|p| p.1).collect::<Vec<_>>(), c);
+        let dgamma: Vec<f64> = sdyx
+            .iter()
+            .zip(o.rstd)
+            .map(|(&v, &r)| v * Elem::to_f64(r))
+            .collect();
+        // dx = gamma * rstd * (dy - dbeta / M - (x - mean) * rstd * dgamma / M).
+        let k1: Vec<T> = o.g.iter().zip(o.rstd).map(|(&gv, &r)| gv * r).collect();
+        let k2: Vec<T> = dbeta.iter().map(|&v| T::c(v / o.m)).collect();
+        let k3: Vec<T> = dgamma
+            .iter()
+            .zip(o.rstd)
+            .map(|(&dg, &r)| T::c(dg * Elem::to_f64(r) / o.m))
+            .collect();
+        let dx = map_planes(o.xs, Some(o.dys), c, s, |ch, xp, dp, op| {
+            let (mu, a, b, k) = (o.mean[ch], k1[ch], k2[ch], k3[ch]);
+            for ((out, &v), &d) in op.iter_mut().zip(xp).zip(dp) {
+                *out = a * (dz(ch, v, d) - b - (v - mu) * k);
+            }
+        });
+        (dx, dgamma, dbeta)
+    }
+
     pub(super) fn batch_norm_eval(
         x: &Tensor,
         gamma: &Tensor,
@@ -648,7 +745,6 @@ mod channel {
         if let Some((_, beta)) = act {
             per_channel(OP, beta, c)?;
         }
-        let m = (n * s) as f64;
         float_dispatch!(OP, x.dtype(), |T| {
             let (xs, dys, g) = (
                 x.as_slice::<T>()?,
@@ -656,58 +752,32 @@ mod channel {
                 gamma.as_slice::<T>()?,
             );
             let (mean, rstd) = (stats.mean.as_slice::<T>()?, stats.rstd.as_slice::<T>()?);
+            let ops = BwdOperands {
+                xs,
+                dys,
+                g,
+                mean,
+                rstd,
+                planes: n * c,
+                c,
+                s,
+                m: (n * s) as f64,
+            };
             // The gradient at the normalised value: dy, or dy * act'(z).
-            let fused = match act {
+            let (dx, dgamma, dbeta) = match act {
+                None => bwd_with(&ops, false, |_, _, d| d),
                 Some((kind, beta)) => {
                     let a: Vec<T> = rstd
                         .iter()
                         .zip(g)
                         .map(|(&r, &gv)| T::c(Elem::to_f64(r) * Elem::to_f64(gv)))
                         .collect();
-                    Some((kind, a, beta.as_slice::<T>()?))
+                    let b = beta.as_slice::<T>()?;
+                    with_act!(kind, unary_df, df => bwd_with(&ops, true, |ch, v, d| {
+                        d * df((v - mean[ch]) * a[ch] + b[ch])
+                    }))
                 }
-                None => None,
             };
-            let dz = |ch: usize, v: T, d: T| match &fused {
-                Some((kind, a, b)) => d * unary_df(*kind, (v - mean[ch]) * a[ch] + b[ch]),
-                None => d,
-            };
-            // Per plane: (sum dz, sum dz * (x - mean)).
-            let parts = per_plane(n * c, s, |p| {
-                let (xp, dp) = (&xs[p * s..(p + 1) * s], &dys[p * s..(p + 1) * s]);
-                let (ch, mu) = (p % c, Elem::to_f64(mean[p % c]));
-                let plane: Vec<T>;
-                let dp = match fused {
-                    Some(_) => {
-                        plane = xp.iter().zip(dp).map(|(&v, &d)| dz(ch, v, d)).collect();
-                        &plane[..]
-                    }
-                    None => dp,
-                };
-                (sum2(dp, dp, |d, _| d), sum2(xp, dp, |v, d| (v - mu) * d))
-            });
-            let sdy = over_batch(&parts.iter().map(|p| p.0).collect::<Vec<_>>(), c);
-            let sdyx = over_batch(&parts.iter().map(|p| p.1).collect::<Vec<_>>(), c);
-            let dbeta = sdy;
-            let dgamma: Vec<f64> = sdyx
-                .iter()
-                .zip(rstd)
-                .map(|(&v, &r)| v * Elem::to_f64(r))
-                .collect();
-            // dx = gamma * rstd * (dy - dbeta / M - (x - mean) * rstd * dgamma / M).
-            let k1: Vec<T> = g.iter().zip(rstd).map(|(&gv, &r)| gv * r).collect();
-            let k2: Vec<T> = dbeta.iter().map(|&v| T::c(v / m)).collect();
-            let k3: Vec<T> = dgamma
-                .iter()
-                .zip(rstd)
-                .map(|(&dg, &r)| T::c(dg * Elem::to_f64(r) / m))
-                .collect();
-            let dx = map_planes(xs, Some(dys), c, s, |ch, xp, dp, op| {
-                let (mu, a, b, k) = (mean[ch], k1[ch], k2[ch], k3[ch]);
-                for ((o, &v), &d) in op.iter_mut().zip(xp).zip(dp) {
-                    *o = a * (dz(ch, v, d) - b - (v - mu) * k);
-                }
-            });
             Ok(NormGrads {
                 dx: out(dx, x.shape())?,
                 dgamma: channel_tensor::<T>(dgamma, gamma.shape())?,
