@@ -1,6 +1,6 @@
 //! Per-plane ops (`plane_sum`, `plane_scale`: the squeeze-and-excitation block's pooling, gate
 //! gradient and scaling) on the CPU against the unfused ops they replace, in f64, f32 and with
-//! bf16 activations, plus their errors.
+//! bf16 activations, their backward against finite differences, plus their errors.
 
 use hr_tensor::ops;
 use hr_tensor::testing::assert_close;
@@ -140,4 +140,62 @@ fn bad_operands_are_errors_naming_the_op() {
         name(ops::plane_sum(&b16, Some(&a)).unwrap_err()),
         "plane_sum"
     );
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    use hr_tensor::testing::{check_gradients, randn64};
+    for (i, shape) in [[2usize, 3, 4, 5], [1, 2, 3, 1], [3, 1, 7, 2]]
+        .iter()
+        .enumerate()
+    {
+        let mut rng = Rng::new(500 + i as u64);
+        let (a, b) = (randn64(shape, &mut rng), randn64(shape, &mut rng));
+        let (sc, sh) = (
+            randn64(&shape[..2], &mut rng),
+            randn64(&shape[..2], &mut rng),
+        );
+        check_gradients(
+            &format!("plane_sum a*b {shape:?}"),
+            &[a.clone(), b.clone()],
+            |t| ops::plane_sum(&t[0], Some(&t[1])),
+            |t, d| {
+                let (da, db) = ops::plane_sum_bwd(d, &t[0], Some(&t[1]))?;
+                Ok(vec![Some(da), db])
+            },
+            1e-6,
+            64,
+        );
+        check_gradients(
+            &format!("plane_sum {shape:?}"),
+            std::slice::from_ref(&a),
+            |t| ops::plane_sum(&t[0], None),
+            |t, d| Ok(vec![Some(ops::plane_sum_bwd(d, &t[0], None)?.0)]),
+            1e-6,
+            64,
+        );
+        check_gradients(
+            &format!("plane_scale + shift {shape:?}"),
+            &[a.clone(), sc.clone(), sh],
+            |t| ops::plane_scale(&t[0], &t[1], Some(&t[2])),
+            |t, d| {
+                let (dx, ds, dsh) = ops::plane_scale_bwd(d, &t[0], &t[1], true)?;
+                Ok(vec![Some(dx), Some(ds), dsh])
+            },
+            1e-6,
+            64,
+        );
+        check_gradients(
+            &format!("plane_scale {shape:?}"),
+            &[a, sc],
+            |t| ops::plane_scale(&t[0], &t[1], None),
+            |t, d| {
+                let (dx, ds, dsh) = ops::plane_scale_bwd(d, &t[0], &t[1], false)?;
+                assert!(dsh.is_none());
+                Ok(vec![Some(dx), Some(ds)])
+            },
+            1e-6,
+            64,
+        );
+    }
 }

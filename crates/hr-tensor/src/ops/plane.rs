@@ -25,3 +25,44 @@ pub fn plane_scale(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result
     crate::checks::planes(OP, x, None, &per_plane)?;
     be.plane_scale(x, scale, shift)
 }
+
+/// Backward of [`plane_sum`]: `(da, db)` for the upstream gradient `dout` of shape `(N, C)`
+/// (`db` is `None` without `b`): `da = b * dout[n, c]` (or `dout[n, c]` spread over the plane),
+/// `db = a * dout[n, c]`.
+pub fn plane_sum_bwd(
+    dout: &Tensor,
+    a: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    match b {
+        Some(b) => Ok((
+            plane_scale(b, dout, None)?,
+            Some(plane_scale(a, dout, None)?),
+        )),
+        None => {
+            let axes: Vec<usize> = (2..a.rank()).collect();
+            let spread = super::sum_axes_bwd(&dout.to_dtype(a.dtype())?, a.shape(), &axes)?;
+            Ok((spread, None))
+        }
+    }
+}
+
+/// Backward of [`plane_scale`]: `(dx, dscale, dshift)` for the upstream gradient `dy` (`dshift`
+/// is `None` when the forward had no shift): `dx = dy * scale[n, c]`,
+/// `dscale = sum over the plane of dy * x`, `dshift = sum over the plane of dy`.
+pub fn plane_scale_bwd(
+    dy: &Tensor,
+    x: &Tensor,
+    scale: &Tensor,
+    with_shift: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let dshift = match with_shift {
+        true => Some(plane_sum(dy, None)?),
+        false => None,
+    };
+    Ok((
+        plane_scale(dy, scale, None)?,
+        plane_sum(dy, Some(x))?,
+        dshift,
+    ))
+}
