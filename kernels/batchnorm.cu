@@ -12,8 +12,8 @@
 // so var is sane for N*S up to 10^6 and beyond even when |mean| >> std, and the f32 mean is
 // the rounded f64 mean like on the CPU (the backward's `x - mean` then matches it too).
 //
-// Pointwise kernels (normalise, dx; float4 / 8-byte bf16 accesses when planes allow) stride over planes on
-// grid.x and over a plane on grid.y and compute `(x - m) * a + b` and
+// Pointwise kernels (normalise, dx; float4 / 8-byte bf16 accesses when planes allow) stride
+// over planes on grid.x and over a plane on grid.y and compute `(x - m) * a + b` and
 // `a * (dy - b - (x - m) * k)` in f32 without contraction, with the per-channel constants
 // rounded from f64 exactly like the CPU.
 //
