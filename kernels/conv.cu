@@ -17,6 +17,9 @@
 //   index arithmetic and the weight loads are shared by 4 outputs (these kernels do 9-25
 //   multiply-adds per output and are instruction bound). grid.x strides over planes, grid.y
 //   over the tiles of a plane.
+// - conv_fwd_dw_s2_k3 / _k5: the depthwise forward with stride 2 (dilation 1) through a
+//   shared-memory input tile (coalesced loads once per tile instead of strided reads per tap);
+//   bit-identical to conv_fwd.
 // - conv_fwd_c1_k3 / _k5: the forward when c_in == 1 and groups == 1 (the stem): one thread
 //   per output position of a 256-position chunk, its K*K input taps in registers, looping over
 //   a chunk of 16 output channels whose weights sit in shared memory; grid.x strides over
@@ -223,6 +226,68 @@ __device__ void conv_bwd_data(const T *dy, const TW *wt, T *dx, const ConvGeom &
     }
 }
 
+/// Depthwise forward for stride 2 on both axes, dilation 1, kernel K x K fixed (3 or 5): the
+/// block's input tile (2 * CONV_TILE_H + K - 2 rows x 2 * CONV_TW + K - 2 columns of the input
+/// plane, zero outside the image) is loaded once into shared memory with coalesced reads, its
+/// even and odd columns stored apart so the 32 outputs of a warp read 32 consecutive words (no
+/// bank conflicts). Each thread then computes CONV_ROWS outputs of one column exactly like
+/// conv_fwd (taps in (i, j) order, out-of-range taps skipped, no contraction): bit-identical.
+/// It replaces conv_fwd's strided global reads, where a warp's 32 outputs of a stride-2 row
+/// touch twice the cache lines of a stride-1 row, once per tap.
+/// Launch: as conv_fwd (blocks of CONV_TW x CONV_TH threads, grid.x over the n * c planes,
+/// grid.y over the CONV_TILE_H x CONV_TW output tiles).
+template <typename T, typename TW, int K>
+__device__ void conv_fwd_dw_s2(const T *x, const TW *wt, T *y, const ConvGeom &g) {
+    constexpr int IH = 2 * CONV_TILE_H + K - 2, IW = 2 * CONV_TW + K - 2, IW2 = (IW + 1) / 2;
+    __shared__ acc_t tile[2][IH][IW2];
+    const int H = (int)g.h, W = (int)g.w, Ho = (int)g.ho, Wo = (int)g.wo, c = (int)g.c_out;
+    const i64 in_plane = g.h * g.w, out_plane = g.ho * g.wo;
+    const int tid = (int)(threadIdx.y * CONV_TW + threadIdx.x);
+    int tiles, tiles_w;
+    plane_tiles(Ho, Wo, tiles, tiles_w);
+    const u32 planes = (u32)(g.n * g.c_out);
+    for (u32 p = blockIdx.x; p < planes; p += gridDim.x) {
+        const u32 ni = p / (u32)c, ch = p - ni * (u32)c;
+        const T *xp = x + ((i64)ni * g.c_in + ch) * in_plane;
+        T *yp = y + (i64)p * out_plane;
+        acc_t wv[K * K];
+#pragma unroll
+        for (int k = 0; k < K * K; ++k) wv[k] = load(wt + (i64)ch * K * K, k);
+        for (u32 t = blockIdx.y; t < (u32)tiles; t += gridDim.y) {
+            const u32 tr = t / (u32)tiles_w, tc = t - tr * (u32)tiles_w;
+            const int oh0 = (int)tr * CONV_TILE_H, ow0 = (int)tc * CONV_TW;
+            const int ih0 = 2 * oh0 - g.ph, iw0 = 2 * ow0 - g.pw;
+            __syncthreads();  // the previous tile's readers are done
+            for (int e = tid; e < IH * IW; e += CONV_TW * CONV_TH) {
+                const int r = e / IW, col = e - r * IW;
+                const int ih = ih0 + r, iw = iw0 + col;
+                const bool in = ih >= 0 && ih < H && iw >= 0 && iw < W;
+                tile[col & 1][r][col >> 1] = in ? load(xp, ih * W + iw) : 0.0f;
+            }
+            __syncthreads();
+            const int ow = ow0 + (int)threadIdx.x;
+            if (ow >= Wo) continue;  // no barrier follows in this iteration
+#pragma unroll
+            for (int rr = 0; rr < CONV_ROWS; ++rr) {
+                const int lr0 = (int)threadIdx.y + CONV_TH * rr, oh = oh0 + lr0;
+                if (oh >= Ho) break;
+                acc_t acc = 0.0f;
+#pragma unroll
+                for (int i = 0; i < K; ++i) {
+                    const int ih = 2 * oh - g.ph + i;
+                    if (ih < 0 || ih >= H) continue;
+#pragma unroll
+                    for (int j = 0; j < K; ++j) {
+                        const int iw = 2 * ow - g.pw + j, lc = 2 * (int)threadIdx.x + j;
+                        if (iw >= 0 && iw < W) acc = acc + wv[i * K + j] * tile[lc & 1][2 * lr0 + i][lc >> 1];
+                    }
+                }
+                store(yp, oh * Wo + ow, acc);
+            }
+        }
+    }
+}
+
 #define CONV_C1_THREADS 256
 #define CONV_C1_CO 16
 
@@ -397,6 +462,12 @@ HR_EXTERN void conv_fwd_k5_f32(const float *x, const float *w, float *y, ConvGeo
 HR_EXTERN void conv_fwd_any_f32(const float *x, const float *w, float *y, ConvGeom g) {
     conv_fwd<float, float, 0, 0>(x, w, y, g);
 }
+HR_EXTERN void conv_fwd_dw_s2_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
+    conv_fwd_dw_s2<float, float, 3>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_dw_s2_k5_f32(const float *x, const float *w, float *y, ConvGeom g) {
+    conv_fwd_dw_s2<float, float, 5>(x, w, y, g);
+}
 HR_EXTERN void conv_fwd_c1_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
     conv_fwd_c1<float, float, 3>(x, w, y, g);
 }
@@ -450,6 +521,12 @@ HR_EXTERN void conv_fwd_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom
 }
 HR_EXTERN void conv_fwd_any_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
     conv_fwd<bf16, float, 0, 0>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_dw_s2_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd_dw_s2<bf16, float, 3>(x, w, y, g);
+}
+HR_EXTERN void conv_fwd_dw_s2_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
+    conv_fwd_dw_s2<bf16, float, 5>(x, w, y, g);
 }
 HR_EXTERN void conv_fwd_c1_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
     conv_fwd_c1<bf16, float, 3>(x, w, y, g);

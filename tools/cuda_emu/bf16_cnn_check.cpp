@@ -73,6 +73,17 @@ static void run_conv(const Case &c) {
         else { conv_fwd_any_f32(xf.data(), w.data(), yf.data(), g); conv_fwd_any_bf16(xb.data(), w.data(), yb.data(), g); }
     });
     same_rounded("conv fwd", c.name, yb.data(), yf);
+    if (c.groups == c.c_in && c.c_in == c.c_out && c.s == 2 && (c.k == 3 || c.k == 5)) {
+        // The shared-memory stride-2 depthwise forward, both dtypes, against conv_fwd's results.
+        std::vector<float> yf2(yn);
+        std::vector<bf16> yb2(yn);
+        emu_launch({cl(g.n * g.c_out), cl(4), 1}, blk, [&] {
+            if (c.k == 3) { conv_fwd_dw_s2_k3_f32(xf.data(), w.data(), yf2.data(), g); conv_fwd_dw_s2_k3_bf16(xb.data(), w.data(), yb2.data(), g); }
+            else { conv_fwd_dw_s2_k5_f32(xf.data(), w.data(), yf2.data(), g); conv_fwd_dw_s2_k5_bf16(xb.data(), w.data(), yb2.data(), g); }
+        });
+        same_f32("conv fwd_dw_s2 (f32) == conv_fwd", c.name, yf2, yf);
+        same_rounded("conv fwd_dw_s2 (bf16)", c.name, yb2.data(), yf);
+    }
     emu_launch({cl(g.n * g.c_in), cl(4), 1}, blk, [&] {
         if (c.k == 3 && c.s == 1) { conv_bwd_data_k3s1_f32(dyf.data(), w.data(), dxf.data(), g); conv_bwd_data_k3s1_bf16(dyb.data(), w.data(), dxb.data(), g); }
         else if (c.k == 3 && c.s == 2) { conv_bwd_data_k3s2_f32(dyf.data(), w.data(), dxf.data(), g); conv_bwd_data_k3s2_bf16(dyb.data(), w.data(), dxb.data(), g); }

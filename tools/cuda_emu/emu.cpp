@@ -70,6 +70,14 @@ static void run_conv(const Case &c, bool small_grid, i64 per_chunk_override) {
         if (sel == 0) emu_launch(g1, {256, 1, 1}, [&] { conv_fwd_c1_k3_f32(xp, wp, y1p, g); });
         if (sel == 1) emu_launch(g1, {256, 1, 1}, [&] { conv_fwd_c1_k5_f32(xp, wp, y1p, g); });
     }
+    // The stride-2 depthwise forward through a shared-memory tile: bit-identical to conv_fwd.
+    const bool s2 = c.groups == c.c_in && c.c_in == c.c_out && c.sh == 2 && c.sw == 2 && c.dh == 1 && c.dw == 1 && sel < 2;
+    std::vector<float> y2(yn, NAN);
+    if (s2) {
+        float *y2p = y2.data();
+        if (sel == 0) emu_launch(grid, blk, [&] { conv_fwd_dw_s2_k3_f32(xp, wp, y2p, g); });
+        if (sel == 1) emu_launch(grid, blk, [&] { conv_fwd_dw_s2_k5_f32(xp, wp, y2p, g); });
+    }
     grid = {cl(g.n * g.c_in, gx_lim), cl(tiles(g.h, g.w), gy_lim), 1};
     const int st = (g.sh == 1 && g.sw == 1) ? 1 : (g.sh == 2 && g.sw == 2) ? 2 : 0;
     if (sel == 0 && st == 0) emu_launch(grid, blk, [&] { conv_bwd_data_k3_f32(dyp, wp, dxp, g); });
@@ -101,6 +109,11 @@ static void run_conv(const Case &c, bool small_grid, i64 per_chunk_override) {
         if (!same) ++fails;
         printf("%s fwd_c1 == fwd (bitwise) %s\n", same ? "ok" : "FAIL", name);
         cmp("fwd_c1", name, y1, y_r);
+    }
+    if (s2) {
+        bool same = std::memcmp(y.data(), y2.data(), yn * sizeof(float)) == 0;
+        if (!same) ++fails;
+        printf("%s fwd_dw_s2 == fwd (bitwise) %s\n", same ? "ok" : "FAIL", name);
     }
     cmp("bwd_data", name, dx, dx_r);
     cmp("bwd_weight", name, dwt, dw_r);

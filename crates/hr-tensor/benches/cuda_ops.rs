@@ -532,6 +532,24 @@ fn conv_rows(
             ceiling,
             gemm,
         ));
+        if c.groups > 1 && c.stride == 2 {
+            // The same forward without the shared-memory tile kernel (A/B, same results).
+            cuda::set_stride2_tiles(false);
+            let plain = time_ms(5, || {
+                ops::conv2d(&x, &w, st, pd, (1, 1), c.groups)?;
+                Ok(())
+            });
+            cuda::set_stride2_tiles(true);
+            rows.push(conv_row(
+                c.names[0],
+                format!("{shape} (untiled kernel)"),
+                xb + wb + yb,
+                flops,
+                plain?,
+                ceiling,
+                gemm,
+            ));
+        }
         if c.bwd_data {
             let ms = time_ms(5, || {
                 ops::conv2d_bwd_data(&dy, &w, &spec)?;

@@ -1487,6 +1487,40 @@ fn plane_ops() {
     report.finish("plane_ops");
 }
 
+/// The shared-memory tile kernel of the stride-2 depthwise forwards gives the plain kernel's
+/// bits (f32 and bf16 activations; odd sizes, several tiles per plane, 3x3 and 5x5). The switch
+/// is global, but both settings give the same values, so tests running beside this one are
+/// unaffected.
+#[test]
+fn stride2_tile_kernel_matches_the_plain_kernel() {
+    let Some(dev) = gpu() else { return };
+    for (i, (x, k)) in [([3, 8, 37, 70], 3), ([2, 6, 70, 33], 5), ([1, 4, 13, 7], 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let w = on(&randn(&[x[1], 1, k, k], 3300 + i as u64), dev);
+        for bf16 in [false, true] {
+            let xs = match bf16 {
+                true => bf16_host(&x, 1.0, 0.0, 3310 + i as u64),
+                false => randn(&x, 3310 + i as u64),
+            };
+            let xg = on(&xs, dev);
+            let p = (k - 1) / 2;
+            let conv = || ops::conv2d(&xg, &w, (2, 2), (p, p), (1, 1), x[1]).unwrap();
+            cuda::set_stride2_tiles(false);
+            let plain = conv().to_device(Device::Cpu).unwrap();
+            cuda::set_stride2_tiles(true);
+            let tiled = conv().to_device(Device::Cpu).unwrap();
+            assert_eq!(
+                tiled.to_vec_f64().unwrap(),
+                plain.to_vec_f64().unwrap(),
+                "stride-2 depthwise {x:?} k {k} bf16 {bf16}: tiled != plain"
+            );
+            println!("ok stride-2 depthwise {x:?} k {k} bf16 {bf16}: tile kernel bit-identical");
+        }
+    }
+}
+
 #[test]
 fn frame_signal_audio() {
     let Some(dev) = gpu() else { return };

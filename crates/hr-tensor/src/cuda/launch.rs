@@ -2,7 +2,7 @@
 //! kernel-argument structs mirrored from `kernels/common.cuh`, errors that name the kernel and
 //! its grid/block, and a CUDA-event timer for benchmarks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{
@@ -24,6 +24,29 @@ pub fn set_poison_outputs(on: bool) {
 /// Whether outputs are poisoned (see [`set_poison_outputs`]).
 pub fn poison_outputs() -> bool {
     POISON.load(Ordering::Relaxed)
+}
+
+/// Stride-2 depthwise forwards through the shared-memory tile kernel: 0 = not decided yet
+/// (`HR_CONV_S2_TILES` decides on first use: `0` turns it off), 1 = off, 2 = on.
+static S2_TILES: AtomicU8 = AtomicU8::new(0);
+
+/// Turns the shared-memory tile kernel of the stride-2 depthwise forwards (`conv_fwd_dw_s2_*`)
+/// on or off (bit-identical results either way; for A/B timing against the plain kernel).
+pub fn set_stride2_tiles(on: bool) {
+    S2_TILES.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Whether stride-2 depthwise forwards use the tile kernel (see [`set_stride2_tiles`]; the
+/// default is on unless the environment sets `HR_CONV_S2_TILES=0`).
+pub fn stride2_tiles() -> bool {
+    match S2_TILES.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("HR_CONV_S2_TILES").map_or(true, |v| v.trim() != "0");
+            set_stride2_tiles(on);
+            on
+        }
+        v => v == 2,
+    }
 }
 
 /// The driver's name and description of an error.

@@ -41,7 +41,9 @@ pub use kernels::{
     compile_options, compile_source, kernel_cache_dir, nvrtc_present, nvrtc_version,
     precompile_all, set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
 };
-pub use launch::{poison_outputs, set_poison_outputs, synchronize, DeviceTimer};
+pub use launch::{
+    poison_outputs, set_poison_outputs, set_stride2_tiles, stride2_tiles, synchronize, DeviceTimer,
+};
 pub use profile::{OpProfile, ProfileReport, ProfileRow};
 
 /// An opened GPU: its context and the stream all ops of this process run on.

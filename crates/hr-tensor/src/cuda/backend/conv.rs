@@ -236,6 +236,17 @@ fn cfg_c1(s: &Conv2dSpec) -> LaunchConfig {
     }
 }
 
+/// True when the forward of `s` runs `conv_fwd_dw_s2_*`: depthwise (one channel per group,
+/// as many outputs), stride 2 and dilation 1 on both axes, and the tile kernel switched on
+/// ([`crate::cuda::stride2_tiles`]).
+fn s2_tiled(s: &Conv2dSpec) -> bool {
+    s.groups == s.c_in
+        && s.c_out == s.c_in
+        && s.stride == (2, 2)
+        && s.dilation == (1, 1)
+        && crate::cuda::stride2_tiles()
+}
+
 /// Forward.
 pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d";
@@ -271,9 +282,20 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
         let g = geom(OP, s)?;
         // One input channel, groups 1 (the stem), 3x3 or 5x5: input taps in registers reused
         // for chunks of C1_CHANNELS output channels (bit-identical to conv_fwd_*).
+        let tiled = s2_tiled(s);
         let (name, cfg) = match (s.c_in, s.groups, s.kh, s.kw) {
             (1, 1, 3, 3) => (kname!(dt, "conv_fwd_c1_k3"), cfg_c1(s)),
             (1, 1, 5, 5) => (kname!(dt, "conv_fwd_c1_k5"), cfg_c1(s)),
+            // Depthwise, stride 2, dilation 1: the shared-memory tile kernel (bit-identical to
+            // conv_fwd_*; same launch shape).
+            (_, _, 3, 3) if tiled => (
+                kname!(dt, "conv_fwd_dw_s2_k3"),
+                cfg_tiles(s.n * s.c_out, s.h_out, s.w_out),
+            ),
+            (_, _, 5, 5) if tiled => (
+                kname!(dt, "conv_fwd_dw_s2_k5"),
+                cfg_tiles(s.n * s.c_out, s.h_out, s.w_out),
+            ),
             _ => (
                 pick(
                     s,
