@@ -277,10 +277,6 @@ __device__ void bn_bwd_dx(const T *x, const T *dy, const float *mean, BnAct ba, 
     }
 }
 
-HR_EXTERN void bn_stats_part_f32(const float *x, double *part, i64 n, i64 c, i64 s, i64 per_chunk,
-                                 i64 s_len, i64 s_chunks, i64 chunks) {
-    bn_stats_part(x, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
-}
 HR_EXTERN void bn_stats_finish_f32(const double *part, const float *gamma, float *mean,
                                    float *rstd, float *scale, float *rmean, float *rvar, i64 c,
                                    i64 chunks, double momentum, double eps) {
@@ -290,83 +286,54 @@ HR_EXTERN void bn_eval_scale_f32(const float *gamma, const float *rvar, float *s
                                  double eps) {
     bn_eval_scale(gamma, rvar, scale, c, eps);
 }
-HR_EXTERN void bn_apply_f32(const float *x, const float *m, const float *a, const float *b,
-                            float *y, i64 n, i64 c, i64 s) {
-    bn_apply(x, m, a, b, y, n, c, s, BN_NO_ACT);
-}
-HR_EXTERN void bn_apply_act_f32(const float *x, const float *m, const float *a, const float *b,
-                                float *y, i64 n, i64 c, i64 s, int act) {
-    bn_apply(x, m, a, b, y, n, c, s, act);
-}
-HR_EXTERN void bn_bwd_part_f32(const float *x, const float *dy, const float *mean, double *part,
-                               i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
-                               i64 chunks) {
-    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
-    bn_bwd_part(x, dy, mean, none, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
-}
-HR_EXTERN void bn_bwd_part_act_f32(const float *x, const float *dy, const float *mean,
-                                   const float *rstd, const float *gamma, const float *beta,
-                                   double *part, i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len,
-                                   i64 s_chunks, i64 chunks, int act) {
-    const BnAct ba{act, rstd, gamma, beta};
-    bn_bwd_part(x, dy, mean, ba, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
-}
 HR_EXTERN void bn_bwd_finish_f32(const double *part, const float *gamma, const float *rstd,
                                  float *dgamma, float *dbeta, float *k1, float *k2, float *k3,
                                  i64 c, i64 chunks, double m) {
     bn_bwd_finish(part, gamma, rstd, dgamma, dbeta, k1, k2, k3, c, chunks, m);
 }
-HR_EXTERN void bn_bwd_dx_f32(const float *x, const float *dy, const float *mean, const float *k1,
-                             const float *k2, const float *k3, float *dx, i64 n, i64 c, i64 s) {
-    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
-    bn_bwd_dx(x, dy, mean, none, k1, k2, k3, dx, n, c, s);
-}
-HR_EXTERN void bn_bwd_dx_act_f32(const float *x, const float *dy, const float *mean,
-                                 const float *rstd, const float *gamma, const float *beta,
-                                 const float *k1, const float *k2, const float *k3, float *dx,
-                                 i64 n, i64 c, i64 s, int act) {
-    const BnAct ba{act, rstd, gamma, beta};
-    bn_bwd_dx(x, dy, mean, ba, k1, k2, k3, dx, n, c, s);
-}
 
-// bf16 activations (x, y, dy, dx) with f32 parameters, statistics and gradients of gamma / beta
-// (bn_stats_finish_f32, bn_eval_scale_f32 and bn_bwd_finish_f32 serve both): every value is
-// read as the f32 it represents, so the results equal the f32 kernels' on the same values,
-// with y and dx rounded to bf16 once.
-HR_EXTERN void bn_stats_part_bf16(const bf16 *x, double *part, i64 n, i64 c, i64 s, i64 per_chunk,
-                                  i64 s_len, i64 s_chunks, i64 chunks) {
-    bn_stats_part(x, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
-}
-HR_EXTERN void bn_apply_bf16(const bf16 *x, const float *m, const float *a, const float *b,
-                             bf16 *y, i64 n, i64 c, i64 s) {
-    bn_apply(x, m, a, b, y, n, c, s, BN_NO_ACT);
-}
-HR_EXTERN void bn_apply_act_bf16(const bf16 *x, const float *m, const float *a, const float *b,
-                                 bf16 *y, i64 n, i64 c, i64 s, int act) {
-    bn_apply(x, m, a, b, y, n, c, s, act);
-}
-HR_EXTERN void bn_bwd_part_bf16(const bf16 *x, const bf16 *dy, const float *mean, double *part,
-                                i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,
-                                i64 chunks) {
-    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
-    bn_bwd_part(x, dy, mean, none, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
-}
-HR_EXTERN void bn_bwd_part_act_bf16(const bf16 *x, const bf16 *dy, const float *mean,
-                                    const float *rstd, const float *gamma, const float *beta,
-                                    double *part, i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len,
-                                    i64 s_chunks, i64 chunks, int act) {
-    const BnAct ba{act, rstd, gamma, beta};
-    bn_bwd_part(x, dy, mean, ba, part, n, c, s, per_chunk, s_len, s_chunks, chunks);
-}
-HR_EXTERN void bn_bwd_dx_bf16(const bf16 *x, const bf16 *dy, const float *mean, const float *k1,
-                              const float *k2, const float *k3, bf16 *dx, i64 n, i64 c, i64 s) {
-    const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};
-    bn_bwd_dx(x, dy, mean, none, k1, k2, k3, dx, n, c, s);
-}
-HR_EXTERN void bn_bwd_dx_act_bf16(const bf16 *x, const bf16 *dy, const float *mean,
-                                  const float *rstd, const float *gamma, const float *beta,
-                                  const float *k1, const float *k2, const float *k3, bf16 *dx,
-                                  i64 n, i64 c, i64 s, int act) {
-    const BnAct ba{act, rstd, gamma, beta};
-    bn_bwd_dx(x, dy, mean, ba, k1, k2, k3, dx, n, c, s);
-}
+/// Entry points of the passes over the activations for storage type `T` (dtype suffix `S`):
+/// f32, and bf16 activations (x, y, dy, dx) with f32 parameters, statistics and gradients of
+/// gamma / beta (the per-channel finish kernels above serve both). A bf16 value is read as the
+/// f32 it represents, so the results equal the f32 kernels' on the same values, with y and dx
+/// rounded to bf16 once.
+#define BN_ENTRIES(S, T)                                                                           \
+    HR_EXTERN void bn_stats_part_##S(const T *x, double *part, i64 n, i64 c, i64 s,                \
+                                     i64 per_chunk, i64 s_len, i64 s_chunks, i64 chunks) {         \
+        bn_stats_part(x, part, n, c, s, per_chunk, s_len, s_chunks, chunks);                       \
+    }                                                                                              \
+    HR_EXTERN void bn_apply_##S(const T *x, const float *m, const float *a, const float *b, T *y,  \
+                                i64 n, i64 c, i64 s) {                                             \
+        bn_apply(x, m, a, b, y, n, c, s, BN_NO_ACT);                                               \
+    }                                                                                              \
+    HR_EXTERN void bn_apply_act_##S(const T *x, const float *m, const float *a, const float *b,    \
+                                    T *y, i64 n, i64 c, i64 s, int act) {                          \
+        bn_apply(x, m, a, b, y, n, c, s, act);                                                     \
+    }                                                                                              \
+    HR_EXTERN void bn_bwd_part_##S(const T *x, const T *dy, const float *mean, double *part,       \
+                                   i64 n, i64 c, i64 s, i64 per_chunk, i64 s_len, i64 s_chunks,    \
+                                   i64 chunks) {                                                   \
+        const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};                                    \
+        bn_bwd_part(x, dy, mean, none, part, n, c, s, per_chunk, s_len, s_chunks, chunks);         \
+    }                                                                                              \
+    HR_EXTERN void bn_bwd_part_act_##S(const T *x, const T *dy, const float *mean,                 \
+                                       const float *rstd, const float *gamma, const float *beta,   \
+                                       double *part, i64 n, i64 c, i64 s, i64 per_chunk,           \
+                                       i64 s_len, i64 s_chunks, i64 chunks, int act) {             \
+        const BnAct ba{act, rstd, gamma, beta};                                                    \
+        bn_bwd_part(x, dy, mean, ba, part, n, c, s, per_chunk, s_len, s_chunks, chunks);           \
+    }                                                                                              \
+    HR_EXTERN void bn_bwd_dx_##S(const T *x, const T *dy, const float *mean, const float *k1,      \
+                                 const float *k2, const float *k3, T *dx, i64 n, i64 c, i64 s) {   \
+        const BnAct none{BN_NO_ACT, nullptr, nullptr, nullptr};                                    \
+        bn_bwd_dx(x, dy, mean, none, k1, k2, k3, dx, n, c, s);                                     \
+    }                                                                                              \
+    HR_EXTERN void bn_bwd_dx_act_##S(const T *x, const T *dy, const float *mean,                   \
+                                     const float *rstd, const float *gamma, const float *beta,     \
+                                     const float *k1, const float *k2, const float *k3, T *dx,     \
+                                     i64 n, i64 c, i64 s, int act) {                               \
+        const BnAct ba{act, rstd, gamma, beta};                                                    \
+        bn_bwd_dx(x, dy, mean, ba, k1, k2, k3, dx, n, c, s);                                       \
+    }
+BN_ENTRIES(f32, float)
+BN_ENTRIES(bf16, bf16)

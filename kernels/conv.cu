@@ -453,117 +453,67 @@ __device__ void conv_bwd_weight_finish(const float *part, T *dw, i64 chunks, i64
     }
 }
 
-HR_EXTERN void conv_fwd_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd<float, float, 3, 3>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_k5_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd<float, float, 5, 5>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_any_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd<float, float, 0, 0>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_dw_s2_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd_dw_s2<float, float, 3>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_dw_s2_k5_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd_dw_s2<float, float, 5>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_c1_k3_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd_c1<float, float, 3>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_c1_k5_f32(const float *x, const float *w, float *y, ConvGeom g) {
-    conv_fwd_c1<float, float, 5>(x, w, y, g);
-}
-HR_EXTERN void conv_bwd_data_k3_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 3, 3, 0>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k3s1_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 3, 3, 1>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k3s2_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 3, 3, 2>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k5_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 5, 5, 0>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k5s1_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 5, 5, 1>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k5s2_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 5, 5, 2>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_any_f32(const float *dy, const float *w, float *dx, ConvGeom g) {
-    conv_bwd_data<float, float, 0, 0, 0>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_weight_part_k3_f32(const float *x, const float *dy, float *part, ConvGeom g,
-                                           i64 per_chunk) {
-    conv_bwd_weight_part<float, 3, 3>(x, dy, part, g, per_chunk);
-}
-HR_EXTERN void conv_bwd_weight_part_k5_f32(const float *x, const float *dy, float *part, ConvGeom g,
-                                           i64 per_chunk) {
-    conv_bwd_weight_part<float, 5, 5>(x, dy, part, g, per_chunk);
-}
-HR_EXTERN void conv_bwd_weight_part_any_f32(const float *x, const float *dy, float *part,
-                                            ConvGeom g, i64 per_chunk) {
-    conv_bwd_weight_part_any<float>(x, dy, part, g, per_chunk);
-}
+/// Entry points for activations of storage type `T` (dtype suffix `S`) with f32 weights: f32,
+/// and bf16 activations (x, y, dy, dx) with f32 accumulation, whose weight-gradient partials
+/// stay f32 (conv_bwd_weight_finish_f32 sums them into the f32 gradient for both).
+#define CONV_ENTRIES(S, T)                                                                         \
+    HR_EXTERN void conv_fwd_k3_##S(const T *x, const float *w, T *y, ConvGeom g) {                 \
+        conv_fwd<T, float, 3, 3>(x, w, y, g);                                                      \
+    }                                                                                              \
+    HR_EXTERN void conv_fwd_k5_##S(const T *x, const float *w, T *y, ConvGeom g) {                 \
+        conv_fwd<T, float, 5, 5>(x, w, y, g);                                                      \
+    }                                                                                              \
+    HR_EXTERN void conv_fwd_any_##S(const T *x, const float *w, T *y, ConvGeom g) {                \
+        conv_fwd<T, float, 0, 0>(x, w, y, g);                                                      \
+    }                                                                                              \
+    HR_EXTERN void conv_fwd_dw_s2_k3_##S(const T *x, const float *w, T *y, ConvGeom g) {           \
+        conv_fwd_dw_s2<T, float, 3>(x, w, y, g);                                                   \
+    }                                                                                              \
+    HR_EXTERN void conv_fwd_dw_s2_k5_##S(const T *x, const float *w, T *y, ConvGeom g) {           \
+        conv_fwd_dw_s2<T, float, 5>(x, w, y, g);                                                   \
+    }                                                                                              \
+    HR_EXTERN void conv_fwd_c1_k3_##S(const T *x, const float *w, T *y, ConvGeom g) {              \
+        conv_fwd_c1<T, float, 3>(x, w, y, g);                                                      \
+    }                                                                                              \
+    HR_EXTERN void conv_fwd_c1_k5_##S(const T *x, const float *w, T *y, ConvGeom g) {              \
+        conv_fwd_c1<T, float, 5>(x, w, y, g);                                                      \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_k3_##S(const T *dy, const float *w, T *dx, ConvGeom g) {          \
+        conv_bwd_data<T, float, 3, 3, 0>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_k3s1_##S(const T *dy, const float *w, T *dx, ConvGeom g) {        \
+        conv_bwd_data<T, float, 3, 3, 1>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_k3s2_##S(const T *dy, const float *w, T *dx, ConvGeom g) {        \
+        conv_bwd_data<T, float, 3, 3, 2>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_k5_##S(const T *dy, const float *w, T *dx, ConvGeom g) {          \
+        conv_bwd_data<T, float, 5, 5, 0>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_k5s1_##S(const T *dy, const float *w, T *dx, ConvGeom g) {        \
+        conv_bwd_data<T, float, 5, 5, 1>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_k5s2_##S(const T *dy, const float *w, T *dx, ConvGeom g) {        \
+        conv_bwd_data<T, float, 5, 5, 2>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_data_any_##S(const T *dy, const float *w, T *dx, ConvGeom g) {         \
+        conv_bwd_data<T, float, 0, 0, 0>(dy, w, dx, g);                                            \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_weight_part_k3_##S(const T *x, const T *dy, float *part, ConvGeom g,   \
+                                               i64 per_chunk) {                                    \
+        conv_bwd_weight_part<T, 3, 3>(x, dy, part, g, per_chunk);                                  \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_weight_part_k5_##S(const T *x, const T *dy, float *part, ConvGeom g,   \
+                                               i64 per_chunk) {                                    \
+        conv_bwd_weight_part<T, 5, 5>(x, dy, part, g, per_chunk);                                  \
+    }                                                                                              \
+    HR_EXTERN void conv_bwd_weight_part_any_##S(const T *x, const T *dy, float *part, ConvGeom g,  \
+                                                i64 per_chunk) {                                   \
+        conv_bwd_weight_part_any<T>(x, dy, part, g, per_chunk);                                    \
+    }
+CONV_ENTRIES(f32, float)
+CONV_ENTRIES(bf16, bf16)
+
 HR_EXTERN void conv_bwd_weight_finish_f32(const float *part, float *dw, i64 chunks, i64 len) {
     conv_bwd_weight_finish<float>(part, dw, chunks, len);
-}
-
-// bf16 activations (x, y, dy, dx) with f32 weights and f32 accumulation; the weight-gradient
-// partials stay f32 (conv_bwd_weight_finish_f32 sums them into the f32 gradient).
-HR_EXTERN void conv_fwd_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd<bf16, float, 3, 3>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd<bf16, float, 5, 5>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_any_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd<bf16, float, 0, 0>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_dw_s2_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd_dw_s2<bf16, float, 3>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_dw_s2_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd_dw_s2<bf16, float, 5>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_c1_k3_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd_c1<bf16, float, 3>(x, w, y, g);
-}
-HR_EXTERN void conv_fwd_c1_k5_bf16(const bf16 *x, const float *w, bf16 *y, ConvGeom g) {
-    conv_fwd_c1<bf16, float, 5>(x, w, y, g);
-}
-HR_EXTERN void conv_bwd_data_k3_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 3, 3, 0>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k3s1_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 3, 3, 1>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k3s2_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 3, 3, 2>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k5_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 5, 5, 0>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k5s1_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 5, 5, 1>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_k5s2_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 5, 5, 2>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_data_any_bf16(const bf16 *dy, const float *w, bf16 *dx, ConvGeom g) {
-    conv_bwd_data<bf16, float, 0, 0, 0>(dy, w, dx, g);
-}
-HR_EXTERN void conv_bwd_weight_part_k3_bf16(const bf16 *x, const bf16 *dy, float *part, ConvGeom g,
-                                           i64 per_chunk) {
-    conv_bwd_weight_part<bf16, 3, 3>(x, dy, part, g, per_chunk);
-}
-HR_EXTERN void conv_bwd_weight_part_k5_bf16(const bf16 *x, const bf16 *dy, float *part, ConvGeom g,
-                                           i64 per_chunk) {
-    conv_bwd_weight_part<bf16, 5, 5>(x, dy, part, g, per_chunk);
-}
-HR_EXTERN void conv_bwd_weight_part_any_bf16(const bf16 *x, const bf16 *dy, float *part,
-                                            ConvGeom g, i64 per_chunk) {
-    conv_bwd_weight_part_any<bf16>(x, dy, part, g, per_chunk);
 }

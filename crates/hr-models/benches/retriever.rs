@@ -55,17 +55,11 @@ use hr_tensor::{cuda, Device, Rng, Tensor};
 const SAMPLE_RATE: usize = 32_000;
 
 /// The autocast guards of a precision mode: bf16 GEMM operands, bf16 CNN activations.
-fn mixed_precision(
-    gemms: bool,
-    acts: bool,
-) -> (
-    hr_tensor::autocast::AutocastGuard,
-    hr_tensor::autocast::ActivationsGuard,
-) {
-    (
+fn mixed_precision(gemms: bool, acts: bool) -> [hr_tensor::autocast::AutocastGuard; 2] {
+    [
         hr_tensor::autocast::bf16_matmuls(gemms),
         hr_tensor::autocast::bf16_activations(acts),
-    )
+    ]
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {

@@ -651,29 +651,28 @@ fn plane_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>) -> R
     let per = rand_on(&shape[..2], 32, dev)?;
     let bytes = bytes_of(&shape, dtype);
     let tag = dtype_tag(dtype);
-    let ms = time_ms(10, || {
-        ops::plane_sum(&dy, Some(&x))?;
-        Ok(())
-    })?;
-    let r = 2.0 * bytes / (ms * 1e-3) / 1e9;
-    rows.push(Row {
-        op: "SE gate gradient (plane_sum dy * x)",
-        shape: format!("{shape:?}{tag}"),
-        ms,
-        rate: format!("{r:.0} GB/s"),
-        frac: format!("{:.2}", r / ceiling),
-    });
-    let ms = time_ms(10, || {
-        ops::plane_scale(&dy, &per, Some(&per))?;
-        Ok(())
-    })?;
-    let r = 2.0 * bytes / (ms * 1e-3) / 1e9;
-    rows.push(Row {
-        op: "SE dx (plane_scale + shift)",
-        shape: format!("{shape:?}{tag}"),
-        ms,
-        rate: format!("{r:.0} GB/s"),
-        frac: format!("{:.2}", r / ceiling),
-    });
+    // Both ops move two passes over the map (two reads; one read and one write).
+    let cases: [(&'static str, &dyn Fn() -> hr_tensor::Result<Tensor>); 2] = [
+        ("SE gate gradient (plane_sum dy * x)", &|| {
+            ops::plane_sum(&dy, Some(&x))
+        }),
+        ("SE dx (plane_scale + shift)", &|| {
+            ops::plane_scale(&dy, &per, Some(&per))
+        }),
+    ];
+    for (op, f) in cases {
+        let ms = time_ms(10, || {
+            f()?;
+            Ok(())
+        })?;
+        let r = 2.0 * bytes / (ms * 1e-3) / 1e9;
+        rows.push(Row {
+            op,
+            shape: format!("{shape:?}{tag}"),
+            ms,
+            rate: format!("{r:.0} GB/s"),
+            frac: format!("{:.2}", r / ceiling),
+        });
+    }
     Ok(())
 }

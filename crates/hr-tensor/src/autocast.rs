@@ -12,59 +12,54 @@
 //! memory traffic of every activation pass; the ops themselves follow their operands' dtypes.
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 thread_local! {
     static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
     static BF16_ACTIVATIONS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Restores the previous [`bf16_activations`] setting when dropped.
-#[derive(Debug)]
-pub struct ActivationsGuard {
-    previous: bool,
-}
-
-impl Drop for ActivationsGuard {
-    fn drop(&mut self) {
-        BF16_ACTIVATIONS.with(|c| c.set(self.previous));
-    }
-}
-
-/// Asks models on this thread to keep activations in bf16 storage where they support it
-/// (`on = true`) until the guard drops.
-pub fn bf16_activations(on: bool) -> ActivationsGuard {
-    ActivationsGuard {
-        previous: BF16_ACTIVATIONS.with(|c| c.replace(on)),
-    }
-}
-
-/// Whether models on this thread keep activations in bf16 storage (see [`bf16_activations`]).
-pub fn bf16_activations_active() -> bool {
-    BF16_ACTIVATIONS.with(Cell::get)
-}
-
-/// Restores the previous setting when dropped.
+/// Restores the previous setting of its switch ([`bf16_matmuls`] or [`bf16_activations`]) when
+/// dropped.
 #[derive(Debug)]
 pub struct AutocastGuard {
+    flag: &'static LocalKey<Cell<bool>>,
     previous: bool,
 }
 
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
-        BF16_MATMULS.with(|c| c.set(self.previous));
+        self.flag.with(|c| c.set(self.previous));
+    }
+}
+
+/// Sets `flag` on this thread until the returned guard drops.
+fn set(flag: &'static LocalKey<Cell<bool>>, on: bool) -> AutocastGuard {
+    AutocastGuard {
+        flag,
+        previous: flag.with(|c| c.replace(on)),
     }
 }
 
 /// Turns bf16 matrix products on (`on = true`) or off on this thread until the guard drops.
 pub fn bf16_matmuls(on: bool) -> AutocastGuard {
-    AutocastGuard {
-        previous: BF16_MATMULS.with(|c| c.replace(on)),
-    }
+    set(&BF16_MATMULS, on)
 }
 
 /// Whether f32 matrix products on this thread round their operands to bf16.
 pub fn bf16_matmuls_active() -> bool {
     BF16_MATMULS.with(Cell::get)
+}
+
+/// Asks models on this thread to keep activations in bf16 storage where they support it
+/// (`on = true`) until the guard drops.
+pub fn bf16_activations(on: bool) -> AutocastGuard {
+    set(&BF16_ACTIVATIONS, on)
+}
+
+/// Whether models on this thread keep activations in bf16 storage (see [`bf16_activations`]).
+pub fn bf16_activations_active() -> bool {
+    BF16_ACTIVATIONS.with(Cell::get)
 }
 
 /// Whether a convolution's f32 operands are rounded to bf16 on this thread: under

@@ -23,6 +23,25 @@ pub fn randn64(shape: &[usize], rng: &mut Rng) -> Tensor {
     Tensor::from_vec(v, shape).expect("shape matches the element count")
 }
 
+/// A pair `(f32, bf16)` of CPU tensors holding the same bf16-representable values: normal
+/// samples times `std` plus `shift` (seeded), rounded to bf16.
+pub fn bf16_pair(shape: &[usize], std: f32, shift: f64, seed: u64) -> (Tensor, Tensor) {
+    let x = Tensor::randn(shape, std, &mut Rng::new(seed)).expect("randn");
+    let b = crate::ops::affine(&x, 1.0, shift)
+        .and_then(|x| x.to_dtype(DType::BF16))
+        .expect("to bf16");
+    (b.to_dtype(DType::F32).expect("to f32"), b)
+}
+
+/// The bit patterns of a bf16 CPU tensor.
+pub fn bf16_bits(t: &Tensor) -> Vec<u16> {
+    t.as_slice::<half::bf16>()
+        .expect("bf16 storage")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 /// A random normal f32 tensor.
 pub fn randn32(shape: &[usize], rng: &mut Rng) -> Tensor {
     randn64(shape, rng)

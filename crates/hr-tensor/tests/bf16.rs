@@ -7,6 +7,7 @@
 
 use half::bf16;
 use hr_tensor::ops;
+use hr_tensor::testing::{bf16_bits as bits, bf16_pair as pair};
 use hr_tensor::{AdamStep, Binary, DType, Error, NormStats, Rng, Tensor, Unary};
 
 const UNARY: [Unary; 8] = Unary::ALL;
@@ -14,24 +15,6 @@ const UNARY: [Unary; 8] = Unary::ALL;
 const BINARY: [Binary; 4] = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div];
 
 const SHAPES: [&[usize]; 5] = [&[1], &[7], &[3, 5], &[2, 3, 33], &[4, 1, 129]];
-
-/// A pair `(f32, bf16)` holding the same bf16-representable values: normal samples times
-/// `std` plus `shift`.
-fn pair(shape: &[usize], std: f32, shift: f64, seed: u64) -> (Tensor, Tensor) {
-    let x = Tensor::randn(shape, std, &mut Rng::new(seed)).expect("randn");
-    let x = ops::affine(&x, 1.0, shift).expect("shift");
-    let b = x.to_dtype(DType::BF16).expect("to bf16");
-    (b.to_dtype(DType::F32).expect("to f32"), b)
-}
-
-/// The bits of a bf16 tensor.
-fn bits(t: &Tensor) -> Vec<u16> {
-    t.as_slice::<bf16>()
-        .expect("bf16 storage")
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
-}
 
 /// `got` (bf16) must equal `want` (the f32 result) rounded to bf16, bit for bit.
 fn same(what: &str, got: &Tensor, want: &Tensor) {

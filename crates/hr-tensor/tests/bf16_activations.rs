@@ -6,27 +6,10 @@
 //! convolution multiplies the bf16 rounding of its weight (as every GEMM under autocast).
 //! Mixing the dtypes any other way is an error naming the op.
 
-use half::bf16;
 use hr_tensor::autocast::bf16_matmuls;
 use hr_tensor::ops::{self, conv2d_spec};
+use hr_tensor::testing::{bf16_bits as bits, bf16_pair as pair};
 use hr_tensor::{Conv2dSpec, DType, Error, NormGrads, Rng, Tensor, Unary};
-
-/// `(f32, bf16)` tensors holding the same bf16-representable values (normal * std + shift).
-fn pair(shape: &[usize], std: f32, shift: f64, seed: u64) -> (Tensor, Tensor) {
-    let x = Tensor::randn(shape, std, &mut Rng::new(seed)).expect("randn");
-    let b = ops::affine(&x, 1.0, shift)
-        .and_then(|x| x.to_dtype(DType::BF16))
-        .expect("to bf16");
-    (b.to_dtype(DType::F32).expect("to f32"), b)
-}
-
-fn bits(t: &Tensor) -> Vec<u16> {
-    t.as_slice::<bf16>()
-        .expect("bf16 storage")
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
-}
 
 /// `got` (bf16) is `want` (f32) rounded to bf16, bit for bit.
 fn rounded(what: &str, got: &Tensor, want: &Tensor) {
