@@ -64,7 +64,9 @@ pub enum Precision {
     /// same rounding on the CPU), and the audio CNN keeps its activations and their gradients
     /// in bf16 storage (convolutions and batch norms compute in f32 and round each output
     /// once); the text side's activations, the loss, the f32 master weights, the weight
-    /// gradients and the optimizer state stay f32. Validation runs in f32.
+    /// gradients and the optimizer state stay f32. Validation runs in f32. Meant for GPUs: on
+    /// the CPU it is the reference emulation (f32 arithmetic plus the same roundings), slower
+    /// than `f32`.
     Bf16,
 }
 
