@@ -19,7 +19,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{f32_acts, float_dispatch, is_bf16, out, to_bf16, CpuBackend, PAR_THRESHOLD};
+use super::{f32_acts, float_dispatch, is_bf16, out, CpuBackend, RoundBf16, PAR_THRESHOLD};
 use crate::autocast::{bf16_conv_operands, bf16_matmuls, rounded_f32};
 use crate::backend::{Conv2dSpec, ConvOps};
 use crate::{Float, Result, Tensor};
@@ -27,7 +27,7 @@ use crate::{Float, Result, Tensor};
 impl ConvOps for CpuBackend {
     fn conv2d(&self, x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
         if is_bf16(x) {
-            return to_bf16(f32_acts(&[x], |a| self.conv2d(a[0], w, s))?);
+            return f32_acts(&[x], |a| self.conv2d(a[0], w, s))?.round_bf16();
         }
         if let Some(r) = autocast_operands(s, [x, w], |[a, b]| self.conv2d(a, b, s)) {
             return r;
@@ -45,7 +45,7 @@ impl ConvOps for CpuBackend {
 
     fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
         if is_bf16(dy) {
-            return to_bf16(f32_acts(&[dy], |a| self.conv2d_bwd_data(a[0], w, s))?);
+            return f32_acts(&[dy], |a| self.conv2d_bwd_data(a[0], w, s))?.round_bf16();
         }
         if let Some(r) = autocast_operands(s, [dy, w], |[a, b]| self.conv2d_bwd_data(a, b, s)) {
             return r;

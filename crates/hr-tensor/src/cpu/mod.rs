@@ -115,7 +115,7 @@ pub(crate) fn bf16_via_f32<R: RoundBf16>(
 /// runs the f32 op `f` on exact f32 copies of the activations `acts` with bf16 matrix products
 /// on, so a dense pointwise convolution multiplies the bf16 rounding of its weight like the CUDA
 /// GEMM does (the activations already hold bf16 values). The caller rounds the activation
-/// outputs to bf16; f32 results (weight gradients, statistics) stay f32.
+/// outputs to bf16 (`RoundBf16`); f32 results (weight gradients, statistics) stay f32.
 pub(crate) fn f32_acts<R>(acts: &[&Tensor], f: impl FnOnce(&[&Tensor]) -> Result<R>) -> Result<R> {
     let wide = acts
         .iter()
@@ -124,11 +124,6 @@ pub(crate) fn f32_acts<R>(acts: &[&Tensor], f: impl FnOnce(&[&Tensor]) -> Result
     let refs: Vec<&Tensor> = wide.iter().collect();
     let _bf16_gemms = crate::autocast::bf16_matmuls(true);
     f(&refs)
-}
-
-/// The f32 result `t` of a bf16-activation op rounded to bf16 (round to nearest even).
-pub(crate) fn to_bf16(t: Tensor) -> Result<Tensor> {
-    t.to_dtype(DType::BF16)
 }
 
 /// Wraps a kernel's output vector as a CPU tensor.

@@ -2,7 +2,7 @@
 //! axis 1 (bf16 activations with f32 parameters through `super::f32_acts`: f32 compute, `y` /
 //! `dx` rounded once, statistics and parameter gradients f32).
 
-use super::{bf16_via_f32, f32_acts, is_bf16, to_bf16, CpuBackend};
+use super::{bf16_via_f32, f32_acts, is_bf16, CpuBackend, RoundBf16};
 use crate::backend::{NormGrads, NormOps, NormStats, Unary};
 use crate::{Result, Tensor};
 
@@ -55,9 +55,8 @@ impl NormOps for CpuBackend {
         eps: f64,
     ) -> Result<Tensor> {
         if is_bf16(x) {
-            return to_bf16(f32_acts(&[x], |a| {
-                channel::batch_norm_eval(a[0], g, b, rm, rv, eps)
-            })?);
+            return f32_acts(&[x], |a| channel::batch_norm_eval(a[0], g, b, rm, rv, eps))?
+                .round_bf16();
         }
         channel::batch_norm_eval(x, g, b, rm, rv, eps)
     }
@@ -114,10 +113,11 @@ fn bn_train(
     if !is_bf16(x) {
         return channel::batch_norm_train(x, g, b, rm, rv, hyper, act);
     }
-    let (y, stats) = f32_acts(&[x], |a| {
+    // Rounds y; the statistics stay f32.
+    f32_acts(&[x], |a| {
         channel::batch_norm_train(a[0], g, b, rm, rv, hyper, act)
-    })?;
-    Ok((to_bf16(y)?, stats))
+    })?
+    .round_bf16()
 }
 
 /// Backward of [`bn_train`] (`act`: the activation and beta of a fused one).
@@ -133,7 +133,7 @@ fn bn_bwd(
     }
     let grads = f32_acts(&[x, dy], |a| channel::batch_norm_bwd(a[0], g, s, a[1], act))?;
     Ok(NormGrads {
-        dx: to_bf16(grads.dx)?,
+        dx: grads.dx.round_bf16()?,
         ..grads
     })
 }

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{f32_acts, float_dispatch, is_bf16, out, to_bf16, CpuBackend, PAR_THRESHOLD};
+use super::{f32_acts, float_dispatch, is_bf16, out, CpuBackend, RoundBf16, PAR_THRESHOLD};
 use crate::backend::PlaneOps;
 use crate::checks;
 use crate::{Elem, Float, Result, Tensor};
@@ -27,7 +27,7 @@ impl PlaneOps for CpuBackend {
 
     fn plane_scale(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
         if is_bf16(x) {
-            return to_bf16(f32_acts(&[x], |t| self.plane_scale(t[0], scale, shift))?);
+            return f32_acts(&[x], |t| self.plane_scale(t[0], scale, shift))?.round_bf16();
         }
         let per_plane: Vec<&Tensor> = std::iter::once(scale).chain(shift).collect();
         let (_, s) = checks::planes("plane_scale", x, None, &per_plane)?;
