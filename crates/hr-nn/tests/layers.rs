@@ -8,7 +8,7 @@ use hr_nn::layers::{
     Linear, Mode, MultiHeadAttention, Naming, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use hr_nn::ParamStore;
-use hr_tensor::testing::randn32;
+use hr_tensor::testing::{bf16_bits, bf16_pair, randn32};
 use hr_tensor::{DType, Rng, Tensor, Unary};
 
 /// A key-padding mask (B, T) with `valid[b]` leading ones.
@@ -149,6 +149,47 @@ fn batch_norm_with_fused_activation() {
                 },
             );
         }
+    }
+}
+
+/// Frozen batch norm (evaluation mode in training) with bf16 activations: the backward runs
+/// in f32 on the widened values with f32 parameters and rounds dx once, so dx is the f32
+/// layer's dx rounded to bf16, bit for bit, and dgamma / dbeta equal the f32 layer's.
+#[test]
+fn frozen_batch_norm_backward_with_bf16_activations() {
+    let mut rng = Rng::new(15);
+    let mut ps = ParamStore::new();
+    let bn = BatchNorm2d::new(&mut ps, "bn", 3, 1e-3, 0.01).unwrap();
+    for (_, p) in ps.iter_mut().filter(|(_, p)| p.trainable) {
+        p.value = randn32(p.value.shape(), &mut rng);
+    }
+    *ps.value_mut(bn.running_mean) = randn32(&[3], &mut rng);
+    *ps.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
+    let (x32, x16) = bf16_pair(&[4, 3, 5, 6], 1.0, 0.2, 1);
+    let (dy32, dy16) = bf16_pair(&[4, 3, 5, 6], 1.0, 0.0, 2);
+    for act in [None, Some(Unary::Relu), Some(Unary::Hardswish)] {
+        let run = |x: &Tensor, dy: &Tensor| {
+            let mut ps = ps.clone();
+            ps.zero_grad().unwrap();
+            let dx = match act {
+                None => {
+                    let (_, c) = bn.forward(&mut ps, x, Mode::Eval).unwrap();
+                    bn.backward(&mut ps, &c, dy).unwrap()
+                }
+                Some(a) => {
+                    let (_, c) = bn.forward_act(&mut ps, x, Mode::Eval, a).unwrap();
+                    bn.backward_act(&mut ps, &c, dy, a).unwrap()
+                }
+            };
+            let dg = ps.grad(bn.weight).to_vec_f64().unwrap();
+            (dx, dg, ps.grad(bn.bias).to_vec_f64().unwrap())
+        };
+        let (dx32, dg32, db32) = run(&x32, &dy32);
+        let (dx16, dg16, db16) = run(&x16, &dy16);
+        assert_eq!(dx16.dtype(), DType::BF16, "{act:?}");
+        let rounded = dx32.to_dtype(DType::BF16).unwrap();
+        assert_eq!(bf16_bits(&dx16), bf16_bits(&rounded), "dx {act:?}");
+        assert_eq!((dg16, db16), (dg32, db32), "dgamma / dbeta {act:?}");
     }
 }
 

@@ -120,12 +120,7 @@ impl BatchNorm2d {
         act: Unary,
     ) -> Result<Tensor> {
         let Some(stats) = &cache.stats else {
-            // Evaluation: the normalised value again, then the two backwards in sequence.
-            let (rm, rv) = (ps.value(self.running_mean), ps.value(self.running_var));
-            let (g, b) = (ps.value(self.weight), ps.value(self.bias));
-            let z = ops::batch_norm_eval(&cache.x, g, b, rm, rv, self.eps)?;
-            let dz = ops::unary_bwd(act, &z, dy)?;
-            return self.backward_eval(ps, cache, &dz);
+            return self.backward_eval(ps, cache, dy, Some(act));
         };
         let (g, b) = (ps.value(self.weight), ps.value(self.bias));
         let grads = ops::batch_norm_act_bwd(&cache.x, g, b, stats, dy, act)?;
@@ -143,7 +138,7 @@ impl BatchNorm2d {
         dy: &Tensor,
     ) -> Result<Tensor> {
         let Some(stats) = &cache.stats else {
-            return self.backward_eval(ps, cache, dy);
+            return self.backward_eval(ps, cache, dy, None);
         };
         let grads = ops::batch_norm_bwd(&cache.x, ps.value(self.weight), stats, dy)?;
         ps.accumulate(self.weight, &grads.dgamma)?;
@@ -151,27 +146,44 @@ impl BatchNorm2d {
         Ok(grads.dx)
     }
 
+    /// Evaluation-mode backward (frozen batch norm), of `act(bn(x))` when `act` is given: the
+    /// normalised value is recomputed from the running statistics. bf16 activations (and dy)
+    /// are widened to f32, the arithmetic is f32 with f32 parameters, and dx is rounded back
+    /// once, as in the training-mode ops.
     fn backward_eval(
         &self,
         ps: &mut ParamStore,
         cache: &BatchNormCache,
         dy: &Tensor,
+        act: Option<Unary>,
     ) -> Result<Tensor> {
+        let acts = cache.x.dtype();
+        let widen = |t: &Tensor| match t.dtype() {
+            DType::BF16 => t.to_dtype(DType::F32),
+            _ => Ok(t.clone()),
+        };
+        let (x, mut dy) = (widen(&cache.x)?, widen(dy)?);
+        if let Some(act) = act {
+            let (rm, rv) = (ps.value(self.running_mean), ps.value(self.running_var));
+            let (g, b) = (ps.value(self.weight), ps.value(self.bias));
+            let z = ops::batch_norm_eval(&x, g, b, rm, rv, self.eps)?;
+            dy = ops::unary_bwd(act, &z, &dy)?;
+        }
         let c = ps.value(self.weight).numel();
-        let mut bshape = vec![1; cache.x.rank()];
+        let mut bshape = vec![1; x.rank()];
         bshape[1] = c;
         let rstd = ops::affine(ps.value(self.running_var), 1.0, self.eps)?;
         let rstd = ops::unary(hr_tensor::Unary::Sqrt, &rstd)?;
         let scale = ops::div(ps.value(self.weight), &rstd)?.reshape(&bshape)?;
         let xhat = ops::div(
-            &ops::sub(&cache.x, &ps.value(self.running_mean).reshape(&bshape)?)?,
+            &ops::sub(&x, &ps.value(self.running_mean).reshape(&bshape)?)?,
             &rstd.reshape(&bshape)?,
         )?;
-        let reduce: Vec<usize> = (0..cache.x.rank()).filter(|&a| a != 1).collect();
-        let dgamma = ops::sum_axes(&ops::mul(dy, &xhat)?, &reduce, false)?;
-        let dbeta = ops::sum_axes(dy, &reduce, false)?;
+        let reduce: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+        let dgamma = ops::sum_axes(&ops::mul(&dy, &xhat)?, &reduce, false)?;
+        let dbeta = ops::sum_axes(&dy, &reduce, false)?;
         ps.accumulate(self.weight, &dgamma)?;
         ps.accumulate(self.bias, &dbeta)?;
-        Ok(ops::mul(dy, &scale)?)
+        Ok(ops::mul(&dy, &scale)?.to_dtype(acts)?)
     }
 }
