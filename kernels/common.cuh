@@ -124,6 +124,31 @@ __device__ __forceinline__ void vec4_loop(i64 n, bool vec, V vf, S sf) {
     for (i64 j = n4 * 4 + tid; j < n; j += step) sf(j);
 }
 
+/// Four elements each of two operands (x and dy, a and b), as loaded by `load4`.
+struct Vec4Pair {
+    float4 v, d;
+};
+
+/// Strided loop over vector indices j = first, first + step, ... < n4, two at a time: `ld(j)`
+/// loads what index j needs, `st(j, v)` computes and stores it; both loads of a pair are issued
+/// before either store (two 16-byte f32 / 8-byte bf16 vectors in flight per thread, which a
+/// memory-bound pass over bf16 needs to approach the stream bandwidth). Indices are visited in
+/// the same order as the plain loop.
+template <typename L, typename S>
+__device__ __forceinline__ void pair_loop(i64 first, i64 step, i64 n4, L ld, S st) {
+    for (i64 j = first; j < n4; j += 2 * step) {
+        const i64 j2 = j + step;
+        const auto a = ld(j);
+        if (j2 < n4) {
+            const auto b = ld(j2);
+            st(j, a);
+            st(j2, b);
+        } else {
+            st(j, a);
+        }
+    }
+}
+
 /// Offset of linear index `i` of a row-major `shape` in a tensor with `stride`.
 __device__ __forceinline__ i64 strided_offset(i64 i, const Strided &s) {
     i64 off = 0;

@@ -6,10 +6,11 @@
 // - plane_sum:   out[p] = sum_s a[p, s] (* b[p, s]): the product rounded in f32 like the unfused
 //   `mul`, the sum accumulated in f64 and rounded once to f32 (like `sum_to`). One block per
 //   plane (grid-strided), 4-element loads when the plane length is a multiple of 4 and the
-//   buffers are aligned; the block sum runs in a fixed order (deterministic).
+//   buffers are aligned; the block sum runs in a fixed order (deterministic). (Two vectors in
+//   flight per thread, as in plane_scale, made it slower on an H100: PERF.md section 6c.)
 // - plane_scale: y[p, s] = x[p, s] * scale[p] (+ shift[p]), f32 arithmetic without contraction,
 //   rounded once to the storage type. Launch like bn_apply: grid.x strides over planes, grid.y
-//   and the threads over a plane.
+//   and the threads over a plane, two vectors in flight per thread (`pair_loop`).
 //
 // `_bf16` entry points take bf16 activations (a, b, x, y) with f32 per-plane values.
 #include "common.cuh"
@@ -52,14 +53,15 @@ __device__ void plane_scale(const T *x, const float *scale, const float *shift, 
         const float sc = scale[p], sh = has_shift ? shift[p] : 0.0f;
         auto f = [=](float v) { return has_shift ? v * sc + sh : v * sc; };
         const i64 base = p * s;
-        for (i64 j = first; j < s4; j += step) {
-            float4 v = load4(x + base, j);
-            v.x = f(v.x);
-            v.y = f(v.y);
-            v.z = f(v.z);
-            v.w = f(v.w);
-            store4(y + base, j, v);
-        }
+        pair_loop(
+            first, step, s4, [&](i64 j) { return load4(x + base, j); },
+            [&](i64 j, float4 v) {
+                v.x = f(v.x);
+                v.y = f(v.y);
+                v.z = f(v.z);
+                v.w = f(v.w);
+                store4(y + base, j, v);
+            });
         for (i64 j = s4 * 4 + first; j < s; j += step) store(y, base + j, f(load(x, base + j)));
     }
 }

@@ -86,7 +86,8 @@ ls -la "$HR_KERNEL_CACHE" 2>/dev/null || echo "(none)"
 # HR_GPU_CHECK_QUICK=1: tests + the paper-base step (ours and PyTorch f32) only.
 QUICK="${HR_GPU_CHECK_QUICK:-0}"
 # HR_GPU_CHECK_SKIP_OPS=1: no kernel benchmarks (ours and PyTorch's); HR_GPU_CHECK_DEMO: the
-# precisions of the GPU demo (default "f32 bf16").
+# precisions of the GPU demo (default "f32 bf16"; empty: no demo); HR_GPU_CHECK_PRECISIONS: the
+# precisions of the paper-base step, ours and PyTorch's (default "f32 bf16").
 SKIP_OPS="${HR_GPU_CHECK_SKIP_OPS:-0}"
 DEMO_PRECISIONS="${HR_GPU_CHECK_DEMO:-f32 bf16}"
 if [ "$QUICK" != 1 ] && [ "$SKIP_OPS" != 1 ] && [ -x "$BUNDLE/bench-cuda_ops" ]; then
@@ -101,7 +102,7 @@ fi
 # uploaded inside every step (what the trainer does) and resident on the device (what the
 # PyTorch reference does with its batch; like for like), the latter with the op profile.
 if [ -x "$BUNDLE/bench-retriever" ]; then
-    precisions=(f32 bf16)
+    read -r -a precisions <<< "${HR_GPU_CHECK_PRECISIONS:-f32 bf16}"
     [ "$QUICK" = 1 ] && precisions=(f32)
     for prec in "${precisions[@]}"; do
         for waves in host device; do
@@ -119,7 +120,7 @@ if [ -x "$BUNDLE/bench-retriever" ]; then
     done
     # bf16 GEMM operands with f32 CNN activations (the mode before bf16 activation storage):
     # the like-for-like comparison of what storing the CNN's activations in bf16 gains.
-    if [ "$QUICK" != 1 ]; then
+    if [ "$QUICK" != 1 ] && [[ " ${precisions[*]} " == *" bf16 "* ]]; then
         step "bench retriever: paper-base step on cuda (ours, bf16 GEMMs, f32 activations, waveforms on device)"
         if ! HR_BENCH_PRESET=paper-base HR_BENCH_BATCH=32 HR_BENCH_STEPS=5 HR_BENCH_GFLOP=2682 \
             HR_BENCH_PRECISION=bf16-gemm HR_BENCH_WAVEFORMS=device timeout 300 \
@@ -127,8 +128,8 @@ if [ -x "$BUNDLE/bench-retriever" ]; then
             FAILED+=("bench-retriever bf16-gemm device")
         fi
     fi
-    amps=(off bf16)
-    [ "$QUICK" = 1 ] && amps=(off)
+    amps=()
+    for prec in "${precisions[@]}"; do amps+=("$([ "$prec" = f32 ] && echo off || echo "$prec")"); done
     for amp in "${amps[@]}"; do
         step "PyTorch paper-base step on cuda (amp $amp)"
         if ! timeout 240 python3 tools/torch_retriever_bench.py --preset paper-base --batch 32 \

@@ -79,16 +79,16 @@ fn cfg_reduce(ck: &Chunks, c: usize) -> LaunchConfig {
     }
 }
 
-/// Grid of the pointwise kernels: planes on x, tiles of a plane on y (one thread per float4
-/// when the plane length is a multiple of 4, as the kernels then vectorise; both axes are
-/// grid-strided, so any grid is correct).
+/// Grid of the pointwise kernels: planes on x, tiles of a plane on y (two float4s per thread
+/// when the plane length is a multiple of 4, as the kernels then vectorise and keep two
+/// vectors in flight; both axes are grid-strided, so any grid is correct).
 pub(super) fn cfg_planes(planes: usize, s: usize) -> LaunchConfig {
     let work = if s.is_multiple_of(4) { s / 4 } else { s };
     let threads = (work.div_ceil(32) * 32).clamp(32, THREADS as usize);
     LaunchConfig {
         grid_dim: (
             planes.clamp(1, GRID_X_MAX) as u32,
-            work.div_ceil(threads).clamp(1, GRID_Y_MAX) as u32,
+            work.div_ceil(2 * threads).clamp(1, GRID_Y_MAX) as u32,
             1,
         ),
         block_dim: (threads as u32, 1, 1),

@@ -188,7 +188,7 @@ pub(crate) fn cast(
         let nn = i64_of(n);
         let mut a = dev.stream.launch_builder(&f);
         a.arg(data).arg(&mut y).arg(&nn);
-        launch(a, name, cfg_elems(n))?;
+        launch(a, name, cfg_elems(n.div_ceil(4)))?;
     }
     Ok(y)
 }
