@@ -14,9 +14,9 @@
 // the rounded f64 mean like on the CPU (the backward's `x - mean` then matches it too).
 //
 // Pointwise kernels (normalise, dx; float4 / 8-byte bf16 accesses when planes allow, two in
-// flight per thread) stride over planes on grid.x and over a plane on grid.y and compute `(x - m) * a + b` and
-// `a * (dy - b - (x - m) * k)` in f32 without contraction, with the per-channel constants
-// rounded from f64 exactly like the CPU.
+// flight per thread) stride over planes on grid.x and over a plane on grid.y and compute
+// `(x - m) * a + b` and `a * (dy - b - (x - m) * k)` in f32 without contraction, with the
+// per-channel constants rounded from f64 exactly like the CPU.
 //
 // Fused batch norm + activation (`_act` entry points, a U_* code of common.cuh): the forward
 // applies the activation to the normalised value before storing it, so the normalised tensor
@@ -189,7 +189,9 @@ template <int K> struct ActK {
     int act;
     __device__ __forceinline__ int kind() const { return K == BN_ANY_ACT ? act : K; }
     /// act(z) (z itself without an activation).
-    __device__ __forceinline__ float f(float z) const { return kind() < 0 ? z : unary_f(kind(), z); }
+    __device__ __forceinline__ float f(float z) const {
+        return kind() < 0 ? z : unary_f(kind(), z);
+    }
     /// act'(z).
     __device__ __forceinline__ float df(float z) const { return unary_df(kind(), z); }
 };
@@ -205,8 +207,8 @@ template <typename F> __device__ __forceinline__ void with_act(int act, F f) {
     }
 }
 
-/// y = act((x - m[ch]) * a[ch] + b[ch]) over (N, C, S) (no activation when `act` is
-/// BN_NO_ACT; otherwise a U_* code of common.cuh: the fused batch norm + activation, whose
+/// y = act((x - m[ch]) * a[ch] + b[ch]) over (N, C, S) (`act` an `ActK`: no activation when
+/// it is BN_NO_ACT; otherwise a U_* code of common.cuh: the fused batch norm + activation, whose
 /// normalised value is never stored). grid.x strides over planes, grid.y and the threads over
 /// a plane (two vectors in flight per thread, `pair_loop`); planes whose length is a multiple
 /// of 4 use 4-element accesses (float4 for f32, 8 bytes for bf16; every plane then starts
@@ -331,7 +333,8 @@ __device__ void bn_bwd_dx(const T *x, const T *dy, const float *mean, BnAct<A> b
         auto dxv = [&](float v, float d) { return a * (ba.grad(v, d, mu, sc, sh) - b - (v - mu) * k); };
         const i64 base = p * s;
         pair_loop(
-            first, step, s4, [&](i64 j) { return Vec4Pair{load4(x + base, j), load4(dy + base, j)}; },
+            first, step, s4,
+            [&](i64 j) { return Vec4Pair{load4(x + base, j), load4(dy + base, j)}; },
             [&](i64 j, const Vec4Pair &q) {
                 float4 o;
                 o.x = dxv(q.v.x, q.d.x);
