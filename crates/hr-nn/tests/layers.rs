@@ -124,17 +124,23 @@ fn batch_norm_train_and_eval() {
     );
 }
 
+/// A 3-channel batch norm with random gamma / beta and non-trivial running statistics.
+fn batch_norm_with_running_stats(rng: &mut Rng) -> (ParamStore, BatchNorm2d) {
+    let mut ps = ParamStore::new();
+    let bn = BatchNorm2d::new(&mut ps, "bn", 3, 1e-3, 0.01).unwrap();
+    for (_, p) in ps.iter_mut().filter(|(_, p)| p.trainable) {
+        p.value = randn32(p.value.shape(), rng);
+    }
+    *ps.value_mut(bn.running_mean) = randn32(&[3], rng);
+    *ps.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
+    (ps, bn)
+}
+
 /// The fused batch norm + activation layer path (ConvBnAct's): train and eval, both kinks.
 #[test]
 fn batch_norm_with_fused_activation() {
     let mut rng = Rng::new(14);
-    let mut ps = ParamStore::new();
-    let bn = BatchNorm2d::new(&mut ps, "bn", 3, 1e-3, 0.01).unwrap();
-    for (_, p) in ps.iter_mut().filter(|(_, p)| p.trainable) {
-        p.value = randn32(p.value.shape(), &mut rng);
-    }
-    *ps.value_mut(bn.running_mean) = randn32(&[3], &mut rng);
-    *ps.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
+    let (ps, bn) = batch_norm_with_running_stats(&mut rng);
     let x = randn32(&[4, 3, 5, 3], &mut rng);
     for act in [Unary::Relu, Unary::Hardswish] {
         for mode in [Mode::Train { seed: 0 }, Mode::Eval] {
@@ -158,13 +164,7 @@ fn batch_norm_with_fused_activation() {
 #[test]
 fn frozen_batch_norm_backward_with_bf16_activations() {
     let mut rng = Rng::new(15);
-    let mut ps = ParamStore::new();
-    let bn = BatchNorm2d::new(&mut ps, "bn", 3, 1e-3, 0.01).unwrap();
-    for (_, p) in ps.iter_mut().filter(|(_, p)| p.trainable) {
-        p.value = randn32(p.value.shape(), &mut rng);
-    }
-    *ps.value_mut(bn.running_mean) = randn32(&[3], &mut rng);
-    *ps.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
+    let (ps, bn) = batch_norm_with_running_stats(&mut rng);
     let (x32, x16) = bf16_pair(&[4, 3, 5, 6], 1.0, 0.2, 1);
     let (dy32, dy16) = bf16_pair(&[4, 3, 5, 6], 1.0, 0.0, 2);
     for act in [None, Some(Unary::Relu), Some(Unary::Hardswish)] {
