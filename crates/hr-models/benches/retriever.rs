@@ -344,7 +344,7 @@ fn main() {
     };
 
     eprintln!(
-        "# {name} on {dev} ({card}): {params} trainable parameters (incl. the unused CNN \
+        "# {name} on {dev} ({card}): {params} trainable parameters (the CNN without its \
          classifier head), batch {b}, {seconds} s audio, {MAX_TOKENS}-token queries and \
          metadata, {threads} rayon threads, {}, 1 warm-up + {steps} timed steps",
         match (bf16, bf16_acts) {

@@ -300,17 +300,33 @@ impl BertModel {
         self.backward(ps, c, &Self::cls_bwd(dcls, c.shape[1])?)
     }
 
-    /// Loads HF weights from a safetensors file. File keys may carry a `bert.` prefix or none;
-    /// `pooler.*` and `embeddings.position_ids` are ignored. Every missing, unexpected and
-    /// mis-shaped key is reported at once.
+    /// Loads HF weights from a safetensors file as real checkpoints carry them: keys with a
+    /// `bert.` prefix or none; TF-era LayerNorm names (`gamma` / `beta`, renamed as
+    /// `transformers` does on load); `pooler.*`, the pre-training heads `cls.*` and the
+    /// `embeddings.position_ids` buffer are ignored. Every missing, unexpected and mis-shaped
+    /// key is reported at once.
     pub fn load_safetensors(&self, ps: &mut ParamStore, path: &Path) -> Result<()> {
-        let map = |key: &str| -> Option<String> {
-            let k = key.strip_prefix("bert.").unwrap_or(key);
-            let ignored = k.starts_with("pooler.") || k == "embeddings.position_ids";
-            (!ignored).then(|| join(&self.prefix, k))
-        };
-        load_mapped(ps, path, &self.params, map)
+        load_mapped(ps, path, &self.params, |key| {
+            hf_bert_name(key).map(|k| join(&self.prefix, &k))
+        })
     }
+}
+
+/// The `BertModel` name of a HF checkpoint key (None = not part of the encoder).
+fn hf_bert_name(key: &str) -> Option<String> {
+    if key.starts_with("cls.") {
+        return None;
+    }
+    let k = key.strip_prefix("bert.").unwrap_or(key);
+    if k.starts_with("pooler.") || k == "embeddings.position_ids" {
+        return None;
+    }
+    let renamed = match (k.strip_suffix(".gamma"), k.strip_suffix(".beta")) {
+        (Some(base), _) if base.ends_with("LayerNorm") => format!("{base}.weight"),
+        (_, Some(base)) if base.ends_with("LayerNorm") => format!("{base}.bias"),
+        _ => k.to_string(),
+    };
+    Some(renamed)
 }
 
 /// Loads the tensors of `path` into the parameters `ids` of `ps`; `map` turns a file key into

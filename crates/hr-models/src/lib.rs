@@ -5,6 +5,7 @@
 //! - [`bert`]: BERT under HF names and the tokenizer / text preprocessing;
 //! - [`pooling`]: the audio pooling transformer;
 //! - [`fusion`] and [`retriever`]: none / late / mid fusion and the `HybridRetriever`;
+//! - [`testing`]: helpers for tests (the installed all-MiniLM-L6-v2 folder);
 //! - [`exchange`]: the row exchange that lets the loss see a data-parallel global batch.
 
 pub mod bert;
@@ -15,4 +16,5 @@ pub mod mobilenet;
 pub mod pooling;
 pub mod presets;
 pub mod retriever;
+pub mod testing;
 pub mod text;

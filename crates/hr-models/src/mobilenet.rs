@@ -35,7 +35,9 @@ pub struct MobileNetV3 {
     stem: ConvBnAct,
     blocks: Vec<InvertedResidual>,
     last: ConvBnAct,
-    head: Head,
+    /// The classifier head; `None` for a backbone built without it
+    /// ([`MobileNetV3::backbone_with_prefix`]).
+    head: Option<Head>,
     params: Vec<ParamId>,
 }
 
@@ -46,6 +48,26 @@ struct Head {
     act: Activation,
     drop: Dropout,
     fc2: Linear,
+}
+
+impl Head {
+    /// `classifier.2` (last_conv -> head_hidden), Hardswish, dropout, `classifier.5`.
+    fn new(
+        ps: &mut ParamStore,
+        prefix: &str,
+        config: &MobileNetConfig,
+        rng: &mut Rng,
+    ) -> Result<Head> {
+        let fc = |ps: &mut ParamStore, name: &str, i: usize, o: usize, rng: &mut Rng| {
+            Linear::new(ps, &format!("{prefix}classifier.{name}"), i, o, true, rng)
+        };
+        Ok(Head {
+            fc1: fc(ps, "2", config.last_conv, config.head_hidden, rng)?,
+            act: Activation::new(Unary::Hardswish),
+            drop: Dropout::new(config.dropout),
+            fc2: fc(ps, "5", config.head_hidden, config.num_classes, rng)?,
+        })
+    }
 }
 
 /// Saved activations of the head.
@@ -142,6 +164,28 @@ impl MobileNetV3 {
         config: MobileNetConfig,
         rng: &mut Rng,
     ) -> Result<MobileNetV3> {
+        MobileNetV3::build(ps, prefix, config, true, rng)
+    }
+
+    /// The feature extractor alone (`features.*`, no `classifier.*`): what a retriever uses.
+    /// [`MobileNetV3::forward`] is then an error; EfficientAT checkpoints still load, their
+    /// classifier entries ignored.
+    pub fn backbone_with_prefix(
+        ps: &mut ParamStore,
+        prefix: &str,
+        config: MobileNetConfig,
+        rng: &mut Rng,
+    ) -> Result<MobileNetV3> {
+        MobileNetV3::build(ps, prefix, config, false, rng)
+    }
+
+    fn build(
+        ps: &mut ParamStore,
+        prefix: &str,
+        config: MobileNetConfig,
+        with_head: bool,
+        rng: &mut Rng,
+    ) -> Result<MobileNetV3> {
         let start = ps.len();
         let em = (config.bn_eps, config.bn_momentum);
         let hs = Some(Unary::Hardswish);
@@ -170,25 +214,9 @@ impl MobileNetV3 {
             em,
             rng,
         )?;
-        let head = Head {
-            fc1: Linear::new(
-                ps,
-                &format!("{prefix}classifier.2"),
-                config.last_conv,
-                config.head_hidden,
-                true,
-                rng,
-            )?,
-            act: Activation::new(Unary::Hardswish),
-            drop: Dropout::new(config.dropout),
-            fc2: Linear::new(
-                ps,
-                &format!("{prefix}classifier.5"),
-                config.head_hidden,
-                config.num_classes,
-                true,
-                rng,
-            )?,
+        let head = match with_head {
+            true => Some(Head::new(ps, prefix, &config, rng)?),
+            false => None,
         };
         let params: Vec<ParamId> = ps.iter().skip(start).map(|(id, _)| id).collect();
         let model = MobileNetV3 {
@@ -317,13 +345,24 @@ impl MobileNetV3 {
         ))
     }
 
+    fn head(&self) -> Result<&Head> {
+        self.head
+            .as_ref()
+            .ok_or_else(|| invalid("this MobileNetV3 was built without its classifier head".into()))
+    }
+
+    /// Whether the classifier head (`classifier.*`) is part of the model.
+    pub fn has_head(&self) -> bool {
+        self.head.is_some()
+    }
+
     fn head_forward(
         &self,
         ps: &ParamStore,
         pooled: &Tensor,
         mode: Mode,
     ) -> Result<(Tensor, HeadCache)> {
-        let h = &self.head;
+        let h = self.head()?;
         let (a, fc1) = h.fc1.forward(ps, pooled)?;
         let (a, act) = h.act.forward(&a)?;
         let (a, drop) = h.drop.forward(&a, mode.sub(1_000))?;
@@ -345,7 +384,7 @@ impl MobileNetV3 {
         c: &HeadCache,
         dlogits: &Tensor,
     ) -> Result<Tensor> {
-        let h = &self.head;
+        let h = self.head()?;
         let d = h.fc2.backward(ps, &c.fc2, dlogits)?;
         let d = h.drop.backward(&c.drop, &d)?;
         let d = h.act.backward(&c.act, &d)?;
@@ -400,10 +439,14 @@ impl MobileNetV3 {
     }
 
     /// Loads a converted EfficientAT checkpoint (safetensors with the PyTorch state-dict names;
-    /// `num_batches_tracked` entries are ignored). Every missing, unexpected and mis-shaped key
-    /// is reported at once ([`hr_nn::Error::KeyMismatch`]); nothing is changed on error.
+    /// `num_batches_tracked` entries are ignored, and so are `classifier.*` entries when the
+    /// model has no head). Every missing, unexpected and mis-shaped key is reported at once
+    /// ([`hr_nn::Error::KeyMismatch`]); nothing is changed on error.
     pub fn load_efficientat(&self, ps: &mut ParamStore, path: &Path) -> Result<()> {
-        let file = hr_nn::io::read_safetensors(path)?;
+        let mut file = hr_nn::io::read_safetensors(path)?;
+        if !self.has_head() {
+            file.tensors.retain(|k, _| !k.starts_with("classifier."));
+        }
         let ours: BTreeMap<String, ParamId> = self
             .params
             .iter()

@@ -305,11 +305,16 @@ impl HybridRetriever {
                 msg,
             });
         }
-        let cnn = MobileNetV3::with_prefix(ps, AUDIO_CNN_PREFIX, mc, rng)?;
+        let cnn = MobileNetV3::backbone_with_prefix(ps, AUDIO_CNN_PREFIX, mc, rng)?;
         Ok(Some(Backbone {
             mel: MelFrontend::new(mel_config(&cfg.audio))?,
             cnn,
         }))
+    }
+
+    /// The query encoder (it also encodes the metadata unless the metadata encoder is separate).
+    pub fn text_encoder(&self) -> &BertModel {
+        &self.text
     }
 
     /// The audio CNN, when the config names one (load EfficientAT weights through it).

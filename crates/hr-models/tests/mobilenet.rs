@@ -10,7 +10,7 @@ use hr_models::mobilenet::{
 use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
 use hr_nn::{Mode, ParamId, ParamStore};
 use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
-use hr_tensor::{ops, DType, Rng, Tensor};
+use hr_tensor::{ops, DType, Device, Rng, Tensor};
 
 use hr_tensor::testing::reference_fixture as fixture;
 
@@ -609,4 +609,32 @@ fn checkpoint_import_and_key_mismatch() {
     }
     let _ = std::fs::remove_file(good);
     let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn backbone_without_head_loads_a_full_checkpoint_and_ignores_its_classifier() {
+    let cfg = MobileNetConfig::from_width(0.1).unwrap();
+    let mut src = ParamStore::new();
+    MobileNetV3::new(&mut src, cfg.clone(), &mut Rng::new(1)).unwrap();
+    let sd: BTreeMap<String, Tensor> = src
+        .iter()
+        .map(|(_, p)| (p.name.clone(), p.value.clone()))
+        .collect();
+    assert!(sd.keys().any(|k| k.starts_with("classifier.")));
+    let file = write_tmp("full-for-backbone", &sd);
+
+    let mut ps = ParamStore::new();
+    let m = MobileNetV3::backbone_with_prefix(&mut ps, "cnn.", cfg, &mut Rng::new(2)).unwrap();
+    assert!(!m.has_head());
+    assert!(ps.iter().all(|(_, p)| !p.name.contains("classifier")));
+    m.load_efficientat(&mut ps, &file).unwrap();
+    for (_, p) in ps.iter() {
+        let want = sd[&p.name["cnn.".len()..]].to_vec_f32().unwrap();
+        assert_eq!(p.value.to_vec_f32().unwrap(), want, "{}", p.name);
+    }
+    let x = Tensor::zeros(&[1, 1, 128, 100], DType::F32, Device::Cpu).unwrap();
+    let err = m.forward(&mut ps, &x, Mode::Eval).unwrap_err().to_string();
+    assert!(err.contains("without its classifier head"), "{err}");
+    assert!(m.forward_backbone(&mut ps, &x, Mode::Eval).is_ok());
+    let _ = std::fs::remove_file(file);
 }

@@ -151,6 +151,46 @@ impl TextTokenizer {
         TextTokenizer::from_bytes(&bytes, &origin, max_len)
     }
 
+    /// Builds an uncased BERT WordPiece tokenizer from a `vocab.txt` (one token per line, the
+    /// line number is the id), as HF's `BertTokenizerFast` does: lowercasing BERT normalizer
+    /// (accents stripped), BERT pre-tokenizer, `[CLS] $A [SEP]`.
+    pub fn from_vocab_txt(path: &std::path::Path, max_len: usize) -> Result<Self> {
+        let origin = path.display().to_string();
+        let file = path
+            .to_str()
+            .ok_or_else(|| tok_err(&origin, "path is not valid UTF-8"))?;
+        let model = WordPiece::from_file(file)
+            .unk_token("[UNK]".to_string())
+            .build()
+            .map_err(|e| tok_err(&origin, e))?;
+        let mut tok = Tokenizer::new(model);
+        set_bert_splitting(&mut tok, &origin)?;
+        set_bert_template(&mut tok, &origin)?;
+        let json = tok.to_string(false).map_err(|e| tok_err(&origin, e))?;
+        TextTokenizer::from_bytes(json.as_bytes(), &origin, max_len)
+    }
+
+    /// Loads `path`: a `vocab.txt` ([`TextTokenizer::from_vocab_txt`]) when its name ends in
+    /// `.txt`, else a `tokenizer.json`.
+    pub fn from_path(path: &std::path::Path, max_len: usize) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("txt") => TextTokenizer::from_vocab_txt(path, max_len),
+            _ => TextTokenizer::from_file(path, max_len),
+        }
+    }
+
+    /// The tokenizer as `tokenizer.json` text (what a run directory stores).
+    pub fn to_json(&self) -> Result<String> {
+        self.tok
+            .to_string(false)
+            .map_err(|e| tok_err(&self.origin, e))
+    }
+
+    /// Where the tokenizer was loaded from (a path, or what the caller named it).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Vocabulary size including special tokens.
     pub fn vocab_size(&self) -> usize {
         self.tok.get_vocab_size(true)
@@ -210,10 +250,7 @@ where
         .build()
         .map_err(|e| tok_err(origin, e))?;
     let mut tok = Tokenizer::new(model);
-    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
-        .map_err(|e| tok_err(origin, e))?;
-    tok.with_pre_tokenizer(Some(BertPreTokenizer));
-    tok.with_decoder(Some(WordPieceDecoder::default()));
+    set_bert_splitting(&mut tok, origin)?;
     let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
         .vocab_size(vocab_size)
         .min_frequency(1)
@@ -233,9 +270,25 @@ where
         .collect();
     tok.train(&mut trainer, texts.iter())
         .map_err(|e| tok_err(origin, e))?;
+    set_bert_template(&mut tok, origin)?;
+    let json = tok.to_string(false).map_err(|e| tok_err(origin, e))?;
+    canonicalize_vocab(&json, &words)
+}
+
+/// The uncased BERT normalizer, pre-tokenizer and decoder on `tok`.
+fn set_bert_splitting(tok: &mut Tokenizer, origin: &str) -> Result<()> {
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .map_err(|e| tok_err(origin, e))?;
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_decoder(Some(WordPieceDecoder::default()));
+    Ok(())
+}
+
+/// The `[CLS] $A [SEP]` (pair: `[CLS] $A [SEP] $B [SEP]`) post-processor of BERT.
+fn set_bert_template(tok: &mut Tokenizer, origin: &str) -> Result<()> {
     let id = |t: &str| {
         tok.token_to_id(t)
-            .ok_or_else(|| tok_err(origin, format!("trained vocabulary lacks {t}")))
+            .ok_or_else(|| tok_err(origin, format!("vocabulary has no {t} token")))
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     let template = TemplateProcessing::builder()
@@ -247,8 +300,7 @@ where
         .build()
         .map_err(|e| tok_err(origin, e))?;
     tok.with_post_processor(Some(template));
-    let json = tok.to_string(false).map_err(|e| tok_err(origin, e))?;
-    canonicalize_vocab(&json, &words)
+    Ok(())
 }
 
 /// Makes the trained vocabulary independent of the trainer's hash-order tie-breaking: keeps the
@@ -350,5 +402,21 @@ mod tests {
         assert!(!ids.contains(&1), "no [UNK]: {ids:?}");
         let toks: Vec<String> = ids.iter().filter_map(|i| t.tok.id_to_token(*i)).collect();
         assert_eq!(ids.len(), 10, "{toks:?}");
+    }
+
+    #[test]
+    fn vocab_txt_builds_an_uncased_bert_tokenizer() {
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\ndog\nbark\n##s\ncar\n";
+        let path = std::env::temp_dir().join(format!("hr-text-{}-vocab.txt", std::process::id()));
+        std::fs::write(&path, vocab).unwrap();
+        let t = TextTokenizer::from_path(&path, 32).unwrap();
+        assert_eq!(t.vocab_size(), 10);
+        assert_eq!(
+            t.encode("A Dog barks, zebra!").unwrap(),
+            [2, 5, 6, 7, 8, 1, 3]
+        );
+        let again = TextTokenizer::from_bytes(t.to_json().unwrap().as_bytes(), "json", 32).unwrap();
+        assert_eq!(again.encode("car barks").unwrap(), [2, 9, 7, 8, 3]);
+        let _ = std::fs::remove_file(path);
     }
 }
