@@ -123,7 +123,7 @@ fn main() {
         folder_source(&src, nf, flac);
         let out = tmp.path().join(format!("ds-{kind}"));
         let t = Instant::now();
-        folder::convert(&src, &out, None, &|_| {}).unwrap();
+        folder::convert(&src, &out, &Default::default(), &|_| {}).unwrap();
         println!(
             "| prepare folder ({nf} x 10 s 44.1 kHz mono {kind}) | {:.1} clips/s |",
             nf as f64 / t.elapsed().as_secs_f64()

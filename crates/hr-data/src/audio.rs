@@ -242,7 +242,9 @@ mod tests {
         let err = decode_mono(b"not audio at all", "x.wav", "shard s, row 3").unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("shard s, row 3") && msg.contains("skip_undecodable"),
+            msg.contains("shard s, row 3")
+                && msg.contains("--on-bad-audio skip")
+                && msg.contains("data.bad_rows"),
             "{msg}"
         );
     }

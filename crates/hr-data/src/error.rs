@@ -79,7 +79,7 @@ pub enum DataError {
         detail: String,
     },
     /// An audio blob could not be decoded.
-    #[error("{origin}: cannot decode audio: {detail}; re-encode the file as wav/flac/ogg/mp3, or set `skip_undecodable = true` to skip such rows")]
+    #[error("{origin}: cannot decode audio: {detail}; re-encode the file as wav/flac/ogg/mp3, or skip such files: `hr-data prepare ... --on-bad-audio skip` when preparing, `data.bad_rows = \"skip\"` when training")]
     Undecodable {
         /// Where the blob came from (shard + row, or a file path).
         origin: String,
@@ -113,7 +113,7 @@ pub enum DataError {
         detail: String,
     },
     /// The tokenizer could not be loaded, trained or applied.
-    #[error("tokenizer {path}: {detail}; regenerate it with `hr-data prepare synthetic` or point at a BERT tokenizer.json")]
+    #[error("tokenizer {path}: {detail}")]
     Tokenizer {
         /// The tokenizer file.
         path: String,

@@ -1,6 +1,8 @@
 //! hr-data: the dataset format (sharded Parquet + manifest), converters from public datasets,
 //! synthetic sound scenes, and the deterministic distributed loader.
 //!
+//! [`rewrite`] reads prepared datasets and writes transformed ones (`hr-data merge`).
+//!
 //! The crate is independent of the tensor crates: batches are plain host arrays.
 
 pub mod audio;
@@ -10,6 +12,7 @@ pub mod inspect;
 pub mod loader;
 pub mod manifest;
 pub mod order;
+pub mod rewrite;
 pub mod rng;
 pub mod schema;
 pub mod shard;
@@ -18,7 +21,7 @@ pub mod synthetic;
 pub mod text;
 
 pub use error::{DataError, Result};
-pub use loader::{Batch, EvalSet, Loader, LoaderConfig, MetadataKind, SplitIndex};
+pub use loader::{Batch, EvalSet, FsEval, Loader, LoaderConfig, MetadataKind, SplitIndex};
 pub use manifest::{Manifest, ShardInfo};
 pub use order::{partition, Cursor, Item};
 pub use store::Store;
@@ -30,7 +33,9 @@ pub fn open_dataset(root: &str) -> Result<(Store, Manifest)> {
     Ok((store, manifest))
 }
 
-/// Loads the tokenizer shipped with the dataset (manifest `tokenizer` field).
+/// Loads the tokenizer recorded with the dataset (manifest `tokenizer` field): the default of
+/// a model trained from scratch on it (the synthetic demo). A pretrained text encoder brings
+/// its own tokenizer instead.
 pub fn dataset_tokenizer(
     store: &Store,
     manifest: &Manifest,
@@ -41,7 +46,11 @@ pub fn dataset_tokenizer(
         .as_deref()
         .ok_or_else(|| DataError::Tokenizer {
             path: format!("{}/<none>", store.root()),
-            detail: "the manifest names no tokenizer".into(),
+            detail: "the manifest names no tokenizer; a pretrained text encoder brings its own \
+                     (hr-train: model.text_init = a Hugging Face BERT folder, or \
+                     model.tokenizer = a tokenizer.json / vocab.txt), or record one with \
+                     `hr-data prepare ... --tokenizer FILE`"
+                .into(),
         })?;
     let bytes = store.get(rel)?;
     Ok(text::TextTokenizer::from_bytes(
@@ -51,17 +60,30 @@ pub fn dataset_tokenizer(
     )?)
 }
 
-/// Opens `root`, indexes `split` (verifying shard hashes when `cfg.verify_checksums`), loads the
-/// dataset's tokenizer and starts a training [`Loader`] at `start`.
+/// Records `file` (a `tokenizer.json`, or a `vocab.txt` converted to one) as the tokenizer of
+/// the prepared dataset at `root`: written as `root/tokenizer.json` and named in the manifest
+/// (both atomically).
+pub fn record_tokenizer(root: &std::path::Path, file: &std::path::Path) -> Result<()> {
+    let tok = text::TextTokenizer::from_path(file, text::MAX_TOKENS)?;
+    let json = tok.to_json()?;
+    let store = Store::local(root)?;
+    let mut manifest = Manifest::load(&store)?;
+    manifest::write_atomic(&root.join("tokenizer.json"), json.as_bytes())?;
+    manifest.tokenizer = Some("tokenizer.json".into());
+    manifest.write_atomic(root)
+}
+
+/// Opens `root`, indexes `split` (verifying shard hashes when `cfg.verify_checksums`) and
+/// starts a training [`Loader`] at `start` that tokenizes with `tok` (the text encoder's).
 pub fn open_loader(
     root: &str,
     split: &str,
     cfg: LoaderConfig,
+    tok: text::TextTokenizer,
     start: Cursor,
     end_epoch: Option<u64>,
 ) -> Result<Loader> {
     let (store, manifest) = open_dataset(root)?;
     let index = SplitIndex::open(&store, &manifest, split, cfg.verify_checksums)?;
-    let tok = dataset_tokenizer(&store, &manifest, cfg.max_tokens)?;
     Loader::new(std::sync::Arc::new(index), cfg, tok, start, end_epoch)
 }

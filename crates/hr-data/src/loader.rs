@@ -38,8 +38,21 @@ pub enum MetadataKind {
     /// The `description` column.
     Description,
     /// Full-sentence metadata simulated from another caption (FS): caption (k+1) mod n in
-    /// training, caption 2 mod n at evaluation (that caption is then not used as a query).
+    /// training; at evaluation as [`FsEval`] says.
     FullSentence,
+}
+
+/// How full-sentence (FS) metadata is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsEval {
+    /// The authors' protocol: every caption is a query; query k ranks the clips with caption
+    /// (k+2) mod n of each clip as its metadata (one set of item embeddings per k).
+    #[default]
+    CaptionOffsets,
+    /// Caption 2 mod n is every clip's metadata and is not used as a query (n-1 queries per
+    /// clip, one set of item embeddings).
+    FixedCaption,
 }
 
 /// Loader settings.
@@ -72,6 +85,8 @@ pub struct LoaderConfig {
     pub verify_checksums: bool,
     /// Metadata kind.
     pub metadata: MetadataKind,
+    /// Evaluation protocol of full-sentence metadata.
+    pub fs_eval: FsEval,
 }
 
 impl Default for LoaderConfig {
@@ -90,6 +105,7 @@ impl Default for LoaderConfig {
             skip_undecodable: false,
             verify_checksums: true,
             metadata: MetadataKind::Keywords,
+            fs_eval: FsEval::CaptionOffsets,
         }
     }
 }
@@ -585,15 +601,21 @@ pub struct Query {
     pub caption: u16,
     /// Caption text.
     pub text: String,
+    /// The set of item embeddings this query ranks (see [`EvalSet::item_sets`]).
+    pub item_set: usize,
 }
 
-/// A batch of evaluation queries.
+/// A batch of evaluation queries, all ranking the same item set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryBatch {
     /// Tokens.
     pub tokens: TokenBatch,
     /// Relevant clip of each query.
     pub clip_indices: Vec<u32>,
+    /// Position of each query in [`EvalSet::queries`].
+    pub rows: Vec<usize>,
+    /// The item set the queries rank.
+    pub item_set: usize,
 }
 
 /// A batch of evaluation clips: audio plus metadata.
@@ -607,8 +629,8 @@ pub struct ClipBatch {
     pub waveforms: Vec<f32>,
     /// Valid lengths.
     pub valid_lengths: Vec<u32>,
-    /// Metadata tokens.
-    pub metadata: TokenBatch,
+    /// Metadata tokens, one batch per item set ([`EvalSet::item_sets`]).
+    pub metadata: Vec<TokenBatch>,
 }
 
 /// Evaluation view: every caption of every clip once, in fixed order, plus each clip once.
@@ -631,40 +653,82 @@ impl EvalSet {
         })
     }
 
-    /// All queries in (clip, caption) order; with FS metadata the metadata caption is excluded.
+    fn fs(&self) -> Option<FsEval> {
+        (self.work.cfg.metadata == MetadataKind::FullSentence).then_some(self.work.cfg.fs_eval)
+    }
+
+    /// How many sets of item embeddings the evaluation ranks: one per caption index with FS
+    /// metadata under [`FsEval::CaptionOffsets`] (the most captions of any clip), else one.
+    pub fn item_sets(&self) -> usize {
+        match self.fs() {
+            Some(FsEval::CaptionOffsets) => {
+                let most = self.work.index.clips.iter().map(|m| m.captions.len());
+                most.max().unwrap_or(1).max(1)
+            }
+            _ => 1,
+        }
+    }
+
+    /// The metadata text of `clip` in item set `set`.
+    pub fn metadata_text(&self, clip: usize, set: usize) -> String {
+        let m = &self.work.index.clips[clip];
+        let n = m.captions.len().max(1);
+        match self.fs() {
+            Some(FsEval::CaptionOffsets) => {
+                m.captions.get((set + 2) % n).cloned().unwrap_or_default()
+            }
+            _ => self
+                .work
+                .index
+                .metadata_text(self.work.cfg.metadata, clip, None),
+        }
+    }
+
+    /// All queries in (clip, caption) order. With FS metadata under
+    /// [`FsEval::FixedCaption`] the metadata caption (2 mod n) is left out; under
+    /// [`FsEval::CaptionOffsets`] query k ranks item set k.
     pub fn queries(&self) -> Vec<Query> {
-        let fs = self.work.cfg.metadata == MetadataKind::FullSentence;
+        let fs = self.fs();
         let mut out = Vec::new();
         for (c, m) in self.work.index.clips.iter().enumerate() {
             let meta_k = 2 % m.captions.len().max(1);
             for (k, text) in m.captions.iter().enumerate() {
-                if fs && k == meta_k && m.captions.len() > 1 {
+                if fs == Some(FsEval::FixedCaption) && k == meta_k && m.captions.len() > 1 {
                     continue;
                 }
                 out.push(Query {
                     clip: c as u32,
                     caption: k as u16,
                     text: text.clone(),
+                    item_set: match fs {
+                        Some(FsEval::CaptionOffsets) => k,
+                        _ => 0,
+                    },
                 });
             }
         }
         out
     }
 
-    /// Queries tokenized in batches of `batch_size`.
+    /// Queries tokenized in batches of at most `batch_size`, each of one item set.
     pub fn query_batches(&self, batch_size: usize) -> Result<Vec<QueryBatch>> {
-        self.queries()
-            .chunks(batch_size.max(1))
-            .map(|qs| {
-                Ok(QueryBatch {
-                    tokens: self
-                        .work
-                        .tok
-                        .encode_batch(&qs.iter().map(|q| q.text.as_str()).collect::<Vec<_>>())?,
-                    clip_indices: qs.iter().map(|q| q.clip).collect(),
-                })
-            })
-            .collect()
+        let queries = self.queries();
+        let mut out = Vec::new();
+        for set in 0..self.item_sets() {
+            let rows: Vec<usize> = (0..queries.len())
+                .filter(|&r| queries[r].item_set == set)
+                .collect();
+            for chunk in rows.chunks(batch_size.max(1)) {
+                let texts: Vec<&str> = chunk.iter().map(|&r| queries[r].text.as_str()).collect();
+                out.push(QueryBatch {
+                    tokens: self.work.tok.encode_batch(&texts)?,
+                    clip_indices: chunk.iter().map(|&r| queries[r].clip).collect(),
+                    rows: chunk.to_vec(),
+                    item_set: set,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Number of clips.
@@ -690,17 +754,22 @@ impl EvalSet {
             })
             .collect();
         let b = self.work.build(0, 0, 0, &items, &groups, 1)?;
-        let metas: Vec<String> = b
-            .clip_indices
-            .iter()
-            .map(|&c| index.metadata_text(self.work.cfg.metadata, c as usize, None))
-            .collect();
+        let metadata = (0..self.item_sets())
+            .map(|set| {
+                let metas: Vec<String> = b
+                    .clip_indices
+                    .iter()
+                    .map(|&c| self.metadata_text(c as usize, set))
+                    .collect();
+                self.work.tok.encode_batch(&metas)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(ClipBatch {
             clip_indices: b.clip_indices,
             samples: b.samples,
             waveforms: b.waveforms,
             valid_lengths: b.valid_lengths,
-            metadata: self.work.tok.encode_batch(&metas)?,
+            metadata,
         })
     }
 }

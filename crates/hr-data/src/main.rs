@@ -7,7 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use hr_data::convert::{self, audiocaps::AudioCapsInputs, ConvertSummary};
+use hr_data::convert::{
+    self, audiocaps::AudioCapsInputs, ConvertSummary, MissingPolicy, PrepareOptions,
+};
+use hr_data::rewrite::{self, ColumnMap, MergeOptions};
 use hr_data::{inspect, synthetic, Store};
 
 #[derive(Parser)]
@@ -26,7 +29,7 @@ enum Cmd {
     /// Convert a source dataset (or generate the synthetic one) into the Parquet format.
     Prepare {
         #[command(subcommand)]
-        source: Source,
+        source: SourceKind,
     },
     /// Print manifest, schema, counts, caption/keyword statistics and a few rows.
     Inspect {
@@ -41,10 +44,36 @@ enum Cmd {
         /// Dataset root.
         root: String,
     },
+    /// The union of prepared datasets (split by split) as a new dataset: clip ids become
+    /// `NAME/id` (traceable to their source; `--keep-ids` keeps them, and overlapping ids are
+    /// refused either way), the manifest records every source with the sha256 of its manifest.
+    Merge {
+        /// Dataset roots (local paths or URLs), each optionally named `ROOT=NAME` (default: the
+        /// name in its manifest, e.g. clotho, audiocaps).
+        #[arg(required = true, num_args = 2..)]
+        roots: Vec<String>,
+        /// Output dataset root (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Move tags between metadata columns: `NAME:FROM=TO` appends column FROM of dataset
+        /// NAME's rows to column TO (keywords, labels), e.g. `audiocaps:labels=keywords` for
+        /// the combined hybrid row of Table I (repeatable).
+        #[arg(long = "map", value_name = "NAME:FROM=TO")]
+        maps: Vec<String>,
+        /// Keep clip ids unchanged instead of prefixing them with the dataset name.
+        #[arg(long)]
+        keep_ids: bool,
+        /// Name of the merged dataset (default: the names joined by `+`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Clips per shard file.
+        #[arg(long)]
+        clips_per_shard: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
-enum Source {
+enum SourceKind {
     /// Procedural sound scenes (the embedded default).
     Synthetic {
         /// Number of clips.
@@ -68,9 +97,8 @@ enum Source {
         /// Output dataset root.
         #[arg(long)]
         out: PathBuf,
-        /// Clips per shard file.
-        #[arg(long)]
-        clips_per_shard: Option<usize>,
+        #[command(flatten)]
+        common: CommonArgs,
     },
     /// AudioCaps (captions CSVs + clips named by YouTube id + AudioSet label CSVs).
     Audiocaps {
@@ -89,9 +117,8 @@ enum Source {
         /// Output dataset root.
         #[arg(long)]
         out: PathBuf,
-        /// Clips per shard file.
-        #[arg(long)]
-        clips_per_shard: Option<usize>,
+        #[command(flatten)]
+        common: CommonArgs,
     },
     /// Any folder of audio files with an optional metadata.jsonl / captions.csv sidecar.
     Folder {
@@ -101,10 +128,54 @@ enum Source {
         /// Output dataset root.
         #[arg(long)]
         out: PathBuf,
-        /// Clips per shard file.
-        #[arg(long)]
-        clips_per_shard: Option<usize>,
+        #[command(flatten)]
+        common: CommonArgs,
     },
+}
+
+/// Options of every converter.
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// Clips per shard file.
+    #[arg(long)]
+    clips_per_shard: Option<usize>,
+    /// Audio that does not decode: `fail` (stop, naming the file) or `skip` (report each file
+    /// and go on).
+    #[arg(long, value_enum, default_value = "fail")]
+    on_bad_audio: OnBadAudio,
+    /// Record this tokenizer (tokenizer.json or vocab.txt) with the dataset: the default of
+    /// models trained from scratch on it (a pretrained text encoder brings its own).
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnBadAudio {
+    Fail,
+    Skip,
+}
+
+impl CommonArgs {
+    fn options(&self) -> PrepareOptions {
+        PrepareOptions {
+            clips_per_shard: self.clips_per_shard,
+            on_bad_audio: match self.on_bad_audio {
+                OnBadAudio::Fail => MissingPolicy::Fail,
+                OnBadAudio::Skip => MissingPolicy::Skip,
+            },
+        }
+    }
+
+    /// Writes the summary and records the tokenizer.
+    fn finish(&self, sum: &ConvertSummary, out: &std::path::Path) -> Result<()> {
+        if let Some(t) = &self.tokenizer {
+            hr_data::record_tokenizer(out, t)
+                .with_context(|| format!("recording {} in {}", t.display(), out.display()))?;
+            println!("tokenizer: {} recorded as tokenizer.json", t.display());
+        }
+        report(sum, out);
+        Ok(())
+    }
 }
 
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -157,9 +228,9 @@ fn report(sum: &ConvertSummary, out: &std::path::Path) {
     println!("wrote {} clips to {}", sum.total(), out.display());
 }
 
-fn prepare(source: Source) -> Result<()> {
+fn prepare(source: SourceKind) -> Result<()> {
     match source {
-        Source::Synthetic {
+        SourceKind::Synthetic {
             clips,
             seed,
             out,
@@ -176,23 +247,19 @@ fn prepare(source: Source) -> Result<()> {
                 out.display()
             );
         }
-        Source::Clotho {
-            root,
-            out,
-            clips_per_shard,
-        } => {
+        SourceKind::Clotho { root, out, common } => {
             let pb = progress_bar(convert::clotho::count(&root), "clotho");
-            let sum = convert::clotho::convert(&root, &out, clips_per_shard, &|n| pb.inc(n))?;
+            let sum = convert::clotho::convert(&root, &out, &common.options(), &|n| pb.inc(n))?;
             pb.finish_and_clear();
-            report(&sum, &out);
+            common.finish(&sum, &out)?;
         }
-        Source::Audiocaps {
+        SourceKind::Audiocaps {
             root,
             audioset_csv,
             labels,
             audio_dir,
             out,
-            clips_per_shard,
+            common,
         } => {
             let inp = AudioCapsInputs {
                 root,
@@ -201,21 +268,57 @@ fn prepare(source: Source) -> Result<()> {
                 audio_dir,
             };
             let pb = progress_bar(0, "audiocaps");
-            let sum = convert::audiocaps::convert(&inp, &out, clips_per_shard, &|n| pb.inc(n))?;
+            let sum = convert::audiocaps::convert(&inp, &out, &common.options(), &|n| pb.inc(n))?;
             pb.finish_and_clear();
-            report(&sum, &out);
+            common.finish(&sum, &out)?;
         }
-        Source::Folder {
-            root,
-            out,
-            clips_per_shard,
-        } => {
+        SourceKind::Folder { root, out, common } => {
             let pb = progress_bar(0, "folder");
-            let sum = convert::folder::convert(&root, &out, clips_per_shard, &|n| pb.inc(n))?;
+            let sum = convert::folder::convert(&root, &out, &common.options(), &|n| pb.inc(n))?;
             pb.finish_and_clear();
-            report(&sum, &out);
+            common.finish(&sum, &out)?;
         }
     }
+    Ok(())
+}
+
+fn merge(
+    roots: &[String],
+    out: &std::path::Path,
+    maps: &[String],
+    keep_ids: bool,
+    name: Option<String>,
+    clips_per_shard: Option<usize>,
+) -> Result<()> {
+    let mut sources = Vec::new();
+    let mut plain_roots = Vec::new();
+    for r in roots {
+        let (root, name) = match r.rsplit_once('=') {
+            Some((root, name)) if !name.contains('/') => (root, Some(name)),
+            _ => (r.as_str(), None),
+        };
+        sources.push(rewrite::Source::open(root, name).with_context(|| format!("opening {root}"))?);
+        plain_roots.push(root.to_string());
+    }
+    let opts = MergeOptions {
+        name,
+        keep_ids,
+        maps: maps
+            .iter()
+            .map(|m| ColumnMap::parse(m))
+            .collect::<hr_data::Result<_>>()?,
+        clips_per_shard,
+    };
+    let sum = rewrite::merge(&sources, &plain_roots, out, &opts)
+        .with_context(|| format!("merging into {}", out.display()))?;
+    for s in &sum.sources {
+        let rows: Vec<String> = s.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("{} ({}): {}", s.name, s.root, rows.join(", "));
+    }
+    for split in sum.manifest.splits.keys() {
+        println!("{split}: {} clips", sum.manifest.rows(split));
+    }
+    println!("wrote {} ({})", out.display(), sum.manifest.name);
     Ok(())
 }
 
@@ -236,6 +339,14 @@ fn main() -> Result<()> {
             let store = Store::open(&root)?;
             print!("{}", inspect::inspect(&store, rows)?);
         }
+        Cmd::Merge {
+            roots,
+            out,
+            maps,
+            keep_ids,
+            name,
+            clips_per_shard,
+        } => merge(&roots, &out, &maps, keep_ids, name, clips_per_shard)?,
         Cmd::Verify { root } => {
             let store = Store::open(&root)?;
             let rows = hr_data::Manifest::load(&store)

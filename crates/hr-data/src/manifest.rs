@@ -26,6 +26,21 @@ pub struct ShardInfo {
     pub sha256: String,
 }
 
+/// Where the rows of a rewritten dataset came from (recorded in its manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// The source's name.
+    pub name: String,
+    /// Its root as given.
+    pub root: String,
+    /// sha256 of its manifest.json.
+    pub manifest_sha256: String,
+    /// Prefix added to its clip ids ("" = ids kept).
+    pub id_prefix: String,
+    /// Rows taken per split.
+    pub rows: BTreeMap<String, u64>,
+}
+
 /// The dataset manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -40,6 +55,9 @@ pub struct Manifest {
     /// Tokenizer file relative to the root, when the dataset ships one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// The datasets this one was merged from (`hr-data merge`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceInfo>,
 }
 
 impl Manifest {
@@ -51,6 +69,7 @@ impl Manifest {
             created_by: format!("hr-data {}", env!("CARGO_PKG_VERSION")),
             splits: BTreeMap::new(),
             tokenizer: None,
+            sources: Vec::new(),
         }
     }
 

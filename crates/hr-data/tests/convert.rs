@@ -52,7 +52,7 @@ fn clotho_official_layout() {
     std::fs::create_dir_all(&root).unwrap();
     clotho_tree(&root);
     let out = dir.path().join("out");
-    let sum = clotho::convert(&root, &out, None, &|_| {}).unwrap();
+    let sum = clotho::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     assert_eq!(sum.total(), 3);
     let train = records(&out, "train");
     assert_eq!(train.len(), 2);
@@ -68,7 +68,7 @@ fn clotho_official_layout() {
     assert_eq!(records(&out, "val").len(), 1);
     // Idempotent: a second run gives the same manifest (same hashes).
     let m1 = std::fs::read(out.join("manifest.json")).unwrap();
-    clotho::convert(&root, &out, None, &|_| {}).unwrap();
+    clotho::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     assert_eq!(m1, std::fs::read(out.join("manifest.json")).unwrap());
 }
 
@@ -77,9 +77,14 @@ fn clotho_missing_audio_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     clotho_tree(dir.path());
     std::fs::remove_file(dir.path().join("development/b.wav")).unwrap();
-    let msg = clotho::convert(dir.path(), &dir.path().join("out"), None, &|_| {})
-        .unwrap_err()
-        .to_string();
+    let msg = clotho::convert(
+        dir.path(),
+        &dir.path().join("out"),
+        &Default::default(),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("b.wav") && msg.contains("missing"), "{msg}");
 }
 
@@ -117,7 +122,7 @@ fn audiocaps_layout_with_labels_and_a_missing_clip() {
         audio_dir: None,
     };
     let out = root.join("out");
-    let sum = audiocaps::convert(&inp, &out, None, &|_| {}).unwrap();
+    let sum = audiocaps::convert(&inp, &out, &Default::default(), &|_| {}).unwrap();
     assert_eq!(sum.total(), 2);
     assert_eq!(sum.missing.len(), 1);
     assert!(sum.missing[0].contains("missing1"));
@@ -145,7 +150,7 @@ fn folder_with_jsonl_sidecar_and_split_dirs() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let sum = folder::convert(&root, &out, None, &|_| {}).unwrap();
+    let sum = folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     assert_eq!(sum.total(), 2);
     assert_eq!(sum.uncaptioned, vec!["train/nocap.wav"]);
     let train = records(&out, "train");
@@ -169,7 +174,7 @@ fn folder_with_csv_sidecar() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    folder::convert(&root, &out, None, &|_| {}).unwrap();
+    folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     let val = records(&out, "val");
     assert_eq!(val[0].captions, vec!["one, two", "three"]);
     assert_eq!(val[0].keywords, vec!["k1", "k2"]);
@@ -202,7 +207,7 @@ fn folder_with_flac_ogg_mp3_input_decodes_and_resamples() {
     }
     std::fs::write(root.join("metadata.jsonl"), sidecar).unwrap();
     let out = dir.path().join("out");
-    folder::convert(&root, &out, None, &|_| {}).unwrap();
+    folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     let recs = records(&out, "train");
     assert_eq!(recs.len(), 3);
     let rates: Vec<i32> = recs.iter().map(|r| r.sample_rate).collect();

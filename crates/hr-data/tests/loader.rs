@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use hr_data::loader::{EvalSet, MetadataKind};
+use hr_data::loader::{EvalSet, FsEval, MetadataKind};
 use hr_data::{Batch, Cursor, DataError, Loader, LoaderConfig, Manifest, SplitIndex, Store};
 
 fn cfg(world: usize, rank: usize) -> LoaderConfig {
@@ -267,7 +267,8 @@ fn eval_yields_every_caption_once_and_each_clip_once() {
     let mut start = 0;
     while start < ev.num_clips() {
         let cb = ev.clip_batch(start, 32).unwrap();
-        assert_eq!(cb.metadata.rows, cb.clip_indices.len());
+        assert_eq!(cb.metadata.len(), 1, "one item set without FS metadata");
+        assert_eq!(cb.metadata[0].rows, cb.clip_indices.len());
         seen.extend(cb.clip_indices);
         start += 32;
     }
@@ -275,7 +276,42 @@ fn eval_yields_every_caption_once_and_each_clip_once() {
 
     let mut fs = cfg(1, 0);
     fs.metadata = MetadataKind::FullSentence;
+    // The authors' protocol: every caption is a query; query k ranks item set k, where each
+    // clip's metadata is its caption (k+2) mod n.
+    let ev = EvalSet::new(f.index.clone(), fs.clone(), tok.clone()).unwrap();
+    let most = f
+        .index
+        .clips
+        .iter()
+        .map(|m| m.captions.len())
+        .max()
+        .unwrap();
+    assert_eq!(ev.item_sets(), most);
+    let q = ev.queries();
+    assert_eq!(q.len() as u64, f.index.shape().num_items());
+    assert!(q.iter().all(|q| q.item_set == q.caption as usize));
+    let n4 = f.index.clips[4].captions.len();
+    for set in 0..most {
+        assert_eq!(
+            ev.metadata_text(4, set),
+            f.index.clips[4].captions[(set + 2) % n4]
+        );
+    }
+    let qb = ev.query_batches(16).unwrap();
+    let rows: std::collections::BTreeSet<usize> = qb.iter().flat_map(|b| b.rows.clone()).collect();
+    assert_eq!(rows.len(), q.len(), "every query in exactly one batch");
+    assert!(qb
+        .iter()
+        .all(|b| b.rows.iter().all(|&r| q[r].item_set == b.item_set)));
+    let cb = ev.clip_batch(0, 8).unwrap();
+    assert_eq!(cb.metadata.len(), most);
+    let set1: Vec<String> = (0..8).map(|c| ev.metadata_text(c, 1)).collect();
+    assert_eq!(cb.metadata[1], tok.encode_batch(&set1).unwrap());
+
+    // Ours: caption 2 mod n is every clip's metadata and is not a query.
+    fs.fs_eval = FsEval::FixedCaption;
     let ev = EvalSet::new(f.index.clone(), fs, tok).unwrap();
+    assert_eq!(ev.item_sets(), 1);
     // Clips with >= 3 captions lose the metadata caption (index 2) from the queries.
     let clip4 = ev
         .queries()
@@ -302,7 +338,9 @@ fn open_loader_on_a_synthetic_dataset() {
     let mut c = cfg(1, 0);
     c.metadata = MetadataKind::Labels;
     let root = dir.path().to_str().unwrap();
-    let mut l = hr_data::open_loader(root, "train", c, Cursor::default(), Some(1)).unwrap();
+    let (store, manifest) = hr_data::open_dataset(root).unwrap();
+    let tok = hr_data::dataset_tokenizer(&store, &manifest, c.max_tokens).unwrap();
+    let mut l = hr_data::open_loader(root, "train", c, tok, Cursor::default(), Some(1)).unwrap();
     let b = l.next().unwrap().unwrap();
     assert_eq!(b.batch_size, 8);
     // Metadata (labels) tokenizes without unknown words: [UNK] has id 1.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::{
     bad_csv, csv_rows, field, read_text_lossless, write_dataset, ConvertSummary, MissingPolicy,
-    SourceClip, AUDIO_EXTS,
+    PrepareOptions, SourceClip, AUDIO_EXTS,
 };
 use crate::error::{DataError, Result};
 
@@ -144,7 +144,7 @@ fn audio_dirs(inp: &AudioCapsInputs, split: &str) -> Vec<PathBuf> {
 pub fn convert(
     inp: &AudioCapsInputs,
     out: &Path,
-    clips_per_shard: Option<usize>,
+    opts: &PrepareOptions,
     progress: &dyn Fn(u64),
 ) -> Result<ConvertSummary> {
     let names = read_label_names(&inp.labels)?;
@@ -195,7 +195,7 @@ pub fn convert(
         "audiocaps",
         clips.into_iter().map(Ok),
         MissingPolicy::Skip,
-        clips_per_shard,
+        opts,
         progress,
     )?;
     if !sum.missing.is_empty() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::{
     csv_rows, field, read_latin1, read_text_lossless, split_tags, write_dataset, ConvertSummary,
-    MissingPolicy, SourceClip,
+    MissingPolicy, PrepareOptions, SourceClip,
 };
 use crate::error::{DataError, Result};
 
@@ -93,7 +93,7 @@ pub fn split_clips(root: &Path, clotho: &str, split: &str) -> Result<Vec<SourceC
 pub fn convert(
     root: &Path,
     out: &Path,
-    clips_per_shard: Option<usize>,
+    opts: &PrepareOptions,
     progress: &dyn Fn(u64),
 ) -> Result<ConvertSummary> {
     let mut all = Vec::new();
@@ -114,7 +114,7 @@ pub fn convert(
         "clotho",
         all.into_iter().map(Ok),
         MissingPolicy::Fail,
-        clips_per_shard,
+        opts,
         progress,
     )
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::convert::{
     csv_rows, field, read_text_lossless, split_tags, write_dataset, ConvertSummary, MissingPolicy,
-    SourceClip, AUDIO_EXTS,
+    PrepareOptions, SourceClip, AUDIO_EXTS,
 };
 use crate::error::{DataError, Result};
 
@@ -158,7 +158,7 @@ pub fn clips(root: &Path) -> Result<Vec<SourceClip>> {
 pub fn convert(
     root: &Path,
     out: &Path,
-    clips_per_shard: Option<usize>,
+    opts: &PrepareOptions,
     progress: &dyn Fn(u64),
 ) -> Result<ConvertSummary> {
     let all = clips(root)?;
@@ -167,7 +167,7 @@ pub fn convert(
         "folder",
         all.into_iter().map(Ok),
         MissingPolicy::Fail,
-        clips_per_shard,
+        opts,
         progress,
     )
 }

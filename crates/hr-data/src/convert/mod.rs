@@ -38,13 +38,23 @@ pub struct SourceClip {
     pub license: Option<String>,
 }
 
-/// What to do with clips whose audio file is missing or undecodable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with clips whose audio file is missing, or whose audio does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MissingPolicy {
     /// Fail with an error naming the file.
+    #[default]
     Fail,
     /// Count, log and skip.
     Skip,
+}
+
+/// Options every converter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrepareOptions {
+    /// Clips per shard file (default [`DEFAULT_CLIPS_PER_SHARD`]).
+    pub clips_per_shard: Option<usize>,
+    /// Audio that does not decode: fail naming the file (default), or report it and go on.
+    pub on_bad_audio: MissingPolicy,
 }
 
 /// Result of a conversion.
@@ -103,13 +113,14 @@ fn prepare_one(src: &SourceClip) -> Prepared {
     }
 }
 
-/// Writes source clips to a dataset at `out`, chunk by chunk.
+/// Writes source clips to a dataset at `out`, chunk by chunk. Missing audio files follow
+/// `missing`; audio that does not decode follows `opts.on_bad_audio`.
 pub fn write_dataset<I>(
     out: &Path,
     name: &str,
     clips: I,
-    policy: MissingPolicy,
-    clips_per_shard: Option<usize>,
+    missing: MissingPolicy,
+    opts: &PrepareOptions,
     progress: &dyn Fn(u64),
 ) -> Result<ConvertSummary>
 where
@@ -118,7 +129,7 @@ where
     let mut w = DatasetWriter::create(
         out,
         name,
-        clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD),
+        opts.clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD),
     )?;
     let mut sum = ConvertSummary::default();
     let mut chunk: Vec<SourceClip> = Vec::with_capacity(ROW_GROUP_CLIPS);
@@ -133,7 +144,7 @@ where
         }
         let prepared: Vec<Prepared> = chunk.par_iter().map(prepare_one).collect();
         for (src, p) in chunk.iter().zip(prepared) {
-            handle(&mut w, &mut sum, src, p, policy)?;
+            handle(&mut w, &mut sum, src, p, (missing, opts.on_bad_audio))?;
         }
         progress(chunk.len() as u64);
     }
@@ -146,23 +157,23 @@ fn handle(
     sum: &mut ConvertSummary,
     src: &SourceClip,
     p: Prepared,
-    policy: MissingPolicy,
+    (missing, bad_audio): (MissingPolicy, MissingPolicy),
 ) -> Result<()> {
     if src.captions.is_empty() {
         tracing::warn!(clip = %src.id, "no captions; skipped");
         sum.uncaptioned.push(src.id.clone());
         return Ok(());
     }
-    match (p, policy) {
-        (Prepared::Ok(rec), _) => {
+    match (p, missing, bad_audio) {
+        (Prepared::Ok(rec), _, _) => {
             w.push(&src.split, *rec)?;
             *sum.written.entry(src.split.clone()).or_default() += 1;
         }
-        (Prepared::Missing(path), MissingPolicy::Skip) => {
+        (Prepared::Missing(path), MissingPolicy::Skip, _) => {
             tracing::warn!(clip = %src.id, %path, "audio file missing; skipped");
             sum.missing.push(path);
         }
-        (Prepared::Missing(path), MissingPolicy::Fail) => {
+        (Prepared::Missing(path), MissingPolicy::Fail, _) => {
             return Err(DataError::BadSource {
                 path: PathBuf::from(&path),
                 line: 0,
@@ -172,11 +183,11 @@ fn handle(
                 ),
             })
         }
-        (Prepared::Undecodable(e), MissingPolicy::Skip) => {
-            tracing::warn!(clip = %src.id, "{e}; skipped");
+        (Prepared::Undecodable(e), _, MissingPolicy::Skip) => {
+            tracing::warn!(clip = %src.id, file = %src.audio.display(), "audio does not decode; skipped ({e})");
             sum.undecodable.push(src.audio.display().to_string());
         }
-        (Prepared::Undecodable(e), MissingPolicy::Fail) => return Err(e),
+        (Prepared::Undecodable(e), _, MissingPolicy::Fail) => return Err(e),
     }
     Ok(())
 }
