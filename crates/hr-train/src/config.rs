@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hr_data::MetadataKind;
+use hr_data::{FsEval, MetadataKind};
 use hr_models::fusion::FusionKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -129,6 +129,32 @@ pub struct ModelSection {
     /// A second BERT for the metadata instead of sharing the query encoder (the paper's
     /// ablation; `true` overrides the preset).
     pub separate_metadata_encoder: bool,
+    /// Items without metadata: `empty_string` (the authors' recipe: the empty text is
+    /// embedded and fused like any other) or `mask` (fused as audio only).
+    pub missing_metadata: MissingMetadata,
+    /// A Hugging Face BERT folder (`config.json`, `model.safetensors`, `tokenizer.json` or
+    /// `vocab.txt`) that gives the text encoder its shape, weights and tokenizer ("" = none).
+    pub text_init: String,
+    /// An EfficientAT state dict as safetensors (`hr-train import-weights efficientat`) that
+    /// initialises the audio CNN; classifier entries are ignored ("" = none).
+    pub audio_init: String,
+    /// Start from another run's weights: a checkpoint directory or a run directory (its
+    /// newest checkpoint); fresh optimizer, step 0 ("" = none; same as `--init-from`).
+    pub init_from: String,
+    /// A `tokenizer.json` or `vocab.txt` overriding the text encoder's tokenizer ("" = the
+    /// `text_init` folder's, else the `init_from` run's, else the dataset's).
+    pub tokenizer: String,
+}
+
+/// How items without metadata are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingMetadata {
+    /// Embed the empty text (`[CLS] [SEP]`) and fuse it (the authors' code).
+    #[default]
+    EmptyString,
+    /// Leave the metadata out: the item is its audio embedding alone.
+    Mask,
 }
 
 impl Default for ModelSection {
@@ -142,6 +168,11 @@ impl Default for ModelSection {
             disable_dropout: false,
             frozen_batchnorm: false,
             separate_metadata_encoder: false,
+            missing_metadata: MissingMetadata::EmptyString,
+            text_init: String::new(),
+            audio_init: String::new(),
+            init_from: String::new(),
+            tokenizer: String::new(),
         }
     }
 }
@@ -223,7 +254,8 @@ pub struct OptimSection {
     pub epochs: u64,
     /// Linear warm-up length in epochs.
     pub warmup_epochs: f64,
-    /// Epoch at which the cosine ramp-down reaches `min`.
+    /// Epoch at which the cosine ramp-down reaches `min`; the floor holds after it (the
+    /// authors' 25-epoch recipe: 20).
     pub rampdown_stop: f64,
     /// Learning rates per parameter group.
     pub lr: LrGroups,
@@ -235,7 +267,7 @@ impl Default for OptimSection {
             global_batch: 32,
             epochs: 25,
             warmup_epochs: 1.0,
-            rampdown_stop: 25.0,
+            rampdown_stop: 20.0,
             lr: LrGroups::default(),
         }
     }
@@ -251,6 +283,10 @@ pub struct EvalSection {
     pub split: String,
     /// Clips / captions per embedding batch.
     pub batch_size: usize,
+    /// Full-sentence metadata at evaluation: `caption_offsets` (the authors' protocol: every
+    /// caption is a query, query k ranks the clips fused with their caption (k+2) mod n) or
+    /// `fixed_caption` (caption 2 is every clip's metadata and is not a query).
+    pub full_sentence: FsEval,
 }
 
 impl Default for EvalSection {
@@ -259,6 +295,7 @@ impl Default for EvalSection {
             every_steps: 0,
             split: "val".into(),
             batch_size: 64,
+            full_sentence: FsEval::CaptionOffsets,
         }
     }
 }

@@ -3,6 +3,9 @@
 //! `none` / `late` fusion: clip and caption embeddings are computed once each and compared by
 //! cosine similarity. `mid` fusion scores depend on the query, so every (clip chunk, caption
 //! chunk) pair runs the item side with the cached CNN frames (the CNN runs once per clip).
+//! With several item sets (full-sentence metadata under the authors' protocol: query k ranks
+//! the clips fused with their caption (k+2) mod n) the CNN still runs once per clip and each
+//! query batch is scored against its own item set.
 
 use hr_data::loader::{ClipBatch, Query, QueryBatch};
 use hr_data::EvalSet;
@@ -12,6 +15,7 @@ use hr_models::text::TokenBatch;
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::Tensor;
 
+use crate::config::MissingMetadata;
 use crate::error::Result;
 use crate::metrics::{from_ranks, ranks, RetrievalMetrics};
 use crate::model::present;
@@ -31,20 +35,27 @@ pub struct EvalResult {
     pub ranks: Vec<usize>,
 }
 
-/// The item side of one chunk of clips after the CNN.
+/// The item side of one chunk of clips after the CNN: frames once, metadata per item set.
 struct ClipChunk {
     frames: Tensor,
     valid: Vec<u8>,
-    meta: TokenBatch,
-    present: Vec<bool>,
+    metas: Vec<(TokenBatch, Vec<bool>)>,
 }
 
-/// Evaluates `model` on every caption and clip of `set`.
+impl ClipChunk {
+    fn rows(&self) -> usize {
+        self.frames.shape().first().copied().unwrap_or(0)
+    }
+}
+
+/// Evaluates `model` on every caption and clip of `set` (items without metadata fused as
+/// `missing` says).
 pub fn evaluate(
     model: &HybridRetriever,
     ps: &mut ParamStore,
     set: &EvalSet,
     batch_size: usize,
+    missing: MissingMetadata,
 ) -> Result<EvalResult> {
     let n = set.num_clips();
     let mut chunks = Vec::new();
@@ -53,13 +64,14 @@ pub fn evaluate(
             model,
             ps,
             &set.clip_batch(start, batch_size)?,
+            missing,
         )?);
     }
     let qbatches = set.query_batches(batch_size)?;
     let queries = set.queries();
     let sim = match model.config().fusion {
         FusionKind::Mid => mid_scores(model, ps, &chunks, &qbatches, n)?,
-        _ => cosine_scores(model, ps, &chunks, &qbatches)?,
+        _ => cosine_scores(model, ps, &chunks, &qbatches, n)?,
     };
     let targets: Vec<usize> = queries.iter().map(|q| q.clip as usize).collect();
     let ranks = ranks(&sim, n, &targets);
@@ -72,7 +84,12 @@ pub fn evaluate(
     })
 }
 
-fn encode_clips(model: &HybridRetriever, ps: &mut ParamStore, b: &ClipBatch) -> Result<ClipChunk> {
+fn encode_clips(
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+    b: &ClipBatch,
+    missing: MissingMetadata,
+) -> Result<ClipChunk> {
     let rows = b.clip_indices.len();
     let wf = Tensor::from_slice(&b.waveforms, &[rows, b.samples])?;
     let valid: Vec<usize> = b.valid_lengths.iter().map(|&v| v as usize).collect();
@@ -80,8 +97,11 @@ fn encode_clips(model: &HybridRetriever, ps: &mut ParamStore, b: &ClipBatch) -> 
     Ok(ClipChunk {
         frames,
         valid: mask,
-        meta: b.metadata.clone(),
-        present: present(&b.metadata),
+        metas: b
+            .metadata
+            .iter()
+            .map(|m| (m.clone(), present(m, missing)))
+            .collect(),
     })
 }
 
@@ -112,27 +132,41 @@ fn cosine_scores(
     ps: &ParamStore,
     chunks: &[ClipChunk],
     qbatches: &[QueryBatch],
+    clips: usize,
 ) -> Result<Vec<f32>> {
-    let mut items = Vec::new();
+    let sets = chunks.first().map_or(1, |c| c.metas.len());
+    let mut items = vec![Vec::new(); sets];
     for c in chunks {
-        let q = c.meta.clone();
-        let meta = (c.meta.clone(), c.present.clone());
-        let out = forward(model, ps, c.frames.clone(), c.valid.clone(), q, meta)?;
-        let t = out
-            .items
-            .ok_or_else(|| crate::TrainError::config("model.fusion", "no item embeddings"))?;
-        items.extend(normalized_rows(&t)?);
+        for (set, meta) in c.metas.iter().enumerate() {
+            let q = meta.0.clone();
+            let out = forward(
+                model,
+                ps,
+                c.frames.clone(),
+                c.valid.clone(),
+                q,
+                meta.clone(),
+            )?;
+            let t = out
+                .items
+                .ok_or_else(|| crate::TrainError::config("model.fusion", "no item embeddings"))?;
+            items[set].extend(normalized_rows(&t)?);
+        }
     }
     let width = chunks.first().map_or(Ok(1), |c| c.frames.dim("eval", 2))?;
-    let mut sim = Vec::new();
+    let nq: usize = qbatches.iter().map(|q| q.tokens.rows).sum();
+    let mut sim = vec![0f32; nq * clips];
     for qb in qbatches {
         let rows = qb.tokens.rows;
         let frames = Tensor::from_vec(vec![0f32; rows * width], &[rows, 1, width])?;
         let toks = qb.tokens.clone();
         let meta = (toks.clone(), vec![true; rows]);
         let out = forward(model, ps, frames, vec![1; rows], toks, meta)?;
-        for q in normalized_rows(&out.queries)? {
-            sim.extend(items.iter().map(|i| dot(&q, i)));
+        for (q, &row) in normalized_rows(&out.queries)?.iter().zip(&qb.rows) {
+            let dst = &mut sim[row * clips..(row + 1) * clips];
+            for (d, i) in dst.iter_mut().zip(&items[qb.item_set]) {
+                *d = dot(q, i);
+            }
         }
     }
     Ok(sim)
@@ -147,30 +181,29 @@ fn mid_scores(
 ) -> Result<Vec<f32>> {
     let nq: usize = qbatches.iter().map(|q| q.tokens.rows).sum();
     let mut sim = vec![0f32; nq * clips];
-    let mut q0 = 0;
     for qb in qbatches {
         let mut c0 = 0;
         let nqb = qb.tokens.rows;
         for c in chunks {
-            let ncb = c.present.len();
+            let ncb = c.rows();
             let b = nqb.max(ncb);
             let frames = pad_tensor_rows(&c.frames, b)?;
             let valid = pad_rows(&c.valid, ncb, b);
-            let meta = (pad_tokens(&c.meta, b), pad_rows(&c.present, ncb, b));
+            let (mt, mp) = &c.metas[qb.item_set];
+            let meta = (pad_tokens(mt, b), pad_rows(mp, ncb, b));
             let q = pad_tokens(&qb.tokens, b);
             let out = forward(model, ps, frames, valid, q, meta)?;
             let s = out
                 .scores
                 .ok_or_else(|| crate::TrainError::config("model.fusion", "no scores"))?
                 .to_vec_f32()?;
-            for qi in 0..nqb {
+            for (qi, &row) in qb.rows.iter().enumerate() {
                 for ci in 0..ncb {
-                    sim[(q0 + qi) * clips + c0 + ci] = s[ci * b + qi];
+                    sim[row * clips + c0 + ci] = s[ci * b + qi];
                 }
             }
             c0 += ncb;
         }
-        q0 += nqb;
     }
     Ok(sim)
 }

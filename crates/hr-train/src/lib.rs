@@ -6,6 +6,9 @@
 //! - [`dist`]: data parallelism on hr-dist (embedding exchange, gradient averaging);
 //! - [`metrics`] / [`evaluate`]: text -> audio R@1/5/10 and mAP@10;
 //! - [`checkpoint`]: the run-directory checkpoint format;
+//! - [`init`]: pretrained weights and the tokenizer (`model.text_init`, `model.audio_init`,
+//!   `model.init_from`, `model.tokenizer`) and their provenance record;
+//! - [`import`]: EfficientAT `.pt` checkpoints to safetensors (`hr-train import-weights`);
 //! - [`eval_job`]: what `hr-eval` runs; [`demo`]: baseline vs hybrids;
 //! - [`plots`]: PNG plots of the loss and the validation metrics.
 
@@ -16,6 +19,8 @@ pub mod dist;
 mod error;
 pub mod eval_job;
 pub mod evaluate;
+pub mod import;
+pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod plots;

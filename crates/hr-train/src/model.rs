@@ -4,13 +4,19 @@ use hr_models::retriever::{HybridRetriever, RetrieverConfig, WaveformBatch};
 use hr_nn::ParamStore;
 use hr_tensor::{Rng, Tensor};
 
-use crate::config::TrainConfig;
-use crate::error::{Result, TrainError};
+use std::path::Path;
 
-/// The model config of a training config: the preset with fusion, tau, audio augmentation, dropout and
-/// batch-norm settings applied, and the
-/// vocabulary widened to the dataset tokenizer's when that is larger.
-pub fn retriever_config(cfg: &TrainConfig, tokenizer_vocab: usize) -> Result<RetrieverConfig> {
+use hr_data::text::TextTokenizer;
+
+use crate::config::{MissingMetadata, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::init::{check_vocab, TextFolder};
+
+/// The model config of a training config: the preset with fusion, tau, audio augmentation,
+/// dropout and batch-norm settings applied; the text encoder shaped by the `model.text_init`
+/// folder's `config.json` (its vocabulary must equal the tokenizer's), or, for a text encoder
+/// trained from scratch, the preset's with the vocabulary widened to the tokenizer's.
+pub fn retriever_config(cfg: &TrainConfig, tok: &TextTokenizer) -> Result<RetrieverConfig> {
     let mut m = hr_models::presets::preset(&cfg.model.preset)
         .map_err(|e| TrainError::config("model.preset", e.to_string()))?;
     m.fusion = cfg.model.fusion;
@@ -23,7 +29,15 @@ pub fn retriever_config(cfg: &TrainConfig, tokenizer_vocab: usize) -> Result<Ret
         m.text.hidden_dropout_prob = 0.0;
         m.text.attention_probs_dropout_prob = 0.0;
     }
-    m.text.vocab_size = m.text.vocab_size.max(tokenizer_vocab);
+    match cfg.model.text_init.trim() {
+        "" => m.text.vocab_size = m.text.vocab_size.max(tok.vocab_size()),
+        dir => {
+            let folder = TextFolder::open(Path::new(dir))?;
+            m.text = folder.shape_onto(m.text);
+            let table = folder.dir.join("config.json");
+            check_vocab(tok, m.text.vocab_size, &table.display().to_string())?;
+        }
+    }
     m.validate()
         .map_err(|e| TrainError::config("model", e.to_string()))?;
     Ok(m)
@@ -42,24 +56,27 @@ pub fn model_toml(mcfg: &RetrieverConfig) -> Result<String> {
     toml::to_string(mcfg).map_err(|e| TrainError::config("model", e.to_string()))
 }
 
-/// Per row: the text has content besides `[CLS]` and `[SEP]`.
-pub fn present(t: &hr_data::text::TokenBatch) -> Vec<bool> {
+/// Per metadata row: whether the model fuses it. With [`MissingMetadata::Mask`], rows whose
+/// text has nothing besides `[CLS]` and `[SEP]` are left out; with
+/// [`MissingMetadata::EmptyString`] every row is fused.
+pub fn present(t: &hr_data::text::TokenBatch, missing: MissingMetadata) -> Vec<bool> {
     (0..t.rows)
         .map(|r| {
             let row = &t.mask[r * t.cols..(r + 1) * t.cols];
-            row.iter().map(|&m| m as usize).sum::<usize>() > 2
+            missing == MissingMetadata::EmptyString
+                || row.iter().map(|&m| m as usize).sum::<usize>() > 2
         })
         .collect()
 }
 
 /// A loader batch as the model's waveform batch.
-pub fn waveform_batch(b: &hr_data::Batch) -> Result<WaveformBatch> {
+pub fn waveform_batch(b: &hr_data::Batch, missing: MissingMetadata) -> Result<WaveformBatch> {
     Ok(WaveformBatch {
         waveforms: Tensor::from_slice(&b.waveforms, &[b.batch_size, b.samples])?,
         valid_lengths: b.valid_lengths.iter().map(|&v| v as usize).collect(),
         queries: b.captions.clone(),
         metadata: b.metadata.clone(),
-        metadata_present: present(&b.metadata),
+        metadata_present: present(&b.metadata, missing),
         clip_ids: b.clip_indices.iter().map(|&c| c as u64).collect(),
     })
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use hr_data::text::TextTokenizer;
 use hr_data::{Cursor, EvalSet, LoaderConfig, SplitIndex};
 use hr_models::retriever::{HybridRetriever, AUDIO_CNN_PREFIX};
 use hr_nn::io::write_atomic;
@@ -29,6 +30,7 @@ use crate::config::{
 use crate::dist::Dist;
 use crate::error::{Result, TrainError};
 use crate::evaluate::evaluate;
+use crate::init;
 use crate::metrics::RetrievalMetrics;
 use crate::model::{build_model, model_toml, retriever_config, waveform_batch};
 
@@ -171,30 +173,26 @@ pub fn rank_loader_config(cfg: &TrainConfig, world_size: usize, rank: usize) -> 
         skip_undecodable: cfg.data.bad_rows == BadRowPolicy::Skip,
         verify_checksums: cfg.data.verify_checksums,
         metadata: cfg.model.metadata,
+        fs_eval: cfg.eval.full_sentence,
         ..LoaderConfig::default()
     }
 }
 
-/// Opens the evaluation view of `split` under `root`; also returns the tokenizer's vocabulary size.
+/// Opens the evaluation view of `split` under `root`, tokenized with `tok`.
 pub fn open_eval_set(
     root: &str,
     split: &str,
     lcfg: &LoaderConfig,
-) -> Result<(EvalSet, Arc<SplitIndex>, usize)> {
+    tok: TextTokenizer,
+) -> Result<(EvalSet, Arc<SplitIndex>)> {
     let (store, manifest) = hr_data::open_dataset(root)?;
-    let tok = hr_data::dataset_tokenizer(&store, &manifest, lcfg.max_tokens)?;
-    let vocab = tok.vocab_size();
     let index = Arc::new(SplitIndex::open(
         &store,
         &manifest,
         split,
         lcfg.verify_checksums,
     )?);
-    Ok((
-        EvalSet::new(index.clone(), lcfg.clone(), tok)?,
-        index,
-        vocab,
-    ))
+    Ok((EvalSet::new(index.clone(), lcfg.clone(), tok)?, index))
 }
 
 /// Runs (or resumes) the training described by `cfg` in this process alone.
@@ -264,12 +262,16 @@ struct Session<'a> {
     step: u64,
     cursor: Cursor,
     eval: EvalSet,
+    /// The text encoder's tokenizer (the loader tokenizes with it).
+    tok: TextTokenizer,
     hash: String,
     nonfinite: u64,
     /// `metrics.jsonl` and `eval.jsonl` (rank 0 only).
     logs: Option<(File, File)>,
     last_ckpt: Option<(u64, PathBuf)>,
     last_val: Option<(u64, RetrievalMetrics)>,
+    /// The best validation mAP@10 of the run so far (checkpointed).
+    best_val: Option<f64>,
     losses: Vec<f64>,
 }
 
@@ -291,18 +293,22 @@ impl<'a> Session<'a> {
         let run = cfg.run.dir.clone();
         std::fs::create_dir_all(&run).map_err(TrainError::io(&run))?;
         let lcfg = loader_config(cfg);
-        let (eval, _, vocab) = open_eval_set(&cfg.data.root, &cfg.eval.split, &lcfg)?;
-        let mcfg = retriever_config(cfg, vocab)?;
+        let tok = init::resolve_tokenizer(cfg, lcfg.max_tokens)?;
+        let eval_split = &cfg.eval.split;
+        let (eval, _) = open_eval_set(&cfg.data.root, eval_split, &lcfg, tok.tok.clone())?;
+        let mcfg = retriever_config(cfg, &tok.tok)?;
+        let (model, mut ps) = build_model(&mcfg, cfg.run.seed)?;
+        let weights = init::load_pretrained(cfg, &model, &mut ps)?;
         let logs = match dist.is_main() {
             true => {
                 write_atomic(&run.join("config.toml"), cfg.to_toml()?.as_bytes())?;
                 write_atomic(&run.join("model.toml"), model_toml(&mcfg)?.as_bytes())?;
+                init::write_run_files(&run, &tok, weights)?;
                 let metrics = append(&run.join("metrics.jsonl"))?;
                 Some((metrics, append(&run.join("eval.jsonl"))?))
             }
             false => None,
         };
-        let (model, mut ps) = build_model(&mcfg, cfg.run.seed)?;
         ps.to_device(device)?;
         let (opt, scheds) = optimizer(cfg, &ps)?;
         let mut s = Session {
@@ -318,10 +324,12 @@ impl<'a> Session<'a> {
             step: 0,
             cursor: Cursor::default(),
             eval,
+            tok: tok.tok,
             hash: cfg.hash()?,
             nonfinite: 0,
             last_ckpt: None,
             last_val: None,
+            best_val: None,
             losses: Vec::new(),
         };
         s.resume(resume)?;
@@ -368,6 +376,9 @@ impl<'a> Session<'a> {
         self.rng = Rng::new(st.rng_state);
         self.nonfinite = st.nonfinite_skipped;
         self.last_ckpt = Some((st.step, dir.clone()));
+        if let Some(best) = checkpoint::best(&self.run)? {
+            self.best_val = checkpoint::read_state(&best)?.val_map10;
+        }
         tracing::info!(step = st.step, checkpoint = %dir.display(), "resumed");
         Ok(())
     }
@@ -379,6 +390,7 @@ impl<'a> Session<'a> {
             &cfg.data.root,
             "train",
             lcfg,
+            self.tok.clone(),
             self.cursor,
             Some(cfg.optim.epochs),
         )?;
@@ -417,7 +429,10 @@ impl<'a> Session<'a> {
             if self.step % eval_every == 0 || self.step == total {
                 self.validate(bpe)?;
             }
-            if self.step % ckpt_every == 0 || self.step == total {
+            // A new best validation is always checkpointed, so the best-validation weights
+            // survive whatever the checkpoint cadence (retention keeps them).
+            let new_best = self.take_new_best();
+            if self.step % ckpt_every == 0 || self.step == total || new_best {
                 self.checkpoint()?;
             }
             let stop = ctl.stop.load(Ordering::SeqCst) || ctl.stop_after_step == Some(self.step);
@@ -488,7 +503,7 @@ impl<'a> Session<'a> {
             autocast::bf16_matmuls(bf16),
             autocast::bf16_activations(bf16),
         );
-        let wb = waveform_batch(batch)?;
+        let wb = waveform_batch(batch, self.cfg.model.missing_metadata)?;
         let mode = rank_mode(self.rng.next_u64(), self.dist.rank());
         self.step += 1;
         self.ps.zero_grad()?;
@@ -580,6 +595,7 @@ impl<'a> Session<'a> {
             &mut self.ps,
             &self.eval,
             self.cfg.eval.batch_size,
+            self.cfg.model.missing_metadata,
         ) {
             Ok(r) => r,
             Err(TrainError::Nn(hr_nn::Error::Config { key, msg })) if is_non_finite(&key, &msg) => {
@@ -610,6 +626,18 @@ impl<'a> Session<'a> {
         );
         self.last_val = Some((self.step, m));
         Ok(())
+    }
+
+    /// Whether this step's validation beat every earlier one (then it becomes the best).
+    fn take_new_best(&mut self) -> bool {
+        let Some((step, m)) = self.last_val else {
+            return false;
+        };
+        let better = step == self.step && self.best_val.is_none_or(|b| m.map10 > b);
+        if better {
+            self.best_val = Some(m.map10);
+        }
+        better
     }
 
     /// Appends a line to `eval.jsonl` (rank 0).

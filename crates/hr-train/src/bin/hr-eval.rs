@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hr_train::eval_job::{evaluate_checkpoint, load, write_topk};
+use hr_train::eval_job::{report, write_topk};
 
 #[derive(Parser)]
 #[command(
@@ -13,7 +13,8 @@ use hr_train::eval_job::{evaluate_checkpoint, load, write_topk};
     about = "Evaluate a checkpoint (text -> audio retrieval)"
 )]
 struct Cli {
-    /// Checkpoint directory (`RUN/checkpoints/step-...`) or a run directory (its newest committed checkpoint).
+    /// Checkpoint directory (`RUN/checkpoints/step-...`), or a run directory: its final
+    /// (newest) checkpoint is reported, and its best-validation checkpoint under `best`.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Dataset root (default: the run's `data.root`).
@@ -57,19 +58,19 @@ fn main() {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     let device = hr_tensor::Device::parse(&cli.device).context("--device")?;
-    let mut ck =
-        load(&cli.checkpoint).with_context(|| format!("loading {}", cli.checkpoint.display()))?;
-    ck.params.to_device(device)?;
-    let bs = cli.batch_size.unwrap_or(ck.config.eval.batch_size);
-    let (r, index) = evaluate_checkpoint(&mut ck, cli.data.as_deref(), &cli.split, bs)?;
-    let json = serde_json::json!({
-        "checkpoint": ck.dir.display().to_string(),
-        "split": cli.split,
-        "clips": r.clips,
-        "R@1": r.metrics.r1, "R@5": r.metrics.r5, "R@10": r.metrics.r10,
-        "mAP@10": r.metrics.map10, "queries": r.metrics.queries,
-    });
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    let (json, r, index) = report(
+        &cli.checkpoint,
+        cli.data.as_deref(),
+        &cli.split,
+        cli.batch_size,
+        device,
+    )
+    .with_context(|| format!("evaluating {}", cli.checkpoint.display()))?;
+    let mut shown = json.clone();
+    if let Some(items) = shown.get_mut("items") {
+        items["clips"] = serde_json::json!(format!("{} ids (in --out)", r.clips));
+    }
+    println!("{}", serde_json::to_string_pretty(&shown)?);
     if let Some(out) = &cli.out {
         hr_nn::io::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }

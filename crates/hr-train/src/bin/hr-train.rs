@@ -38,6 +38,10 @@ struct Cli {
     /// `auto` (newest committed checkpoint of the run directory) or a checkpoint directory.
     #[arg(long)]
     resume: Option<String>,
+    /// Start from another run's weights (a checkpoint directory, or a run directory: its
+    /// newest checkpoint) with a fresh optimizer at step 0; same as `--set model.init_from=...`.
+    #[arg(long, value_name = "CHECKPOINT")]
+    init_from: Option<PathBuf>,
     /// Spawn and supervise this many ranks on this machine (CPU data parallel, or one per GPU).
     #[arg(long, value_name = "N")]
     nproc_per_node: Option<usize>,
@@ -68,6 +72,11 @@ enum Cmd {
         #[arg(long)]
         require_hybrid_wins: bool,
     },
+    /// Convert published pretrained weights to the safetensors files the config points at.
+    ImportWeights {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
     /// CUDA kernels: `--precompile` compiles every kernel family for a GPU into the cache
     /// (e.g. once per node before a job array, so ranks do not compile at start).
     Kernels {
@@ -77,6 +86,19 @@ enum Cmd {
         /// CUDA device ordinal to compile for (its compute capability).
         #[arg(long, default_value_t = 0)]
         device: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportWhat {
+    /// An EfficientAT checkpoint (`torch.save(state_dict)`, e.g. `mn40_as_ext_mAP_487.pt`) to
+    /// safetensors with the same key names (for `model.audio_init`); no Python needed.
+    Efficientat {
+        /// The `.pt` file.
+        src: PathBuf,
+        /// The safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -128,6 +150,27 @@ fn real_main() -> Result<i32> {
     if let Some(Cmd::Kernels { precompile, device }) = &cli.cmd {
         return kernels(*precompile, *device);
     }
+    if let Some(Cmd::ImportWeights {
+        what: ImportWhat::Efficientat { src, out },
+    }) = &cli.cmd
+    {
+        let s = hr_train::import::import_efficientat(src, out)
+            .with_context(|| format!("importing {}", src.display()))?;
+        println!(
+            "{}: {} tensors ({} values) in the {} layout{}, written to {}",
+            src.display(),
+            s.tensors,
+            s.values,
+            s.model,
+            if s.has_head {
+                " (with its classifier head, which the retriever ignores)"
+            } else {
+                ""
+            },
+            out.display()
+        );
+        return Ok(0);
+    }
     if let Some(n) = cli.nproc_per_node {
         return launch(n);
     }
@@ -144,6 +187,9 @@ fn real_main() -> Result<i32> {
     let mut set = cli.set.clone();
     if let Some(d) = &cli.device {
         set.push(format!("run.device=\"{d}\""));
+    }
+    if let Some(p) = &cli.init_from {
+        set.push(format!("model.init_from={:?}", p.display().to_string()));
     }
     let cfg = load_config(cli.config.as_ref(), &set)?;
     let resume = cli.resume.as_deref().map_or(Resume::Fresh, Resume::parse);

@@ -1,0 +1,345 @@
+//! Where a run's weights and tokenizer come from, and the record of it.
+//!
+//! - `model.text_init`: a Hugging Face BERT folder (`config.json`, `model.safetensors`,
+//!   `tokenizer.json` or `vocab.txt`). Its `config.json` gives the text encoder's shape (any
+//!   `model_type = "bert"` folder works with any preset; the preset keeps its dropout), its
+//!   weights initialise the query encoder (and the separate metadata encoder), its tokenizer
+//!   tokenizes every text of the run.
+//! - `model.audio_init`: an EfficientAT state dict as safetensors (`hr-train import-weights`
+//!   converts the published `.pt` files); its classifier entries are ignored.
+//! - `model.init_from`: another run's checkpoint (or run directory: its newest): every weight,
+//!   with a fresh optimizer and step 0; its run's tokenizer is the default tokenizer.
+//! - `model.tokenizer`: a `tokenizer.json` or `vocab.txt` that overrides the above.
+//!
+//! Without any of them the model starts from random weights and uses the dataset's tokenizer
+//! (the synthetic demo). The tokenizer's vocabulary must equal the embedding table of a
+//! pretrained text encoder. Rank 0 stores the tokenizer as `RUN/tokenizer.json` (so `hr-eval`
+//! needs nothing outside the run) and the provenance, with sha256 sums, as `RUN/init.json`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use hr_data::text::TextTokenizer;
+use hr_models::bert::BertConfig;
+use hr_models::retriever::HybridRetriever;
+use hr_nn::{LoadOptions, ParamStore};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+
+/// The tokenizer a run used, inside its run directory.
+pub const RUN_TOKENIZER_FILE: &str = "tokenizer.json";
+/// The provenance record inside a run directory.
+pub const INIT_FILE: &str = "init.json";
+
+/// A Hugging Face BERT model folder.
+#[derive(Debug, Clone)]
+pub struct TextFolder {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its `config.json`, parsed.
+    pub config: BertConfig,
+    /// `model.safetensors`.
+    pub weights: PathBuf,
+    /// `tokenizer.json`, else `vocab.txt`.
+    pub tokenizer: PathBuf,
+}
+
+impl TextFolder {
+    /// Opens `dir`: `config.json` must describe a `model_type = "bert"` encoder with GELU and
+    /// absolute positions; `model.safetensors` and a tokenizer must be present.
+    pub fn open(dir: &Path) -> Result<TextFolder> {
+        let key = "model.text_init";
+        if !dir.is_dir() {
+            let msg = format!("{} is not a folder (a Hugging Face BERT model folder with config.json, model.safetensors and tokenizer.json or vocab.txt)", dir.display());
+            return Err(TrainError::config(key, msg));
+        }
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(TrainError::io(&cfg_path))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TrainError::Format {
+                path: cfg_path.clone(),
+                msg: e.to_string(),
+            })?;
+        check_bert_json(&raw, &cfg_path)?;
+        let config: BertConfig = serde_json::from_value(raw).map_err(|e| TrainError::Format {
+            path: cfg_path.clone(),
+            msg: e.to_string(),
+        })?;
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() {
+            let msg = match dir.join("pytorch_model.bin").is_file() {
+                true => "has pytorch_model.bin but no model.safetensors; convert it once (`python3 -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`)",
+                false => "has no model.safetensors",
+            };
+            return Err(TrainError::Format {
+                path: dir.to_path_buf(),
+                msg: msg.into(),
+            });
+        }
+        let tokenizer = ["tokenizer.json", "vocab.txt"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| TrainError::Format {
+                path: dir.to_path_buf(),
+                msg: "has neither tokenizer.json nor vocab.txt".into(),
+            })?;
+        Ok(TextFolder {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+
+    /// The preset's text config with this folder's shape (the preset's dropout is kept).
+    pub fn shape_onto(&self, preset: BertConfig) -> BertConfig {
+        BertConfig {
+            hidden_dropout_prob: preset.hidden_dropout_prob,
+            attention_probs_dropout_prob: preset.attention_probs_dropout_prob,
+            ..self.config
+        }
+    }
+}
+
+/// Refuses configs our BERT does not implement (other model types, activations, positions).
+fn check_bert_json(raw: &serde_json::Value, path: &Path) -> Result<()> {
+    let field = |k: &str| raw.get(k).and_then(|v| v.as_str());
+    let bad = |msg: String| {
+        Err(TrainError::Format {
+            path: path.to_path_buf(),
+            msg,
+        })
+    };
+    match field("model_type") {
+        Some("bert") => {}
+        Some(other) => {
+            return bad(format!(
+                "model_type {other:?} is not supported: the text encoder is a BERT (model_type \"bert\": bert-base/large-uncased, MiniLM, ...)"
+            ))
+        }
+        None => return bad("has no model_type (expected \"bert\")".into()),
+    }
+    if let Some(act) = field("hidden_act").filter(|a| *a != "gelu") {
+        return bad(format!(
+            "hidden_act {act:?} is not supported (the encoder uses exact GELU)"
+        ));
+    }
+    if let Some(pos) = field("position_embedding_type").filter(|p| *p != "absolute") {
+        return bad(format!(
+            "position_embedding_type {pos:?} is not supported (absolute only)"
+        ));
+    }
+    Ok(())
+}
+
+/// A path option of the config: None when empty.
+fn opt_path(s: &str) -> Option<PathBuf> {
+    (!s.trim().is_empty()).then(|| PathBuf::from(s))
+}
+
+/// The run directory of `model.init_from` (a checkpoint directory or a run directory).
+fn init_from_checkpoint(cfg: &TrainConfig) -> Result<Option<PathBuf>> {
+    opt_path(&cfg.model.init_from)
+        .map(|p| crate::eval_job::resolve(&p))
+        .transpose()
+}
+
+/// The run directory above a checkpoint directory (`RUN/checkpoints/step-N`).
+fn run_of(checkpoint: &Path) -> Option<&Path> {
+    checkpoint.parent().and_then(Path::parent)
+}
+
+/// The tokenizer of a run and where it came from (`model.tokenizer`, `model.text_init`,
+/// `model.init_from` or `dataset`).
+pub struct RunTokenizer {
+    /// The tokenizer.
+    pub tok: TextTokenizer,
+    /// The config key (or `dataset`) that chose it.
+    pub source: &'static str,
+    /// Its file, when it is one.
+    pub file: Option<PathBuf>,
+}
+
+/// Chooses the run's tokenizer: `model.tokenizer`, else the `model.text_init` folder's, else
+/// the `model.init_from` run's, else the dataset's (a from-scratch model).
+pub fn resolve_tokenizer(cfg: &TrainConfig, max_tokens: usize) -> Result<RunTokenizer> {
+    let from_file = |source, path: PathBuf| -> Result<RunTokenizer> {
+        Ok(RunTokenizer {
+            tok: TextTokenizer::from_path(&path, max_tokens).map_err(hr_data::DataError::from)?,
+            source,
+            file: Some(path),
+        })
+    };
+    if let Some(p) = opt_path(&cfg.model.tokenizer) {
+        return from_file("model.tokenizer", p);
+    }
+    if let Some(dir) = opt_path(&cfg.model.text_init) {
+        return from_file("model.text_init", TextFolder::open(&dir)?.tokenizer);
+    }
+    if let Some(ck) = init_from_checkpoint(cfg)? {
+        if let Some(p) = run_of(&ck)
+            .map(|r| r.join(RUN_TOKENIZER_FILE))
+            .filter(|p| p.is_file())
+        {
+            return from_file("model.init_from", p);
+        }
+    }
+    let (store, manifest) = hr_data::open_dataset(&cfg.data.root)?;
+    let tok = hr_data::dataset_tokenizer(&store, &manifest, max_tokens)?;
+    Ok(RunTokenizer {
+        tok,
+        source: "dataset",
+        file: None,
+    })
+}
+
+/// Checks that the tokenizer fits the text encoder's embedding table (`vocab` rows, from
+/// `table_origin`); a mismatch names both files.
+pub fn check_vocab(tok: &TextTokenizer, vocab: usize, table_origin: &str) -> Result<()> {
+    if tok.vocab_size() == vocab {
+        return Ok(());
+    }
+    Err(TrainError::config(
+        "model.tokenizer",
+        format!(
+            "the tokenizer {} has {} tokens but the text encoder's embedding table ({table_origin}) has {vocab} rows: use the tokenizer that belongs to the text encoder",
+            tok.origin(),
+            tok.vocab_size()
+        ),
+    ))
+}
+
+/// One file that initialised (part of) a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    /// What it initialised (`text_init`, `audio_init`, `init_from`, `tokenizer`, ...).
+    pub role: String,
+    /// Its path as given.
+    pub path: String,
+    /// Lower-case hex sha256 of its bytes.
+    pub sha256: String,
+}
+
+/// The sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(TrainError::io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(TrainError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn record(role: &str, path: &Path) -> Result<FileRecord> {
+    Ok(FileRecord {
+        role: role.into(),
+        path: path.display().to_string(),
+        sha256: sha256_file(path)?,
+    })
+}
+
+/// Loads the pretrained weights the config names into a freshly built model and returns the
+/// files used (with their sha256). `model.init_from` replaces every weight, so it cannot be
+/// combined with `model.text_init` / `model.audio_init`.
+pub fn load_pretrained(
+    cfg: &TrainConfig,
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+) -> Result<Vec<FileRecord>> {
+    let (text, audio) = (
+        opt_path(&cfg.model.text_init),
+        opt_path(&cfg.model.audio_init),
+    );
+    let mut used = Vec::new();
+    if let Some(ck) = init_from_checkpoint(cfg)? {
+        if text.is_some() || audio.is_some() {
+            return Err(TrainError::config(
+                "model.init_from",
+                "replaces every weight: unset model.text_init and model.audio_init",
+            ));
+        }
+        let file = ck.join(crate::checkpoint::MODEL_FILE);
+        ps.load_safetensors(&file, &LoadOptions::default())?;
+        used.push(record("init_from", &file)?);
+        return Ok(used);
+    }
+    if let Some(dir) = text {
+        let folder = TextFolder::open(&dir)?;
+        model.load_text_encoder(ps, &folder.weights)?;
+        used.push(record("text_init.config", &dir.join("config.json"))?);
+        used.push(record("text_init.weights", &folder.weights)?);
+    }
+    if let Some(file) = audio {
+        let cnn = model.audio_cnn().ok_or_else(|| {
+            TrainError::config(
+                "model.audio_init",
+                "the preset has no audio backbone (audio.backbone) to initialise",
+            )
+        })?;
+        cnn.load_efficientat(ps, &file).map_err(|e| {
+            let width = model.config().audio.backbone.clone().unwrap_or_default();
+            TrainError::config(
+                "model.audio_init",
+                format!("does not fit the preset's audio backbone {width}: {e}"),
+            )
+        })?;
+        used.push(record("audio_init", &file)?);
+    }
+    Ok(used)
+}
+
+/// What `RUN/init.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// Files whose weights initialised the model (empty = random initialisation).
+    pub weights: Vec<FileRecord>,
+    /// Where the tokenizer came from: `model.tokenizer`, `model.text_init`,
+    /// `model.init_from` or `dataset`.
+    pub tokenizer_source: String,
+    /// The tokenizer file (absent when it is the dataset's), with its sha256.
+    pub tokenizer: Option<FileRecord>,
+    /// sha256 of the stored `RUN/tokenizer.json`.
+    pub run_tokenizer_sha256: String,
+}
+
+/// Rank 0: stores the tokenizer as `RUN/tokenizer.json` and the provenance as `RUN/init.json`
+/// (both atomically).
+pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>) -> Result<()> {
+    let json = tok.tok.to_json().map_err(hr_data::DataError::from)?;
+    hr_nn::io::write_atomic(&run.join(RUN_TOKENIZER_FILE), json.as_bytes())?;
+    let prov = Provenance {
+        weights,
+        tokenizer_source: tok.source.into(),
+        tokenizer: tok
+            .file
+            .as_deref()
+            .map(|p| record("tokenizer", p))
+            .transpose()?,
+        run_tokenizer_sha256: hex::encode(Sha256::digest(json.as_bytes())),
+    };
+    let text = serde_json::to_string_pretty(&prov).map_err(|e| TrainError::Format {
+        path: run.join(INIT_FILE),
+        msg: e.to_string(),
+    })?;
+    hr_nn::io::write_atomic(&run.join(INIT_FILE), text.as_bytes())?;
+    Ok(())
+}
+
+/// The tokenizer of a finished run: `RUN/tokenizer.json`, or (runs made before it was stored)
+/// the tokenizer its config resolves to.
+pub fn run_tokenizer(run: &Path, cfg: &TrainConfig, max_tokens: usize) -> Result<TextTokenizer> {
+    let stored = run.join(RUN_TOKENIZER_FILE);
+    if stored.is_file() {
+        return Ok(TextTokenizer::from_file(&stored, max_tokens).map_err(hr_data::DataError::from)?);
+    }
+    Ok(resolve_tokenizer(cfg, max_tokens)?.tok)
+}
