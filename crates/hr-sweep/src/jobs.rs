@@ -70,10 +70,28 @@ pub fn evals_done(run: &Run) -> bool {
         .all(|e| eval_metrics(run, &e.name).is_some())
 }
 
-/// The metrics of one evaluation, when present.
-pub fn eval_metrics(run: &Run, set: &str) -> Option<Metrics> {
+/// `RUN/eval-<set>.json` as hr-eval writes it for a run directory: the final checkpoint's
+/// metrics at the top level (the paper's protocol), the best-validation checkpoint's under
+/// `best` (absent when no validation ran).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct EvalFile {
+    /// The final checkpoint.
+    #[serde(flatten)]
+    pub last: Metrics,
+    /// The best-validation checkpoint.
+    #[serde(default)]
+    pub best: Option<Metrics>,
+}
+
+/// One evaluation's output, when present.
+pub fn eval_file(run: &Run, set: &str) -> Option<EvalFile> {
     let text = std::fs::read_to_string(eval_path(run, set)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// The final checkpoint's metrics of one evaluation, when present.
+pub fn eval_metrics(run: &Run, set: &str) -> Option<Metrics> {
+    eval_file(run, set).map(|f| f.last)
 }
 
 /// Writes `RUN/job.toml` for every run (atomically; unchanged files are left alone).

@@ -28,8 +28,10 @@ pub struct Row {
     pub eval: String,
     /// Seeds with results / seeds planned.
     pub seeds: (usize, usize),
-    /// mAP@10, R@1, R@5, R@10 (None without results).
+    /// mAP@10, R@1, R@5, R@10 of the final checkpoints (None without results).
     pub metrics: Option<[Stat; 4]>,
+    /// mAP@10 of the best-validation checkpoints (None when no run validated).
+    pub best_map10: Option<Stat>,
     /// mAP@10 minus the matching baseline's.
     pub delta: Option<f64>,
     /// The paper's mAP@10.
@@ -69,33 +71,40 @@ fn group_labels(plan: &Plan, run: &Run) -> Vec<(String, String)> {
 
 /// The rows of the plan (whether or not results exist yet), in plan order.
 pub fn rows(plan: &Plan) -> Vec<Row> {
-    let mut rows: Vec<(Row, Vec<[f64; 4]>)> = Vec::new();
+    let mut rows: Vec<(Row, Vec<[f64; 4]>, Vec<f64>)> = Vec::new();
     for run in &plan.runs {
         let labels = group_labels(plan, run);
         for e in &run.evals {
-            let m = jobs::eval_metrics(run, &e.name)
-                .map(|m| [m.map10, m.r1, m.r5, m.r10].map(|x| 100.0 * x));
+            let f = jobs::eval_file(run, &e.name);
+            let m = f.map(|f| [f.last.map10, f.last.r1, f.last.r5, f.last.r10].map(|x| 100.0 * x));
+            let best = f.and_then(|f| f.best).map(|b| 100.0 * b.map10);
             let idx = rows
                 .iter()
-                .position(|(r, _)| r.labels == labels && r.eval == e.name);
+                .position(|(r, _, _)| r.labels == labels && r.eval == e.name);
             let idx = idx.unwrap_or_else(|| {
-                rows.push((new_row(plan, labels.clone(), &e.name), Vec::new()));
+                rows.push((
+                    new_row(plan, labels.clone(), &e.name),
+                    Vec::new(),
+                    Vec::new(),
+                ));
                 rows.len() - 1
             });
-            let (row, vals) = &mut rows[idx];
+            let (row, vals, bests) = &mut rows[idx];
             row.seeds.1 += 1;
             vals.extend(m);
+            bests.extend(best);
         }
     }
     let mut out: Vec<Row> = rows
         .into_iter()
-        .map(|(mut r, vals)| {
+        .map(|(mut r, vals, bests)| {
             r.seeds.0 = vals.len();
             if !vals.is_empty() {
                 r.metrics = Some(std::array::from_fn(|k| {
                     stat(&vals.iter().map(|v| v[k]).collect::<Vec<_>>())
                 }));
             }
+            r.best_map10 = (!bests.is_empty()).then(|| stat(&bests));
             r
         })
         .collect();
@@ -126,6 +135,7 @@ fn new_row(plan: &Plan, labels: Vec<(String, String)>, eval: &str) -> Row {
         eval: eval.into(),
         seeds: (0, 0),
         metrics: None,
+        best_map10: None,
         delta: None,
         paper,
         paper_delta: None,
@@ -182,6 +192,7 @@ pub fn markdown(plan: &Plan, rows: &[Row]) -> String {
         "eval",
         "seeds",
         "mAP@10",
+        "best-val ckpt mAP@10",
         "Δ baseline",
         "paper mAP@10",
         "paper Δ",
@@ -191,7 +202,9 @@ pub fn markdown(plan: &Plan, rows: &[Row]) -> String {
     ];
     head.extend(tail.iter().map(|s| s.to_string()));
     let mut out = format!(
-        "# {}: text-to-audio retrieval on the {} split (percent; mean ± std over `{}`)\n\n",
+        "# {}: text-to-audio retrieval on the {} split (percent; mean ± std over `{}`)\n\n\
+         `mAP@10`, `Δ` and `R@k` score each run's final checkpoint (the paper's protocol); \
+         `best-val ckpt` scores the checkpoint with the best validation mAP@10.\n\n",
         plan.spec.sweep.name, plan.spec.eval.split, plan.spec.sweep.seed_axis
     );
     out += &format!("| {} |\n", head.join(" | "));
@@ -203,13 +216,13 @@ pub fn markdown(plan: &Plan, rows: &[Row]) -> String {
             r.metrics
                 .map_or("—".into(), |m| format!("{:.2}", m[k].mean))
         };
-        let map = r.metrics.map_or("—".into(), |m| {
-            format!("{:.2} ± {:.2}", m[0].mean, m[0].std)
-        });
+        let pm = |s: Stat| format!("{:.2} ± {:.2}", s.mean, s.std);
+        let map = r.metrics.map_or("—".into(), |m| pm(m[0]));
         cells.extend([
             r.eval.clone(),
             format!("{}/{}", r.seeds.0, r.seeds.1),
             map,
+            r.best_map10.map_or("—".into(), pm),
             if r.is_baseline {
                 "(baseline)".into()
             } else {
@@ -243,6 +256,8 @@ pub fn csv(rows: &[Row]) -> String {
             "seeds_planned",
             "map10_mean",
             "map10_std",
+            "best_val_map10_mean",
+            "best_val_map10_std",
             "delta_baseline",
             "paper_map10",
             "paper_delta",
@@ -265,6 +280,8 @@ pub fn csv(rows: &[Row]) -> String {
         let m = r.metrics;
         c.push(f(m.map(|m| m[0].mean)));
         c.push(f(m.map(|m| m[0].std)));
+        c.push(f(r.best_map10.map(|b| b.mean)));
+        c.push(f(r.best_map10.map(|b| b.std)));
         c.push(f(r.delta));
         c.push(f(r.paper));
         c.push(f(r.paper_delta));

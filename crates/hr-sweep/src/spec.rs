@@ -36,6 +36,10 @@ pub struct SweepSpec {
     /// `[slurm]`: resources of the Slurm backend.
     #[serde(default)]
     pub slurm: SlurmSpec,
+    /// `[paths]`: named paths (datasets, pretrained weights) that string values anywhere else
+    /// use as `{paths.NAME}`; a user edits them once per cluster.
+    #[serde(default)]
+    pub paths: BTreeMap<String, String>,
 }
 
 /// `[slurm]`: what the sbatch templates are rendered with.
@@ -193,6 +197,52 @@ pub struct PaperEntry {
     pub map10: f64,
 }
 
+/// Replaces every `{paths.NAME}` in the string values of `t` (outside `[paths]`) by the
+/// `[paths]` entry NAME; an unknown name is an error naming it.
+fn substitute_paths(t: &mut Table) -> std::result::Result<(), String> {
+    let paths: BTreeMap<String, String> = match t.get("paths") {
+        None => return Ok(()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|_| "[paths] must map names to strings".to_string())?,
+    };
+    for (k, v) in t.iter_mut().filter(|(k, _)| k.as_str() != "paths") {
+        substitute_value(v, &paths).map_err(|e| format!("{e} (in `{k}`)"))?;
+    }
+    Ok(())
+}
+
+fn substitute_value(
+    v: &mut Value,
+    paths: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    match v {
+        Value::String(s) => {
+            let mut from = 0;
+            while let Some(start) = s[from..].find("{paths.").map(|i| from + i) {
+                let end = s[start..]
+                    .find('}')
+                    .map(|e| start + e)
+                    .ok_or_else(|| format!("unclosed `{{paths.` in {s:?}"))?;
+                let name = &s[start + "{paths.".len()..end];
+                let p = paths.get(name).ok_or_else(|| {
+                    let known: Vec<&String> = paths.keys().collect();
+                    format!("`{{paths.{name}}}` is not in [paths] (known: {known:?})")
+                })?;
+                s.replace_range(start..=end, p);
+                from = start + p.len();
+            }
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(|x| substitute_value(x, paths))?,
+        Value::Table(t) => t
+            .iter_mut()
+            .try_for_each(|(_, x)| substitute_value(x, paths))?,
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The text label of an axis value (`"late"` -> `late`, `1` -> `1`).
 pub fn label(v: &Value) -> String {
     match v {
@@ -213,8 +263,12 @@ impl SweepSpec {
     /// Reads and checks a sweep file.
     pub fn from_file(path: &Path) -> Result<SweepSpec> {
         let text = std::fs::read_to_string(path).map_err(SweepError::io(path))?;
-        let spec: SweepSpec = toml::from_str(&text)
+        let mut table: Table = toml::from_str(&text)
             .map_err(|e| SweepError::spec(path, e.message().trim().to_string()))?;
+        substitute_paths(&mut table).map_err(|w| SweepError::spec(path, w))?;
+        let spec: SweepSpec = Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| SweepError::spec(path, e.message().trim().to_string()))?;
         spec.check(path)?;
         Ok(spec)
     }

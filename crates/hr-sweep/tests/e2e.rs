@@ -115,5 +115,16 @@ fn demo_sweep_end_to_end_with_the_real_trainer() {
         assert!(t.contains(row), "{t}");
     }
     assert!(t.contains("(baseline)"), "{t}");
+    assert!(t.contains("best-val ckpt mAP@10"), "{t}");
     assert!(runs.join("report.csv").is_file() && runs.join("report-map10.png").is_file());
+    // The evaluations name the checkpoints they scored: the final one and the best by validation.
+    for e in std::fs::read_dir(&runs).unwrap() {
+        let p = e.unwrap().path().join("eval-self.json");
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["which"], "final", "{v}");
+            assert_eq!(v["best"]["which"], "best_val", "{v}");
+            assert!(v["items"]["captions"].as_u64().unwrap() > 0, "{v}");
+        }
+    }
 }

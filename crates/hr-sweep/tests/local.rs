@@ -64,15 +64,15 @@ fn launch_relaunch_report_and_changed_sweep() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
-        t.contains("| 1 | none | self | 2/2 | 30.15 ± 0.07 | (baseline) |"),
+        t.contains("| 1 | none | self | 2/2 | 30.15 ± 0.07 | — | (baseline) |"),
         "{t}"
     );
     assert!(
-        t.contains("| 2 | late | self | 2/2 | 40.15 ± 0.07 | +10.00 |"),
+        t.contains("| 2 | late | self | 2/2 | 40.15 ± 0.07 | — | +10.00 |"),
         "{t}"
     );
     assert!(
-        t.contains("| 3 | mid | self | 2/2 | 35.15 ± 0.07 | +5.00 |"),
+        t.contains("| 3 | mid | self | 2/2 | 35.15 ± 0.07 | — | +5.00 |"),
         "{t}"
     );
     let csv = std::fs::read_to_string(d.path().join("runs/t/report.csv")).unwrap();
@@ -80,7 +80,7 @@ fn launch_relaunch_report_and_changed_sweep() {
         csv.lines()
             .nth(2)
             .unwrap()
-            .starts_with("late,self,2,2,40.1500,0.0707,10.0000"),
+            .starts_with("late,self,2,2,40.1500,0.0707,,,10.0000"),
         "{csv}"
     );
     let png = std::fs::read(d.path().join("runs/t/report-map10.png")).unwrap();

@@ -40,6 +40,20 @@ values = [1, 2]
 "#;
 
 #[test]
+fn unknown_paths_are_errors_naming_them() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("s.toml");
+    let text = "[paths]\nroot = \"/d\"\n[sweep]\nname = \"p\"\nruns_dir = \"r\"\n\
+                [base]\ndata = { root = \"{paths.rot}/x\" }\n[[axes]]\nname = \"seed\"\nkey = \"run.seed\"\nvalues = [1]\n";
+    std::fs::write(&f, text).unwrap();
+    let msg = Plan::load(&f, None).err().unwrap().to_string();
+    assert!(msg.contains("{paths.rot}") && msg.contains("root"), "{msg}");
+    std::fs::write(&f, text.replace("rot}", "root}")).unwrap();
+    let plan = Plan::load(&f, None).unwrap();
+    assert_eq!(plan.runs[0].config.data.root, "/d/x");
+}
+
+#[test]
 fn table1_lists_exactly_the_papers_configurations() {
     let plan = Plan::load(&sweep("table1.toml"), None).unwrap();
     // (dataset, text model, fusion, metadata, eval set) of every number in spec section 7.
@@ -101,6 +115,21 @@ fn table1_lists_exactly_the_papers_configurations() {
         assert_eq!(r.config.model.preset, preset);
         let separate = key.1 == "bert-base-separate";
         assert_eq!(r.config.model.separate_metadata_encoder, separate);
+        // [paths] names the pretrained files and dataset roots once.
+        let bert = if preset == "paper-base" {
+            "/models/bert-base-uncased"
+        } else {
+            "/models/bert-large-uncased"
+        };
+        assert_eq!(r.config.model.text_init, bert);
+        assert_eq!(r.config.model.audio_init, "/models/mn40_as_ext.safetensors");
+        let root = match key.0.as_str() {
+            "clotho" => "/data/hr/clotho",
+            "audiocaps" => "/data/hr/audiocaps",
+            _ => "/data/hr/clotho+audiocaps",
+        };
+        assert_eq!(r.config.data.root, root);
+        assert_eq!(r.config.optim.rampdown_stop, 20.0);
         assert_eq!(format!("{:?}", r.config.model.fusion).to_lowercase(), key.2);
         assert_eq!(r.config.run.seed.to_string(), l("seed"));
     }
