@@ -64,7 +64,7 @@ pub fn load(path: &Path) -> Result<LoadedCheckpoint> {
             msg: "no run directory above".into(),
         })?;
     let config = TrainConfig::from_file(&run.join("config.toml"), &[])?;
-    let mpath = run.join("model.toml");
+    let mpath = run.join(crate::trainer::MODEL_TOML);
     let mcfg = hr_models::presets::from_toml_file(&mpath)?;
     let (model, mut params) = crate::model::build_model(&mcfg, config.run.seed)?;
     params.load_safetensors(&dir.join(MODEL_FILE), &LoadOptions::default())?;

@@ -94,15 +94,6 @@ impl TextFolder {
             tokenizer,
         })
     }
-
-    /// The preset's text config with this folder's shape (the preset's dropout is kept).
-    pub fn shape_onto(&self, preset: BertConfig) -> BertConfig {
-        BertConfig {
-            hidden_dropout_prob: preset.hidden_dropout_prob,
-            attention_probs_dropout_prob: preset.attention_probs_dropout_prob,
-            ..self.config
-        }
-    }
 }
 
 /// Refuses configs our BERT does not implement (other model types, activations, positions).
@@ -198,9 +189,16 @@ pub fn resolve_tokenizer(cfg: &TrainConfig, max_tokens: usize) -> Result<RunToke
 }
 
 /// Checks that the tokenizer fits the text encoder's embedding table (`vocab` rows, from
-/// `table_origin`); a mismatch names both files.
-pub fn check_vocab(tok: &TextTokenizer, vocab: usize, table_origin: &str) -> Result<()> {
-    if tok.vocab_size() == vocab {
+/// `table_origin`): the same size when `exact` (a pretrained encoder and its tokenizer), else
+/// no token beyond the table; a mismatch names both files.
+pub fn check_vocab(
+    tok: &TextTokenizer,
+    vocab: usize,
+    table_origin: &str,
+    exact: bool,
+) -> Result<()> {
+    let n = tok.vocab_size();
+    if n == vocab || (!exact && n < vocab) {
         return Ok(());
     }
     Err(TrainError::config(
@@ -211,6 +209,40 @@ pub fn check_vocab(tok: &TextTokenizer, vocab: usize, table_origin: &str) -> Res
             tok.vocab_size()
         ),
     ))
+}
+
+/// The text encoder's shape: the `model.text_init` folder's `config.json`, else the
+/// `model.init_from` run's `model.toml` (either with the preset's dropout; the tokenizer's
+/// vocabulary must equal its embedding table), else the preset's, its vocabulary widened to the
+/// tokenizer's (a text encoder trained from scratch).
+pub fn text_shape(
+    cfg: &TrainConfig,
+    preset: BertConfig,
+    tok: &TextTokenizer,
+) -> Result<BertConfig> {
+    let keep_dropout = |shape: BertConfig| BertConfig {
+        hidden_dropout_prob: preset.hidden_dropout_prob,
+        attention_probs_dropout_prob: preset.attention_probs_dropout_prob,
+        ..shape
+    };
+    if let Some(dir) = opt_path(&cfg.model.text_init) {
+        let folder = TextFolder::open(&dir)?;
+        let origin = folder.dir.join("config.json").display().to_string();
+        check_vocab(tok, folder.config.vocab_size, &origin, true)?;
+        return Ok(keep_dropout(folder.config));
+    }
+    if let Some(run) = init_from_checkpoint(cfg)?.as_deref().and_then(run_of) {
+        // A run trained from scratch may have widened its table past its tokenizer.
+        let path = run.join(crate::trainer::MODEL_TOML);
+        let shape = hr_models::presets::from_toml_file(&path)?.text;
+        check_vocab(tok, shape.vocab_size, &path.display().to_string(), false)?;
+        return Ok(keep_dropout(shape));
+    }
+    let vocab_size = preset.vocab_size.max(tok.vocab_size());
+    Ok(BertConfig {
+        vocab_size,
+        ..preset
+    })
 }
 
 /// One file that initialised (part of) a run.
@@ -332,6 +364,14 @@ pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>)
     })?;
     hr_nn::io::write_atomic(&run.join(INIT_FILE), text.as_bytes())?;
     Ok(())
+}
+
+/// Whether a run directory holds what a fresh start recorded (`RUN/tokenizer.json`,
+/// `RUN/init.json`, `RUN/model.toml`): a resume then needs no pretrained file.
+pub fn run_recorded(run: &Path) -> bool {
+    [RUN_TOKENIZER_FILE, INIT_FILE, crate::trainer::MODEL_TOML]
+        .iter()
+        .all(|f| run.join(f).is_file())
 }
 
 /// The tokenizer of a finished run: `RUN/tokenizer.json`, or (runs made before it was stored)

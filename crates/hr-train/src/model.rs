@@ -4,18 +4,15 @@ use hr_models::retriever::{HybridRetriever, RetrieverConfig, WaveformBatch};
 use hr_nn::ParamStore;
 use hr_tensor::{Rng, Tensor};
 
-use std::path::Path;
-
 use hr_data::text::TextTokenizer;
 
 use crate::config::{MissingMetadata, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::init::{check_vocab, TextFolder};
+use crate::init::text_shape;
 
 /// The model config of a training config: the preset with fusion, tau, audio augmentation,
-/// dropout and batch-norm settings applied; the text encoder shaped by the `model.text_init`
-/// folder's `config.json` (its vocabulary must equal the tokenizer's), or, for a text encoder
-/// trained from scratch, the preset's with the vocabulary widened to the tokenizer's.
+/// dropout and batch-norm settings applied, and the text encoder shaped as
+/// [`text_shape`] says.
 pub fn retriever_config(cfg: &TrainConfig, tok: &TextTokenizer) -> Result<RetrieverConfig> {
     let mut m = hr_models::presets::preset(&cfg.model.preset)
         .map_err(|e| TrainError::config("model.preset", e.to_string()))?;
@@ -29,15 +26,7 @@ pub fn retriever_config(cfg: &TrainConfig, tok: &TextTokenizer) -> Result<Retrie
         m.text.hidden_dropout_prob = 0.0;
         m.text.attention_probs_dropout_prob = 0.0;
     }
-    match cfg.model.text_init.trim() {
-        "" => m.text.vocab_size = m.text.vocab_size.max(tok.vocab_size()),
-        dir => {
-            let folder = TextFolder::open(Path::new(dir))?;
-            m.text = folder.shape_onto(m.text);
-            let table = folder.dir.join("config.json");
-            check_vocab(tok, m.text.vocab_size, &table.display().to_string())?;
-        }
-    }
+    m.text = text_shape(cfg, m.text, tok)?;
     m.validate()
         .map_err(|e| TrainError::config("model", e.to_string()))?;
     Ok(m)

@@ -38,6 +38,10 @@ use crate::model::{build_model, model_toml, retriever_config, waveform_batch};
 /// scripts requeue the job on this code (75 = EX_TEMPFAIL).
 pub const EXIT_REQUEUE: i32 = 75;
 
+/// The resolved model config inside a run directory (what `hr-eval` and a resume rebuild the
+/// model from).
+pub const MODEL_TOML: &str = "model.toml";
+
 /// Where to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
@@ -293,17 +297,34 @@ impl<'a> Session<'a> {
         let run = cfg.run.dir.clone();
         std::fs::create_dir_all(&run).map_err(TrainError::io(&run))?;
         let lcfg = loader_config(cfg);
-        let tok = init::resolve_tokenizer(cfg, lcfg.max_tokens)?;
+        let resume_dir = resume_checkpoint(&run, resume)?;
+        // A resumed run uses what it recorded (the checkpoint holds the weights): no pretrained
+        // file needs to be there any more. A fresh one resolves them from the config.
+        let (tok, mcfg, fresh) = match resume_dir.is_some() && init::run_recorded(&run) {
+            true => (
+                init::run_tokenizer(&run, cfg, lcfg.max_tokens)?,
+                hr_models::presets::from_toml_file(&run.join(MODEL_TOML))?,
+                None,
+            ),
+            false => {
+                let t = init::resolve_tokenizer(cfg, lcfg.max_tokens)?;
+                (t.tok.clone(), retriever_config(cfg, &t.tok)?, Some(t))
+            }
+        };
         let eval_split = &cfg.eval.split;
-        let (eval, _) = open_eval_set(&cfg.data.root, eval_split, &lcfg, tok.tok.clone())?;
-        let mcfg = retriever_config(cfg, &tok.tok)?;
+        let (eval, _) = open_eval_set(&cfg.data.root, eval_split, &lcfg, tok.clone())?;
         let (model, mut ps) = build_model(&mcfg, cfg.run.seed)?;
-        let weights = init::load_pretrained(cfg, &model, &mut ps)?;
+        let weights = match fresh {
+            Some(_) => init::load_pretrained(cfg, &model, &mut ps)?,
+            None => Vec::new(),
+        };
         let logs = match dist.is_main() {
             true => {
                 write_atomic(&run.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-                write_atomic(&run.join("model.toml"), model_toml(&mcfg)?.as_bytes())?;
-                init::write_run_files(&run, &tok, weights)?;
+                if let Some(t) = &fresh {
+                    write_atomic(&run.join(MODEL_TOML), model_toml(&mcfg)?.as_bytes())?;
+                    init::write_run_files(&run, t, weights)?;
+                }
                 let metrics = append(&run.join("metrics.jsonl"))?;
                 Some((metrics, append(&run.join("eval.jsonl"))?))
             }
@@ -324,7 +345,7 @@ impl<'a> Session<'a> {
             step: 0,
             cursor: Cursor::default(),
             eval,
-            tok: tok.tok,
+            tok,
             hash: cfg.hash()?,
             nonfinite: 0,
             last_ckpt: None,
@@ -332,26 +353,14 @@ impl<'a> Session<'a> {
             best_val: None,
             losses: Vec::new(),
         };
-        s.resume(resume)?;
+        if let Some(dir) = resume_dir {
+            s.resume(dir)?;
+        }
         s.dist.broadcast_values(&mut s.ps)?;
         Ok(s)
     }
 
-    fn resume(&mut self, resume: &Resume) -> Result<()> {
-        let dir = match resume {
-            Resume::Fresh => return Ok(()),
-            Resume::Auto => match checkpoint::latest_committed(&self.run)? {
-                Some(d) => d,
-                None => return Ok(()),
-            },
-            Resume::Path(p) => p.clone(),
-        };
-        if !dir.join(checkpoint::COMMIT_FILE).is_file() {
-            return Err(TrainError::Format {
-                path: dir,
-                msg: "checkpoint has no COMMIT marker (incomplete)".into(),
-            });
-        }
+    fn resume(&mut self, dir: PathBuf) -> Result<()> {
         let st = checkpoint::read_state(&dir)?;
         self.ps
             .load_safetensors(&dir.join(checkpoint::MODEL_FILE), &LoadOptions::default())?;
@@ -678,6 +687,26 @@ impl<'a> Session<'a> {
         self.last_ckpt = Some((self.step, dir.clone()));
         Ok(dir)
     }
+}
+
+/// The checkpoint a run resumes from: none for a fresh start (or `auto` without one), else a
+/// committed checkpoint directory.
+fn resume_checkpoint(run: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
+    let dir = match resume {
+        Resume::Fresh => return Ok(None),
+        Resume::Auto => match checkpoint::latest_committed(run)? {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+        Resume::Path(p) => p.clone(),
+    };
+    if !dir.join(checkpoint::COMMIT_FILE).is_file() {
+        return Err(TrainError::Format {
+            path: dir,
+            msg: "checkpoint has no COMMIT marker (incomplete)".into(),
+        });
+    }
+    Ok(Some(dir))
 }
 
 /// The training mode of a step: rank 0 uses the step's seed, other ranks a derived one, so

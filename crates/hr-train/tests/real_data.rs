@@ -406,3 +406,97 @@ fn merged_datasets_train_on_their_union() {
         "random initialisation"
     );
 }
+
+#[test]
+fn a_resumed_run_needs_no_pretrained_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    hr_data::synthetic::prepare(&data, 24, 1, None, &|_| {}).unwrap();
+    let audio = dir.path().join("mn01.safetensors");
+    efficientat_state_dict(&audio);
+    let run = dir.path().join("run");
+    let set = |steps: u64| {
+        [
+            format!("data.root={:?}", data.display().to_string()),
+            format!("model.audio_init={:?}", audio.display().to_string()),
+            format!("run.dir={:?}", run.display().to_string()),
+            format!("run.max_steps={steps}"),
+            "data.clip_seconds=1.0".into(),
+            "data.workers=1".into(),
+            "optim.global_batch=8".into(),
+        ]
+    };
+    let cfg = TrainConfig::from_toml_str("", &set(1)).unwrap();
+    hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
+    let recorded = std::fs::read(run.join(init::INIT_FILE)).unwrap();
+    std::fs::remove_file(&audio).unwrap();
+    let cfg = TrainConfig::from_toml_str("", &set(2)).unwrap();
+    let s = hr_train::train(&cfg, &hr_train::Resume::Auto, &Default::default()).unwrap();
+    assert_eq!((s.step, s.losses.len()), (2, 1), "resumed at step 1");
+    assert_eq!(std::fs::read(run.join(init::INIT_FILE)).unwrap(), recorded);
+    // A fresh start does need it, and says which file is missing.
+    let err = hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("mn01.safetensors"), "{err}");
+}
+
+#[test]
+fn init_from_starts_from_another_runs_weights_with_its_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    hr_data::synthetic::prepare(&data, 24, 1, None, &|_| {}).unwrap();
+    let base = |run: &Path| {
+        vec![
+            format!("data.root={:?}", data.display().to_string()),
+            format!("run.dir={:?}", run.display().to_string()),
+            "run.max_steps=1".to_string(),
+            "data.clip_seconds=1.0".into(),
+            "data.workers=1".into(),
+            "optim.global_batch=8".into(),
+        ]
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let cfg_a = TrainConfig::from_toml_str("", &base(&a)).unwrap();
+    let sa = hr_train::train(&cfg_a, &hr_train::Resume::Fresh, &Default::default()).unwrap();
+    let ckpt_a = sa.checkpoint.unwrap();
+
+    let mut set_b = base(&b);
+    set_b.push(format!("model.init_from={:?}", a.display().to_string()));
+    set_b.push("model.fusion=\"mid\"".into());
+    let cfg_b = TrainConfig::from_toml_str("", &set_b).unwrap();
+    let tok = init::resolve_tokenizer(&cfg_b, MAX_TOKENS).unwrap();
+    assert_eq!(tok.source, "model.init_from");
+    // Mid fusion has parameters run A (late) never had: every one is named.
+    let mcfg = retriever_config(&cfg_b, &tok.tok).unwrap();
+    let (model, mut ps) = build_model(&mcfg, 9).unwrap();
+    let err = init::load_pretrained(&cfg_b, &model, &mut ps)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mid."), "{err}");
+
+    set_b.pop();
+    let cfg_b = TrainConfig::from_toml_str("", &set_b).unwrap();
+    let mcfg = retriever_config(&cfg_b, &tok.tok).unwrap();
+    let (model, mut ps) = build_model(&mcfg, 9).unwrap();
+    init::load_pretrained(&cfg_b, &model, &mut ps).unwrap();
+    let saved = read_safetensors(&ckpt_a.join("model.safetensors"))
+        .unwrap()
+        .tensors;
+    for (_, p) in ps.iter() {
+        assert_eq!(
+            p.value.to_vec_f32().unwrap(),
+            saved[&p.name].to_vec_f32().unwrap(),
+            "{}",
+            p.name
+        );
+    }
+    let sb = hr_train::train(&cfg_b, &hr_train::Resume::Fresh, &Default::default()).unwrap();
+    assert_eq!(sb.step, 1, "a fresh optimizer at step 0");
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join(init::INIT_FILE)).unwrap()).unwrap();
+    assert_eq!(prov["weights"][0]["role"], "init_from");
+    let want = ckpt_a.join("model.safetensors");
+    assert_eq!(
+        prov["weights"][0]["sha256"],
+        init::sha256_file(&want).unwrap().as_str()
+    );
+}
