@@ -127,7 +127,7 @@ impl LoaderConfig {
     fn validate(&self) -> Result<()> {
         if self.global_batch == 0
             || self.world_size == 0
-            || self.global_batch % self.world_size != 0
+            || !self.global_batch.is_multiple_of(self.world_size)
         {
             return Err(DataError::Config(format!(
                 "global_batch {} must be a positive multiple of world_size {}",

@@ -103,7 +103,7 @@ pub fn partition<T>(global: &[T], rank: usize, world: usize) -> Result<&[T]> {
             "rank {rank} out of range for world size {world}"
         )));
     }
-    if global.len() % world != 0 {
+    if !global.len().is_multiple_of(world) {
         return Err(DataError::Config(format!(
             "global batch {} is not divisible by world size {world}; pick a world size dividing it",
             global.len()
@@ -132,7 +132,7 @@ impl Cursor {
     /// The first global batch index to produce when resuming from this cursor.
     pub fn next_batch(&self, global_batch: usize) -> Result<u64> {
         let g = global_batch.max(1) as u64;
-        if self.consumed % g != 0 {
+        if !self.consumed.is_multiple_of(g) {
             return Err(DataError::Config(format!(
                 "cursor consumed={} is not a multiple of the global batch {g}; resume with the global batch of the run that saved it",
                 self.consumed

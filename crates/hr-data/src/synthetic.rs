@@ -561,7 +561,8 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
                 .map(|i| {
                     let k = i % period.max(1);
                     if k < (0.003 * sr) as usize {
-                        (-(k as f32) / (0.0008 * sr)).exp() * if k % 2 == 0 { 1.0 } else { -1.0 }
+                        (-(k as f32) / (0.0008 * sr)).exp()
+                            * if k.is_multiple_of(2) { 1.0 } else { -1.0 }
                     } else {
                         0.0
                     }

@@ -214,7 +214,7 @@ pub fn train_dist(
     dist: &mut Dist,
 ) -> Result<TrainSummary> {
     let device = train_device(cfg, dist)?;
-    if cfg.optim.global_batch % dist.world_size() != 0 {
+    if !cfg.optim.global_batch.is_multiple_of(dist.world_size()) {
         return Err(TrainError::config(
             "optim.global_batch",
             format!(
@@ -435,13 +435,13 @@ impl<'a> Session<'a> {
                     checkpoint,
                 });
             }
-            if self.step % eval_every == 0 || self.step == total {
+            if self.step.is_multiple_of(eval_every) || self.step == total {
                 self.validate(bpe)?;
             }
             // A new best validation is always checkpointed, so the best-validation weights
             // survive whatever the checkpoint cadence (retention keeps them).
             let new_best = self.take_new_best();
-            if self.step % ckpt_every == 0 || self.step == total || new_best {
+            if self.step.is_multiple_of(ckpt_every) || self.step == total || new_best {
                 self.checkpoint()?;
             }
             let stop = ctl.stop.load(Ordering::SeqCst) || ctl.stop_after_step == Some(self.step);
@@ -585,7 +585,7 @@ impl<'a> Session<'a> {
         if !bar.is_hidden() {
             bar.set_position(self.step);
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {ips:.1} items/s"));
-        } else if self.cfg.run.log_every <= 1 || self.step % self.cfg.run.log_every == 0 {
+        } else if self.cfg.run.log_every <= 1 || self.step.is_multiple_of(self.cfg.run.log_every) {
             tracing::info!(
                 step = self.step,
                 epoch = format!("{epoch:.3}"),

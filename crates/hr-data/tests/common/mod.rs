@@ -17,7 +17,7 @@ pub fn sine(freq: f32, sr: u32, secs: f32) -> Vec<f32> {
 
 /// A small clip whose id encodes its index; `n_captions` in 1..=5.
 pub fn clip(i: usize, n_captions: usize) -> ClipRecord {
-    let sr = if i % 3 == 0 { 16_000 } else { 32_000 };
+    let sr = if i.is_multiple_of(3) { 16_000 } else { 32_000 };
     let secs = 0.25 + 0.05 * (i % 7) as f32;
     let x = sine(200.0 + 10.0 * i as f32, sr, secs);
     ClipRecord {
