@@ -91,3 +91,65 @@ fn verify_without_manifest_fails_clearly() {
         assert!(text(&o).contains("--features cloud"), "{}", text(&o));
     }
 }
+
+#[test]
+fn prepare_folder_reports_bad_audio_by_flag_and_records_a_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let tone: Vec<f32> = (0..8000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    let wav = hr_data::audio::encode_wav(&[tone], 16_000, 16).unwrap();
+    std::fs::write(src.join("good.wav"), wav).unwrap();
+    std::fs::write(src.join("broken.wav"), b"RIFF but not really a wav file").unwrap();
+    std::fs::write(
+        src.join("captions.csv"),
+        "file_name,caption\ngood.wav,a tone\nbroken.wav,noise\n",
+    )
+    .unwrap();
+    let vocab = dir.path().join("vocab.txt");
+    std::fs::write(&vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\ntone\n").unwrap();
+    let out = dir.path().join("out");
+    let args = |policy: &'static str| {
+        vec![
+            "prepare".to_string(),
+            "folder".into(),
+            "--root".into(),
+            src.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--on-bad-audio".into(),
+            policy.into(),
+            "--tokenizer".into(),
+            vocab.display().to_string(),
+        ]
+    };
+    let run = |policy| {
+        let a = args(policy);
+        hr_data(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run("fail");
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("broken.wav") && t.contains("--on-bad-audio skip"),
+        "{t}"
+    );
+    assert!(
+        !out.join("manifest.json").exists(),
+        "no dataset after a failure"
+    );
+
+    let o = run("skip");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("undecodable audio: 1 clips skipped") && t.contains("broken.wav"),
+        "{t}"
+    );
+    let m: hr_data::Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m.tokenizer.as_deref(), Some("tokenizer.json"));
+    let store = hr_data::Store::local(&out).unwrap();
+    let tok = hr_data::dataset_tokenizer(&store, &m, 32).unwrap();
+    assert_eq!(tok.encode("A tone!").unwrap(), [2, 5, 6, 3]);
+}
