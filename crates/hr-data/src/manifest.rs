@@ -111,13 +111,20 @@ impl Manifest {
 
     /// Loads the manifest of the dataset behind `store`.
     pub fn load(store: &Store) -> Result<Self> {
+        Ok(Manifest::load_with_sha256(store)?.0)
+    }
+
+    /// Loads the manifest and the sha256 of its file (which names every shard's sha256, so it
+    /// identifies the dataset's content).
+    pub fn load_with_sha256(store: &Store) -> Result<(Self, String)> {
         let bytes = store
             .get(MANIFEST_FILE)
             .map_err(|e| DataError::MissingManifest {
                 root: store.root().to_string(),
                 detail: e.to_string(),
             })?;
-        Manifest::from_json(&bytes, &format!("{}/{MANIFEST_FILE}", store.root()))
+        let m = Manifest::from_json(&bytes, &format!("{}/{MANIFEST_FILE}", store.root()))?;
+        Ok((m, crate::shard::sha256_hex(&bytes)))
     }
 
     /// Writes `root/manifest.json` atomically: temp file, fsync, rename, fsync of the directory.

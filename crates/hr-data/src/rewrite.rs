@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::cell::RefCell;
 
 use crate::error::{DataError, Result};
-use crate::manifest::{Manifest, SourceInfo, MANIFEST_FILE};
+use crate::manifest::{Manifest, SourceInfo};
 use crate::schema::ClipRecord;
-use crate::shard::{open_split, sha256_hex, DatasetWriter, DEFAULT_CLIPS_PER_SHARD};
+use crate::shard::{open_split, DatasetWriter, DEFAULT_CLIPS_PER_SHARD};
 use crate::store::Store;
 
 /// A prepared dataset read by a rewrite.
@@ -31,18 +31,12 @@ impl Source {
     /// dataset name).
     pub fn open(root: &str, name: Option<&str>) -> Result<Source> {
         let store = Store::open(root)?;
-        let bytes = store
-            .get(MANIFEST_FILE)
-            .map_err(|e| DataError::MissingManifest {
-                root: store.root().to_string(),
-                detail: e.to_string(),
-            })?;
-        let manifest = Manifest::from_json(&bytes, &format!("{root}/{MANIFEST_FILE}"))?;
+        let (manifest, manifest_sha256) = Manifest::load_with_sha256(&store)?;
         Ok(Source {
             name: name.map_or_else(|| manifest.name.clone(), str::to_string),
             store,
             manifest,
-            manifest_sha256: sha256_hex(&bytes),
+            manifest_sha256,
         })
     }
 }

@@ -6,24 +6,12 @@ use std::path::Path;
 
 use hr_data::audio::encode_wav;
 use hr_data::convert::{audiocaps, clotho, folder};
-use hr_data::shard::open_split;
-use hr_data::{Manifest, Store};
 
 fn wav(path: &Path, channels: usize, sr: u32, bits: u16, secs: f32) {
     let x = common::sine(330.0, sr, secs);
     let chans = vec![x; channels];
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, encode_wav(&chans, sr, bits).unwrap()).unwrap();
-}
-
-fn records(out: &Path, split: &str) -> Vec<hr_data::schema::ClipRecord> {
-    let store = Store::local(out).unwrap();
-    let m = Manifest::load(&store).unwrap();
-    open_split(&store, &m, split, true)
-        .unwrap()
-        .iter()
-        .flat_map(|s| s.read_all().unwrap())
-        .collect()
 }
 
 fn clotho_tree(root: &Path) {
@@ -54,7 +42,7 @@ fn clotho_official_layout() {
     let out = dir.path().join("out");
     let sum = clotho::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     assert_eq!(sum.total(), 3);
-    let train = records(&out, "train");
+    let train = common::records(&out, "train");
     assert_eq!(train.len(), 2);
     let a = &train[0];
     assert_eq!(a.id, "a.wav");
@@ -65,7 +53,7 @@ fn clotho_official_layout() {
     assert!((a.duration_s - 0.5).abs() < 0.01);
     assert_eq!(train[1].keywords, vec!["rain", "water"]);
     assert_eq!(train[1].license.as_deref(), Some("CC0"));
-    assert_eq!(records(&out, "val").len(), 1);
+    assert_eq!(common::records(&out, "val").len(), 1);
     // Idempotent: a second run gives the same manifest (same hashes).
     let m1 = std::fs::read(out.join("manifest.json")).unwrap();
     clotho::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
@@ -126,11 +114,11 @@ fn audiocaps_layout_with_labels_and_a_missing_clip() {
     assert_eq!(sum.total(), 2);
     assert_eq!(sum.missing.len(), 1);
     assert!(sum.missing[0].contains("missing1"));
-    let train = records(&out, "train");
+    let train = common::records(&out, "train");
     assert_eq!(train[0].id, "abc123");
     assert_eq!(train[0].labels, vec!["Speech", "Dog"]);
     assert_eq!(train[0].captions, vec!["A man speaks, then a dog barks"]);
-    let test = records(&out, "test");
+    let test = common::records(&out, "test");
     assert_eq!(test[0].captions.len(), 5);
     assert_eq!(test[0].labels, vec!["Engine, motor"]);
     assert_eq!(test[0].sample_rate, 16_000);
@@ -153,12 +141,12 @@ fn folder_with_jsonl_sidecar_and_split_dirs() {
     let sum = folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
     assert_eq!(sum.total(), 2);
     assert_eq!(sum.uncaptioned, vec!["train/nocap.wav"]);
-    let train = records(&out, "train");
+    let train = common::records(&out, "train");
     assert_eq!(
         (train[0].id.as_str(), train[0].captions.len()),
         ("train/x.wav", 2)
     );
-    let test = records(&out, "test");
+    let test = common::records(&out, "test");
     assert_eq!(test[0].labels, vec!["Y"]);
     assert_eq!(test[0].description.as_deref(), Some("why"));
 }
@@ -175,7 +163,7 @@ fn folder_with_csv_sidecar() {
     .unwrap();
     let out = dir.path().join("out");
     folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
-    let val = records(&out, "val");
+    let val = common::records(&out, "val");
     assert_eq!(val[0].captions, vec!["one, two", "three"]);
     assert_eq!(val[0].keywords, vec!["k1", "k2"]);
 }
@@ -208,7 +196,7 @@ fn folder_with_flac_ogg_mp3_input_decodes_and_resamples() {
     std::fs::write(root.join("metadata.jsonl"), sidecar).unwrap();
     let out = dir.path().join("out");
     folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
-    let recs = records(&out, "train");
+    let recs = common::records(&out, "train");
     assert_eq!(recs.len(), 3);
     let rates: Vec<i32> = recs.iter().map(|r| r.sample_rate).collect();
     assert_eq!(rates, vec![44_100, 48_000, 48_000]);

@@ -5,18 +5,7 @@ mod common;
 use std::path::Path;
 
 use hr_data::rewrite::{merge, ColumnMap, MergeOptions, Source, TagColumn};
-use hr_data::shard::open_split;
 use hr_data::{Manifest, Store};
-
-fn rows(root: &Path, split: &str) -> Vec<hr_data::schema::ClipRecord> {
-    let store = Store::local(root).unwrap();
-    let m = Manifest::load(&store).unwrap();
-    open_split(&store, &m, split, true)
-        .unwrap()
-        .iter()
-        .flat_map(|s| s.read_all().unwrap())
-        .collect()
-}
 
 fn two_datasets(dir: &Path) -> (String, String) {
     let (a, b) = (dir.join("a"), dir.join("b"));
@@ -42,8 +31,8 @@ fn merge_is_the_union_split_by_split_with_traceable_ids_and_mapped_tags() {
     assert_eq!(sum.manifest.name, "clotho+audiocaps");
     assert_eq!(sum.manifest.rows("train"), 90);
     assert_eq!(sum.manifest.rows("test"), 10);
-    let train = rows(&out, "train");
-    let src_a = rows(Path::new(&a), "train");
+    let train = common::records(&out, "train");
+    let src_a = common::records(Path::new(&a), "train");
     assert_eq!(train[0].id, format!("clotho/{}", src_a[0].id));
     assert_eq!(train[0].audio.bytes, src_a[0].audio.bytes);
     assert_eq!(

@@ -63,6 +63,17 @@ pub fn write_dataset(root: &Path, n: usize, per_shard: usize) -> hr_data::Manife
     w.finish().unwrap()
 }
 
+/// Every row of `split` of the dataset at `root`, in shard order (checksums verified).
+pub fn records(root: &Path, split: &str) -> Vec<ClipRecord> {
+    let store = hr_data::Store::local(root).unwrap();
+    let m = hr_data::Manifest::load(&store).unwrap();
+    hr_data::shard::open_split(&store, &m, split, true)
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.read_all().unwrap())
+        .collect()
+}
+
 /// The fixture's tokenizer.
 pub fn tokenizer(root: &Path) -> TextTokenizer {
     TextTokenizer::from_bytes(
