@@ -29,9 +29,9 @@ fn audio_dir(root: &Path, name: &str) -> PathBuf {
 
 /// Reads the source clips of one Clotho split.
 ///
-/// The `description` column holds the fixed full-sentence metadata used at evaluation
-/// (caption 2 mod n, spec section 5); the loader's `full_sentence` mode derives the training
-/// variant ((k+1) mod n) from the captions.
+/// The `description` column holds caption 2 mod n (a fixed full-sentence metadata for the
+/// `description` kind); the loader's `full_sentence` mode derives its metadata from the
+/// captions themselves ((k+1) mod n in training, see `FsEval` for evaluation).
 pub fn split_clips(root: &Path, clotho: &str, split: &str) -> Result<Vec<SourceClip>> {
     let cap_path = root.join(format!("clotho_captions_{clotho}.csv"));
     let meta_path = root.join(format!("clotho_metadata_{clotho}.csv"));
