@@ -132,14 +132,14 @@ pub fn report_checkpoints(path: &Path) -> Result<Vec<(Which, PathBuf)>> {
 /// The clips and captions an evaluation scored: clip ids in order, the number of captions
 /// (queries) and a sha256 over `id \t caption` lines.
 pub fn scored_items(r: &EvalResult, index: &SplitIndex) -> serde_json::Value {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for q in &r.queries {
-        let id = &index.clips[q.clip as usize].id;
-        h.update(format!("{id}\t{}\n", q.text).as_bytes());
-    }
+    let lines: String = r
+        .queries
+        .iter()
+        .map(|q| format!("{}\t{}\n", index.clips[q.clip as usize].id, q.text))
+        .collect();
     let ids: Vec<&str> = index.clips.iter().map(|c| c.id.as_str()).collect();
-    json!({"clips": ids, "captions": r.queries.len(), "sha256": hex::encode(h.finalize())})
+    let sha = hr_data::shard::sha256_hex(lines.as_bytes());
+    json!({"clips": ids, "captions": r.queries.len(), "sha256": sha})
 }
 
 /// One scored checkpoint as a JSON object: which, path, step, validation mAP@10 (if any) and

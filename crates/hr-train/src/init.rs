@@ -16,7 +16,6 @@
 //! pretrained text encoder. Rank 0 stores the tokenizer as `RUN/tokenizer.json` (so `hr-eval`
 //! needs nothing outside the run) and the provenance, with sha256 sums, as `RUN/init.json`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hr_data::text::TextTokenizer;
@@ -24,7 +23,6 @@ use hr_models::bert::BertConfig;
 use hr_models::retriever::HybridRetriever;
 use hr_nn::{LoadOptions, ParamStore};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -256,26 +254,11 @@ pub struct FileRecord {
     pub sha256: String,
 }
 
-/// The sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(TrainError::io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(TrainError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 fn record(role: &str, path: &Path) -> Result<FileRecord> {
     Ok(FileRecord {
         role: role.into(),
         path: path.display().to_string(),
-        sha256: sha256_file(path)?,
+        sha256: hr_data::shard::sha256_file(path)?.0,
     })
 }
 
@@ -356,7 +339,7 @@ pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>)
             .as_deref()
             .map(|p| record("tokenizer", p))
             .transpose()?,
-        run_tokenizer_sha256: hex::encode(Sha256::digest(json.as_bytes())),
+        run_tokenizer_sha256: hr_data::shard::sha256_hex(json.as_bytes()),
     };
     let text = serde_json::to_string_pretty(&prov).map_err(|e| TrainError::Format {
         path: run.join(INIT_FILE),

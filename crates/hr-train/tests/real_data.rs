@@ -80,6 +80,11 @@ fn efficientat_state_dict(path: &Path) -> ParamStore {
     ps
 }
 
+/// The lower-case hex sha256 of a file.
+fn sha256(path: &Path) -> String {
+    hr_data::shard::sha256_file(path).unwrap().0
+}
+
 fn run(bin: &str, args: &[&str]) -> String {
     let out = Command::new(bin).args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -247,7 +252,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
         audio.clone(),
     ];
     for p in &expect {
-        let sha = init::sha256_file(p).unwrap();
+        let sha = sha256(p);
         assert!(
             files.contains(&(p.display().to_string(), sha)),
             "{p:?} in {prov}"
@@ -256,7 +261,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
     assert_eq!(prov["tokenizer_source"], "model.text_init");
     assert_eq!(
         prov["tokenizer"]["sha256"].as_str().unwrap(),
-        init::sha256_file(&minilm.join("tokenizer.json")).unwrap()
+        sha256(&minilm.join("tokenizer.json"))
     );
     assert!(run_dir.join(init::RUN_TOKENIZER_FILE).is_file());
     let resolved = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
@@ -495,8 +500,5 @@ fn init_from_starts_from_another_runs_weights_with_its_tokenizer() {
         serde_json::from_slice(&std::fs::read(b.join(init::INIT_FILE)).unwrap()).unwrap();
     assert_eq!(prov["weights"][0]["role"], "init_from");
     let want = ckpt_a.join("model.safetensors");
-    assert_eq!(
-        prov["weights"][0]["sha256"],
-        init::sha256_file(&want).unwrap().as_str()
-    );
+    assert_eq!(prov["weights"][0]["sha256"], sha256(&want).as_str());
 }
