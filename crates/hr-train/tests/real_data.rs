@@ -502,3 +502,43 @@ fn init_from_starts_from_another_runs_weights_with_its_tokenizer() {
     let want = ckpt_a.join("model.safetensors");
     assert_eq!(prov["weights"][0]["sha256"], sha256(&want).as_str());
 }
+
+#[test]
+fn the_best_validation_is_checkpointed_whatever_the_cadence() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    hr_data::synthetic::prepare(&data, 24, 1, None, &|_| {}).unwrap();
+    let run = dir.path().join("run");
+    let set = [
+        format!("data.root={:?}", data.display().to_string()),
+        format!("run.dir={:?}", run.display().to_string()),
+        "run.max_steps=4".into(),
+        "eval.every_steps=1".into(),
+        "checkpoint.every_steps=1000".into(),
+        "checkpoint.keep_last=1".into(),
+        "data.clip_seconds=1.0".into(),
+        "data.workers=1".into(),
+        "optim.global_batch=8".into(),
+    ];
+    let cfg = TrainConfig::from_toml_str("", &set).unwrap();
+    hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(run.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut best_step, mut best) = (0, f64::NEG_INFINITY);
+    for e in &evals {
+        let m = e["mAP@10"].as_f64().unwrap();
+        if m > best {
+            (best_step, best) = (e["step"].as_u64().unwrap(), m);
+        }
+    }
+    let dir = hr_train::checkpoint::best(&run).unwrap().unwrap();
+    let st = hr_train::checkpoint::read_state(&dir).unwrap();
+    assert_eq!(
+        (st.step, st.val_map10),
+        (best_step, Some(best)),
+        "{evals:?}"
+    );
+}
