@@ -1,15 +1,18 @@
-//! Audio decoding (symphonia), down-mixing, resampling (rubato), crop/pad and wav encoding (hound).
+//! Audio decoding (symphonia, plus a direct PCM path for wav), down-mixing, resampling (rubato),
+//! crop/pad, crop decoding and wav encoding (hound).
 
 use std::io::Cursor;
+use std::ops::Range;
 
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::units::Timestamp;
 
 use crate::error::{DataError, Result};
 
@@ -45,33 +48,20 @@ fn undecodable(origin: &str, detail: impl std::fmt::Display) -> DataError {
 /// Decodes an encoded file (wav, flac, ogg/vorbis, mp3) and averages its channels to mono.
 ///
 /// `name` is a file-name hint (its extension helps probing); `origin` names the blob in errors.
+/// PCM wav (16/24/32-bit integer, 32-bit float) is read directly, with the same sample scaling
+/// and channel averaging as symphonia; every other file goes through symphonia.
 pub fn decode_mono(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> {
-    let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = std::path::Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-    {
-        hint.with_extension(ext);
+    match WavPcm::parse(bytes) {
+        Some(wav) => Ok(MonoAudio {
+            samples: wav.mono(0..wav.frames()),
+            sample_rate: wav.sample_rate,
+        }),
+        None => decode_symphonia(bytes, name, origin),
     }
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            mss,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
-        .map_err(|e| undecodable(origin, e))?;
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| undecodable(origin, "no audio track"))?;
-    let track_id = track.id;
-    let params = track
-        .codec_params
-        .as_ref()
-        .and_then(|p| p.audio())
-        .ok_or_else(|| undecodable(origin, "track has no audio codec parameters"))?
-        .clone();
+}
+
+fn decode_symphonia(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> {
+    let (mut format, track_id, params) = open_symphonia(bytes, name, origin)?;
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| undecodable(origin, e))?;
@@ -107,6 +97,267 @@ pub fn decode_mono(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> 
         samples: out,
         sample_rate: rate,
     })
+}
+
+type Opened = (
+    Box<dyn FormatReader>,
+    u32,
+    symphonia::core::codecs::audio::AudioCodecParameters,
+);
+
+/// Probes `bytes` with symphonia: the format reader, its default audio track and codec parameters.
+fn open_symphonia(bytes: &[u8], name: &str, origin: &str) -> Result<Opened> {
+    let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = std::path::Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+    {
+        hint.with_extension(ext);
+    }
+    let format = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(|e| undecodable(origin, e))?;
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| undecodable(origin, "no audio track"))?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| undecodable(origin, "track has no audio codec parameters"))?
+        .clone();
+    Ok((format, track_id, params))
+}
+
+/// The sample layout of a PCM wav file this module decodes directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PcmFormat {
+    I16,
+    I24,
+    I32,
+    F32,
+}
+
+/// A PCM wav file: its layout and where its samples are.
+#[derive(Debug, Clone)]
+struct WavPcm<'a> {
+    sample_rate: u32,
+    channels: usize,
+    format: PcmFormat,
+    data: &'a [u8],
+}
+
+fn le_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl<'a> WavPcm<'a> {
+    /// Parses a RIFF/WAVE header; `None` for anything but 16/24/32-bit integer or 32-bit
+    /// float PCM (those go through symphonia, which reports what is wrong with them).
+    fn parse(b: &'a [u8]) -> Option<Self> {
+        if b.get(0..4)? != b"RIFF" || b.get(8..12)? != b"WAVE" {
+            return None;
+        }
+        let (mut at, mut fmt) = (12usize, None);
+        while at + 8 <= b.len() {
+            let id = &b[at..at + 4];
+            let size = le_u32(b, at + 4)? as usize;
+            let body = at + 8;
+            if id == b"fmt " {
+                fmt = Some(body);
+            } else if id == b"data" {
+                let f = fmt?;
+                let end = body.checked_add(size)?.min(b.len());
+                return Self::from_fmt(b, f, &b[body..end]);
+            }
+            at = body.checked_add(size)?.checked_add(size & 1)?;
+        }
+        None
+    }
+
+    fn from_fmt(b: &[u8], f: usize, data: &'a [u8]) -> Option<Self> {
+        let mut tag = le_u16(b, f)?;
+        if tag == 0xFFFE {
+            // WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the real tag.
+            tag = le_u16(b, f + 24)?;
+        }
+        let channels = le_u16(b, f + 2)? as usize;
+        let sample_rate = le_u32(b, f + 4)?;
+        let format = match (tag, le_u16(b, f + 14)?) {
+            (1, 16) => PcmFormat::I16,
+            (1, 24) => PcmFormat::I24,
+            (1, 32) => PcmFormat::I32,
+            (3, 32) => PcmFormat::F32,
+            _ => return None,
+        };
+        (channels > 0 && sample_rate > 0 && !data.is_empty()).then_some(WavPcm {
+            sample_rate,
+            channels,
+            format,
+            data,
+        })
+    }
+
+    fn bytes_per_sample(&self) -> usize {
+        match self.format {
+            PcmFormat::I16 => 2,
+            PcmFormat::I24 => 3,
+            PcmFormat::I32 | PcmFormat::F32 => 4,
+        }
+    }
+
+    /// Whole frames in the data chunk.
+    fn frames(&self) -> usize {
+        self.data.len() / (self.bytes_per_sample() * self.channels)
+    }
+
+    /// One sample as f32, scaled as symphonia scales it.
+    fn sample(&self, at: usize) -> f32 {
+        let d = self.data;
+        match self.format {
+            PcmFormat::I16 => i16::from_le_bytes([d[at], d[at + 1]]) as f32 / 32_768.0,
+            PcmFormat::I24 => {
+                let v = i32::from_le_bytes([0, d[at], d[at + 1], d[at + 2]]) >> 8;
+                v as f32 / 8_388_608.0
+            }
+            PcmFormat::I32 => {
+                let v = i32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]);
+                (v as f64 / 2_147_483_648.0) as f32
+            }
+            PcmFormat::F32 => f32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]),
+        }
+    }
+
+    /// Frames `range` averaged over channels (the arithmetic of [`mix_into`]).
+    fn mono(&self, range: Range<usize>) -> Vec<f32> {
+        let bps = self.bytes_per_sample();
+        let frame = bps * self.channels;
+        let scale = 1.0 / self.channels as f32;
+        if self.channels == 1 && self.format == PcmFormat::I16 {
+            let bytes = &self.data[range.start * 2..range.end * 2];
+            return bytes
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32_768.0 * scale)
+                .collect();
+        }
+        range
+            .map(|i| {
+                let s: f32 = (0..self.channels)
+                    .map(|c| self.sample(i * frame + c * bps))
+                    .sum();
+                s * scale
+            })
+            .collect()
+    }
+}
+
+/// Decodes the crop of `len` samples of 32 kHz mono that [`crop_or_pad`] would take from the
+/// whole decoded, resampled clip at offset `pick(total)` (`pick` is called only when the clip
+/// is longer than `len`); returns the crop zero-padded to `len` and its valid length.
+///
+/// When the stored rate is already 32 kHz only the crop is decoded: wav reads the samples it
+/// needs, other formats seek (sample-accurately) to the crop. Other rates decode and resample the
+/// whole clip, since the resampler's output near the crop's edges depends on its neighbours.
+pub fn load_crop_32k(
+    bytes: &[u8],
+    name: &str,
+    origin: &str,
+    len: usize,
+    pick: &dyn Fn(usize) -> usize,
+) -> Result<(Vec<f32>, usize)> {
+    if let Some(wav) = WavPcm::parse(bytes).filter(|w| w.sample_rate == TARGET_SR) {
+        let total = wav.frames();
+        let start = if total > len {
+            pick(total).min(total - len)
+        } else {
+            0
+        };
+        let mut out = wav.mono(start..(start + len).min(total));
+        let valid = out.len();
+        out.resize(len, 0.0);
+        return Ok((out, valid));
+    }
+    if let Some(crop) = seek_crop(bytes, name, origin, len, pick)? {
+        return Ok(crop);
+    }
+    let wave = load_32k(bytes, name, origin)?;
+    let offset = if wave.len() > len {
+        pick(wave.len())
+    } else {
+        0
+    };
+    Ok(crop_or_pad(&wave, len, offset))
+}
+
+/// The crop of a longer-than-`len` 32 kHz clip read by seeking with symphonia; `None` when the
+/// clip is at another rate, not longer than `len`, of unknown length or not seekable.
+fn seek_crop(
+    bytes: &[u8],
+    name: &str,
+    origin: &str,
+    len: usize,
+    pick: &dyn Fn(usize) -> usize,
+) -> Result<Option<(Vec<f32>, usize)>> {
+    let (mut format, track_id, params) = open_symphonia(bytes, name, origin)?;
+    let total = format
+        .tracks()
+        .iter()
+        .find(|t| t.id == track_id)
+        .and_then(|t| t.num_frames)
+        .unwrap_or(0) as usize;
+    if params.sample_rate != Some(TARGET_SR) || total <= len {
+        return Ok(None);
+    }
+    let start = pick(total).min(total - len);
+    let to = SeekTo::Timestamp {
+        ts: Timestamp::new(start as i64),
+        track_id,
+    };
+    let Ok(seeked) = format.seek(SeekMode::Accurate, to) else {
+        return Ok(None);
+    };
+    let mut skip = (start as i64 - seeked.actual_ts.get()).max(0) as usize;
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
+        .map_err(|e| undecodable(origin, e))?;
+    let (mut out, mut planes) = (Vec::with_capacity(len + 4096), Vec::new());
+    while out.len() < len {
+        let packet = match format.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(undecodable(origin, e)),
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let buf = match decoder.decode(&packet) {
+            Ok(b) => b,
+            Err(SymError::DecodeError(_)) => continue,
+            Err(e) => return Err(undecodable(origin, e)),
+        };
+        buf.copy_to_vecs_planar(&mut planes);
+        let before = out.len();
+        mix_into(&planes, buf.frames(), &mut out);
+        let drop = skip.min(out.len() - before);
+        out.drain(before..before + drop);
+        skip -= drop;
+    }
+    out.truncate(len);
+    let valid = out.len();
+    out.resize(len, 0.0);
+    Ok(Some((out, valid)))
 }
 
 fn mix_into(planes: &[Vec<f32>], frames: usize, out: &mut Vec<f32>) {
@@ -247,6 +498,87 @@ mod tests {
                 && msg.contains("data.bad_rows"),
             "{msg}"
         );
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The direct wav reader gives symphonia's samples bit for bit (every PCM layout it takes).
+    #[test]
+    fn direct_wav_equals_symphonia() {
+        let x = sine(440.0, 32_000, 0.3);
+        let y: Vec<f32> = x.iter().map(|v| -0.7 * v).collect();
+        for (chans, bits) in [(1, 16), (2, 16), (1, 24), (2, 24), (3, 16)] {
+            let planes = vec![x.clone(), y.clone(), x.clone()][..chans].to_vec();
+            let wav = encode_wav(&planes, 32_000, bits).unwrap();
+            assert!(WavPcm::parse(&wav).is_some(), "{chans} ch {bits} bit");
+            let fast = decode_mono(&wav, "a.wav", "t").unwrap();
+            let slow = decode_symphonia(&wav, "a.wav", "t").unwrap();
+            assert_eq!(fast, slow, "{chans} ch {bits} bit");
+        }
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 16_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut cur = Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+        for v in &x {
+            w.write_sample(*v).unwrap();
+            w.write_sample(-v).unwrap();
+        }
+        w.finalize().unwrap();
+        let wav = cur.into_inner();
+        let fast = decode_mono(&wav, "f.wav", "t").unwrap();
+        assert_eq!(fast, decode_symphonia(&wav, "f.wav", "t").unwrap());
+        assert_eq!(fast.sample_rate, 16_000);
+    }
+
+    fn full_then_crop(
+        bytes: &[u8],
+        name: &str,
+        len: usize,
+        pick: &dyn Fn(usize) -> usize,
+    ) -> (Vec<f32>, usize) {
+        let w = load_32k(bytes, name, "t").unwrap();
+        let off = if w.len() > len { pick(w.len()) } else { 0 };
+        crop_or_pad(&w, len, off)
+    }
+
+    /// Crop decoding (wav samples read in place, FLAC by seeking) equals decoding the whole clip
+    /// then cropping, for crops inside, at the end of and longer than the clip, and at other rates.
+    #[test]
+    fn crop_decoding_equals_full_decoding_then_cropping() {
+        let x = sine(523.0, 32_000, 1.7);
+        let wav = encode_wav(&[x.clone(), x.clone()], 32_000, 16).unwrap();
+        let flac = fixture("chirp-32k-mono-2.5s.flac");
+        let other = fixture("tone-44k1-stereo.flac");
+        let pick_mid = |total: usize| total / 2;
+        assert!(seek_crop(&flac, "c.flac", "t", 4_000, &pick_mid)
+            .unwrap()
+            .is_some());
+        assert!(seek_crop(&other, "t.flac", "t", 4_000, &pick_mid)
+            .unwrap()
+            .is_none());
+        for (bytes, name) in [(&wav, "a.wav"), (&flac, "c.flac"), (&other, "t.flac")] {
+            for len in [4_000usize, 32_000, 200_000] {
+                for frac in [0.0f64, 0.37, 0.999, 1.0] {
+                    let pick = move |total: usize| ((total - len) as f64 * frac) as usize;
+                    let got = load_crop_32k(bytes, name, "t", len, &pick).unwrap();
+                    let want = full_then_crop(bytes, name, len, &pick);
+                    assert_eq!(got.1, want.1, "{name} len {len} at {frac}");
+                    assert!(
+                        got.0 == want.0,
+                        "{name} len {len} at {frac}: samples differ"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The deterministic distributed loader and the evaluation view.
 //!
-//! Training items are (clip, caption) pairs in the order of [`crate::order::epoch_order`]; each
-//! rank decodes its share of every global batch on a bounded prefetch pipeline: one producer
-//! thread fetches row groups (with a small cache) and a worker pool decodes, resamples, crops
-//! and tokenizes, staying at most `prefetch_batches` batches ahead of the consumer.
+//! Training items are (clip, caption) pairs in the order of [`crate::order::epoch_order`] (a
+//! shuffle of the whole split every epoch); each rank decodes its share of every global batch on
+//! a bounded prefetch pipeline: a producer thread plans each batch, a worker pool fetches the
+//! audio of just those rows (the Parquet pages holding them, in parallel per row group, through
+//! a bounded cache) then decodes the crop, resamples when the stored rate is not 32 kHz and
+//! tokenizes, staying at most `prefetch_batches` batches ahead of the consumer. The text of the
+//! split lives in the [`SplitIndex`] (no audio), read once when the split is opened.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,14 +17,14 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::audio::{crop_or_pad, load_32k, TARGET_SR};
+use crate::audio::{load_crop_32k, TARGET_SR};
 use crate::error::{DataError, Result};
 use crate::manifest::Manifest;
 use crate::order::{
     batches_per_epoch, epoch_order, global_batch, partition, Cursor, Item, OrderConfig, Shape,
 };
 use crate::rng::Rng;
-use crate::schema::{BatchView, ClipRecord};
+use crate::schema::{AudioBlob, BatchView};
 use crate::shard::ShardReader;
 use crate::store::Store;
 use crate::text::{tags_to_text, TextTokenizer, TokenBatch};
@@ -76,9 +79,9 @@ pub struct LoaderConfig {
     pub prefetch_batches: usize,
     /// Decode worker threads.
     pub workers: usize,
-    /// Row groups per shuffle window: items are shuffled within `window x 64` clips. The loader
-    /// caches `window + 2` row groups of encoded audio (e.g. ~1 GB for 30 s 44.1 kHz wav with 4).
-    pub shuffle_window_row_groups: usize,
+    /// Encoded audio kept in memory for clips read recently (MiB per rank; 0 = no cache). A
+    /// clip's captions are spread over the epoch, so this mostly helps small splits.
+    pub audio_cache_mib: usize,
     /// Skip (count and log) rows whose audio does not decode instead of failing.
     pub skip_undecodable: bool,
     /// Check shard sha256 against the manifest when opening.
@@ -101,7 +104,7 @@ impl Default for LoaderConfig {
             max_tokens: crate::text::MAX_TOKENS,
             prefetch_batches: 4,
             workers: 2,
-            shuffle_window_row_groups: 4,
+            audio_cache_mib: 256,
             skip_undecodable: false,
             verify_checksums: true,
             metadata: MetadataKind::Keywords,
@@ -120,7 +123,6 @@ impl LoaderConfig {
         OrderConfig {
             seed: self.seed,
             global_batch: self.global_batch,
-            window_row_groups: self.shuffle_window_row_groups,
         }
     }
 
@@ -191,10 +193,7 @@ impl SplitIndex {
             shards: Vec::new(),
             groups: Vec::new(),
             clips: Vec::new(),
-            shape: Shape {
-                row_group_clips: Vec::new(),
-                captions_per_clip: Vec::new(),
-            },
+            shape: Shape::default(),
         };
         for info in manifest.split(split)? {
             let reader = Arc::new(ShardReader::open(store, info, verify)?);
@@ -214,7 +213,6 @@ impl SplitIndex {
                 rg,
                 first_row,
             });
-            self.shape.row_group_clips.push(n as u32);
             first_row += n;
         }
         let mut row = 0usize;
@@ -257,9 +255,14 @@ impl SplitIndex {
         self.clips.len()
     }
 
-    fn read_group(&self, g: usize) -> Result<Vec<ClipRecord>> {
+    /// The audio of `clips`, which all lie in row group `g`.
+    fn read_audio(&self, g: usize, clips: &[u32]) -> Result<Vec<AudioBlob>> {
         let r = &self.groups[g];
-        self.shards[r.shard].read_row_group(r.rg)
+        let rows: Vec<usize> = clips
+            .iter()
+            .map(|&c| self.clips[c as usize].row_in_group)
+            .collect();
+        self.shards[r.shard].read_audio(r.rg, &rows)
     }
 
     fn origin(&self, clip: usize) -> String {
@@ -289,30 +292,44 @@ impl SplitIndex {
     }
 }
 
-/// A small LRU of decoded row groups.
-struct GroupCache {
-    cap: usize,
-    map: HashMap<usize, Arc<Vec<ClipRecord>>>,
-    lru: VecDeque<usize>,
+/// Encoded audio of recently read clips, bounded in bytes (least recently used evicted).
+struct AudioCache {
+    budget: usize,
+    used: usize,
+    map: HashMap<u32, Arc<AudioBlob>>,
+    lru: VecDeque<u32>,
 }
 
-impl GroupCache {
-    fn get(&mut self, index: &SplitIndex, g: usize) -> Result<Arc<Vec<ClipRecord>>> {
-        if let Some(v) = self.map.get(&g) {
-            let v = v.clone();
-            self.lru.retain(|x| *x != g);
-            self.lru.push_back(g);
-            return Ok(v);
+impl AudioCache {
+    fn new(mib: usize) -> Self {
+        AudioCache {
+            budget: mib << 20,
+            used: 0,
+            map: HashMap::new(),
+            lru: VecDeque::new(),
         }
-        let v = Arc::new(index.read_group(g)?);
-        if self.map.len() >= self.cap {
-            if let Some(old) = self.lru.pop_front() {
-                self.map.remove(&old);
+    }
+
+    fn get(&self, clip: u32) -> Option<Arc<AudioBlob>> {
+        self.map.get(&clip).cloned()
+    }
+
+    fn insert(&mut self, clip: u32, blob: Arc<AudioBlob>) {
+        let size = blob.bytes.len();
+        if size > self.budget || self.map.contains_key(&clip) {
+            return;
+        }
+        while self.used + size > self.budget {
+            let Some(old) = self.lru.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.map.remove(&old) {
+                self.used -= b.bytes.len();
             }
         }
-        self.map.insert(g, v.clone());
-        self.lru.push_back(g);
-        Ok(v)
+        self.used += size;
+        self.map.insert(clip, blob);
+        self.lru.push_back(clip);
     }
 }
 
@@ -362,19 +379,66 @@ struct Work {
     skipped: Arc<AtomicU64>,
 }
 
+type Blobs = HashMap<u32, Arc<AudioBlob>>;
+
 impl Work {
-    fn decode_item(&self, rec: &ClipRecord, item: Item, epoch: u64, pos: u64) -> Result<Decoded> {
+    /// Fetches the audio of `items`' clips: cached ones from `cache`, the rest as the Parquet
+    /// pages holding them, one read per row group, row groups in parallel.
+    fn fetch(&self, items: &[Item], cache: Option<&mut AudioCache>) -> Result<Blobs> {
+        let mut blobs = Blobs::new();
+        let mut wanted: HashMap<usize, Vec<u32>> = HashMap::new();
+        for item in items {
+            let hit = cache.as_ref().and_then(|c| c.get(item.clip));
+            match hit {
+                Some(b) => {
+                    blobs.insert(item.clip, b);
+                }
+                None => {
+                    let g = self.index.clips[item.clip as usize].row_group;
+                    let clips = wanted.entry(g).or_default();
+                    if !clips.contains(&item.clip) {
+                        clips.push(item.clip);
+                    }
+                }
+            }
+        }
+        let mut groups: Vec<(usize, Vec<u32>)> = wanted.into_iter().collect();
+        groups.sort_unstable();
+        let read: Vec<Result<Vec<AudioBlob>>> = self.pool.install(|| {
+            groups
+                .par_iter()
+                .map(|(g, clips)| self.index.read_audio(*g, clips))
+                .collect()
+        });
+        let mut cache = cache;
+        for ((_, clips), res) in groups.iter().zip(read) {
+            for (&clip, blob) in clips.iter().zip(res?) {
+                let blob = Arc::new(blob);
+                if let Some(c) = cache.as_mut() {
+                    c.insert(clip, blob.clone());
+                }
+                blobs.insert(clip, blob);
+            }
+        }
+        Ok(blobs)
+    }
+
+    fn decode_item(&self, blob: &AudioBlob, item: Item, epoch: u64, pos: u64) -> Result<Decoded> {
         let clip = item.clip as usize;
         let origin = self.index.origin(clip);
-        let wave = load_32k(&rec.audio.bytes, &rec.audio.path, &origin)?;
         let len = self.cfg.clip_samples();
-        let offset = if self.cfg.random_crop && wave.len() > len {
-            Rng::from_parts(&[self.cfg.seed, epoch, pos, 0xC40B]).below(wave.len() - len + 1)
-        } else {
-            0
+        let seed = self.cfg.seed;
+        let random = self.cfg.random_crop;
+        let pick = move |total: usize| {
+            if random {
+                Rng::from_parts(&[seed, epoch, pos, 0xC40B]).below(total - len + 1)
+            } else {
+                0
+            }
         };
-        let (wave, valid) = crop_or_pad(&wave, len, offset);
-        let caption = rec
+        let (wave, valid) = load_crop_32k(&blob.bytes, &blob.path, &origin, len, &pick)?;
+        let m = &self.index.clips[clip];
+        let caption = m
             .captions
             .get(item.caption as usize)
             .cloned()
@@ -397,7 +461,7 @@ impl Work {
         b: u64,
         first_pos: u64,
         items: &[Item],
-        groups: &HashMap<usize, Arc<Vec<ClipRecord>>>,
+        blobs: &Blobs,
         bpe: u64,
     ) -> Result<Batch> {
         let results: Vec<Result<Decoded>> = self.pool.install(|| {
@@ -405,9 +469,10 @@ impl Work {
                 .par_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    let m = &self.index.clips[item.clip as usize];
-                    let rec = &groups[&m.row_group][m.row_in_group];
-                    self.decode_item(rec, *item, epoch, first_pos + i as u64)
+                    let blob = blobs.get(&item.clip).ok_or_else(|| {
+                        DataError::Config(format!("audio of clip {} was not fetched", item.clip))
+                    })?;
+                    self.decode_item(blob, *item, epoch, first_pos + i as u64)
                 })
                 .collect()
         });
@@ -528,13 +593,7 @@ fn produce(
     tx: SyncSender<Result<Batch>>,
 ) {
     let g = work.cfg.global_batch;
-    let mut cache = GroupCache {
-        // The current window's row groups stay hot; two extra slots cover batches that straddle
-        // a window boundary. Memory: (window + 2) row groups of encoded audio per rank.
-        cap: work.cfg.shuffle_window_row_groups.max(1) + 2,
-        map: HashMap::new(),
-        lru: VecDeque::new(),
-    };
+    let mut cache = AudioCache::new(work.cfg.audio_cache_mib);
     let mut epoch = epoch0;
     let mut b0 = first;
     while end_epoch.is_none_or(|e| epoch < e) {
@@ -553,7 +612,7 @@ fn produce(
 
 fn produce_batch(
     work: &Work,
-    cache: &mut GroupCache,
+    cache: &mut AudioCache,
     order: &[Item],
     epoch: u64,
     b: u64,
@@ -564,14 +623,8 @@ fn produce_batch(
     let mine = partition(global, work.cfg.rank, work.cfg.world_size)?;
     let per = g / work.cfg.world_size;
     let first_pos = b * g as u64 + (work.cfg.rank * per) as u64;
-    let mut groups = HashMap::new();
-    for item in mine {
-        let rg = work.index.clips[item.clip as usize].row_group;
-        if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(rg) {
-            v.insert(cache.get(&work.index, rg)?);
-        }
-    }
-    work.build(epoch, b, first_pos, mine, &groups, bpe)
+    let blobs = work.fetch(mine, Some(cache))?;
+    work.build(epoch, b, first_pos, mine, &blobs, bpe)
 }
 
 impl Iterator for Loader {
@@ -739,21 +792,14 @@ impl EvalSet {
     /// Decodes clips `[start, start + n)` with their metadata.
     pub fn clip_batch(&self, start: usize, n: usize) -> Result<ClipBatch> {
         let end = (start + n).min(self.num_clips());
-        let index = &self.work.index;
-        let mut groups = HashMap::new();
-        for c in start..end {
-            let rg = index.clips[c].row_group;
-            if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(rg) {
-                v.insert(Arc::new(index.read_group(rg)?));
-            }
-        }
         let items: Vec<Item> = (start..end)
             .map(|c| Item {
                 clip: c as u32,
                 caption: 0,
             })
             .collect();
-        let b = self.work.build(0, 0, 0, &items, &groups, 1)?;
+        let blobs = self.work.fetch(&items, None)?;
+        let b = self.work.build(0, 0, 0, &items, &blobs, 1)?;
         let metadata = (0..self.item_sets())
             .map(|set| {
                 let metas: Vec<String> = b

@@ -318,6 +318,20 @@ impl<'a> BatchView<'a> {
         })
     }
 
+    /// Sample rate of `row`'s audio in Hz (0 when unknown).
+    pub fn sample_rate(&self, row: usize) -> i32 {
+        self.sample_rate
+            .filter(|a| !a.is_null(row))
+            .map_or(0, |a| a.value(row))
+    }
+
+    /// Duration of `row`'s audio in seconds (0 when unknown).
+    pub fn duration_s(&self, row: usize) -> f32 {
+        self.duration_s
+            .filter(|a| !a.is_null(row))
+            .map_or(0.0, |a| a.value(row))
+    }
+
     /// Full record of `row` (all columns must have been read).
     pub fn record(&self, row: usize) -> Result<ClipRecord> {
         Ok(ClipRecord {
@@ -327,14 +341,8 @@ impl<'a> BatchView<'a> {
             keywords: self.keywords(row),
             labels: self.labels(row),
             description: self.description(row),
-            sample_rate: self
-                .sample_rate
-                .filter(|a| !a.is_null(row))
-                .map_or(0, |a| a.value(row)),
-            duration_s: self
-                .duration_s
-                .filter(|a| !a.is_null(row))
-                .map_or(0.0, |a| a.value(row)),
+            sample_rate: self.sample_rate(row),
+            duration_s: self.duration_s(row),
             license: self
                 .license
                 .filter(|a| !a.is_null(row))

@@ -12,18 +12,20 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use bytes::{Buf, Bytes};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
+use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
 use crate::manifest::{Manifest, ShardInfo};
 use crate::schema::{
-    arrow_schema, to_record_batch, BatchView, ClipRecord, COLUMNS, SCHEMA_VERSION,
+    arrow_schema, to_record_batch, AudioBlob, BatchView, ClipRecord, COLUMNS, SCHEMA_VERSION,
 };
 use crate::store::Store;
 
@@ -55,11 +57,21 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), n))
 }
 
+/// Writer settings: zstd pages, [`ROW_GROUP_CLIPS`] rows per row group, and one data page per
+/// clip in the audio columns (no dictionary), so a reader fetches the audio of single rows
+/// through the offset index instead of whole column chunks.
 fn writer_props() -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(3).map_err(|e| DataError::Config(e.to_string()))?;
+    let bytes = ColumnPath::from(vec!["audio".to_string(), "bytes".to_string()]);
+    let path = ColumnPath::from(vec!["audio".to_string(), "path".to_string()]);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(ROW_GROUP_CLIPS))
+        // Page limits are checked between write batches: one row per batch makes them exact.
+        .set_write_batch_size(1)
+        .set_column_dictionary_enabled(bytes.clone(), false)
+        .set_column_data_page_row_count_limit(bytes, 1)
+        .set_column_data_page_row_count_limit(path, 1)
         .set_created_by(format!("hr-data schema v{SCHEMA_VERSION}"))
         .build())
 }
@@ -371,12 +383,12 @@ pub struct ShardReader {
 impl ShardReader {
     /// Opens shard `info` of the dataset behind `store`.
     ///
-    /// With `verify`, the whole file is fetched and its sha256 and size checked against the manifest;
-    /// otherwise only the footer is read now and row groups are fetched as byte ranges later.
+    /// With `verify`, the whole file is fetched once and its sha256 checked against the manifest
+    /// (then dropped: memory stays bounded by what a read needs). Either way only the footer and
+    /// page index are kept; row groups, columns and pages are fetched as byte ranges later.
     pub fn open(store: &Store, info: &ShardInfo, verify: bool) -> Result<Self> {
-        let bytes = if verify {
-            let b = store.get(&info.path)?;
-            let actual = sha256_hex(&b);
+        if verify {
+            let actual = sha256_hex(&store.get(&info.path)?);
             if actual != info.sha256 {
                 return Err(DataError::ChecksumMismatch {
                     shard: info.path.clone(),
@@ -384,26 +396,23 @@ impl ShardReader {
                     actual,
                 });
             }
-            ShardBytes::Mem(b)
-        } else {
-            let len = store.size(&info.path)?;
-            ShardBytes::Remote {
-                store: store.clone(),
-                rel: info.path.clone(),
-                len,
-            }
+        }
+        let bytes = ShardBytes::Remote {
+            store: store.clone(),
+            rel: info.path.clone(),
+            len: store.size(&info.path)?,
         };
         Self::from_bytes(&info.path, bytes)
     }
 
     /// Opens a shard from bytes; `name` is used in errors.
     pub fn from_bytes(name: &str, bytes: ShardBytes) -> Result<Self> {
-        let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).map_err(|e| {
-            DataError::CorruptShard {
+        let opts = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        let meta =
+            ArrowReaderMetadata::load(&bytes, opts).map_err(|e| DataError::CorruptShard {
                 shard: name.to_string(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let r = ShardReader {
             name: name.to_string(),
             bytes,
@@ -458,13 +467,8 @@ impl ShardReader {
         }
     }
 
-    /// Reads the given row groups (all when `None`) with only `columns` (all when `None`).
-    pub fn read(
-        &self,
-        row_groups: Option<Vec<usize>>,
-        columns: Option<&[&str]>,
-    ) -> Result<Vec<RecordBatch>> {
-        let mask = match columns {
+    fn mask(&self, columns: Option<&[&str]>) -> ProjectionMask {
+        match columns {
             Some(cols) => {
                 let schema = self.meta.schema();
                 let idx: Vec<usize> = cols
@@ -474,7 +478,16 @@ impl ShardReader {
                 ProjectionMask::roots(self.meta.parquet_schema(), idx)
             }
             None => ProjectionMask::all(),
-        };
+        }
+    }
+
+    /// Reads the given row groups (all when `None`) with only `columns` (all when `None`).
+    pub fn read(
+        &self,
+        row_groups: Option<Vec<usize>>,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mask = self.mask(columns);
         let groups: Vec<usize> =
             row_groups.unwrap_or_else(|| (0..self.meta.metadata().num_row_groups()).collect());
         let md = self.meta.metadata();
@@ -497,6 +510,95 @@ impl ShardReader {
         reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.corrupt(e))
+    }
+
+    /// Byte ranges holding `rows` (sorted, within row group `rg`) of the leaves in `mask`: the
+    /// pages that contain them when the shard has an offset index (plus any dictionary page),
+    /// else whole column chunks.
+    fn page_ranges(&self, rg: usize, mask: &ProjectionMask, rows: &[usize]) -> Vec<(u64, u64)> {
+        let md = self.meta.metadata();
+        let index = md.page_index_for_row_group(rg);
+        let mut out = Vec::new();
+        for (leaf, col) in md.row_group(rg).columns().iter().enumerate() {
+            if !mask.leaf_included(leaf) {
+                continue;
+            }
+            let (start, len) = col.byte_range();
+            let pages = index.offset_index(leaf).map(|o| o.page_locations());
+            let Some(pages) = pages.filter(|p| !p.is_empty()) else {
+                out.push((start, start + len));
+                continue;
+            };
+            let first = pages[0].offset as u64;
+            if first > start {
+                out.push((start, first));
+            }
+            for (i, p) in pages.iter().enumerate() {
+                let lo = p.first_row_index.max(0) as usize;
+                let hi = pages
+                    .get(i + 1)
+                    .map_or(usize::MAX, |n| n.first_row_index.max(0) as usize);
+                let k = rows.partition_point(|&r| r < lo);
+                if rows.get(k).is_some_and(|&r| r < hi) {
+                    let off = p.offset as u64;
+                    out.push((off, off + p.compressed_page_size.max(0) as u64));
+                }
+            }
+        }
+        out
+    }
+
+    /// The audio of `rows` (indices within row group `rg`, any order, repeats allowed), in the
+    /// order asked. Only the pages holding those rows are fetched (one ranged read per run of
+    /// adjacent pages) and decompressed.
+    pub fn read_audio(&self, rg: usize, rows: &[usize]) -> Result<Vec<AudioBlob>> {
+        let md = self.meta.metadata();
+        if rg >= md.num_row_groups() {
+            return Err(self.corrupt(format!("row group {rg} does not exist")));
+        }
+        let total = md.row_group(rg).num_rows().max(0) as usize;
+        let mut sorted: Vec<usize> = rows.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if let Some(&bad) = sorted.iter().find(|&&r| r >= total) {
+            return Err(self.corrupt(format!("row {bad} of row group {rg} ({total} rows)")));
+        }
+        let mask = self.mask(Some(&["audio"]));
+        let bytes = self.bytes.prefetch(self.page_ranges(rg, &mask, &sorted))?;
+        let ranges: Vec<std::ops::Range<usize>> = sorted.iter().map(|&r| r..r + 1).collect();
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, self.meta.clone())
+            .with_batch_size(ROW_GROUP_CLIPS)
+            .with_row_groups(vec![rg])
+            .with_row_selection(selection)
+            .with_projection(mask)
+            .build()
+            .map_err(|e| self.corrupt(e))?;
+        let base = self.row_group_offset(rg);
+        let mut blobs = Vec::with_capacity(sorted.len());
+        for batch in reader {
+            let batch = batch.map_err(|e| self.corrupt(e))?;
+            let view = BatchView::new(&batch, &self.name, base, &["audio"])?;
+            for row in 0..batch.num_rows() {
+                let mut blob = view.audio(row);
+                if let Err(DataError::BadRow { row: r, .. }) = &mut blob {
+                    // Report the shard row, not the position within the selection.
+                    *r = base + sorted[blobs.len()];
+                }
+                blobs.push(blob?);
+            }
+        }
+        if blobs.len() != sorted.len() {
+            return Err(self.corrupt(format!(
+                "row group {rg}: {} of {} selected rows read",
+                blobs.len(),
+                sorted.len()
+            )));
+        }
+        Ok(rows
+            .iter()
+            .map(|r| blobs[sorted.partition_point(|s| s < r)].clone())
+            .collect())
     }
 
     /// Row offset of the first row of row group `rg` inside the shard.
@@ -541,4 +643,85 @@ pub fn open_split(
         .iter()
         .map(|info| ShardReader::open(store, info, verify).map(Arc::new))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ClipRecord;
+
+    fn clip(i: usize) -> ClipRecord {
+        ClipRecord {
+            id: format!("c{i}"),
+            audio: AudioBlob {
+                // Distinct, poorly compressible blobs of 20-40 KB.
+                bytes: (0..20_000 + 200 * i)
+                    .map(|k| ((k * 2_654_435_761 + i * 97) >> 7) as u8)
+                    .collect(),
+                path: format!("c{i}.wav"),
+            },
+            captions: vec![format!("caption {i}")],
+            ..ClipRecord::default()
+        }
+    }
+
+    fn shard() -> (tempfile::TempDir, ShardReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = DatasetWriter::create(dir.path(), "t", 1000).unwrap();
+        for i in 0..100 {
+            w.push("train", clip(i)).unwrap();
+        }
+        let m = w.finish().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        let r = ShardReader::open(&store, &m.splits["train"][0], true).unwrap();
+        (dir, r)
+    }
+
+    /// Each clip's audio is one page, so reading a row fetches that page, not the column chunk.
+    #[test]
+    fn one_audio_page_per_row_and_only_selected_pages_are_fetched() {
+        let (_dir, r) = shard();
+        assert_eq!(r.row_group_rows(), vec![64, 36]);
+        let mask = r.mask(Some(&["audio"]));
+        let all: Vec<usize> = (0..36).collect();
+        let whole: u64 = r
+            .page_ranges(1, &mask, &all)
+            .iter()
+            .map(|(a, b)| b - a)
+            .sum();
+        let one: u64 = r
+            .page_ranges(1, &mask, &[7])
+            .iter()
+            .map(|(a, b)| b - a)
+            .sum();
+        let pages = r.meta.metadata().page_index_for_row_group(1);
+        let bytes_leaf = (0..r.meta.parquet_schema().num_columns())
+            .find(|&c| r.meta.parquet_schema().column(c).path().string() == "audio.bytes")
+            .unwrap();
+        assert_eq!(
+            pages
+                .offset_index(bytes_leaf)
+                .unwrap()
+                .page_locations()
+                .len(),
+            36
+        );
+        assert!(one * 20 < whole, "one row {one} B of {whole} B");
+    }
+
+    #[test]
+    fn read_audio_returns_the_rows_asked_in_order_with_repeats() {
+        let (_dir, r) = shard();
+        let rows = r.read_row_group(1).unwrap();
+        let got = r.read_audio(1, &[5, 2, 5, 35, 0]).unwrap();
+        let want: Vec<AudioBlob> = [5, 2, 5, 35, 0]
+            .iter()
+            .map(|&i| rows[i].audio.clone())
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[0].path, "c69.wav");
+        let err = r.read_audio(1, &[36]).unwrap_err().to_string();
+        assert!(err.contains("train/part-00000-of-00001.parquet"), "{err}");
+        assert!(err.contains("row 36 of row group 1"), "{err}");
+    }
 }

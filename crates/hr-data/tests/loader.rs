@@ -17,7 +17,6 @@ fn cfg(world: usize, rank: usize) -> LoaderConfig {
         clip_seconds: 0.3,
         prefetch_batches: 2,
         workers: 2,
-        shuffle_window_row_groups: 2,
         ..LoaderConfig::default()
     }
 }
