@@ -14,10 +14,96 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::Timestamp;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{DataError, Result};
+use crate::schema::AudioBlob;
 
 /// The model's sample rate.
 pub const TARGET_SR: u32 = 32_000;
+
+/// The codec prepared audio is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// 16-bit PCM wav, mono (zstd compresses the Parquet pages).
+    #[default]
+    Wav,
+    /// FLAC. No encoder in this build writes files symphonia reads back (the pure-Rust flacenc
+    /// 0.5's output fails to probe in symphonia 0.6), so asking for it is an error.
+    Flac,
+    /// The source file's bytes as they are (any rate, any channel count).
+    Original,
+}
+
+/// How a dataset's audio is stored: recorded in its manifest by `prepare` and `reencode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioStorage {
+    /// Sample rate of every clip (None: each clip at its source's rate).
+    pub sample_rate: Option<u32>,
+    /// Codec of every clip.
+    pub codec: Codec,
+}
+
+impl Default for AudioStorage {
+    /// Mono 16-bit wav at the model's 32 kHz: the loader then decodes crops without resampling.
+    fn default() -> Self {
+        AudioStorage {
+            sample_rate: Some(TARGET_SR),
+            codec: Codec::Wav,
+        }
+    }
+}
+
+impl AudioStorage {
+    /// Checks a `--codec` / `--sample-rate` choice: `original` keeps the source rate, `flac` has
+    /// no encoder here, `wav` defaults to 32 kHz.
+    pub fn new(codec: Codec, sample_rate: Option<u32>) -> Result<Self> {
+        match codec {
+            Codec::Flac => Err(DataError::Config(
+                "--codec flac: this build has no FLAC encoder whose output symphonia and \
+                 libsndfile both read back (flacenc 0.5's files do not probe in symphonia 0.6); \
+                 use --codec wav (16-bit PCM, compressed by zstd in the Parquet pages)"
+                    .into(),
+            )),
+            Codec::Original if sample_rate.is_some() => Err(DataError::Config(
+                "--codec original keeps the source files and their rates; \
+                 drop --sample-rate or use --codec wav to resample"
+                    .into(),
+            )),
+            Codec::Original => Ok(AudioStorage {
+                sample_rate: None,
+                codec,
+            }),
+            Codec::Wav => Ok(AudioStorage {
+                sample_rate: Some(sample_rate.unwrap_or(TARGET_SR)),
+                codec,
+            }),
+        }
+    }
+
+    /// Stores one source file: checks that it decodes, then keeps its bytes or re-encodes it
+    /// (down-mixed, resampled with the loader's resampler, 16-bit wav named `STEM.wav`).
+    /// Returns the blob with its sample rate and duration.
+    pub fn store(&self, bytes: Vec<u8>, name: &str, origin: &str) -> Result<(AudioBlob, u32, f32)> {
+        let mono = decode_mono(&bytes, name, origin)?;
+        let (rate, dur) = (mono.sample_rate, mono.duration_s());
+        if self.codec == Codec::Original {
+            let path = name.to_string();
+            return Ok((AudioBlob { bytes, path }, rate, dur));
+        }
+        let target = self.sample_rate.unwrap_or(rate);
+        let samples = resample(&mono, target, origin)?;
+        let stem = std::path::Path::new(name)
+            .file_stem()
+            .map_or_else(|| name.to_string(), |s| s.to_string_lossy().to_string());
+        let blob = AudioBlob {
+            bytes: encode_wav16(&samples, target)?,
+            path: format!("{stem}.wav"),
+        };
+        Ok((blob, target, samples.len() as f32 / target as f32))
+    }
+}
 
 /// Decoded mono audio at its native rate.
 #[derive(Debug, Clone, PartialEq)]
@@ -579,6 +665,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Audio resampled once at prepare time (16-bit wav) is what the loader makes of the source
+    /// to within 16-bit quantisation, and is then read without resampling.
+    #[test]
+    fn stored_at_32k_matches_resampling_in_the_loader() {
+        let src = fixture("tone-44k1-stereo.flac");
+        let st = AudioStorage::default();
+        let (blob, rate, dur) = st.store(src.clone(), "tone.flac", "t").unwrap();
+        assert_eq!((rate, blob.path.as_str()), (TARGET_SR, "tone.wav"));
+        assert!((dur - 0.5).abs() < 1e-3, "{dur}");
+        let loader_side = load_32k(&src, "tone.flac", "t").unwrap();
+        let stored = decode_mono(&blob.bytes, &blob.path, "t").unwrap();
+        assert_eq!(stored.sample_rate, TARGET_SR);
+        assert_eq!(stored.samples.len(), loader_side.len());
+        let worst = stored
+            .samples
+            .iter()
+            .zip(&loader_side)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1.0 / 32_768.0, "worst {worst}");
+        let orig = AudioStorage::new(Codec::Original, None).unwrap();
+        assert_eq!(
+            orig.store(src.clone(), "tone.flac", "t").unwrap().0.bytes,
+            src
+        );
+        assert!(AudioStorage::new(Codec::Original, Some(16_000)).is_err());
+        let flac = AudioStorage::new(Codec::Flac, None)
+            .unwrap_err()
+            .to_string();
+        assert!(flac.contains("--codec wav"), "{flac}");
     }
 
     #[test]

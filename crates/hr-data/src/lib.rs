@@ -84,6 +84,13 @@ pub fn open_loader(
     end_epoch: Option<u64>,
 ) -> Result<Loader> {
     let (store, manifest) = open_dataset(root)?;
+    if manifest.audio.and_then(|a| a.sample_rate) != Some(audio::TARGET_SR) {
+        tracing::info!(
+            "{root}: audio is not stored at 32 kHz, so the loader decodes and resamples whole \
+             clips every epoch; `hr-data prepare reencode {root} --out NEW_ROOT` stores it once \
+             at 32 kHz (crops are then decoded alone, without resampling)"
+        );
+    }
     let index = SplitIndex::open(&store, &manifest, split, cfg.verify_checksums)?;
     Loader::new(std::sync::Arc::new(index), cfg, tok, start, end_epoch)
 }

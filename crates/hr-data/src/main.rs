@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use hr_data::audio::{AudioStorage, Codec};
 use hr_data::convert::{
     self, audiocaps::AudioCapsInputs, ConvertSummary, MissingPolicy, PrepareOptions,
 };
@@ -131,6 +132,53 @@ enum SourceKind {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Write a prepared dataset again with its audio stored at one rate and codec (default:
+    /// mono 16-bit wav at 32 kHz, so the loader never resamples); rows, text and tokenizer are
+    /// kept, the new manifest records the source's manifest sha256 and new shard checksums.
+    Reencode {
+        /// Source dataset root (local path or URL).
+        src: String,
+        /// Output dataset root (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Clips per shard file.
+        #[arg(long)]
+        clips_per_shard: Option<usize>,
+    },
+}
+
+/// How audio is stored.
+#[derive(clap::Args)]
+struct StorageArgs {
+    /// Codec of the stored audio: `wav` (mono 16-bit PCM, zstd-compressed in the Parquet pages),
+    /// `original` (the source files' bytes and rates as they are) or `flac` (refused: no FLAC
+    /// encoder here writes files symphonia reads back).
+    #[arg(long, value_enum, default_value = "wav")]
+    codec: CodecArg,
+    /// Sample rate of the stored audio in Hz, resampled once here with the loader's resampler
+    /// (default 32000, the model's rate; not with `--codec original`).
+    #[arg(long, value_name = "HZ")]
+    sample_rate: Option<u32>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CodecArg {
+    Wav,
+    Flac,
+    Original,
+}
+
+impl StorageArgs {
+    fn storage(&self) -> hr_data::Result<AudioStorage> {
+        let codec = match self.codec {
+            CodecArg::Wav => Codec::Wav,
+            CodecArg::Flac => Codec::Flac,
+            CodecArg::Original => Codec::Original,
+        };
+        AudioStorage::new(codec, self.sample_rate)
+    }
 }
 
 /// Options of every converter.
@@ -147,6 +195,8 @@ struct CommonArgs {
     /// models trained from scratch on it (a pretrained text encoder brings its own).
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -156,14 +206,15 @@ enum OnBadAudio {
 }
 
 impl CommonArgs {
-    fn options(&self) -> PrepareOptions {
-        PrepareOptions {
+    fn options(&self) -> hr_data::Result<PrepareOptions> {
+        Ok(PrepareOptions {
             clips_per_shard: self.clips_per_shard,
             on_bad_audio: match self.on_bad_audio {
                 OnBadAudio::Fail => MissingPolicy::Fail,
                 OnBadAudio::Skip => MissingPolicy::Skip,
             },
-        }
+            audio: self.storage.storage()?,
+        })
     }
 
     /// Writes the summary and records the tokenizer.
@@ -249,7 +300,7 @@ fn prepare(source: SourceKind) -> Result<()> {
         }
         SourceKind::Clotho { root, out, common } => {
             let pb = progress_bar(convert::clotho::count(&root), "clotho");
-            let sum = convert::clotho::convert(&root, &out, &common.options(), &|n| pb.inc(n))?;
+            let sum = convert::clotho::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
             pb.finish_and_clear();
             common.finish(&sum, &out)?;
         }
@@ -268,17 +319,51 @@ fn prepare(source: SourceKind) -> Result<()> {
                 audio_dir,
             };
             let pb = progress_bar(0, "audiocaps");
-            let sum = convert::audiocaps::convert(&inp, &out, &common.options(), &|n| pb.inc(n))?;
+            let sum = convert::audiocaps::convert(&inp, &out, &common.options()?, &|n| pb.inc(n))?;
             pb.finish_and_clear();
             common.finish(&sum, &out)?;
         }
         SourceKind::Folder { root, out, common } => {
             let pb = progress_bar(0, "folder");
-            let sum = convert::folder::convert(&root, &out, &common.options(), &|n| pb.inc(n))?;
+            let sum = convert::folder::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
             pb.finish_and_clear();
             common.finish(&sum, &out)?;
         }
+        SourceKind::Reencode {
+            src,
+            out,
+            storage,
+            clips_per_shard,
+        } => reencode(&src, &out, &storage, clips_per_shard)?,
     }
+    Ok(())
+}
+
+fn reencode(
+    src: &str,
+    out: &std::path::Path,
+    storage: &StorageArgs,
+    clips_per_shard: Option<usize>,
+) -> Result<()> {
+    let audio = storage.storage()?;
+    let source = rewrite::Source::open(src, None).with_context(|| format!("opening {src}"))?;
+    let rows = source
+        .manifest
+        .splits
+        .keys()
+        .map(|s| source.manifest.rows(s))
+        .sum();
+    let pb = progress_bar(rows, "reencode");
+    let m = rewrite::reencode(&source, src, out, audio, clips_per_shard, &|n| pb.inc(n))
+        .with_context(|| format!("re-encoding {src} into {}", out.display()))?;
+    pb.finish_and_clear();
+    for split in m.splits.keys() {
+        println!("{split}: {} clips", m.rows(split));
+    }
+    let rate = audio
+        .sample_rate
+        .map_or("source rates".into(), |r| format!("{r} Hz"));
+    println!("wrote {} ({:?}, {rate})", out.display(), audio.codec);
     Ok(())
 }
 

@@ -55,6 +55,10 @@ pub struct Manifest {
     /// Tokenizer file relative to the root, when the dataset ships one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// How the audio is stored (absent in datasets written before it was recorded: source files
+    /// as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<crate::audio::AudioStorage>,
     /// The datasets this one was merged from (`hr-data merge`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceInfo>,
@@ -69,6 +73,7 @@ impl Manifest {
             created_by: format!("hr-data {}", env!("CARGO_PKG_VERSION")),
             splits: BTreeMap::new(),
             tokenizer: None,
+            audio: None,
             sources: Vec::new(),
         }
     }

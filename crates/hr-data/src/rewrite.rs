@@ -1,7 +1,8 @@
 //! Rewriting prepared datasets: read the shards of one or more datasets row group by row group,
 //! transform each row, and write new shards plus a manifest with checksums. The output is built
 //! in a temporary folder next to `out` and renamed into place only when complete, so a failure
-//! leaves nothing half-written. `hr-data merge` is built on it ([`merge`]).
+//! leaves nothing half-written. `hr-data merge` ([`merge`]) and `hr-data prepare reencode`
+//! ([`reencode`]) are built on it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,17 +42,19 @@ impl Source {
     }
 }
 
-/// `(source index, split, row)` -> the row to write (None drops it).
-pub type RowTransform<'a> = dyn FnMut(usize, &str, ClipRecord) -> Result<Option<ClipRecord>> + 'a;
+/// `(source index, split, rows of one row group)` -> the rows to write.
+pub type RowTransform<'a> = dyn FnMut(usize, &str, Vec<ClipRecord>) -> Result<Vec<ClipRecord>> + 'a;
 
 /// What a rewrite does with the rows and the manifest.
 pub struct Rewrite<'a> {
-    /// `(source index, split, row)` -> the row to write (None drops it).
+    /// `(source index, split, rows of one row group)` -> the rows to write.
     pub transform: &'a mut RowTransform<'a>,
     /// Amends the manifest before the dataset is moved into place.
     pub amend: &'a mut dyn FnMut(&mut Manifest),
     /// Called with the number of rows read so far, per row group.
     pub progress: &'a dyn Fn(u64),
+    /// Other files of the new dataset, `(path relative to its root, bytes)`.
+    pub files: Vec<(String, bytes::Bytes)>,
 }
 
 /// Reads every split of every source (split by split, source by source, in shard order) and
@@ -81,6 +84,9 @@ pub fn rewrite(
     )
     .and_then(|mut m| {
         (how.amend)(&mut m);
+        for (rel, bytes) in &how.files {
+            crate::manifest::write_atomic(&tmp.join(rel), bytes)?;
+        }
         m.write_atomic(&tmp)?;
         Ok(m)
     });
@@ -133,10 +139,8 @@ fn write_into(
                 for rg in 0..reader.row_group_rows().len() {
                     let rows = reader.read_row_group(rg)?;
                     progress(rows.len() as u64);
-                    for row in rows {
-                        if let Some(r) = transform(i, &split, row)? {
-                            w.push(&split, r)?;
-                        }
+                    for r in transform(i, &split, rows)? {
+                        w.push(&split, r)?;
                     }
                 }
             }
@@ -259,14 +263,16 @@ pub fn merge(
             .collect::<Vec<_>>()
             .join("+")
     });
-    let mut transform = |i: usize, split: &str, mut r: ClipRecord| -> Result<Option<ClipRecord>> {
-        r.id = format!("{}{}", prefix(i), r.id);
-        for m in opts.maps.iter().filter(|m| m.source == sources[i].name) {
-            let tags = m.from.get_mut(&mut r).clone();
-            m.to.get_mut(&mut r).extend(tags);
+    let mut transform = |i: usize, split: &str, mut rows: Vec<ClipRecord>| {
+        for r in &mut rows {
+            r.id = format!("{}{}", prefix(i), r.id);
+            for m in opts.maps.iter().filter(|m| m.source == sources[i].name) {
+                let tags = m.from.get_mut(r).clone();
+                m.to.get_mut(r).extend(tags);
+            }
         }
-        *counts.borrow_mut()[i].entry(split.to_string()).or_default() += 1;
-        Ok(Some(r))
+        *counts.borrow_mut()[i].entry(split.to_string()).or_default() += rows.len() as u64;
+        Ok(rows)
     };
     let mut amend = |m: &mut Manifest| {
         m.sources = sources
@@ -288,6 +294,7 @@ pub fn merge(
         transform: &mut transform,
         amend: &mut amend,
         progress: &|_| {},
+        files: Vec::new(),
     };
     let manifest = rewrite(sources, out, &name, opts.clips_per_shard, how)?;
     Ok(MergeSummary {
@@ -358,4 +365,64 @@ fn check_unique_ids(sources: &[Source], prefix: &dyn Fn(usize) -> String) -> Res
         }
     }
     Ok(())
+}
+
+/// Writes the dataset `source` again at `out` with its audio stored as `audio` says (e.g.
+/// resampled once to 32 kHz as 16-bit wav), rows and text unchanged; each row group's clips are
+/// re-encoded in parallel. The new manifest records `audio`, the new shards' sha256 and the
+/// source with the sha256 of its manifest. A clip that does not decode stops the conversion,
+/// naming its shard and row.
+pub fn reencode(
+    source: &Source,
+    root: &str,
+    out: &Path,
+    audio: crate::audio::AudioStorage,
+    clips_per_shard: Option<usize>,
+    progress: &dyn Fn(u64),
+) -> Result<Manifest> {
+    use rayon::prelude::*;
+    let counts = RefCell::new(BTreeMap::<String, u64>::new());
+    let mut transform = |_: usize, split: &str, rows: Vec<ClipRecord>| {
+        *counts.borrow_mut().entry(split.to_string()).or_default() += rows.len() as u64;
+        rows.into_par_iter()
+            .map(|mut r| {
+                let origin = format!("{split} clip `{}` ({})", r.id, r.audio.path);
+                let bytes = std::mem::take(&mut r.audio.bytes);
+                let (blob, rate, dur) = audio.store(bytes, &r.audio.path, &origin)?;
+                r.audio = blob;
+                r.sample_rate = rate as i32;
+                r.duration_s = dur;
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let mut amend = |m: &mut Manifest| {
+        m.tokenizer = source.manifest.tokenizer.clone();
+        m.audio = Some(audio);
+        m.sources = vec![SourceInfo {
+            name: source.name.clone(),
+            root: root.to_string(),
+            manifest_sha256: source.manifest_sha256.clone(),
+            id_prefix: String::new(),
+            rows: counts.borrow().clone(),
+        }];
+    };
+    let files = match &source.manifest.tokenizer {
+        Some(rel) => vec![(rel.clone(), source.store.get(rel)?)],
+        None => Vec::new(),
+    };
+    let how = Rewrite {
+        transform: &mut transform,
+        amend: &mut amend,
+        progress,
+        files,
+    };
+    let name = source.manifest.name.clone();
+    rewrite(
+        std::slice::from_ref(source),
+        out,
+        &name,
+        clips_per_shard,
+        how,
+    )
 }

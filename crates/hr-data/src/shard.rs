@@ -206,6 +206,7 @@ pub struct DatasetWriter {
     clips_per_shard: usize,
     splits: BTreeMap<String, SplitWriter>,
     tokenizer: Option<String>,
+    audio: Option<crate::audio::AudioStorage>,
 }
 
 impl DatasetWriter {
@@ -218,6 +219,7 @@ impl DatasetWriter {
             clips_per_shard,
             splits: BTreeMap::new(),
             tokenizer: None,
+            audio: None,
         })
     }
 
@@ -229,6 +231,11 @@ impl DatasetWriter {
     /// Records a tokenizer file (relative to the root) in the manifest.
     pub fn set_tokenizer(&mut self, rel: &str) {
         self.tokenizer = Some(rel.to_string());
+    }
+
+    /// Records how the audio is stored in the manifest.
+    pub fn set_audio(&mut self, audio: crate::audio::AudioStorage) {
+        self.audio = Some(audio);
     }
 
     /// Appends one clip to `split`.
@@ -247,6 +254,7 @@ impl DatasetWriter {
     pub fn finish(self) -> Result<Manifest> {
         let mut manifest = Manifest::new(&self.name);
         manifest.tokenizer = self.tokenizer;
+        manifest.audio = self.audio;
         for (split, w) in self.splits {
             manifest.splits.insert(split, w.finish()?);
         }

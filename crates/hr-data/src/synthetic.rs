@@ -760,6 +760,7 @@ pub fn prepare(
     let json = train_wordpiece(tokenizer_corpus(seed, clips).into_iter(), 2000)?;
     crate::manifest::write_atomic(&out.join("tokenizer.json"), json.as_bytes())?;
     w.set_tokenizer("tokenizer.json");
+    w.set_audio(crate::audio::AudioStorage::default());
     let m = w.finish()?;
     Ok(SynthSummary {
         clips,

@@ -49,8 +49,12 @@ fn clotho_official_layout() {
     assert_eq!(a.captions[1], "A dog, barking loudly");
     assert_eq!(a.keywords, vec!["dog", "bark", "café"]);
     assert_eq!(a.description.as_deref(), Some("Dog noises"));
-    assert_eq!(a.sample_rate, 44_100);
+    // Stored once at the model's rate (mono 16-bit wav), recorded in the manifest.
+    assert_eq!(a.sample_rate, 32_000);
+    assert!(a.audio.path.ends_with(".wav"));
     assert!((a.duration_s - 0.5).abs() < 0.01);
+    let m = hr_data::Manifest::load(&hr_data::Store::local(&out).unwrap()).unwrap();
+    assert_eq!(m.audio, Some(hr_data::audio::AudioStorage::default()));
     assert_eq!(train[1].keywords, vec!["rain", "water"]);
     assert_eq!(train[1].license.as_deref(), Some("CC0"));
     assert_eq!(common::records(&out, "val").len(), 1);
@@ -121,7 +125,7 @@ fn audiocaps_layout_with_labels_and_a_missing_clip() {
     let test = common::records(&out, "test");
     assert_eq!(test[0].captions.len(), 5);
     assert_eq!(test[0].labels, vec!["Engine, motor"]);
-    assert_eq!(test[0].sample_rate, 16_000);
+    assert_eq!(test[0].sample_rate, 32_000);
 }
 
 #[test]
@@ -168,6 +172,8 @@ fn folder_with_csv_sidecar() {
     assert_eq!(val[0].keywords, vec!["k1", "k2"]);
 }
 
+use hr_data::audio::{AudioStorage, Codec};
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -194,13 +200,25 @@ fn folder_with_flac_ogg_mp3_input_decodes_and_resamples() {
         ));
     }
     std::fs::write(root.join("metadata.jsonl"), sidecar).unwrap();
-    let out = dir.path().join("out");
-    folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
-    let recs = common::records(&out, "train");
+    let original = hr_data::convert::PrepareOptions {
+        audio: AudioStorage::new(Codec::Original, None).unwrap(),
+        ..Default::default()
+    };
+    for (opts, want) in [
+        (Default::default(), [32_000, 32_000, 32_000]),
+        (original, [44_100, 48_000, 48_000]),
+    ] {
+        let out = dir.path().join(format!("out-{}", want[0]));
+        folder::convert(&root, &out, &opts, &|_| {}).unwrap();
+        check_tones(&common::records(&out, "train"), &want);
+    }
+}
+
+fn check_tones(recs: &[hr_data::schema::ClipRecord], rates: &[i32]) {
     assert_eq!(recs.len(), 3);
-    let rates: Vec<i32> = recs.iter().map(|r| r.sample_rate).collect();
-    assert_eq!(rates, vec![44_100, 48_000, 48_000]);
-    for rec in &recs {
+    let got: Vec<i32> = recs.iter().map(|r| r.sample_rate).collect();
+    assert_eq!(got, rates);
+    for rec in recs {
         assert!(
             (rec.duration_s - 0.5).abs() < 0.06,
             "{} {}",

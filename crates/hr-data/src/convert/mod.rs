@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::audio::decode_mono;
+use crate::audio::AudioStorage;
 use crate::error::{DataError, Result};
-use crate::schema::{AudioBlob, ClipRecord};
+use crate::schema::ClipRecord;
 use crate::shard::{DatasetWriter, DEFAULT_CLIPS_PER_SHARD, ROW_GROUP_CLIPS};
 
 /// One clip as described by a source layout, before its audio is read.
@@ -55,6 +55,8 @@ pub struct PrepareOptions {
     pub clips_per_shard: Option<usize>,
     /// Audio that does not decode: fail naming the file (default), or report it and go on.
     pub on_bad_audio: MissingPolicy,
+    /// How the audio is stored (default: mono 16-bit wav resampled once to 32 kHz).
+    pub audio: AudioStorage,
 }
 
 /// Result of a conversion.
@@ -83,7 +85,7 @@ enum Prepared {
     Undecodable(DataError),
 }
 
-fn prepare_one(src: &SourceClip) -> Prepared {
+fn prepare_one(src: &SourceClip, audio: &AudioStorage) -> Prepared {
     let bytes = match std::fs::read(&src.audio) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -97,16 +99,16 @@ fn prepare_one(src: &SourceClip) -> Prepared {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let origin = src.audio.display().to_string();
-    match decode_mono(&bytes, &name, &origin) {
-        Ok(mono) => Prepared::Ok(Box::new(ClipRecord {
+    match audio.store(bytes, &name, &origin) {
+        Ok((blob, rate, duration_s)) => Prepared::Ok(Box::new(ClipRecord {
             id: src.id.clone(),
-            audio: AudioBlob { bytes, path: name },
+            audio: blob,
             captions: src.captions.clone(),
             keywords: src.keywords.clone(),
             labels: src.labels.clone(),
             description: src.description.clone(),
-            sample_rate: mono.sample_rate as i32,
-            duration_s: mono.duration_s(),
+            sample_rate: rate as i32,
+            duration_s,
             license: src.license.clone(),
         })),
         Err(e) => Prepared::Undecodable(e),
@@ -131,6 +133,7 @@ where
         name,
         opts.clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD),
     )?;
+    w.set_audio(opts.audio);
     let mut sum = ConvertSummary::default();
     let mut chunk: Vec<SourceClip> = Vec::with_capacity(ROW_GROUP_CLIPS);
     let mut clips = clips.peekable();
@@ -142,7 +145,10 @@ where
                 None => break,
             }
         }
-        let prepared: Vec<Prepared> = chunk.par_iter().map(prepare_one).collect();
+        let prepared: Vec<Prepared> = chunk
+            .par_iter()
+            .map(|c| prepare_one(c, &opts.audio))
+            .collect();
         for (src, p) in chunk.iter().zip(prepared) {
             handle(&mut w, &mut sum, src, p, (missing, opts.on_bad_audio))?;
         }
