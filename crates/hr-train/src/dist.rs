@@ -29,9 +29,15 @@ pub struct Dist {
 impl Dist {
     /// A world of one process.
     pub fn single() -> Dist {
+        Dist::new(WorldInfo::single(), Box::new(hr_dist::LocalComm))
+    }
+
+    /// A rank of the world `world` connected through `comm` (e.g. a communicator made with
+    /// `hr_dist::init`).
+    pub fn new(world: WorldInfo, comm: Box<dyn Communicator>) -> Dist {
         Dist {
-            world: WorldInfo::single(),
-            comm: Box::new(hr_dist::LocalComm),
+            world,
+            comm,
             failure: None,
         }
     }
@@ -56,11 +62,7 @@ impl Dist {
             ..DistOptions::default()
         };
         let (world, comm) = hr_dist::init_from_env(&opts)?;
-        Ok(Dist {
-            world,
-            comm,
-            failure: None,
-        })
+        Ok(Dist::new(world, comm))
     }
 
     /// This process's rank.
@@ -90,6 +92,32 @@ impl Dist {
             p.value = v;
         }
         Ok(())
+    }
+
+    /// Every rank takes rank 0's buffers (batch-norm running statistics, which each rank
+    /// updates from its own batches), as PyTorch DDP broadcasts buffers from rank 0: then every
+    /// rank's model is rank 0's, the one checkpoints hold.
+    pub fn broadcast_buffers(&mut self, ps: &mut ParamStore) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        let ids: Vec<ParamId> = ps
+            .iter()
+            .filter(|(_, p)| !p.trainable)
+            .map(|(id, _)| id)
+            .collect();
+        let values: Vec<Tensor> = ids.iter().map(|&id| ps.value(id).clone()).collect();
+        let values =
+            hr_dist::broadcast_tensors(self.comm.as_mut(), &values, 0, DEFAULT_BUCKET_BYTES)?;
+        for (&id, v) in ids.iter().zip(values) {
+            *ps.value_mut(id) = v;
+        }
+        Ok(())
+    }
+
+    /// The communicator (for collectives outside the training step, e.g. sharded evaluation).
+    pub fn comm(&mut self) -> &mut dyn Communicator {
+        self.comm.as_mut()
     }
 
     /// Averages the gradients of the trainable parameters over ranks (flat 25 MB buckets).

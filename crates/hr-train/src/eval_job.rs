@@ -77,19 +77,32 @@ pub fn load(path: &Path) -> Result<LoadedCheckpoint> {
     })
 }
 
-/// Evaluates a loaded checkpoint on `split` of `data` (default: the run's dataset).
+/// Evaluates a loaded checkpoint on `split` of `data` (default: the run's dataset) in this
+/// process alone.
 pub fn evaluate_checkpoint(
     ck: &mut LoadedCheckpoint,
     data: Option<&str>,
     split: &str,
     batch_size: usize,
 ) -> Result<(EvalResult, Arc<SplitIndex>)> {
+    evaluate_checkpoint_sharded(ck, data, split, batch_size, &mut hr_dist::LocalComm)
+}
+
+/// [`evaluate_checkpoint`] sharded over the ranks of `comm` (every rank calls it with the same
+/// checkpoint and gets the same result).
+pub fn evaluate_checkpoint_sharded(
+    ck: &mut LoadedCheckpoint,
+    data: Option<&str>,
+    split: &str,
+    batch_size: usize,
+    comm: &mut dyn hr_dist::Communicator,
+) -> Result<(EvalResult, Arc<SplitIndex>)> {
     let root = data.unwrap_or(&ck.config.data.root).to_string();
     let lcfg = loader_config(&ck.config);
     let tok = crate::init::run_tokenizer(&ck.run, &ck.config, lcfg.max_tokens)?;
     let (set, index) = open_eval_set(&root, split, &lcfg, tok)?;
     let missing = ck.config.model.missing_metadata;
-    let r = evaluate(&ck.model, &mut ck.params, &set, batch_size, missing)?;
+    let r = evaluate(&ck.model, &mut ck.params, &set, batch_size, missing, comm)?;
     Ok((r, index))
 }
 

@@ -6,9 +6,16 @@
 //! With several item sets (full-sentence metadata under the authors' protocol: query k ranks
 //! the clips fused with their caption (k+2) mod n) the CNN still runs once per clip and each
 //! query batch is scored against its own item set.
+//!
+//! Evaluation is sharded over the ranks of a job: rank `r` of `W` embeds the `r`-th contiguous
+//! slice of the clips (and, for cosine scoring, every `W`-th query batch); the pieces are
+//! gathered and each score is computed by one rank, then the score matrix is gathered, so every
+//! rank ranks the same matrix and reports the same metrics. The caller makes the model state
+//! identical on every rank first (the trainer broadcasts rank 0's batch-norm statistics).
 
 use hr_data::loader::{ClipBatch, Query, QueryBatch};
 use hr_data::EvalSet;
+use hr_dist::Communicator;
 use hr_models::fusion::FusionKind;
 use hr_models::retriever::{HybridRetriever, RetrievalBatch};
 use hr_models::text::TokenBatch;
@@ -48,30 +55,41 @@ impl ClipChunk {
     }
 }
 
+/// This rank's contiguous share `[start, end)` of `n` clips.
+fn clip_share(n: usize, rank: usize, world: usize) -> (usize, usize) {
+    (n * rank / world, n * (rank + 1) / world)
+}
+
 /// Evaluates `model` on every caption and clip of `set` (items without metadata fused as
-/// `missing` says).
+/// `missing` says), sharded over the ranks of `comm` (every rank calls it; all get the same
+/// result).
 pub fn evaluate(
     model: &HybridRetriever,
     ps: &mut ParamStore,
     set: &EvalSet,
     batch_size: usize,
     missing: MissingMetadata,
+    comm: &mut dyn Communicator,
 ) -> Result<EvalResult> {
     let n = set.num_clips();
+    let (lo, hi) = clip_share(n, comm.rank(), comm.world());
     let mut chunks = Vec::new();
-    for start in (0..n).step_by(batch_size.max(1)) {
+    let mut start = lo;
+    while start < hi {
+        let take = batch_size.max(1).min(hi - start);
         chunks.push(encode_clips(
             model,
             ps,
-            &set.clip_batch(start, batch_size)?,
+            &set.clip_batch(start, take)?,
             missing,
         )?);
+        start += take;
     }
     let qbatches = set.query_batches(batch_size)?;
     let queries = set.queries();
     let sim = match model.config().fusion {
-        FusionKind::Mid => mid_scores(model, ps, &chunks, &qbatches, n)?,
-        _ => cosine_scores(model, ps, &chunks, &qbatches, n)?,
+        FusionKind::Mid => mid_scores(model, ps, &chunks, &qbatches, n, comm)?,
+        _ => cosine_scores(model, ps, &chunks, &qbatches, n, comm)?,
     };
     let targets: Vec<usize> = queries.iter().map(|q| q.clip as usize).collect();
     let ranks = ranks(&sim, n, &targets);
@@ -127,59 +145,124 @@ fn forward(
     Ok(model.forward(ps, &batch, Mode::Eval)?.0)
 }
 
+/// Cosine scores: item embeddings of this rank's clips are gathered from every rank, each rank
+/// scores its own query batches (every `W`-th) against all items, and the rows are gathered.
 fn cosine_scores(
     model: &HybridRetriever,
     ps: &ParamStore,
     chunks: &[ClipChunk],
     qbatches: &[QueryBatch],
     clips: usize,
+    comm: &mut dyn Communicator,
 ) -> Result<Vec<f32>> {
-    let sets = chunks.first().map_or(1, |c| c.metas.len());
-    let mut items = vec![Vec::new(); sets];
-    for c in chunks {
-        for (set, meta) in c.metas.iter().enumerate() {
-            let q = meta.0.clone();
+    let sets = qbatches.iter().map(|q| q.item_set + 1).max().unwrap_or(1);
+    let width = model.config().pooling.out_dim;
+    let frame_width = model.config().pooling.in_dim;
+    let mut items = Vec::with_capacity(sets);
+    for set in 0..sets {
+        let mut mine = Vec::new();
+        for c in chunks {
+            let meta = c.metas[set].clone();
             let out = forward(
                 model,
                 ps,
                 c.frames.clone(),
                 c.valid.clone(),
-                q,
-                meta.clone(),
+                meta.0.clone(),
+                meta,
             )?;
             let t = out
                 .items
                 .ok_or_else(|| crate::TrainError::config("model.fusion", "no item embeddings"))?;
-            items[set].extend(normalized_rows(&t)?);
+            mine.extend(normalized_rows(&t)?.concat());
+        }
+        let all = comm.all_gather(&mine)?;
+        if all.len() != clips * width {
+            return Err(crate::TrainError::config(
+                "eval",
+                format!(
+                    "gathered {} item values, expected {clips} x {width}",
+                    all.len()
+                ),
+            ));
+        }
+        items.push(all);
+    }
+    let (rank, world) = (comm.rank(), comm.world());
+    let mut rows = Vec::new();
+    for qb in qbatches.iter().skip(rank).step_by(world) {
+        let n = qb.tokens.rows;
+        let frames = Tensor::from_vec(vec![0f32; n * frame_width], &[n, 1, frame_width])?;
+        let meta = (qb.tokens.clone(), vec![true; n]);
+        let out = forward(model, ps, frames, vec![1; n], qb.tokens.clone(), meta)?;
+        for q in normalized_rows(&out.queries)? {
+            rows.extend(items[qb.item_set].chunks(width).map(|i| dot(&q, i)));
         }
     }
-    let width = chunks.first().map_or(Ok(1), |c| c.frames.dim("eval", 2))?;
+    let gathered = comm.all_gather(&rows)?;
+    // Rank r's rows are those of batches r, r + W, ... in order; put each at its query's row.
     let nq: usize = qbatches.iter().map(|q| q.tokens.rows).sum();
     let mut sim = vec![0f32; nq * clips];
-    for qb in qbatches {
-        let rows = qb.tokens.rows;
-        let frames = Tensor::from_vec(vec![0f32; rows * width], &[rows, 1, width])?;
-        let toks = qb.tokens.clone();
-        let meta = (toks.clone(), vec![true; rows]);
-        let out = forward(model, ps, frames, vec![1; rows], toks, meta)?;
-        for (q, &row) in normalized_rows(&out.queries)?.iter().zip(&qb.rows) {
-            let dst = &mut sim[row * clips..(row + 1) * clips];
-            for (d, i) in dst.iter_mut().zip(&items[qb.item_set]) {
-                *d = dot(q, i);
+    let mut at = 0;
+    for r in 0..world {
+        for qb in qbatches.iter().skip(r).step_by(world) {
+            for &row in &qb.rows {
+                let src = gathered.get(at..at + clips).ok_or_else(|| {
+                    crate::TrainError::config("eval", "gathered fewer scores than queries")
+                })?;
+                sim[row * clips..(row + 1) * clips].copy_from_slice(src);
+                at += clips;
             }
         }
     }
     Ok(sim)
 }
 
+/// Mid-fusion scores: each rank scores its own clips against every query, and the columns are
+/// gathered.
 fn mid_scores(
     model: &HybridRetriever,
     ps: &ParamStore,
     chunks: &[ClipChunk],
     qbatches: &[QueryBatch],
     clips: usize,
+    comm: &mut dyn Communicator,
 ) -> Result<Vec<f32>> {
     let nq: usize = qbatches.iter().map(|q| q.tokens.rows).sum();
+    let mine: usize = chunks.iter().map(ClipChunk::rows).sum();
+    let cols = mid_columns(model, ps, chunks, qbatches, nq, mine)?;
+    let gathered = comm.all_gather(&cols)?;
+    if gathered.len() != nq * clips {
+        return Err(crate::TrainError::config(
+            "eval",
+            format!(
+                "gathered {} scores, expected {nq} x {clips}",
+                gathered.len()
+            ),
+        ));
+    }
+    // Rank r's block is [nq, its clips] row-major; its clips start at clip_share(r).0.
+    let mut sim = vec![0f32; nq * clips];
+    let mut at = 0;
+    for r in 0..comm.world() {
+        let (lo, hi) = clip_share(clips, r, comm.world());
+        for q in 0..nq {
+            sim[q * clips + lo..q * clips + hi].copy_from_slice(&gathered[at..at + hi - lo]);
+            at += hi - lo;
+        }
+    }
+    Ok(sim)
+}
+
+/// Scores `[nq, clips]` of this rank's `chunks` (holding `clips` clips) against every query.
+fn mid_columns(
+    model: &HybridRetriever,
+    ps: &ParamStore,
+    chunks: &[ClipChunk],
+    qbatches: &[QueryBatch],
+    nq: usize,
+    clips: usize,
+) -> Result<Vec<f32>> {
     let mut sim = vec![0f32; nq * clips];
     for qb in qbatches {
         let mut c0 = 0;

@@ -599,12 +599,14 @@ impl<'a> Session<'a> {
     }
 
     fn validate(&mut self, bpe: u64) -> Result<()> {
+        self.dist.broadcast_buffers(&mut self.ps)?;
         let r = match evaluate(
             &self.model,
             &mut self.ps,
             &self.eval,
             self.cfg.eval.batch_size,
             self.cfg.model.missing_metadata,
+            self.dist.comm(),
         ) {
             Ok(r) => r,
             Err(TrainError::Nn(hr_nn::Error::Config { key, msg })) if is_non_finite(&key, &msg) => {
