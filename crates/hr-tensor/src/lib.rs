@@ -33,4 +33,4 @@ pub use dtype::DType;
 pub use elem::{Elem, Float};
 pub use error::{Error, Result};
 pub use rng::{counter_uniform, mix64, Rng};
-pub use tensor::{numel_of, Tensor};
+pub use tensor::{numel_of, Tensor, Upload};

@@ -382,6 +382,52 @@ impl Tensor {
     }
 }
 
+/// A tensor whose copy to its device may still be running ([`Tensor::upload_ahead`]).
+#[derive(Debug)]
+pub struct Upload {
+    tensor: Tensor,
+    pending: Option<cuda::Pending>,
+}
+
+impl Upload {
+    /// The tensor, ready for use: the device's compute stream is ordered after the copy (the
+    /// host does not wait).
+    pub fn ready(self) -> Result<Tensor> {
+        if let Some(p) = &self.pending {
+            p.ready()?;
+        }
+        Ok(self.tensor)
+    }
+}
+
+impl Tensor {
+    /// Starts copying this host f32 tensor to `device` and returns at once: on a GPU the copy
+    /// runs on the device's copy stream through a page-locked buffer, beside the kernels
+    /// already queued, and [`Upload::ready`] orders later work after it. Anything else (the
+    /// CPU, other dtypes, a tensor already there) is [`Tensor::to_device`].
+    pub fn upload_ahead(&self, device: Device) -> Result<Upload> {
+        let host_f32 = self.device() == Device::Cpu && self.dtype() == DType::F32;
+        let (Device::Cuda(ordinal), true) = (device, host_f32) else {
+            return Ok(Upload {
+                tensor: self.to_device(device)?,
+                pending: None,
+            });
+        };
+        let CpuStorage::F32(v) = &*self.host_storage()? else {
+            return Err(Error::UnsupportedDType {
+                op: "upload_ahead",
+                dtype: self.dtype(),
+                device,
+            });
+        };
+        let (data, pending) = cuda::upload_f32_ahead(ordinal, v)?;
+        Ok(Upload {
+            tensor: Tensor::from_storage(Storage::Cuda { ordinal, data }, self.shape.clone()),
+            pending: Some(pending),
+        })
+    }
+}
+
 /// The error of an f32-device-buffer accessor called on a host tensor (device mismatch) or a
 /// GPU tensor of another dtype.
 fn not_cuda_f32(op: &'static str, dtype: DType, device: Device) -> Error {

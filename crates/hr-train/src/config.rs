@@ -191,6 +191,14 @@ pub struct DataSection {
     pub clip_seconds: f32,
     /// Decode worker threads.
     pub workers: usize,
+    /// Batches each rank decodes ahead of the step (host memory: this many batches of
+    /// waveforms plus one being uploaded).
+    pub prefetch_batches: usize,
+    /// Encoded audio of recently read clips kept per rank, in MiB (0 = none).
+    pub audio_cache_mib: usize,
+    /// On a GPU, copy the next batch's waveforms to the device on a copy stream while the
+    /// current step runs (off: each step uploads its own batch first).
+    pub upload_ahead: bool,
     /// Undecodable rows: `fail` or `skip` (count and log).
     pub bad_rows: BadRowPolicy,
     /// Verify shard sha256 sums when opening.
@@ -205,6 +213,9 @@ impl Default for DataSection {
             synthetic_seed: 1,
             clip_seconds: 10.0,
             workers: 2,
+            prefetch_batches: 4,
+            audio_cache_mib: 256,
+            upload_ahead: true,
             bad_rows: BadRowPolicy::Fail,
             verify_checksums: true,
         }

@@ -58,10 +58,14 @@ pub fn present(t: &hr_data::text::TokenBatch, missing: MissingMetadata) -> Vec<b
         .collect()
 }
 
-/// A loader batch as the model's waveform batch.
-pub fn waveform_batch(b: &hr_data::Batch, missing: MissingMetadata) -> Result<WaveformBatch> {
+/// A loader batch as the model's waveform batch, with its waveforms (host or device) as `waveforms`.
+pub fn waveform_batch(
+    b: &hr_data::Batch,
+    waveforms: Tensor,
+    missing: MissingMetadata,
+) -> Result<WaveformBatch> {
     Ok(WaveformBatch {
-        waveforms: Tensor::from_slice(&b.waveforms, &[b.batch_size, b.samples])?,
+        waveforms,
         valid_lengths: b.valid_lengths.iter().map(|&v| v as usize).collect(),
         queries: b.captions.clone(),
         metadata: b.metadata.clone(),

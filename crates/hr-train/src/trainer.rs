@@ -19,7 +19,7 @@ use hr_nn::io::write_atomic;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::schedule::WarmupCosine;
 use hr_nn::{LoadOptions, Mode, ParamStore};
-use hr_tensor::{autocast, Device, Rng};
+use hr_tensor::{autocast, Device, Rng, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -174,6 +174,8 @@ pub fn rank_loader_config(cfg: &TrainConfig, world_size: usize, rank: usize) -> 
         rank,
         clip_seconds: cfg.data.clip_seconds,
         workers: cfg.data.workers,
+        prefetch_batches: cfg.data.prefetch_batches,
+        audio_cache_mib: cfg.data.audio_cache_mib,
         skip_undecodable: cfg.data.bad_rows == BadRowPolicy::Skip,
         verify_checksums: cfg.data.verify_checksums,
         metadata: cfg.model.metadata,
@@ -236,6 +238,14 @@ pub fn train_dist(
 struct StepResult {
     loss: Option<f64>,
     items: usize,
+    /// The data cursor after the step's batch.
+    cursor_after: Cursor,
+}
+
+/// A batch whose waveforms are on their way to the model's device.
+struct Staged {
+    batch: hr_data::Batch,
+    waveforms: hr_tensor::Upload,
 }
 
 /// The device of this rank: `cpu`, `cuda:N`, or `cuda` = the rank's local GPU
@@ -419,14 +429,18 @@ impl<'a> Session<'a> {
             cfg.checkpoint.every_steps
         };
         let bar = progress_bar(ctl.progress && self.dist.is_main(), total, self.step);
+        let mut next = self.stage(loader.next())?;
         while self.step < total {
-            let Some(batch) = loader.next() else { break };
-            let batch = batch?;
+            let Some(staged) = next.take() else { break };
             let t0 = Instant::now();
-            let r = self.train_step(&batch, bpe)?;
+            // The next batch's upload is queued before this step's kernels: it overlaps them.
+            if self.step + 1 < total {
+                next = self.stage(loader.next())?;
+            }
+            let r = self.train_step(staged, bpe)?;
             let items = r.items * self.dist.world_size();
             let ips = items as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            self.cursor = batch.cursor_after;
+            self.cursor = r.cursor_after;
             self.log_step(&r, ips, bpe, loader.skipped(), &bar)?;
             if r.loss.is_none() && cfg.run.non_finite_loss == NonFinitePolicy::Stop {
                 let checkpoint = self.checkpoint()?;
@@ -503,7 +517,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn train_step(&mut self, batch: &hr_data::Batch, bpe: u64) -> Result<StepResult> {
+    /// A loader batch with its waveforms on their way to the model's device (see
+    /// `data.upload_ahead`; `None` at the end of the data).
+    fn stage(&self, batch: Option<hr_data::Result<hr_data::Batch>>) -> Result<Option<Staged>> {
+        let Some(batch) = batch else { return Ok(None) };
+        let batch = batch?;
+        let host = Tensor::from_slice(&batch.waveforms, &[batch.batch_size, batch.samples])?;
+        let waveforms = match self.cfg.data.upload_ahead {
+            true => host.upload_ahead(self.model.device(&self.ps))?,
+            false => host.upload_ahead(Device::Cpu)?,
+        };
+        Ok(Some(Staged { batch, waveforms }))
+    }
+
+    fn train_step(&mut self, staged: Staged, bpe: u64) -> Result<StepResult> {
+        let Staged { batch, waveforms } = staged;
+        let batch = &batch;
         self.set_lr(bpe);
         // Forward and backward run on this thread: the guards cover every GEMM and every CNN
         // activation of the step.
@@ -512,7 +541,7 @@ impl<'a> Session<'a> {
             autocast::bf16_matmuls(bf16),
             autocast::bf16_activations(bf16),
         );
-        let wb = waveform_batch(batch, self.cfg.model.missing_metadata)?;
+        let wb = waveform_batch(batch, waveforms.ready()?, self.cfg.model.missing_metadata)?;
         let mode = rank_mode(self.rng.next_u64(), self.dist.rank());
         self.step += 1;
         self.ps.zero_grad()?;
@@ -533,6 +562,7 @@ impl<'a> Session<'a> {
                 return Ok(StepResult {
                     loss: None,
                     items: batch.batch_size,
+                    cursor_after: batch.cursor_after,
                 });
             }
             Err(e) => return Err(self.dist.explain(e)),
@@ -554,6 +584,7 @@ impl<'a> Session<'a> {
         Ok(StepResult {
             loss: Some(loss),
             items: batch.batch_size,
+            cursor_after: batch.cursor_after,
         })
     }
 

@@ -113,3 +113,28 @@ fn cuda_world_one_matches_the_cpu_run() {
     assert!((vc.map10 - vg.map10).abs() < 0.05, "{vc:?} vs {vg:?}");
     assert!(run.join("checkpoints/latest").is_file());
 }
+
+/// Uploading the next batch on the copy stream while the step runs (`data.upload_ahead`, the
+/// default) gives bit-identical losses to uploading each batch inside its step, on the CPU
+/// (where the staging is the same loop without a copy) and on the GPU.
+#[test]
+fn upload_ahead_gives_bit_identical_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ctl = TrainControl::default();
+    let gpu = cuda::driver_present() && Device::cuda(0).is_ok();
+    let devices: &[&str] = if gpu { &["cpu", "cuda"] } else { &["cpu"] };
+    for device in devices {
+        let run = |name: &str, ahead: bool| {
+            let mut cfg = config(&data, &dir.path().join(format!("{device}-{name}")), device);
+            cfg.data.upload_ahead = ahead;
+            train(&cfg, &Resume::Fresh, &ctl).unwrap().losses
+        };
+        let (ahead, inline) = (run("ahead", true), run("inline", false));
+        assert_eq!(ahead.len(), STEPS as usize, "{device}");
+        assert_eq!(ahead, inline, "{device}: losses differ");
+    }
+    if !gpu {
+        println!("skipped: no CUDA device (the CPU runs passed)");
+    }
+}

@@ -22,6 +22,7 @@
 //! - profile.rs: [`OpProfile`], GPU time per kernel / cuBLAS call / upload of a region.
 
 mod backend;
+mod copy_lane;
 mod kernels;
 mod launch;
 mod profile;
@@ -37,6 +38,7 @@ use crate::{Error, Result};
 
 pub(crate) use backend::cast;
 pub use backend::CudaBackend;
+pub use copy_lane::{upload_f32_ahead, Pending};
 pub use kernels::{
     compile_options, compile_source, kernel_cache_dir, nvrtc_present, nvrtc_version,
     precompile_all, set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
@@ -66,6 +68,8 @@ pub struct CudaDevice {
     /// Page-locked staging buffers of large uploads, by length (training batches repeat the
     /// same few sizes; see [`upload_f32`]).
     staging: Mutex<HashMap<usize, PinnedHostSlice<f32>>>,
+    /// The copy stream of [`upload_f32_ahead`] (created on first use).
+    copy_lane: Mutex<Option<copy_lane::CopyLane>>,
 }
 
 /// Storage of a tensor on a GPU.
@@ -180,6 +184,7 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
             kernels: kernels::ModuleCache::default(),
             blas: Mutex::new(None),
             staging: Mutex::new(HashMap::new()),
+            copy_lane: Mutex::new(None),
         })
     }));
     opened.unwrap_or_else(|_| {
