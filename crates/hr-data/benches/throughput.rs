@@ -1,8 +1,12 @@
-//! Throughput benchmark (harness = false): converter clips/s, loader items/s (decode + resample +
-//! crop + tokenize) on synthetic wav and on FLAC/wav 44.1 kHz input, and raw Parquet read speed.
+//! Loader throughput benchmark (harness = false): items/s of the whole training loader (fetch
+//! the rows of a globally shuffled batch, decode the crop, resample when needed, tokenize,
+//! batch) from audio stored at 32 kHz against the same clips stored at 44.1 kHz (resampled every
+//! epoch), crop decoding against decoding whole clips, and resident memory over two epochs.
 //!
-//! Run: `cargo bench -p hr-data --bench throughput --profile dev` (dependencies at opt-level 3).
-//! Sizes are small enough for a 2-core machine; set HR_BENCH_CLIPS to change the clip count.
+//! Run per core: `taskset -c 0 cargo bench -p hr-data --bench throughput --profile dev`
+//! (dependencies at opt-level 3). HR_BENCH_CLIPS sets the clip count (default 160);
+//! HR_BENCH_FLAC_DIR adds a row for a folder of 44.1 kHz FLAC files `c0000.flac`.. made by a
+//! real encoder (tools/bench_decode_peer.py writes such files).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,10 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hr_data::audio::encode_wav;
-use hr_data::convert::folder;
+use hr_data::audio::{crop_or_pad, encode_wav, load_32k, load_crop_32k, AudioStorage, Codec};
+use hr_data::convert::{folder, PrepareOptions};
 use hr_data::rng::Rng;
-use hr_data::shard::open_split;
 use hr_data::{Cursor, Loader, LoaderConfig, Manifest, SplitIndex, Store};
 
 fn clip_signal(i: usize, sr: u32, secs: f32) -> Vec<f32> {
@@ -28,125 +31,131 @@ fn clip_signal(i: usize, sr: u32, secs: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Writes `n` 10 s 44.1 kHz clips as wav, or (flac) expects `c0000.flac`.. to exist already.
-fn folder_source(dir: &Path, n: usize, flac: bool) {
+/// A folder of `n` clips of `secs` s at `sr` as wav (or, with `flac`, the existing c0000.flac..)
+/// with a two-caption sidecar.
+fn folder_source(dir: &Path, n: usize, sr: u32, secs: f32, flac: bool) {
     std::fs::create_dir_all(dir).unwrap();
     let mut sidecar = String::new();
     for i in 0..n {
-        let x = clip_signal(i, 44_100, 10.0);
-        let name = if flac {
-            format!("c{i:04}.flac")
-        } else {
-            format!("c{i:04}.wav")
-        };
+        let name = format!("c{i:04}.{}", if flac { "flac" } else { "wav" });
         if !flac {
-            std::fs::write(dir.join(&name), encode_wav(&[x], 44_100, 16).unwrap()).unwrap();
+            let x = clip_signal(i, sr, secs);
+            std::fs::write(dir.join(&name), encode_wav(&[x], sr, 16).unwrap()).unwrap();
         }
         sidecar.push_str(&format!("{{\"file_name\": \"{name}\", \"captions\": [\"clip {i} a tone\", \"another caption\"], \"keywords\": [\"tone\"]}}\n"));
     }
     std::fs::write(dir.join("metadata.jsonl"), sidecar).unwrap();
 }
 
-fn loader_rate(root: &Path, workers: usize, batches: usize) -> f64 {
+/// Prepares `src` into `out` stored as `audio`, with the fixture tokenizer recorded.
+fn prepare(src: &Path, out: &Path, audio: AudioStorage, tok_from: &Path) {
+    let opts = PrepareOptions {
+        audio,
+        ..Default::default()
+    };
+    folder::convert(src, out, &opts, &|_| {}).unwrap();
+    std::fs::copy(tok_from.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
+    let mut m = Manifest::load(&Store::local(out).unwrap()).unwrap();
+    m.tokenizer = Some("tokenizer.json".into());
+    m.write_atomic(out).unwrap();
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Loader items/s over `epochs` epochs with `workers` decode threads, and (min, max) RSS in MiB
+/// sampled at every batch.
+fn loader_rate(root: &Path, workers: usize, epochs: u64) -> (f64, f64, f64) {
     let store = Store::local(root).unwrap();
     let m = Manifest::load(&store).unwrap();
     let index = Arc::new(SplitIndex::open(&store, &m, "train", false).unwrap());
-    let tok = match hr_data::dataset_tokenizer(&store, &m, 32) {
-        Ok(t) => t,
-        Err(_) => common::tokenizer(&root.join("../syn")),
-    };
+    let tok = hr_data::dataset_tokenizer(&store, &m, 32).unwrap();
     let cfg = LoaderConfig {
         global_batch: 32,
         workers,
         clip_seconds: 10.0,
         prefetch_batches: 4,
         verify_checksums: false,
+        audio_cache_mib: 0,
         ..LoaderConfig::default()
     };
+    let (mut lo, mut hi) = (f64::MAX, 0f64);
     let t = Instant::now();
     let mut items = 0usize;
-    for b in Loader::new(index, cfg, tok, Cursor::default(), None)
-        .unwrap()
-        .take(batches)
-    {
+    for b in Loader::new(index, cfg, tok, Cursor::default(), Some(epochs)).unwrap() {
         items += b.unwrap().batch_size;
+        let r = rss_mib();
+        (lo, hi) = (lo.min(r), hi.max(r));
     }
-    items as f64 / t.elapsed().as_secs_f64()
+    (items as f64 / t.elapsed().as_secs_f64(), lo, hi)
 }
 
-fn parquet_rate(root: &Path) -> (f64, f64) {
-    let store = Store::local(root).unwrap();
-    let m = Manifest::load(&store).unwrap();
-    let bytes: u64 = m.splits.values().flatten().map(|s| s.bytes).sum();
+/// Milliseconds per clip: crop decoding against decoding the whole clip then cropping.
+fn crop_vs_full(bytes: &[u8], len: usize) -> (f64, f64) {
+    let pick = |total: usize| (total - len) / 3;
+    let reps = 20;
     let t = Instant::now();
-    let mut clips = 0usize;
-    for split in m.splits.keys() {
-        for s in open_split(&store, &m, split, false).unwrap() {
-            clips += s.read_all().unwrap().len();
-        }
+    for _ in 0..reps {
+        load_crop_32k(bytes, "a.wav", "bench", len, &pick).unwrap();
     }
-    let secs = t.elapsed().as_secs_f64();
-    (clips as f64 / secs, bytes as f64 / secs / 1e6)
+    let crop = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    let t = Instant::now();
+    for _ in 0..reps {
+        let w = load_32k(bytes, "a.wav", "bench").unwrap();
+        crop_or_pad(&w, len, pick(w.len()));
+    }
+    (crop, t.elapsed().as_secs_f64() * 1e3 / reps as f64)
 }
 
 fn main() {
     let n: usize = std::env::var("HR_BENCH_CLIPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(160);
     let tmp = tempfile::tempdir().unwrap();
-    let syn = tmp.path().join("syn");
-    println!("| measurement | value |\n|---|---|");
+    let tok = tmp.path().join("tok");
+    common::write_dataset(&tok, 4, 4);
+    let original = AudioStorage::new(Codec::Original, None).unwrap();
+    println!("| measurement ({n} clips of 10 s, global batch 32, 10 s crops) | value |\n|---|---|");
 
-    let t = Instant::now();
-    hr_data::synthetic::prepare(&syn, n as u64, 0, None, &|_| {}).unwrap();
-    println!(
-        "| prepare synthetic ({n} clips, 2-10 s, incl. tokenizer training) | {:.1} clips/s |",
-        n as f64 / t.elapsed().as_secs_f64()
-    );
-
-    let nf = n / 2;
-    // FLAC input: a folder of c0000.flac.. made by a real encoder (see docs/PERF.md section 3).
-    let flac_dir = std::env::var("HR_BENCH_FLAC_DIR")
-        .ok()
-        .map(std::path::PathBuf::from);
-    for flac in [false, true] {
-        let kind = if flac { "flac" } else { "wav" };
-        let src = match (&flac_dir, flac) {
-            (None, true) => {
-                println!("| (flac skipped: set HR_BENCH_FLAC_DIR) | |");
-                continue;
-            }
-            (Some(d), true) => d.clone(),
-            _ => tmp.path().join(format!("src-{kind}")),
-        };
-        folder_source(&src, nf, flac);
-        let out = tmp.path().join(format!("ds-{kind}"));
-        let t = Instant::now();
-        folder::convert(&src, &out, &Default::default(), &|_| {}).unwrap();
-        println!(
-            "| prepare folder ({nf} x 10 s 44.1 kHz mono {kind}) | {:.1} clips/s |",
-            nf as f64 / t.elapsed().as_secs_f64()
-        );
-        std::fs::copy(syn.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
-        let mut m = Manifest::load(&Store::local(&out).unwrap()).unwrap();
-        m.tokenizer = Some("tokenizer.json".into());
-        m.write_atomic(&out).unwrap();
+    let src = tmp.path().join("src-wav44");
+    folder_source(&src, n, 44_100, 10.0, false);
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    for (name, audio) in [
+        (
+            "stored 32 kHz wav (prepare default)",
+            AudioStorage::default(),
+        ),
+        ("stored 44.1 kHz wav (--codec original)", original),
+    ] {
+        let out = tmp.path().join(name.replace([' ', '(', ')', '.'], "_"));
+        prepare(&src, &out, audio, &tok);
         for workers in [1, 2] {
-            let r = loader_rate(&out, workers, (nf * 2 / 32).min(8));
-            println!("| loader, {kind} 44.1 kHz -> 32 kHz, 10 s crop, {workers} worker(s) | {r:.1} items/s |");
+            let (r, lo, hi) = loader_rate(&out, workers, 2);
+            println!("| loader, {name}, {workers} decode worker(s) | {r:.1} items/s (RSS {lo:.0}-{hi:.0} MiB over 2 epochs) |");
+            rows.push((format!("{name}, {workers}"), r));
         }
-        let (c, mb) = parquet_rate(&out);
-        println!(
-            "| raw Parquet read ({kind} shards, all columns) | {c:.0} clips/s, {mb:.0} MB/s |"
-        );
     }
-    for workers in [1, 2] {
-        let r = loader_rate(&syn, workers, 12);
-        println!(
-            "| loader, synthetic 32 kHz wav, 10 s crop/pad, {workers} worker(s) | {r:.1} items/s |"
-        );
+    if let Some(flac) = std::env::var_os("HR_BENCH_FLAC_DIR").map(std::path::PathBuf::from) {
+        let count = (0..)
+            .take_while(|i| flac.join(format!("c{i:04}.flac")).exists())
+            .count();
+        folder_source(&flac, count, 44_100, 10.0, true);
+        let out = tmp.path().join("flac44");
+        prepare(&flac, &out, original, &tok);
+        let (r, lo, hi) = loader_rate(&out, 1, 1);
+        println!("| loader, stored 44.1 kHz FLAC (--codec original, {count} clips), 1 decode worker | {r:.1} items/s (RSS {lo:.0}-{hi:.0} MiB) |");
     }
-    let (c, mb) = parquet_rate(&syn);
-    println!("| raw Parquet read (synthetic shards, all columns) | {c:.0} clips/s, {mb:.0} MB/s |");
+    let ratio = rows[0].1 / rows[2].1;
+    println!("| ratio, 1 worker: stored at 32 kHz / stored at 44.1 kHz | {ratio:.2}x |");
+
+    let long = encode_wav(&[clip_signal(1, 32_000, 30.0)], 32_000, 16).unwrap();
+    let (crop, full) = crop_vs_full(&long, 320_000);
+    println!("| one 10 s crop of a 30 s 32 kHz wav: crop decoding / whole clip then crop | {crop:.2} ms / {full:.2} ms ({:.1}x) |", full / crop);
 }

@@ -199,6 +199,10 @@ pub struct DataSection {
     /// On a GPU, copy the next batch's waveforms to the device on a copy stream while the
     /// current step runs (off: each step uploads its own batch first).
     pub upload_ahead: bool,
+    /// Diagnostic: when > 0, decode this many batches once and train on them in a cycle, so
+    /// `items_per_s` shows the step without the loader (compare with 0 to see whether a run
+    /// waits for data). Not for real training: the data order and cursor are not the epoch's.
+    pub replay_batches: usize,
     /// Undecodable rows: `fail` or `skip` (count and log).
     pub bad_rows: BadRowPolicy,
     /// Verify shard sha256 sums when opening.
@@ -216,6 +220,7 @@ impl Default for DataSection {
             prefetch_batches: 4,
             audio_cache_mib: 256,
             upload_ahead: true,
+            replay_batches: 0,
             bad_rows: BadRowPolicy::Fail,
             verify_checksums: true,
         }

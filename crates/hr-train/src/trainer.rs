@@ -242,6 +242,67 @@ struct StepResult {
     cursor_after: Cursor,
 }
 
+/// Where the steps' batches come from.
+enum Source {
+    /// The loader (the epoch order).
+    Loader(hr_data::Loader),
+    /// The first batches, decoded once and replayed in a cycle (`data.replay_batches`).
+    Replay {
+        batches: Vec<hr_data::Batch>,
+        next: usize,
+        batches_per_epoch: u64,
+    },
+}
+
+impl Source {
+    fn new(mut loader: hr_data::Loader, replay: usize) -> Result<Source> {
+        if replay == 0 {
+            return Ok(Source::Loader(loader));
+        }
+        let batches_per_epoch = loader.batches_per_epoch();
+        let batches = loader
+            .by_ref()
+            .take(replay)
+            .collect::<hr_data::Result<Vec<_>>>()?;
+        tracing::warn!(
+            batches = batches.len(),
+            "data.replay_batches: training on the same batches in a cycle (a diagnostic, not training)"
+        );
+        Ok(Source::Replay {
+            batches,
+            next: 0,
+            batches_per_epoch,
+        })
+    }
+
+    fn next(&mut self) -> Option<hr_data::Result<hr_data::Batch>> {
+        match self {
+            Source::Loader(l) => l.next(),
+            Source::Replay { batches, next, .. } => {
+                let b = batches.get(*next % batches.len().max(1))?.clone();
+                *next += 1;
+                Some(Ok(b))
+            }
+        }
+    }
+
+    fn batches_per_epoch(&self) -> u64 {
+        match self {
+            Source::Loader(l) => l.batches_per_epoch(),
+            Source::Replay {
+                batches_per_epoch, ..
+            } => *batches_per_epoch,
+        }
+    }
+
+    fn skipped(&self) -> u64 {
+        match self {
+            Source::Loader(l) => l.skipped(),
+            Source::Replay { .. } => 0,
+        }
+    }
+}
+
 /// A batch whose waveforms are on their way to the model's device.
 struct Staged {
     batch: hr_data::Batch,
@@ -405,7 +466,7 @@ impl<'a> Session<'a> {
     fn run(&mut self, ctl: &TrainControl) -> Result<TrainSummary> {
         let cfg = self.cfg;
         let lcfg = rank_loader_config(cfg, self.dist.world_size(), self.dist.rank());
-        let mut loader = hr_data::open_loader(
+        let loader = hr_data::open_loader(
             &cfg.data.root,
             "train",
             lcfg,
@@ -413,6 +474,7 @@ impl<'a> Session<'a> {
             self.cursor,
             Some(cfg.optim.epochs),
         )?;
+        let mut loader = Source::new(loader, cfg.data.replay_batches)?;
         let bpe = loader.batches_per_epoch();
         let mut total = cfg.optim.epochs * bpe;
         if cfg.run.max_steps > 0 {

@@ -243,3 +243,26 @@ fn sigterm_checkpoints_at_a_step_boundary_and_exits_with_the_requeue_code() {
     let state = hr_train::checkpoint::read_state(&ck).unwrap();
     assert!(state.step >= 2 && state.step < 40, "{}", state.step);
 }
+
+/// `data.replay_batches` (the diagnostic behind the data-feed benchmark) trains on the first
+/// batches in a cycle: the cursor never passes them, whatever the step count.
+#[test]
+fn replay_batches_cycles_the_first_batches() {
+    let dir = tmp();
+    let run = dir.path().join("replay");
+    let cfg = config(
+        &run,
+        &[
+            "data.replay_batches=2",
+            "run.max_steps=5",
+            "eval.every_steps=1000",
+        ],
+    );
+    let s = train(&cfg, &Resume::Fresh, &TrainControl::default()).unwrap();
+    assert_eq!(s.losses.len(), 5);
+    let ck = latest_committed(&run).unwrap().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ck.join("state.json")).unwrap()).unwrap();
+    // Step 5 replays batch 1 (0-based index 0): its cursor is one global batch in.
+    assert_eq!(state["cursor"]["consumed"], 8, "{state}");
+}

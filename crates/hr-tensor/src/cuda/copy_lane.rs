@@ -73,7 +73,11 @@ pub fn upload_f32_ahead(ordinal: usize, data: &[f32]) -> Result<(CudaStorage, Pe
     let mut dst = launch::alloc_f32(&dev, data.len(), "upload_ahead")?;
     let allocated = dev.stream.record_event(None).map_err(lane_err)?;
     lane.stream.wait(&allocated).map_err(lane_err)?;
-    if lane.staging.as_ref().is_none_or(|s| s.len() != data.len().max(1)) {
+    if lane
+        .staging
+        .as_ref()
+        .is_none_or(|s| s.len() != data.len().max(1))
+    {
         // SAFETY: f32 is plain data; the buffer is fully written below before any copy reads it.
         let buf = unsafe { dev.ctx.alloc_pinned::<f32>(data.len().max(1)) }.map_err(lane_err)?;
         lane.staging = Some(buf);
@@ -81,7 +85,9 @@ pub fn upload_f32_ahead(ordinal: usize, data: &[f32]) -> Result<(CudaStorage, Pe
     if let Some(pinned) = lane.staging.as_mut() {
         // Waits until the previous copy out of this buffer has finished, then refills it.
         pinned.as_mut_slice().map_err(lane_err)?[..data.len()].copy_from_slice(data);
-        lane.stream.memcpy_htod(&*pinned, &mut dst).map_err(lane_err)?;
+        lane.stream
+            .memcpy_htod(&*pinned, &mut dst)
+            .map_err(lane_err)?;
     }
     let done = lane.stream.record_event(None).map_err(lane_err)?;
     Ok((CudaStorage::F32(dst), Pending { ordinal, done }))
