@@ -59,7 +59,9 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 
 /// Writer settings: zstd pages, [`ROW_GROUP_CLIPS`] rows per row group, and one data page per
 /// clip in the audio columns (no dictionary), so a reader fetches the audio of single rows
-/// through the offset index instead of whole column chunks.
+/// through the offset index instead of whole column chunks. Audio pages are not compressed:
+/// FLAC/ogg/mp3 do not shrink, and zstd saved 4 % on 16-bit PCM at 32 kHz while its
+/// decompression took most of the loader's time per clip (docs/PERF.md section 3).
 fn writer_props() -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(3).map_err(|e| DataError::Config(e.to_string()))?;
     let bytes = ColumnPath::from(vec!["audio".to_string(), "bytes".to_string()]);
@@ -70,6 +72,7 @@ fn writer_props() -> Result<WriterProperties> {
         // Page limits are checked between write batches: one row per batch makes them exact.
         .set_write_batch_size(1)
         .set_column_dictionary_enabled(bytes.clone(), false)
+        .set_column_compression(bytes.clone(), Compression::UNCOMPRESSED)
         .set_column_data_page_row_count_limit(bytes, 1)
         .set_column_data_page_row_count_limit(path, 1)
         .set_created_by(format!("hr-data schema v{SCHEMA_VERSION}"))
