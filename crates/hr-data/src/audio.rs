@@ -26,7 +26,7 @@ pub const TARGET_SR: u32 = 32_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
-    /// 16-bit PCM wav, mono (zstd compresses the Parquet pages).
+    /// 16-bit PCM wav, mono (64 kB per second at 32 kHz; read without decompression).
     #[default]
     Wav,
     /// FLAC. No encoder in this build writes files symphonia reads back (the pure-Rust flacenc
@@ -63,7 +63,7 @@ impl AudioStorage {
             Codec::Flac => Err(DataError::Config(
                 "--codec flac: this build has no FLAC encoder whose output symphonia and \
                  libsndfile both read back (flacenc 0.5's files do not probe in symphonia 0.6); \
-                 use --codec wav (16-bit PCM, compressed by zstd in the Parquet pages)"
+                 use --codec wav (16-bit PCM at 32 kHz, read without any decompression)"
                     .into(),
             )),
             Codec::Original if sample_rate.is_some() => Err(DataError::Config(

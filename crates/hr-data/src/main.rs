@@ -152,7 +152,7 @@ enum SourceKind {
 /// How audio is stored.
 #[derive(clap::Args)]
 struct StorageArgs {
-    /// Codec of the stored audio: `wav` (mono 16-bit PCM, zstd-compressed in the Parquet pages),
+    /// Codec of the stored audio: `wav` (mono 16-bit PCM, 64 kB per second at 32 kHz),
     /// `original` (the source files' bytes and rates as they are) or `flac` (refused: no FLAC
     /// encoder here writes files symphonia reads back).
     #[arg(long, value_enum, default_value = "wav")]
