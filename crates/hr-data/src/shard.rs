@@ -1,24 +1,28 @@
 //! Parquet shard writer and reader.
 //!
 //! Writing is local (converters write a local dataset root that can then be uploaded); reading goes
-//! through [`Store`], fetching either the whole shard (hash-verified) or byte ranges on demand.
+//! through [`Store`] with parquet's async reader: footer and page index once, then only the byte
+//! ranges a read needs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use bytes::{Buf, Bytes};
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-};
-use parquet::arrow::{ArrowWriter, ProjectionMask};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::{ChunkReader, Length};
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
@@ -266,128 +270,76 @@ impl DatasetWriter {
     }
 }
 
-/// Where a shard's bytes come from: fully in memory, or byte ranges on a store.
+/// A shard on its store, read through parquet's async reader interface: for every read,
+/// parquet asks for exactly the byte ranges it needs (with a row selection and the offset
+/// index, the pages holding the selected rows), and they are fetched with one coalescing
+/// `get_ranges` call. Measured against the hand-written blocking chunk reader this replaced:
+/// 12x the clips/s reading shuffled rows (docs/PERF.md section 3).
 #[derive(Clone)]
-pub enum ShardBytes {
-    /// The whole file in memory.
-    Mem(Bytes),
-    /// Ranges fetched on demand.
-    Remote {
-        /// The store.
-        store: Store,
-        /// Path relative to the root.
-        rel: String,
-        /// File size.
-        len: u64,
-    },
-    /// Byte ranges fetched up front (the column chunks a read needs), falling back to `base`.
-    Prefetched {
-        /// Where other ranges come from.
-        base: Box<ShardBytes>,
-        /// Sorted, non-overlapping (offset, bytes) ranges.
-        chunks: Arc<Vec<(u64, Bytes)>>,
-    },
+struct ShardFile {
+    store: Store,
+    rel: String,
+    len: u64,
+    /// Bytes fetched so far (shared by the clones parquet's readers take).
+    fetched: Arc<AtomicU64>,
 }
 
-impl ShardBytes {
-    fn cached(&self, start: u64, length: usize) -> Option<Bytes> {
-        let ShardBytes::Prefetched { chunks, .. } = self else {
-            return None;
-        };
-        let i = chunks
-            .partition_point(|(off, _)| *off <= start)
-            .checked_sub(1)?;
-        let (off, b) = &chunks[i];
-        let lo = (start - off) as usize;
-        (lo + length <= b.len()).then(|| b.slice(lo..lo + length))
+impl ShardFile {
+    fn count(&self, n: usize) {
+        self.fetched.fetch_add(n as u64, Ordering::Relaxed);
     }
+}
 
-    /// Fetches `ranges` (merged when adjacent) so later reads of them hit memory.
-    fn prefetch(&self, mut ranges: Vec<(u64, u64)>) -> Result<ShardBytes> {
-        let ShardBytes::Remote { store, rel, .. } = self else {
-            return Ok(self.clone());
-        };
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (start, end) in ranges {
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
+fn store_err(e: DataError) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ShardFile {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            let b = self.store.get_range_async(&self.rel, range).await;
+            let b = b.map_err(store_err)?;
+            self.count(b.len());
+            Ok(b)
         }
-        let chunks = merged
-            .into_iter()
-            .map(|(s, e)| store.get_range(rel, s..e).map(|b| (s, b)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ShardBytes::Prefetched {
-            base: Box::new(self.clone()),
-            chunks: Arc::new(chunks),
-        })
+        .boxed()
     }
-}
 
-impl Length for ShardBytes {
-    fn len(&self) -> u64 {
-        match self {
-            ShardBytes::Mem(b) => b.len() as u64,
-            ShardBytes::Remote { len, .. } => *len,
-            ShardBytes::Prefetched { base, .. } => base.len(),
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            let v = self.store.get_ranges_async(&self.rel, &ranges).await;
+            let v = v.map_err(store_err)?;
+            self.count(v.iter().map(Bytes::len).sum());
+            Ok(v)
         }
+        .boxed()
     }
-}
 
-fn store_err(e: DataError) -> parquet::errors::ParquetError {
-    parquet::errors::ParquetError::External(Box::new(e))
-}
-
-impl ChunkReader for ShardBytes {
-    type T = bytes::buf::Reader<Bytes>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        match self {
-            ShardBytes::Mem(b) => ChunkReader::get_read(b, start),
-            ShardBytes::Prefetched { chunks, base } => {
-                let i = chunks.partition_point(|(off, _)| *off <= start);
-                match i.checked_sub(1).map(|i| &chunks[i]) {
-                    Some((off, b)) if start < off + b.len() as u64 => {
-                        Ok(b.slice((start - off) as usize..).reader())
-                    }
-                    _ => base.get_read(start),
-                }
-            }
-            ShardBytes::Remote { .. } => {
-                // Used for footers and page headers: a bounded window is enough.
-                let n = self.len().saturating_sub(start).min(64 * 1024);
-                self.get_bytes(start, n as usize).map(|b| b.reader())
-            }
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let len = self.len;
+            let m = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, len)
+                .await?;
+            Ok(Arc::new(m))
         }
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        match self {
-            ShardBytes::Mem(b) => ChunkReader::get_bytes(b, start, length),
-            ShardBytes::Prefetched { base, .. } => match self.cached(start, length) {
-                Some(b) => Ok(b),
-                None => base.get_bytes(start, length),
-            },
-            ShardBytes::Remote { store, rel, len } => {
-                let end = start + length as u64;
-                if end > *len {
-                    return Err(parquet::errors::ParquetError::EOF(format!(
-                        "range {start}..{end} past end of {rel} ({len} bytes)"
-                    )));
-                }
-                store.get_range(rel, start..end).map_err(store_err)
-            }
-        }
+        .boxed()
     }
 }
 
-/// An open shard: metadata read once, row groups decoded on demand.
+/// An open shard: metadata (with the offset index) read once, row groups, columns and rows
+/// fetched on demand.
 #[derive(Clone)]
 pub struct ShardReader {
     name: String,
-    bytes: ShardBytes,
+    file: ShardFile,
     meta: ArrowReaderMetadata,
 }
 
@@ -408,25 +360,22 @@ impl ShardReader {
                 });
             }
         }
-        let bytes = ShardBytes::Remote {
+        let mut file = ShardFile {
             store: store.clone(),
             rel: info.path.clone(),
             len: store.size(&info.path)?,
+            fetched: Arc::new(AtomicU64::new(0)),
         };
-        Self::from_bytes(&info.path, bytes)
-    }
-
-    /// Opens a shard from bytes; `name` is used in errors.
-    pub fn from_bytes(name: &str, bytes: ShardBytes) -> Result<Self> {
         let opts = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
-        let meta =
-            ArrowReaderMetadata::load(&bytes, opts).map_err(|e| DataError::CorruptShard {
-                shard: name.to_string(),
+        let meta = store
+            .block_on(ArrowReaderMetadata::load_async(&mut file, opts))
+            .map_err(|e| DataError::CorruptShard {
+                shard: info.path.clone(),
                 detail: e.to_string(),
             })?;
         let r = ShardReader {
-            name: name.to_string(),
-            bytes,
+            name: info.path.clone(),
+            file,
             meta,
         };
         r.check_schema()?;
@@ -466,6 +415,12 @@ impl ShardReader {
             .collect()
     }
 
+    /// Bytes this reader (and its clones) fetched from the store so far: footer, page index and
+    /// data, not counting the checksum pass of [`ShardReader::open`].
+    pub fn bytes_fetched(&self) -> u64 {
+        self.file.fetched.load(Ordering::Relaxed)
+    }
+
     /// Total rows.
     pub fn num_rows(&self) -> usize {
         self.row_group_rows().iter().sum()
@@ -492,76 +447,48 @@ impl ShardReader {
         }
     }
 
+    /// Runs a read: `groups` with `mask`, and only `selection`'s rows when given.
+    fn run(
+        &self,
+        groups: Vec<usize>,
+        mask: ProjectionMask,
+        selection: Option<RowSelection>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.file.clone(),
+            self.meta.clone(),
+        )
+        .with_batch_size(ROW_GROUP_CLIPS * 4)
+        .with_row_groups(groups)
+        .with_projection(mask);
+        if let Some(sel) = selection {
+            b = b.with_row_selection(sel);
+        }
+        let stream = b.build().map_err(|e| self.corrupt(e))?;
+        self.file
+            .store
+            .block_on(stream.try_collect::<Vec<_>>())
+            .map_err(|e| self.corrupt(e))
+    }
+
     /// Reads the given row groups (all when `None`) with only `columns` (all when `None`).
     pub fn read(
         &self,
         row_groups: Option<Vec<usize>>,
         columns: Option<&[&str]>,
     ) -> Result<Vec<RecordBatch>> {
-        let mask = self.mask(columns);
-        let groups: Vec<usize> =
-            row_groups.unwrap_or_else(|| (0..self.meta.metadata().num_row_groups()).collect());
-        let md = self.meta.metadata();
-        let ranges: Vec<(u64, u64)> = groups
-            .iter()
-            .filter(|&&g| g < md.num_row_groups())
-            .flat_map(|&g| md.row_group(g).columns().iter().enumerate())
-            .filter(|(leaf, _)| mask.leaf_included(*leaf))
-            .map(|(_, c)| {
-                let (start, len) = c.byte_range();
-                (start, start + len)
-            })
+        let n = self.meta.metadata().num_row_groups();
+        let groups: Vec<usize> = row_groups
+            .unwrap_or_else(|| (0..n).collect())
+            .into_iter()
+            .filter(|&g| g < n)
             .collect();
-        let bytes = self.bytes.prefetch(ranges)?;
-        let b = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, self.meta.clone())
-            .with_batch_size(ROW_GROUP_CLIPS * 4)
-            .with_row_groups(groups)
-            .with_projection(mask);
-        let reader = b.build().map_err(|e| self.corrupt(e))?;
-        reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.corrupt(e))
-    }
-
-    /// Byte ranges holding `rows` (sorted, within row group `rg`) of the leaves in `mask`: the
-    /// pages that contain them when the shard has an offset index (plus any dictionary page),
-    /// else whole column chunks.
-    fn page_ranges(&self, rg: usize, mask: &ProjectionMask, rows: &[usize]) -> Vec<(u64, u64)> {
-        let md = self.meta.metadata();
-        let index = md.page_index_for_row_group(rg);
-        let mut out = Vec::new();
-        for (leaf, col) in md.row_group(rg).columns().iter().enumerate() {
-            if !mask.leaf_included(leaf) {
-                continue;
-            }
-            let (start, len) = col.byte_range();
-            let pages = index.offset_index(leaf).map(|o| o.page_locations());
-            let Some(pages) = pages.filter(|p| !p.is_empty()) else {
-                out.push((start, start + len));
-                continue;
-            };
-            let first = pages[0].offset as u64;
-            if first > start {
-                out.push((start, first));
-            }
-            for (i, p) in pages.iter().enumerate() {
-                let lo = p.first_row_index.max(0) as usize;
-                let hi = pages
-                    .get(i + 1)
-                    .map_or(usize::MAX, |n| n.first_row_index.max(0) as usize);
-                let k = rows.partition_point(|&r| r < lo);
-                if rows.get(k).is_some_and(|&r| r < hi) {
-                    let off = p.offset as u64;
-                    out.push((off, off + p.compressed_page_size.max(0) as u64));
-                }
-            }
-        }
-        out
+        self.run(groups, self.mask(columns), None)
     }
 
     /// The audio of `rows` (indices within row group `rg`, any order, repeats allowed), in the
-    /// order asked. Only the pages holding those rows are fetched (one ranged read per run of
-    /// adjacent pages) and decompressed.
+    /// order asked. Only the pages holding those rows are fetched (shards written by this crate
+    /// keep one audio page per clip and an offset index; older shards read whole column chunks).
     pub fn read_audio(&self, rg: usize, rows: &[usize]) -> Result<Vec<AudioBlob>> {
         let md = self.meta.metadata();
         if rg >= md.num_row_groups() {
@@ -574,22 +501,13 @@ impl ShardReader {
         if let Some(&bad) = sorted.iter().find(|&&r| r >= total) {
             return Err(self.corrupt(format!("row {bad} of row group {rg} ({total} rows)")));
         }
-        let mask = self.mask(Some(&["audio"]));
-        let bytes = self.bytes.prefetch(self.page_ranges(rg, &mask, &sorted))?;
-        let ranges: Vec<std::ops::Range<usize>> = sorted.iter().map(|&r| r..r + 1).collect();
-        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, self.meta.clone())
-            .with_batch_size(ROW_GROUP_CLIPS)
-            .with_row_groups(vec![rg])
-            .with_row_selection(selection)
-            .with_projection(mask)
-            .build()
-            .map_err(|e| self.corrupt(e))?;
+        let ranges = sorted.iter().map(|&r| r..r + 1);
+        let selection = RowSelection::from_consecutive_ranges(ranges, total);
+        let batches = self.run(vec![rg], self.mask(Some(&["audio"])), Some(selection))?;
         let base = self.row_group_offset(rg);
         let mut blobs = Vec::with_capacity(sorted.len());
-        for batch in reader {
-            let batch = batch.map_err(|e| self.corrupt(e))?;
-            let view = BatchView::new(&batch, &self.name, base, &["audio"])?;
+        for batch in &batches {
+            let view = BatchView::new(batch, &self.name, base, &["audio"])?;
             for row in 0..batch.num_rows() {
                 let mut blob = view.audio(row);
                 if let Err(DataError::BadRow { row: r, .. }) = &mut blob {
@@ -693,31 +611,21 @@ mod tests {
     fn one_audio_page_per_row_and_only_selected_pages_are_fetched() {
         let (_dir, r) = shard();
         assert_eq!(r.row_group_rows(), vec![64, 36]);
-        let mask = r.mask(Some(&["audio"]));
-        let all: Vec<usize> = (0..36).collect();
-        let whole: u64 = r
-            .page_ranges(1, &mask, &all)
-            .iter()
-            .map(|(a, b)| b - a)
-            .sum();
-        let one: u64 = r
-            .page_ranges(1, &mask, &[7])
-            .iter()
-            .map(|(a, b)| b - a)
-            .sum();
-        let pages = r.meta.metadata().page_index_for_row_group(1);
-        let bytes_leaf = (0..r.meta.parquet_schema().num_columns())
-            .find(|&c| r.meta.parquet_schema().column(c).path().string() == "audio.bytes")
+        let schema = r.meta.parquet_schema();
+        let leaf = (0..schema.num_columns())
+            .find(|&c| schema.column(c).path().string() == "audio.bytes")
             .unwrap();
-        assert_eq!(
-            pages
-                .offset_index(bytes_leaf)
-                .unwrap()
-                .page_locations()
-                .len(),
-            36
+        let pages = r.meta.metadata().page_index_for_row_group(1);
+        assert_eq!(pages.offset_index(leaf).unwrap().page_locations().len(), 36);
+        let chunk = r.meta.metadata().row_group(1).column(leaf).byte_range().1;
+        let before = r.bytes_fetched();
+        let one = r.read_audio(1, &[7]).unwrap();
+        let fetched = r.bytes_fetched() - before;
+        assert!(
+            fetched < 2 * one[0].bytes.len() as u64 + 4096 && fetched * 10 < chunk,
+            "one row: {fetched} B fetched for a {} B clip of a {chunk} B column chunk",
+            one[0].bytes.len()
         );
-        assert!(one * 20 < whole, "one row {one} B of {whole} B");
     }
 
     #[test]

@@ -192,6 +192,33 @@ impl Store {
             .map_err(|e| self.err(rel, e))
     }
 
+    /// Reads a byte range of an object (for async callers on this store's runtime).
+    pub(crate) async fn get_range_async(&self, rel: &str, range: Range<u64>) -> Result<Bytes> {
+        let key = self.key(rel);
+        self.store
+            .get_range(&key, range)
+            .await
+            .map_err(|e| self.err(rel, e))
+    }
+
+    /// Reads several byte ranges of an object, coalescing nearby ones into one request.
+    pub(crate) async fn get_ranges_async(
+        &self,
+        rel: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        let key = self.key(rel);
+        self.store
+            .get_ranges(&key, ranges)
+            .await
+            .map_err(|e| self.err(rel, e))
+    }
+
+    /// Runs `fut` to completion on this store's I/O runtime (from a thread outside it).
+    pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
+    }
+
     /// Size of an object in bytes.
     pub fn size(&self, rel: &str) -> Result<u64> {
         let key = self.key(rel);

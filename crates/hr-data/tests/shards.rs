@@ -121,13 +121,21 @@ fn truncated_shard_is_reported_as_corrupt() {
     assert!(matches!(err, DataError::CorruptShard { .. }), "{err}");
     assert!(err.to_string().contains("part-00000-of-00001.parquet"));
     // Garbage that still has a plausible footer length is also corrupt, not a panic.
-    let err = ShardReader::from_bytes(
-        "x.parquet",
-        hr_data::shard::ShardBytes::Mem(Bytes::from_static(b"PAR1garbagePAR1")),
-    )
-    .err()
-    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.parquet"), b"PAR1garbagePAR1").unwrap();
+    let err = open_file(dir.path(), "x.parquet").err().unwrap();
     assert!(err.to_string().contains("x.parquet"));
+}
+
+/// Opens the Parquet file `rel` under `dir` as a shard (no checksum).
+fn open_file(dir: &std::path::Path, rel: &str) -> hr_data::Result<ShardReader> {
+    let info = hr_data::ShardInfo {
+        path: rel.into(),
+        rows: 0,
+        bytes: 0,
+        sha256: String::new(),
+    };
+    ShardReader::open(&Store::local(dir).unwrap(), &info, false)
 }
 
 fn write_parquet(path: &std::path::Path, batch: &arrow::array::RecordBatch) {
@@ -147,10 +155,7 @@ fn wrong_schema_and_missing_column_are_named() {
     let batch = RecordBatch::try_from_iter(vec![("id", ids), ("captions", caps)]).unwrap();
     let p = dir.path().join("bad.parquet");
     write_parquet(&p, &batch);
-    let bytes = Bytes::from(std::fs::read(&p).unwrap());
-    let err = ShardReader::from_bytes("bad.parquet", hr_data::shard::ShardBytes::Mem(bytes))
-        .err()
-        .unwrap();
+    let err = open_file(dir.path(), "bad.parquet").err().unwrap();
     let msg = err.to_string();
     assert!(
         matches!(err, DataError::WrongSchema { .. })
@@ -174,11 +179,7 @@ fn wrong_schema_and_missing_column_are_named() {
     fields[2] = arrow::datatypes::Field::new("captions", arrow::datatypes::DataType::Int32, false);
     let bad = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).unwrap();
     write_parquet(&p, &bad);
-    let r = ShardReader::from_bytes(
-        "bad.parquet",
-        hr_data::shard::ShardBytes::Mem(Bytes::from(std::fs::read(&p).unwrap())),
-    )
-    .unwrap();
+    let r = open_file(dir.path(), "bad.parquet").unwrap();
     let msg = r.read_all().unwrap_err().to_string();
     assert!(
         msg.contains("column `captions`") && msg.contains("expected list<utf8>"),
@@ -192,13 +193,9 @@ fn empty_caption_list_names_shard_and_row() {
     let mut clips: Vec<_> = (0..5).map(|i| common::clip(i, 2)).collect();
     clips[3].captions.clear();
     let batch = hr_data::schema::to_record_batch(&clips).unwrap();
-    let p = dir.path().join("empty.parquet");
-    write_parquet(&p, &batch);
-    let r = ShardReader::from_bytes(
-        "train/empty.parquet",
-        hr_data::shard::ShardBytes::Mem(Bytes::from(std::fs::read(&p).unwrap())),
-    )
-    .unwrap();
+    std::fs::create_dir_all(dir.path().join("train")).unwrap();
+    write_parquet(&dir.path().join("train/empty.parquet"), &batch);
+    let r = open_file(dir.path(), "train/empty.parquet").unwrap();
     let err = r.read_all().unwrap_err();
     let msg = err.to_string();
     assert!(
