@@ -524,10 +524,25 @@ impl ShardReader {
                 sorted.len()
             )));
         }
-        Ok(rows
+        // Each blob moves to its last request; earlier repeats get copies.
+        let at: Vec<usize> = rows
             .iter()
-            .map(|r| blobs[sorted.partition_point(|s| s < r)].clone())
-            .collect())
+            .map(|r| sorted.partition_point(|s| s < r))
+            .collect();
+        let mut left = vec![0usize; sorted.len()];
+        at.iter().for_each(|&i| left[i] += 1);
+        let mut slots: Vec<Option<AudioBlob>> = blobs.into_iter().map(Some).collect();
+        at.iter()
+            .map(|&i| {
+                left[i] -= 1;
+                let blob = if left[i] == 0 {
+                    slots[i].take()
+                } else {
+                    slots[i].clone()
+                };
+                blob.ok_or_else(|| self.corrupt(format!("row group {rg}: a selected row vanished")))
+            })
+            .collect()
     }
 
     /// Row offset of the first row of row group `rg` inside the shard.
