@@ -292,7 +292,7 @@ impl SplitIndex {
     }
 }
 
-/// Encoded audio of recently read clips, bounded in bytes (least recently used evicted).
+/// Encoded audio of recently read clips, bounded in bytes (the oldest insertions leave first).
 struct AudioCache {
     budget: usize,
     used: usize,
