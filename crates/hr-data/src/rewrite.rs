@@ -275,6 +275,9 @@ pub fn merge(
         Ok(rows)
     };
     let mut amend = |m: &mut Manifest| {
+        // The storage is known when every source records the same.
+        let first = sources.first().and_then(|s| s.manifest.audio);
+        m.audio = first.filter(|_| sources.iter().all(|s| s.manifest.audio == first));
         m.sources = sources
             .iter()
             .enumerate()

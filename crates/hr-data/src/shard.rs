@@ -501,29 +501,7 @@ impl ShardReader {
         if let Some(&bad) = sorted.iter().find(|&&r| r >= total) {
             return Err(self.corrupt(format!("row {bad} of row group {rg} ({total} rows)")));
         }
-        let ranges = sorted.iter().map(|&r| r..r + 1);
-        let selection = RowSelection::from_consecutive_ranges(ranges, total);
-        let batches = self.run(vec![rg], self.mask(Some(&["audio"])), Some(selection))?;
-        let base = self.row_group_offset(rg);
-        let mut blobs = Vec::with_capacity(sorted.len());
-        for batch in &batches {
-            let view = BatchView::new(batch, &self.name, base, &["audio"])?;
-            for row in 0..batch.num_rows() {
-                let mut blob = view.audio(row);
-                if let Err(DataError::BadRow { row: r, .. }) = &mut blob {
-                    // Report the shard row, not the position within the selection.
-                    *r = base + sorted[blobs.len()];
-                }
-                blobs.push(blob?);
-            }
-        }
-        if blobs.len() != sorted.len() {
-            return Err(self.corrupt(format!(
-                "row group {rg}: {} of {} selected rows read",
-                blobs.len(),
-                sorted.len()
-            )));
-        }
+        let blobs = self.selected_audio(rg, total, &sorted)?;
         // Each blob moves to its last request; earlier repeats get copies.
         let at: Vec<usize> = rows
             .iter()
@@ -535,14 +513,43 @@ impl ShardReader {
         at.iter()
             .map(|&i| {
                 left[i] -= 1;
-                let blob = if left[i] == 0 {
-                    slots[i].take()
-                } else {
-                    slots[i].clone()
+                let blob = match left[i] {
+                    0 => slots[i].take(),
+                    _ => slots[i].clone(),
                 };
                 blob.ok_or_else(|| self.corrupt(format!("row group {rg}: a selected row vanished")))
             })
             .collect()
+    }
+
+    /// The audio of the distinct, sorted `rows` of row group `rg` (of `total` rows), in order.
+    fn selected_audio(&self, rg: usize, total: usize, rows: &[usize]) -> Result<Vec<AudioBlob>> {
+        let ranges = rows.iter().map(|&r| r..r + 1);
+        let selection = RowSelection::from_consecutive_ranges(ranges, total);
+        let batches = self.run(vec![rg], self.mask(Some(&["audio"])), Some(selection))?;
+        let base = self.row_group_offset(rg);
+        let mut blobs = Vec::with_capacity(rows.len());
+        for batch in &batches {
+            let view = BatchView::new(batch, &self.name, base, &["audio"])?;
+            for row in 0..batch.num_rows() {
+                let mut blob = view.audio(row);
+                if let (Err(DataError::BadRow { row: r, .. }), Some(&at)) =
+                    (&mut blob, rows.get(blobs.len()))
+                {
+                    // Report the shard row, not the position within the selection.
+                    *r = base + at;
+                }
+                blobs.push(blob?);
+            }
+        }
+        if blobs.len() != rows.len() {
+            return Err(self.corrupt(format!(
+                "row group {rg}: {} of {} selected rows read",
+                blobs.len(),
+                rows.len()
+            )));
+        }
+        Ok(blobs)
     }
 
     /// Row offset of the first row of row group `rg` inside the shard.

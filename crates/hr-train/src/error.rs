@@ -54,7 +54,17 @@ pub enum TrainError {
     },
 }
 
+/// The model's errors for a NaN / infinite loss (and, in debug builds, NaN / infinite frames).
+pub(crate) fn is_non_finite(key: &str, msg: &str) -> bool {
+    key == "loss" || (key == "frames" && msg.starts_with("non-finite"))
+}
+
 impl TrainError {
+    /// True for the model's non-finite loss / frames errors (see [`is_non_finite`]).
+    pub(crate) fn is_non_finite(&self) -> bool {
+        matches!(self, TrainError::Nn(hr_nn::Error::Config { key, msg }) if is_non_finite(key, msg))
+    }
+
     /// A config error for `key`.
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> TrainError {
         TrainError::Config {

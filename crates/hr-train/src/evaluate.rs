@@ -72,19 +72,11 @@ pub fn evaluate(
     comm: &mut dyn Communicator,
 ) -> Result<EvalResult> {
     let n = set.num_clips();
-    let (lo, hi) = clip_share(n, comm.rank(), comm.world());
-    let mut chunks = Vec::new();
-    let mut start = lo;
-    while start < hi {
-        let take = batch_size.max(1).min(hi - start);
-        chunks.push(encode_clips(
-            model,
-            ps,
-            &set.clip_batch(start, take)?,
-            missing,
-        )?);
-        start += take;
-    }
+    let share = clip_share(n, comm.rank(), comm.world());
+    let chunks = agree(
+        comm,
+        encode_share(model, ps, set, batch_size, missing, share),
+    )?;
     let qbatches = set.query_batches(batch_size)?;
     let queries = set.queries();
     let sim = match model.config().fusion {
@@ -100,6 +92,50 @@ pub fn evaluate(
         queries,
         ranks,
     })
+}
+
+/// Runs the CNN on this rank's clips `[lo, hi)` in batches of `batch_size`.
+fn encode_share(
+    model: &HybridRetriever,
+    ps: &mut ParamStore,
+    set: &EvalSet,
+    batch_size: usize,
+    missing: MissingMetadata,
+    (lo, hi): (usize, usize),
+) -> Result<Vec<ClipChunk>> {
+    let mut chunks = Vec::new();
+    let mut start = lo;
+    while start < hi {
+        let take = batch_size.max(1).min(hi - start);
+        let batch = set.clip_batch(start, take)?;
+        chunks.push(encode_clips(model, ps, &batch, missing)?);
+        start += take;
+    }
+    Ok(chunks)
+}
+
+/// Every rank learns whether its share failed anywhere before any rank enters a gather: a rank
+/// whose own share failed returns its error, the others a matching one (non-finite outputs,
+/// which the trainer skips, or a failure that stops it), so none waits for a rank that left.
+fn agree<T>(comm: &mut dyn Communicator, local: Result<T>) -> Result<T> {
+    let mut failed = match &local {
+        Ok(_) => [0.0, 0.0],
+        Err(e) if e.is_non_finite() => [1.0, 0.0],
+        Err(_) => [0.0, 1.0],
+    };
+    comm.all_reduce_sum(&mut failed)?;
+    match local {
+        Err(e) => Err(e),
+        Ok(_) if failed[1] > 0.0 => Err(crate::TrainError::config(
+            "eval",
+            "validation failed on another rank (its log names the cause)",
+        )),
+        Ok(_) if failed[0] > 0.0 => Err(crate::TrainError::Nn(hr_nn::Error::Config {
+            key: "frames".into(),
+            msg: "non-finite frames on another rank".into(),
+        })),
+        ok => ok,
+    }
 }
 
 fn encode_clips(
@@ -331,4 +367,56 @@ fn normalized_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rank of a world whose other ranks report `others` ([non-finite, other failures]).
+    struct Others([f32; 2]);
+
+    impl Communicator for Others {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&mut self, buf: &mut [f32]) -> hr_dist::Result<()> {
+            buf.iter_mut().zip(self.0).for_each(|(b, o)| *b += o);
+            Ok(())
+        }
+        fn all_gather(&mut self, data: &[f32]) -> hr_dist::Result<Vec<f32>> {
+            Ok(data.to_vec())
+        }
+        fn broadcast(&mut self, _buf: &mut [f32], _root: usize) -> hr_dist::Result<()> {
+            Ok(())
+        }
+        fn barrier(&mut self) -> hr_dist::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn non_finite() -> crate::TrainError {
+        crate::TrainError::Nn(hr_nn::Error::Config {
+            key: "frames".into(),
+            msg: "non-finite frames".into(),
+        })
+    }
+
+    /// A failure on any rank reaches every rank before the gathers, as the same kind.
+    #[test]
+    fn every_rank_learns_of_a_failed_share() {
+        assert_eq!(agree(&mut Others([0.0, 0.0]), Ok(3)).unwrap(), 3);
+        let e = agree(&mut Others([1.0, 0.0]), Ok(3)).unwrap_err();
+        assert!(e.is_non_finite(), "{e}");
+        let e = agree(&mut Others([0.0, 1.0]), Ok(3)).unwrap_err();
+        assert!(
+            !e.is_non_finite() && e.to_string().contains("another rank"),
+            "{e}"
+        );
+        let own = agree::<()>(&mut Others([0.0, 0.0]), Err(non_finite())).unwrap_err();
+        assert!(own.is_non_finite());
+    }
 }

@@ -28,7 +28,7 @@ use crate::config::{
     group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, Precision, TrainConfig,
 };
 use crate::dist::Dist;
-use crate::error::{Result, TrainError};
+use crate::error::{is_non_finite, Result, TrainError};
 use crate::evaluate::evaluate;
 use crate::init;
 use crate::metrics::RetrievalMetrics;
@@ -812,11 +812,6 @@ fn rank_mode(seed: u64, rank: usize) -> Mode {
         0 => mode,
         r => mode.sub(0xD15_7000 + r as u64),
     }
-}
-
-/// The model's errors for a NaN / infinite loss (and, in debug builds, NaN / infinite frames).
-fn is_non_finite(key: &str, msg: &str) -> bool {
-    key == "loss" || (key == "frames" && msg.starts_with("non-finite"))
 }
 
 /// Adam over the four groups of the config and one schedule per group.
