@@ -11,7 +11,7 @@
   which the importer must refuse.
 
 Needs torch and safetensors. Rerun:
-  python3 tools/gen_efficientat_pt.py ../shared/fixtures/reference/mobilenetv3_mn04.safetensors \
+  python3 tools/gen_efficientat_pt.py fixtures/reference/mobilenetv3_mn04.safetensors \
       crates/hr-train/tests/data
 """
 import sys

@@ -8,11 +8,11 @@
 
 use crate::{DType, Error, Result, Rng, Tensor};
 
-/// Path of a reference fixture in the team's `shared/fixtures/reference/` folder, which sits
-/// beside the repository (as in CI).
+/// Path of a reference fixture in the repository's `fixtures/reference/` folder (outputs of the
+/// reference implementations; its README says which).
 pub fn reference_fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/reference")
+        .join("../../fixtures/reference")
         .join(name)
 }
 

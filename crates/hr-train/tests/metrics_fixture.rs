@@ -1,13 +1,10 @@
 //! The metric code against the reference fixture (`fixtures/reference/metrics.safetensors`).
 
-use std::path::Path;
-
 use hr_train::metrics::{from_ranks, ranks};
 
 #[test]
 fn ranks_and_metrics_match_the_reference() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/reference/metrics.safetensors");
+    let path = hr_tensor::testing::reference_fixture("metrics.safetensors");
     let f = hr_nn::io::read_safetensors(&path).unwrap();
     let sim = f.get(&path, "similarity").unwrap();
     let (nq, nc) = (sim.shape()[0], sim.shape()[1]);
