@@ -91,6 +91,11 @@ pub fn resolve_token(
     };
     let path = dir.join(TOKEN_FILE);
     if rank == 0 && !path.exists() {
+        // A fresh run directory is made here: every rank of `srun hr-train` reads the token from
+        // it, and rank 0 alone may create it.
+        std::fs::create_dir_all(dir).map_err(|e| {
+            DistError::io(format!("creating the run directory {}", dir.display()), e)
+        })?;
         create_token_file(&path)?;
     }
     wait_token_file(&path, wait)
@@ -125,6 +130,15 @@ fn wait_token_file(path: &PathBuf, wait: Duration) -> Result<Token> {
             Ok(_) => {
                 return Err(DistError::Auth(format!(
                     "token file {} is empty",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DistError::Auth(format!(
+                    "token file {} did not appear within {wait:?}: rank 0 writes it into the run \
+                     directory, so on several nodes put `run.dir` on a filesystem every node \
+                     shares, or set {TOKEN_ENV} to the same secret on every rank (e.g. \
+                     `export {TOKEN_ENV}=$(openssl rand -hex 32)` before `srun`)",
                     path.display()
                 )))
             }
@@ -279,5 +293,19 @@ mod tests {
         assert_eq!(t0.expose(), t1.expose());
         assert_eq!(t0.expose().len(), 64);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A rank that never sees the token file (a run directory that is not shared between
+    /// nodes) is told both ways out.
+    #[test]
+    fn missing_token_file_names_a_shared_run_dir_and_the_variable() {
+        let dir = std::env::temp_dir().join(format!("hr-dist-no-token-{}", std::process::id()));
+        let err = resolve_token(&HashMap::new(), Some(&dir), 1, Duration::from_millis(50))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dist-token") && err.contains("shares") && err.contains(TOKEN_ENV),
+            "{err}"
+        );
     }
 }

@@ -99,9 +99,31 @@ fn from_torchrun(env: &HashMap<String, String>) -> Result<WorldInfo> {
     })
 }
 
+/// The step id Slurm gives the batch script itself (`SLURM_BATCH_SCRIPT`).
+const SLURM_BATCH_STEP: usize = 4_294_967_294;
+
+/// Inside a Slurm job the world is the job step's tasks: a plain `hr-train` in the batch script
+/// of an `--ntasks N` job is not a step of N tasks (no `SLURM_STEP_ID`, or the batch step's), and
+/// would wait for peers that never start, so it stops at once with the `srun` line to use.
 fn from_slurm(env: &HashMap<String, String>) -> Result<WorldInfo> {
     let rank = required_usize(env, "SLURM_PROCID")?;
-    let world_size = required_usize(env, "SLURM_NTASKS")?;
+    let ntasks = required_usize(env, "SLURM_NTASKS")?;
+    let in_step = optional_usize(env, "SLURM_STEP_ID")?.is_some_and(|s| s != SLURM_BATCH_STEP);
+    if !in_step && ntasks > 1 {
+        return Err(DistError::env(
+            "SLURM_STEP_ID",
+            format!(
+                "is not set: this process runs in the batch script of a Slurm job with {ntasks} \
+                 tasks, not as one of the {ntasks} tasks of a job step, so its peers would never \
+                 start. Launch one process per task with `srun hr-train --world-size {ntasks} \
+                 --config ...` (or run a single process in a job with --ntasks=1)"
+            ),
+        ));
+    }
+    let world_size = match in_step {
+        true => optional_usize(env, "SLURM_STEP_NUM_TASKS")?.unwrap_or(ntasks),
+        false => ntasks,
+    };
     let local_rank = optional_usize(env, "SLURM_LOCALID")?.unwrap_or(0);
     let master_addr = slurm_master(env)?;
     let default_port = match optional_usize(env, "SLURM_JOB_ID")? {
@@ -319,6 +341,8 @@ mod tests {
         let w = discover(&env(&[
             ("SLURM_PROCID", "5"),
             ("SLURM_NTASKS", "8"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_STEP_NUM_TASKS", "8"),
             ("SLURM_LOCALID", "1"),
             ("SLURM_JOB_NODELIST", "gpu[01-04,07],cpu3"),
             ("SLURM_JOB_ID", "123456"),
@@ -358,13 +382,18 @@ mod tests {
                 "MASTER_PORT",
             ),
             (
-                &[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")],
+                &[
+                    ("SLURM_PROCID", "0"),
+                    ("SLURM_NTASKS", "2"),
+                    ("SLURM_STEP_ID", "3"),
+                ],
                 "SLURM_JOB_NODELIST",
             ),
             (
                 &[
                     ("SLURM_PROCID", "0"),
                     ("SLURM_NTASKS", "2"),
+                    ("SLURM_STEP_ID", "3"),
                     ("SLURM_JOB_NODELIST", "a[1-"),
                 ],
                 "SLURM_JOB_NODELIST",
@@ -382,6 +411,32 @@ mod tests {
             let err = discover(&env(vars)).unwrap_err().to_string();
             assert!(err.contains(name), "{vars:?}: {err}");
         }
+    }
+
+    /// A plain `hr-train` in the batch script of an `--ntasks 4` job (no step, or the batch
+    /// step) stops at once naming the `srun` line; a step's size comes from the step.
+    #[test]
+    fn batch_script_of_a_multi_task_job_is_not_a_world() {
+        let batch = [
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_JOB_NODELIST", "gpu01"),
+        ];
+        for step in [None, Some("4294967294")] {
+            let mut vars = batch.to_vec();
+            vars.extend(step.map(|s| ("SLURM_STEP_ID", s)));
+            let err = discover(&env(&vars)).unwrap_err().to_string();
+            assert!(
+                err.contains("srun hr-train --world-size 4") && err.contains("SLURM_STEP_ID"),
+                "{err}"
+            );
+        }
+        let mut one = batch.to_vec();
+        one[1] = ("SLURM_NTASKS", "1");
+        assert_eq!(discover(&env(&one)).unwrap().world_size, 1);
+        let mut step = batch.to_vec();
+        step.extend([("SLURM_STEP_ID", "0"), ("SLURM_STEP_NUM_TASKS", "2")]);
+        assert_eq!(discover(&env(&step)).unwrap().world_size, 2);
     }
 
     #[test]

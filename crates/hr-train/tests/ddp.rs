@@ -332,3 +332,46 @@ fn world_size_flag_is_checked_against_the_environment() {
         "{err}"
     );
 }
+
+/// `srun hr-train --world-size 2` as a new user runs it: two tasks of a Slurm job step on this
+/// machine, a `run.dir` that does not exist yet and no `HR_DIST_TOKEN` (rank 0 creates the
+/// directory and the token file the other rank reads).
+#[test]
+fn slurm_step_with_a_fresh_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "late");
+    let run = dir.path().join("not/yet/there");
+    let port = free_port().to_string();
+    let ranks: Vec<Child> = (0..2)
+        .map(|r| {
+            let mut c = hr_train(
+                &cfg,
+                &run,
+                &["--world-size", "2", "--set", "run.max_steps=2"],
+            );
+            c.env_remove("HR_DIST_TOKEN")
+                .env("SLURM_PROCID", r.to_string())
+                .env("SLURM_LOCALID", r.to_string())
+                .env("SLURM_NTASKS", "2")
+                .env("SLURM_STEP_ID", "0")
+                .env("SLURM_STEP_NUM_TASKS", "2")
+                .env("SLURM_JOB_NODELIST", "localhost")
+                .env("MASTER_PORT", &port)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for (r, mut child) in ranks.into_iter().enumerate() {
+        let status = wait_with_deadline(&mut child, Duration::from_secs(120));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "rank {r}: {status:?}\n{err}");
+    }
+    assert_eq!(losses(&run).len(), 2);
+}
