@@ -84,7 +84,7 @@ const BATCHES: usize = 10;
 
 fn clip(i: usize) -> ClipRecord {
     let mut rng = Rng::new(i as u64);
-    let x: Vec<f32> = (0..320_000).map(|_| 0.1 * rng.normal()).collect();
+    let x: Vec<f32> = (0..320_000).map(|_| 0.1 * rng.normal_f32()).collect();
     ClipRecord {
         id: format!("c{i}"),
         audio: AudioBlob {

@@ -26,7 +26,7 @@ fn clip_signal(i: usize, sr: u32, secs: f32) -> Vec<f32> {
     (0..(sr as f32 * secs) as usize)
         .map(|n| {
             0.3 * (2.0 * std::f32::consts::PI * f * n as f32 / sr as f32).sin()
-                + 0.02 * rng.normal()
+                + 0.02 * rng.normal_f32()
         })
         .collect()
 }

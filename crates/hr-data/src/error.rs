@@ -143,3 +143,12 @@ impl From<hr_text::TextError> for DataError {
         }
     }
 }
+
+impl From<hr_core::AtomicWriteError> for DataError {
+    fn from(e: hr_core::AtomicWriteError) -> Self {
+        DataError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //!
 //! The crate is independent of the tensor crates: batches are plain host arrays.
 
+#![forbid(unsafe_code)]
+
 pub mod audio;
 pub mod convert;
 pub mod error;
@@ -68,7 +70,7 @@ pub fn record_tokenizer(root: &std::path::Path, file: &std::path::Path) -> Resul
     let json = tok.to_json()?;
     let store = Store::local(root)?;
     let mut manifest = Manifest::load(&store)?;
-    manifest::write_atomic(&root.join("tokenizer.json"), json.as_bytes())?;
+    hr_core::write_atomic(&root.join("tokenizer.json"), json.as_bytes())?;
     manifest.tokenizer = Some("tokenizer.json".into());
     manifest.write_atomic(root)
 }

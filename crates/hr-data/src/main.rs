@@ -1,5 +1,7 @@
 //! `hr-data`: prepare, inspect and verify datasets.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -408,15 +410,7 @@ fn merge(
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: logs redirected to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    hr_core::init_logging();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Prepare { source } => prepare(source)?,

@@ -1,7 +1,6 @@
 //! `manifest.json`: the list of shards per split with their sizes and hashes.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -135,23 +134,6 @@ impl Manifest {
     /// Writes `root/manifest.json` atomically: temp file, fsync, rename, fsync of the directory.
     pub fn write_atomic(&self, root: &Path) -> Result<()> {
         let text = serde_json::to_vec_pretty(self).map_err(|e| DataError::Config(e.to_string()))?;
-        write_atomic(&root.join(MANIFEST_FILE), &text)
+        Ok(hr_core::write_atomic(&root.join(MANIFEST_FILE), &text)?)
     }
-}
-
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Directory fsync makes the rename durable; not supported everywhere, so best effort.
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

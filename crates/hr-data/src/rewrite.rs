@@ -85,7 +85,7 @@ pub fn rewrite(
     .and_then(|mut m| {
         (how.amend)(&mut m);
         for (rel, bytes) in &how.files {
-            crate::manifest::write_atomic(&tmp.join(rel), bytes)?;
+            hr_core::write_atomic(&tmp.join(rel), bytes)?;
         }
         m.write_atomic(&tmp)?;
         Ok(m)

@@ -553,7 +553,7 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
                     0.0
                 }
             });
-            env.iter().map(|a| a * rng.normal()).collect()
+            env.iter().map(|a| a * rng.normal_f32()).collect()
         }
         "clicking" => {
             let period = (sr / rate_hz(e, 3.0, 12.0)) as usize;
@@ -599,20 +599,20 @@ fn synth_event(e: &Event, n: usize, sr: f32, rng: &mut Rng) -> Vec<f32> {
             .map(|i| (2.0 * PI * f * tt(i)).sin().signum() * 0.6)
             .collect(),
         "rumble" => {
-            let mut v: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let mut v: Vec<f32> = (0..n).map(|_| rng.normal_f32()).collect();
             lowpass(&mut v, 0.01);
             lowpass(&mut v, 0.02);
             v
         }
         "hiss" => {
-            let raw: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let raw: Vec<f32> = (0..n).map(|_| rng.normal_f32()).collect();
             let mut lp = raw.clone();
             lowpass(&mut lp, 0.3);
             raw.iter().zip(&lp).map(|(a, b)| a - b).collect()
         }
         "wind" => {
             let r = rate_hz(e, 0.3, 2.0);
-            let mut v: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let mut v: Vec<f32> = (0..n).map(|_| rng.normal_f32()).collect();
             lowpass(&mut v, 0.08);
             v.iter()
                 .enumerate()
@@ -643,7 +643,7 @@ pub fn render(scene: &Scene, seed: u64, index: u64) -> Vec<f32> {
     let sr = TARGET_SR as f32;
     let len = (scene.duration * sr) as usize;
     let mut rng = Rng::from_parts(&[seed, index, 0xA0D10]);
-    let mut out: Vec<f32> = (0..len).map(|_| 0.003 * rng.normal()).collect();
+    let mut out: Vec<f32> = (0..len).map(|_| 0.003 * rng.normal_f32()).collect();
     for e in &scene.events {
         let start = ((e.start * sr) as usize).min(len);
         let n = ((e.dur * sr) as usize).min(len - start);
@@ -758,7 +758,7 @@ pub fn prepare(
         start = end;
     }
     let json = train_wordpiece(tokenizer_corpus(seed, clips).into_iter(), 2000)?;
-    crate::manifest::write_atomic(&out.join("tokenizer.json"), json.as_bytes())?;
+    hr_core::write_atomic(&out.join("tokenizer.json"), json.as_bytes())?;
     w.set_tokenizer("tokenizer.json");
     w.set_audio(crate::audio::AudioStorage::default());
     let m = w.finish()?;

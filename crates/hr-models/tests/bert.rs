@@ -7,10 +7,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{assert_tiny, check_model, fixture, is_zero_grad};
+use hr_core::write_atomic;
 use hr_models::bert::{BertConfig, BertModel};
 use hr_models::testing::{minilm_dir, MINILM_SKIP};
 use hr_models::text::{preprocess, tags_to_text, TextTokenizer, TokenBatch, MAX_TOKENS};
-use hr_nn::io::{read_safetensors, serialize_safetensors, write_atomic, SafeFile};
+use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
 use hr_nn::{Error, Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn32};
 use hr_tensor::{ops, Rng, Tensor};

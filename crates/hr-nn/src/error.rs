@@ -67,3 +67,12 @@ pub enum Error {
         msg: String,
     },
 }
+
+impl From<hr_core::AtomicWriteError> for Error {
+    fn from(e: hr_core::AtomicWriteError) -> Self {
+        Error::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

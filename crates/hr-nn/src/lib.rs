@@ -2,6 +2,8 @@
 //! the [`ParamStore`] of named parameters with safetensors load/save, Adam/AdamW with
 //! parameter groups, the warm-up + cosine schedule and the NT-Xent loss.
 
+#![forbid(unsafe_code)]
+
 mod error;
 pub mod io;
 pub mod layers;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use hr_tensor::{ops, AdamStep, DType, Device, Tensor};
 
-use crate::io::{read_safetensors, serialize_safetensors, write_atomic};
+use crate::io::{read_safetensors, serialize_safetensors};
 use crate::{Error, ParamId, ParamStore, Result};
 
 /// A set of parameters sharing a learning rate and weight decay.
@@ -162,7 +162,7 @@ impl Adam {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let meta = HashMap::from([("step".to_string(), self.step.to_string())]);
         let bytes = serialize_safetensors(named.iter().map(|(n, t)| (n.as_str(), *t)), Some(meta))?;
-        write_atomic(path, &bytes)
+        Ok(hr_core::write_atomic(path, &bytes)?)
     }
 
     /// Restores moments and the step count saved by [`Adam::save`].

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use hr_tensor::{ops, DType, Device, Tensor};
 
-use crate::io::{read_safetensors, serialize_safetensors, write_atomic};
+use crate::io::{read_safetensors, serialize_safetensors};
 use crate::{Error, MisShaped, Result};
 
 /// Handle of one entry of a [`ParamStore`].
@@ -241,7 +241,7 @@ impl ParamStore {
             self.params.iter().map(|p| (p.name.as_str(), &p.value)),
             None,
         )?;
-        write_atomic(path, &bytes)
+        Ok(hr_core::write_atomic(path, &bytes)?)
     }
 
     /// Loads values by name from a safetensors file. Shapes must match; every missing,

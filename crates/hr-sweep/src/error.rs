@@ -98,3 +98,12 @@ impl SweepError {
         }
     }
 }
+
+impl From<hr_core::AtomicWriteError> for SweepError {
+    fn from(e: hr_core::AtomicWriteError) -> Self {
+        SweepError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

@@ -4,36 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
+use hr_train::metrics::RetrievalMetrics;
 use serde::Deserialize;
 
 use crate::bins::sh_quote;
 use crate::error::{Result, SweepError};
-use crate::fsutil::write_atomic;
 use crate::ledger::JobKind;
 use crate::plan::{Plan, Run};
 use crate::spec::EvalSpec;
+use hr_core::write_atomic;
 
 /// The resolved config the job trains from.
 pub const JOB_CONFIG: &str = "job.toml";
 /// Written by hr-train when it finishes.
 pub const RESULT_FILE: &str = "result.json";
-
-/// Retrieval metrics as hr-train and hr-eval write them.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Metrics {
-    /// Recall@1.
-    #[serde(rename = "R@1")]
-    pub r1: f64,
-    /// Recall@5.
-    #[serde(rename = "R@5")]
-    pub r5: f64,
-    /// Recall@10.
-    #[serde(rename = "R@10")]
-    pub r10: f64,
-    /// mAP@10.
-    #[serde(rename = "mAP@10")]
-    pub map10: f64,
-}
 
 /// `RUN/result.json` (the fields the sweep uses).
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +25,7 @@ pub struct TrainResult {
     /// Final step.
     pub step: u64,
     /// Last validation.
-    pub val: Option<Metrics>,
+    pub val: Option<RetrievalMetrics>,
 }
 
 /// Path of a job's log file.
@@ -77,10 +61,10 @@ pub fn evals_done(run: &Run) -> bool {
 pub struct EvalFile {
     /// The final checkpoint.
     #[serde(flatten)]
-    pub last: Metrics,
+    pub last: RetrievalMetrics,
     /// The best-validation checkpoint.
     #[serde(default)]
-    pub best: Option<Metrics>,
+    pub best: Option<RetrievalMetrics>,
 }
 
 /// One evaluation's output, when present.
@@ -90,7 +74,7 @@ pub fn eval_file(run: &Run, set: &str) -> Option<EvalFile> {
 }
 
 /// The final checkpoint's metrics of one evaluation, when present.
-pub fn eval_metrics(run: &Run, set: &str) -> Option<Metrics> {
+pub fn eval_metrics(run: &Run, set: &str) -> Option<RetrievalMetrics> {
     eval_file(run, set).map(|f| f.last)
 }
 

@@ -255,7 +255,7 @@ impl Ledger {
             .open(&path)
             .map_err(SweepError::io(&path))?;
         file.set_len(good_len).map_err(SweepError::io(&path))?;
-        crate::fsutil::sync_dir(runs_dir);
+        hr_core::sync_dir(runs_dir)?;
         Ok(Ledger {
             path,
             file,

@@ -9,6 +9,7 @@
 //! - [`local`] and [`slurm`]: the backends; [`coordinator`]: launch preparation and status;
 //! - [`report`] and [`chart`]: Markdown, CSV and PNG output.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bins;

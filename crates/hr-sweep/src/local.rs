@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use crate::bins::{sh_quote, Bins};
 use crate::error::{Result, SweepError};
-use crate::fsutil::write_atomic;
 use crate::jobs::{self, failure_reason, read_exit};
 use crate::ledger::{Event, Handle, JobKind, JobState, Ledger};
 use crate::plan::{Plan, Run};
+use hr_core::write_atomic;
 
 /// The exit status hr-train uses for "stopped after a checkpoint, requeue me".
-pub const EXIT_REQUEUE: i32 = 75;
+pub use hr_core::EXIT_REQUEUE;
 
 /// The wrapper: records `$$` (and the GPU) in `<prefix>.pid`, runs the job script, then
 /// records its exit status in `<prefix>.exit` (both atomically).

@@ -1,5 +1,7 @@
 //! `hr-sweep plan|launch|status|report SWEEP.toml`: the sweep coordinator's command line.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -91,14 +93,7 @@ struct Status {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    hr_core::init_logging();
     match real_main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use crate::error::{Result, SweepError};
-use crate::fsutil::write_atomic;
 use crate::jobs;
 use crate::plan::{Plan, Run};
 use crate::spec::label;
+use hr_core::write_atomic;
 
 /// Mean and sample standard deviation of a metric over seeds (percent).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

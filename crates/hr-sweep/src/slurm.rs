@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::bins::sh_quote;
 use crate::error::{Result, SweepError};
-use crate::fsutil::write_atomic;
 use crate::jobs::{self, failure_reason};
 use crate::ledger::{Event, Handle, JobKind, JobState, Ledger, SlurmName};
 use crate::local::EXIT_REQUEUE;
 use crate::plan::{Plan, Run};
+use hr_core::write_atomic;
 
 /// The array template, the single-run template and the evaluation template.
 pub const TEMPLATES: [&str; 3] = ["train-array.sbatch", "train.sbatch", "eval.sbatch"];

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use hr_core::write_atomic;
 use hr_data::Cursor;
-use hr_nn::io::write_atomic;
 use hr_nn::optim::Adam;
 use hr_nn::ParamStore;
 use serde::{Deserialize, Serialize};

@@ -179,7 +179,7 @@ pub fn import_efficientat(src: &Path, out: &Path) -> Result<ImportSummary> {
     let sd = read_state_dict(src)?;
     let (model, has_head) = match_width(&sd, src)?;
     let bytes = hr_nn::io::serialize_safetensors(sd.iter().map(|(k, t)| (k.as_str(), t)), None)?;
-    hr_nn::io::write_atomic(out, &bytes)?;
+    hr_core::write_atomic(out, &bytes)?;
     Ok(ImportSummary {
         model,
         tensors: sd.len(),

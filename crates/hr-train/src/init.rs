@@ -330,7 +330,7 @@ pub struct Provenance {
 /// (both atomically).
 pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>) -> Result<()> {
     let json = tok.tok.to_json().map_err(hr_data::DataError::from)?;
-    hr_nn::io::write_atomic(&run.join(RUN_TOKENIZER_FILE), json.as_bytes())?;
+    hr_core::write_atomic(&run.join(RUN_TOKENIZER_FILE), json.as_bytes())?;
     let prov = Provenance {
         weights,
         tokenizer_source: tok.source.into(),
@@ -345,7 +345,7 @@ pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>)
         path: run.join(INIT_FILE),
         msg: e.to_string(),
     })?;
-    hr_nn::io::write_atomic(&run.join(INIT_FILE), text.as_bytes())?;
+    hr_core::write_atomic(&run.join(INIT_FILE), text.as_bytes())?;
     Ok(())
 }
 

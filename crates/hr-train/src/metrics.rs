@@ -21,7 +21,8 @@ pub struct RetrievalMetrics {
     /// Mean over queries of `1/rank` when `rank <= 10`, else 0.
     #[serde(rename = "mAP@10")]
     pub map10: f64,
-    /// Number of queries.
+    /// Number of queries (0 when a reader finds none recorded).
+    #[serde(default)]
     pub queries: usize,
 }
 

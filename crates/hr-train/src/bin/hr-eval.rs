@@ -1,5 +1,7 @@
 //! `hr-eval`: text -> audio retrieval metrics (R@1/5/10, mAP@10) of a checkpoint on a split.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -40,15 +42,7 @@ struct Cli {
 fn main() {
     // Reuse freed host memory instead of mapping large buffers afresh every step.
     hr_tensor::cpu::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: logs redirected to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    hr_core::init_logging();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -72,7 +66,7 @@ fn run() -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&shown)?);
     if let Some(out) = &cli.out {
-        hr_nn::io::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        hr_core::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     if let Some(p) = &cli.topk_out {
         write_topk(p, &r, &index, 10)?;

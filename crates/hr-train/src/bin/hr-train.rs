@@ -7,6 +7,8 @@
 //! `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) every process is one rank; `--nproc-per-node N`
 //! spawns and supervises N ranks on this machine; `--world-size N` checks the discovered world.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -105,15 +107,7 @@ enum ImportWhat {
 fn main() {
     // Reuse freed host memory instead of mapping large buffers afresh every step.
     hr_tensor::cpu::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: logs redirected to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    hr_core::init_logging();
     match real_main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {

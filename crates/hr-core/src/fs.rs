@@ -1,0 +1,108 @@
+//! The workspace's one atomic write.
+//!
+//! Durability rule: the bytes go to a temporary file in the target's folder, which is fsynced
+//! and renamed over the target; then the folder itself is fsynced so that the rename survives a
+//! crash. Every step is required: a failure of any of them (including the folder fsync) is an
+//! error naming the path, the temporary file is removed, and the target keeps its old content.
+//! The parent folder must exist (callers create it: a missing folder is usually a wrong path,
+//! not something to paper over).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A failed atomic write: which path, and the OS error.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct AtomicWriteError {
+    /// The file or folder the failing step touched.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> AtomicWriteError + '_ {
+    move |source| AtomicWriteError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see the module doc for the durability rule): after a
+/// crash the file holds either its old content or `bytes`, never a torn mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(at(&tmp))?;
+        f.write_all(bytes).map_err(at(&tmp))?;
+        f.sync_all().map_err(at(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(at(path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Fsyncs a folder, making a rename or a new entry in it durable.
+pub fn sync_dir(dir: &Path) -> Result<(), AtomicWriteError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hr-core-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch folder");
+        d
+    }
+
+    #[test]
+    fn replaces_the_content_and_leaves_no_temporary_file() {
+        let d = scratch("replace");
+        let p = d.join("a.json");
+        write_atomic(&p, b"old").expect("first write");
+        write_atomic(&p, b"new").expect("second write");
+        assert_eq!(std::fs::read(&p).expect("read"), b"new");
+        let names: Vec<_> = std::fs::read_dir(&d).expect("list").collect();
+        assert_eq!(names.len(), 1, "only the target remains");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_naming_the_temporary_file() {
+        let d = scratch("missing");
+        let p = d.join("no/such/folder/a.json");
+        let e = write_atomic(&p, b"x").expect_err("no parent folder");
+        assert!(e.path.starts_with(d.join("no/such/folder")), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_rename_keeps_the_old_content() {
+        let d = scratch("rename");
+        // The target is a non-empty folder: the rename fails, the temporary file is removed.
+        let p = d.join("target");
+        std::fs::create_dir_all(p.join("inside")).expect("folder");
+        let e = write_atomic(&p, b"x").expect_err("rename over a folder");
+        assert_eq!(e.path, p, "{e}");
+        assert!(p.join("inside").is_dir());
+        let left: Vec<_> = std::fs::read_dir(&d).expect("list").collect();
+        assert_eq!(left.len(), 1, "temporary file removed");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
