@@ -79,7 +79,7 @@ class Nvrtc:
         return major.value, minor.value
 
     def compile(self, name, src, headers, options):
-        """Returns (ok, log, ptx_size)."""
+        """Returns (ok, log, ptx) with the PTX text (empty on failure)."""
         prog = ctypes.c_void_p()
         hdr_src = (ctypes.c_char_p * len(headers))(*[h[1].encode() for h in headers])
         hdr_names = (ctypes.c_char_p * len(headers))(*[h[0].encode() for h in headers])
@@ -97,12 +97,14 @@ class Nvrtc:
             buf = ctypes.create_string_buffer(size.value)
             self.check(self.lib.nvrtcGetProgramLog(prog, buf), "log")
             log = buf.value.decode(errors="replace").strip()
-            ptx_size = 0
+            ptx = b""
             if rc == 0:
                 ps = ctypes.c_size_t()
                 self.check(self.lib.nvrtcGetPTXSize(prog, ctypes.byref(ps)), "ptx size")
-                ptx_size = ps.value
-            return rc == 0, log, ptx_size
+                out = ctypes.create_string_buffer(ps.value)
+                self.check(self.lib.nvrtcGetPTX(prog, out), "ptx")
+                ptx = out.raw[: ps.value].rstrip(b"\0")
+            return rc == 0, log, ptx
         finally:
             self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
@@ -110,6 +112,10 @@ class Nvrtc:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="sm_80,sm_90", help="comma-separated virtual archs")
+    ap.add_argument(
+        "--ptx-dir",
+        help="also write each file's PTX there as <arch>/<name>.ptx (compare two trees with diff -r)",
+    )
     args = ap.parse_args()
 
     path, lib = load_nvrtc()
@@ -133,8 +139,12 @@ def main():
             name = os.path.basename(path_cu)
             with open(path_cu) as f:
                 src = f.read()
-            ok, log, size = nv.compile(name, src, headers, OPTIONS + [f"--gpu-architecture={virt}"])
-            status = f"ok ({size} bytes of PTX)" if ok else "FAILED"
+            ok, log, ptx = nv.compile(name, src, headers, OPTIONS + [f"--gpu-architecture={virt}"])
+            status = f"ok ({len(ptx)} bytes of PTX)" if ok else "FAILED"
+            if ok and args.ptx_dir:
+                os.makedirs(os.path.join(args.ptx_dir, arch), exist_ok=True)
+                with open(os.path.join(args.ptx_dir, arch, name[:-3] + ".ptx"), "wb") as f:
+                    f.write(ptx)
             print(f"  {arch} {name}: {status}")
             if log:
                 print("    " + log.replace("\n", "\n    "))

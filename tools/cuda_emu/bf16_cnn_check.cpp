@@ -1,5 +1,5 @@
 // bf16 activations of the audio CNN: the `_bf16` entry points of kernels/conv.cu and
-// kernels/batchnorm.cu (bf16 x / y / dy / dx, f32 weights, statistics and parameter gradients)
+// kernels/batch_norm.cu (bf16 x / y / dy / dx, f32 weights, statistics and parameter gradients)
 // against their `_f32` twins run on the same values (bf16-exact inputs): every f32 result
 // (statistics, weight-gradient partials, dgamma, dbeta) must be bit-identical and every bf16
 // output must be the f32 output rounded once (round to nearest even), bit for bit. Planes of
@@ -10,7 +10,7 @@
 #include <cstring>
 #include <algorithm>
 #include "../../kernels/conv.cu"
-#include "../../kernels/batchnorm.cu"
+#include "../../kernels/batch_norm.cu"
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
 static float rnd() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f; }

@@ -1,6 +1,6 @@
 // Checks the `_bf16` entry points of kernels/elementwise.cu (unary fwd/bwd, binary same-shape
 // and broadcast, affine), kernels/softmax.cu (warp and block softmax with a bf16 mask,
-// softmax_bwd), kernels/norm.cu (layer norm with f32 statistics, its backward), the bf16
+// softmax_bwd), kernels/layer_norm.cu (layer norm with f32 statistics, its backward), the bf16
 // axpy and dropout of elementwise.cu, kernels/layout.cu (strided gather / scatter, embedding:
 // bit-exact copies; the deterministic bucketed embedding backward: bit-exact against the
 // CPU's in-order f32 sum) and kernels/reduce.cu (sum_to: one ulp; strided gather: bit-exact)
@@ -18,7 +18,7 @@
 inline float atomicAdd(float *p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 #include "../../kernels/elementwise.cu"
 #include "../../kernels/layout.cu"
-#include "../../kernels/norm.cu"
+#include "../../kernels/layer_norm.cu"
 #include "../../kernels/reduce.cu"
 #include "../../kernels/softmax.cu"
 

@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <algorithm>
 #include "../../kernels/conv.cu"
-#include "../../kernels/batchnorm.cu"
+#include "../../kernels/batch_norm.cu"
 #include "../../kernels/audio.cu"
 
 static uint64_t rs = 88172645463325252ull;

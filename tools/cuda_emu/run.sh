@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs kernels/conv.cu and kernels/batchnorm.cu unchanged on the CPU: emu.h emulates the CUDA
+# Runs kernels/conv.cu and kernels/batch_norm.cu unchanged on the CPU: emu.h emulates the CUDA
 # execution model (one std::thread per CUDA thread, real __syncthreads barriers and warp
 # shuffles) and emu.cpp compares every kernel with a plain f64 reference on odd shapes, tiny
 # grids (grid-stride loops) and forced multi-chunk reductions. A logic check for machines

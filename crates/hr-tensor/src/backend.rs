@@ -5,6 +5,7 @@
 //! The op set is split into families (one trait each, so each family lives in its own file);
 //! [`Backend`] is all of them together.
 
+use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Result, Tensor};
 
 /// Matrix-multiply geometry: `out[b] = alpha * op(a[b]) @ op(b[b])`, row-major,
@@ -181,8 +182,8 @@ pub struct NormGrads {
     pub dbeta: Tensor,
 }
 
-/// Normalisations.
-pub trait NormOps {
+/// The last-axis normalisations: layer norm and L2 normalisation.
+pub trait LayerNormOps {
     /// Layer norm over the last axis (size = gamma's length).
     fn layer_norm(
         &self,
@@ -199,6 +200,15 @@ pub trait NormOps {
         stats: &NormStats,
         dy: &Tensor,
     ) -> Result<NormGrads>;
+    /// `y = x / max(||x||, eps)` over the last axis; returns `(y, norms)`.
+    fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)>;
+    /// Backward of [`LayerNormOps::l2_normalize`].
+    fn l2_normalize_bwd(&self, y: &Tensor, norms: &Tensor, dy: &Tensor, eps: f64)
+        -> Result<Tensor>;
+}
+
+/// Batch norm over axis 1 of (N, C, *spatial), optionally fused with an activation.
+pub trait BatchNormOps {
     /// Batch norm over axis 1 of (N, C, ...) with batch statistics (biased variance);
     /// updates the running stats with momentum and the unbiased variance.
     #[allow(clippy::too_many_arguments)]
@@ -244,7 +254,7 @@ pub trait NormOps {
         eps: f64,
         act: Unary,
     ) -> Result<(Tensor, NormStats)>;
-    /// Backward of [`NormOps::batch_norm_train_act`]: the batch norm backward of
+    /// Backward of [`BatchNormOps::batch_norm_train_act`]: the batch norm backward of
     /// `dy * act'(z)`, with the normalised value recomputed per element as
     /// `z = (x - mean) * round(rstd * gamma) + beta` (the product in f64, rounded once).
     fn batch_norm_act_bwd(
@@ -256,11 +266,6 @@ pub trait NormOps {
         dy: &Tensor,
         act: Unary,
     ) -> Result<NormGrads>;
-    /// `y = x / max(||x||, eps)` over the last axis; returns `(y, norms)`.
-    fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)>;
-    /// Backward of [`NormOps::l2_normalize`].
-    fn l2_normalize_bwd(&self, y: &Tensor, norms: &Tensor, dy: &Tensor, eps: f64)
-        -> Result<Tensor>;
 }
 
 /// Softmax family over the last axis.
@@ -496,13 +501,35 @@ pub trait ContrastiveOps {
     ) -> Result<Tensor>;
 }
 
+/// Moving storage between the host and a backend's devices, and converting its dtype. The
+/// host side of every transfer is [`CpuStorage`]; `Tensor`'s `to_device`, `to_dtype`,
+/// `to_vec_*`, `zeros` and `upload_ahead` dispatch here like every other op.
+pub trait TransferOps {
+    /// A copy of host elements on `device` (one of this backend's devices).
+    fn upload(&self, host: &CpuStorage, device: Device) -> Result<Storage>;
+    /// Starts copying host f32 elements to `device` and returns at once, with the copy in
+    /// flight when the backend overlaps copies with compute (`None`: already complete).
+    fn upload_ahead(
+        &self,
+        host: &[f32],
+        device: Device,
+    ) -> Result<(Storage, Option<crate::cuda::Pending>)>;
+    /// The first `numel` elements of `storage` in host memory, in their own dtype.
+    fn download(&self, storage: &Storage, numel: usize) -> Result<CpuStorage>;
+    /// A copy of the first `numel` elements of `storage` converted to `dtype`, on its device.
+    fn cast(&self, storage: &Storage, numel: usize, dtype: DType) -> Result<Storage>;
+    /// `n` zeros of `dtype` on `device`.
+    fn zeros(&self, n: usize, dtype: DType, device: Device) -> Result<Storage>;
+}
+
 /// The whole op set of one device.
 pub trait Backend:
     GemmOps
     + ElementwiseOps
     + ReduceOps
     + LayoutOps
-    + NormOps
+    + LayerNormOps
+    + BatchNormOps
     + SoftmaxOps
     + ConvOps
     + OptimOps
@@ -510,6 +537,7 @@ pub trait Backend:
     + AttentionOps
     + ContrastiveOps
     + PlaneOps
+    + TransferOps
     + Sync
 {
 }
@@ -519,7 +547,8 @@ impl<T> Backend for T where
         + ElementwiseOps
         + ReduceOps
         + LayoutOps
-        + NormOps
+        + LayerNormOps
+        + BatchNormOps
         + SoftmaxOps
         + ConvOps
         + OptimOps
@@ -527,6 +556,7 @@ impl<T> Backend for T where
         + AttentionOps
         + ContrastiveOps
         + PlaneOps
+        + TransferOps
         + Sync
 {
 }

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::backend::backend_for;
 use crate::storage::{CpuStorage, Storage};
 use crate::{cuda, DType, Device, Elem, Error, Result, Rng};
 
@@ -91,17 +92,9 @@ impl Tensor {
     /// Zeros of `dtype` on `device` (allocated and cleared on the device itself, without a
     /// host buffer, for f32 on a GPU).
     pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cuda(ordinal) if dtype == DType::F32 => {
-                let n = numel_of("Tensor::zeros", shape)?;
-                let data = cuda::zeros_f32(ordinal, n)?;
-                Ok(Tensor::from_storage(
-                    Storage::Cuda { ordinal, data },
-                    shape.to_vec(),
-                ))
-            }
-            _ => Tensor::full(shape, 0.0, dtype)?.to_device(device),
-        }
+        let n = numel_of("Tensor::zeros", shape)?;
+        let storage = backend_for("Tensor::zeros", device)?.zeros(n, dtype, device)?;
+        Ok(Tensor::from_storage(storage, shape.to_vec()))
     }
 
     /// Zeros with the shape, dtype and device of `self`.
@@ -161,7 +154,7 @@ impl Tensor {
     }
 
     /// The underlying storage.
-    pub fn storage(&self) -> &Storage {
+    pub(crate) fn storage(&self) -> &Storage {
         &self.storage.data
     }
 
@@ -243,69 +236,12 @@ impl Tensor {
         }
     }
 
-    /// Wraps an f32 device buffer of GPU `ordinal` as a tensor of `shape` (no copy). The buffer
-    /// may be longer than the shape (empty tensors keep one spare element); it must live on the
-    /// stream of [`cuda::context`]`(ordinal)`. For collectives (hr-dist's NCCL backend).
-    pub fn from_cuda_slice(
-        ordinal: usize,
-        slice: cudarc::driver::CudaSlice<f32>,
-        shape: &[usize],
-    ) -> Result<Tensor> {
-        let n = numel_of("Tensor::from_cuda_slice", shape)?;
-        if slice.len() < n {
-            return Err(Error::invalid(
-                "Tensor::from_cuda_slice",
-                format!("{} elements do not fit shape {shape:?} ({n})", slice.len()),
-            ));
-        }
-        let data = cuda::CudaStorage::F32(slice);
-        Ok(Tensor::from_storage(
-            Storage::Cuda { ordinal, data },
-            shape.to_vec(),
-        ))
-    }
-
-    /// Borrows the device buffer of an f32 GPU tensor with its device ordinal (the buffer may
-    /// hold more than [`Tensor::numel`] elements; use the first `numel`). Errors naming `op`
-    /// for a host tensor or another dtype.
-    pub fn cuda_slice(&self, op: &'static str) -> Result<(usize, &cudarc::driver::CudaSlice<f32>)> {
-        let (dtype, device) = (self.dtype(), self.device());
-        match self.storage() {
-            Storage::Cuda {
-                ordinal,
-                data: cuda::CudaStorage::F32(s),
-            } => Ok((*ordinal, s)),
-            _ => Err(not_cuda_f32(op, dtype, device)),
-        }
-    }
-
-    /// Mutably borrows the device buffer of an f32 GPU tensor (copied on the device first if
-    /// the storage is shared), e.g. for an in-place collective. Errors naming `op` for a host
-    /// tensor or another dtype.
-    pub fn cuda_slice_mut(
-        &mut self,
-        op: &'static str,
-    ) -> Result<(usize, &mut cudarc::driver::CudaSlice<f32>)> {
-        let (dtype, device) = (self.dtype(), self.device());
-        match self.storage_mut() {
-            Storage::Cuda {
-                ordinal,
-                data: cuda::CudaStorage::F32(s),
-            } => Ok((*ordinal, s)),
-            _ => Err(not_cuda_f32(op, dtype, device)),
-        }
-    }
-
     /// Copies all elements to the host as f32 (any dtype, any device).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        match self.storage() {
-            Storage::Cpu(s) => Ok(s.to_f32_vec()),
-            Storage::Cuda { ordinal, data } => {
-                let mut v = cuda::download_f32(*ordinal, data)?;
-                v.truncate(self.numel());
-                Ok(v)
-            }
-        }
+        Ok(match self.host_storage()? {
+            std::borrow::Cow::Owned(CpuStorage::F32(v)) => v,
+            s => s.to_f32_vec(),
+        })
     }
 
     /// Copies all elements to the host as f64 (any dtype, any device).
@@ -333,13 +269,8 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let storage = match self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(s.to_dtype(dtype)),
-            Storage::Cuda { ordinal, data } => Storage::Cuda {
-                ordinal: *ordinal,
-                data: cuda::cast(*ordinal, data, self.numel(), dtype)?,
-            },
-        };
+        let storage =
+            backend_for("to_dtype", self.device())?.cast(self.storage(), self.numel(), dtype)?;
         Ok(Tensor::from_storage(storage, self.shape.clone()))
     }
 
@@ -347,11 +278,9 @@ impl Tensor {
     fn host_storage(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
         match self.storage() {
             Storage::Cpu(s) => Ok(std::borrow::Cow::Borrowed(s)),
-            Storage::Cuda { ordinal, data } => {
-                let mut s = cuda::download(*ordinal, data)?;
-                s.truncate(self.numel());
-                Ok(std::borrow::Cow::Owned(s))
-            }
+            gpu => Ok(std::borrow::Cow::Owned(
+                backend_for("download", self.device())?.download(gpu, self.numel())?,
+            )),
         }
     }
 
@@ -362,21 +291,8 @@ impl Tensor {
         }
         let storage = match device {
             Device::Cpu => Storage::Cpu(self.host_storage()?.into_owned()),
-            Device::Cuda(ordinal) => {
-                // Host data is uploaded straight from its buffer (no intermediate copy).
-                let data = match &*self.host_storage()? {
-                    CpuStorage::BF16(v) => cuda::upload_bf16(ordinal, v)?,
-                    CpuStorage::F32(v) => cuda::upload_f32(ordinal, v)?,
-                    other => {
-                        return Err(Error::UnsupportedDType {
-                            op: "to_device",
-                            dtype: other.dtype(),
-                            device,
-                        })
-                    }
-                };
-                Storage::Cuda { ordinal, data }
-            }
+            // Host data is uploaded straight from its buffer (no intermediate copy).
+            _ => backend_for("to_device", device)?.upload(&*self.host_storage()?, device)?,
         };
         Ok(Tensor::from_storage(storage, self.shape.clone()))
     }
@@ -407,7 +323,7 @@ impl Tensor {
     /// CPU, other dtypes, a tensor already there) is [`Tensor::to_device`].
     pub fn upload_ahead(&self, device: Device) -> Result<Upload> {
         let host_f32 = self.device() == Device::Cpu && self.dtype() == DType::F32;
-        let (Device::Cuda(ordinal), true) = (device, host_f32) else {
+        let (Device::Cuda(_), true) = (device, host_f32) else {
             return Ok(Upload {
                 tensor: self.to_device(device)?,
                 pending: None,
@@ -420,24 +336,11 @@ impl Tensor {
                 device,
             });
         };
-        let (data, pending) = cuda::upload_f32_ahead(ordinal, v)?;
+        let (storage, pending) = backend_for("upload_ahead", device)?.upload_ahead(v, device)?;
         Ok(Upload {
-            tensor: Tensor::from_storage(Storage::Cuda { ordinal, data }, self.shape.clone()),
-            pending: Some(pending),
+            tensor: Tensor::from_storage(storage, self.shape.clone()),
+            pending,
         })
-    }
-}
-
-/// The error of an f32-device-buffer accessor called on a host tensor (device mismatch) or a
-/// GPU tensor of another dtype.
-fn not_cuda_f32(op: &'static str, dtype: DType, device: Device) -> Error {
-    match device {
-        Device::Cpu => Error::DeviceMismatch {
-            op,
-            lhs: Device::Cpu,
-            rhs: Device::Cuda(0),
-        },
-        Device::Cuda(_) => Error::UnsupportedDType { op, dtype, device },
     }
 }
 

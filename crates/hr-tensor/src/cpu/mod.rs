@@ -11,16 +11,18 @@
 mod alloc;
 mod attention;
 mod audio;
+mod batch_norm;
 mod contrastive;
 mod conv;
 mod elementwise;
 mod gemm;
+mod layer_norm;
 mod layout;
-mod norm;
 mod optim;
 mod plane;
 mod reduce;
 mod softmax;
+mod transfer;
 
 pub use alloc::keep_freed_memory;
 

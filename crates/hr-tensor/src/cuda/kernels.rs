@@ -18,91 +18,54 @@ use cudarc::nvrtc::{sys as nvrtc_sys, Ptx};
 use super::CudaDevice;
 use crate::{Error, Result};
 
-/// One kernel family = one `.cu` file under `kernels/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// `kernels/elementwise.cu`.
-    Elementwise,
-    /// `kernels/reduce.cu`.
-    Reduce,
-    /// `kernels/layout.cu`.
-    Layout,
-    /// `kernels/softmax.cu`.
-    Softmax,
-    /// `kernels/norm.cu`.
-    Norm,
-    /// `kernels/optim.cu`.
-    Optim,
-    /// `kernels/conv.cu`.
-    Conv,
-    /// `kernels/batchnorm.cu`.
-    BatchNorm,
-    /// `kernels/audio.cu`.
-    Audio,
-    /// `kernels/attention.cu`.
-    Attention,
-    /// `kernels/contrastive.cu`.
-    Contrastive,
-    /// `kernels/plane.cu`.
-    Plane,
+/// Declares the kernel families: `Variant => "file.cu"` registers `kernels/file.cu` (the enum
+/// variant, [`ALL_FAMILIES`], the file name and the embedded source all come from that one line).
+macro_rules! kernel_families {
+    ($($variant:ident => $file:literal,)*) => {
+        /// One kernel family = one `.cu` file under `kernels/`, named like the op family.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Family {
+            $(#[doc = concat!("`kernels/", $file, "`.")] $variant,)*
+        }
+
+        /// Every family, in a fixed order.
+        pub const ALL_FAMILIES: &[Family] = &[$(Family::$variant,)*];
+
+        impl Family {
+            /// File name under `kernels/`.
+            pub fn file_name(self) -> &'static str {
+                match self {
+                    $(Family::$variant => $file,)*
+                }
+            }
+
+            /// The embedded source text.
+            pub fn source(self) -> &'static str {
+                match self {
+                    $(Family::$variant => include_str!(concat!("../../../../kernels/", $file)),)*
+                }
+            }
+        }
+    };
 }
 
-/// Every family, in a fixed order.
-pub const ALL_FAMILIES: [Family; 12] = [
-    Family::Elementwise,
-    Family::Reduce,
-    Family::Layout,
-    Family::Softmax,
-    Family::Norm,
-    Family::Optim,
-    Family::Conv,
-    Family::BatchNorm,
-    Family::Audio,
-    Family::Attention,
-    Family::Contrastive,
-    Family::Plane,
-];
+kernel_families! {
+    Elementwise => "elementwise.cu",
+    Reduce => "reduce.cu",
+    Layout => "layout.cu",
+    Softmax => "softmax.cu",
+    LayerNorm => "layer_norm.cu",
+    Optim => "optim.cu",
+    Conv => "conv.cu",
+    BatchNorm => "batch_norm.cu",
+    Audio => "audio.cu",
+    Attention => "attention.cu",
+    Contrastive => "contrastive.cu",
+    Plane => "plane.cu",
+}
 
 /// The shared header every family includes as `"common.cuh"`.
 pub const COMMON_CUH: &str = include_str!("../../../../kernels/common.cuh");
-
-impl Family {
-    /// File name under `kernels/`.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Family::Elementwise => "elementwise.cu",
-            Family::Reduce => "reduce.cu",
-            Family::Layout => "layout.cu",
-            Family::Softmax => "softmax.cu",
-            Family::Norm => "norm.cu",
-            Family::Optim => "optim.cu",
-            Family::Conv => "conv.cu",
-            Family::BatchNorm => "batchnorm.cu",
-            Family::Audio => "audio.cu",
-            Family::Attention => "attention.cu",
-            Family::Contrastive => "contrastive.cu",
-            Family::Plane => "plane.cu",
-        }
-    }
-
-    /// The embedded source text.
-    pub fn source(self) -> &'static str {
-        match self {
-            Family::Elementwise => include_str!("../../../../kernels/elementwise.cu"),
-            Family::Reduce => include_str!("../../../../kernels/reduce.cu"),
-            Family::Layout => include_str!("../../../../kernels/layout.cu"),
-            Family::Softmax => include_str!("../../../../kernels/softmax.cu"),
-            Family::Norm => include_str!("../../../../kernels/norm.cu"),
-            Family::Optim => include_str!("../../../../kernels/optim.cu"),
-            Family::Conv => include_str!("../../../../kernels/conv.cu"),
-            Family::BatchNorm => include_str!("../../../../kernels/batchnorm.cu"),
-            Family::Audio => include_str!("../../../../kernels/audio.cu"),
-            Family::Attention => include_str!("../../../../kernels/attention.cu"),
-            Family::Contrastive => include_str!("../../../../kernels/contrastive.cu"),
-            Family::Plane => include_str!("../../../../kernels/plane.cu"),
-        }
-    }
-}
 
 /// NVRTC options; `tools/check_kernels.py` uses the same list. `--fmad=false` keeps `a * b + c`
 /// rounding twice, as on the CPU reference.
@@ -396,7 +359,7 @@ impl CudaDevice {
 pub fn precompile_all(ordinal: usize) -> Result<Vec<String>> {
     let dev = super::context(ordinal)?;
     let mut lines = Vec::new();
-    for f in ALL_FAMILIES {
+    for &f in ALL_FAMILIES {
         let t = std::time::Instant::now();
         dev.module(f)?;
         lines.push(format!(

@@ -21,11 +21,28 @@
 //!   [`set_poison_outputs`]), launch errors naming kernel, grid and block, [`DeviceTimer`].
 //! - profile.rs: [`OpProfile`], GPU time per kernel / cuBLAS call / upload of a region.
 
+mod attention;
+mod audio;
 mod backend;
+mod batch_norm;
+mod cast;
+mod contrastive;
+mod conv;
 mod copy_lane;
+mod elementwise;
+mod gemm;
+mod gemm_bf16;
 mod kernels;
 mod launch;
+mod layer_norm;
+mod layout;
+mod optim;
+mod plane;
 mod profile;
+pub mod raw;
+mod reduce;
+mod softmax;
+mod transfer;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -36,9 +53,9 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
 
 use crate::{Error, Result};
 
-pub(crate) use backend::cast;
 pub use backend::CudaBackend;
-pub use copy_lane::{upload_f32_ahead, Pending};
+pub(crate) use cast::cast;
+pub use copy_lane::Pending;
 pub use kernels::{
     compile_options, compile_source, kernel_cache_dir, nvrtc_present, nvrtc_version,
     precompile_all, set_kernel_cache_dir, Family, ALL_FAMILIES, COMMON_CUH,
@@ -271,112 +288,6 @@ fn keep_pool_memory(ctx: &CudaContext) {
             );
         }
     }
-}
-
-/// Uploads of at least this many f32 (4 MiB) go through a page-locked staging buffer.
-const PINNED_MIN: usize = 1 << 20;
-
-/// At most this many staging buffers (distinct upload sizes) are kept per device.
-const PINNED_KEEP: usize = 4;
-
-/// Copies host f32 data to a new buffer on `ordinal`. Large buffers (batches of waveforms) are
-/// copied into a reused page-locked staging buffer first: the DMA from pinned memory runs at
-/// full PCIe / NVLink-C2C speed instead of the driver's pageable path (~1.4 GB/s measured on an
-/// H200 for a 41 MB batch).
-pub fn upload_f32(ordinal: usize, data: &[f32]) -> Result<CudaStorage> {
-    let dev = context(ordinal)?;
-    if data.is_empty() {
-        // Zero-byte allocations are rejected by the driver; empty tensors keep one spare element.
-        return Ok(CudaStorage::F32(launch::alloc_f32(&dev, 0, "upload")?));
-    }
-    let err = |e: cudarc::driver::DriverError| Error::Cuda {
-        op: "upload",
-        msg: format!("{} f32 elements: {e}", data.len()),
-    };
-    if data.len() < PINNED_MIN {
-        return profile::around("upload", || {
-            Ok(CudaStorage::F32(dev.stream.clone_htod(data).map_err(err)?))
-        });
-    }
-    let mut staging = dev.staging.lock().map_err(|_| Error::Cuda {
-        op: "upload",
-        msg: "staging buffer lock poisoned".into(),
-    })?;
-    if !staging.contains_key(&data.len()) {
-        if staging.len() >= PINNED_KEEP {
-            staging.clear();
-        }
-        // SAFETY: f32 is plain data; the buffer is fully written below before any copy reads it.
-        let buf = unsafe { dev.ctx.alloc_pinned::<f32>(data.len()) }.map_err(err)?;
-        staging.insert(data.len(), buf);
-    }
-    let pinned = staging.get_mut(&data.len()).ok_or_else(|| Error::Cuda {
-        op: "upload",
-        msg: "staging buffer missing".into(),
-    })?;
-    // Waits until the previous copy out of this buffer has finished, then refills it.
-    pinned.as_mut_slice().map_err(err)?.copy_from_slice(data);
-    let mut dst = launch::alloc_f32(&dev, data.len(), "upload")?;
-    profile::around("upload", || {
-        dev.stream.memcpy_htod(&*pinned, &mut dst).map_err(err)
-    })?;
-    Ok(CudaStorage::F32(dst))
-}
-
-/// Copies host bf16 data (as its bits) to a new buffer on `ordinal` (at least one element, like
-/// [`upload_f32`]).
-pub fn upload_bf16(ordinal: usize, data: &[half::bf16]) -> Result<CudaStorage> {
-    let dev = context(ordinal)?;
-    let mut bits: Vec<u16> = data.iter().map(|x| x.to_bits()).collect();
-    if bits.is_empty() {
-        bits.push(0);
-    }
-    let slice = dev.stream.clone_htod(&bits).map_err(|e| Error::Cuda {
-        op: "upload",
-        msg: format!("{} bf16 elements: {e}", data.len()),
-    })?;
-    Ok(CudaStorage::BF16(slice))
-}
-
-/// Copies a device buffer back to the host in its own dtype (every element of the buffer;
-/// empty tensors carry one spare element).
-pub fn download(ordinal: usize, storage: &CudaStorage) -> Result<crate::storage::CpuStorage> {
-    use crate::storage::CpuStorage;
-    let dev = context(ordinal)?;
-    let err = |e: cudarc::driver::DriverError| Error::Cuda {
-        op: "download",
-        msg: e.to_string(),
-    };
-    Ok(match storage {
-        CudaStorage::F32(s) => CpuStorage::F32(dev.stream.clone_dtoh(s).map_err(err)?),
-        CudaStorage::BF16(s) => {
-            let bits = dev.stream.clone_dtoh(s).map_err(err)?;
-            CpuStorage::BF16(bits.into_iter().map(half::bf16::from_bits).collect())
-        }
-    })
-}
-
-/// Copies a device buffer back to the host as f32 (every element of the buffer; empty tensors
-/// carry one spare element, which [`crate::Tensor::to_vec_f32`] drops). bf16 converts exactly.
-pub fn download_f32(ordinal: usize, storage: &CudaStorage) -> Result<Vec<f32>> {
-    match download(ordinal, storage)? {
-        crate::storage::CpuStorage::F32(v) => Ok(v),
-        other => Ok(other.to_f32_vec()),
-    }
-}
-
-/// A new zero-filled f32 buffer of `n` elements on `ordinal` (at least one element, as
-/// [`upload_f32`] keeps for empty tensors), without a host round trip.
-pub fn zeros_f32(ordinal: usize, n: usize) -> Result<CudaStorage> {
-    let dev = context(ordinal)?;
-    let slice = dev
-        .stream
-        .alloc_zeros::<f32>(n.max(1))
-        .map_err(|e| Error::Cuda {
-            op: "zeros",
-            msg: format!("allocating {n} zeroed f32 elements: {e}"),
-        })?;
-    Ok(CudaStorage::F32(slice))
 }
 
 /// Memory use of one device, in bytes.

@@ -4,11 +4,12 @@
 
 mod attention;
 mod audio;
+mod batch_norm;
 mod conv;
 mod elementwise;
 mod gemm;
+mod layer_norm;
 mod layout;
-mod norm;
 mod optim;
 mod plane;
 mod reduce;
@@ -17,13 +18,14 @@ mod softmax;
 pub use attention::*;
 pub use audio::*;
 #[allow(unused_imports)]
+pub use batch_norm::*;
+#[allow(unused_imports)]
 pub use conv::*;
 pub use elementwise::*;
 pub use gemm::*;
+pub use layer_norm::*;
 #[allow(unused_imports)]
 pub use layout::*;
-#[allow(unused_imports)]
-pub use norm::*;
 #[allow(unused_imports)]
 pub use optim::*;
 pub use plane::*;

@@ -15,7 +15,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{buf, device_of, i64_of, upload_ids, wrap, CudaBackend};
+use super::backend::{buf, device_of, i64_of, upload_ids, wrap, CudaBackend};
 use crate::backend::{ContrastiveOps, ContrastiveStats};
 use crate::checks::{contrastive_operands, expect_shape, group_counts};
 use crate::cuda::kernels::Family;

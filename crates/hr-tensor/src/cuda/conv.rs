@@ -23,9 +23,12 @@
 use cudarc::cublas::{sys as blas_sys, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::dtype::{acts_device, alloc_as, kname, storage, wrap_storage, zeros_as};
-use super::{buf, gemm_bf16, i64_of, to_i32, wrap, CudaBackend};
-use crate::backend::{Conv2dSpec, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec, ReduceOps};
+use super::backend::{buf, i64_of, to_i32, wrap, CudaBackend};
+use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage, zeros_as};
+use super::gemm_bf16;
+use crate::backend::{
+    Conv2dSpec, ConvOps, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec, ReduceOps,
+};
 use crate::checks::expect_shape;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, launch, ConvGeom};
@@ -581,4 +584,18 @@ fn f32_batched(
             msg: format!("cublasSgemmStridedBatched ({what}) failed: {e:?}"),
         })
     })
+}
+
+impl ConvOps for CudaBackend {
+    fn conv2d(&self, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+        forward(x, w, spec)
+    }
+
+    fn conv2d_bwd_data(&self, dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+        backward_data(dy, w, spec)
+    }
+
+    fn conv2d_bwd_weight(&self, x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+        backward_weight(x, dy, spec)
+    }
 }

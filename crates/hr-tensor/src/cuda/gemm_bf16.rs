@@ -13,7 +13,7 @@ use std::ffi::c_void;
 use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas, GemmConfig};
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 
-use super::to_i32;
+use super::backend::to_i32;
 use crate::backend::MatmulSpec;
 use crate::cuda::{profile, CudaDevice, CudaStorage};
 use crate::storage::Storage;

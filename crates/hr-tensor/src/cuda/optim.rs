@@ -5,7 +5,8 @@
 
 use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::{buf, buf_mut, device_of, i64_of};
+use super::backend::{buf, buf_mut, device_of, i64_of, CudaBackend};
+use crate::backend::OptimOps;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{cfg_elems, cuda_err, launch, AdamConsts, BLOCK, MAX_BLOCKS};
 use crate::{AdamStep, Error, Result, Tensor};
@@ -134,4 +135,28 @@ pub(super) fn step_multi(
     let mut a = dev.stream.launch_builder(&f);
     a.arg(&table).arg(&count).arg(&nc).arg(&chunk).arg(&c);
     launch(a, "adam_multi_f32", cfg)
+}
+
+impl OptimOps for CudaBackend {
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamStep,
+    ) -> Result<()> {
+        step(param, grad, m, v, hp)
+    }
+
+    fn adam_step_multi(
+        &self,
+        params: &mut [Tensor],
+        grads: &[Tensor],
+        m: &mut [Tensor],
+        v: &mut [Tensor],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        step_multi(params, grads, m, v, hp)
+    }
 }

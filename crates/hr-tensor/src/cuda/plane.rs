@@ -3,9 +3,9 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::batchnorm::cfg_planes;
-use super::dtype::{acts_device, alloc_as, kname, storage, wrap_storage};
-use super::{buf, i64_of, wrap, CudaBackend};
+use super::backend::{buf, i64_of, wrap, CudaBackend};
+use super::batch_norm::cfg_planes;
+use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage};
 use crate::backend::PlaneOps;
 use crate::checks;
 use crate::cuda::kernels::Family;

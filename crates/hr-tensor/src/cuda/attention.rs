@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::{buf, device_of, i64_of, wrap, CudaBackend};
+use super::backend::{buf, device_of, i64_of, wrap, CudaBackend};
 use crate::backend::{AttentionOps, AttentionSpec};
 use crate::checks::{attention_operands, expect_shape};
 use crate::cuda::kernels::Family;

@@ -12,9 +12,9 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::dtype::{acts_device, alloc_as, kname, storage, wrap_storage};
-use super::{buf, buf_mut, i64_of, unary_code, wrap};
-use crate::backend::{NormGrads, NormStats, Unary};
+use super::backend::{buf, buf_mut, i64_of, unary_code, wrap, CudaBackend};
+use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage};
+use crate::backend::{BatchNormOps, NormGrads, NormStats, Unary};
 use crate::checks::{nc_spatial, per_channel};
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
@@ -346,4 +346,77 @@ pub(super) fn backward(
         dgamma: wrap(&dev, dg, gamma.shape()),
         dbeta: wrap(&dev, db, gamma.shape()),
     })
+}
+
+impl BatchNormOps for CudaBackend {
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<(Tensor, NormStats)> {
+        train(
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            None,
+        )
+    }
+
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        eval(x, gamma, beta, running_mean, running_var, eps)
+    }
+
+    fn batch_norm_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+    ) -> Result<NormGrads> {
+        backward(x, gamma, stats, dy, None)
+    }
+
+    fn batch_norm_train_act(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f64,
+        eps: f64,
+        act: Unary,
+    ) -> Result<(Tensor, NormStats)> {
+        let (rm, rv) = (running_mean, running_var);
+        train(x, gamma, beta, rm, rv, momentum, eps, Some(act))
+    }
+
+    fn batch_norm_act_bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: &NormStats,
+        dy: &Tensor,
+        act: Unary,
+    ) -> Result<NormGrads> {
+        backward(x, gamma, stats, dy, Some((act, beta)))
+    }
 }

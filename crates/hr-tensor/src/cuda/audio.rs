@@ -4,7 +4,7 @@
 
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 
-use super::{buf, device_of, i64_of, wrap, CudaBackend};
+use super::backend::{buf, device_of, i64_of, wrap, CudaBackend};
 use crate::backend::{AudioOps, FrameSpec};
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, launch};

@@ -5,7 +5,7 @@
 //! f32 then to bf16, like the CPU), and the data movement of `broadcast_to`, `permute`,
 //! `concat`, `slice`, `pad_axis` and `embedding` (bit-exact copies) plus `embedding_bwd` (a
 //! deterministic bucketed f32 sum, rounded once). Ops without one reject a bf16 operand through
-//! `super::buf` with [`Error::UnsupportedDType`] naming the op.
+//! `super::backend::buf` with [`Error::UnsupportedDType`] naming the op.
 //!
 //! Helpers: [`kname!`] picks the kernel name of a dtype, [`storage`] is the device buffer of
 //! either dtype (pushed as a kernel argument through the `PushKernelArg` implementations of
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use cudarc::driver::PushKernelArg;
 
-use super::i64_of;
+use super::backend::i64_of;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_bf16, alloc_f32, cfg_elems, launch, memset};
 use crate::cuda::{context, CudaDevice, CudaStorage};
@@ -103,7 +103,7 @@ pub(crate) fn acts_device(
 ) -> Result<Arc<CudaDevice>> {
     let dev = device_any(op, acts)?;
     for p in params {
-        if super::buf(op, p)?.0 != dev.ordinal {
+        if super::backend::buf(op, p)?.0 != dev.ordinal {
             return Err(Error::DeviceMismatch {
                 op,
                 lhs: acts[0].device(),
