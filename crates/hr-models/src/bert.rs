@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
+use crate::{Error, Result};
 use hr_nn::io::read_safetensors;
 use hr_nn::layers::{
     Dropout, DropoutCache, Embedding, EmbeddingCache, EncoderLayerCache, LayerNorm, LayerNormCache,
     Mode, Naming, TransformerEncoderLayer, TransformerLayerConfig,
 };
-use hr_nn::{Error, MisShaped, ParamId, ParamStore, Result};
+use hr_nn::{MisShaped, ParamId, ParamStore};
 use hr_tensor::{ops, Rng, Tensor, Unary};
 use serde::{Deserialize, Serialize};
 
@@ -63,14 +64,16 @@ impl Default for BertConfig {
 impl BertConfig {
     /// Reads a HF `config.json`.
     pub fn from_json_file(path: &Path) -> Result<BertConfig> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| hr_nn::Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::Format {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })
+        Ok(
+            serde_json::from_str(&text).map_err(|e| hr_nn::Error::Format {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })?,
+        )
     }
 
     fn layer_config(&self) -> TransformerLayerConfig {
@@ -170,7 +173,7 @@ impl BertModel {
                     rng,
                 )
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<hr_nn::Result<Vec<_>>>()?;
         let params = ps.iter().skip(start).map(|(id, _)| id).collect();
         Ok(BertModel {
             cfg,
@@ -269,7 +272,7 @@ impl BertModel {
         let d = self.ln.backward(ps, &c.ln, &d)?;
         self.word.backward(ps, &c.word, &d)?;
         self.position.backward(ps, &c.position, &d)?;
-        self.token_type.backward(ps, &c.token_type, &d)
+        Ok(self.token_type.backward(ps, &c.token_type, &d)?)
     }
 
     /// The [CLS] vectors (B, hidden) of a `last_hidden_state`.
@@ -370,12 +373,13 @@ pub(crate) fn load_mapped(
         .collect();
     if !missing.is_empty() || !unexpected.is_empty() || !mis_shaped.is_empty() {
         let path = path.to_path_buf();
-        return Err(Error::KeyMismatch {
+        return Err(hr_nn::Error::KeyMismatch {
             path,
             missing,
             unexpected,
             mis_shaped,
-        });
+        }
+        .into());
     }
     for (id, t) in updates {
         let (dtype, device) = (ps.value(id).dtype(), ps.value(id).device());

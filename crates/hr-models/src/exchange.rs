@@ -14,7 +14,7 @@
 //!
 //! [`HybridRetriever::forward_exchange`]: crate::retriever::HybridRetriever::forward_exchange
 
-use hr_nn::Result;
+use crate::Result;
 use hr_tensor::Tensor;
 
 /// Collectives the model needs from a data-parallel runtime (implemented by the trainer on top

@@ -16,8 +16,9 @@
 //!   <q_a, a>`. The GEU normalises its gate's pre-activation with LayerNorm by default (the
 //!   original MMT uses BatchNorm, which couples the batch); `none` is the other option.
 
+use crate::{Error, Result};
 use hr_nn::layers::{GatedEmbeddingUnit, GeuCache, GeuNorm, Linear, LinearCache, Mode};
-use hr_nn::{Error, ParamId, ParamStore, Result};
+use hr_nn::{ParamId, ParamStore};
 use hr_tensor::{ops, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 

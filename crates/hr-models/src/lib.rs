@@ -6,9 +6,13 @@
 //! - [`pooling`]: the audio pooling transformer;
 //! - [`fusion`] and [`retriever`]: none / late / mid fusion and the `HybridRetriever`;
 //! - [`testing`]: helpers for tests (the installed all-MiniLM-L6-v2 folder);
+//! - [`Error`]: the models' typed error ([`Error::NonFinite`] is what the trainer skips);
 //! - [`exchange`]: the row exchange that lets the loss see a data-parallel global batch.
 
+#![forbid(unsafe_code)]
+
 pub mod bert;
+mod error;
 pub mod exchange;
 pub mod fusion;
 pub mod mel;
@@ -18,3 +22,5 @@ pub mod presets;
 pub mod retriever;
 pub mod testing;
 pub mod text;
+
+pub use error::{Error, NonFiniteValue, Result};

@@ -13,7 +13,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hr_nn::{Mode, Result};
+use crate::Result;
+use hr_nn::Mode;
 use hr_tensor::{mix64, ops, DType, Device, Rng, Tensor};
 use rayon::prelude::*;
 use realfft::{RealFftPlanner, RealToComplex};
@@ -249,7 +250,7 @@ impl std::fmt::Debug for MelFrontend {
 }
 
 /// An invalid-argument error of the frontend.
-fn invalid(msg: String) -> hr_nn::Error {
+fn invalid(msg: String) -> crate::Error {
     hr_tensor::Error::invalid("mel_frontend", msg).into()
 }
 
@@ -265,7 +266,7 @@ impl MelFrontend {
             && cfg.fmax > cfg.fmin
             && cfg.fmax <= cfg.sample_rate / 2.0;
         if !ok {
-            return Err(hr_nn::Error::Config {
+            return Err(crate::Error::Config {
                 key: "mel".into(),
                 msg: format!("inconsistent settings {cfg:?}"),
             });
@@ -317,7 +318,7 @@ impl MelFrontend {
                 self.spec_augment(o, draw_masks(&self.cfg, seed, i, t), t);
             }
             o.iter_mut().for_each(|v| *v = (*v + 4.5) / 5.0);
-            Ok::<(), hr_nn::Error>(())
+            Ok::<(), crate::Error>(())
         })?;
         Ok(Tensor::from_vec(out, &[b, 1, self.cfg.n_mels, t])?)
     }

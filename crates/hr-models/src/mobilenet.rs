@@ -15,8 +15,9 @@ mod windows;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::Result;
 use hr_nn::layers::{Activation, ActivationCache, Dropout, DropoutCache, Linear, LinearCache};
-use hr_nn::{MisShaped, Mode, ParamId, ParamStore, Result};
+use hr_nn::{MisShaped, Mode, ParamId, ParamStore};
 use hr_tensor::{ops, DType, Rng, Tensor, Unary};
 
 pub use block::{
@@ -123,7 +124,7 @@ pub struct MobileNetGrads {
 }
 
 /// An invalid-argument error naming the model.
-fn invalid(msg: String) -> hr_nn::Error {
+fn invalid(msg: String) -> crate::Error {
     hr_tensor::Error::invalid("mobilenet_v3", msg).into()
 }
 
@@ -388,7 +389,7 @@ impl MobileNetV3 {
         let d = h.fc2.backward(ps, &c.fc2, dlogits)?;
         let d = h.drop.backward(&c.drop, &d)?;
         let d = h.act.backward(&c.act, &d)?;
-        h.fc1.backward(ps, &c.fc1, &d)
+        Ok(h.fc1.backward(ps, &c.fc1, &d)?)
     }
 
     /// Backward of a forward pass: accumulates every parameter gradient into `ps` and returns
@@ -501,5 +502,6 @@ fn key_mismatch(
         missing,
         unexpected,
         mis_shaped,
-    })
+    }
+    .into())
 }

@@ -9,11 +9,12 @@
 //! Parameter names (PyTorch module of the reference fixture): `proj.*`, `global_bias`,
 //! `pe_scale`, the `pe` buffer, `layers.layers.{i}.*` and `out.*`, under an optional prefix.
 
+use crate::{Error, Result};
 use hr_nn::layers::{
     Dropout, DropoutCache, EncoderLayerCache, Linear, LinearCache, Mode, Naming,
     TransformerEncoderLayer, TransformerLayerConfig,
 };
-use hr_nn::{Error, ParamId, ParamStore, Result};
+use hr_nn::{ParamId, ParamStore};
 use hr_tensor::{ops, DType, Rng, Tensor, Unary};
 use serde::{Deserialize, Serialize};
 
@@ -194,7 +195,7 @@ impl AudioPooling {
                     rng,
                 )
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<hr_nn::Result<Vec<_>>>()?;
         Ok(Encoder {
             proj,
             global_bias,
@@ -292,7 +293,7 @@ impl AudioPooling {
             1.0,
             &ops::mean_axes_bwd(dglobal, &c.proj_shape, &[1])?,
         )?;
-        e.proj.backward(ps, &c.proj, &dxp)
+        Ok(e.proj.backward(ps, &c.proj, &dxp)?)
     }
 
     /// Runs a token sequence (B, L, d) with key mask (B, L) (1 = real) through the layers.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hr_nn::{Error, Result};
+use crate::{Error, Result};
 
 use crate::retriever::RetrieverConfig;
 
@@ -27,7 +27,7 @@ pub fn preset_names() -> Vec<&'static str> {
 
 /// Parses and validates a TOML model config; `origin` names it in errors.
 pub fn from_toml_str(text: &str, origin: &str) -> Result<RetrieverConfig> {
-    let cfg: RetrieverConfig = toml::from_str(text).map_err(|e| Error::Format {
+    let cfg: RetrieverConfig = toml::from_str(text).map_err(|e| hr_nn::Error::Format {
         path: origin.into(),
         msg: e.to_string(),
     })?;
@@ -37,7 +37,7 @@ pub fn from_toml_str(text: &str, origin: &str) -> Result<RetrieverConfig> {
 
 /// Reads a TOML model config from a file.
 pub fn from_toml_file(path: &Path) -> Result<RetrieverConfig> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| hr_nn::Error::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -13,9 +13,10 @@
 
 use std::path::Path;
 
+use crate::{Error, NonFiniteValue, Result};
 use hr_nn::layers::{Linear, LinearCache, Mode};
 use hr_nn::loss::{contrastive_loss, contrastive_loss_bwd, ContrastiveCache, NtXent, NtXentCache};
-use hr_nn::{Error, ParamStore, Result};
+use hr_nn::ParamStore;
 use hr_tensor::{ops, Device, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -524,7 +525,7 @@ impl HybridRetriever {
                 ),
             });
         }
-        check_finite("frames", &batch.frames)
+        check_finite(NonFiniteValue::Frames, &batch.frames)
     }
 
     /// Embeddings, scores and loss of a batch.
@@ -556,9 +557,9 @@ impl HybridRetriever {
             _ => self.forward_pooled(ps, batch, &q, &ids, mode, ex)?,
         };
         if !p.loss.scalar_f64()?.is_finite() {
-            return Err(Error::Config {
-                key: "loss".into(),
-                msg: "the loss is NaN or infinite (check the inputs)".into(),
+            return Err(Error::NonFinite {
+                what: NonFiniteValue::Loss,
+                detail: "the loss is NaN or infinite (check the inputs)".into(),
             });
         }
         let output = RetrieverOutput {
@@ -733,12 +734,12 @@ fn mel_config(audio: &AudioConfig) -> MelConfig {
 }
 
 /// NaN / Inf in an input is an error in debug builds (release builds rely on the loss check).
-fn check_finite(what: &str, t: &Tensor) -> Result<()> {
+fn check_finite(what: NonFiniteValue, t: &Tensor) -> Result<()> {
     if cfg!(debug_assertions) {
         if let Some(i) = t.to_vec_f64()?.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Config {
-                key: what.into(),
-                msg: format!(
+            return Err(Error::NonFinite {
+                what,
+                detail: format!(
                     "non-finite value at flat index {i} of shape {:?}",
                     t.shape()
                 ),

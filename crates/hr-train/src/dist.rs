@@ -212,9 +212,9 @@ impl Dist {
 
     /// Replaces a model error caused by a failed collective with the collective's own error
     /// (which names the lost rank).
-    pub fn explain(&mut self, e: hr_nn::Error) -> TrainError {
+    pub fn explain(&mut self, e: hr_models::Error) -> TrainError {
         match (self.failure.take(), e) {
-            (Some(d), hr_nn::Error::Collective(_)) => TrainError::Dist(d),
+            (Some(d), hr_models::Error::Nn(hr_nn::Error::Collective(_))) => TrainError::Dist(d),
             (_, e) => e.into(),
         }
     }
@@ -242,15 +242,15 @@ pub struct Exchange<'a> {
 
 impl Exchange<'_> {
     /// Keeps the collective error for [`Dist::explain`] and hands the model a generic one.
-    fn fail(&mut self, e: DistError) -> hr_nn::Error {
+    fn fail(&mut self, e: DistError) -> hr_models::Error {
         let msg = e.to_string();
         *self.failure = Some(e);
-        hr_nn::Error::Collective(msg)
+        hr_nn::Error::Collective(msg).into()
     }
 }
 
 impl RowExchange for Exchange<'_> {
-    fn gather_rows(&mut self, x: &Tensor) -> hr_nn::Result<(Tensor, usize)> {
+    fn gather_rows(&mut self, x: &Tensor) -> hr_models::Result<(Tensor, usize)> {
         match hr_dist::all_gather_rows(self.comm, x) {
             Ok((g, cache)) => Ok((g, cache.offset())),
             Err(e) => Err(self.fail(e)),
@@ -262,7 +262,7 @@ impl RowExchange for Exchange<'_> {
         dy: &Tensor,
         offset: usize,
         rows: usize,
-    ) -> hr_nn::Result<Tensor> {
+    ) -> hr_models::Result<Tensor> {
         let cols = dy.dim("gather_rows_bwd", 1)?;
         let mut g = dy.to_vec_f32()?;
         if let Err(e) = self.comm.all_reduce_sum(&mut g) {
@@ -272,7 +272,7 @@ impl RowExchange for Exchange<'_> {
         Ok(like(dy, Tensor::from_vec(mine, &[rows, cols])?)?)
     }
 
-    fn gather_u64(&mut self, v: &[u64]) -> hr_nn::Result<Vec<u64>> {
+    fn gather_u64(&mut self, v: &[u64]) -> hr_models::Result<Vec<u64>> {
         // 16-bit pieces are exact in f32.
         let pieces: Vec<f32> = v
             .iter()

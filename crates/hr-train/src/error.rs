@@ -32,9 +32,12 @@ pub enum TrainError {
         /// What is wrong.
         msg: String,
     },
-    /// The model, layers or tensors failed.
+    /// The layers, checkpoint files or tensors failed.
     #[error(transparent)]
     Nn(#[from] hr_nn::Error),
+    /// The model failed (its non-finite variant is a batch to skip).
+    #[error(transparent)]
+    Model(#[from] hr_models::Error),
     /// Tensor creation or an op failed.
     #[error(transparent)]
     Tensor(#[from] hr_tensor::Error),
@@ -54,15 +57,10 @@ pub enum TrainError {
     },
 }
 
-/// The model's errors for a NaN / infinite loss (and, in debug builds, NaN / infinite frames).
-pub(crate) fn is_non_finite(key: &str, msg: &str) -> bool {
-    key == "loss" || (key == "frames" && msg.starts_with("non-finite"))
-}
-
 impl TrainError {
-    /// True for the model's non-finite loss / frames errors (see [`is_non_finite`]).
+    /// True for the model's non-finite loss / frames errors ([`hr_models::Error::NonFinite`]).
     pub(crate) fn is_non_finite(&self) -> bool {
-        matches!(self, TrainError::Nn(hr_nn::Error::Config { key, msg }) if is_non_finite(key, msg))
+        matches!(self, TrainError::Model(e) if e.is_non_finite())
     }
 
     /// A config error for `key`.
@@ -77,5 +75,14 @@ impl TrainError {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
         let path = path.into();
         move |source| TrainError::Io { path, source }
+    }
+}
+
+impl From<hr_core::AtomicWriteError> for TrainError {
+    fn from(e: hr_core::AtomicWriteError) -> Self {
+        TrainError::Io {
+            path: e.path,
+            source: e.source,
+        }
     }
 }

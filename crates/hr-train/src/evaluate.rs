@@ -130,9 +130,9 @@ fn agree<T>(comm: &mut dyn Communicator, local: Result<T>) -> Result<T> {
             "eval",
             "validation failed on another rank (its log names the cause)",
         )),
-        Ok(_) if failed[0] > 0.0 => Err(crate::TrainError::Nn(hr_nn::Error::Config {
-            key: "frames".into(),
-            msg: "non-finite frames on another rank".into(),
+        Ok(_) if failed[0] > 0.0 => Err(crate::TrainError::Model(hr_models::Error::NonFinite {
+            what: hr_models::NonFiniteValue::Frames,
+            detail: "non-finite outputs on another rank".into(),
         })),
         ok => ok,
     }
@@ -399,9 +399,9 @@ mod tests {
     }
 
     fn non_finite() -> crate::TrainError {
-        crate::TrainError::Nn(hr_nn::Error::Config {
-            key: "frames".into(),
-            msg: "non-finite frames".into(),
+        crate::TrainError::Model(hr_models::Error::NonFinite {
+            what: hr_models::NonFiniteValue::Frames,
+            detail: "flat index 0".into(),
         })
     }
 

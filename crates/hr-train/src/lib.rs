@@ -12,6 +12,8 @@
 //! - [`eval_job`]: what `hr-eval` runs; [`demo`]: baseline vs hybrids;
 //! - [`plots`]: PNG plots of the loss and the validation metrics.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod demo;

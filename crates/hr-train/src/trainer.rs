@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use hr_core::write_atomic;
 use hr_data::text::TextTokenizer;
 use hr_data::{Cursor, EvalSet, LoaderConfig, SplitIndex};
 use hr_models::retriever::{HybridRetriever, AUDIO_CNN_PREFIX};
-use hr_nn::io::write_atomic;
+use hr_models::NonFiniteValue;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::schedule::WarmupCosine;
 use hr_nn::{LoadOptions, Mode, ParamStore};
@@ -28,15 +29,15 @@ use crate::config::{
     group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, Precision, TrainConfig,
 };
 use crate::dist::Dist;
-use crate::error::{is_non_finite, Result, TrainError};
+use crate::error::{Result, TrainError};
 use crate::evaluate::evaluate;
 use crate::init;
 use crate::metrics::RetrievalMetrics;
 use crate::model::{build_model, model_toml, retriever_config, waveform_batch};
 
 /// Exit code of `hr-train` after a preemption checkpoint (SIGTERM / SIGUSR1): the Slurm
-/// scripts requeue the job on this code (75 = EX_TEMPFAIL).
-pub const EXIT_REQUEUE: i32 = 75;
+/// scripts and the sweep coordinator requeue the job on this code.
+pub use hr_core::EXIT_REQUEUE;
 
 /// The resolved model config inside a run directory (what `hr-eval` and a resume rebuild the
 /// model from).
@@ -616,11 +617,11 @@ impl<'a> Session<'a> {
             // A non-finite loss is the global batch's, so every rank skips the same step.
             // Non-finite frames (debug builds) are this rank's alone: with several ranks they
             // end the job (the others stop, naming this rank); a single process skips the step.
-            Err(hr_nn::Error::Config { key, msg })
-                if is_non_finite(&key, &msg) && (key == "loss" || self.dist.world_size() == 1) =>
+            Err(hr_models::Error::NonFinite { what, .. })
+                if what == NonFiniteValue::Loss || self.dist.world_size() == 1 =>
             {
                 self.nonfinite += 1;
-                tracing::warn!(step = self.step, total = self.nonfinite, %key, "non-finite, step skipped");
+                tracing::warn!(step = self.step, total = self.nonfinite, %what, "non-finite, step skipped");
                 return Ok(StepResult {
                     loss: None,
                     items: batch.batch_size,
@@ -702,7 +703,7 @@ impl<'a> Session<'a> {
             self.dist.comm(),
         ) {
             Ok(r) => r,
-            Err(TrainError::Nn(hr_nn::Error::Config { key, msg })) if is_non_finite(&key, &msg) => {
+            Err(e) if e.is_non_finite() => {
                 tracing::warn!(
                     step = self.step,
                     "validation skipped: the model outputs are not finite"

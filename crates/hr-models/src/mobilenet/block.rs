@@ -1,8 +1,9 @@
 //! The building blocks: conv -> BN -> activation, squeeze-and-excitation and the inverted
 //! residual block, each with an explicit forward (returning a cache) and backward.
 
+use crate::Result;
 use hr_nn::layers::{BatchNorm2d, BatchNormCache, Conv2d, Conv2dCache, Linear, LinearCache};
-use hr_nn::{Mode, ParamStore, Result};
+use hr_nn::{Mode, ParamStore};
 use hr_tensor::{ops, Rng, Tensor, Unary};
 
 use super::config::BlockConfig;
@@ -84,7 +85,7 @@ impl ConvBnAct {
             Some(act) => self.bn.backward_act(ps, &c.bn, dy, act)?,
             None => self.bn.backward(ps, &c.bn, dy)?,
         };
-        self.conv.backward(ps, &c.conv, &dh)
+        Ok(self.conv.backward(ps, &c.conv, &dh)?)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Configuration of the EfficientAT static MobileNetV3 family (mn01 ... mn40).
 
-use hr_nn::{Error, Result};
+use crate::{Error, Result};
 use hr_tensor::Unary;
 
 /// EfficientAT's `_make_divisible(v, divisor)`: round to the nearest multiple of `divisor`

@@ -6,7 +6,8 @@
 //! windows run as one batch of B x n examples (window k of example b at index b n + k), so in
 //! training every BatchNorm sees the statistics of all windows, as with the authors' reshape.
 
-use hr_nn::{Mode, ParamStore, Result};
+use crate::Result;
+use hr_nn::{Mode, ParamStore};
 use hr_tensor::{ops, Tensor};
 
 use super::{MobileNetCache, MobileNetGrads, MobileNetV3};
