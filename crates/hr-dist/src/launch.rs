@@ -136,7 +136,7 @@ fn supervise(children: &mut [Option<Child>], opts: &LaunchOptions) -> Result<Exi
     }
 }
 
-/// Sends SIGTERM to a child (through the `kill` utility: no unsafe code in this crate).
+/// Sends SIGTERM to a child (through the `kill` utility, so this module needs no unsafe code).
 fn terminate(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

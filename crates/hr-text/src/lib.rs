@@ -3,6 +3,8 @@
 //! the `tokenizers` crate with our truncation and padding policy, the padded [`TokenBatch`] the
 //! BERT consumes, and BERT-style WordPiece training for the synthetic vocabulary.
 
+#![forbid(unsafe_code)]
+
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::models::TrainerWrapper;
