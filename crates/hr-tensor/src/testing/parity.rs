@@ -59,6 +59,14 @@ pub fn bf16_special(shape: &[usize], seed: u64) -> Tensor {
         .expect("bf16")
 }
 
+/// A maker of host inputs (`shape`, `seed`) for a case shared by several dtypes: [`randn`],
+/// [`bf16_special`], a closure over [`bf16_host`]...
+pub type MakeFn<'a> = &'a dyn Fn(&[usize], u64) -> Tensor;
+
+/// A comparison (`dev`, `name`, result, CPU reference) for a case shared by several dtypes:
+/// [`check`], [`check_bf16`] or [`check_bf16_exact`].
+pub type CheckFn<'a> = &'a dyn Fn(Device, &str, &Tensor, &Tensor);
+
 /// `t` on `dev` (an upload to a GPU; the same tensor on the CPU).
 pub fn on(t: &Tensor, dev: Device) -> Tensor {
     t.to_device(dev).expect("upload")
