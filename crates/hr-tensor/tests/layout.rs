@@ -324,7 +324,8 @@ fn bad_inputs_are_reported() {
 const EMBED_IDS: [u32; 11] = [0, 49, 3, 3, 17, 3, 0, 25, 49, 11, 3];
 
 /// Layout parity cases shared by f32 and bf16: permute, concat, slice, pad_axis and embedding
-/// (of [`EMBED_IDS`]) on tensors from `make`, each result on `dev` against the CPU's through `same`.
+/// (of [`EMBED_IDS`]) on tensors from `make`, each result on `dev` against the CPU's through
+/// `same`.
 fn layout_cases(dev: Device, make: MakeFn, same: CheckFn) {
     let x = make(&[2, 3, 4, 5], 700);
     let xg = on(&x, dev);
