@@ -1,7 +1,8 @@
 //! The CUDA backend: every op family of [`crate::backend`] on f32 tensors of one GPU (and bf16
 //! storage for the ops listed in `backend/dtype.rs`), through
 //! the NVRTC-compiled kernels of `kernels/` and cuBLAS for GEMMs. Semantics match the CPU
-//! reference in `crate::cpu` (the parity suite in `tests/cuda_parity.rs` checks each op).
+//! reference in `crate::cpu` (the `_cuda` parity cases of each `tests/<family>.rs`, registered
+//! with `test_device!`, check each op).
 //! Convolutions (`backend/conv.rs`), batch norm (`backend/batchnorm.rs`) and the audio family
 //! (`backend/audio.rs`) live in child modules.
 
