@@ -4,7 +4,9 @@
 #
 # Usage (from the repo root): tools/gpu_check.sh BUNDLE_DIR
 #   BUNDLE_DIR holds the prebuilt executables from tools/build_gpu_bundle.sh:
-#   test executables (cuda_parity-*, device-*, ...) and the bench executable cuda_ops-*.
+#   hr-tensor family test executables (family-elementwise, family-conv, ...: their `_cuda`
+#   cases run here), other test executables (test-device, test-cuda_step, ...) and the bench
+#   executables (bench-cuda_ops, ...).
 # Libraries: every lib/ folder under python3's site-packages nvidia/ (pip CUDA wheels that
 # PyTorch ships: cuBLAS, NVRTC, ...) goes on LD_LIBRARY_PATH; a libnccl.so symlink is created
 # when only libnccl.so.2 exists (cudarc looks for libnccl.so).
@@ -67,8 +69,24 @@ export RUST_BACKTRACE=1
 step "bundle"
 ls -la "$BUNDLE"
 
-# Tests: the CUDA op parity suite first, then the model step, the trainer and NCCL.
-for name in test-cuda_parity test-device test-cuda_mel test-cuda_step test-cuda_train test-nccl; do
+# Tests: the op parity cases first (the `_cuda` cases that test_device! registers in each
+# hr-tensor family test executable; their `_cpu` twins run with every `cargo test`), then the
+# model step, the trainer and NCCL.
+families=0
+for exe in "$BUNDLE"/family-*; do
+    [ -x "$exe" ] || continue
+    families=$((families + 1))
+    name="$(basename "$exe")"
+    step "test $name (_cuda cases)"
+    # One GPU: one test at a time (readable output, clean timings).
+    if ! timeout 420 "$exe" _cuda --nocapture --test-threads=1 > "$OUT_DIR/$name.log" 2>&1; then
+        FAILED+=("$name")
+    fi
+    # The full log comes back as a file; show the summary lines here.
+    grep -E "^test |FAIL|mismatch|error|panicked|skipped|^step|cpu .* cuda|ok: |GB/s" "$OUT_DIR/$name.log" | tail -80
+done
+[ "$families" -gt 0 ] || echo "(no hr-tensor family test executables, family-*, in the bundle)"
+for name in test-device test-cuda_mel test-cuda_step test-cuda_train test-nccl; do
     exe="$BUNDLE/$name"
     [ -x "$exe" ] || { echo "(no $name in the bundle)"; continue; }
     step "test $name"

@@ -3,7 +3,8 @@
 # execution model (one std::thread per CUDA thread, real __syncthreads barriers and warp
 # shuffles) and emu.cpp compares every kernel with a plain f64 reference on odd shapes, tiny
 # grids (grid-stride loops) and forced multi-chunk reductions. A logic check for machines
-# without a GPU; the GPU parity suite (crates/hr-tensor/tests/cuda_parity.rs) is the real test.
+# without a GPU; the GPU parity cases (the `_cuda` tests of crates/hr-tensor/tests/<family>.rs)
+# are the real test.
 # Usage: tools/cuda_emu/run.sh   (needs g++; prints one ok/FAIL line per check)
 set -euo pipefail
 cd "$(dirname "$0")"

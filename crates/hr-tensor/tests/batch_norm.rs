@@ -1,13 +1,18 @@
 //! Batch norm (PyTorch BatchNorm semantics): forward in train and eval mode against an f64
 //! reference, running-statistic updates, gradient checks of dx / dgamma / dbeta, f32/f64
 //! agreement and input validation.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): train / eval / backward and the
+//! fused batch norm + activation on the device against the CPU backend
+//! ([`hr_tensor::testing::parity`]).
 
 use hr_tensor::ops::{
     self, batch_norm_act_bwd, batch_norm_bwd, batch_norm_eval, batch_norm_train,
     batch_norm_train_act,
 };
+use hr_tensor::testing::parity::{on, randn, uniform, Report};
 use hr_tensor::testing::{assert_close, check_gradients, randn64};
-use hr_tensor::{DType, Rng, Tensor, Unary};
+use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor, Unary};
 
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -421,3 +426,101 @@ fn bad_inputs_are_errors() {
     // The running stats are untouched by failed calls.
     assert_eq!(rm.shape(), [3]);
 }
+
+fn batch_norm_train_eval_bwd(dev: Device) {
+    let mut report = Report::new(dev);
+    let shapes: [&[usize]; 7] = [
+        &[3, 5, 7, 13],
+        &[2, 3, 1, 1],
+        &[1, 4, 13],
+        &[37, 5],
+        &[1, 3, 7, 1],
+        // 10000 positions per plane: two spatial chunks per batch entry.
+        &[2, 3, 100, 100],
+        &[4, 16, 64, 100],
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let seed = 900 + i as u64 * 10;
+        let c = shape[1];
+        let momentum = if i % 2 == 0 { 0.1 } else { 0.01 };
+        // Mean 3, std 0.5: the variance must not cancel.
+        let x = Tensor::randn(shape, 0.5, &mut Rng::new(seed)).unwrap();
+        let x = ops::affine(&x, 1.0, 3.0).unwrap();
+        let g = uniform(&[c], 0.5, 1.5, seed + 1);
+        let b = randn(&[c], seed + 2);
+        let rm0 = randn(&[c], seed + 3);
+        let rv0 = uniform(&[c], 0.5, 2.0, seed + 4);
+        let dy = randn(shape, seed + 5);
+        let (xg, gg, bg, dyg) = (on(&x, dev), on(&g, dev), on(&b, dev), on(&dy, dev));
+        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+        let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
+        let (y, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3).unwrap();
+        let name = |what: &str| format!("batch_norm {what} {shape:?} momentum {momentum}");
+        let (yg, stg) =
+            match ops::batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.check(&name("train"), Err(e), &y);
+                    continue;
+                }
+            };
+        report.check(&name("train y"), Ok(yg), &y);
+        report.check(&name("train mean"), Ok(stg.mean.clone()), &st.mean);
+        report.check(&name("train rstd"), Ok(stg.rstd.clone()), &st.rstd);
+        report.check(&name("running_mean"), Ok(rmg.clone()), &rm);
+        report.check(&name("running_var"), Ok(rvg.clone()), &rv);
+        report.check(
+            &name("eval y"),
+            ops::batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-3),
+            &ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3).unwrap(),
+        );
+        let gr = ops::batch_norm_bwd(&x, &g, &st, &dy).unwrap();
+        match ops::batch_norm_bwd(&xg, &gg, &stg, &dyg) {
+            Ok(grg) => {
+                report.check(&name("bwd dx"), Ok(grg.dx), &gr.dx);
+                report.check(&name("bwd dgamma"), Ok(grg.dgamma), &gr.dgamma);
+                report.check(&name("bwd dbeta"), Ok(grg.dbeta), &gr.dbeta);
+            }
+            Err(e) => report.check(&name("bwd"), Err(e), &gr.dx),
+        }
+        // The fused batch norm + activation against the CPU's fused op.
+        for act in [Unary::Relu, Unary::Hardswish] {
+            let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+            let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
+            let (ya, sa) =
+                ops::batch_norm_train_act(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3, act)
+                    .unwrap();
+            let fused = |w: &str| name(&format!("{act:?} {w}"));
+            let ga = ops::batch_norm_act_bwd(&x, &g, &b, &sa, &dy, act).unwrap();
+            let got =
+                ops::batch_norm_train_act(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3, act)
+                    .and_then(|(yg, sg)| {
+                        Ok((yg, ops::batch_norm_act_bwd(&xg, &gg, &bg, &sg, &dyg, act)?))
+                    });
+            match got {
+                Ok((yg, grg)) => {
+                    report.check(&fused("train y"), Ok(yg), &ya);
+                    report.check(&fused("running_var"), Ok(rvg), &rv);
+                    report.check(&fused("bwd dx"), Ok(grg.dx), &ga.dx);
+                    report.check(&fused("bwd dgamma"), Ok(grg.dgamma), &ga.dgamma);
+                    report.check(&fused("bwd dbeta"), Ok(grg.dbeta), &ga.dbeta);
+                }
+                Err(e) => report.check(&fused("train"), Err(e), &ya),
+            }
+        }
+    }
+    // A single value per channel cannot be normalised in train mode: a typed error.
+    let x = on(&randn(&[1, 3, 1, 1], 990), dev);
+    let p = on(&randn(&[3], 991), dev);
+    let (mut rm, mut rv) = (p.clone(), p.clone());
+    let err = ops::batch_norm_train(&x, &p, &p, &mut rm, &mut rv, 0.1, 1e-3).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    println!("ok batch_norm_train on one value per channel: {err}");
+    report.finish("batch_norm_train_eval_bwd");
+}
+
+test_device!(
+    batch_norm_train_eval_bwd,
+    batch_norm_train_eval_bwd_cpu,
+    batch_norm_train_eval_bwd_cuda
+);

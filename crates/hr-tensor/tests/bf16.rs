@@ -4,11 +4,19 @@
 //! once; layer norm's statistics stay f32. Data movement (permute, concat, slice, pad_axis,
 //! embedding, broadcast_to) copies bf16 values bit for bit (signed zeros, infinities and NaN
 //! included). Ops without bf16 support return `UnsupportedDType` naming the op.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): bf16 uploads, downloads and
+//! casts on the device against the CPU, and the ops without bf16 kernels naming themselves there
+//! ([`hr_tensor::testing::parity`]). The bf16 parity checks of each op family live in that
+//! family's test file (`bf16_*` cases).
 
 use half::bf16;
 use hr_tensor::ops;
+use hr_tensor::testing::parity::{bf16_host, on, randn};
 use hr_tensor::testing::{bf16_bits as bits, bf16_pair as pair};
-use hr_tensor::{AdamStep, Binary, DType, Error, NormStats, Rng, Tensor, Unary};
+use hr_tensor::{
+    test_device, AdamStep, Binary, DType, Device, Error, NormStats, Rng, Tensor, Unary,
+};
 
 const UNARY: [Unary; 8] = Unary::ALL;
 
@@ -389,3 +397,105 @@ fn unsupported_ops_name_themselves() {
     let (_, win) = pair(&[16], 1.0, 0.0, 13);
     unsupported("frame_signal", ops::frame_signal(&wav, &win, 8, 0.97));
 }
+
+/// Host bf16 -> device -> host is exact; f32 -> bf16 -> f32 on the device rounds like the CPU
+/// (ties to even, subnormals, overflow to infinity).
+fn bf16_round_trips(dev: Device) {
+    use hr_tensor::DType;
+    let x = bf16_host(&[3, 37], 4.0, 0.0, 1700);
+    let xg = on(&x, dev);
+    assert_eq!(xg.dtype(), DType::BF16);
+    let back = xg.to_device(Device::Cpu).expect("download");
+    assert_eq!(back.dtype(), DType::BF16);
+    let bits = |t: &Tensor| -> Vec<u16> {
+        let s = t.as_slice::<half::bf16>().expect("bf16 slice");
+        s.iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(&back), bits(&x), "bf16 host -> device -> host");
+    println!("ok bf16 host -> device -> host: exact");
+    let mut v = randn(&[1000], 1701).to_vec_f32().expect("values");
+    v.extend([
+        0.0,
+        -0.0,
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        1e-40,
+        3.3895314e38,
+        3.4028235e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ]);
+    let n = v.len();
+    let x32 = Tensor::from_vec(v, &[n]).expect("tensor");
+    let want = x32
+        .to_dtype(DType::BF16)
+        .and_then(|t| t.to_dtype(DType::F32));
+    let got = on(&x32, dev)
+        .to_dtype(DType::BF16)
+        .and_then(|t| t.to_dtype(DType::F32));
+    let (want, got) = (want.expect("cpu cast"), got.expect("gpu cast"));
+    assert_eq!(got.dtype(), DType::F32);
+    let (w, g) = (
+        want.to_vec_f32().expect("cpu"),
+        got.to_vec_f32().expect("gpu"),
+    );
+    let same = w.iter().zip(&g).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(
+        same,
+        "f32 -> bf16 -> f32 on the device differs from the CPU"
+    );
+    println!("ok f32 -> bf16 -> f32 on the device: equal to the CPU's rounding ({n} values)");
+}
+
+test_device!(
+    bf16_round_trips,
+    bf16_round_trips_cpu,
+    bf16_round_trips_cuda
+);
+
+/// Ops still without a bf16 kernel name themselves on bf16 storage on the device:
+/// log_softmax, l2_normalize, log_softmax_bwd, nll_loss and matmul return `UnsupportedDType`
+/// naming the op.
+fn bf16_ops_without_kernels_name_themselves(dev: Device) {
+    // An op without a bf16 kernel names itself.
+    let x = on(&bf16_host(&[3, 6], 1.0, 0.0, 2400), dev);
+    let err = ops::log_softmax(&x).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedDType {
+                op: "log_softmax",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = ops::l2_normalize(&x, 1e-12).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedDType {
+                op: "l2_normalize",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    println!("ok log_softmax / l2_normalize on bf16: UnsupportedDType naming the op");
+    let x = on(&bf16_host(&[3, 6], 1.0, 0.0, 2550), dev);
+    let w = on(&bf16_host(&[6, 4], 1.0, 0.0, 2551), dev);
+    let named = |r: hr_tensor::Result<Tensor>, op: &str| match r {
+        Err(Error::UnsupportedDType { op: o, .. }) if o == op => {}
+        other => panic!("{op}: expected UnsupportedDType naming it, got {other:?}"),
+    };
+    named(ops::log_softmax_bwd(&x, &x), "log_softmax_bwd");
+    named(ops::nll_loss(&x, &[0, 1, 2]), "nll_loss");
+    named(ops::matmul(&x, &w), "matmul");
+    println!("ok log_softmax_bwd / nll_loss / matmul on bf16: UnsupportedDType naming the op");
+}
+
+test_device!(
+    bf16_ops_without_kernels_name_themselves,
+    bf16_ops_without_kernels_name_themselves_cpu,
+    bf16_ops_without_kernels_name_themselves_cuda
+);

@@ -1,349 +1,20 @@
 //! conv2d: forward against a direct-loop f64 reference, gradient checks of dx and dw, f32/f64
 //! agreement and input validation, on odd shapes covering the general (im2col), pointwise and
 //! depthwise kernels.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): forward, data and weight
+//! gradients of every geometry of [`CONV_CASES`] on the device against the CPU backend, with f32
+//! and with bf16 activations (the batch norms of the bf16 CNN included), and the stride-2
+//! depthwise tile kernel against the plain one ([`hr_tensor::testing::parity`]).
 
-use hr_tensor::ops::{conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, conv2d_spec};
+#[path = "conv/cases.rs"]
+mod cases;
+
+use cases::{case, Case, BIG_CASES, CASES, CONV_CASES};
+use hr_tensor::ops::{self, conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, conv2d_spec};
+use hr_tensor::testing::parity::{bf16_host, on, randn, uniform, Report};
 use hr_tensor::testing::{assert_close, check_gradients, randn64};
-use hr_tensor::{Conv2dSpec, DType, Rng, Tensor};
-
-/// One test geometry.
-#[derive(Debug, Clone, Copy)]
-struct Case {
-    name: &'static str,
-    n: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    k: (usize, usize),
-    stride: (usize, usize),
-    pad: (usize, usize),
-    dil: (usize, usize),
-    groups: usize,
-}
-
-#[allow(clippy::too_many_arguments)]
-const fn case(
-    name: &'static str,
-    n: usize,
-    c_in: usize,
-    hw: (usize, usize),
-    c_out: usize,
-    k: (usize, usize),
-    stride: (usize, usize),
-    pad: (usize, usize),
-    dil: (usize, usize),
-    groups: usize,
-) -> Case {
-    Case {
-        name,
-        n,
-        c_in,
-        h: hw.0,
-        w: hw.1,
-        c_out,
-        k,
-        stride,
-        pad,
-        dil,
-        groups,
-    }
-}
-
-const CASES: &[Case] = &[
-    case(
-        "plain_3x3",
-        2,
-        3,
-        (7, 6),
-        4,
-        (3, 3),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        1,
-    ),
-    case(
-        "stride2_pad1",
-        2,
-        3,
-        (9, 11),
-        4,
-        (3, 3),
-        (2, 2),
-        (1, 1),
-        (1, 1),
-        1,
-    ),
-    case(
-        "stem_1ch_s2",
-        3,
-        1,
-        (13, 12),
-        5,
-        (3, 3),
-        (2, 2),
-        (1, 1),
-        (1, 1),
-        1,
-    ),
-    case(
-        "dilation2_pad2",
-        2,
-        3,
-        (10, 9),
-        5,
-        (3, 3),
-        (1, 1),
-        (2, 2),
-        (2, 2),
-        1,
-    ),
-    case(
-        "asym_s12_p21_d21",
-        1,
-        2,
-        (9, 10),
-        3,
-        (3, 2),
-        (1, 2),
-        (2, 1),
-        (2, 1),
-        1,
-    ),
-    case(
-        "groups2",
-        2,
-        4,
-        (7, 8),
-        6,
-        (3, 2),
-        (1, 1),
-        (1, 0),
-        (1, 1),
-        2,
-    ),
-    case(
-        "groups2_s2_d2",
-        2,
-        6,
-        (11, 9),
-        4,
-        (3, 3),
-        (2, 2),
-        (2, 1),
-        (2, 2),
-        2,
-    ),
-    case(
-        "depthwise_k3_s1",
-        2,
-        5,
-        (9, 10),
-        5,
-        (3, 3),
-        (1, 1),
-        (1, 1),
-        (1, 1),
-        5,
-    ),
-    case(
-        "depthwise_k3_s2",
-        2,
-        5,
-        (9, 10),
-        5,
-        (3, 3),
-        (2, 2),
-        (1, 1),
-        (1, 1),
-        5,
-    ),
-    case(
-        "depthwise_k5_s1",
-        2,
-        3,
-        (9, 11),
-        3,
-        (5, 5),
-        (1, 1),
-        (2, 2),
-        (1, 1),
-        3,
-    ),
-    case(
-        "depthwise_k5_s2",
-        2,
-        3,
-        (11, 13),
-        3,
-        (5, 5),
-        (2, 2),
-        (2, 2),
-        (1, 1),
-        3,
-    ),
-    case(
-        "depthwise_k3_s3_d2",
-        1,
-        4,
-        (12, 14),
-        4,
-        (3, 2),
-        (2, 3),
-        (0, 2),
-        (2, 2),
-        4,
-    ),
-    case(
-        "depthwise_nopad_s2",
-        2,
-        3,
-        (8, 9),
-        3,
-        (3, 3),
-        (2, 2),
-        (0, 0),
-        (1, 1),
-        3,
-    ),
-    case(
-        "depthwise_1ch",
-        3,
-        1,
-        (6, 7),
-        1,
-        (3, 3),
-        (1, 2),
-        (1, 1),
-        (1, 1),
-        1,
-    ),
-    case(
-        "depthwise_multiplier2",
-        2,
-        3,
-        (7, 8),
-        6,
-        (3, 3),
-        (1, 1),
-        (1, 1),
-        (1, 1),
-        3,
-    ),
-    case(
-        "pointwise",
-        2,
-        6,
-        (5, 7),
-        4,
-        (1, 1),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        1,
-    ),
-    case(
-        "pointwise_groups2",
-        2,
-        6,
-        (5, 7),
-        4,
-        (1, 1),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        2,
-    ),
-    case(
-        "pointwise_stride2",
-        2,
-        3,
-        (7, 9),
-        4,
-        (1, 1),
-        (2, 2),
-        (0, 0),
-        (1, 1),
-        1,
-    ),
-    case(
-        "pointwise_pad1",
-        1,
-        3,
-        (4, 5),
-        2,
-        (1, 1),
-        (1, 1),
-        (1, 1),
-        (1, 1),
-        1,
-    ),
-    case(
-        "kernel_fills_input",
-        2,
-        2,
-        (5, 4),
-        3,
-        (5, 4),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        1,
-    ),
-];
-
-/// Larger geometries that take the parallel and threaded-GEMM branches.
-const BIG_CASES: &[Case] = &[
-    case(
-        "big_depthwise_s1",
-        2,
-        8,
-        (24, 70),
-        8,
-        (3, 3),
-        (1, 1),
-        (1, 1),
-        (1, 1),
-        8,
-    ),
-    case(
-        "big_depthwise_k5_s2",
-        2,
-        8,
-        (25, 71),
-        8,
-        (5, 5),
-        (2, 2),
-        (2, 2),
-        (1, 1),
-        8,
-    ),
-    case(
-        "big_pointwise",
-        1,
-        16,
-        (20, 31),
-        24,
-        (1, 1),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        1,
-    ),
-    case(
-        "big_stem",
-        1,
-        1,
-        (64, 41),
-        16,
-        (3, 3),
-        (2, 2),
-        (1, 1),
-        (1, 1),
-        1,
-    ),
-];
+use hr_tensor::{cuda, test_device, Conv2dSpec, DType, Device, Error, Rng, Tensor, Unary};
 
 impl Case {
     fn x_shape(&self) -> [usize; 4] {
@@ -739,3 +410,203 @@ fn autocast_rounds_dense_pointwise_operands_only() {
     let dw = conv2d(&x, &w3, (1, 1), (1, 1), (1, 1), 12).unwrap();
     assert_close("depthwise stays f32", &dw, &dw_plain, 1e-12);
 }
+
+fn conv2d_forward_and_backward(dev: Device) {
+    let mut report = Report::new(dev);
+    for (i, c) in CONV_CASES.iter().enumerate() {
+        let seed = 800 + i as u64 * 10;
+        let x = randn(&c.x, seed);
+        let w = randn(&c.w, seed + 1);
+        let spec = ops::conv2d_spec(&c.x, &c.w, c.stride, c.padding, c.dilation, c.groups)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let (xg, wg) = (on(&x, dev), on(&w, dev));
+        let what = |op: &str| {
+            format!(
+                "{op} {} x {:?} w {:?} s {:?} p {:?} d {:?} g {}",
+                c.name, c.x, c.w, c.stride, c.padding, c.dilation, c.groups
+            )
+        };
+        let y = ops::conv2d(&x, &w, c.stride, c.padding, c.dilation, c.groups).unwrap();
+        report.check(
+            &what("conv2d"),
+            ops::conv2d(&xg, &wg, c.stride, c.padding, c.dilation, c.groups),
+            &y,
+        );
+        let dy = randn(y.shape(), seed + 2);
+        let dyg = on(&dy, dev);
+        report.check(
+            &what("conv2d_bwd_data"),
+            ops::conv2d_bwd_data(&dyg, &wg, &spec),
+            &ops::conv2d_bwd_data(&dy, &w, &spec).unwrap(),
+        );
+        report.check(
+            &what("conv2d_bwd_weight"),
+            ops::conv2d_bwd_weight(&xg, &dyg, &spec),
+            &ops::conv2d_bwd_weight(&x, &dy, &spec).unwrap(),
+        );
+    }
+    // Typed errors, never a panic: a mixed-device call and a stale spec.
+    let x = randn(&[1, 2, 5, 5], 890);
+    let w = on(&randn(&[3, 2, 3, 3], 891), dev);
+    if !dev.is_cpu() {
+        // (On the CPU both operands are on the same device.)
+        let err = ops::conv2d(&x, &w, (1, 1), (1, 1), (1, 1), 1).unwrap_err();
+        println!("ok conv2d cpu input, cuda weight: {err}");
+    }
+    let spec = ops::conv2d_spec(&[1, 2, 5, 5], &[3, 2, 3, 3], (1, 1), (1, 1), (1, 1), 1).unwrap();
+    let stale = hr_tensor::Conv2dSpec { h_out: 4, ..spec };
+    let dy = on(&randn(&[1, 3, 4, 5], 892), dev);
+    let err = ops::conv2d_bwd_data(&dy, &w, &stale).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    println!("ok conv2d_bwd_data with a stale spec: {err}");
+    report.finish("conv2d_forward_and_backward");
+}
+
+test_device!(
+    conv2d_forward_and_backward,
+    conv2d_forward_and_backward_cpu,
+    conv2d_forward_and_backward_cuda
+);
+
+/// bf16 activations with f32 weights (the audio CNN under `run.precision = "bf16"`): every
+/// convolution geometry of [`CONV_CASES`] (direct `_bf16` kernels, bf16 cuBLAS GEMMs with a bf16
+/// result for the pointwise ones) and the batch norms (train, fused activation, eval,
+/// backward) against the CPU on the same bf16 inputs: bf16 outputs within one bf16 rounding,
+/// f32 outputs (weight gradients, statistics, dgamma, dbeta) to 1e-4.
+fn bf16_activation_convs_and_batch_norms(dev: Device) {
+    let mut report = Report::new(dev);
+    for (i, c) in CONV_CASES.iter().enumerate() {
+        let seed = 2600 + i as u64 * 10;
+        let x = bf16_host(&c.x, 1.0, 0.0, seed);
+        let w = randn(&c.w, seed + 1);
+        let spec = ops::conv2d_spec(&c.x, &c.w, c.stride, c.padding, c.dilation, c.groups)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let dy = bf16_host(
+            &[spec.n, spec.c_out, spec.h_out, spec.w_out],
+            1.0,
+            0.0,
+            seed + 2,
+        );
+        let (xg, wg, dyg) = (on(&x, dev), on(&w, dev), on(&dy, dev));
+        let what = |op: &str| format!("bf16 activations {op} {} x {:?} w {:?}", c.name, c.x, c.w);
+        report.check_rounding(
+            &what("conv2d"),
+            ops::conv2d(&xg, &wg, c.stride, c.padding, c.dilation, c.groups),
+            &ops::conv2d(&x, &w, c.stride, c.padding, c.dilation, c.groups).unwrap(),
+        );
+        report.check_rounding(
+            &what("conv2d_bwd_data"),
+            ops::conv2d_bwd_data(&dyg, &wg, &spec),
+            &ops::conv2d_bwd_data(&dy, &w, &spec).unwrap(),
+        );
+        let dw = ops::conv2d_bwd_weight(&x, &dy, &spec).unwrap();
+        match ops::conv2d_bwd_weight(&xg, &dyg, &spec) {
+            Ok(dwg) => {
+                assert_eq!(dwg.dtype(), hr_tensor::DType::F32, "{}", what("dw dtype"));
+                report.check_tol_to(&what("conv2d_bwd_weight (f32)"), dwg, &dw, 1e-4);
+            }
+            Err(e) => report.check(&what("conv2d_bwd_weight"), Err(e), &dw),
+        }
+    }
+    for (i, shape) in [
+        &[3usize, 5, 7, 13][..],
+        &[2, 3, 1, 1],
+        &[4, 16, 64, 100],
+        &[2, 3, 100, 100],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 2900 + i as u64 * 10;
+        let ch = shape[1];
+        let x = bf16_host(shape, 0.5, 3.0, seed);
+        let dy = bf16_host(shape, 1.0, 0.0, seed + 1);
+        let (g, b) = (uniform(&[ch], 0.5, 1.5, seed + 2), randn(&[ch], seed + 3));
+        let (rm0, rv0) = (randn(&[ch], seed + 4), uniform(&[ch], 0.5, 2.0, seed + 5));
+        let (xg, dyg, gg, bg) = (on(&x, dev), on(&dy, dev), on(&g, dev), on(&b, dev));
+        for act in [None, Some(Unary::Relu), Some(Unary::Hardswish)] {
+            let name = |w: &str| format!("bf16 activations batch_norm {act:?} {w} {shape:?}");
+            let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+            let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
+            let train =
+                |x: &Tensor, g: &Tensor, b: &Tensor, rm: &mut Tensor, rv: &mut Tensor| match act {
+                    Some(a) => ops::batch_norm_train_act(x, g, b, rm, rv, 0.1, 1e-3, a),
+                    None => ops::batch_norm_train(x, g, b, rm, rv, 0.1, 1e-3),
+                };
+            let bwd =
+                |x: &Tensor, g: &Tensor, b: &Tensor, st: &hr_tensor::NormStats, dy: &Tensor| {
+                    match act {
+                        Some(a) => ops::batch_norm_act_bwd(x, g, b, st, dy, a),
+                        None => ops::batch_norm_bwd(x, g, st, dy),
+                    }
+                };
+            let (y, st) = train(&x, &g, &b, &mut rm, &mut rv).unwrap();
+            let gr = bwd(&x, &g, &b, &st, &dy).unwrap();
+            let got = train(&xg, &gg, &bg, &mut rmg, &mut rvg)
+                .and_then(|(yg, sg)| Ok((yg, bwd(&xg, &gg, &bg, &sg, &dyg)?, sg)));
+            match got {
+                Ok((yg, grg, sg)) => {
+                    report.check_rounding(&name("train y"), Ok(yg), &y);
+                    report.check(&name("train mean"), Ok(sg.mean), &st.mean);
+                    report.check(&name("running_var"), Ok(rvg.clone()), &rv);
+                    report.check_rounding(&name("bwd dx"), Ok(grg.dx), &gr.dx);
+                    report.check_tol_to(&name("bwd dgamma"), grg.dgamma, &gr.dgamma, 1e-4);
+                    report.check_tol_to(&name("bwd dbeta"), grg.dbeta, &gr.dbeta, 1e-4);
+                }
+                Err(e) => report.check(&name("train"), Err(e), &y),
+            }
+            if act.is_none() {
+                report.check_rounding(
+                    &name("eval y"),
+                    ops::batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-3),
+                    &ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3).unwrap(),
+                );
+            }
+        }
+    }
+    report.finish("bf16_activation_convs_and_batch_norms");
+}
+
+test_device!(
+    bf16_activation_convs_and_batch_norms,
+    bf16_activation_convs_and_batch_norms_cpu,
+    bf16_activation_convs_and_batch_norms_cuda
+);
+
+/// The shared-memory tile kernel of the stride-2 depthwise forwards gives the plain kernel's
+/// bits (f32 and bf16 activations; odd sizes, several tiles per plane, 3x3 and 5x5). The switch
+/// is global, but both settings give the same values, so tests running beside this one are
+/// unaffected.
+fn stride2_tile_kernel_matches_the_plain_kernel(dev: Device) {
+    for (i, (x, k)) in [([3, 8, 37, 70], 3), ([2, 6, 70, 33], 5), ([1, 4, 13, 7], 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let w = on(&randn(&[x[1], 1, k, k], 3300 + i as u64), dev);
+        for bf16 in [false, true] {
+            let xs = match bf16 {
+                true => bf16_host(&x, 1.0, 0.0, 3310 + i as u64),
+                false => randn(&x, 3310 + i as u64),
+            };
+            let xg = on(&xs, dev);
+            let p = (k - 1) / 2;
+            let conv = || ops::conv2d(&xg, &w, (2, 2), (p, p), (1, 1), x[1]).unwrap();
+            cuda::set_stride2_tiles(false);
+            let plain = conv().to_device(Device::Cpu).unwrap();
+            cuda::set_stride2_tiles(true);
+            let tiled = conv().to_device(Device::Cpu).unwrap();
+            assert_eq!(
+                tiled.to_vec_f64().unwrap(),
+                plain.to_vec_f64().unwrap(),
+                "stride-2 depthwise {x:?} k {k} bf16 {bf16}: tiled != plain"
+            );
+            println!("ok stride-2 depthwise {x:?} k {k} bf16 {bf16}: tile kernel bit-identical");
+        }
+    }
+}
+
+test_device!(
+    stride2_tile_kernel_matches_the_plain_kernel,
+    stride2_tile_kernel_matches_the_plain_kernel_cpu,
+    stride2_tile_kernel_matches_the_plain_kernel_cuda
+);

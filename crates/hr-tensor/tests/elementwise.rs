@@ -1,11 +1,18 @@
 //! Activations, broadcasting arithmetic, reductions and dropout: forward values and gradients.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): unary / unary_bwd, broadcasting
+//! binary ops, affine, axpy and dropout (masks bit-identical) on the device against the CPU
+//! backend, f32 and bf16 storage ([`hr_tensor::testing::parity`]).
 
 use hr_tensor::ops::{
     add, add_bias, add_bias_bwd, binary, binary_bwd, broadcast_to, dropout, dropout_bwd, mean_axes,
     mean_axes_bwd, sum_axes, sum_axes_bwd, sum_to, unary, unary_bwd,
 };
+use hr_tensor::testing::parity::{
+    bf16_host, check, check_bf16, check_bf16_exact, on, randn, uniform,
+};
 use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
-use hr_tensor::{Binary, DType, Error, Rng, Tensor, Unary};
+use hr_tensor::{ops, test_device, Binary, DType, Device, Error, Rng, Tensor, Unary};
 
 const ACTS: [Unary; 8] = Unary::ALL;
 
@@ -240,3 +247,194 @@ fn mixed_dtypes_are_rejected() {
         "{err}"
     );
 }
+
+fn unary_forward_and_backward(dev: Device) {
+    for (si, shape) in [vec![1], vec![7], vec![3, 5], vec![4, 33, 65], vec![1 << 17]]
+        .iter()
+        .enumerate()
+    {
+        for (ki, &kind) in ACTS.iter().enumerate() {
+            let seed = (si * 16 + ki) as u64;
+            let x = match kind {
+                Unary::Log | Unary::Sqrt => uniform(shape, 0.05, 4.0, seed),
+                _ => Tensor::randn(shape, 2.5, &mut Rng::new(seed)).expect("randn"),
+            };
+            let dy = randn(shape, seed + 1000);
+            let (xg, dyg) = (on(&x, dev), on(&dy, dev));
+            let name = format!("{kind:?}");
+            check(
+                dev,
+                &name,
+                &ops::unary(kind, &xg).unwrap(),
+                &ops::unary(kind, &x).unwrap(),
+            );
+            check(
+                dev,
+                &format!("{name}_bwd"),
+                &ops::unary_bwd(kind, &xg, &dyg).unwrap(),
+                &ops::unary_bwd(kind, &x, &dy).unwrap(),
+            );
+        }
+    }
+}
+
+test_device!(
+    unary_forward_and_backward,
+    unary_forward_and_backward_cpu,
+    unary_forward_and_backward_cuda
+);
+
+fn binary_broadcasting(dev: Device) {
+    let pairs: [(&[usize], &[usize]); 7] = [
+        (&[3, 5], &[3, 5]),
+        (&[1000, 37], &[1000, 37]),
+        (&[4, 1, 7], &[1, 6, 7]),
+        (&[2, 3, 4], &[4]),
+        (&[5, 1], &[1, 9]),
+        (&[3, 97, 64], &[3, 1, 64]),
+        (&[2, 1, 3, 1, 5], &[1, 4, 3, 2, 1]),
+    ];
+    let kinds = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div];
+    for (i, (sa, sb)) in pairs.iter().enumerate() {
+        for (j, &kind) in kinds.iter().enumerate() {
+            let seed = (i * 8 + j) as u64;
+            let a = randn(sa, seed);
+            let b = match kind {
+                Binary::Div => uniform(sb, 0.5, 2.0, seed + 99),
+                _ => randn(sb, seed + 99),
+            };
+            let got = ops::binary(kind, &on(&a, dev), &on(&b, dev)).unwrap();
+            check(
+                dev,
+                &format!("{kind:?} {sa:?} {sb:?}"),
+                &got,
+                &ops::binary(kind, &a, &b).unwrap(),
+            );
+        }
+    }
+}
+
+test_device!(
+    binary_broadcasting,
+    binary_broadcasting_cpu,
+    binary_broadcasting_cuda
+);
+
+fn affine_axpy_dropout(dev: Device) {
+    for (i, shape) in [vec![1], vec![9, 13], vec![3, 1001]].iter().enumerate() {
+        let x = randn(shape, 10 + i as u64);
+        let y = randn(shape, 20 + i as u64);
+        check(
+            dev,
+            "affine",
+            &ops::affine(&on(&x, dev), 0.37, -1.25).unwrap(),
+            &ops::affine(&x, 0.37, -1.25).unwrap(),
+        );
+        let mut yc = y.clone();
+        let mut yg = on(&y, dev);
+        ops::axpy(&mut yc, -0.75, &x).unwrap();
+        ops::axpy(&mut yg, -0.75, &on(&x, dev)).unwrap();
+        check(dev, "axpy", &yg, &yc);
+        for (p, seed) in [(0.1, 7u64), (0.5, 0xdead_beef_1234), (0.0, 3)] {
+            let (yd, sd) = ops::dropout(&on(&x, dev), p, seed).unwrap();
+            let (yc, sc) = ops::dropout(&x, p, seed).unwrap();
+            assert_eq!(
+                sd.to_vec_f32().unwrap(),
+                sc.to_vec_f32().unwrap(),
+                "dropout mask p={p} seed={seed} differs from the CPU"
+            );
+            check(dev, &format!("dropout p={p}"), &yd, &yc);
+        }
+    }
+}
+
+test_device!(
+    affine_axpy_dropout,
+    affine_axpy_dropout_cpu,
+    affine_axpy_dropout_cuda
+);
+
+/// unary / unary_bwd / binary (same shape and broadcast) / affine on bf16.
+fn bf16_elementwise(dev: Device) {
+    for (si, shape) in [vec![1], vec![7], vec![3, 5], vec![4, 33, 65], vec![1 << 17]]
+        .iter()
+        .enumerate()
+    {
+        for (ki, &kind) in ACTS.iter().enumerate() {
+            let seed = 1800 + (si * 16 + ki) as u64;
+            let x = match kind {
+                Unary::Log | Unary::Sqrt => bf16_host(shape, 0.5, 2.0, seed),
+                _ => bf16_host(shape, 2.5, 0.0, seed),
+            };
+            let dy = bf16_host(shape, 1.0, 0.0, seed + 1000);
+            let (xg, dyg) = (on(&x, dev), on(&dy, dev));
+            let name = format!("{kind:?} {shape:?}");
+            let (g, c) = (ops::unary(kind, &xg), ops::unary(kind, &x));
+            check_bf16(dev, &name, &g.unwrap(), &c.unwrap());
+            let g = ops::unary_bwd(kind, &xg, &dyg).unwrap();
+            check_bf16(
+                dev,
+                &format!("{name}_bwd"),
+                &g,
+                &ops::unary_bwd(kind, &x, &dy).unwrap(),
+            );
+        }
+        let x = bf16_host(shape, 3.0, 0.0, 1900 + si as u64);
+        let g = ops::affine(&on(&x, dev), 0.37, -1.25).unwrap();
+        check_bf16(dev, "affine", &g, &ops::affine(&x, 0.37, -1.25).unwrap());
+    }
+    for (ci, (sa, sb)) in [
+        (vec![7], vec![7]),
+        (vec![4, 33, 65], vec![4, 33, 65]),
+        (vec![3, 1, 5], vec![4, 5]),
+        (vec![2, 3, 33], vec![33]),
+        (vec![5, 1], vec![1, 9]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = bf16_host(sa, 2.0, 0.0, 2000 + ci as u64);
+        let b = bf16_host(sb, 0.5, 1.5, 2100 + ci as u64);
+        let (ag, bg) = (on(&a, dev), on(&b, dev));
+        for kind in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+            let g = ops::binary(kind, &ag, &bg).unwrap();
+            let name = format!("{kind:?} {sa:?} {sb:?}");
+            check_bf16(dev, &name, &g, &ops::binary(kind, &a, &b).unwrap());
+        }
+    }
+}
+
+test_device!(
+    bf16_elementwise,
+    bf16_elementwise_cpu,
+    bf16_elementwise_cuda
+);
+
+/// axpy and dropout on bf16 storage: the dropout scale bit-exact, the results within
+/// [`BF16_TOL`](hr_tensor::testing::parity::BF16_TOL) of the CPU's bf16 results.
+fn bf16_axpy_and_dropout(dev: Device) {
+    for (i, shape) in [vec![1], vec![9, 13], vec![3, 1001], vec![1 << 17]]
+        .iter()
+        .enumerate()
+    {
+        let x = bf16_host(shape, 2.0, 0.0, 2530 + i as u64);
+        let y = bf16_host(shape, 1.0, 0.5, 2540 + i as u64);
+        let xg = on(&x, dev);
+        let (mut yc, mut yg) = (y.clone(), on(&y, dev));
+        ops::axpy(&mut yc, -0.75, &x).unwrap();
+        ops::axpy(&mut yg, -0.75, &xg).unwrap();
+        check_bf16(dev, &format!("axpy {shape:?}"), &yg, &yc);
+        for (p, seed) in [(0.1, 7u64), (0.5, 0xdead_beef_1234), (0.0, 3)] {
+            let (yd, sd) = ops::dropout(&xg, p, seed).unwrap();
+            let (yh, sh) = ops::dropout(&x, p, seed).unwrap();
+            check_bf16_exact(dev, &format!("dropout scale {shape:?} p={p}"), &sd, &sh);
+            check_bf16(dev, &format!("dropout {shape:?} p={p}"), &yd, &yh);
+        }
+    }
+}
+
+test_device!(
+    bf16_axpy_and_dropout,
+    bf16_axpy_and_dropout_cpu,
+    bf16_axpy_and_dropout_cuda
+);

@@ -1,8 +1,14 @@
 //! GEMM: forward against a naive reference, every transpose/batching combination, gradients.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): matmul (cuBLAS on a GPU), the
+//! bf16 operand copies of autocast GEMMs cached with their storage, and autocast GEMMs
+//! (dense pointwise convolutions included) on the device against the CPU backend
+//! ([`hr_tensor::testing::parity`]).
 
 use hr_tensor::ops::{matmul, matmul_ex, matmul_ex_bwd};
+use hr_tensor::testing::parity::{check, check_tol, on, randn};
 use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
-use hr_tensor::{DType, Error, Rng, Tensor};
+use hr_tensor::{ops, test_device, DType, Device, Error, Rng, Tensor};
 
 /// Naive `op(a) @ op(b)` for one matrix pair (f64).
 fn naive(a: &[f64], b: &[f64], m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<f64> {
@@ -183,3 +189,203 @@ fn autocast_rounds_operands_to_bf16_and_accumulates_in_f32() {
         hr_tensor::testing::max_rel_diff(&r, &plain.to_dtype(DType::F64).unwrap()).unwrap() < 1e-5
     );
 }
+
+fn matmul_cublas(dev: Device) {
+    // (batch dims of a, batch dims of b, m, k, n)
+    type Case<'a> = (&'a [usize], &'a [usize], usize, usize, usize);
+    let cases: [Case; 8] = [
+        (&[], &[], 1, 1, 1),
+        (&[], &[], 17, 33, 9),
+        (&[], &[], 64, 128, 96),
+        (&[], &[], 97, 768, 65),
+        (&[3], &[3], 5, 7, 11),
+        (&[2, 3], &[2, 3], 13, 64, 31),
+        (&[4], &[], 9, 17, 5),
+        (&[], &[4], 9, 17, 5),
+    ];
+    let mut seed = 300;
+    for (ba, bb, m, k, n) in cases {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            seed += 1;
+            let mut sa = ba.to_vec();
+            sa.extend(if ta { [k, m] } else { [m, k] });
+            let mut sb = bb.to_vec();
+            sb.extend(if tb { [n, k] } else { [k, n] });
+            let a = randn(&sa, seed);
+            let b = randn(&sb, seed + 1000);
+            let alpha = 0.5;
+            let got = ops::matmul_ex(&on(&a, dev), &on(&b, dev), ta, tb, alpha).unwrap();
+            let want = ops::matmul_ex(&a, &b, ta, tb, alpha).unwrap();
+            check(
+                dev,
+                &format!(
+                    "matmul {sa:?}{} x {sb:?}{}",
+                    if ta { "^T" } else { "" },
+                    if tb { "^T" } else { "" }
+                ),
+                &got,
+                &want,
+            );
+        }
+    }
+}
+
+test_device!(matmul_cublas, matmul_cublas_cpu, matmul_cublas_cuda);
+
+/// The bf16 copy of an autocast GEMM operand is cached with its storage: reused while the
+/// tensor is unchanged (also through a reshape), made again after an in-place write, and not
+/// taken over by a copy-on-write clone. Every product against the CPU's rounding.
+fn bf16_operand_copies_follow_writes(dev: Device) {
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let (x, mut w, d) = (
+        randn(&[19, 40], 1000),
+        randn(&[40, 23], 1001),
+        randn(&[40, 23], 1002),
+    );
+    let (xg, mut wg, dg) = (on(&x, dev), on(&w, dev), on(&d, dev));
+    let mm = |a: &Tensor, b: &Tensor| ops::matmul(a, b).unwrap();
+    check_tol(
+        dev,
+        "bf16 matmul (first use)",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+    check_tol(
+        dev,
+        "bf16 matmul (cached copies)",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+    // A reshape shares the storage, and so the cached copy.
+    let via = |t: &Tensor, tmp: &[usize]| t.reshape(tmp).unwrap().reshape(t.shape()).unwrap();
+    let (xr, wr) = (via(&xg, &[19, 2, 20]), via(&wg, &[20, 2, 23]));
+    check_tol(
+        dev,
+        "bf16 matmul through reshapes",
+        &mm(&xr, &wr),
+        &mm(&x, &w),
+        1e-4,
+    );
+    // A copy-on-write clone written in place: the original keeps its values and its copy.
+    let mut w2g = wg.clone();
+    ops::axpy(&mut w2g, 1.0, &dg).unwrap();
+    check_tol(
+        dev,
+        "bf16 matmul, original after a clone's write",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+    let mut w2 = w.clone();
+    ops::axpy(&mut w2, 1.0, &d).unwrap();
+    check_tol(
+        dev,
+        "bf16 matmul, the written clone",
+        &mm(&xg, &w2g),
+        &mm(&x, &w2),
+        1e-4,
+    );
+    // The tensor itself written in place (unique storage, like a weight under Adam).
+    ops::axpy(&mut wg, -0.5, &dg).unwrap();
+    ops::axpy(&mut w, -0.5, &d).unwrap();
+    check_tol(
+        dev,
+        "bf16 matmul after an in-place write",
+        &mm(&xg, &wg),
+        &mm(&x, &w),
+        1e-4,
+    );
+}
+
+test_device!(
+    bf16_operand_copies_follow_writes,
+    bf16_operand_copies_follow_writes_cpu,
+    bf16_operand_copies_follow_writes_cuda
+);
+
+/// Autocast GEMMs: cuBLAS with bf16 operands against the CPU's rounding of the same
+/// operands (both accumulate in f32, so only the summation order differs: 1e-4, not the
+/// 1e-2 a bf16 result would need).
+fn matmul_bf16_autocast(dev: Device) {
+    let _bf16 = hr_tensor::autocast::bf16_matmuls(true);
+    let cases: [(&[usize], &[usize], bool, bool); 4] = [
+        (&[17, 33], &[33, 9], false, false),
+        (&[97, 768], &[65, 768], false, true),
+        (&[3, 64, 13], &[3, 64, 31], true, false),
+        (&[4, 9, 17], &[17, 5], false, false),
+    ];
+    for (i, (sa, sb, ta, tb)) in cases.into_iter().enumerate() {
+        let (a, b) = (randn(sa, 900 + i as u64), randn(sb, 950 + i as u64));
+        let got = ops::matmul_ex(&on(&a, dev), &on(&b, dev), ta, tb, 0.5).unwrap();
+        let want = ops::matmul_ex(&a, &b, ta, tb, 0.5).unwrap();
+        check_tol(
+            dev,
+            &format!("bf16 matmul {sa:?} x {sb:?}"),
+            &got,
+            &want,
+            1e-4,
+        );
+    }
+    // Dense pointwise convolutions are bf16 GEMMs too (the CPU rounds the same operands).
+    let (x, w, dy) = (
+        randn(&[2, 24, 5, 9], 960),
+        randn(&[40, 24, 1, 1], 961),
+        randn(&[2, 40, 5, 9], 962),
+    );
+    let spec = ops::conv2d_spec(x.shape(), w.shape(), (1, 1), (0, 0), (1, 1), 1).unwrap();
+    let (xg, wg, dyg) = (on(&x, dev), on(&w, dev), on(&dy, dev));
+    let conv = |x: &Tensor, w: &Tensor| ops::conv2d(x, w, (1, 1), (0, 0), (1, 1), 1).unwrap();
+    check_tol(
+        dev,
+        "bf16 pointwise conv",
+        &conv(&xg, &wg),
+        &conv(&x, &w),
+        1e-4,
+    );
+    let dx = |dy: &Tensor, w: &Tensor| ops::conv2d_bwd_data(dy, w, &spec).unwrap();
+    check_tol(
+        dev,
+        "bf16 pointwise conv bwd_data",
+        &dx(&dyg, &wg),
+        &dx(&dy, &w),
+        1e-4,
+    );
+    let dw = |x: &Tensor, dy: &Tensor| ops::conv2d_bwd_weight(x, dy, &spec).unwrap();
+    check_tol(
+        dev,
+        "bf16 pointwise conv bwd_weight",
+        &dw(&xg, &dyg),
+        &dw(&x, &dy),
+        1e-4,
+    );
+    // Both gradients at once share one bf16 copy of dy: the same values as the two calls.
+    let (dx2, dw2) = ops::conv2d_bwd(&xg, &wg, &dyg, &spec).unwrap();
+    for (what, got, want) in [("dx", &dx2, &dx(&dyg, &wg)), ("dw", &dw2, &dw(&xg, &dyg))] {
+        let (g, w) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+        assert_eq!(
+            g, w,
+            "bf16 pointwise conv2d_bwd {what} differs from the separate op"
+        );
+    }
+    println!("ok bf16 pointwise conv2d_bwd: dx and dw identical to the separate ops");
+    // A small image with many channels: the channel-major weight gradient (one GEMM over the
+    // batch) rounds the same operands.
+    let (x, dy) = (randn(&[3, 48, 2, 3], 963), randn(&[3, 40, 2, 3], 964));
+    let w = randn(&[40, 48, 1, 1], 965);
+    let spec = ops::conv2d_spec(x.shape(), w.shape(), (1, 1), (0, 0), (1, 1), 1).unwrap();
+    check_tol(
+        dev,
+        "bf16 pointwise conv bwd_weight, channel-major",
+        &ops::conv2d_bwd_weight(&on(&x, dev), &on(&dy, dev), &spec).unwrap(),
+        &ops::conv2d_bwd_weight(&x, &dy, &spec).unwrap(),
+        1e-4,
+    );
+}
+
+test_device!(
+    matmul_bf16_autocast,
+    matmul_bf16_autocast_cpu,
+    matmul_bf16_autocast_cuda
+);

@@ -1,12 +1,19 @@
 //! Layout ops: permute / transpose, concat, slice / pad, embedding, against straightforward
 //! references, with gradient checks and bad-input errors.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): the same ops on the device
+//! against the CPU backend, f32 and bf16 storage (bf16 data movement bit-exact;
+//! [`hr_tensor::testing::parity`]).
 
 use hr_tensor::ops::{
-    concat, concat_bwd, embedding, embedding_bwd, pad_axis, permute, permute_bwd, slice, slice_bwd,
-    transpose, transpose_bwd,
+    self, concat, concat_bwd, embedding, embedding_bwd, pad_axis, permute, permute_bwd, slice,
+    slice_bwd, transpose, transpose_bwd,
+};
+use hr_tensor::testing::parity::{
+    bf16_host, bf16_special, check, check_bf16, check_bf16_exact, on, randn, CheckFn, MakeFn,
 };
 use hr_tensor::testing::{check_gradients, randn32, randn64};
-use hr_tensor::{DType, Rng, Tensor};
+use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor};
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -312,3 +319,114 @@ fn bad_inputs_are_reported() {
     assert!(embedding_bwd(&dy, &[1, 9], 5).is_err());
     assert!(embedding(&a, &[0]).is_err());
 }
+
+/// Ids of the embedding parity cases (a vocabulary of 50; repeats and unused rows).
+const EMBED_IDS: [u32; 11] = [0, 49, 3, 3, 17, 3, 0, 25, 49, 11, 3];
+
+/// Layout parity cases shared by f32 and bf16: permute, concat, slice, pad_axis and embedding
+/// (of [`EMBED_IDS`]) on tensors from `make`, each result on `dev` against the CPU's through
+/// `same`.
+fn layout_cases(dev: Device, make: MakeFn, same: CheckFn) {
+    let x = make(&[2, 3, 4, 5], 700);
+    let xg = on(&x, dev);
+    for perm in [[3, 1, 0, 2], [0, 2, 1, 3], [0, 1, 2, 3], [3, 2, 1, 0]] {
+        same(
+            dev,
+            &format!("permute {perm:?}"),
+            &ops::permute(&xg, &perm).unwrap(),
+            &ops::permute(&x, &perm).unwrap(),
+        );
+    }
+    let big = make(&[33, 65, 17], 701);
+    same(
+        dev,
+        "permute big",
+        &ops::permute(&on(&big, dev), &[2, 0, 1]).unwrap(),
+        &ops::permute(&big, &[2, 0, 1]).unwrap(),
+    );
+    let parts = [
+        make(&[2, 3, 4], 702),
+        make(&[2, 5, 4], 703),
+        make(&[2, 1, 4], 704),
+    ];
+    let pg: Vec<Tensor> = parts.iter().map(|t| on(t, dev)).collect();
+    same(
+        dev,
+        "concat axis 1",
+        &ops::concat(&pg.iter().collect::<Vec<_>>(), 1).unwrap(),
+        &ops::concat(&parts.iter().collect::<Vec<_>>(), 1).unwrap(),
+    );
+    let (a, b) = (make(&[3, 7], 705), make(&[2, 7], 706));
+    same(
+        dev,
+        "concat axis 0",
+        &ops::concat(&[&on(&a, dev), &on(&b, dev)], 0).unwrap(),
+        &ops::concat(&[&a, &b], 0).unwrap(),
+    );
+    for (axis, start, len) in [(1, 1, 2), (3, 0, 5), (0, 1, 1), (2, 3, 1)] {
+        same(
+            dev,
+            &format!("slice axis {axis} {start}+{len}"),
+            &ops::slice(&xg, axis, start, len).unwrap(),
+            &ops::slice(&x, axis, start, len).unwrap(),
+        );
+        let total = x.shape()[axis] + start + 2;
+        same(
+            dev,
+            &format!("pad_axis axis {axis} at {start} to {total}"),
+            &ops::pad_axis(&xg, axis, start, total).unwrap(),
+            &ops::pad_axis(&x, axis, start, total).unwrap(),
+        );
+    }
+    let table = make(&[50, 33], 707);
+    same(
+        dev,
+        "embedding",
+        &ops::embedding(&on(&table, dev), &EMBED_IDS).unwrap(),
+        &ops::embedding(&table, &EMBED_IDS).unwrap(),
+    );
+}
+
+fn layout_ops(dev: Device) {
+    layout_cases(dev, &randn, &check);
+    let ids = EMBED_IDS;
+    let table = randn(&[50, 33], 707);
+    let dy = randn(&[ids.len(), 33], 708);
+    check(
+        dev,
+        "embedding_bwd",
+        &ops::embedding_bwd(&on(&dy, dev), &ids, 50).unwrap(),
+        &ops::embedding_bwd(&dy, &ids, 50).unwrap(),
+    );
+    assert!(matches!(
+        ops::embedding(&on(&table, dev), &[50]).unwrap_err(),
+        Error::InvalidArgument { .. }
+    ));
+}
+
+test_device!(layout_ops, layout_ops_cpu, layout_ops_cuda);
+
+/// bf16 storage of the layout family: permute, concat, slice, pad_axis and embedding
+/// bit-exact (signed zeros, infinities and NaN payloads included); embedding_bwd within
+/// [`BF16_TOL`](hr_tensor::testing::parity::BF16_TOL) of the CPU and deterministic.
+fn bf16_layout_ops(dev: Device) {
+    layout_cases(dev, &bf16_special, &check_bf16_exact);
+    let ids = EMBED_IDS;
+    let dy = bf16_host(&[ids.len(), 33], 1.0, 0.0, 2506);
+    let dyg = on(&dy, dev);
+    let g1 = ops::embedding_bwd(&dyg, &ids, 50).unwrap();
+    check_bf16(
+        dev,
+        "embedding_bwd",
+        &g1,
+        &ops::embedding_bwd(&dy, &ids, 50).unwrap(),
+    );
+    check_bf16_exact(
+        dev,
+        "embedding_bwd rerun (deterministic)",
+        &ops::embedding_bwd(&dyg, &ids, 50).unwrap(),
+        &g1.to_device(Device::Cpu).unwrap(),
+    );
+}
+
+test_device!(bf16_layout_ops, bf16_layout_ops_cpu, bf16_layout_ops_cuda);

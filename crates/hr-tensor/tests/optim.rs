@@ -1,9 +1,13 @@
 //! Fused Adam/AdamW against a straightforward scalar re-implementation of PyTorch's update,
 //! over several steps, with and without decoupled weight decay; bad-input errors.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): Adam / AdamW and the
+//! multi-tensor update on the device against the CPU backend ([`hr_tensor::testing::parity`]).
 
-use hr_tensor::ops::{adam_step, adam_step_multi};
+use hr_tensor::ops::{self, adam_step, adam_step_multi};
+use hr_tensor::testing::parity::{check, check_tol, on, randn, uniform};
 use hr_tensor::testing::{randn32, randn64};
-use hr_tensor::{AdamStep, DType, Rng, Tensor};
+use hr_tensor::{test_device, AdamStep, DType, Device, Rng, Tensor};
 
 fn vals(t: &Tensor) -> Vec<f64> {
     t.to_vec_f64().unwrap()
@@ -164,3 +168,115 @@ fn adam_multi_matches_one_update_per_tensor() {
     // An empty list is a no-op.
     adam_step_multi(&mut [], &[], &mut [], &mut [], &hp).unwrap();
 }
+
+fn adam_and_adamw(dev: Device) {
+    for (i, (n, wd, step)) in [(1usize, 0.0, 1u64), (1001, 0.01, 3), (1_000_003, 0.1, 1000)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 600 + i as u64 * 10;
+        let p = randn(&[n], seed);
+        let g = randn(&[n], seed + 1);
+        let m = ops::affine(&randn(&[n], seed + 2), 0.1, 0.0).unwrap();
+        let v = uniform(&[n], 0.0, 0.01, seed + 3);
+        let hp = AdamStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: wd,
+            step,
+        };
+        let (mut pc, mut mc, mut vc) = (p.clone(), m.clone(), v.clone());
+        ops::adam_step(&mut pc, &g, &mut mc, &mut vc, &hp).unwrap();
+        let (mut pg, mut mg, mut vg) = (on(&p, dev), on(&m, dev), on(&v, dev));
+        ops::adam_step(&mut pg, &on(&g, dev), &mut mg, &mut vg, &hp).unwrap();
+        check(dev, "adam param", &pg, &pc);
+        check(dev, "adam m", &mg, &mc);
+        check(dev, "adam v", &vg, &vc);
+        // The update itself (p_new - p) must match too, not just p.
+        let dp_g = ops::sub(&pg, &on(&p, dev)).unwrap();
+        let dp_c = ops::sub(&pc, &p).unwrap();
+        check_tol(dev, "adam update", &dp_g, &dp_c, 1e-4);
+    }
+}
+
+test_device!(adam_and_adamw, adam_and_adamw_cpu, adam_and_adamw_cuda);
+
+/// The multi-tensor update (one launch for a list) against the CPU's per-tensor updates, bit
+/// for bit: odd sizes, an empty tensor, one spanning several 65536-element chunks, moments
+/// sharing one buffer (copied on write), float4 and scalar tails.
+fn adam_multi_tensor(dev: Device) {
+    let sizes = [1usize, 0, 1001, 3 * 65536 + 7, 64, 65536, 13];
+    let hp = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        step: 7,
+    };
+    let make = |k: u64| -> Vec<Tensor> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| randn(&[n], 800 + 10 * i as u64 + k))
+            .collect()
+    };
+    let (p, g) = (make(0), make(1));
+    let m: Vec<Tensor> = make(2)
+        .iter()
+        .map(|t| ops::affine(t, 0.1, 0.0).unwrap())
+        .collect();
+    let v: Vec<Tensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| uniform(&[n], 0.0, 0.01, 900 + i as u64))
+        .collect();
+    let (mut pc, mut mc, mut vc) = (p.clone(), m.clone(), v.clone());
+    for i in 0..sizes.len() {
+        ops::adam_step(&mut pc[i], &g[i], &mut mc[i], &mut vc[i], &hp).unwrap();
+    }
+    let up = |ts: &[Tensor]| -> Vec<Tensor> { ts.iter().map(|t| on(t, dev)).collect() };
+    let (mut pg, gg, mut mg) = (up(&p), up(&g), up(&m));
+    // The second moments of the last two tensors start as one shared zero buffer on both
+    // sides (like fresh optimizer state), so copy-on-write is exercised.
+    let mut vg = up(&v);
+    let z = on(&Tensor::zeros(&[13], DType::F32, Device::Cpu).unwrap(), dev);
+    let last = sizes.len() - 1;
+    vg[last] = z.clone();
+    mg[last] = z;
+    let zc = Tensor::zeros(&[13], DType::F32, Device::Cpu).unwrap();
+    let (mut pz, mut mz, mut vz) = (p[last].clone(), zc.clone(), zc);
+    ops::adam_step(&mut pz, &g[last], &mut mz, &mut vz, &hp).unwrap();
+    (pc[last], mc[last], vc[last]) = (pz, mz, vz);
+    ops::adam_step_multi(&mut pg, &gg, &mut mg, &mut vg, &hp).unwrap();
+    for i in 0..sizes.len() {
+        for (what, got, want) in [
+            ("param", &pg[i], &pc[i]),
+            ("m", &mg[i], &mc[i]),
+            ("v", &vg[i], &vc[i]),
+        ] {
+            let (a, b) = (got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+            let bad = a
+                .iter()
+                .zip(&b)
+                .position(|(x, y)| x.to_bits() != y.to_bits());
+            assert!(
+                bad.is_none(),
+                "adam multi {what} #{i} ({} elements): element {bad:?} differs",
+                sizes[i]
+            );
+        }
+    }
+    println!(
+        "ok adam_step_multi: {} tensors bit-identical to the CPU",
+        sizes.len()
+    );
+}
+
+test_device!(
+    adam_multi_tensor,
+    adam_multi_tensor_cpu,
+    adam_multi_tensor_cuda
+);

@@ -1,10 +1,14 @@
 //! Per-plane ops (`plane_sum`, `plane_scale`: the squeeze-and-excitation block's pooling, gate
 //! gradient and scaling) on the CPU against the unfused ops they replace, in f64, f32 and with
 //! bf16 activations, their backward against finite differences, plus their errors.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): the same ops on the device
+//! against the CPU backend, f32 and bf16 activations ([`hr_tensor::testing::parity`]).
 
 use hr_tensor::ops;
 use hr_tensor::testing::assert_close;
-use hr_tensor::{DType, Error, Rng, Tensor};
+use hr_tensor::testing::parity::{bf16_host, on, Report};
+use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, 1.0, &mut Rng::new(seed)).expect("randn")
@@ -199,3 +203,58 @@ fn gradients_match_finite_differences() {
         );
     }
 }
+
+/// The per-plane ops of the squeeze-and-excitation block (`plane_sum` with and without a second
+/// factor, `plane_scale` with and without a shift) against the CPU, f32 and bf16 activations,
+/// planes of 4k elements (vector path), odd and empty planes, a rank-2 input.
+fn plane_ops(dev: Device) {
+    let mut report = Report::new(dev);
+    let shapes: [&[usize]; 5] = [
+        &[4, 16, 8, 63],
+        &[3, 5, 7, 9],
+        &[32, 40, 16, 125],
+        &[6, 7],
+        &[2, 3, 0, 5],
+    ];
+    for (i, &shape) in shapes.iter().enumerate() {
+        let seed = 3100 + i as u64 * 10;
+        let nc = &shape[..2];
+        let (scale, shift) = (randn(nc, seed + 2), randn(nc, seed + 3));
+        let (scg, shg) = (on(&scale, dev), on(&shift, dev));
+        for bf16 in [false, true] {
+            let make = |s: u64| match bf16 {
+                true => bf16_host(shape, 1.0, 0.0, s),
+                false => randn(shape, s),
+            };
+            let (a, b) = (make(seed), make(seed + 1));
+            let (ag, bg) = (on(&a, dev), on(&b, dev));
+            let what = |op: &str| format!("{op} {shape:?}{}", if bf16 { " bf16" } else { "" });
+            report.check(
+                &what("plane_sum"),
+                ops::plane_sum(&ag, None),
+                &ops::plane_sum(&a, None).unwrap(),
+            );
+            report.check(
+                &what("plane_sum a*b"),
+                ops::plane_sum(&ag, Some(&bg)),
+                &ops::plane_sum(&a, Some(&b)).unwrap(),
+            );
+            for sh in [None, Some((&shg, &shift))] {
+                let name = what(if sh.is_some() {
+                    "plane_scale + shift"
+                } else {
+                    "plane_scale"
+                });
+                let got = ops::plane_scale(&ag, &scg, sh.map(|s| s.0));
+                let want = ops::plane_scale(&a, &scale, sh.map(|s| s.1)).unwrap();
+                match bf16 {
+                    true => report.check_rounding(&name, got, &want),
+                    false => report.check(&name, got, &want),
+                }
+            }
+        }
+    }
+    report.finish("plane_ops");
+}
+
+test_device!(plane_ops, plane_ops_cpu, plane_ops_cuda);

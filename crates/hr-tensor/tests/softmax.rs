@@ -1,12 +1,17 @@
 //! Softmax (with key-padding masks), log-softmax, NLL and cross-entropy against straightforward
 //! references, with gradient checks and bad-input errors.
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): softmax (masked), its backward,
+//! log-softmax and NLL on the device against the CPU backend, f32 and bf16 storage
+//! ([`hr_tensor::testing::parity`]).
 
 use hr_tensor::ops::{
-    cross_entropy, cross_entropy_bwd, log_softmax, log_softmax_bwd, nll_loss, nll_loss_bwd,
+    self, cross_entropy, cross_entropy_bwd, log_softmax, log_softmax_bwd, nll_loss, nll_loss_bwd,
     softmax, softmax_bwd,
 };
+use hr_tensor::testing::parity::{bf16_host, check, check_bf16, on, randn};
 use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
-use hr_tensor::{DType, Rng, Tensor};
+use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor};
 
 fn vals(t: &Tensor) -> Vec<f64> {
     t.to_vec_f64().unwrap()
@@ -285,3 +290,116 @@ fn bad_inputs_are_reported() {
     );
     assert!(softmax(&Tensor::from_vec(vec![1.0f64], &[]).unwrap(), None).is_err());
 }
+
+fn softmax_family(dev: Device) {
+    for (i, &(b, r, k)) in [
+        (1, 1, 1),
+        (2, 3, 7),
+        (2, 3, 33),
+        (3, 12, 97),
+        (2, 5, 300),
+        (2, 4, 1024),
+        (4, 2, 1031),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 400 + i as u64 * 10;
+        let x = Tensor::randn(&[b, r, k], 3.0, &mut Rng::new(seed)).unwrap();
+        let dy = randn(&[b, r, k], seed + 1);
+        let (xg, dyg) = (on(&x, dev), on(&dy, dev));
+        // Key-padding mask: random keep/drop, batch entry 0 keeps only its first key, and the
+        // last batch entry (when b > 1) drops everything.
+        let mut rng = Rng::new(seed + 2);
+        let mut mv: Vec<f32> = (0..b * k)
+            .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
+            .collect();
+        mv[..k]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(j, v)| *v = if j == 0 { 1.0 } else { 0.0 });
+        if b > 1 {
+            mv[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let mask = Tensor::from_vec(mv, &[b, k]).unwrap();
+        let maskg = on(&mask, dev);
+
+        let y = ops::softmax(&x, None).unwrap();
+        check(dev, "softmax", &ops::softmax(&xg, None).unwrap(), &y);
+        let ym = ops::softmax(&x, Some(&mask)).unwrap();
+        let ymg = ops::softmax(&xg, Some(&maskg)).unwrap();
+        check(dev, "softmax masked", &ymg, &ym);
+        check(
+            dev,
+            "softmax_bwd",
+            &ops::softmax_bwd(&on(&ym, dev), &dyg).unwrap(),
+            &ops::softmax_bwd(&ym, &dy).unwrap(),
+        );
+        let lp = ops::log_softmax(&x).unwrap();
+        check(dev, "log_softmax", &ops::log_softmax(&xg).unwrap(), &lp);
+        check(
+            dev,
+            "log_softmax_bwd",
+            &ops::log_softmax_bwd(&on(&lp, dev), &dyg).unwrap(),
+            &ops::log_softmax_bwd(&lp, &dy).unwrap(),
+        );
+        let rows = b * r;
+        let lp2 = lp.reshape(&[rows, k]).unwrap();
+        let targets: Vec<u32> = (0..rows).map(|_| rng.below(k) as u32).collect();
+        let lp2g = on(&lp2, dev);
+        check(
+            dev,
+            "nll_loss",
+            &ops::nll_loss(&lp2g, &targets).unwrap(),
+            &ops::nll_loss(&lp2, &targets).unwrap(),
+        );
+        check(
+            dev,
+            "nll_loss_bwd",
+            &ops::nll_loss_bwd(&lp2g, &targets, 1.7).unwrap(),
+            &ops::nll_loss_bwd(&lp2, &targets, 1.7).unwrap(),
+        );
+        let bad = vec![k as u32; rows];
+        assert!(matches!(
+            ops::nll_loss(&lp2g, &bad).unwrap_err(),
+            Error::InvalidArgument { .. }
+        ));
+    }
+}
+
+test_device!(softmax_family, softmax_family_cpu, softmax_family_cuda);
+
+/// softmax (plain and with a bf16 mask; warp and block kernels) and softmax_bwd on bf16.
+fn bf16_softmax(dev: Device) {
+    for (i, &(b, r, k)) in [(1, 1, 1), (2, 3, 7), (2, 3, 33), (3, 12, 97), (4, 2, 1031)]
+        .iter()
+        .enumerate()
+    {
+        let seed = 2200 + i as u64 * 10;
+        let x = bf16_host(&[b, r, k], 3.0, 0.0, seed);
+        let dy = bf16_host(&[b, r, k], 1.0, 0.0, seed + 1);
+        let mut rng = Rng::new(seed + 2);
+        let mut mv: Vec<f32> = (0..b * k)
+            .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
+            .collect();
+        mv[0] = 1.0;
+        if b > 1 {
+            mv[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let mask = Tensor::from_vec(mv, &[b, k])
+            .and_then(|m| m.to_dtype(hr_tensor::DType::BF16))
+            .unwrap();
+        let (xg, dyg, mg) = (on(&x, dev), on(&dy, dev), on(&mask, dev));
+        let name = format!("softmax ({b}, {r}, {k})");
+        let y = ops::softmax(&x, None).unwrap();
+        check_bf16(dev, &name, &ops::softmax(&xg, None).unwrap(), &y);
+        let ym = ops::softmax(&x, Some(&mask)).unwrap();
+        let g = ops::softmax(&xg, Some(&mg)).unwrap();
+        check_bf16(dev, &format!("{name} masked"), &g, &ym);
+        let g = ops::softmax_bwd(&on(&ym, dev), &dyg).unwrap();
+        let c = ops::softmax_bwd(&ym, &dy).unwrap();
+        check_bf16(dev, &format!("{name} bwd"), &g, &c);
+    }
+}
+
+test_device!(bf16_softmax, bf16_softmax_cpu, bf16_softmax_cuda);

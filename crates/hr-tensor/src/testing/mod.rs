@@ -1,4 +1,8 @@
-//! Test helpers shared by every crate: random tensors and a finite-difference gradient check.
+//! Test helpers shared by every crate: random tensors, a finite-difference gradient check, and
+//! device-parametrised tests ([`test_device!`](crate::test_device), [`cuda_device`] and the
+//! comparisons of [`parity`]).
+//!
+//! ## Gradient check
 //!
 //! The check runs in f64 on the CPU backend: the op is evaluated at `x ± h` (central
 //! differences, h = 1e-6) on the scalar loss `L = sum(f(x) * R)` with a fixed random `R`, and the
@@ -7,6 +11,8 @@
 //! in f64; truncation error of central differences is O(h^2) and rounding O(1e-16 / h)).
 
 use crate::{DType, Error, Result, Rng, Tensor};
+
+pub mod parity;
 
 /// Path of a reference fixture in the repository's `fixtures/reference/` folder (outputs of the
 /// reference implementations; its README says which).
@@ -155,22 +161,68 @@ fn numeric(
     Ok((eval(h)? - eval(-h)?) / (2.0 * h))
 }
 
-/// CUDA device 0 for a GPU test (outputs NaN-poisoned, so an unwritten element shows), or
-/// `None` after printing the one "skipped: no CUDA device" line such a test prints on a
-/// machine without a GPU.
-pub fn cuda_or_skip() -> Option<crate::Device> {
-    let dev = match crate::cuda::driver_present() {
-        true => crate::Device::cuda(0).ok(),
-        false => None,
-    };
-    match dev {
-        Some(d) => {
-            crate::cuda::set_poison_outputs(true);
-            Some(d)
-        }
-        None => {
-            println!("skipped: no CUDA device");
-            None
-        }
+/// The line a CUDA test prints when it skips on a machine without a usable GPU (one line per
+/// test, so CI logs show how many GPU tests did not run).
+pub const CUDA_SKIP_LINE: &str = "skipped: no CUDA device";
+
+/// CUDA device 0 when a driver and the device are usable, else `None` (prints nothing).
+///
+/// Opening it switches on NaN-poisoning of CUDA outputs
+/// ([`crate::cuda::set_poison_outputs`]), so an element a kernel does not write shows up in a
+/// comparison.
+pub fn cuda_device() -> Option<crate::Device> {
+    if !crate::cuda::driver_present() {
+        return None;
     }
+    let dev = crate::Device::cuda(0).ok()?;
+    crate::cuda::set_poison_outputs(true);
+    Some(dev)
+}
+
+/// [`cuda_device`] for a GPU test, or `None` after printing the one [`CUDA_SKIP_LINE`]
+/// ("skipped: no CUDA device") such a test prints on a machine without a GPU.
+pub fn cuda_or_skip() -> Option<crate::Device> {
+    let dev = cuda_device();
+    if dev.is_none() {
+        println!("{CUDA_SKIP_LINE}");
+    }
+    dev
+}
+
+/// Registers a device-parametrised test case `fn case(dev: Device)` as two `#[test]`
+/// functions (as candle's `test_device!` does):
+///
+/// * `case_cpu` runs `case(Device::Cpu)`;
+/// * `case_cuda` runs `case(dev)` on CUDA device 0 when one is usable ([`cuda_device`]),
+///   otherwise prints the one line "skipped: no CUDA device" ([`cuda_or_skip`]) and returns.
+///
+/// The GPU cases of a test executable are the ones whose name ends in `_cuda`
+/// (`<test executable> _cuda` runs only them; `tools/gpu_check.sh` does that).
+///
+/// ```ignore
+/// use hr_tensor::testing::parity::{check, on, randn};
+/// use hr_tensor::{ops, test_device, Device};
+///
+/// fn affine(dev: Device) {
+///     let x = randn(&[3, 5], 1);
+///     check(dev, "affine", &ops::affine(&on(&x, dev), 2.0, 1.0).unwrap(),
+///           &ops::affine(&x, 2.0, 1.0).unwrap());
+/// }
+/// test_device!(affine, affine_cpu, affine_cuda);
+/// ```
+#[macro_export]
+macro_rules! test_device {
+    ($case:ident, $cpu:ident, $cuda:ident) => {
+        #[test]
+        fn $cpu() {
+            $case($crate::Device::Cpu)
+        }
+
+        #[test]
+        fn $cuda() {
+            if let Some(dev) = $crate::testing::cuda_or_skip() {
+                $case(dev)
+            }
+        }
+    };
 }

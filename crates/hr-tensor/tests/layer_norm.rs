@@ -1,9 +1,14 @@
 //! Layer norm and L2 normalisation (over the last axis) against straightforward references,
 //! with gradient checks and bad-input errors. (Batch norm is tested separately.)
+//!
+//! Device parity (`test_device!`: `<case>_cpu`, `<case>_cuda`): layer norm (with its
+//! statistics), L2 normalize and their backwards on the device against the CPU backend, f32 and
+//! bf16 storage ([`hr_tensor::testing::parity`]).
 
-use hr_tensor::ops::{l2_normalize, l2_normalize_bwd, layer_norm, layer_norm_bwd};
+use hr_tensor::ops::{self, l2_normalize, l2_normalize_bwd, layer_norm, layer_norm_bwd};
+use hr_tensor::testing::parity::{bf16_host, check, check_bf16, on, randn, uniform};
 use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
-use hr_tensor::{DType, Rng, Tensor};
+use hr_tensor::{test_device, DType, Device, Rng, Tensor};
 
 fn vals(t: &Tensor) -> Vec<f64> {
     t.to_vec_f64().unwrap()
@@ -220,3 +225,84 @@ fn bad_inputs_are_reported() {
     assert!(l2_normalize(&x, 0.0).is_err());
     assert!(l2_normalize(&Tensor::from_vec(vec![1.0f64], &[]).unwrap(), 1e-12).is_err());
 }
+
+fn layer_norm_and_l2_normalize(dev: Device) {
+    for (i, shape) in [vec![1, 1], vec![3, 5, 7], vec![97, 768], vec![2, 3, 1025]]
+        .iter()
+        .enumerate()
+    {
+        let seed = 500 + i as u64 * 10;
+        let d = *shape.last().unwrap();
+        let x = Tensor::randn(shape, 2.0, &mut Rng::new(seed)).unwrap();
+        let x = ops::affine(&x, 1.0, 0.5).unwrap();
+        let g = uniform(&[d], 0.5, 1.5, seed + 1);
+        let b = randn(&[d], seed + 2);
+        let dy = randn(shape, seed + 3);
+        let (xg, gg, bg, dyg) = (on(&x, dev), on(&g, dev), on(&b, dev), on(&dy, dev));
+        let (y, st) = ops::layer_norm(&x, &g, &b, 1e-5).unwrap();
+        let (yg, stg) = ops::layer_norm(&xg, &gg, &bg, 1e-5).unwrap();
+        check(dev, "layer_norm", &yg, &y);
+        check(dev, "layer_norm mean", &stg.mean, &st.mean);
+        check(dev, "layer_norm rstd", &stg.rstd, &st.rstd);
+        let gr = ops::layer_norm_bwd(&x, &g, &st, &dy).unwrap();
+        let grg = ops::layer_norm_bwd(&xg, &gg, &stg, &dyg).unwrap();
+        check(dev, "layer_norm_bwd dx", &grg.dx, &gr.dx);
+        check(dev, "layer_norm_bwd dgamma", &grg.dgamma, &gr.dgamma);
+        check(dev, "layer_norm_bwd dbeta", &grg.dbeta, &gr.dbeta);
+
+        // L2 normalise, with one all-zero row (the eps branch of the backward).
+        let mut xv = x.to_vec_f32().unwrap();
+        xv[..d].iter_mut().for_each(|v| *v = 0.0);
+        let x0 = Tensor::from_vec(xv, shape).unwrap();
+        let (y, n) = ops::l2_normalize(&x0, 1e-12).unwrap();
+        let (yg, ng) = ops::l2_normalize(&on(&x0, dev), 1e-12).unwrap();
+        check(dev, "l2_normalize", &yg, &y);
+        check(dev, "l2_normalize norms", &ng, &n);
+        check(
+            dev,
+            "l2_normalize_bwd",
+            &ops::l2_normalize_bwd(&yg, &ng, &dyg, 1e-12).unwrap(),
+            &ops::l2_normalize_bwd(&y, &n, &dy, 1e-12).unwrap(),
+        );
+    }
+}
+
+test_device!(
+    layer_norm_and_l2_normalize,
+    layer_norm_and_l2_normalize_cpu,
+    layer_norm_and_l2_normalize_cuda
+);
+
+/// layer_norm (f32 statistics) and layer_norm_bwd on bf16.
+fn bf16_layer_norm(dev: Device) {
+    for (i, shape) in [vec![1, 1], vec![3, 5, 7], vec![97, 768], vec![2, 3, 1025]]
+        .iter()
+        .enumerate()
+    {
+        let seed = 2300 + i as u64 * 10;
+        let d = *shape.last().unwrap();
+        let x = bf16_host(shape, 2.0, 0.5, seed);
+        let g = bf16_host(&[d], 0.25, 1.0, seed + 1);
+        let b = bf16_host(&[d], 1.0, 0.0, seed + 2);
+        let dy = bf16_host(shape, 1.0, 0.0, seed + 3);
+        let (xg, gg, bg, dyg) = (on(&x, dev), on(&g, dev), on(&b, dev), on(&dy, dev));
+        let name = format!("layer_norm {shape:?}");
+        let (y, st) = ops::layer_norm(&x, &g, &b, 1e-5).unwrap();
+        let (yg, stg) = ops::layer_norm(&xg, &gg, &bg, 1e-5).unwrap();
+        check_bf16(dev, &name, &yg, &y);
+        assert_eq!(
+            stg.mean.dtype(),
+            hr_tensor::DType::F32,
+            "{name}: f32 statistics"
+        );
+        check(dev, &format!("{name} mean f32"), &stg.mean, &st.mean);
+        check(dev, &format!("{name} rstd f32"), &stg.rstd, &st.rstd);
+        let gr = ops::layer_norm_bwd(&x, &g, &st, &dy).unwrap();
+        let grg = ops::layer_norm_bwd(&xg, &gg, &stg, &dyg).unwrap();
+        check_bf16(dev, &format!("{name} bwd dx"), &grg.dx, &gr.dx);
+        check_bf16(dev, &format!("{name} bwd dgamma"), &grg.dgamma, &gr.dgamma);
+        check_bf16(dev, &format!("{name} bwd dbeta"), &grg.dbeta, &gr.dbeta);
+    }
+}
+
+test_device!(bf16_layer_norm, bf16_layer_norm_cpu, bf16_layer_norm_cuda);
