@@ -42,6 +42,7 @@
 use std::time::Instant;
 
 use hr_models::bert::BertModel;
+use hr_models::exchange::LocalRows;
 use hr_models::mel::{MelConfig, MelFrontend};
 use hr_models::mobilenet::WINDOW_FRAMES;
 use hr_models::pooling::{frame_mask, AudioPooling};
@@ -222,12 +223,12 @@ fn run_steps(
         ps.zero_grad()
             .unwrap_or_else(|e| panic!("zero_grad on {dev}: {e}"));
         let (out, cache) = model
-            .forward_waveforms(ps, wb, mode)
+            .forward(ps, wb, mode, &mut LocalRows)
             .unwrap_or_else(|e| panic!("forward on {dev}: {e}"));
         sync(dev);
         let t1 = Instant::now();
         model
-            .backward_waveforms(ps, &cache, 1.0)
+            .backward(ps, &cache, 1.0, &mut LocalRows)
             .unwrap_or_else(|e| panic!("backward on {dev}: {e}"));
         drop(cache);
         sync(dev);
@@ -433,9 +434,11 @@ fn profiled_step(
     let p = cuda::OpProfile::start(n).expect("start the op profile");
     ps.zero_grad().expect("zero_grad");
     let (_, cache) = model
-        .forward_waveforms(ps, wb, Mode::Train { seed: 9000 })
+        .forward(ps, wb, Mode::Train { seed: 9000 }, &mut LocalRows)
         .expect("forward");
-    model.backward_waveforms(ps, &cache, 1.0).expect("backward");
+    model
+        .backward(ps, &cache, 1.0, &mut LocalRows)
+        .expect("backward");
     drop(cache);
     opt.step(ps).expect("adam");
     let report = p.finish().expect("finish the op profile");
@@ -450,7 +453,7 @@ fn profiled_step(
     println!("{}", report.table(45));
 }
 
-/// The log-mel on `dev` as `encode_waveforms` computes it: the device frontend on a GPU (from
+/// The log-mel on `dev` as `encode_audio` computes it: the device frontend on a GPU (from
 /// host or device waveforms), the host frontend on the CPU.
 fn mel_of(mel_fe: &MelFrontend, waves: &Tensor, mode: Mode, dev: Device) -> Tensor {
     match dev {
@@ -460,7 +463,7 @@ fn mel_of(mel_fe: &MelFrontend, waves: &Tensor, mode: Mode, dev: Device) -> Tens
     .expect("mel")
 }
 
-/// The step by hand (same computation as forward_waveforms / backward_waveforms) with a timer
+/// The step by hand (same computation as forward / backward on a waveform batch) with a timer
 /// around each part, then standalone BERT and pooling copies to split the text-side costs.
 fn run_breakdown(
     model: &HybridRetriever,
@@ -487,7 +490,7 @@ fn run_breakdown(
         ps.zero_grad().expect("zero_grad");
         sync(dev);
         let mut t = vec![Instant::now()];
-        // encode_waveforms uses sub-modes 3 (mel) and 4 (CNN).
+        // encode_audio uses sub-modes 3 (mel) and 4 (CNN).
         let mel = mel_of(&mel_fe, &wb.waveforms, mode.sub(3), dev);
         sync(dev);
         t.push(Instant::now());
@@ -510,10 +513,14 @@ fn run_breakdown(
             metadata_present: wb.metadata_present.clone(),
             clip_ids: wb.clip_ids.clone(),
         };
-        let (_, cache) = model.forward(ps, &fb, mode).expect("forward");
+        let (_, cache) = model
+            .forward(ps, &fb, mode, &mut LocalRows)
+            .expect("forward");
         sync(dev);
         t.push(Instant::now());
-        let dframes = model.backward(ps, &cache, 1.0).expect("backward");
+        let dframes = model
+            .backward(ps, &cache, 1.0, &mut LocalRows)
+            .expect("backward");
         drop(cache);
         sync(dev);
         t.push(Instant::now());

@@ -21,7 +21,7 @@ use hr_tensor::{ops, Device, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::bert::{BertCache, BertConfig, BertModel};
-use crate::exchange::{gather, gather_flags, scatter, LocalRows, RowExchange, RowSpan};
+use crate::exchange::{gather, gather_flags, scatter, RowExchange, RowSpan};
 use crate::fusion::{
     late_fuse, late_fuse_bwd, FusionKind, GateNorm, MidFusion, MidInputs, MidItemsCache,
     MidScoreCache,
@@ -159,15 +159,53 @@ pub struct WaveformBatch {
     pub clip_ids: Vec<u64>,
 }
 
+/// What [`HybridRetriever::forward`] takes: a batch of frame sequences or of waveforms
+/// (`From` both, so `forward(ps, &batch, ..)` takes either).
+#[derive(Debug, Clone, Copy)]
+pub enum Batch<'a> {
+    /// Frames from an external audio encoder (models without `audio.backbone`).
+    Frames(&'a RetrievalBatch),
+    /// Raw audio through the model's mel frontend and CNN.
+    Waveforms(&'a WaveformBatch),
+}
+
+impl<'a> From<&'a RetrievalBatch> for Batch<'a> {
+    fn from(b: &'a RetrievalBatch) -> Self {
+        Batch::Frames(b)
+    }
+}
+
+impl<'a> From<&'a WaveformBatch> for Batch<'a> {
+    fn from(b: &'a WaveformBatch) -> Self {
+        Batch::Waveforms(b)
+    }
+}
+
+/// The audio CNN's part of a backward, deferred by
+/// [`HybridRetriever::backward_deferring_cnn`]: it touches only the CNN's gradients and
+/// communicates nothing.
+#[derive(Debug)]
+pub struct DeferredCnnBackward<'c> {
+    model: &'c HybridRetriever,
+    cnn: Option<&'c WindowedCache>,
+    dframes: Tensor,
+}
+
+impl DeferredCnnBackward<'_> {
+    /// Runs the CNN's backward (nothing for a frame batch); returns the frame gradient.
+    pub fn run(self, ps: &mut ParamStore) -> Result<Tensor> {
+        if let Some(cnn) = self.cnn {
+            self.model
+                .backbone()?
+                .cnn
+                .backward_windows(ps, cnn, &self.dframes)?;
+        }
+        Ok(self.dframes)
+    }
+}
+
 /// Name prefix of the audio CNN's parameters (EfficientAT MobileNetV3 under the retriever).
 pub const AUDIO_CNN_PREFIX: &str = "audio_cnn.";
-
-/// Saved activations of [`HybridRetriever::forward_waveforms`].
-#[derive(Debug, Clone)]
-pub struct WaveformCache {
-    cnn: WindowedCache,
-    inner: RetrieverCache,
-}
 
 /// The waveform front: mel frontend and MobileNetV3 (10 s windows).
 #[derive(Debug, Clone)]
@@ -224,6 +262,8 @@ struct ItemPass {
 /// Saved activations of a [`HybridRetriever::forward`].
 #[derive(Debug, Clone)]
 pub struct RetrieverCache {
+    /// The audio CNN's, when the batch held waveforms.
+    cnn: Option<WindowedCache>,
     query: BertCache,
     query_proj: LinearCache,
     meta: Option<MetaCache>,
@@ -338,10 +378,24 @@ impl HybridRetriever {
         }
     }
 
-    /// Waveforms (B, N), on any device (the mel frontend runs on the host) -> frames (B, T, C)
-    /// on the model's device and their mask (first `ceil(valid / N * T)` frames
-    /// of each row): mel frontend (SpecAugment in training), MobileNetV3 over 10 s windows.
-    pub fn encode_waveforms(
+    /// Item-side audio encoding: waveforms (B, N), on any device (the mel frontend runs on the
+    /// host for a CPU model, on the device for a GPU one) -> frames (B, T, C) on the model's
+    /// device and their mask (first `ceil(valid / N * T)` frames of each row), through the mel
+    /// frontend (SpecAugment in training) and MobileNetV3 over 10 s windows. Evaluation and
+    /// search encode each clip's audio once with it and reuse the frames.
+    pub fn encode_audio(
+        &self,
+        ps: &mut ParamStore,
+        waveforms: &Tensor,
+        valid_lengths: &[usize],
+        mode: Mode,
+    ) -> Result<(Tensor, Vec<u8>)> {
+        let (frames, valid, _) = self.encode_waveforms(ps, waveforms, valid_lengths, mode)?;
+        Ok((frames, valid))
+    }
+
+    /// [`HybridRetriever::encode_audio`] with the CNN's saved activations.
+    fn encode_waveforms(
         &self,
         ps: &mut ParamStore,
         waveforms: &Tensor,
@@ -349,8 +403,8 @@ impl HybridRetriever {
         mode: Mode,
     ) -> Result<(Tensor, Vec<u8>, WindowedCache)> {
         let bb = self.backbone()?;
-        let n = waveforms.dim("encode_waveforms", 1)?;
-        if valid_lengths.len() != waveforms.dim("encode_waveforms", 0)? {
+        let n = waveforms.dim("encode_audio", 1)?;
+        if valid_lengths.len() != waveforms.dim("encode_audio", 0)? {
             return Err(Error::Config {
                 key: "valid_lengths".into(),
                 msg: format!(
@@ -374,92 +428,92 @@ impl HybridRetriever {
             .iter()
             .map(|&v| v as f64 / n.max(1) as f64)
             .collect();
-        let valid = frame_mask(&fractions, frames.dim("encode_waveforms", 1)?);
+        let valid = frame_mask(&fractions, frames.dim("encode_audio", 1)?);
         Ok((frames, valid, cache))
     }
 
-    /// Forward from waveforms (the CNN's BatchNorm running statistics update in training).
-    pub fn forward_waveforms(
-        &self,
-        ps: &mut ParamStore,
-        batch: &WaveformBatch,
-        mode: Mode,
-    ) -> Result<(RetrieverOutput, WaveformCache)> {
-        self.forward_waveforms_exchange(ps, batch, mode, &mut LocalRows)
+    /// Query-side encoding: the query embeddings (B, E), unnormalised, of a token batch in
+    /// evaluation mode (what search embeds a typed query with).
+    pub fn encode_queries(&self, ps: &ParamStore, queries: &TokenBatch) -> Result<Tensor> {
+        let (qcls, _) = self.text.forward_cls(ps, queries, Mode::Eval)?;
+        Ok(self.text_proj.forward(ps, &qcls)?.0)
     }
 
-    /// [`HybridRetriever::forward_waveforms`] of this rank's share of a data-parallel batch.
-    pub fn forward_waveforms_exchange(
+    /// Item-side encoding of `none` and `late` fusion: the item embeddings (B, E),
+    /// unnormalised, of a frame batch in evaluation mode (its queries are not used). `mid`
+    /// fusion has no item embedding of its own (it scores each item against each query):
+    /// an error naming `fusion`.
+    pub fn encode_items(&self, ps: &ParamStore, batch: &RetrievalBatch) -> Result<Tensor> {
+        if self.cfg.fusion == FusionKind::Mid {
+            return Err(Error::Config {
+                key: "fusion".into(),
+                msg: "mid fusion scores item-query pairs jointly; use forward".into(),
+            });
+        }
+        self.check_batch(ps, batch)?;
+        Ok(self.pooled_items(ps, batch, Mode::Eval)?.0)
+    }
+
+    /// Embeddings, scores and loss of this rank's share of a batch of frames
+    /// ([`RetrievalBatch`]) or waveforms ([`WaveformBatch`]; the CNN's batch-norm running
+    /// statistics update in training). The embeddings are gathered over ranks through `ex`
+    /// and the loss is the global batch's ([`LocalRows`] in a single process).
+    pub fn forward<'b>(
         &self,
         ps: &mut ParamStore,
-        batch: &WaveformBatch,
+        batch: impl Into<Batch<'b>>,
         mode: Mode,
         ex: &mut dyn RowExchange,
-    ) -> Result<(RetrieverOutput, WaveformCache)> {
-        let (frames, frame_valid, cnn) =
-            self.encode_waveforms(ps, &batch.waveforms, &batch.valid_lengths, mode)?;
-        let fb = RetrievalBatch {
-            frames,
-            frame_valid,
-            queries: batch.queries.clone(),
-            metadata: batch.metadata.clone(),
-            metadata_present: batch.metadata_present.clone(),
-            clip_ids: batch.clip_ids.clone(),
-        };
-        let (out, inner) = self.forward_exchange(ps, &fb, mode, ex)?;
-        Ok((out, WaveformCache { cnn, inner }))
+    ) -> Result<(RetrieverOutput, RetrieverCache)> {
+        match batch.into() {
+            Batch::Frames(b) => self.forward_frames(ps, b, mode, ex, None),
+            Batch::Waveforms(b) => {
+                let (frames, frame_valid, cnn) =
+                    self.encode_waveforms(ps, &b.waveforms, &b.valid_lengths, mode)?;
+                let fb = RetrievalBatch {
+                    frames,
+                    frame_valid,
+                    queries: b.queries.clone(),
+                    metadata: b.metadata.clone(),
+                    metadata_present: b.metadata_present.clone(),
+                    clip_ids: b.clip_ids.clone(),
+                };
+                self.forward_frames(ps, &fb, mode, ex, Some(cnn))
+            }
+        }
     }
 
-    /// Backward of [`HybridRetriever::forward_waveforms`] through every parameter.
-    pub fn backward_waveforms(
+    /// Backward of [`HybridRetriever::forward`] with the same exchange: accumulates this
+    /// rank's parameter gradients for `dloss` (1.0 for plain training) under the convention
+    /// of [`crate::exchange`]; returns the gradient of the frames (B, T, C).
+    pub fn backward(
         &self,
         ps: &mut ParamStore,
-        c: &WaveformCache,
-        dloss: f64,
-    ) -> Result<()> {
-        self.backward_waveforms_exchange(ps, c, dloss, &mut LocalRows)
-    }
-
-    /// Backward of [`HybridRetriever::forward_waveforms_exchange`] (the same exchange):
-    /// [`HybridRetriever::backward_waveforms_heads`] then
-    /// [`HybridRetriever::backward_waveforms_cnn`].
-    pub fn backward_waveforms_exchange(
-        &self,
-        ps: &mut ParamStore,
-        c: &WaveformCache,
-        dloss: f64,
-        ex: &mut dyn RowExchange,
-    ) -> Result<()> {
-        let dframes = self.backward_waveforms_heads(ps, c, dloss, ex)?;
-        self.backward_waveforms_cnn(ps, c, &dframes)
-    }
-
-    /// The first part of the waveform backward: the loss, fusion, text and pooling encoders
-    /// (every exchange happens here). Afterwards every gradient is final except those of the
-    /// audio CNN (parameters named [`AUDIO_CNN_PREFIX`]...), so a data-parallel trainer can
-    /// start reducing them while [`HybridRetriever::backward_waveforms_cnn`] runs. Returns
-    /// the frame gradient that call takes.
-    pub fn backward_waveforms_heads(
-        &self,
-        ps: &mut ParamStore,
-        c: &WaveformCache,
+        c: &RetrieverCache,
         dloss: f64,
         ex: &mut dyn RowExchange,
     ) -> Result<Tensor> {
-        self.backward_exchange(ps, &c.inner, dloss, ex)
+        self.backward_deferring_cnn(ps, c, dloss, ex)?.run(ps)
     }
 
-    /// The second part of the waveform backward: the audio CNN, from the frame gradient of
-    /// [`HybridRetriever::backward_waveforms_heads`]. Touches only the CNN's gradients and
-    /// communicates nothing.
-    pub fn backward_waveforms_cnn(
-        &self,
+    /// [`HybridRetriever::backward`] without its last part, the audio CNN's backward, which
+    /// the returned [`DeferredCnnBackward`] runs. When this returns every gradient is final
+    /// except the CNN's (parameters named [`AUDIO_CNN_PREFIX`]...), and every exchange has
+    /// happened: a data-parallel trainer reduces those gradients while the CNN's backward
+    /// runs.
+    pub fn backward_deferring_cnn<'c>(
+        &'c self,
         ps: &mut ParamStore,
-        c: &WaveformCache,
-        dframes: &Tensor,
-    ) -> Result<()> {
-        self.backbone()?.cnn.backward_windows(ps, &c.cnn, dframes)?;
-        Ok(())
+        c: &'c RetrieverCache,
+        dloss: f64,
+        ex: &mut dyn RowExchange,
+    ) -> Result<DeferredCnnBackward<'c>> {
+        let dframes = self.backward_heads(ps, c, dloss, ex)?;
+        Ok(DeferredCnnBackward {
+            model: self,
+            cnn: c.cnn.as_ref(),
+            dframes,
+        })
     }
 
     /// The configuration.
@@ -528,24 +582,14 @@ impl HybridRetriever {
         check_finite(NonFiniteValue::Frames, &batch.frames)
     }
 
-    /// Embeddings, scores and loss of a batch.
-    pub fn forward(
-        &self,
-        ps: &ParamStore,
-        batch: &RetrievalBatch,
-        mode: Mode,
-    ) -> Result<(RetrieverOutput, RetrieverCache)> {
-        self.forward_exchange(ps, batch, mode, &mut LocalRows)
-    }
-
-    /// [`HybridRetriever::forward`] of this rank's share of a data-parallel batch: the
-    /// embeddings are gathered over ranks through `ex` and the loss is the global batch's.
-    pub fn forward_exchange(
+    /// The forward of a frame batch; `cnn`: the CNN's cache when the frames came from it.
+    fn forward_frames(
         &self,
         ps: &ParamStore,
         batch: &RetrievalBatch,
         mode: Mode,
         ex: &mut dyn RowExchange,
+        cnn: Option<WindowedCache>,
     ) -> Result<(RetrieverOutput, RetrieverCache)> {
         self.check_batch(ps, batch)?;
         let (qcls, query) = self.text.forward_cls(ps, &batch.queries, mode.sub(0))?;
@@ -569,6 +613,7 @@ impl HybridRetriever {
             loss: p.loss,
         };
         let cache = RetrieverCache {
+            cnn,
             query,
             query_proj,
             meta: p.meta,
@@ -589,23 +634,7 @@ impl HybridRetriever {
         mode: Mode,
         ex: &mut dyn RowExchange,
     ) -> Result<ItemPass> {
-        let (a, pc) = self
-            .pooling
-            .forward(ps, &batch.frames, &batch.frame_valid, mode.sub(2))?;
-        let (items, meta) = if self.cfg.fusion == FusionKind::Late {
-            let (bert, proj) = self.meta_encoder();
-            let (mcls, bc) = bert.forward_cls(ps, &batch.metadata, mode.sub(1))?;
-            let (m, lc) = proj.forward(ps, &mcls)?;
-            (
-                late_fuse(&a, &m, &batch.metadata_present)?,
-                Some(MetaCache {
-                    bert: bc,
-                    proj: Some(lc),
-                }),
-            )
-        } else {
-            (a, None)
-        };
+        let (items, meta, pc) = self.pooled_items(ps, batch, mode)?;
         let (gi, si) = gather(ex, &items)?;
         let (gq, sq) = gather(ex, q)?;
         let (loss, lc) = NtXent { tau: self.cfg.tau }.forward(&gi, &gq, ids)?;
@@ -618,6 +647,30 @@ impl HybridRetriever {
             item_cache,
             loss_cache,
         })
+    }
+
+    /// The item embeddings of `none` and `late` fusion: pooled audio, plus the projected
+    /// metadata where present (late fusion).
+    fn pooled_items(
+        &self,
+        ps: &ParamStore,
+        batch: &RetrievalBatch,
+        mode: Mode,
+    ) -> Result<(Tensor, Option<MetaCache>, PoolingCache)> {
+        let (a, pc) = self
+            .pooling
+            .forward(ps, &batch.frames, &batch.frame_valid, mode.sub(2))?;
+        if self.cfg.fusion != FusionKind::Late {
+            return Ok((a, None, pc));
+        }
+        let (bert, proj) = self.meta_encoder();
+        let (mcls, bc) = bert.forward_cls(ps, &batch.metadata, mode.sub(1))?;
+        let (m, lc) = proj.forward(ps, &mcls)?;
+        let meta = MetaCache {
+            bert: bc,
+            proj: Some(lc),
+        };
+        Ok((late_fuse(&a, &m, &batch.metadata_present)?, Some(meta), pc))
     }
 
     /// `mid` fusion; `ids` = the clip ids of the global batch.
@@ -670,15 +723,9 @@ impl HybridRetriever {
         })
     }
 
-    /// Accumulates every parameter gradient for `dloss` (1.0 for plain training); returns the
-    /// gradient of the frames (B, T, C).
-    pub fn backward(&self, ps: &mut ParamStore, c: &RetrieverCache, dloss: f64) -> Result<Tensor> {
-        self.backward_exchange(ps, c, dloss, &mut LocalRows)
-    }
-
-    /// Backward of [`HybridRetriever::forward_exchange`] (the same exchange): this rank's
-    /// parameter gradients under the convention of [`crate::exchange`].
-    pub fn backward_exchange(
+    /// Everything of the backward but the audio CNN's: the loss, fusion, text and pooling
+    /// encoders (every exchange happens here); returns the frame gradient.
+    fn backward_heads(
         &self,
         ps: &mut ParamStore,
         c: &RetrieverCache,

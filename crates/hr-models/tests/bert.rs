@@ -177,12 +177,12 @@ fn load_safetensors_reports_every_mismatch_at_once() {
     let mut ps = ParamStore::new();
     let bert = BertModel::new(&mut ps, "", cfg, &mut Rng::new(2)).unwrap();
     match bert.load_safetensors(&mut ps, &ckpt) {
-        Err(Error::KeyMismatch {
+        Err(hr_models::Error::Nn(Error::KeyMismatch {
             missing,
             unexpected,
             mis_shaped,
             ..
-        }) => {
+        })) => {
             assert_eq!(missing.len(), 16, "layer 2 is missing: {missing:?}");
             assert_eq!(
                 unexpected,

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hr_models::bert::BertModel;
+use hr_models::exchange::LocalRows;
 use hr_models::fusion::FusionKind;
 use hr_models::mel::{MelConfig, MelFrontend};
 use hr_models::mobilenet::{MobileNetConfig, MobileNetV3, WINDOW_FRAMES};
@@ -142,7 +143,11 @@ fn is_zero_grad(name: &str) -> bool {
 }
 
 /// Runs `what` and turns its error into a message naming the stage and the device.
-fn stage<T>(what: &str, device: Device, r: hr_nn::Result<T>) -> Result<T, String> {
+fn stage<T, E: std::fmt::Display>(
+    what: &str,
+    device: Device,
+    r: Result<T, E>,
+) -> Result<T, String> {
     r.map_err(|e| format!("{what} on {device} failed: {e}"))
 }
 
@@ -155,16 +160,16 @@ fn step(
 ) -> Result<f64, String> {
     let device = model.device(ps);
     stage("zero_grad", device, ps.zero_grad())?;
-    let (out, cache) = stage("forward", device, model.forward_waveforms(ps, batch, mode))?;
-    let loss = stage(
-        "loss download",
+    let (out, cache) = stage(
+        "forward",
         device,
-        out.loss.scalar_f64().map_err(Into::into),
+        model.forward(ps, batch, mode, &mut LocalRows),
     )?;
+    let loss = stage("loss download", device, out.loss.scalar_f64())?;
     stage(
         "backward",
         device,
-        model.backward_waveforms(ps, &cache, 1.0),
+        model.backward(ps, &cache, 1.0, &mut LocalRows),
     )?;
     Ok(loss)
 }
@@ -361,7 +366,7 @@ fn with_grads_of(cpu: &ParamStore, gpu: &ParamStore) -> Result<ParamStore, Strin
         let host = stage(
             "gradient download",
             g.grad.device(),
-            g.grad.to_device(Device::Cpu).map_err(Into::into),
+            g.grad.to_device(Device::Cpu),
         )?;
         stage("gradient copy", Device::Cpu, out.accumulate(id, &host))?;
     }
@@ -406,11 +411,7 @@ fn run_components(
         dev,
         parts.mel.forward(&wb.waveforms, mode),
     )?;
-    let mel = stage(
-        "component mel upload",
-        dev,
-        mel.to_device(dev).map_err(Into::into),
-    )?;
+    let mel = stage("component mel upload", dev, mel.to_device(dev))?;
     let (frames, cc) = stage(
         "component MobileNetV3 forward_windows",
         dev,
@@ -433,11 +434,7 @@ fn run_components(
         dev,
         parts.bert.backward_cls(ps, &bc, &upstream(&cls, 2)?),
     )?;
-    let x = stage(
-        "component frames upload",
-        dev,
-        frames_in.to_device(dev).map_err(Into::into),
-    )?;
+    let x = stage("component frames upload", dev, frames_in.to_device(dev))?;
     let valid = frame_mask(&[1.0, 0.75, 1.0, 0.5], x.shape()[1]);
     let (pooled, pc) = stage(
         "component pooling forward",
@@ -687,7 +684,7 @@ fn frames_on_another_device_are_an_error() {
         clip_ids: wb.clip_ids,
     };
     let err = model
-        .forward(&ps, &fb, Mode::Eval)
+        .forward(&mut ps, &fb, Mode::Eval, &mut LocalRows)
         .expect_err("host frames with GPU parameters must fail");
     println!("expected error: {err}");
     assert!(err.to_string().contains("device mismatch"), "{err}");

@@ -1,5 +1,5 @@
 //! The row exchange: two "ranks" (threads) that each run half of a batch through
-//! `forward_waveforms_exchange` / `backward_waveforms_exchange` and average their parameter
+//! `HybridRetriever::forward` / `backward` and average their parameter
 //! gradients get the loss and the gradients of one process that ran the whole batch, for every
 //! fusion mode (with the split-dependent parts off: dropout, mel augmentation, CNN batch
 //! statistics).
@@ -38,7 +38,7 @@ impl ThreadRows {
 }
 
 impl RowExchange for ThreadRows {
-    fn gather_rows(&mut self, x: &Tensor) -> hr_nn::Result<(Tensor, usize)> {
+    fn gather_rows(&mut self, x: &Tensor) -> hr_models::Result<(Tensor, usize)> {
         let cols = x.shape()[1];
         let all = self.all_gather(x.to_vec_f64()?);
         let offset = all[..self.rank].iter().map(|v| v.len() / cols).sum();
@@ -53,7 +53,7 @@ impl RowExchange for ThreadRows {
         dy: &Tensor,
         offset: usize,
         rows: usize,
-    ) -> hr_nn::Result<Tensor> {
+    ) -> hr_models::Result<Tensor> {
         let cols = dy.shape()[1];
         let all = self.all_gather(dy.to_vec_f64()?);
         let sum: Vec<f64> = (0..all[0].len())
@@ -63,7 +63,7 @@ impl RowExchange for ThreadRows {
         Ok(Tensor::from_vec(mine, &[rows, cols])?.to_dtype(dy.dtype())?)
     }
 
-    fn gather_u64(&mut self, v: &[u64]) -> hr_nn::Result<Vec<u64>> {
+    fn gather_u64(&mut self, v: &[u64]) -> hr_models::Result<Vec<u64>> {
         let all = self.all_gather(v.iter().map(|&x| x as f64).collect());
         Ok(all.concat().into_iter().map(|x| x as u64).collect())
     }
@@ -137,12 +137,8 @@ fn step(cfg: &RetrieverConfig, b: &WaveformBatch, ex: &mut dyn RowExchange) -> S
     let mut ps = ParamStore::new();
     let model = HybridRetriever::new(&mut ps, cfg.clone(), &mut Rng::new(21)).unwrap();
     let mode = Mode::Train { seed: 7 };
-    let (out, cache) = model
-        .forward_waveforms_exchange(&mut ps, b, mode, ex)
-        .unwrap();
-    model
-        .backward_waveforms_exchange(&mut ps, &cache, 1.0, ex)
-        .unwrap();
+    let (out, cache) = model.forward(&mut ps, b, mode, ex).unwrap();
+    model.backward(&mut ps, &cache, 1.0, ex).unwrap();
     let grads = ps
         .iter()
         .filter(|(_, p)| p.trainable)

@@ -68,7 +68,7 @@ fn items_out(
     valid: &[u8],
     present: &[bool],
     mode: Mode,
-) -> hr_nn::Result<Tensor> {
+) -> hr_models::Result<Tensor> {
     let (a, m, _) = mid.items(
         ps,
         pool,

@@ -349,7 +349,7 @@ fn with_values(ps: &ParamStore, ids: &[ParamId], values: &[Tensor]) -> ParamStor
     p
 }
 
-fn tensor_err(e: hr_nn::Error) -> hr_tensor::Error {
+fn tensor_err(e: impl std::fmt::Display) -> hr_tensor::Error {
     hr_tensor::Error::invalid("mobilenet", e.to_string())
 }
 
@@ -588,12 +588,12 @@ fn checkpoint_import_and_key_mismatch() {
     );
     let bad = write_tmp("bad", &sd);
     match m.load_efficientat(&mut ps, &bad).unwrap_err() {
-        hr_nn::Error::KeyMismatch {
+        hr_models::Error::Nn(hr_nn::Error::KeyMismatch {
             missing,
             unexpected,
             mis_shaped,
             ..
-        } => {
+        }) => {
             assert_eq!(
                 missing,
                 ["classifier.5.bias", "features.3.block.1.0.weight"]

@@ -118,10 +118,17 @@ fn gradient_check(fusion: FusionKind, separate: bool) {
         &ps,
         std::slice::from_ref(&b.frames),
         3,
-        |ps, xs| Ok(model.forward(ps, &with(&xs[0]), mode)?.0.loss),
+        |ps, xs| {
+            let ex = &mut LocalRows;
+            Ok(model
+                .forward(&mut ps.clone(), &with(&xs[0]), mode, ex)?
+                .0
+                .loss)
+        },
         |ps, xs, dy| {
-            let (_, c) = model.forward(ps, &with(&xs[0]), mode)?;
-            Ok(vec![Some(model.backward(ps, &c, dy.scalar_f64()?)?)])
+            let (_, c) = model.forward(ps, &with(&xs[0]), mode, &mut LocalRows)?;
+            let dloss = dy.scalar_f64()?;
+            Ok(vec![Some(model.backward(ps, &c, dloss, &mut LocalRows)?)])
         },
     );
 }
@@ -148,7 +155,9 @@ fn outputs_have_the_expected_shapes() {
     for fusion in [FusionKind::None, FusionKind::Late, FusionKind::Mid] {
         let mut ps = ParamStore::new();
         let model = HybridRetriever::new(&mut ps, tiny(fusion, false), &mut Rng::new(1)).unwrap();
-        let (out, cache) = model.forward(&ps, &batch(DType::F32), Mode::Eval).unwrap();
+        let (out, cache) = model
+            .forward(&mut ps, &batch(DType::F32), Mode::Eval, &mut LocalRows)
+            .unwrap();
         assert_eq!(out.queries.shape(), &[4, 16]);
         match fusion {
             FusionKind::Mid => assert_eq!(
@@ -161,7 +170,9 @@ fn outputs_have_the_expected_shapes() {
             ),
         }
         assert!(out.loss.scalar_f64().unwrap().is_finite());
-        let dx = model.backward(&mut ps, &cache, 1.0).unwrap();
+        let dx = model
+            .backward(&mut ps, &cache, 1.0, &mut LocalRows)
+            .unwrap();
         assert_eq!(dx.shape(), &[4, 5, 24]);
     }
 }
@@ -176,8 +187,12 @@ fn content_only_model_needs_no_metadata() {
         metadata_present: Vec::new(),
         ..batch(DType::F32)
     };
-    let (_, cache) = model.forward(&ps, &b, Mode::Train { seed: 1 }).unwrap();
-    model.backward(&mut ps, &cache, 1.0).unwrap();
+    let (_, cache) = model
+        .forward(&mut ps, &b, Mode::Train { seed: 1 }, &mut LocalRows)
+        .unwrap();
+    model
+        .backward(&mut ps, &cache, 1.0, &mut LocalRows)
+        .unwrap();
 }
 
 #[test]
@@ -201,18 +216,27 @@ fn bad_batches_are_errors() {
     let mut b = batch(DType::F32);
     b.clip_ids.pop();
     assert!(
-        model.forward(&ps, &b, Mode::Eval).is_err(),
+        model
+            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
+            .is_err(),
         "row count mismatch"
     );
     let mut b = batch(DType::F32);
     b.queries.ids[1] = 1000;
     assert!(
-        model.forward(&ps, &b, Mode::Eval).is_err(),
+        model
+            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
+            .is_err(),
         "token id outside the vocabulary"
     );
     let mut b = batch(DType::F32);
     b.frames.as_mut_slice::<f32>().unwrap()[3] = f32::NAN;
-    assert!(model.forward(&ps, &b, Mode::Eval).is_err(), "NaN input");
+    assert!(
+        model
+            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
+            .is_err(),
+        "NaN input"
+    );
 }
 
 fn waveform_batch() -> WaveformBatch {
@@ -236,10 +260,12 @@ fn waveforms_run_through_the_cnn_and_back() {
     let model = HybridRetriever::new(&mut ps, cfg, &mut Rng::new(3)).unwrap();
     assert!(model.audio_cnn().is_some());
     let wb = waveform_batch();
-    // Eval: the waveform path equals frames from encode_waveforms fed to forward.
-    let (out, _) = model.forward_waveforms(&mut ps, &wb, Mode::Eval).unwrap();
-    let (frames, frame_valid, _) = model
-        .encode_waveforms(&mut ps, &wb.waveforms, &wb.valid_lengths, Mode::Eval)
+    // Eval: the waveform path equals frames from encode_audio fed to forward.
+    let (out, _) = model
+        .forward(&mut ps, &wb, Mode::Eval, &mut LocalRows)
+        .unwrap();
+    let (frames, frame_valid) = model
+        .encode_audio(&mut ps, &wb.waveforms, &wb.valid_lengths, Mode::Eval)
         .unwrap();
     assert_eq!(frames.shape()[2], 96);
     let t = frames.shape()[1];
@@ -252,17 +278,21 @@ fn waveforms_run_through_the_cnn_and_back() {
         frame_valid,
         ..batch(DType::F32)
     };
-    let (same, _) = model.forward(&ps, &fb, Mode::Eval).unwrap();
+    let (same, _) = model
+        .forward(&mut ps, &fb, Mode::Eval, &mut LocalRows)
+        .unwrap();
     assert_eq!(
         out.loss.scalar_f64().unwrap(),
         same.loss.scalar_f64().unwrap()
     );
     // Train: gradients reach the CNN.
     let (out, cache) = model
-        .forward_waveforms(&mut ps, &wb, Mode::Train { seed: 4 })
+        .forward(&mut ps, &wb, Mode::Train { seed: 4 }, &mut LocalRows)
         .unwrap();
     assert!(out.loss.scalar_f64().unwrap().is_finite());
-    model.backward_waveforms(&mut ps, &cache, 1.0).unwrap();
+    model
+        .backward(&mut ps, &cache, 1.0, &mut LocalRows)
+        .unwrap();
     let grad = |name: &str| {
         let id = ps.id(name).unwrap_or_else(|| panic!("no {name}"));
         ps.grad(id)
@@ -286,7 +316,7 @@ fn the_cnn_backward_touches_only_the_cnn_gradients() {
     let model = HybridRetriever::new(&mut ps, cfg, &mut Rng::new(9)).unwrap();
     let wb = waveform_batch();
     let (_, cache) = model
-        .forward_waveforms(&mut ps, &wb, Mode::Train { seed: 4 })
+        .forward(&mut ps, &wb, Mode::Train { seed: 4 }, &mut LocalRows)
         .unwrap();
     let grads = |ps: &ParamStore| -> Vec<(String, Vec<f64>)> {
         ps.iter()
@@ -294,16 +324,16 @@ fn the_cnn_backward_touches_only_the_cnn_gradients() {
             .collect()
     };
     ps.zero_grad().unwrap();
-    model.backward_waveforms(&mut ps, &cache, 1.0).unwrap();
+    model
+        .backward(&mut ps, &cache, 1.0, &mut LocalRows)
+        .unwrap();
     let whole = grads(&ps);
     ps.zero_grad().unwrap();
-    let dframes = model
-        .backward_waveforms_heads(&mut ps, &cache, 1.0, &mut LocalRows)
+    let cnn_backward = model
+        .backward_deferring_cnn(&mut ps, &cache, 1.0, &mut LocalRows)
         .unwrap();
     let heads = grads(&ps);
-    model
-        .backward_waveforms_cnn(&mut ps, &cache, &dframes)
-        .unwrap();
+    cnn_backward.run(&mut ps).unwrap();
     let parts = grads(&ps);
     for ((name, h), (_, p)) in heads.iter().zip(&parts) {
         if !name.starts_with(AUDIO_CNN_PREFIX) {

@@ -16,6 +16,7 @@
 use hr_data::loader::{ClipBatch, Query, QueryBatch};
 use hr_data::EvalSet;
 use hr_dist::Communicator;
+use hr_models::exchange::LocalRows;
 use hr_models::fusion::FusionKind;
 use hr_models::retriever::{HybridRetriever, RetrievalBatch};
 use hr_models::text::TokenBatch;
@@ -147,7 +148,7 @@ fn encode_clips(
     let rows = b.clip_indices.len();
     let wf = Tensor::from_slice(&b.waveforms, &[rows, b.samples])?;
     let valid: Vec<usize> = b.valid_lengths.iter().map(|&v| v as usize).collect();
-    let (frames, mask, _) = model.encode_waveforms(ps, &wf, &valid, Mode::Eval)?;
+    let (frames, mask) = model.encode_audio(ps, &wf, &valid, Mode::Eval)?;
     Ok(ClipChunk {
         frames,
         valid: mask,
@@ -159,26 +160,25 @@ fn encode_clips(
     })
 }
 
-/// One eval-mode forward of `rows` rows (clip ids all distinct); host frames (placeholders,
-/// padded copies) go to the model's device first.
-fn forward(
+/// A batch of `rows` rows (clip ids all distinct) for the eval-mode passes; host frames
+/// (padded copies) go to the model's device first.
+fn frame_batch(
     model: &HybridRetriever,
     ps: &ParamStore,
     frames: Tensor,
     valid: Vec<u8>,
     queries: TokenBatch,
     meta: (TokenBatch, Vec<bool>),
-) -> Result<hr_models::retriever::RetrieverOutput> {
+) -> Result<RetrievalBatch> {
     let rows = queries.rows;
-    let batch = RetrievalBatch {
+    Ok(RetrievalBatch {
         frames: frames.to_device(model.device(ps))?,
         frame_valid: valid,
         queries,
         metadata: meta.0,
         metadata_present: meta.1,
         clip_ids: (0..rows as u64).collect(),
-    };
-    Ok(model.forward(ps, &batch, Mode::Eval)?.0)
+    })
 }
 
 /// Cosine scores: item embeddings of this rank's clips are gathered from every rank, each rank
@@ -193,23 +193,14 @@ fn cosine_scores(
 ) -> Result<Vec<f32>> {
     let sets = qbatches.iter().map(|q| q.item_set + 1).max().unwrap_or(1);
     let width = model.config().pooling.out_dim;
-    let frame_width = model.config().pooling.in_dim;
     let mut items = Vec::with_capacity(sets);
     for set in 0..sets {
         let mut mine = Vec::new();
         for c in chunks {
             let meta = c.metas[set].clone();
-            let out = forward(
-                model,
-                ps,
-                c.frames.clone(),
-                c.valid.clone(),
-                meta.0.clone(),
-                meta,
-            )?;
-            let t = out
-                .items
-                .ok_or_else(|| crate::TrainError::config("model.fusion", "no item embeddings"))?;
+            let (frames, valid) = (c.frames.clone(), c.valid.clone());
+            let batch = frame_batch(model, ps, frames, valid, meta.0.clone(), meta)?;
+            let t = model.encode_items(ps, &batch)?;
             mine.extend(normalized_rows(&t)?.concat());
         }
         let all = comm.all_gather(&mine)?;
@@ -227,11 +218,8 @@ fn cosine_scores(
     let (rank, world) = (comm.rank(), comm.world());
     let mut rows = Vec::new();
     for qb in qbatches.iter().skip(rank).step_by(world) {
-        let n = qb.tokens.rows;
-        let frames = Tensor::from_vec(vec![0f32; n * frame_width], &[n, 1, frame_width])?;
-        let meta = (qb.tokens.clone(), vec![true; n]);
-        let out = forward(model, ps, frames, vec![1; n], qb.tokens.clone(), meta)?;
-        for q in normalized_rows(&out.queries)? {
+        let queries = model.encode_queries(ps, &qb.tokens)?;
+        for q in normalized_rows(&queries)? {
             rows.extend(items[qb.item_set].chunks(width).map(|i| dot(&q, i)));
         }
     }
@@ -258,7 +246,7 @@ fn cosine_scores(
 /// gathered.
 fn mid_scores(
     model: &HybridRetriever,
-    ps: &ParamStore,
+    ps: &mut ParamStore,
     chunks: &[ClipChunk],
     qbatches: &[QueryBatch],
     clips: usize,
@@ -293,7 +281,7 @@ fn mid_scores(
 /// Scores `[nq, clips]` of this rank's `chunks` (holding `clips` clips) against every query.
 fn mid_columns(
     model: &HybridRetriever,
-    ps: &ParamStore,
+    ps: &mut ParamStore,
     chunks: &[ClipChunk],
     qbatches: &[QueryBatch],
     nq: usize,
@@ -311,7 +299,8 @@ fn mid_columns(
             let (mt, mp) = &c.metas[qb.item_set];
             let meta = (pad_tokens(mt, b), pad_rows(mp, ncb, b));
             let q = pad_tokens(&qb.tokens, b);
-            let out = forward(model, ps, frames, valid, q, meta)?;
+            let batch = frame_batch(model, ps, frames, valid, q, meta)?;
+            let (out, _) = model.forward(ps, &batch, Mode::Eval, &mut LocalRows)?;
             let s = out
                 .scores
                 .ok_or_else(|| crate::TrainError::config("model.fusion", "no scores"))?

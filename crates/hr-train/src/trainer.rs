@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use hr_core::write_atomic;
 use hr_data::text::TextTokenizer;
-use hr_data::{Cursor, EvalSet, LoaderConfig, SplitIndex};
+use hr_data::{Cursor, EvalSet};
 use hr_models::retriever::{HybridRetriever, AUDIO_CNN_PREFIX};
 use hr_models::NonFiniteValue;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
@@ -26,8 +26,10 @@ use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{
-    group_prefixes, parse_device, BadRowPolicy, DeviceSpec, NonFinitePolicy, Precision, TrainConfig,
+    group_prefixes, parse_device, DeviceSpec, NonFinitePolicy, Precision, TrainConfig,
 };
+pub use crate::data::{ensure_dataset, loader_config, open_eval_set, rank_loader_config};
+use crate::data::{wait_for_dataset, Source};
 use crate::dist::Dist;
 use crate::error::{Result, TrainError};
 use crate::evaluate::evaluate;
@@ -103,105 +105,6 @@ pub struct TrainSummary {
     pub nonfinite_skipped: u64,
 }
 
-/// Generates the synthetic dataset when `data.root` is an absent local path and
-/// `data.synthetic_clips > 0`.
-pub fn ensure_dataset(cfg: &TrainConfig) -> Result<()> {
-    let root = cfg
-        .data
-        .root
-        .strip_prefix("file://")
-        .unwrap_or(&cfg.data.root);
-    if root.contains("://") || cfg.data.synthetic_clips == 0 {
-        return Ok(());
-    }
-    let path = Path::new(root);
-    if path.join("manifest.json").is_file() {
-        return Ok(());
-    }
-    tracing::info!(
-        clips = cfg.data.synthetic_clips,
-        root,
-        "generating the synthetic dataset"
-    );
-    hr_data::synthetic::prepare(
-        path,
-        cfg.data.synthetic_clips,
-        cfg.data.synthetic_seed,
-        None,
-        &|_| {},
-    )?;
-    Ok(())
-}
-
-/// Waits (up to an hour) until the dataset that rank 0 is generating has its manifest.
-fn wait_for_dataset(cfg: &TrainConfig) -> Result<()> {
-    let root = cfg
-        .data
-        .root
-        .strip_prefix("file://")
-        .unwrap_or(&cfg.data.root);
-    if root.contains("://") || cfg.data.synthetic_clips == 0 {
-        return Ok(());
-    }
-    let manifest = Path::new(root).join("manifest.json");
-    let t0 = Instant::now();
-    while !manifest.is_file() {
-        if t0.elapsed() > std::time::Duration::from_secs(3600) {
-            return Err(TrainError::config(
-                "data.root",
-                format!(
-                    "{} did not appear within an hour (rank 0 generates it)",
-                    manifest.display()
-                ),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    Ok(())
-}
-
-/// Loader settings of a config for single-process evaluation (world size 1).
-pub fn loader_config(cfg: &TrainConfig) -> LoaderConfig {
-    rank_loader_config(cfg, 1, 0)
-}
-
-/// Loader settings of a config for `rank` of `world_size` (each rank loads its share of the
-/// global batch; the order is the same for every world size).
-pub fn rank_loader_config(cfg: &TrainConfig, world_size: usize, rank: usize) -> LoaderConfig {
-    LoaderConfig {
-        seed: cfg.run.seed,
-        global_batch: cfg.optim.global_batch,
-        world_size,
-        rank,
-        clip_seconds: cfg.data.clip_seconds,
-        workers: cfg.data.workers,
-        prefetch_batches: cfg.data.prefetch_batches,
-        audio_cache_mib: cfg.data.audio_cache_mib,
-        skip_undecodable: cfg.data.bad_rows == BadRowPolicy::Skip,
-        verify_checksums: cfg.data.verify_checksums,
-        metadata: cfg.model.metadata,
-        fs_eval: cfg.eval.full_sentence,
-        ..LoaderConfig::default()
-    }
-}
-
-/// Opens the evaluation view of `split` under `root`, tokenized with `tok`.
-pub fn open_eval_set(
-    root: &str,
-    split: &str,
-    lcfg: &LoaderConfig,
-    tok: TextTokenizer,
-) -> Result<(EvalSet, Arc<SplitIndex>)> {
-    let (store, manifest) = hr_data::open_dataset(root)?;
-    let index = Arc::new(SplitIndex::open(
-        &store,
-        &manifest,
-        split,
-        lcfg.verify_checksums,
-    )?);
-    Ok((EvalSet::new(index.clone(), lcfg.clone(), tok)?, index))
-}
-
 /// Runs (or resumes) the training described by `cfg` in this process alone.
 pub fn train(cfg: &TrainConfig, resume: &Resume, ctl: &TrainControl) -> Result<TrainSummary> {
     train_dist(cfg, resume, ctl, &mut Dist::single())
@@ -241,67 +144,6 @@ struct StepResult {
     items: usize,
     /// The data cursor after the step's batch.
     cursor_after: Cursor,
-}
-
-/// Where the steps' batches come from.
-enum Source {
-    /// The loader (the epoch order).
-    Loader(hr_data::Loader),
-    /// The first batches, decoded once and replayed in a cycle (`data.replay_batches`).
-    Replay {
-        batches: Vec<hr_data::Batch>,
-        next: usize,
-        batches_per_epoch: u64,
-    },
-}
-
-impl Source {
-    fn new(mut loader: hr_data::Loader, replay: usize) -> Result<Source> {
-        if replay == 0 {
-            return Ok(Source::Loader(loader));
-        }
-        let batches_per_epoch = loader.batches_per_epoch();
-        let batches = loader
-            .by_ref()
-            .take(replay)
-            .collect::<hr_data::Result<Vec<_>>>()?;
-        tracing::warn!(
-            batches = batches.len(),
-            "data.replay_batches: training on the same batches in a cycle (a diagnostic, not training)"
-        );
-        Ok(Source::Replay {
-            batches,
-            next: 0,
-            batches_per_epoch,
-        })
-    }
-
-    fn next(&mut self) -> Option<hr_data::Result<hr_data::Batch>> {
-        match self {
-            Source::Loader(l) => l.next(),
-            Source::Replay { batches, next, .. } => {
-                let b = batches.get(*next % batches.len().max(1))?.clone();
-                *next += 1;
-                Some(Ok(b))
-            }
-        }
-    }
-
-    fn batches_per_epoch(&self) -> u64 {
-        match self {
-            Source::Loader(l) => l.batches_per_epoch(),
-            Source::Replay {
-                batches_per_epoch, ..
-            } => *batches_per_epoch,
-        }
-    }
-
-    fn skipped(&self) -> u64 {
-        match self {
-            Source::Loader(l) => l.skipped(),
-            Source::Replay { .. } => 0,
-        }
-    }
 }
 
 /// A batch whose waveforms are on their way to the model's device.
@@ -609,9 +451,7 @@ impl<'a> Session<'a> {
         self.step += 1;
         self.ps.zero_grad()?;
         let mut ex = self.dist.exchange();
-        let fwd = self
-            .model
-            .forward_waveforms_exchange(&mut self.ps, &wb, mode, &mut ex);
+        let fwd = self.model.forward(&mut self.ps, &wb, mode, &mut ex);
         let (out, cache) = match fwd {
             Ok(x) => x,
             // A non-finite loss is the global batch's, so every rank skips the same step.
@@ -634,13 +474,13 @@ impl<'a> Session<'a> {
         let mut ex = self.dist.exchange();
         let bwd = self
             .model
-            .backward_waveforms_heads(&mut self.ps, &cache, 1.0, &mut ex);
-        let dframes = bwd.map_err(|e| self.dist.explain(e))?;
+            .backward_deferring_cnn(&mut self.ps, &cache, 1.0, &mut ex);
+        let cnn_backward = bwd.map_err(|e| self.dist.explain(e))?;
         // The text side's gradients are final: they are averaged while the CNN's backward runs.
-        let model = &self.model;
         self.dist
             .average_gradients_overlapped(&mut self.ps, AUDIO_CNN_PREFIX, |ps| {
-                Ok(model.backward_waveforms_cnn(ps, &cache, &dframes)?)
+                cnn_backward.run(ps)?;
+                Ok(())
             })?;
         self.opt.step(&mut self.ps)?;
         self.losses.push(loss);

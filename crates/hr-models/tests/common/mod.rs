@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use hr_nn::{ParamStore, Result};
+use hr_models::Result;
+use hr_nn::ParamStore;
 use hr_tensor::testing::check_gradients;
 use hr_tensor::{DType, Tensor};
 
@@ -18,7 +19,7 @@ fn with_values(ps: &ParamStore, values: &[Tensor]) -> ParamStore {
     p
 }
 
-fn to_tensor_err(e: hr_nn::Error) -> hr_tensor::Error {
+fn to_tensor_err(e: impl std::fmt::Display) -> hr_tensor::Error {
     hr_tensor::Error::invalid("model", e.to_string())
 }
 
