@@ -93,6 +93,7 @@ pub fn write_job_configs(plan: &Plan) -> Result<()> {
         if std::fs::read_to_string(&path).ok().as_deref() == Some(body.as_str()) {
             continue;
         }
+        std::fs::create_dir_all(&run.dir).map_err(SweepError::io(&run.dir))?;
         write_atomic(&path, body.as_bytes())?;
     }
     Ok(())

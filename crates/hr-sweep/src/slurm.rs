@@ -282,6 +282,7 @@ fn submit_missing(
         return Ok(());
     }
     let dir = plan.runs_dir.join("slurm");
+    std::fs::create_dir_all(&dir).map_err(SweepError::io(&dir))?;
     let n = (1..)
         .find(|n| !dir.join(format!("array-{n:04}.runs")).exists())
         .unwrap_or(1);
