@@ -10,6 +10,7 @@
 pub mod audio;
 pub mod convert;
 pub mod error;
+mod eval_set;
 pub mod inspect;
 pub mod loader;
 pub mod manifest;

@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod data;
 pub mod demo;
 pub mod dist;
 mod error;

@@ -8,13 +8,16 @@
 //! activations with f32 parameters through `f32_acts` (f32 compute, activation outputs rounded
 //! once); other ops reject bf16 with `UnsupportedDType`.
 
+#[allow(unsafe_code)] // see the module doc
 mod alloc;
 mod attention;
 mod audio;
 mod batch_norm;
 mod contrastive;
+#[allow(unsafe_code)] // see the module doc
 mod conv;
 mod elementwise;
+#[allow(unsafe_code)] // see the module doc
 mod gemm;
 mod layer_norm;
 mod layout;
