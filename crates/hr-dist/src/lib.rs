@@ -51,12 +51,16 @@
 //! - [`grad`] — bucketed all-reduce, parameter broadcast, all-gather with gradient (math there).
 //! - [`launch`] — [`launch_local`].
 
+#![deny(unsafe_code)]
+
 pub mod auth;
 pub mod comm;
 pub mod error;
 pub mod grad;
 pub mod init;
 pub mod launch;
+// NCCL is called through raw FFI: the only unsafe code of this crate.
+#[allow(unsafe_code)]
 pub mod nccl;
 pub mod ring;
 pub mod store;

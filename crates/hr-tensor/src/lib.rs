@@ -9,10 +9,14 @@
 //! (f64 is what the gradient checks use). The CUDA side ([`cuda`]) opens devices through
 //! cudarc with dynamic loading and returns [`Error::CudaUnavailable`] when no driver exists.
 
+#![deny(unsafe_code)]
+
 pub mod autocast;
 pub mod backend;
 mod checks;
 pub mod cpu;
+// The CUDA backend calls the driver, NVRTC and cuBLAS through FFI.
+#[allow(unsafe_code)]
 pub mod cuda;
 mod device;
 mod dtype;

@@ -5,14 +5,15 @@
 //! `is_culib_present` first (driver, NVRTC, cuBLAS) and runs initialisation under
 //! `catch_unwind`: a missing library is [`Error::CudaUnavailable`], never a panic.
 //!
-//! - [`CudaBackend`] (backend.rs): every op family on f32 tensors; GEMMs through cuBLAS
+//! - [`CudaBackend`]: every op family, one module per family (`<family>.rs`, launching the
+//!   kernels of `kernels/<family>.cu`; shared buffer helpers in backend.rs); GEMMs through cuBLAS
 //!   (plain FP32, or bf16 operands under [`crate::autocast`]), the rest through the kernels of
 //!   `kernels/` (fused attention and contrastive loss included). bf16 storage
 //!   ([`CudaStorage::BF16`], f32 compute, each result rounded once) for unary, unary_bwd,
 //!   binary, affine, axpy, dropout, softmax, softmax_bwd, layer_norm, layer_norm_bwd and
 //!   sum_to, and the data movement of broadcast_to, permute, concat, slice, pad_axis and
 //!   embedding (bit-exact copies) plus embedding_bwd (deterministic bucketed f32 sums)
-//!   (backend/dtype.rs); other ops (log_softmax and its backward, nll_loss, l2_normalize,
+//!   (cast.rs); other ops (log_softmax and its backward, nll_loss, l2_normalize,
 //!   matmul on bf16 tensors, conv, batch norm, adam, attention, contrastive loss,
 //!   frame_signal) reject it with [`Error::UnsupportedDType`].
 //! - kernels.rs: NVRTC compilation at first use for the device's `sm_XY`, CUBIN cache on disk
@@ -20,6 +21,9 @@
 //! - launch.rs: output allocation from the stream-ordered pool (NaN-poisoned on request,
 //!   [`set_poison_outputs`]), launch errors naming kernel, grid and block, [`DeviceTimer`].
 //! - profile.rs: [`OpProfile`], GPU time per kernel / cuBLAS call / upload of a region.
+//! - transfer.rs and copy_lane.rs: host <-> device copies behind [`crate::backend::TransferOps`]
+//!   (uploads overlapping compute on a copy stream); [`raw`]: a tensor's cudarc buffer, for
+//!   collectives.
 
 mod attention;
 mod audio;
