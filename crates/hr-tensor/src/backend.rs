@@ -562,7 +562,7 @@ impl<T> Backend for T where
 }
 
 /// The backend of `device`, for op `op` (named in the error when there is none).
-pub fn backend_for(op: &'static str, device: Device) -> Result<&'static dyn Backend> {
+pub(crate) fn backend_for(op: &'static str, device: Device) -> Result<&'static dyn Backend> {
     // Every device kind has a backend now; ops a backend lacks return
     // `Error::NotImplemented` from the backend itself.
     let _ = op;

@@ -1,5 +1,9 @@
-//! Operand checks shared by the front ends and the backends (which re-check what they index,
-//! so that a backend called directly can never read out of bounds).
+//! Operand checks, and the one input-checking rule of this crate: an op validates its operands
+//! once, in its front end (`ops/<family>.rs`), with these helpers (shapes, dtypes, devices,
+//! hyper-parameters, indices). Backends assume validated operands: they only derive geometry
+//! (`nc_spatial`, `split_at_axis`, ...). The backends are reachable only through the front
+//! ends (`backend_for` and the backend types are crate-private), so no caller can hand a
+//! kernel operands it would index out of bounds.
 
 use crate::{Error, Result, Tensor};
 
@@ -75,20 +79,6 @@ pub(crate) fn last_axis_rows(
     }
 }
 
-/// Checks that a per-row tensor has one element per row.
-pub(crate) fn per_row(op: &'static str, t: &Tensor, rows: usize) -> Result<()> {
-    if t.numel() != rows {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "expected {rows} per-row statistics, got shape {:?}",
-                t.shape()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// One target per row, each `< k`; errors name the row and the value.
 pub(crate) fn check_targets(
     op: &'static str,
@@ -162,12 +152,27 @@ pub(crate) fn planes(
     Ok((n * c, s))
 }
 
-/// Checks that a per-channel tensor has `c` elements.
-pub(crate) fn per_channel(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
-    if t.numel() != c {
+/// Checks that a per-channel parameter `p` of input `x` has shape `[c]`.
+pub(crate) fn per_channel(op: &'static str, x: &Tensor, p: &Tensor, c: usize) -> Result<()> {
+    if p.shape() != [c] {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape().to_vec(),
+            rhs: p.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a normalisation's `eps`: finite and `>= 0` (`> 0` when `positive`).
+pub(crate) fn eps(op: &'static str, eps: f64, positive: bool) -> Result<()> {
+    if !eps.is_finite() || eps < 0.0 || (positive && eps == 0.0) {
         return Err(Error::invalid(
             op,
-            format!("expected {c} per-channel values, got shape {:?}", t.shape()),
+            format!(
+                "eps = {eps} must be finite and {}",
+                if positive { "> 0" } else { ">= 0" }
+            ),
         ));
     }
     Ok(())

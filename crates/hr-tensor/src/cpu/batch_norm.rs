@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::elementwise::{unary_df, unary_f};
 use super::{f32_acts, float_dispatch, is_bf16, out, CpuBackend, RoundBf16, PAR_THRESHOLD};
 use crate::backend::{BatchNormOps, NormGrads, NormStats, Unary};
-use crate::checks::{nc_spatial, per_channel};
+use crate::checks::nc_spatial;
 use crate::{Elem, Error, Float, Result, Tensor};
 
 impl BatchNormOps for CpuBackend {
@@ -249,9 +249,6 @@ pub(super) fn batch_norm_train(
 ) -> Result<(Tensor, NormStats)> {
     const OP: &str = "batch_norm_train";
     let (n, c, s) = nc_spatial(OP, x)?;
-    for t in [gamma, beta, &*running_mean, &*running_var] {
-        per_channel(OP, t, c)?;
-    }
     let m = n * s;
     if m < 2 {
         return Err(Error::invalid(
@@ -370,9 +367,6 @@ pub(super) fn batch_norm_eval(
 ) -> Result<Tensor> {
     const OP: &str = "batch_norm_eval";
     let (_, c, s) = nc_spatial(OP, x)?;
-    for t in [gamma, beta, running_mean, running_var] {
-        per_channel(OP, t, c)?;
-    }
     float_dispatch!(OP, x.dtype(), |T| {
         let (g, rv) = (gamma.as_slice::<T>()?, running_var.as_slice::<T>()?);
         let a: Vec<T> = g
@@ -405,12 +399,6 @@ pub(super) fn batch_norm_bwd(
             lhs: x.shape().to_vec(),
             rhs: dy.shape().to_vec(),
         });
-    }
-    for t in [gamma, &stats.mean, &stats.rstd] {
-        per_channel(OP, t, c)?;
-    }
-    if let Some((_, beta)) = act {
-        per_channel(OP, beta, c)?;
     }
     float_dispatch!(OP, x.dtype(), |T| {
         let (xs, dys, g) = (

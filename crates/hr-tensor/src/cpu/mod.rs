@@ -36,7 +36,7 @@ use crate::{DType, Elem, Result, Tensor};
 
 /// The CPU backend (stateless; rayon's global pool provides the threads).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CpuBackend;
+pub(crate) struct CpuBackend;
 
 /// Runs `$body` with `$T` bound to the Rust float type of `$dtype`, or returns an
 /// `UnsupportedDType` error naming `$op`.

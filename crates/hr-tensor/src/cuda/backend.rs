@@ -20,7 +20,7 @@ use crate::{DType, Device, Error, Result, Tensor};
 /// The CUDA backend (stateless: devices, modules and cuBLAS handles live in the registry of
 /// [`crate::cuda`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CudaBackend;
+pub(crate) struct CudaBackend;
 
 /// The f32 device buffer of `t` and its device, or an error naming `op`.
 pub(super) fn buf<'a>(op: &'static str, t: &'a Tensor) -> Result<(usize, &'a CudaSlice<f32>)> {

@@ -15,7 +15,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::backend::{buf, buf_mut, i64_of, unary_code, wrap, CudaBackend};
 use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage};
 use crate::backend::{BatchNormOps, NormGrads, NormStats, Unary};
-use crate::checks::{nc_spatial, per_channel};
+use crate::checks::nc_spatial;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
 use crate::cuda::CudaDevice;
@@ -147,9 +147,6 @@ pub(super) fn train(
 ) -> Result<(Tensor, NormStats)> {
     const OP: &str = "batch_norm_train";
     let (n, c, s) = nc_spatial(OP, x)?;
-    for t in [gamma, beta, &*running_mean, &*running_var] {
-        per_channel(OP, t, c)?;
-    }
     if n * s < 2 {
         return Err(Error::invalid(
             OP,
@@ -217,9 +214,6 @@ pub(super) fn eval(
 ) -> Result<Tensor> {
     const OP: &str = "batch_norm_eval";
     let (_, c, _) = nc_spatial(OP, x)?;
-    for t in [gamma, beta, running_mean, running_var] {
-        per_channel(OP, t, c)?;
-    }
     let dev = acts_device(OP, &[x], &[gamma, beta, running_mean, running_var])?;
     let ((_, gs), (_, bs)) = (buf(OP, gamma)?, buf(OP, beta)?);
     let ((_, ms), (_, vs)) = (buf(OP, running_mean)?, buf(OP, running_var)?);
@@ -253,9 +247,6 @@ pub(super) fn backward(
             rhs: dy.shape().to_vec(),
         });
     }
-    for t in [gamma, &stats.mean, &stats.rstd] {
-        per_channel(OP, t, c)?;
-    }
     let dev = acts_device(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
     let dt = x.dtype();
     if x.numel() == 0 {
@@ -270,10 +261,7 @@ pub(super) fn backward(
     let ck = chunks(n, s);
     let (nn, cc, ss, nch) = (i64_of(n), i64_of(c), i64_of(s), i64_of(ck.chunks));
     let fused = match act {
-        Some((kind, beta)) => {
-            per_channel(OP, beta, c)?;
-            Some((unary_code(kind), buf(OP, beta)?.1))
-        }
+        Some((kind, beta)) => Some((unary_code(kind), buf(OP, beta)?.1)),
         None => None,
     };
     let mut part = scratch_f64(&dev, ck.chunks * c * 2, OP)?;

@@ -57,7 +57,7 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
 
 use crate::{Error, Result};
 
-pub use backend::CudaBackend;
+pub(crate) use backend::CudaBackend;
 pub(crate) use cast::cast;
 pub use copy_lane::Pending;
 pub use kernels::{

@@ -68,11 +68,11 @@ fn train_checks(
     eps: f64,
 ) -> crate::Result<&'static dyn crate::backend::Backend> {
     let be = super::acts_params(op, &[x], &[gamma, beta, rm, rv])?;
-    let (n, c, s) = channel_checks::geometry(op, x)?;
+    let (n, c, s) = crate::checks::nc_spatial(op, x)?;
     for p in [gamma, beta, rm, rv] {
-        channel_checks::per_channel(op, x, p, c)?;
+        crate::checks::per_channel(op, x, p, c)?;
     }
-    channel_checks::eps(op, eps)?;
+    crate::checks::eps(op, eps, false)?;
     if !(0.0..=1.0).contains(&momentum) {
         return Err(crate::Error::invalid(
             op,
@@ -103,11 +103,11 @@ pub fn batch_norm_eval(
 ) -> crate::Result<crate::Tensor> {
     const OP: &str = "batch_norm_eval";
     let be = super::acts_params(OP, &[x], &[gamma, beta, running_mean, running_var])?;
-    let (_, c, _) = channel_checks::geometry(OP, x)?;
+    let (_, c, _) = crate::checks::nc_spatial(OP, x)?;
     for p in [gamma, beta, running_mean, running_var] {
-        channel_checks::per_channel(OP, x, p, c)?;
+        crate::checks::per_channel(OP, x, p, c)?;
     }
-    channel_checks::eps(OP, eps)?;
+    crate::checks::eps(OP, eps, false)?;
     be.batch_norm_eval(x, gamma, beta, running_mean, running_var, eps)
 }
 
@@ -122,9 +122,9 @@ pub fn batch_norm_bwd(
     const OP: &str = "batch_norm_bwd";
     let be = super::acts_params(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
     super::same_shape(OP, x, dy)?;
-    let (_, c, _) = channel_checks::geometry(OP, x)?;
+    let (_, c, _) = crate::checks::nc_spatial(OP, x)?;
     for p in [gamma, &stats.mean, &stats.rstd] {
-        channel_checks::per_channel(OP, x, p, c)?;
+        crate::checks::per_channel(OP, x, p, c)?;
     }
     be.batch_norm_bwd(x, gamma, stats, dy)
 }
@@ -146,51 +146,9 @@ pub fn batch_norm_act_bwd(
     const OP: &str = "batch_norm_act_bwd";
     let be = super::acts_params(OP, &[x, dy], &[gamma, beta, &stats.mean, &stats.rstd])?;
     super::same_shape(OP, x, dy)?;
-    let (_, c, _) = channel_checks::geometry(OP, x)?;
+    let (_, c, _) = crate::checks::nc_spatial(OP, x)?;
     for p in [gamma, beta, &stats.mean, &stats.rstd] {
-        channel_checks::per_channel(OP, x, p, c)?;
+        crate::checks::per_channel(OP, x, p, c)?;
     }
     be.batch_norm_act_bwd(x, gamma, beta, stats, dy, act)
-}
-
-/// Validation shared by the batch norms.
-mod channel_checks {
-    use crate::{Error, Result, Tensor};
-
-    /// `(N, C, prod(spatial))` of an input of rank >= 2.
-    pub(super) fn geometry(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
-        match x.shape() {
-            [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-            _ => Err(Error::invalid(
-                op,
-                format!(
-                    "expected an (N, C, *spatial) input, got shape {:?}",
-                    x.shape()
-                ),
-            )),
-        }
-    }
-
-    /// A per-channel parameter `p` of input `x` has shape `[c]`.
-    pub(super) fn per_channel(op: &'static str, x: &Tensor, p: &Tensor, c: usize) -> Result<()> {
-        if p.shape() != [c] {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: x.shape().to_vec(),
-                rhs: p.shape().to_vec(),
-            });
-        }
-        Ok(())
-    }
-
-    /// `eps` is finite and non-negative.
-    pub(super) fn eps(op: &'static str, eps: f64) -> Result<()> {
-        if !eps.is_finite() || eps < 0.0 {
-            return Err(Error::invalid(
-                op,
-                format!("eps = {eps} must be finite and >= 0"),
-            ));
-        }
-        Ok(())
-    }
 }

@@ -13,7 +13,7 @@ pub fn layer_norm(
 ) -> crate::Result<(crate::Tensor, crate::NormStats)> {
     let be = super::all_same("layer_norm", &[x, gamma, beta])?;
     last_axis_checks::affine("layer_norm", x, gamma, beta)?;
-    last_axis_checks::eps("layer_norm", eps, false)?;
+    crate::checks::eps("layer_norm", eps, false)?;
     be.layer_norm(x, gamma, beta, eps)
 }
 
@@ -62,7 +62,7 @@ fn stats_fit(op: &'static str, x: &crate::Tensor, stats: &crate::NormStats) -> c
 /// (shape of `x` without its last axis) holds the unclamped `||x||`.
 pub fn l2_normalize(x: &crate::Tensor, eps: f64) -> crate::Result<(crate::Tensor, crate::Tensor)> {
     last_axis_checks::last_axis("l2_normalize", x)?;
-    last_axis_checks::eps("l2_normalize", eps, true)?;
+    crate::checks::eps("l2_normalize", eps, true)?;
     crate::backend::backend_for("l2_normalize", x.device())?.l2_normalize(x, eps)
 }
 
@@ -77,7 +77,7 @@ pub fn l2_normalize_bwd(
     super::same_shape("l2_normalize_bwd", y, dy)?;
     last_axis_checks::last_axis("l2_normalize_bwd", y)?;
     super::expect_shape("l2_normalize_bwd", norms, &y.shape()[..y.rank() - 1])?;
-    last_axis_checks::eps("l2_normalize_bwd", eps, true)?;
+    crate::checks::eps("l2_normalize_bwd", eps, true)?;
     be.l2_normalize_bwd(y, norms, dy, eps)
 }
 
@@ -112,20 +112,6 @@ mod last_axis_checks {
                     rhs: p.shape().to_vec(),
                 });
             }
-        }
-        Ok(())
-    }
-
-    /// `eps` is finite and non-negative (strictly positive when `positive`).
-    pub(super) fn eps(op: &'static str, eps: f64, positive: bool) -> Result<()> {
-        if !eps.is_finite() || eps < 0.0 || (positive && eps == 0.0) {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "eps = {eps} must be finite and {}",
-                    if positive { "> 0" } else { ">= 0" }
-                ),
-            ));
         }
         Ok(())
     }

@@ -53,32 +53,7 @@ pub fn log_softmax_bwd(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// Checks one target per row of `logp` (rows, C), each `< C`; errors name the row and value.
 fn check_targets(op: &'static str, logp: &Tensor, targets: &[u32]) -> Result<()> {
     let (rows, k) = rows_cols(op, logp)?;
-    if rows == 0 {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "no rows in shape {:?}: the mean loss is undefined",
-                logp.shape()
-            ),
-        ));
-    }
-    if targets.len() != rows {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "{} targets for {rows} rows of shape {:?}",
-                targets.len(),
-                logp.shape()
-            ),
-        ));
-    }
-    if let Some((r, &t)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= k) {
-        return Err(Error::invalid(
-            op,
-            format!("target {t} at row {r} is out of range for {k} classes"),
-        ));
-    }
-    Ok(())
+    crate::checks::check_targets(op, rows, k, targets)
 }
 
 /// Negative log-likelihood: mean over rows of `-logp[row, targets[row]]` (shape `[]`);
