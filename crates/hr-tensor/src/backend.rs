@@ -542,25 +542,6 @@ pub trait Backend:
 {
 }
 
-impl<T> Backend for T where
-    T: GemmOps
-        + ElementwiseOps
-        + ReduceOps
-        + LayoutOps
-        + LayerNormOps
-        + BatchNormOps
-        + SoftmaxOps
-        + ConvOps
-        + OptimOps
-        + AudioOps
-        + AttentionOps
-        + ContrastiveOps
-        + PlaneOps
-        + TransferOps
-        + Sync
-{
-}
-
 /// The backend of `device`, for op `op` (named in the error when there is none).
 pub(crate) fn backend_for(op: &'static str, device: Device) -> Result<&'static dyn Backend> {
     // Every device kind has a backend now; ops a backend lacks return

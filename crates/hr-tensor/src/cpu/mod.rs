@@ -38,6 +38,8 @@ use crate::{DType, Elem, Result, Tensor};
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CpuBackend;
 
+impl crate::backend::Backend for CpuBackend {}
+
 /// Runs `$body` with `$T` bound to the Rust float type of `$dtype`, or returns an
 /// `UnsupportedDType` error naming `$op`.
 macro_rules! float_dispatch {

@@ -22,6 +22,8 @@ use crate::{DType, Device, Error, Result, Tensor};
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CudaBackend;
 
+impl crate::backend::Backend for CudaBackend {}
+
 /// The f32 device buffer of `t` and its device, or an error naming `op`.
 pub(super) fn buf<'a>(op: &'static str, t: &'a Tensor) -> Result<(usize, &'a CudaSlice<f32>)> {
     match t.storage() {

@@ -1,7 +1,35 @@
 //! The depthwise path (`groups == c_in == c_out`): direct loops over `(n, c)` planes on the
 //! phase-split input rows (see the parent module).
 
+use std::ops::Range;
+
 use super::*;
+
+/// Visits every (output row, kernel tap) pair that reads input, in a fixed order:
+/// `f(k, input run, output run)` with `k = i * kw + j` the tap's kernel index, the input run in
+/// the phase-split plane (see the parent module) and the output run in the flat output plane.
+fn for_each_run(
+    s: &Conv2dSpec,
+    taps: &[Tap],
+    mut f: impl FnMut(usize, Range<usize>, Range<usize>),
+) {
+    let lq = s.w.div_ceil(s.stride.1);
+    for oh in 0..s.h_out {
+        for i in 0..s.kh {
+            let Some(ih) = input_row(s, oh, i) else {
+                continue;
+            };
+            for (j, t) in taps.iter().enumerate() {
+                if t.hi == t.lo {
+                    continue;
+                }
+                let at = (t.r * s.h + ih) * lq + run_start(t);
+                let out = oh * s.w_out;
+                f(i * s.kw + j, at..at + (t.hi - t.lo), out + t.lo..out + t.hi);
+            }
+        }
+    }
+}
 
 /// Forward of one plane: `y (h_out x w_out) = x conv w`, `xp` = phases of the input plane.
 pub(super) fn dw_plane_fwd<T: Float>(
@@ -11,27 +39,7 @@ pub(super) fn dw_plane_fwd<T: Float>(
     s: &Conv2dSpec,
     y: &mut [T],
 ) {
-    let lq = s.w.div_ceil(s.stride.1);
-    for oh in 0..s.h_out {
-        let yrow = &mut y[oh * s.w_out..(oh + 1) * s.w_out];
-        for i in 0..s.kh {
-            let Some(ih) = input_row(s, oh, i) else {
-                continue;
-            };
-            for (j, t) in taps.iter().enumerate() {
-                if t.hi == t.lo {
-                    continue;
-                }
-                let row = &xp[(t.r * s.h + ih) * lq..(t.r * s.h + ih + 1) * lq];
-                let st = run_start(t);
-                axpy(
-                    &mut yrow[t.lo..t.hi],
-                    wk[i * s.kw + j],
-                    &row[st..st + (t.hi - t.lo)],
-                );
-            }
-        }
-    }
+    for_each_run(s, taps, |k, inp, out| axpy(&mut y[out], wk[k], &xp[inp]));
 }
 
 /// Backward-data of one plane: accumulates into the phases `dxp` of the input gradient.
@@ -42,27 +50,7 @@ pub(super) fn dw_plane_bwd_data<T: Float>(
     s: &Conv2dSpec,
     dxp: &mut [T],
 ) {
-    let lq = s.w.div_ceil(s.stride.1);
-    for oh in 0..s.h_out {
-        let dyrow = &dy[oh * s.w_out..(oh + 1) * s.w_out];
-        for i in 0..s.kh {
-            let Some(ih) = input_row(s, oh, i) else {
-                continue;
-            };
-            for (j, t) in taps.iter().enumerate() {
-                if t.hi == t.lo {
-                    continue;
-                }
-                let row = &mut dxp[(t.r * s.h + ih) * lq..(t.r * s.h + ih + 1) * lq];
-                let st = run_start(t);
-                axpy(
-                    &mut row[st..st + (t.hi - t.lo)],
-                    wk[i * s.kw + j],
-                    &dyrow[t.lo..t.hi],
-                );
-            }
-        }
-    }
+    for_each_run(s, taps, |k, inp, out| axpy(&mut dxp[inp], wk[k], &dy[out]));
 }
 
 /// Backward-weight of one plane: `dwk[i, j] = sum dy * x(shifted)`.
@@ -73,25 +61,10 @@ pub(super) fn dw_plane_bwd_weight<T: Float>(
     s: &Conv2dSpec,
     dwk: &mut [T],
 ) {
-    let lq = s.w.div_ceil(s.stride.1);
     dwk.fill(T::zero());
-    for oh in 0..s.h_out {
-        let dyrow = &dy[oh * s.w_out..(oh + 1) * s.w_out];
-        for i in 0..s.kh {
-            let Some(ih) = input_row(s, oh, i) else {
-                continue;
-            };
-            for (j, t) in taps.iter().enumerate() {
-                if t.hi == t.lo {
-                    continue;
-                }
-                let row = &xp[(t.r * s.h + ih) * lq..(t.r * s.h + ih + 1) * lq];
-                let st = run_start(t);
-                let d = dot(&dyrow[t.lo..t.hi], &row[st..st + (t.hi - t.lo)]);
-                dwk[i * s.kw + j] = dwk[i * s.kw + j] + d;
-            }
-        }
-    }
+    for_each_run(s, taps, |k, inp, out| {
+        dwk[k] = dwk[k] + dot(&dy[out], &xp[inp]);
+    });
 }
 
 /// Runs `f(plane index, output chunk, scratch)` over equal output chunks, in parallel when the
