@@ -13,6 +13,10 @@ use crate::error::{DistError, Result};
 /// Port of the rendezvous store when `MASTER_PORT` is not set (plus `SLURM_JOB_ID % 10000` under Slurm).
 pub const DEFAULT_MASTER_PORT: u16 = 29500;
 
+/// Sets the rendezvous store's port explicitly, whatever the launcher (wins over the rules of
+/// [`discover`]).
+pub const PORT_OVERRIDE_VAR: &str = "HR_MASTER_PORT";
+
 /// Where the world description came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorldSource {
@@ -88,7 +92,10 @@ fn from_torchrun(env: &HashMap<String, String>) -> Result<WorldInfo> {
             ))
         }
     };
-    let master_port = port(env)?.unwrap_or(DEFAULT_MASTER_PORT);
+    let master_port = match port(env, PORT_OVERRIDE_VAR)? {
+        Some(p) => p,
+        None => torchrun_port(env)?,
+    };
     Ok(WorldInfo {
         rank,
         world_size,
@@ -96,6 +103,22 @@ fn from_torchrun(env: &HashMap<String, String>) -> Result<WorldInfo> {
         master_addr,
         master_port,
         source: WorldSource::Torchrun,
+    })
+}
+
+/// The store port under torchrun-style variables. A real `torchrun` (its agent sets
+/// `TORCHELASTIC_*` variables) already serves its own store on `MASTER_PORT`, so ours takes the
+/// next port up (`MASTER_PORT - 1` for 65535); `launch_local` and hand-set variables use
+/// `MASTER_PORT` itself.
+fn torchrun_port(env: &HashMap<String, String>) -> Result<u16> {
+    let Some(p) = port(env, "MASTER_PORT")? else {
+        return Ok(DEFAULT_MASTER_PORT);
+    };
+    let under_torchrun = env.keys().any(|k| k.starts_with("TORCHELASTIC_"));
+    Ok(match (under_torchrun, p) {
+        (false, p) => p,
+        (true, u16::MAX) => u16::MAX - 1,
+        (true, p) => p + 1,
     })
 }
 
@@ -130,7 +153,10 @@ fn from_slurm(env: &HashMap<String, String>) -> Result<WorldInfo> {
         Some(id) => DEFAULT_MASTER_PORT + (id % 10_000) as u16,
         None => DEFAULT_MASTER_PORT,
     };
-    let master_port = port(env)?.unwrap_or(default_port);
+    let master_port = match port(env, PORT_OVERRIDE_VAR)? {
+        Some(p) => p,
+        None => port(env, "MASTER_PORT")?.unwrap_or(default_port),
+    };
     Ok(WorldInfo {
         rank,
         world_size,
@@ -187,13 +213,14 @@ fn optional_usize(env: &HashMap<String, String>, var: &str) -> Result<Option<usi
     }
 }
 
-fn port(env: &HashMap<String, String>) -> Result<Option<u16>> {
-    match env.get("MASTER_PORT") {
+/// The port in variable `var`, if set.
+fn port(env: &HashMap<String, String>, var: &str) -> Result<Option<u16>> {
+    match env.get(var) {
         None => Ok(None),
         Some(v) => match v.trim().parse::<u16>() {
             Ok(p) if p > 0 => Ok(Some(p)),
             _ => Err(DistError::env(
-                "MASTER_PORT",
+                var,
                 format!("expected a port 1..=65535, got {v:?}"),
             )),
         },
@@ -306,6 +333,33 @@ fn expand_ranges(spec: &str, limit: usize) -> std::result::Result<Vec<String>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under a real torchrun (`TORCHELASTIC_*` set) its own store holds `MASTER_PORT`: ours
+    /// takes the next port; `HR_MASTER_PORT` overrides every rule; `launch_local`-style
+    /// variables keep `MASTER_PORT`.
+    #[test]
+    fn torchrun_store_port_is_left_to_torchrun() {
+        let base = [
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "n1"),
+            ("MASTER_PORT", "29400"),
+        ];
+        let mut env: HashMap<String, String> = base
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(discover(&env).unwrap().master_port, 29400);
+        env.insert("TORCHELASTIC_RUN_ID".into(), "job7".into());
+        assert_eq!(discover(&env).unwrap().master_port, 29401);
+        env.insert("MASTER_PORT".into(), "65535".into());
+        assert_eq!(discover(&env).unwrap().master_port, 65534);
+        env.insert(PORT_OVERRIDE_VAR.into(), "31000".into());
+        assert_eq!(discover(&env).unwrap().master_port, 31000);
+        env.insert(PORT_OVERRIDE_VAR.into(), "0".into());
+        let e = discover(&env).unwrap_err().to_string();
+        assert!(e.contains(PORT_OVERRIDE_VAR), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -274,3 +274,47 @@ fn world_of_one_is_local() {
     assert!(c.broadcast(&mut v, 1).is_err());
     c.barrier().unwrap();
 }
+
+/// Under a real torchrun its agent's store already listens on `MASTER_PORT`: the ranks, whose
+/// world comes from torchrun's variables, rendezvous on the next port and reduce correctly
+/// while the port stays held.
+#[test]
+fn torchrun_held_master_port_is_not_taken() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let master_port = held.local_addr().unwrap().port();
+    // The derived port must be free for the test to mean anything.
+    if std::net::TcpListener::bind(("127.0.0.1", master_port + 1)).is_err() {
+        eprintln!("skipped: port {} is busy", master_port + 1);
+        return;
+    }
+    let token = Token::new("test-token").unwrap();
+    let handles: Vec<_> = (0..2usize)
+        .map(|r| {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                let env: std::collections::HashMap<String, String> = [
+                    ("RANK", r.to_string()),
+                    ("WORLD_SIZE", "2".into()),
+                    ("LOCAL_RANK", r.to_string()),
+                    ("MASTER_ADDR", "127.0.0.1".into()),
+                    ("MASTER_PORT", master_port.to_string()),
+                    ("TORCHELASTIC_RUN_ID", "test".into()),
+                    ("TORCHELASTIC_RESTART_COUNT", "0".into()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                let world = hr_dist::discover(&env).unwrap();
+                assert_eq!(world.master_port, master_port + 1);
+                let mut comm = init_ring(&world, &token, &opts(5000)).unwrap();
+                let mut v = vec![r as f32 + 1.0; 3];
+                comm.all_reduce_sum(&mut v).unwrap();
+                v
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), vec![3.0; 3]);
+    }
+    drop(held);
+}
