@@ -4,7 +4,7 @@ use super::cast::{alloc_as, cfg_vec, device_any, kname, storage, storage_mut, wr
 
 use cudarc::driver::PushKernelArg;
 
-use super::backend::*;
+use super::backend::{binary_code, broadcast_strides, i64_of, unary_code, CudaBackend};
 use super::kernels::Family;
 use super::launch::{cfg_elems, launch, Broadcast2};
 use crate::backend::{Binary, ElementwiseOps, Unary};

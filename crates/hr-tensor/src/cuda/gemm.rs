@@ -5,7 +5,7 @@ use super::gemm_bf16;
 
 use cudarc::cublas::{Gemm, StridedBatchedConfig};
 
-use super::backend::*;
+use super::backend::{buf, check_gemm_operands, col_major, device_of, to_i32, wrap, CudaBackend};
 use super::launch::{alloc_f32, zeros_f32};
 use super::CudaStorage;
 use crate::backend::{GemmOps, MatmulSpec};

@@ -4,7 +4,7 @@ use super::cast::{alloc_as, device_any, kname, storage, wrap_storage};
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
-use super::backend::*;
+use super::backend::{buf, device_of, i64_of, wrap, CudaBackend};
 use super::kernels::Family;
 use super::launch::{alloc_f32, cfg_elems, cfg_rows, launch};
 use super::{CudaDevice, CudaStorage};

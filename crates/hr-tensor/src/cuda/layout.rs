@@ -4,7 +4,7 @@ use super::cast::{alloc_as, device_any, kname, storage, wrap_storage, zeros_as};
 
 use cudarc::driver::PushKernelArg;
 
-use super::backend::*;
+use super::backend::{buf, device_of, gather, i64_of, scatter_into, upload_ids, wrap, CudaBackend};
 use super::kernels::Family;
 use super::launch::{cfg_elems, launch, row_major, zeros_f32};
 use crate::backend::LayoutOps;

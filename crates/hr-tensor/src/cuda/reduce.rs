@@ -4,7 +4,7 @@ use super::cast::{alloc_as, device_any, kname, storage, wrap_storage};
 
 use cudarc::driver::PushKernelArg;
 
-use super::backend::*;
+use super::backend::{broadcast_strides, gather, i64_of, CudaBackend};
 use super::kernels::Family;
 use super::launch::{cfg_rows, cfg_sum_cols, launch, row_major, Strided};
 use crate::backend::ReduceOps;

@@ -4,7 +4,7 @@ use super::cast::{alloc_as, device_any, kname, storage, wrap_storage};
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::backend::*;
+use super::backend::{buf, device_of, i64_of, upload_ids, wrap, CudaBackend};
 use super::kernels::Family;
 use super::launch::{alloc_f32, cfg_elems, cfg_rows, cfg_warp_rows, launch, zeros_f32};
 use crate::backend::SoftmaxOps;
