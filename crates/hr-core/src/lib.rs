@@ -20,16 +20,31 @@ pub use rng::{mix64, mix_seed, Rng};
 /// `EX_TEMPFAIL`, which the sweep coordinator and the Slurm templates requeue.
 pub const EXIT_REQUEUE: i32 = 75;
 
-/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), with colour codes
-/// only on a terminal so that logs redirected to files stay plain text. Call once, first thing
-/// in `main`.
+/// The log filter when `RUST_LOG` is not set: this project's crates at `info`, every dependency
+/// at `warn` (their per-file chatter stays out of batch-job logs).
+pub const DEFAULT_LOG_FILTER: &str = "warn,hr_core=info,hr_tensor=info,hr_nn=info,hr_text=info,\
+hr_models=info,hr_data=info,hr_dist=info,hr_train=info,hr_eval=info,hr_sweep=info";
+
+/// The variable that picks the log format: `json` writes one JSON object per line (for log
+/// shippers), anything else the human-readable text.
+pub const LOG_FORMAT_VAR: &str = "HR_LOG_FORMAT";
+
+/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]),
+/// as text (colour codes only on a terminal, so logs redirected to files stay plain) or as
+/// JSON lines when `HR_LOG_FORMAT=json`. Call once, first thing in `main`; a process that
+/// knows its rank enters a `rank` span so that every line it logs carries it.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if json {
+        fmt.json().with_span_list(true).init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }

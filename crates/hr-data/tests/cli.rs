@@ -153,3 +153,43 @@ fn prepare_folder_reports_bad_audio_by_flag_and_records_a_tokenizer() {
     let tok = hr_data::dataset_tokenizer(&store, &m, 32).unwrap();
     assert_eq!(tok.encode("A tone!").unwrap(), [2, 5, 6, 3]);
 }
+
+/// The default log filter keeps dependencies' INFO chatter (symphonia logs two lines per ogg
+/// file it opens) out of batch-job logs; `RUST_LOG` still brings it back.
+#[test]
+fn default_logs_leave_out_dependency_chatter() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let ogg =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tone-48k-mono.ogg");
+    std::fs::copy(ogg, src.join("tone.ogg")).unwrap();
+    std::fs::write(
+        src.join("captions.csv"),
+        "file_name,caption\ntone.ogg,a tone\n",
+    )
+    .unwrap();
+    let prepare = |out: &str, rust_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hr-data"));
+        c.args(["prepare", "folder", "--root"])
+            .arg(&src)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .env_remove("RUST_LOG");
+        if let Some(f) = rust_log {
+            c.env("RUST_LOG", f);
+        }
+        c.output().unwrap()
+    };
+    let o = prepare("a", None);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("symphonia"), "{err}");
+    let o = prepare("b", Some("info"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("symphonia"),
+        "{}",
+        text(&o)
+    );
+}

@@ -357,6 +357,7 @@ fn slurm_step_with_a_fresh_run_directory() {
                 .env("SLURM_STEP_NUM_TASKS", "2")
                 .env("SLURM_JOB_NODELIST", "localhost")
                 .env("MASTER_PORT", &port)
+                .env("HR_LOG_FORMAT", "json")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             c.spawn().unwrap()
@@ -372,6 +373,29 @@ fn slurm_step_with_a_fresh_run_directory() {
             .read_to_string(&mut err)
             .unwrap();
         assert!(status.success(), "rank {r}: {status:?}\n{err}");
+        assert_json_logs_of_rank(&err, r);
     }
     assert_eq!(losses(&run).len(), 2);
+}
+
+/// Every stderr line of a rank run with `HR_LOG_FORMAT=json` is a JSON log record, and those
+/// logged while training carry the rank in their `rank` span.
+fn assert_json_logs_of_rank(stderr: &str, rank: usize) {
+    let mut with_rank = 0;
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("rank {rank}: not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        let spans = v["spans"].as_array().cloned().unwrap_or_default();
+        if spans.iter().any(|s| s["name"] == "rank") {
+            assert!(spans.iter().any(|s| s["rank"] == rank), "{line}");
+            with_rank += 1;
+        }
+    }
+    if rank == 0 {
+        assert!(
+            with_rank > 0,
+            "rank 0 logged nothing inside its rank span:\n{stderr}"
+        );
+    }
 }

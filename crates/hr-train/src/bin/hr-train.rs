@@ -200,6 +200,8 @@ fn real_main() -> Result<i32> {
         }
     }
     let rank = dist.rank();
+    // Every line this rank logs from here on carries `rank{rank=N}` (a field in JSON logs).
+    let _rank_span = tracing::info_span!("rank", rank).entered();
     let s = train_dist(&cfg, &resume, &ctl, &mut dist).with_context(|| format!("rank {rank}"))?;
     if !dist.is_main() {
         return Ok(exit_code(s.outcome));
