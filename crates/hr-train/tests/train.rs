@@ -266,3 +266,23 @@ fn replay_batches_cycles_the_first_batches() {
     // Step 5 replays batch 1 (0-based index 0): its cursor is one global batch in.
     assert_eq!(state["cursor"]["consumed"], 8, "{state}");
 }
+
+/// `hr-train kernels --device` takes the same device grammar as `--device` / `run.device`.
+#[test]
+fn kernels_device_uses_the_common_device_grammar() {
+    let run = |device: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hr-train"))
+            .args(["kernels", "--precompile", "--device", device])
+            .output()
+            .unwrap()
+    };
+    let o = run("cpu");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("compiled for a GPU"),
+        "{err}"
+    );
+    let o = run("3");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("cuda:N"), "{err}");
+}

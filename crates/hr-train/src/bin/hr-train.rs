@@ -85,9 +85,9 @@ enum Cmd {
         /// Compile every kernel family now.
         #[arg(long)]
         precompile: bool,
-        /// CUDA device ordinal to compile for (its compute capability).
-        #[arg(long, default_value_t = 0)]
-        device: usize,
+        /// The GPU to compile for (its compute capability): `cuda` or `cuda:N`, as everywhere.
+        #[arg(long, default_value = "cuda")]
+        device: String,
     },
 }
 
@@ -142,7 +142,7 @@ fn real_main() -> Result<i32> {
         hr_tensor::cuda::set_kernel_cache_dir(dir);
     }
     if let Some(Cmd::Kernels { precompile, device }) = &cli.cmd {
-        return kernels(*precompile, *device);
+        return kernels(*precompile, device);
     }
     if let Some(Cmd::ImportWeights {
         what: ImportWhat::Efficientat { src, out },
@@ -218,8 +218,14 @@ fn real_main() -> Result<i32> {
     Ok(exit_code(s.outcome))
 }
 
-/// `hr-train kernels --precompile [--device N]`.
-fn kernels(precompile: bool, device: usize) -> Result<i32> {
+/// `hr-train kernels --precompile [--device cuda:N]`.
+fn kernels(precompile: bool, device: &str) -> Result<i32> {
+    let device = match hr_train::config::parse_device(device)? {
+        hr_train::config::DeviceSpec::Cuda(n) => n,
+        hr_train::config::DeviceSpec::Cpu => {
+            bail!("--device cpu: kernels are compiled for a GPU (cuda or cuda:N)")
+        }
+    };
     if !precompile {
         bail!("nothing to do: pass --precompile");
     }
