@@ -155,13 +155,16 @@ pub fn scored_items(r: &EvalResult, index: &SplitIndex) -> serde_json::Value {
     json!({"clips": ids, "captions": r.queries.len(), "sha256": sha})
 }
 
-/// One scored checkpoint as a JSON object: which, path, step, validation mAP@10 (if any) and
-/// the metrics.
+/// One scored checkpoint as a JSON object: which, path, step, the sha256 of its weights,
+/// validation mAP@10 (if any) and the metrics.
 fn scored(which: Which, ck: &LoadedCheckpoint, r: &EvalResult) -> Result<serde_json::Value> {
     let st = checkpoint::read_state(&ck.dir)?;
     let m = r.metrics;
+    let weights = ck.dir.join(checkpoint::MODEL_FILE);
+    let (sha, _) = hr_data::shard::sha256_file(&weights)?;
     Ok(json!({
         "which": which.name(), "checkpoint": ck.dir.display().to_string(), "step": st.step,
+        "model_sha256": sha,
         "val_mAP@10": st.val_map10, "R@1": m.r1, "R@5": m.r5, "R@10": m.r10, "mAP@10": m.map10,
         "queries": m.queries,
     }))

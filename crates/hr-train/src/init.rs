@@ -349,6 +349,68 @@ pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>)
     Ok(())
 }
 
+/// One line per start of a run in `RUN/provenance.jsonl`: what ran, on what, from what.
+pub const PROVENANCE_FILE: &str = "provenance.jsonl";
+
+/// What a start of training ran on, for [`record_start`].
+pub struct StartRecord<'a> {
+    /// The resolved config (its sha256 is recorded; the text is `RUN/config.toml`).
+    pub config_toml: &'a str,
+    /// The dataset root and its manifest's sha256.
+    pub dataset: (&'a str, String),
+    /// Ranks in the job.
+    pub world_size: usize,
+    /// This rank's device.
+    pub device: hr_tensor::Device,
+    /// Whether this start resumed from a checkpoint.
+    pub resumed: bool,
+}
+
+/// Rank 0: appends one JSON line to `RUN/provenance.jsonl` (rewritten atomically): the binary
+/// version and git commit it was built from, the sha256 of the resolved config and of the
+/// dataset manifest, the world size, the device and, on a GPU, its architecture and the NVRTC
+/// and NCCL versions found.
+pub fn record_start(run: &Path, r: &StartRecord<'_>) -> Result<()> {
+    let mut line = serde_json::json!({
+        "started_unix_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "hr_train_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": env!("HR_GIT_COMMIT"),
+        "resumed": r.resumed,
+        "config_sha256": hr_data::shard::sha256_hex(r.config_toml.as_bytes()),
+        "dataset": {"root": r.dataset.0, "manifest_sha256": r.dataset.1},
+        "world_size": r.world_size,
+        "device": r.device.to_string(),
+    });
+    if let hr_tensor::Device::Cuda(n) = r.device {
+        line["cuda"] = cuda_versions(n);
+    }
+    let path = run.join(PROVENANCE_FILE);
+    let mut text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(TrainError::io(&path)(e)),
+    };
+    text.push_str(&line.to_string());
+    text.push('\n');
+    hr_core::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The GPU's architecture and the CUDA library versions this process loaded (a field holds
+/// the error text when a library could not be asked).
+fn cuda_versions(ordinal: usize) -> serde_json::Value {
+    let show =
+        |r: std::result::Result<String, String>| r.unwrap_or_else(|e| format!("unavailable: {e}"));
+    serde_json::json!({
+        "arch": show(hr_tensor::cuda::context(ordinal).map(|d| d.arch()).map_err(|e| e.to_string())),
+        "nvrtc": show(hr_tensor::cuda::nvrtc_version(ordinal).map(|(a, b)| format!("{a}.{b}")).map_err(|e| e.to_string())),
+        "nccl": show(hr_dist::nccl_version().map(|v| v.to_string()).map_err(|e| e.to_string())),
+    })
+}
+
 /// Whether a run directory holds what a fresh start recorded (`RUN/tokenizer.json`,
 /// `RUN/init.json`, `RUN/model.toml`): a resume then needs no pretrained file.
 pub fn run_recorded(run: &Path) -> bool {

@@ -234,11 +234,22 @@ impl<'a> Session<'a> {
         };
         let logs = match dist.is_main() {
             true => {
-                write_atomic(&run.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+                let config_toml = cfg.to_toml()?;
+                write_atomic(&run.join("config.toml"), config_toml.as_bytes())?;
                 if let Some(t) = &fresh {
                     write_atomic(&run.join(MODEL_TOML), model_toml(&mcfg)?.as_bytes())?;
                     init::write_run_files(&run, t, weights)?;
                 }
+                let store = hr_data::Store::open(&cfg.data.root)?;
+                let (_, manifest_sha) = hr_data::Manifest::load_with_sha256(&store)?;
+                let start = init::StartRecord {
+                    config_toml: &config_toml,
+                    dataset: (&cfg.data.root, manifest_sha),
+                    world_size: dist.world_size(),
+                    device,
+                    resumed: resume_dir.is_some(),
+                };
+                init::record_start(&run, &start)?;
                 let metrics = append(&run.join("metrics.jsonl"))?;
                 Some((metrics, append(&run.join("eval.jsonl"))?))
             }

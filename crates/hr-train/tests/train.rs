@@ -126,6 +126,25 @@ fn resume_after_stop_is_bit_exact_and_ignores_uncommitted() {
     );
     let sb2 = train(&cb, &Resume::Auto, &TrainControl::default()).unwrap();
     assert_eq!((sb2.outcome, sb2.step), (Outcome::Finished, 6));
+    // One provenance line per start: the fresh one, then the resume.
+    let prov = std::fs::read_to_string(b.join("provenance.jsonl")).unwrap();
+    let starts: Vec<serde_json::Value> = prov
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(starts.len(), 2, "{prov}");
+    for (s, resumed) in starts.iter().zip([false, true]) {
+        assert_eq!(s["resumed"], resumed, "{s}");
+        assert_eq!(
+            (s["world_size"].as_u64(), s["device"].as_str()),
+            (Some(1), Some("cpu"))
+        );
+        assert_eq!(s["hr_train_version"], env!("CARGO_PKG_VERSION"));
+        assert!(!s["git_commit"].as_str().unwrap().is_empty(), "{s}");
+        for h in [&s["config_sha256"], &s["dataset"]["manifest_sha256"]] {
+            assert_eq!(h.as_str().unwrap().len(), 64, "{s}");
+        }
+    }
     assert_eq!(sa.losses[4..], sb2.losses[..], "loss curve after resume");
     assert!(
         model_bytes(&a, 6) == model_bytes(&b, 6),
@@ -171,6 +190,12 @@ fn hr_eval_reproduces_logged_validation() {
     for k in ["R@1", "R@5", "R@10", "mAP@10", "queries"] {
         assert_eq!(got[k], logged[k], "{k}");
     }
+    let (sha, _) = hr_data::shard::sha256_file(&ck.join("model.safetensors")).unwrap();
+    assert_eq!(
+        got["model_sha256"],
+        sha.as_str(),
+        "the report names the weights it scored"
+    );
     let lines = std::fs::read_to_string(&topk).unwrap();
     assert_eq!(
         lines.lines().count() as u64,
