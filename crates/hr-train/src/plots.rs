@@ -1,4 +1,4 @@
-//! PNG plots of a run at its end: `RUN/plots/loss.png` (training loss per step) and
+//! PNG plots of a run, redrawn at every validation and at its end: `RUN/plots/loss.png` (training loss per step) and
 //! `RUN/plots/val.png` (validation mAP@10 and R@1/5/10 per step), read back from
 //! `metrics.jsonl` / `eval.jsonl`.
 //!

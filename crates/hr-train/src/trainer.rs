@@ -397,10 +397,7 @@ impl<'a> Session<'a> {
         if !self.dist.is_main() {
             return Ok(());
         }
-        let plots = crate::plots::write_run_plots(&self.run).unwrap_or_else(|e| {
-            tracing::warn!("plots not written: {e}");
-            Vec::new()
-        });
+        let plots = self.refresh_plots();
         let best = checkpoint::best(&self.run)?;
         let result = json!({
             "step": self.step,
@@ -581,7 +578,18 @@ impl<'a> Session<'a> {
             "validation"
         );
         self.last_val = Some((self.step, m));
+        if self.dist.is_main() {
+            self.refresh_plots();
+        }
         Ok(())
+    }
+
+    /// Rank 0: redraws `RUN/plots/` from the logs so far (a plot never fails the run).
+    fn refresh_plots(&self) -> Vec<PathBuf> {
+        crate::plots::write_run_plots(&self.run).unwrap_or_else(|e| {
+            tracing::warn!("plots not written: {e}");
+            Vec::new()
+        })
     }
 
     /// Whether this step's validation beat every earlier one (then it becomes the best).

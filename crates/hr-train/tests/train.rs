@@ -116,6 +116,10 @@ fn resume_after_stop_is_bit_exact_and_ignores_uncommitted() {
     };
     let sb1 = train(&cb, &Resume::Fresh, &ctl).unwrap();
     assert_eq!((sb1.outcome, sb1.step), (Outcome::Preempted, 4));
+    // Stopped before the end, the plots already show the validation of step 3.
+    if hr_train::plots::register_font() {
+        assert!(b.join("plots/val.png").is_file(), "plots are drawn at every validation");
+    }
     // A torn checkpoint newer than the committed one: no COMMIT, so --resume auto ignores it.
     let torn = b.join("checkpoints").join(step_dir_name(5));
     std::fs::create_dir_all(&torn).unwrap();
