@@ -27,6 +27,7 @@ pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod plots;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -36,6 +36,7 @@ use crate::evaluate::evaluate;
 use crate::init;
 use crate::metrics::RetrievalMetrics;
 use crate::model::{build_model, model_toml, retriever_config, waveform_batch};
+use crate::tensorboard::EventWriter;
 
 /// Exit code of `hr-train` after a preemption checkpoint (SIGTERM / SIGUSR1): the Slurm
 /// scripts and the sweep coordinator requeue the job on this code.
@@ -186,6 +187,8 @@ struct Session<'a> {
     nonfinite: u64,
     /// `metrics.jsonl` and `eval.jsonl` (rank 0 only).
     logs: Option<(File, File)>,
+    /// The TensorBoard event file (rank 0 only).
+    tb: Option<EventWriter>,
     last_ckpt: Option<(u64, PathBuf)>,
     last_val: Option<(u64, RetrievalMetrics)>,
     /// The best validation mAP@10 of the run so far (checkpointed).
@@ -255,12 +258,17 @@ impl<'a> Session<'a> {
             }
             false => None,
         };
+        let tb = match dist.is_main() {
+            true => Some(EventWriter::create(&run)?),
+            false => None,
+        };
         ps.to_device(device)?;
         let (opt, scheds) = optimizer(cfg, &ps)?;
         let mut s = Session {
             cfg,
             dist,
             logs,
+            tb,
             run,
             model,
             ps,
@@ -522,6 +530,7 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         writeln!(metrics, "{line}").map_err(TrainError::io(self.run.join("metrics.jsonl")))?;
+        self.step_scalars(r.loss, ips)?;
         let lr = self.opt.groups.first().map_or(0.0, |g| g.lr);
         let loss = r.loss.unwrap_or(f64::NAN);
         if !bar.is_hidden() {
@@ -569,6 +578,15 @@ impl<'a> Session<'a> {
             "mAP@10": m.map10, "queries": m.queries,
         });
         self.write_eval(&line)?;
+        if let Some(tb) = &mut self.tb {
+            let v = [
+                ("val/mAP@10", m.map10),
+                ("val/R@1", m.r1),
+                ("val/R@5", m.r5),
+                ("val/R@10", m.r10),
+            ];
+            tb.scalars(self.step, &v)?;
+        }
         tracing::info!(
             step = self.step,
             map10 = m.map10,
@@ -590,6 +608,24 @@ impl<'a> Session<'a> {
             tracing::warn!("plots not written: {e}");
             Vec::new()
         })
+    }
+
+    /// Rank 0: the step's loss (when finite), learning rate per group and items/s as
+    /// TensorBoard scalars.
+    fn step_scalars(&mut self, loss: Option<f64>, ips: f64) -> Result<()> {
+        let Some(tb) = &mut self.tb else {
+            return Ok(());
+        };
+        let mut v: Vec<(String, f64)> = vec![("train/items_per_s".into(), ips)];
+        v.extend(loss.map(|l| ("train/loss".to_string(), l)));
+        v.extend(
+            self.opt
+                .groups
+                .iter()
+                .map(|g| (format!("lr/{}", g.name), g.lr)),
+        );
+        let v: Vec<(&str, f64)> = v.iter().map(|(k, x)| (k.as_str(), *x)).collect();
+        tb.scalars(self.step, &v)
     }
 
     /// Whether this step's validation beat every earlier one (then it becomes the best).

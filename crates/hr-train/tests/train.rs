@@ -118,7 +118,10 @@ fn resume_after_stop_is_bit_exact_and_ignores_uncommitted() {
     assert_eq!((sb1.outcome, sb1.step), (Outcome::Preempted, 4));
     // Stopped before the end, the plots already show the validation of step 3.
     if hr_train::plots::register_font() {
-        assert!(b.join("plots/val.png").is_file(), "plots are drawn at every validation");
+        assert!(
+            b.join("plots/val.png").is_file(),
+            "plots are drawn at every validation"
+        );
     }
     // A torn checkpoint newer than the committed one: no COMMIT, so --resume auto ignores it.
     let torn = b.join("checkpoints").join(step_dir_name(5));
@@ -314,4 +317,155 @@ fn kernels_device_uses_the_common_device_grammar() {
     let o = run("3");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cuda:N"), "{err}");
+}
+
+/// The scalars of one TensorBoard event file: `(step, tag, value)`, every record's CRCs
+/// checked (a reader of the documented format, independent of the writer's code).
+fn read_events(path: &Path) -> Vec<(u64, String, f32)> {
+    use hr_train::tensorboard::masked_crc;
+    fn varint(b: &[u8], i: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*i];
+            *i += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        v
+    }
+    // (field, wire, payload) of a protobuf message.
+    fn fields(b: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+        let (mut i, mut out) = (0, Vec::new());
+        while i < b.len() {
+            let key = varint(b, &mut i);
+            let (field, wire) = (key >> 3, key & 7);
+            let payload = match wire {
+                0 => varint(b, &mut i).to_le_bytes().to_vec(),
+                1 => (b[i..i + 8].to_vec(), i += 8).0,
+                5 => (b[i..i + 4].to_vec(), i += 4).0,
+                2 => {
+                    let n = varint(b, &mut i) as usize;
+                    (b[i..i + n].to_vec(), i += n).0
+                }
+                w => panic!("wire type {w}"),
+            };
+            out.push((field, wire, payload));
+        }
+        out
+    }
+    let bytes = std::fs::read(path).unwrap();
+    let (mut at, mut out) = (0, Vec::new());
+    while at < bytes.len() {
+        let len_bytes = &bytes[at..at + 8];
+        let crc = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+        assert_eq!(crc, masked_crc(len_bytes), "length CRC at {at}");
+        let n = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+        let data = &bytes[at + 12..at + 12 + n];
+        let crc = u32::from_le_bytes(bytes[at + 12 + n..at + 16 + n].try_into().unwrap());
+        assert_eq!(crc, masked_crc(data), "data CRC at {at}");
+        at += 16 + n;
+        let ev = fields(data);
+        let step = ev
+            .iter()
+            .find(|f| f.0 == 2)
+            .map_or(0, |f| u64::from_le_bytes(f.2[..8].try_into().unwrap()));
+        for (_, _, summary) in ev.iter().filter(|f| f.0 == 5) {
+            for (_, _, value) in fields(summary) {
+                let vf = fields(&value);
+                let tag =
+                    String::from_utf8(vf.iter().find(|f| f.0 == 1).unwrap().2.clone()).unwrap();
+                let x = f32::from_le_bytes(
+                    vf.iter().find(|f| f.0 == 2).unwrap().2[..4]
+                        .try_into()
+                        .unwrap(),
+                );
+                out.push((step, tag, x));
+            }
+        }
+    }
+    out
+}
+
+/// TensorBoard scalars of a run: loss, learning rates and items/s every step, validation
+/// metrics at every validation, matching metrics.jsonl / eval.jsonl; read back with the
+/// `tensorboard` package too when it is installed.
+#[test]
+fn tensorboard_event_file_holds_the_logged_scalars() {
+    let dir = tmp();
+    let run = dir.path().join("run");
+    let s = train(
+        &config(&run, &["run.max_steps=6"]),
+        &Resume::Fresh,
+        &TrainControl::default(),
+    )
+    .unwrap();
+    let files: Vec<_> = std::fs::read_dir(run.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(files[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .contains("tfevents"));
+    let ev = read_events(&files[0]);
+    let series = |tag: &str| -> Vec<(u64, f32)> {
+        ev.iter()
+            .filter(|e| e.1 == tag)
+            .map(|e| (e.0, e.2))
+            .collect()
+    };
+    let loss = series("train/loss");
+    assert_eq!(
+        loss.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    for ((_, got), want) in loss.iter().zip(&s.losses) {
+        assert_eq!(*got, *want as f32);
+    }
+    assert_eq!(series("train/items_per_s").len(), 6);
+    assert_eq!(
+        series("lr/text").len(),
+        6,
+        "{:?}",
+        ev.iter()
+            .map(|e| &e.1)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let evals = std::fs::read_to_string(run.join("eval.jsonl")).unwrap();
+    let map: Vec<(u64, f32)> = evals
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["mAP@10"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    assert_eq!(series("val/mAP@10"), map);
+    // The reference reader, when installed (CI installs it).
+    let py = "import sys\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator as E\na = E(sys.argv[1]); a.Reload()\nprint(len(a.Scalars('train/loss')), a.Scalars('val/mAP@10')[-1].value)";
+    match std::process::Command::new("python3")
+        .args(["-c", py])
+        .arg(&files[0])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let got: Vec<f32> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            assert_eq!(got, [6.0, map.last().unwrap().1], "tensorboard read {out}");
+        }
+        Ok(o) => println!(
+            "skipped the tensorboard reader: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => println!("skipped the tensorboard reader: {e}"),
+    }
 }
