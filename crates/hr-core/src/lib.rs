@@ -6,14 +6,17 @@
 //! - [`EXIT_REQUEUE`]: the exit code of a preempted training job;
 //! - [`rng`]: the SplitMix64 generator behind data order, synthetic data, initialisation and
 //!   dropout masks;
-//! - [`init_logging`]: the `tracing` setup of every binary.
+//! - [`init_logging`]: the `tracing` setup of every binary; [`Progress`]: progress of long work
+//!   (a bar on a terminal, a log line every 30 s in batch jobs).
 
 #![forbid(unsafe_code)]
 
 pub mod fs;
+pub mod progress;
 pub mod rng;
 
 pub use fs::{sync_dir, write_atomic, AtomicWriteError};
+pub use progress::Progress;
 pub use rng::{mix64, mix_seed, Rng};
 
 /// Exit code of a training job that stopped on a preemption signal after checkpointing:

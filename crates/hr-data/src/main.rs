@@ -2,12 +2,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use hr_core::Progress;
 
 use hr_data::audio::{AudioStorage, Codec};
 use hr_data::convert::{
@@ -231,28 +230,6 @@ impl CommonArgs {
     }
 }
 
-fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let (pb, template) = if len == 0 {
-        (
-            ProgressBar::no_length(),
-            "{spinner} {msg} [{elapsed_precise}] {pos} clips ({per_sec})",
-        )
-    } else {
-        (
-            ProgressBar::new(len),
-            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-        )
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style);
-    }
-    pb.set_message(what.to_string());
-    pb
-}
-
 fn report(sum: &ConvertSummary, out: &std::path::Path) {
     for (split, n) in &sum.written {
         println!("{split}: {n} clips");
@@ -289,10 +266,10 @@ fn prepare(source: SourceKind) -> Result<()> {
             out,
             clips_per_shard,
         } => {
-            let pb = progress_bar(clips, "synthetic");
+            let pb = Progress::new("synthetic", "clips", clips);
             let s = synthetic::prepare(&out, clips, seed, clips_per_shard, &|n| pb.inc(n))
                 .with_context(|| format!("preparing the synthetic dataset in {}", out.display()))?;
-            pb.finish_and_clear();
+            pb.finish();
             println!(
                 "wrote {} synthetic clips in {} shards to {}",
                 s.clips,
@@ -301,9 +278,9 @@ fn prepare(source: SourceKind) -> Result<()> {
             );
         }
         SourceKind::Clotho { root, out, common } => {
-            let pb = progress_bar(convert::clotho::count(&root), "clotho");
+            let pb = Progress::new("clotho", "clips", convert::clotho::count(&root));
             let sum = convert::clotho::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
+            pb.finish();
             common.finish(&sum, &out)?;
         }
         SourceKind::Audiocaps {
@@ -320,15 +297,15 @@ fn prepare(source: SourceKind) -> Result<()> {
                 labels,
                 audio_dir,
             };
-            let pb = progress_bar(0, "audiocaps");
+            let pb = Progress::new("audiocaps", "clips", 0);
             let sum = convert::audiocaps::convert(&inp, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
+            pb.finish();
             common.finish(&sum, &out)?;
         }
         SourceKind::Folder { root, out, common } => {
-            let pb = progress_bar(0, "folder");
+            let pb = Progress::new("folder", "clips", 0);
             let sum = convert::folder::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
+            pb.finish();
             common.finish(&sum, &out)?;
         }
         SourceKind::Reencode {
@@ -355,10 +332,10 @@ fn reencode(
         .keys()
         .map(|s| source.manifest.rows(s))
         .sum();
-    let pb = progress_bar(rows, "reencode");
+    let pb = Progress::new("reencode", "rows", rows);
     let m = rewrite::reencode(&source, src, out, audio, clips_per_shard, &|n| pb.inc(n))
         .with_context(|| format!("re-encoding {src} into {}", out.display()))?;
-    pb.finish_and_clear();
+    pb.finish();
     for split in m.splits.keys() {
         println!("{split}: {} clips", m.rows(split));
     }
@@ -431,9 +408,9 @@ fn main() -> Result<()> {
             let rows = hr_data::Manifest::load(&store)
                 .map(|m| m.splits.keys().map(|s| m.rows(s)).sum())
                 .unwrap_or(0);
-            let pb = progress_bar(rows, "verify");
+            let pb = Progress::new("verify", "rows", rows);
             let rep = inspect::verify(&store, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
+            pb.finish();
             for f in &rep.failures {
                 eprintln!("FAIL: {f}");
             }

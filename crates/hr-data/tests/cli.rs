@@ -193,3 +193,31 @@ fn default_logs_leave_out_dependency_chatter() {
         text(&o)
     );
 }
+
+/// Without a terminal (a batch job) long work logs progress lines with count, rate and time
+/// left, every `HR_PROGRESS_EVERY_S` seconds.
+#[test]
+fn progress_lines_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hr-data"))
+            .args(args)
+            .env("HR_PROGRESS_EVERY_S", "0")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let d = data.to_str().unwrap();
+    let o = run(&["prepare", "synthetic", "--clips", "12", "--out", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("synthetic: 12/12 clips (") && err.contains(" left)"),
+        "{err}"
+    );
+    let o = run(&["verify", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("verify: ") && err.contains(" rows ("), "{err}");
+}

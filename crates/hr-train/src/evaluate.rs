@@ -106,12 +106,15 @@ fn encode_share(
 ) -> Result<Vec<ClipChunk>> {
     let mut chunks = Vec::new();
     let mut start = lo;
+    let progress = hr_core::Progress::new("evaluation: audio", "clips", (hi - lo) as u64);
     while start < hi {
         let take = batch_size.max(1).min(hi - start);
         let batch = set.clip_batch(start, take)?;
         chunks.push(encode_clips(model, ps, &batch, missing)?);
+        progress.inc(take as u64);
         start += take;
     }
+    progress.finish();
     Ok(chunks)
 }
 
