@@ -102,21 +102,29 @@ pub fn render_array(plan: &Plan, opts: &SlurmOptions, list: &Path, name: &str) -
     render(&read_template(opts, TEMPLATES[0])?, &v, TEMPLATES[0])
 }
 
-/// Renders the single-run training script (resubmissions).
-pub fn render_train(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> Result<String> {
+/// The variables of a single-run job named `name` (its run directory and log directory).
+fn run_vars(
+    plan: &Plan,
+    opts: &SlurmOptions,
+    run: &Run,
+    name: &str,
+) -> BTreeMap<&'static str, String> {
     let mut v = common_vars(plan, opts);
     v.insert("job_name", name.to_string());
     v.insert("run_dir", sh_quote(&abs(opts, &run.dir)));
     v.insert("log_dir", abs(opts, &run.dir));
+    v
+}
+
+/// Renders the single-run training script (resubmissions).
+pub fn render_train(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> Result<String> {
+    let v = run_vars(plan, opts, run, name);
     render(&read_template(opts, TEMPLATES[1])?, &v, TEMPLATES[1])
 }
 
 /// Renders the evaluation script of a run.
 pub fn render_eval(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> Result<String> {
-    let mut v = common_vars(plan, opts);
-    v.insert("job_name", name.to_string());
-    v.insert("run_dir", sh_quote(&abs(opts, &run.dir)));
-    v.insert("log_dir", abs(opts, &run.dir));
+    let mut v = run_vars(plan, opts, run, name);
     let cmds: Vec<String> = jobs::eval_commands(
         "${HR_LAUNCH:-} \"$HR_BIN_DIR/hr-eval\"",
         run,
@@ -222,20 +230,8 @@ pub fn run(plan: &Plan, ledger: &mut Ledger, opts: &SlurmOptions) -> Result<Outc
         poll(plan, ledger, &mut out)?;
         resubmit_preempted(plan, ledger, opts, &mut out)?;
     }
-    let st = |r: &Run, j| ledger.state.job(&r.id, j).map(|x| x.state);
-    out.done = plan
-        .runs
-        .iter()
-        .filter(|r| st(r, JobKind::Eval) == Some(JobState::Done))
-        .count();
-    out.failed = plan
-        .runs
-        .iter()
-        .filter(|r| {
-            st(r, JobKind::Train) == Some(JobState::Failed)
-                || st(r, JobKind::Eval) == Some(JobState::Failed)
-        })
-        .count();
+    let ids = plan.runs.iter().map(|r| r.id.as_str());
+    (out.done, out.failed) = ledger.state.done_and_failed(ids);
     Ok(out)
 }
 
