@@ -219,16 +219,32 @@ impl CommonArgs {
         })
     }
 
-    /// Writes the summary and records the tokenizer.
-    fn finish(&self, sum: &ConvertSummary, out: &std::path::Path) -> Result<()> {
+    /// Runs one converter with these options and a progress bar (`len` clips, 0: unknown),
+    /// then records the tokenizer and prints the summary.
+    fn convert(
+        &self,
+        (what, len): (&str, u64),
+        out: &std::path::Path,
+        run: impl FnOnce(&PrepareOptions, &dyn Fn(u64)) -> hr_data::Result<ConvertSummary>,
+    ) -> Result<()> {
+        let opts = self.options()?;
+        let sum = with_progress(len, what, |progress| run(&opts, progress))?;
         if let Some(t) = &self.tokenizer {
             hr_data::record_tokenizer(out, t)
                 .with_context(|| format!("recording {} in {}", t.display(), out.display()))?;
             println!("tokenizer: {} recorded as tokenizer.json", t.display());
         }
-        report(sum, out);
+        report(&sum, out);
         Ok(())
     }
+}
+
+/// Runs `f` with a progress callback drawing a bar of `len` clips (0: unknown), cleared after.
+fn with_progress<T>(len: u64, what: &str, f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> T) -> T {
+    let pb = progress_bar(len, what);
+    let out = f(&|n| pb.inc(n));
+    pb.finish_and_clear();
+    out
 }
 
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -257,28 +273,17 @@ fn report(sum: &ConvertSummary, out: &std::path::Path) {
     for (split, n) in &sum.written {
         println!("{split}: {n} clips");
     }
-    if !sum.missing.is_empty() {
-        println!(
-            "missing audio: {} clips skipped (first: {})",
-            sum.missing.len(),
-            sum.missing[0]
-        );
-    }
-    if !sum.undecodable.is_empty() {
-        println!(
-            "undecodable audio: {} clips skipped (first: {})",
-            sum.undecodable.len(),
-            sum.undecodable[0]
-        );
-    }
-    if !sum.uncaptioned.is_empty() {
-        println!(
-            "no captions: {} clips skipped (first: {})",
-            sum.uncaptioned.len(),
-            sum.uncaptioned[0]
-        );
-    }
+    report_skipped("missing audio", &sum.missing);
+    report_skipped("undecodable audio", &sum.undecodable);
+    report_skipped("no captions", &sum.uncaptioned);
     println!("wrote {} clips to {}", sum.total(), out.display());
+}
+
+/// `WHAT: N clips skipped (first: ...)` when any were.
+fn report_skipped(what: &str, skipped: &[String]) {
+    if let Some(first) = skipped.first() {
+        println!("{what}: {} clips skipped (first: {first})", skipped.len());
+    }
 }
 
 fn prepare(source: SourceKind) -> Result<()> {
@@ -289,10 +294,10 @@ fn prepare(source: SourceKind) -> Result<()> {
             out,
             clips_per_shard,
         } => {
-            let pb = progress_bar(clips, "synthetic");
-            let s = synthetic::prepare(&out, clips, seed, clips_per_shard, &|n| pb.inc(n))
-                .with_context(|| format!("preparing the synthetic dataset in {}", out.display()))?;
-            pb.finish_and_clear();
+            let s = with_progress(clips, "synthetic", |progress| {
+                synthetic::prepare(&out, clips, seed, clips_per_shard, progress)
+            })
+            .with_context(|| format!("preparing the synthetic dataset in {}", out.display()))?;
             println!(
                 "wrote {} synthetic clips in {} shards to {}",
                 s.clips,
@@ -301,10 +306,10 @@ fn prepare(source: SourceKind) -> Result<()> {
             );
         }
         SourceKind::Clotho { root, out, common } => {
-            let pb = progress_bar(convert::clotho::count(&root), "clotho");
-            let sum = convert::clotho::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
-            common.finish(&sum, &out)?;
+            let len = convert::clotho::count(&root);
+            common.convert(("clotho", len), &out, |opts, progress| {
+                convert::clotho::convert(&root, &out, opts, progress)
+            })?;
         }
         SourceKind::Audiocaps {
             root,
@@ -320,16 +325,14 @@ fn prepare(source: SourceKind) -> Result<()> {
                 labels,
                 audio_dir,
             };
-            let pb = progress_bar(0, "audiocaps");
-            let sum = convert::audiocaps::convert(&inp, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
-            common.finish(&sum, &out)?;
+            common.convert(("audiocaps", 0), &out, |opts, progress| {
+                convert::audiocaps::convert(&inp, &out, opts, progress)
+            })?;
         }
         SourceKind::Folder { root, out, common } => {
-            let pb = progress_bar(0, "folder");
-            let sum = convert::folder::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
-            common.finish(&sum, &out)?;
+            common.convert(("folder", 0), &out, |opts, progress| {
+                convert::folder::convert(&root, &out, opts, progress)
+            })?;
         }
         SourceKind::Reencode {
             src,
@@ -355,10 +358,10 @@ fn reencode(
         .keys()
         .map(|s| source.manifest.rows(s))
         .sum();
-    let pb = progress_bar(rows, "reencode");
-    let m = rewrite::reencode(&source, src, out, audio, clips_per_shard, &|n| pb.inc(n))
-        .with_context(|| format!("re-encoding {src} into {}", out.display()))?;
-    pb.finish_and_clear();
+    let m = with_progress(rows, "reencode", |progress| {
+        rewrite::reencode(&source, src, out, audio, clips_per_shard, progress)
+    })
+    .with_context(|| format!("re-encoding {src} into {}", out.display()))?;
     for split in m.splits.keys() {
         println!("{split}: {} clips", m.rows(split));
     }
@@ -431,9 +434,7 @@ fn main() -> Result<()> {
             let rows = hr_data::Manifest::load(&store)
                 .map(|m| m.splits.keys().map(|s| m.rows(s)).sum())
                 .unwrap_or(0);
-            let pb = progress_bar(rows, "verify");
-            let rep = inspect::verify(&store, &|n| pb.inc(n))?;
-            pb.finish_and_clear();
+            let rep = with_progress(rows, "verify", |progress| inspect::verify(&store, progress))?;
             for f in &rep.failures {
                 eprintln!("FAIL: {f}");
             }
