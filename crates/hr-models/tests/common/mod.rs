@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use hr_models::text::TokenBatch;
 use hr_models::Result;
 use hr_nn::testing::check_param_gradients;
 use hr_nn::ParamStore;
@@ -52,4 +53,38 @@ pub fn check_model(
             false => Some(g.clone()),
         },
     );
+}
+
+/// A token batch of `rows` (padded with 0).
+pub fn tokens(rows: &[&[u32]]) -> TokenBatch {
+    let seqs: Vec<Vec<u32>> = rows.iter().map(|r| r.to_vec()).collect();
+    TokenBatch::from_sequences(&seqs, 0)
+}
+
+/// The text side of the four-row test batches: queries, metadata, which rows have metadata
+/// (row 1 has none) and clip ids (rows 0 and 2 share clip 0: same-clip positives).
+pub struct TextRows {
+    /// One query per row.
+    pub queries: TokenBatch,
+    /// One metadata sequence per row.
+    pub metadata: TokenBatch,
+    /// Whether each row has metadata.
+    pub metadata_present: Vec<bool>,
+    /// The clip of each row.
+    pub clip_ids: Vec<u64>,
+}
+
+/// See [`TextRows`].
+pub fn four_text_rows() -> TextRows {
+    TextRows {
+        queries: tokens(&[
+            &[2, 10, 11, 3],
+            &[2, 12, 3],
+            &[2, 13, 14, 15, 3],
+            &[2, 16, 3],
+        ]),
+        metadata: tokens(&[&[2, 20, 21, 3], &[2, 3], &[2, 22, 3], &[2, 23, 24, 25, 3]]),
+        metadata_present: vec![true, false, true, true],
+        clip_ids: vec![0, 1, 0, 2],
+    }
 }
