@@ -1,12 +1,13 @@
 //! Helpers for tests: finite-difference checks (in f64) of the gradients of a layer or model
-//! with respect to its inputs and every trainable parameter of its [`ParamStore`].
+//! with respect to its inputs and every trainable parameter of its [`ParamStore`], and
+//! comparisons of parameter gradients with reference values.
 
 use std::fmt::Display;
 
-use hr_tensor::testing::check_gradients;
+use hr_tensor::testing::{assert_close, check_gradients};
 use hr_tensor::{DType, Tensor};
 
-use crate::ParamStore;
+use crate::{Param, ParamStore};
 
 /// A copy of `ps` whose trainable values are `values` (in store order).
 fn with_values(ps: &ParamStore, values: &[Tensor]) -> ParamStore {
@@ -66,4 +67,20 @@ pub fn check_param_gradients<E: Display>(
         1e-6,
         max_checks,
     );
+}
+
+/// Asserts that the gradient of each of `params` is within `tol` of `want("grad.NAME")`;
+/// returns how many were compared.
+pub fn assert_grads_close<'a>(
+    params: impl IntoIterator<Item = &'a Param>,
+    want: impl Fn(&str) -> Tensor,
+    tol: f64,
+) -> usize {
+    let mut checked = 0;
+    for p in params {
+        let key = format!("grad.{}", p.name);
+        assert_close(&key, &p.grad, &want(&key), tol);
+        checked += 1;
+    }
+    checked
 }
