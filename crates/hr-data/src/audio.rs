@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Resampler};
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo, TrackType};
@@ -147,31 +147,12 @@ pub fn decode_mono(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> 
 }
 
 fn decode_symphonia(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> {
-    let (mut format, track_id, params) = open_symphonia(bytes, name, origin)?;
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|e| undecodable(origin, e))?;
+    let (format, track_id, params) = open_symphonia(bytes, name, origin)?;
     let mut rate = params.sample_rate.unwrap_or(0);
+    let mut packets = MonoPackets::new(format, track_id, &params, origin)?;
     let mut out: Vec<f32> = Vec::new();
-    let mut planes: Vec<Vec<f32>> = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(undecodable(origin, e)),
-        };
-        if packet.track_id != track_id {
-            continue;
-        }
-        let buf = match decoder.decode(&packet) {
-            Ok(b) => b,
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => return Err(undecodable(origin, e)),
-        };
-        rate = buf.spec().rate();
-        buf.copy_to_vecs_planar(&mut planes);
-        mix_into(&planes, buf.frames(), &mut out);
+    while let Some(r) = packets.mix_next(&mut out)? {
+        rate = r;
     }
     if rate == 0 {
         return Err(undecodable(origin, "unknown sample rate"));
@@ -185,11 +166,62 @@ fn decode_symphonia(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio>
     })
 }
 
-type Opened = (
-    Box<dyn FormatReader>,
-    u32,
-    symphonia::core::codecs::audio::AudioCodecParameters,
-);
+/// The packets of one symphonia track, decoded and mixed down to mono one at a time.
+struct MonoPackets<'a> {
+    format: Box<dyn FormatReader>,
+    track_id: u32,
+    decoder: Box<dyn AudioDecoder>,
+    planes: Vec<Vec<f32>>,
+    origin: &'a str,
+}
+
+impl<'a> MonoPackets<'a> {
+    fn new(
+        format: Box<dyn FormatReader>,
+        track_id: u32,
+        params: &AudioCodecParameters,
+        origin: &'a str,
+    ) -> Result<Self> {
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| undecodable(origin, e))?;
+        Ok(MonoPackets {
+            format,
+            track_id,
+            decoder,
+            planes: Vec::new(),
+            origin,
+        })
+    }
+
+    /// Decodes the track's next packet (skipping undecodable ones) and appends its mono mix to
+    /// `out`; returns the packet's sample rate, `None` at the end of the stream.
+    fn mix_next(&mut self, out: &mut Vec<f32>) -> Result<Option<u32>> {
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(None),
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(undecodable(self.origin, e)),
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            let buf = match self.decoder.decode(&packet) {
+                Ok(b) => b,
+                Err(SymError::DecodeError(_)) => continue,
+                Err(e) => return Err(undecodable(self.origin, e)),
+            };
+            buf.copy_to_vecs_planar(&mut self.planes);
+            mix_into(&self.planes, buf.frames(), out);
+            return Ok(Some(buf.spec().rate()));
+        }
+    }
+}
+
+type Opened = (Box<dyn FormatReader>, u32, AudioCodecParameters);
 
 /// Probes `bytes` with symphonia: the format reader, its default audio track and codec parameters.
 fn open_symphonia(bytes: &[u8], name: &str, origin: &str) -> Result<Opened> {
@@ -414,28 +446,13 @@ fn seek_crop(
         return Ok(None);
     };
     let mut skip = (start as i64 - seeked.actual_ts.get()).max(0) as usize;
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|e| undecodable(origin, e))?;
-    let (mut out, mut planes) = (Vec::with_capacity(len + 4096), Vec::new());
+    let mut packets = MonoPackets::new(format, track_id, &params, origin)?;
+    let mut out = Vec::with_capacity(len + 4096);
     while out.len() < len {
-        let packet = match format.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(undecodable(origin, e)),
-        };
-        if packet.track_id != track_id {
-            continue;
-        }
-        let buf = match decoder.decode(&packet) {
-            Ok(b) => b,
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => return Err(undecodable(origin, e)),
-        };
-        buf.copy_to_vecs_planar(&mut planes);
         let before = out.len();
-        mix_into(&planes, buf.frames(), &mut out);
+        if packets.mix_next(&mut out)?.is_none() {
+            break;
+        }
         let drop = skip.min(out.len() - before);
         out.drain(before..before + drop);
         skip -= drop;

@@ -218,44 +218,53 @@ impl CommonArgs {
         })
     }
 
-    /// Writes the summary and records the tokenizer.
-    fn finish(&self, sum: &ConvertSummary, out: &std::path::Path) -> Result<()> {
+    /// Runs one converter with these options and a progress bar (`len` clips, 0: unknown),
+    /// then records the tokenizer and prints the summary.
+    fn convert(
+        &self,
+        (what, len): (&str, u64),
+        out: &std::path::Path,
+        run: impl FnOnce(&PrepareOptions, &dyn Fn(u64)) -> hr_data::Result<ConvertSummary>,
+    ) -> Result<()> {
+        let opts = self.options()?;
+        let sum = with_progress((what, "clips", len), |progress| run(&opts, progress))?;
         if let Some(t) = &self.tokenizer {
             hr_data::record_tokenizer(out, t)
                 .with_context(|| format!("recording {} in {}", t.display(), out.display()))?;
             println!("tokenizer: {} recorded as tokenizer.json", t.display());
         }
-        report(sum, out);
+        report(&sum, out);
         Ok(())
     }
+}
+
+/// Runs `f` with a progress callback counting `unit`s of `what` out of `len` (0: unknown): a
+/// bar on a terminal, progress lines otherwise ([`Progress`]).
+fn with_progress<T>(
+    (what, unit, len): (&str, &'static str, u64),
+    f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> T,
+) -> T {
+    let pb = Progress::new(what, unit, len);
+    let out = f(&|n| pb.inc(n));
+    pb.finish();
+    out
 }
 
 fn report(sum: &ConvertSummary, out: &std::path::Path) {
     for (split, n) in &sum.written {
         println!("{split}: {n} clips");
     }
-    if !sum.missing.is_empty() {
-        println!(
-            "missing audio: {} clips skipped (first: {})",
-            sum.missing.len(),
-            sum.missing[0]
-        );
-    }
-    if !sum.undecodable.is_empty() {
-        println!(
-            "undecodable audio: {} clips skipped (first: {})",
-            sum.undecodable.len(),
-            sum.undecodable[0]
-        );
-    }
-    if !sum.uncaptioned.is_empty() {
-        println!(
-            "no captions: {} clips skipped (first: {})",
-            sum.uncaptioned.len(),
-            sum.uncaptioned[0]
-        );
-    }
+    report_skipped("missing audio", &sum.missing);
+    report_skipped("undecodable audio", &sum.undecodable);
+    report_skipped("no captions", &sum.uncaptioned);
     println!("wrote {} clips to {}", sum.total(), out.display());
+}
+
+/// `WHAT: N clips skipped (first: ...)` when any were.
+fn report_skipped(what: &str, skipped: &[String]) {
+    if let Some(first) = skipped.first() {
+        println!("{what}: {} clips skipped (first: {first})", skipped.len());
+    }
 }
 
 fn prepare(source: SourceKind) -> Result<()> {
@@ -266,10 +275,10 @@ fn prepare(source: SourceKind) -> Result<()> {
             out,
             clips_per_shard,
         } => {
-            let pb = Progress::new("synthetic", "clips", clips);
-            let s = synthetic::prepare(&out, clips, seed, clips_per_shard, &|n| pb.inc(n))
-                .with_context(|| format!("preparing the synthetic dataset in {}", out.display()))?;
-            pb.finish();
+            let s = with_progress(("synthetic", "clips", clips), |progress| {
+                synthetic::prepare(&out, clips, seed, clips_per_shard, progress)
+            })
+            .with_context(|| format!("preparing the synthetic dataset in {}", out.display()))?;
             println!(
                 "wrote {} synthetic clips in {} shards to {}",
                 s.clips,
@@ -278,10 +287,10 @@ fn prepare(source: SourceKind) -> Result<()> {
             );
         }
         SourceKind::Clotho { root, out, common } => {
-            let pb = Progress::new("clotho", "clips", convert::clotho::count(&root));
-            let sum = convert::clotho::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish();
-            common.finish(&sum, &out)?;
+            let len = convert::clotho::count(&root);
+            common.convert(("clotho", len), &out, |opts, progress| {
+                convert::clotho::convert(&root, &out, opts, progress)
+            })?;
         }
         SourceKind::Audiocaps {
             root,
@@ -297,16 +306,14 @@ fn prepare(source: SourceKind) -> Result<()> {
                 labels,
                 audio_dir,
             };
-            let pb = Progress::new("audiocaps", "clips", 0);
-            let sum = convert::audiocaps::convert(&inp, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish();
-            common.finish(&sum, &out)?;
+            common.convert(("audiocaps", 0), &out, |opts, progress| {
+                convert::audiocaps::convert(&inp, &out, opts, progress)
+            })?;
         }
         SourceKind::Folder { root, out, common } => {
-            let pb = Progress::new("folder", "clips", 0);
-            let sum = convert::folder::convert(&root, &out, &common.options()?, &|n| pb.inc(n))?;
-            pb.finish();
-            common.finish(&sum, &out)?;
+            common.convert(("folder", 0), &out, |opts, progress| {
+                convert::folder::convert(&root, &out, opts, progress)
+            })?;
         }
         SourceKind::Reencode {
             src,
@@ -332,10 +339,10 @@ fn reencode(
         .keys()
         .map(|s| source.manifest.rows(s))
         .sum();
-    let pb = Progress::new("reencode", "rows", rows);
-    let m = rewrite::reencode(&source, src, out, audio, clips_per_shard, &|n| pb.inc(n))
-        .with_context(|| format!("re-encoding {src} into {}", out.display()))?;
-    pb.finish();
+    let m = with_progress(("reencode", "rows", rows), |progress| {
+        rewrite::reencode(&source, src, out, audio, clips_per_shard, progress)
+    })
+    .with_context(|| format!("re-encoding {src} into {}", out.display()))?;
     for split in m.splits.keys() {
         println!("{split}: {} clips", m.rows(split));
     }
@@ -408,9 +415,9 @@ fn main() -> Result<()> {
             let rows = hr_data::Manifest::load(&store)
                 .map(|m| m.splits.keys().map(|s| m.rows(s)).sum())
                 .unwrap_or(0);
-            let pb = Progress::new("verify", "rows", rows);
-            let rep = inspect::verify(&store, &|n| pb.inc(n))?;
-            pb.finish();
+            let rep = with_progress(("verify", "rows", rows), |progress| {
+                inspect::verify(&store, progress)
+            })?;
             for f in &rep.failures {
                 eprintln!("FAIL: {f}");
             }

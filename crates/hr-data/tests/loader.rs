@@ -27,6 +27,20 @@ struct Fixture {
     root: std::path::PathBuf,
 }
 
+impl Fixture {
+    /// A loader over the fixture's train split from `start` to the start of epoch `end_epoch`.
+    fn loader(&self, c: LoaderConfig, start: Cursor, end_epoch: u64) -> Loader {
+        let tok = common::tokenizer(&self.root);
+        Loader::new(self.index.clone(), c, tok, start, Some(end_epoch)).unwrap()
+    }
+
+    /// The first `n` batches of epoch 0 (all of them with `usize::MAX`).
+    fn first_batches(&self, c: LoaderConfig, start: Cursor, n: usize) -> Vec<Batch> {
+        let l = self.loader(c, start, 1);
+        l.take(n).map(|b| b.unwrap()).collect()
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     common::write_dataset(dir.path(), 90, 40);
@@ -43,18 +57,8 @@ fn fixture() -> Fixture {
 
 /// Global batches (as (clip, caption) lists in rank order) from `start` to the end of its epoch.
 fn global_batches(f: &Fixture, world: usize, start: Cursor) -> Vec<(Cursor, Vec<(u32, u16)>)> {
-    let tok = common::tokenizer(&f.root);
     let loaders: Vec<Loader> = (0..world)
-        .map(|r| {
-            Loader::new(
-                f.index.clone(),
-                cfg(world, r),
-                tok.clone(),
-                start,
-                Some(start.epoch + 1),
-            )
-            .unwrap()
-        })
+        .map(|r| f.loader(cfg(world, r), start, start.epoch + 1))
         .collect();
     let per_rank: Vec<Vec<Batch>> = loaders
         .into_iter()
@@ -83,8 +87,7 @@ fn global_batches(f: &Fixture, world: usize, start: Cursor) -> Vec<(Cursor, Vec<
 #[test]
 fn batches_are_well_formed() {
     let f = fixture();
-    let tok = common::tokenizer(&f.root);
-    let mut l = Loader::new(f.index.clone(), cfg(2, 1), tok, Cursor::default(), Some(1)).unwrap();
+    let mut l = f.loader(cfg(2, 1), Cursor::default(), 1);
     let b = l.next().unwrap().unwrap();
     assert_eq!(b.batch_size, 4);
     assert_eq!(b.samples, 9600);
@@ -149,50 +152,21 @@ fn union_over_ranks_and_resume_on_any_world_size() {
 #[test]
 fn resumed_batches_are_bit_identical_including_audio_crops() {
     let f = fixture();
-    let tok = common::tokenizer(&f.root);
     let mut c = cfg(2, 1);
     c.clip_seconds = 0.1; // shorter than every clip: random crops everywhere
-    let full: Vec<Batch> = Loader::new(
-        f.index.clone(),
-        c.clone(),
-        tok.clone(),
-        Cursor::default(),
-        Some(1),
-    )
-    .unwrap()
-    .map(|b| b.unwrap())
-    .collect();
+    let full = f.first_batches(c.clone(), Cursor::default(), usize::MAX);
     let k = full.len() / 3;
-    let resumed: Vec<Batch> =
-        Loader::new(f.index.clone(), c, tok, full[k - 1].cursor_after, Some(1))
-            .unwrap()
-            .map(|b| b.unwrap())
-            .collect();
+    let resumed = f.first_batches(c, full[k - 1].cursor_after, usize::MAX);
     assert_eq!(resumed.as_slice(), &full[k..]);
 }
 
 #[test]
 fn random_crop_is_deterministic_per_position() {
     let f = fixture();
-    let tok = common::tokenizer(&f.root);
     let mut c = cfg(1, 0);
     c.clip_seconds = 0.1;
-    let a: Vec<Batch> = Loader::new(
-        f.index.clone(),
-        c.clone(),
-        tok.clone(),
-        Cursor::default(),
-        Some(1),
-    )
-    .unwrap()
-    .take(3)
-    .map(|b| b.unwrap())
-    .collect();
-    let b: Vec<Batch> = Loader::new(f.index.clone(), c, tok, Cursor::default(), Some(1))
-        .unwrap()
-        .take(3)
-        .map(|b| b.unwrap())
-        .collect();
+    let a = f.first_batches(c.clone(), Cursor::default(), 3);
+    let b = f.first_batches(c, Cursor::default(), 3);
     assert_eq!(a, b);
 }
 
@@ -225,17 +199,17 @@ fn undecodable_rows_fail_with_shard_and_row_or_are_skipped() {
     let tok = common::tokenizer(dir.path());
     let mut c = cfg(1, 0);
     c.global_batch = 16;
-    let err = Loader::new(
-        index.clone(),
-        c.clone(),
-        tok.clone(),
-        Cursor::default(),
-        Some(1),
-    )
-    .unwrap()
-    .next()
-    .unwrap()
-    .unwrap_err();
+    let loader = |c: &LoaderConfig| {
+        Loader::new(
+            index.clone(),
+            c.clone(),
+            tok.clone(),
+            Cursor::default(),
+            Some(1),
+        )
+        .unwrap()
+    };
+    let err = loader(&c).next().unwrap().unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DataError::Undecodable { .. }));
     assert!(
@@ -243,7 +217,7 @@ fn undecodable_rows_fail_with_shard_and_row_or_are_skipped() {
         "{msg}"
     );
     c.skip_undecodable = true;
-    let mut l = Loader::new(index, c, tok, Cursor::default(), Some(1)).unwrap();
+    let mut l = loader(&c);
     let b = l.next().unwrap().unwrap();
     assert_eq!((b.batch_size, b.skipped), (15, 1));
     assert!(!b.clip_indices.contains(&5));
@@ -350,24 +324,14 @@ fn open_loader_on_a_synthetic_dataset() {
 #[test]
 fn rank_shares_match_the_single_rank_batch_bit_for_bit() {
     let f = fixture();
-    let tok = common::tokenizer(&f.root);
     let take = |world: usize, rank: usize| -> Batch {
         let mut c = cfg(world, rank);
         c.clip_seconds = 0.1;
-        Loader::new(
-            f.index.clone(),
-            c,
-            tok.clone(),
-            Cursor {
-                epoch: 2,
-                consumed: 16,
-            },
-            Some(3),
-        )
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
+        let start = Cursor {
+            epoch: 2,
+            consumed: 16,
+        };
+        f.loader(c, start, 3).next().unwrap().unwrap()
     };
     let one = take(1, 0);
     for rank in 0..2 {

@@ -4,6 +4,8 @@
 //! fusion mode (with the split-dependent parts off: dropout, mel augmentation, CNN batch
 //! statistics).
 
+mod common;
+
 use std::sync::{Arc, Barrier, Mutex};
 
 use hr_models::exchange::RowExchange;
@@ -81,25 +83,16 @@ fn config(fusion: FusionKind) -> RetrieverConfig {
     cfg
 }
 
-fn tokens(rows: &[&[u32]]) -> TokenBatch {
-    let seqs: Vec<Vec<u32>> = rows.iter().map(|r| r.to_vec()).collect();
-    TokenBatch::from_sequences(&seqs, 0)
-}
-
 /// Four clips (two share clip id 0: same-clip positives across the split).
 fn batch() -> WaveformBatch {
+    let t = common::four_text_rows();
     WaveformBatch {
         waveforms: hr_tensor::testing::randn32(&[4, 8000], &mut Rng::new(5)),
         valid_lengths: vec![8000, 4000, 6000, 8000],
-        queries: tokens(&[
-            &[2, 10, 11, 3],
-            &[2, 12, 3],
-            &[2, 13, 14, 15, 3],
-            &[2, 16, 3],
-        ]),
-        metadata: tokens(&[&[2, 20, 21, 3], &[2, 3], &[2, 22, 3], &[2, 23, 24, 25, 3]]),
-        metadata_present: vec![true, false, true, true],
-        clip_ids: vec![0, 1, 0, 2],
+        queries: t.queries,
+        metadata: t.metadata,
+        metadata_present: t.metadata_present,
+        clip_ids: t.clip_ids,
     }
 }
 

@@ -81,26 +81,17 @@ fn tiny(fusion: FusionKind, separate: bool) -> RetrieverConfig {
     cfg
 }
 
-fn tokens(rows: &[&[u32]]) -> TokenBatch {
-    let seqs: Vec<Vec<u32>> = rows.iter().map(|r| r.to_vec()).collect();
-    TokenBatch::from_sequences(&seqs, 0)
-}
-
 fn batch(dtype: DType) -> RetrievalBatch {
+    let t = common::four_text_rows();
     RetrievalBatch {
         frames: randn64(&[4, 5, 24], &mut Rng::new(8))
             .to_dtype(dtype)
             .unwrap(),
         frame_valid: frame_mask(&[1.0, 0.5, 0.8, 1.0], 5),
-        queries: tokens(&[
-            &[2, 10, 11, 3],
-            &[2, 12, 3],
-            &[2, 13, 14, 15, 3],
-            &[2, 16, 3],
-        ]),
-        metadata: tokens(&[&[2, 20, 21, 3], &[2, 3], &[2, 22, 3], &[2, 23, 24, 25, 3]]),
-        metadata_present: vec![true, false, true, true],
-        clip_ids: vec![0, 1, 0, 2],
+        queries: t.queries,
+        metadata: t.metadata,
+        metadata_present: t.metadata_present,
+        clip_ids: t.clip_ids,
     }
 }
 

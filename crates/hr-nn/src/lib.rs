@@ -11,6 +11,7 @@ pub mod loss;
 pub mod optim;
 mod param;
 pub mod schedule;
+pub mod testing;
 
 pub use error::{Error, MisShaped, Result};
 pub use layers::Mode;

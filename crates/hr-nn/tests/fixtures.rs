@@ -7,6 +7,7 @@ use common::fixture;
 use hr_nn::io::read_safetensors;
 use hr_nn::layers::{Linear, Mode, Naming, TransformerEncoderLayer, TransformerLayerConfig};
 use hr_nn::loss::NtXent;
+use hr_nn::testing::assert_grads_close;
 use hr_nn::ParamStore;
 use hr_tensor::testing::assert_close;
 use hr_tensor::{ops, DType, Rng, Tensor, Unary};
@@ -156,16 +157,7 @@ fn pooling_transformer_matches_pytorch() {
     .unwrap();
     let dx = m.proj.backward(&mut ps, &proj_c, &dxp).unwrap();
     assert_close("grad.input", &dx, &get("grad.input"), 1e-3);
-    let mut checked = 0;
-    for (_, p) in ps.iter() {
-        assert_close(
-            &format!("grad.{}", p.name),
-            &p.grad,
-            &get(&format!("grad.{}", p.name)),
-            1e-3,
-        );
-        checked += 1;
-    }
+    let checked = assert_grads_close(ps.iter().map(|(_, p)| p), &get, 1e-3);
     assert_eq!(checked, 30, "every parameter gradient compared");
 }
 

@@ -1,4 +1,5 @@
-//! File helpers: log tails (atomic writes are `hr_core::write_atomic`).
+//! File helpers: log tails, live processes by `/proc` (atomic writes are
+//! `hr_core::write_atomic`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -20,4 +21,18 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether `pid` is a live (non-zombie) process whose command line contains `needle`.
+pub fn process_mentions(pid: u32, needle: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
+    if matches!(state, None | Some("Z") | Some("X")) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(needle)
 }

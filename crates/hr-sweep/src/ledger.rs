@@ -178,6 +178,21 @@ impl LedgerState {
         self.jobs.get(&(run.to_string(), job))
     }
 
+    /// Of the runs with ids `runs`: how many are done (evaluated) and how many failed
+    /// (training or evaluation).
+    pub fn done_and_failed<'a>(&self, runs: impl IntoIterator<Item = &'a str>) -> (usize, usize) {
+        let st = |r: &str, j| self.job(r, j).map(|x| x.state);
+        let (mut done, mut failed) = (0, 0);
+        for r in runs {
+            done += usize::from(st(r, JobKind::Eval) == Some(JobState::Done));
+            failed += usize::from(
+                st(r, JobKind::Train) == Some(JobState::Failed)
+                    || st(r, JobKind::Eval) == Some(JobState::Failed),
+            );
+        }
+        (done, failed)
+    }
+
     fn apply(&mut self, ev: &Event) {
         self.events += 1;
         match ev {
@@ -387,14 +402,5 @@ fn owner_alive(path: &Path) -> bool {
     if pid == std::process::id() {
         return true;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|s| s.split_whitespace().next());
-    if matches!(state, None | Some("Z") | Some("X")) {
-        return false;
-    }
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmd).contains("hr-sweep")
+    crate::fsutil::process_mentions(pid, "hr-sweep")
 }

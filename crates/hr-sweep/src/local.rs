@@ -90,20 +90,8 @@ pub fn run(plan: &Plan, ledger: &mut Ledger, opts: &LocalOptions) -> Result<Outc
 }
 
 fn outcome(plan: &Plan, ledger: &Ledger, started: usize) -> Outcome {
-    let st = |r: &Run, j| ledger.state.job(&r.id, j).map(|x| x.state);
-    let done = plan
-        .runs
-        .iter()
-        .filter(|r| st(r, JobKind::Eval) == Some(JobState::Done))
-        .count();
-    let failed = plan
-        .runs
-        .iter()
-        .filter(|r| {
-            st(r, JobKind::Train) == Some(JobState::Failed)
-                || st(r, JobKind::Eval) == Some(JobState::Failed)
-        })
-        .count();
+    let ids = plan.runs.iter().map(|r| r.id.as_str());
+    let (done, failed) = ledger.state.done_and_failed(ids);
     Outcome {
         started,
         done,
@@ -177,17 +165,7 @@ fn alive_pid(prefix: &Path, run_dir: &Path) -> Option<(u32, Option<usize>)> {
 
 /// Whether `pid` is a live (non-zombie) process whose command line mentions `run_dir`.
 fn is_alive(pid: u32, run_dir: &Path) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|s| s.split_whitespace().next());
-    if matches!(state, None | Some("Z") | Some("X")) {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = run_dir.to_string_lossy();
-    String::from_utf8_lossy(&cmdline).contains(needle.as_ref())
+    crate::fsutil::process_mentions(pid, &run_dir.to_string_lossy())
 }
 
 /// Checks running jobs; settles the ones that ended.

@@ -102,21 +102,29 @@ pub fn render_array(plan: &Plan, opts: &SlurmOptions, list: &Path, name: &str) -
     render(&read_template(opts, TEMPLATES[0])?, &v, TEMPLATES[0])
 }
 
-/// Renders the single-run training script (resubmissions).
-pub fn render_train(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> Result<String> {
+/// The variables of a single-run job named `name` (its run directory and log directory).
+fn run_vars(
+    plan: &Plan,
+    opts: &SlurmOptions,
+    run: &Run,
+    name: &str,
+) -> BTreeMap<&'static str, String> {
     let mut v = common_vars(plan, opts);
     v.insert("job_name", name.to_string());
     v.insert("run_dir", sh_quote(&abs(opts, &run.dir)));
     v.insert("log_dir", abs(opts, &run.dir));
+    v
+}
+
+/// Renders the single-run training script (resubmissions).
+pub fn render_train(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> Result<String> {
+    let v = run_vars(plan, opts, run, name);
     render(&read_template(opts, TEMPLATES[1])?, &v, TEMPLATES[1])
 }
 
 /// Renders the evaluation script of a run.
 pub fn render_eval(plan: &Plan, opts: &SlurmOptions, run: &Run, name: &str) -> Result<String> {
-    let mut v = common_vars(plan, opts);
-    v.insert("job_name", name.to_string());
-    v.insert("run_dir", sh_quote(&abs(opts, &run.dir)));
-    v.insert("log_dir", abs(opts, &run.dir));
+    let mut v = run_vars(plan, opts, run, name);
     let cmds: Vec<String> = jobs::eval_commands(
         "${HR_LAUNCH:-} \"$HR_BIN_DIR/hr-eval\"",
         run,
@@ -222,20 +230,8 @@ pub fn run(plan: &Plan, ledger: &mut Ledger, opts: &SlurmOptions) -> Result<Outc
         poll(plan, ledger, &mut out)?;
         resubmit_preempted(plan, ledger, opts, &mut out)?;
     }
-    let st = |r: &Run, j| ledger.state.job(&r.id, j).map(|x| x.state);
-    out.done = plan
-        .runs
-        .iter()
-        .filter(|r| st(r, JobKind::Eval) == Some(JobState::Done))
-        .count();
-    out.failed = plan
-        .runs
-        .iter()
-        .filter(|r| {
-            st(r, JobKind::Train) == Some(JobState::Failed)
-                || st(r, JobKind::Eval) == Some(JobState::Failed)
-        })
-        .count();
+    let ids = plan.runs.iter().map(|r| r.id.as_str());
+    (out.done, out.failed) = ledger.state.done_and_failed(ids);
     Ok(out)
 }
 
@@ -344,6 +340,11 @@ fn record(
     })
 }
 
+/// Records `run`'s `job` as failed for `reason`.
+fn record_failed(ledger: &mut Ledger, run: &Run, job: JobKind, reason: String) -> Result<()> {
+    record(ledger, run, job, JobState::Failed, None, Some(reason))
+}
+
 /// Submits the evaluation job of `run`, to start after `train_id` succeeds (right away
 /// when training is already done).
 fn submit_eval(
@@ -354,19 +355,7 @@ fn submit_eval(
     train_id: Option<&str>,
     out: &mut Outcome,
 ) -> Result<()> {
-    let attempt = ledger
-        .state
-        .job(&run.id, JobKind::Eval)
-        .map_or(1, |r| r.attempt + 1);
-    let name = job_name(plan, opts, &format!("e{}-{attempt}", &run.id[..8]));
-    let script = run.dir.join("eval.sbatch");
-    write_atomic(&script, render_eval(plan, opts, run, &name)?.as_bytes())?;
-    ledger.append(Event::Submit {
-        run: run.id.clone(),
-        job: JobKind::Eval,
-        attempt,
-        slurm: slurm_name(&name, None),
-    })?;
+    let (script, _) = prepare_single(plan, ledger, opts, run, JobKind::Eval)?;
     let dep: Vec<String> = train_id
         .map(|t| {
             vec![
@@ -375,16 +364,8 @@ fn submit_eval(
             ]
         })
         .unwrap_or_default();
-    let id = sbatch(&dep, &script)?;
-    out.submitted += 1;
-    record(
-        ledger,
-        run,
-        JobKind::Eval,
-        JobState::Pending,
-        Some(id),
-        None,
-    )
+    submit_single(ledger, run, JobKind::Eval, (&dep, &script), out)?;
+    Ok(())
 }
 
 /// Resubmits one preempted training run (resumes from its newest checkpoint) and its evaluation.
@@ -395,31 +376,54 @@ fn resubmit(
     run: &Run,
     out: &mut Outcome,
 ) -> Result<()> {
-    let attempt = ledger
-        .state
-        .job(&run.id, JobKind::Train)
-        .map_or(1, |r| r.attempt + 1);
-    let name = job_name(plan, opts, &format!("t{}-{attempt}", &run.id[..8]));
-    let script = run.dir.join("train.sbatch");
-    write_atomic(&script, render_train(plan, opts, run, &name)?.as_bytes())?;
+    let (script, attempt) = prepare_single(plan, ledger, opts, run, JobKind::Train)?;
+    let id = submit_single(ledger, run, JobKind::Train, (&[], &script), out)?;
+    tracing::info!(run = %run.name(), job = %id, attempt, "resubmitted a preempted run");
+    submit_eval(plan, ledger, opts, run, Some(&id), out)
+}
+
+/// Writes the single-job script of the next attempt of `run`'s `job` and records its
+/// submission (by job name, before `sbatch`); returns the script and the attempt.
+fn prepare_single(
+    plan: &Plan,
+    ledger: &mut Ledger,
+    opts: &SlurmOptions,
+    run: &Run,
+    job: JobKind,
+) -> Result<(PathBuf, u32)> {
+    let attempt = ledger.state.job(&run.id, job).map_or(1, |r| r.attempt + 1);
+    let (tag, file) = match job {
+        JobKind::Train => ('t', "train.sbatch"),
+        JobKind::Eval => ('e', "eval.sbatch"),
+    };
+    let name = job_name(plan, opts, &format!("{tag}{}-{attempt}", &run.id[..8]));
+    let text = match job {
+        JobKind::Train => render_train(plan, opts, run, &name)?,
+        JobKind::Eval => render_eval(plan, opts, run, &name)?,
+    };
+    let script = run.dir.join(file);
+    write_atomic(&script, text.as_bytes())?;
     ledger.append(Event::Submit {
         run: run.id.clone(),
-        job: JobKind::Train,
+        job,
         attempt,
         slurm: slurm_name(&name, None),
     })?;
-    let id = sbatch(&[], &script)?;
+    Ok((script, attempt))
+}
+
+/// `sbatch ARGS SCRIPT` for one job of `run`, recorded as pending under the id it got.
+fn submit_single(
+    ledger: &mut Ledger,
+    run: &Run,
+    job: JobKind,
+    (args, script): (&[String], &Path),
+    out: &mut Outcome,
+) -> Result<String> {
+    let id = sbatch(args, script)?;
     out.submitted += 1;
-    tracing::info!(run = %run.name(), job = %id, attempt, "resubmitted a preempted run");
-    record(
-        ledger,
-        run,
-        JobKind::Train,
-        JobState::Pending,
-        Some(id.clone()),
-        None,
-    )?;
-    submit_eval(plan, ledger, opts, run, Some(&id), out)
+    record(ledger, run, job, JobState::Pending, Some(id.clone()), None)?;
+    Ok(id)
 }
 
 /// What the scheduler said about one job.
@@ -429,6 +433,14 @@ pub struct Observed {
     pub state: String,
     /// Exit code (sacct `ExitCode` before the colon), when known.
     pub exit: Option<i32>,
+}
+
+impl Observed {
+    /// `slurm state STATE (exit CODE)`, `?` for an unknown code.
+    fn describe(&self) -> String {
+        let exit = self.exit.map_or("?".into(), |c| c.to_string());
+        format!("slurm state {} (exit {exit})", self.state)
+    }
 }
 
 /// Parses `squeue -h -r -o %i|%T` output.
@@ -575,11 +587,7 @@ fn train_ended(
         .state
         .job(&run.id, JobKind::Train)
         .map_or(1, |r| r.attempt);
-    let what = format!(
-        "slurm state {} (exit {})",
-        o.state,
-        o.exit.map_or("?".into(), |c| c.to_string())
-    );
+    let what = o.describe();
     if preempted && attempt < plan.spec.sweep.max_attempts {
         record(
             ledger,
@@ -589,8 +597,8 @@ fn train_ended(
             None,
             Some(what),
         )?;
-        let why = Some("superseded (training requeued)".to_string());
-        return record(ledger, run, JobKind::Eval, JobState::Failed, None, why);
+        let why = "superseded (training requeued)".to_string();
+        return record_failed(ledger, run, JobKind::Eval, why);
     }
     let mut reason = if o.state == "COMPLETED" {
         failure_reason("completed without result.json", &log)
@@ -601,43 +609,18 @@ fn train_ended(
     };
     reason += &batch_log_tail(&train_out(plan, run, id));
     tracing::warn!(run = %run.name(), "training failed");
-    record(
-        ledger,
-        run,
-        JobKind::Train,
-        JobState::Failed,
-        None,
-        Some(reason),
-    )?;
-    record(
-        ledger,
-        run,
-        JobKind::Eval,
-        JobState::Failed,
-        None,
-        Some("training failed".into()),
-    )
+    record_failed(ledger, run, JobKind::Train, reason)?;
+    record_failed(ledger, run, JobKind::Eval, "training failed".into())
 }
 
 fn eval_ended(ledger: &mut Ledger, run: &Run, o: &Observed, id: &str) -> Result<()> {
     if o.state == "COMPLETED" && jobs::evals_done(run) {
         return record(ledger, run, JobKind::Eval, JobState::Done, None, None);
     }
-    let what = format!(
-        "slurm state {} (exit {})",
-        o.state,
-        o.exit.map_or("?".into(), |c| c.to_string())
-    );
+    let what = o.describe();
     let mut reason = failure_reason(&what, &jobs::log_path(run, JobKind::Eval));
     reason += &batch_log_tail(&run.dir.join(format!("eval-{id}.out")));
-    record(
-        ledger,
-        run,
-        JobKind::Eval,
-        JobState::Failed,
-        None,
-        Some(reason),
-    )
+    record_failed(ledger, run, JobKind::Eval, reason)
 }
 
 /// The tail of a job's Slurm output file (`--output`), when it has one.
@@ -687,14 +670,7 @@ fn resubmit_preempted(
             resubmit(plan, ledger, opts, run, out)?;
         } else {
             let why = format!("gave up after {} attempt(s) (max_attempts)", rec.attempt);
-            record(
-                ledger,
-                run,
-                JobKind::Train,
-                JobState::Failed,
-                None,
-                Some(why),
-            )?;
+            record_failed(ledger, run, JobKind::Train, why)?;
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{hr_sweep, repo, text};
+use common::{done_trainings, hr_sweep, repo, text};
 
 /// Where cargo put hr-train: next to the hr-sweep binary (target/<profile>/).
 fn bin_dir() -> PathBuf {
@@ -23,13 +23,6 @@ fn bin_dir() -> PathBuf {
         );
     }
     dir
-}
-
-fn done_trainings(ledger: &Path) -> usize {
-    let text = std::fs::read_to_string(ledger).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.contains("\"job\":\"train\"") && l.contains("\"state\":\"done\""))
-        .count()
 }
 
 #[test]

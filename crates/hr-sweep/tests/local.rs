@@ -6,10 +6,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{calls, demo_sweep, fake_bins, hr_sweep, text};
+use common::{count, done_trainings, hr_sweep, text, Fixture};
 
-fn env(dir: &Path) -> Vec<(&'static str, String)> {
-    vec![("FAKE_CALLS", dir.join("calls.log").display().to_string())]
+fn env(f: &Fixture) -> Vec<(&'static str, String)> {
+    vec![("FAKE_CALLS", f.calls_log().display().to_string())]
 }
 
 fn launch_args<'a>(sweep: &'a str, bins: &'a str) -> Vec<&'a str> {
@@ -29,38 +29,28 @@ fn launch_args<'a>(sweep: &'a str, bins: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn launch_relaunch_report_and_changed_sweep() {
-    let d = tempfile::tempdir().unwrap();
-    let bins = fake_bins(&d.path().join("bin"));
-    let sweep = demo_sweep(d.path(), "");
-    let (s, b) = (sweep.to_str().unwrap(), bins.to_str().unwrap());
-    let o = hr_sweep(d.path(), &launch_args(s, b), &env(d.path()));
+    let f = Fixture::new("");
+    let (s, b) = (f.sweep_arg(), f.bins_arg());
+    let o = hr_sweep(f.path(), &launch_args(s, b), &env(&f));
     assert!(o.status.success(), "{}", text(&o));
-    let c = calls(&d.path().join("calls.log"));
-    assert_eq!(
-        c.iter().filter(|l| l.starts_with("train ")).count(),
-        6,
-        "{c:?}"
-    );
-    assert_eq!(
-        c.iter().filter(|l| l.starts_with("eval ")).count(),
-        6,
-        "{c:?}"
-    );
+    let c = f.calls();
+    assert_eq!(count(&c, "train "), 6, "{c:?}");
+    assert_eq!(count(&c, "eval "), 6, "{c:?}");
 
     // A second launch does nothing.
-    let o = hr_sweep(d.path(), &launch_args(s, b), &env(d.path()));
+    let o = hr_sweep(f.path(), &launch_args(s, b), &env(&f));
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("started 0 job(s); 6 of 6 runs done"),
         "{}",
         text(&o)
     );
-    assert_eq!(calls(&d.path().join("calls.log")).len(), 12);
+    assert_eq!(f.calls().len(), 12);
 
     // plan shows them done; report prints the table with deltas.
-    let o = hr_sweep(d.path(), &["plan", s], &[]);
+    let o = hr_sweep(f.path(), &["plan", s], &[]);
     assert!(text(&o).contains("6 done, 0 to launch"), "{}", text(&o));
-    let o = hr_sweep(d.path(), &["report", s], &[]);
+    let o = hr_sweep(f.path(), &["report", s], &[]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
@@ -75,7 +65,7 @@ fn launch_relaunch_report_and_changed_sweep() {
         t.contains("| 3 | mid | self | 2/2 | 35.15 ± 0.07 | — | +5.00 |"),
         "{t}"
     );
-    let csv = std::fs::read_to_string(d.path().join("runs/t/report.csv")).unwrap();
+    let csv = std::fs::read_to_string(f.path().join("runs/t/report.csv")).unwrap();
     assert!(
         csv.lines()
             .nth(2)
@@ -83,15 +73,15 @@ fn launch_relaunch_report_and_changed_sweep() {
             .starts_with("late,self,2,2,40.1500,0.0707,,,10.0000"),
         "{csv}"
     );
-    let png = std::fs::read(d.path().join("runs/t/report-map10.png")).unwrap();
+    let png = std::fs::read(f.path().join("runs/t/report-map10.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
 
     // The sweep file changed after launch: a clear error, nothing started.
-    let changed = std::fs::read_to_string(&sweep)
+    let changed = std::fs::read_to_string(&f.sweep)
         .unwrap()
         .replace("max_steps = 30", "max_steps = 31");
-    std::fs::write(&sweep, changed).unwrap();
-    let o = hr_sweep(d.path(), &launch_args(s, b), &env(d.path()));
+    std::fs::write(&f.sweep, changed).unwrap();
+    let o = hr_sweep(f.path(), &launch_args(s, b), &env(&f));
     assert!(!o.status.success());
     let t = text(&o);
     assert!(
@@ -99,19 +89,14 @@ fn launch_relaunch_report_and_changed_sweep() {
             && t.contains("6 run(s) added or changed"),
         "{t}"
     );
-    assert_eq!(calls(&d.path().join("calls.log")).len(), 12);
+    assert_eq!(f.calls().len(), 12);
 }
 
 /// Waits until the ledger records `n` finished trainings.
 fn wait_for_done(ledger: &Path, n: usize) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(60) {
-        let text = std::fs::read_to_string(ledger).unwrap_or_default();
-        let done = text
-            .lines()
-            .filter(|l| l.contains("\"job\":\"train\"") && l.contains("\"state\":\"done\""))
-            .count();
-        if done >= n {
+        if done_trainings(ledger) >= n {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -119,46 +104,47 @@ fn wait_for_done(ledger: &Path, n: usize) {
     panic!("the sweep did not progress");
 }
 
+/// The first argument of the calls starting with `prefix`, sorted.
+fn sorted_targets<'a>(calls: &'a [String], prefix: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = calls
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 #[test]
 fn killed_coordinator_relaunch_finishes_without_rerunning() {
-    let d = tempfile::tempdir().unwrap();
-    let bins = fake_bins(&d.path().join("bin"));
-    let sweep = demo_sweep(d.path(), "");
-    let (s, b) = (sweep.to_str().unwrap(), bins.to_str().unwrap());
+    let f = Fixture::new("");
+    let (s, b) = (f.sweep_arg(), f.bins_arg());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hr-sweep"));
     cmd.args(launch_args(s, b))
-        .current_dir(d.path())
+        .current_dir(f.path())
         .env("RUST_LOG", "warn")
         .env("FAKE_SLEEP", "1");
-    for (k, v) in env(d.path()) {
+    for (k, v) in env(&f) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    wait_for_done(&d.path().join("runs/t/ledger.jsonl"), 2);
+    wait_for_done(&f.path().join("runs/t/ledger.jsonl"), 2);
     child.kill().unwrap(); // SIGKILL: no cleanup; its running jobs outlive it
     child.wait().unwrap();
-    let before = calls(&d.path().join("calls.log"));
-    assert!(
-        before.iter().filter(|l| l.starts_with("train ")).count() < 6,
-        "{before:?}"
-    );
+    let before = f.calls();
+    assert!(count(&before, "train ") < 6, "{before:?}");
 
-    let mut e = env(d.path());
+    let mut e = env(&f);
     e.push(("FAKE_SLEEP", "1".into()));
-    let o = hr_sweep(d.path(), &launch_args(s, b), &e);
+    let o = hr_sweep(f.path(), &launch_args(s, b), &e);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("6 of 6 runs done, 0 failed"),
         "{}",
         text(&o)
     );
-    let c = calls(&d.path().join("calls.log"));
-    let mut trained: Vec<&str> = c
-        .iter()
-        .filter(|l| l.starts_with("train "))
-        .map(|l| l.split(' ').nth(1).unwrap())
-        .collect();
-    trained.sort_unstable();
+    let c = f.calls();
+    let mut trained = sorted_targets(&c, "train ");
     let n = trained.len();
     trained.dedup();
     assert_eq!(
@@ -166,37 +152,27 @@ fn killed_coordinator_relaunch_finishes_without_rerunning() {
         (6, 6),
         "every run trained exactly once: {c:?}"
     );
-    let mut evald: Vec<&str> = c
-        .iter()
-        .filter(|l| l.starts_with("eval "))
-        .map(|l| l.split(' ').nth(1).unwrap())
-        .collect();
-    evald.sort_unstable();
+    let mut evald = sorted_targets(&c, "eval ");
     evald.dedup();
     assert_eq!(evald.len(), 6, "{c:?}");
-    assert!(
-        c.iter().filter(|l| l.starts_with("eval ")).count() <= 7,
-        "{c:?}"
-    );
+    assert!(count(&c, "eval ") <= 7, "{c:?}");
 }
 
 #[test]
 fn preempted_run_resumes_and_failed_run_reports_its_log() {
-    let d = tempfile::tempdir().unwrap();
-    let bins = fake_bins(&d.path().join("bin"));
-    let sweep = demo_sweep(d.path(), "");
-    let (s, b) = (sweep.to_str().unwrap(), bins.to_str().unwrap());
-    let mut e = env(d.path());
+    let f = Fixture::new("");
+    let (s, b) = (f.sweep_arg(), f.bins_arg());
+    let mut e = env(&f);
     e.push(("FAKE_PREEMPT", "/late-1-".into()));
     e.push(("FAKE_FAIL", "/mid-2-".into()));
-    let o = hr_sweep(d.path(), &launch_args(s, b), &e);
+    let o = hr_sweep(f.path(), &launch_args(s, b), &e);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("5 of 6 runs done, 1 failed"),
         "{}",
         text(&o)
     );
-    let c = calls(&d.path().join("calls.log"));
+    let c = f.calls();
     let late1: Vec<&String> = c
         .iter()
         .filter(|l| l.starts_with("train ") && l.contains("/late-1-"))
@@ -206,7 +182,7 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
         late1[0].ends_with("resume=no") && late1[1].ends_with("resume=yes"),
         "{c:?}"
     );
-    let o = hr_sweep(d.path(), &["status", s], &[]);
+    let o = hr_sweep(f.path(), &["status", s], &[]);
     let t = text(&o);
     assert!(
         t.contains("train failed") && t.contains("hr-train exited with status 1"),
@@ -221,14 +197,14 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
     // --retry-failed launches the failed run again (and nothing else).
     let mut args = launch_args(s, b);
     args.push("--retry-failed");
-    let o = hr_sweep(d.path(), &args, &env(d.path()));
+    let o = hr_sweep(f.path(), &args, &env(&f));
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("started 2 job(s); 6 of 6 runs done, 0 failed"),
         "{}",
         text(&o)
     );
-    let c = calls(&d.path().join("calls.log"));
+    let c = f.calls();
     assert_eq!(
         c.iter().filter(|l| l.contains("/mid-2-")).count(),
         3,
@@ -238,10 +214,8 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
 
 #[test]
 fn gpus_by_index_one_job_each() {
-    let d = tempfile::tempdir().unwrap();
-    let bins = fake_bins(&d.path().join("bin"));
-    let sweep = demo_sweep(d.path(), "");
-    let (s, b) = (sweep.to_str().unwrap(), bins.to_str().unwrap());
+    let f = Fixture::new("");
+    let (s, b) = (f.sweep_arg(), f.bins_arg());
     let args = [
         "launch",
         s,
@@ -252,9 +226,9 @@ fn gpus_by_index_one_job_each() {
         "--bin-dir",
         b,
     ];
-    let o = hr_sweep(d.path(), &args, &env(d.path()));
+    let o = hr_sweep(f.path(), &args, &env(&f));
     assert!(o.status.success(), "{}", text(&o));
-    let c = calls(&d.path().join("calls.log"));
+    let c = f.calls();
     let trains: Vec<&String> = c.iter().filter(|l| l.starts_with("train ")).collect();
     assert_eq!(trains.len(), 6);
     assert!(
@@ -263,7 +237,7 @@ fn gpus_by_index_one_job_each() {
             .all(|l| l.contains(" gpu=3 ") || l.contains(" gpu=5 ")),
         "{c:?}"
     );
-    let script = std::fs::read_dir(d.path().join("runs/t"))
+    let script = std::fs::read_dir(f.path().join("runs/t"))
         .unwrap()
         .map(|e| e.unwrap().path().join("train.sh"))
         .find(|p| p.is_file())

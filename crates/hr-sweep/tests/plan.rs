@@ -1,15 +1,14 @@
 //! Sweep files -> runs: the paper's Table I, the demo, stable ids and bad input.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::{repo, AXES};
 use hr_sweep::coordinator::check_unchanged;
 use hr_sweep::ledger::LedgerState;
 use hr_sweep::{Plan, SweepError};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn sweep(name: &str) -> PathBuf {
     repo().join("configs/sweeps").join(name)
@@ -27,18 +26,6 @@ fn write_sweep(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
-const AXES: &str = r#"
-[[axes]]
-name = "fusion"
-key = "model.fusion"
-values = ["none", "late", "mid"]
-
-[[axes]]
-name = "seed"
-key = "run.seed"
-values = [1, 2]
-"#;
-
 #[test]
 fn unknown_paths_are_errors_naming_them() {
     let d = tempfile::tempdir().unwrap();
@@ -53,44 +40,39 @@ fn unknown_paths_are_errors_naming_them() {
     assert_eq!(plan.runs[0].config.data.root, "/d/x");
 }
 
+/// (dataset, text model, fusion, metadata, eval set) of every number in spec section 7.
+const TABLE1: &str = "
+clotho           bert-base          none none          clotho
+clotho           bert-base          mid  keywords      clotho
+clotho           bert-base          late keywords      clotho
+clotho           bert-base          mid  full_sentence clotho
+clotho           bert-base          late full_sentence clotho
+clotho           bert-base-separate late keywords      clotho
+clotho           bert-large         none none          clotho
+clotho           bert-large         late keywords      clotho
+clotho           bert-large         late full_sentence clotho
+clotho+audiocaps bert-base          none none          clotho
+clotho+audiocaps bert-base          late keywords      clotho
+audiocaps        bert-base          none none          audiocaps
+audiocaps        bert-base          mid  labels        audiocaps
+audiocaps        bert-base          late labels        audiocaps
+audiocaps        bert-large         none none          audiocaps
+audiocaps        bert-large         late labels        audiocaps
+clotho+audiocaps bert-base          none none          audiocaps
+clotho+audiocaps bert-base          late keywords      audiocaps
+";
+
 #[test]
 fn table1_lists_exactly_the_papers_configurations() {
     let plan = Plan::load(&sweep("table1.toml"), None).unwrap();
-    // (dataset, text model, fusion, metadata, eval set) of every number in spec section 7.
-    let expected: BTreeSet<(&str, &str, &str, &str, &str)> = [
-        ("clotho", "bert-base", "none", "none", "clotho"),
-        ("clotho", "bert-base", "mid", "keywords", "clotho"),
-        ("clotho", "bert-base", "late", "keywords", "clotho"),
-        ("clotho", "bert-base", "mid", "full_sentence", "clotho"),
-        ("clotho", "bert-base", "late", "full_sentence", "clotho"),
-        ("clotho", "bert-base-separate", "late", "keywords", "clotho"),
-        ("clotho", "bert-large", "none", "none", "clotho"),
-        ("clotho", "bert-large", "late", "keywords", "clotho"),
-        ("clotho", "bert-large", "late", "full_sentence", "clotho"),
-        ("clotho+audiocaps", "bert-base", "none", "none", "clotho"),
-        (
-            "clotho+audiocaps",
-            "bert-base",
-            "late",
-            "keywords",
-            "clotho",
-        ),
-        ("audiocaps", "bert-base", "none", "none", "audiocaps"),
-        ("audiocaps", "bert-base", "mid", "labels", "audiocaps"),
-        ("audiocaps", "bert-base", "late", "labels", "audiocaps"),
-        ("audiocaps", "bert-large", "none", "none", "audiocaps"),
-        ("audiocaps", "bert-large", "late", "labels", "audiocaps"),
-        ("clotho+audiocaps", "bert-base", "none", "none", "audiocaps"),
-        (
-            "clotho+audiocaps",
-            "bert-base",
-            "late",
-            "keywords",
-            "audiocaps",
-        ),
-    ]
-    .into_iter()
-    .collect();
+    let expected: BTreeSet<(&str, &str, &str, &str, &str)> = TABLE1
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [a, b, c, d, e] => (a, b, c, d, e),
+            _ => panic!("bad row {l:?}"),
+        })
+        .collect();
     let mut got = BTreeSet::new();
     let mut seeds: std::collections::BTreeMap<_, Vec<String>> = Default::default();
     for r in &plan.runs {

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{calls, demo_sweep, fake_bins, hr_sweep, repo, script, text};
+use common::{calls, count, hr_sweep, repo, script, text, Fixture};
 
 const SBATCH: &str = r#"#!/bin/bash
 D="$FAKE_SLURM"
@@ -127,62 +127,95 @@ extra = ["--qos=normal"]
 setup = "export NCCL_DEBUG=INFO"
 "#;
 
+/// A demo sweep with [`SLURM_SECTION`], the fake trainer and the fake Slurm tools.
+struct SlurmFixture {
+    sweep: Fixture,
+    /// The fake Slurm tools' state directory (`calls.log`, jobs).
+    state: PathBuf,
+    /// The environment of `hr-sweep` (PATH with the fake tools first, FAKE_*).
+    env: Vec<(&'static str, String)>,
+}
+
+impl SlurmFixture {
+    fn new() -> Self {
+        let sweep = Fixture::new(SLURM_SECTION);
+        let (sbin, state) = fake_slurm(sweep.path());
+        let path = format!(
+            "{}:{}",
+            sbin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let env = vec![
+            ("PATH", path),
+            ("FAKE_SLURM", state.display().to_string()),
+            ("FAKE_CALLS", sweep.calls_log().display().to_string()),
+        ];
+        SlurmFixture { sweep, state, env }
+    }
+
+    /// `launch SWEEP --backend slurm` with a fast poll, the fake trainer and the repo's templates.
+    fn launch_args(&self) -> Vec<String> {
+        let templates = repo().join("slurm");
+        [
+            "launch",
+            self.sweep.sweep_arg(),
+            "--backend",
+            "slurm",
+            "--poll-ms",
+            "10",
+            "--bin-dir",
+            self.sweep.bins_arg(),
+            "--templates",
+            templates.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The fake Slurm tools' calls so far.
+    fn slurm_calls(&self) -> Vec<String> {
+        calls(&self.state.join("calls.log"))
+    }
+}
+
+/// Slurm options rendering for `bin_dir` and `workdir` (no polling).
+fn options(bin_dir: &str, workdir: &str) -> hr_sweep::slurm::SlurmOptions {
+    hr_sweep::slurm::SlurmOptions {
+        templates: repo().join("slurm"),
+        bin_dir: bin_dir.into(),
+        workdir: workdir.into(),
+        poll: std::time::Duration::ZERO,
+        wait: false,
+    }
+}
+
 #[test]
 fn slurm_backend_with_fake_tools() {
-    let d = tempfile::tempdir().unwrap();
-    let bins = fake_bins(&d.path().join("bin"));
-    let (sbin, state) = fake_slurm(d.path());
-    let sweep = demo_sweep(d.path(), SLURM_SECTION);
-    let path = format!(
-        "{}:{}",
-        sbin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let env = vec![
-        ("PATH", path),
-        ("FAKE_SLURM", state.display().to_string()),
-        (
-            "FAKE_CALLS",
-            d.path().join("calls.log").display().to_string(),
-        ),
-        ("FAKE_PREEMPT", "/late-1-".to_string()),
-        ("FAKE_FAIL", "/mid-2-".to_string()),
-    ];
-    let templates = repo().join("slurm");
-    let args = [
-        "launch",
-        sweep.to_str().unwrap(),
-        "--backend",
-        "slurm",
-        "--poll-ms",
-        "10",
-        "--bin-dir",
-        bins.to_str().unwrap(),
-        "--templates",
-        templates.to_str().unwrap(),
-    ];
+    let fx = SlurmFixture::new();
+    let (d, sweep) = (fx.sweep.path(), &fx.sweep.sweep);
+    let mut env = fx.env.clone();
+    env.push(("FAKE_PREEMPT", "/late-1-".to_string()));
+    env.push(("FAKE_FAIL", "/mid-2-".to_string()));
+    let args = fx.launch_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Submit and return; a relaunch while those jobs are queued must not submit them again.
-    let o = hr_sweep(d.path(), &[&args[..], &["--no-wait"]].concat(), &env);
+    let o = hr_sweep(d, &[&args[..], &["--no-wait"]].concat(), &env);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("7 submission(s), 0 poll(s)"),
         "{}",
         text(&o)
     );
-    let o = hr_sweep(d.path(), &args, &env);
+    let o = hr_sweep(d, &args, &env);
     let t = text(&o);
     assert!(
         t.contains("2 submission(s)"),
         "only the preempted run's resubmission and its eval: {t}"
     );
-    let dbg = text(&hr_sweep(
-        d.path(),
-        &["status", sweep.to_str().unwrap()],
-        &[],
-    ));
+    let dbg = text(&hr_sweep(d, &["status", sweep.to_str().unwrap()], &[]));
     assert_eq!(o.status.code(), Some(2), "{t}\n{dbg}");
     assert!(t.contains("5 of 6 runs done, 1 failed"), "{t}\n{dbg}");
-    let sc = calls(&state.join("calls.log"));
+    let sc = fx.slurm_calls();
 
     // One array submission with the concurrency limit, one chained eval per run.
     let arrays: Vec<&String> = sc.iter().filter(|l| l.contains("--array=")).collect();
@@ -209,18 +242,14 @@ fn slurm_backend_with_fake_tools() {
     assert_eq!(resub.len(), 1, "{sc:?}");
     assert!(resub[0].contains("/late-1-"), "{sc:?}");
     assert!(sc.iter().any(|l| l.starts_with("scancel")), "{sc:?}");
-    let tc = calls(&d.path().join("calls.log"));
+    let tc = fx.sweep.calls();
     let late1: Vec<&String> = tc
         .iter()
         .filter(|l| l.starts_with("train ") && l.contains("/late-1-"))
         .collect();
     assert_eq!(late1.len(), 2, "{tc:?}");
     assert!(late1[1].ends_with("resume=yes"), "{tc:?}");
-    assert_eq!(
-        tc.iter().filter(|l| l.starts_with("eval ")).count(),
-        5,
-        "{tc:?}"
-    );
+    assert_eq!(count(&tc, "eval "), 5, "{tc:?}");
 
     // Batched polling: one squeue per poll (listing every job), at most one sacct per poll.
     let polls: usize = t
@@ -232,8 +261,8 @@ fn slurm_backend_with_fake_tools() {
         .unwrap()
         .parse()
         .unwrap();
-    let squeues = sc.iter().filter(|l| l.starts_with("squeue")).count();
-    let saccts = sc.iter().filter(|l| l.starts_with("sacct")).count();
+    let squeues = count(&sc, "squeue");
+    let saccts = count(&sc, "sacct");
     assert_eq!(squeues, polls, "{sc:?}");
     assert!(saccts <= polls && saccts > 0, "{sc:?}");
     let first_poll = sc.iter().find(|l| l.starts_with("squeue")).unwrap();
@@ -243,7 +272,7 @@ fn slurm_backend_with_fake_tools() {
     );
 
     // The failed run is reported with the tail of its log.
-    let o = hr_sweep(d.path(), &["status", sweep.to_str().unwrap()], &[]);
+    let o = hr_sweep(d, &["status", sweep.to_str().unwrap()], &[]);
     let st = text(&o);
     assert!(
         st.contains("slurm state FAILED (exit 1)") && st.contains("fake failure"),
@@ -253,23 +282,17 @@ fn slurm_backend_with_fake_tools() {
 
     // A second launch submits nothing.
     let n = sc.len();
-    let o = hr_sweep(d.path(), &args, &env);
+    let o = hr_sweep(d, &args, &env);
     assert!(text(&o).contains("0 submission(s)"), "{}", text(&o));
-    assert_eq!(calls(&state.join("calls.log")).len(), n);
+    assert_eq!(fx.slurm_calls().len(), n);
 
-    check_golden(d.path(), &sweep);
+    check_golden(d, sweep);
 }
 
 /// The rendered scripts (with paths made machine-independent) match the golden files.
 fn check_golden(dir: &Path, sweep: &Path) {
     let plan = hr_sweep::Plan::load(sweep, Some(Path::new("runs/t"))).unwrap();
-    let opts = hr_sweep::slurm::SlurmOptions {
-        templates: repo().join("slurm"),
-        bin_dir: "/opt/hybrid-retrieval/bin".into(),
-        workdir: "/scratch/sweeps".into(),
-        poll: std::time::Duration::ZERO,
-        wait: false,
-    };
+    let opts = options("/opt/hybrid-retrieval/bin", "/scratch/sweeps");
     let run = plan
         .runs
         .iter()
@@ -331,49 +354,24 @@ fn sacct_and_squeue_parsing() {
 
 #[test]
 fn coordinator_killed_inside_sbatch_does_not_submit_twice() {
-    let d = tempfile::tempdir().unwrap();
-    let bins = fake_bins(&d.path().join("bin"));
-    let (sbin, state) = fake_slurm(d.path());
-    let sweep = demo_sweep(d.path(), SLURM_SECTION);
-    let path = format!(
-        "{}:{}",
-        sbin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut env = vec![
-        ("PATH", path),
-        ("FAKE_SLURM", state.display().to_string()),
-        (
-            "FAKE_CALLS",
-            d.path().join("calls.log").display().to_string(),
-        ),
-    ];
-    let templates = repo().join("slurm");
-    let args = [
-        "launch",
-        sweep.to_str().unwrap(),
-        "--backend",
-        "slurm",
-        "--poll-ms",
-        "10",
-        "--bin-dir",
-        bins.to_str().unwrap(),
-        "--templates",
-        templates.to_str().unwrap(),
-    ];
+    let fx = SlurmFixture::new();
+    let d = fx.sweep.path();
+    let mut env = fx.env.clone();
+    let args = fx.launch_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     env.push(("FAKE_SBATCH_KILL", "1".into()));
-    let o = hr_sweep(d.path(), &args, &env);
+    let o = hr_sweep(d, &args, &env);
     assert!(
         !o.status.success(),
         "the coordinator was killed: {}",
         text(&o)
     );
     env.pop();
-    let o = hr_sweep(d.path(), &args, &env);
+    let o = hr_sweep(d, &args, &env);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("6 of 6 runs done, 0 failed"), "{t}");
-    let sc = calls(&state.join("calls.log"));
+    let sc = fx.slurm_calls();
     assert_eq!(
         sc.iter().filter(|l| l.contains("--array=")).count(),
         1,
@@ -384,17 +382,9 @@ fn coordinator_killed_inside_sbatch_does_not_submit_twice() {
             .any(|l| l.starts_with("squeue") && l.contains("--name t-")),
         "{sc:?}"
     );
-    let tc = calls(&d.path().join("calls.log"));
-    assert_eq!(
-        tc.iter().filter(|l| l.starts_with("train ")).count(),
-        6,
-        "{tc:?}"
-    );
-    assert_eq!(
-        tc.iter().filter(|l| l.starts_with("eval ")).count(),
-        6,
-        "{tc:?}"
-    );
+    let tc = fx.sweep.calls();
+    assert_eq!(count(&tc, "train "), 6, "{tc:?}");
+    assert_eq!(count(&tc, "eval "), 6, "{tc:?}");
 }
 
 #[test]
@@ -402,13 +392,7 @@ fn gpu_evaluations_ask_slurm_for_a_gpu() {
     // table1.toml evaluates on `cuda`.
     let sweep = repo().join("configs/sweeps/table1.toml");
     let plan = hr_sweep::Plan::load(&sweep, Some(Path::new("runs/t1"))).unwrap();
-    let opts = hr_sweep::slurm::SlurmOptions {
-        templates: repo().join("slurm"),
-        bin_dir: "/opt/hr/bin".into(),
-        workdir: "/scratch".into(),
-        poll: std::time::Duration::ZERO,
-        wait: false,
-    };
+    let opts = options("/opt/hr/bin", "/scratch");
     let script = hr_sweep::slurm::render_eval(&plan, &opts, &plan.runs[0], "e1").unwrap();
     assert!(script.contains("\n#SBATCH --gpus-per-task=1\n"), "{script}");
     assert!(script.contains("--device cuda"), "{script}");

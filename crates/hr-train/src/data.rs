@@ -12,24 +12,29 @@ use hr_data::{EvalSet, LoaderConfig, SplitIndex};
 use crate::config::{BadRowPolicy, TrainConfig};
 use crate::error::{Result, TrainError};
 
-/// Generates the synthetic dataset when `data.root` is an absent local path and
-/// `data.synthetic_clips > 0`.
-pub fn ensure_dataset(cfg: &TrainConfig) -> Result<()> {
+/// The local `data.root` (without `file://`) when the config generates a synthetic dataset
+/// there (`data.synthetic_clips > 0`); `None` for a remote root or a prepared dataset.
+fn synthetic_root(cfg: &TrainConfig) -> Option<&Path> {
     let root = cfg
         .data
         .root
         .strip_prefix("file://")
         .unwrap_or(&cfg.data.root);
-    if root.contains("://") || cfg.data.synthetic_clips == 0 {
+    (!root.contains("://") && cfg.data.synthetic_clips > 0).then_some(Path::new(root))
+}
+
+/// Generates the synthetic dataset when `data.root` is an absent local path and
+/// `data.synthetic_clips > 0`.
+pub fn ensure_dataset(cfg: &TrainConfig) -> Result<()> {
+    let Some(path) = synthetic_root(cfg) else {
         return Ok(());
-    }
-    let path = Path::new(root);
+    };
     if path.join("manifest.json").is_file() {
         return Ok(());
     }
     tracing::info!(
         clips = cfg.data.synthetic_clips,
-        root,
+        root = %path.display(),
         "generating the synthetic dataset"
     );
     hr_data::synthetic::prepare(
@@ -44,15 +49,10 @@ pub fn ensure_dataset(cfg: &TrainConfig) -> Result<()> {
 
 /// Waits (up to an hour) until the dataset that rank 0 is generating has its manifest.
 pub(crate) fn wait_for_dataset(cfg: &TrainConfig) -> Result<()> {
-    let root = cfg
-        .data
-        .root
-        .strip_prefix("file://")
-        .unwrap_or(&cfg.data.root);
-    if root.contains("://") || cfg.data.synthetic_clips == 0 {
+    let Some(root) = synthetic_root(cfg) else {
         return Ok(());
-    }
-    let manifest = Path::new(root).join("manifest.json");
+    };
+    let manifest = root.join("manifest.json");
     let t0 = Instant::now();
     while !manifest.is_file() {
         if t0.elapsed() > std::time::Duration::from_secs(3600) {

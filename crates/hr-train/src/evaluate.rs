@@ -206,17 +206,7 @@ fn cosine_scores(
             let t = model.encode_items(ps, &batch)?;
             mine.extend(normalized_rows(&t)?.concat());
         }
-        let all = comm.all_gather(&mine)?;
-        if all.len() != clips * width {
-            return Err(crate::TrainError::config(
-                "eval",
-                format!(
-                    "gathered {} item values, expected {clips} x {width}",
-                    all.len()
-                ),
-            ));
-        }
-        items.push(all);
+        items.push(gather_exact(comm, &mine, (clips, width), "item values")?);
     }
     let (rank, world) = (comm.rank(), comm.world());
     let mut rows = Vec::new();
@@ -245,6 +235,21 @@ fn cosine_scores(
     Ok(sim)
 }
 
+/// Every rank's `data` concatenated, which must make `rows x cols` values (`what` names them).
+fn gather_exact(
+    comm: &mut dyn Communicator,
+    data: &[f32],
+    (rows, cols): (usize, usize),
+    what: &str,
+) -> Result<Vec<f32>> {
+    let all = comm.all_gather(data)?;
+    if all.len() != rows * cols {
+        let detail = format!("gathered {} {what}, expected {rows} x {cols}", all.len());
+        return Err(crate::TrainError::config("eval", detail));
+    }
+    Ok(all)
+}
+
 /// Mid-fusion scores: each rank scores its own clips against every query, and the columns are
 /// gathered.
 fn mid_scores(
@@ -258,16 +263,7 @@ fn mid_scores(
     let nq: usize = qbatches.iter().map(|q| q.tokens.rows).sum();
     let mine: usize = chunks.iter().map(ClipChunk::rows).sum();
     let cols = mid_columns(model, ps, chunks, qbatches, nq, mine)?;
-    let gathered = comm.all_gather(&cols)?;
-    if gathered.len() != nq * clips {
-        return Err(crate::TrainError::config(
-            "eval",
-            format!(
-                "gathered {} scores, expected {nq} x {clips}",
-                gathered.len()
-            ),
-        ));
-    }
+    let gathered = gather_exact(comm, &cols, (nq, clips), "scores")?;
     // Rank r's block is [nq, its clips] row-major; its clips start at clip_share(r).0.
     let mut sim = vec![0f32; nq * clips];
     let mut at = 0;

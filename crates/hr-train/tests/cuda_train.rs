@@ -3,6 +3,8 @@
 //! randomness off, as in the DDP equivalence test). Without a CUDA device the test checks that
 //! `run.device = "cuda"` is a clear error naming the key and prints "skipped: no CUDA device".
 
+mod common;
+
 use std::path::Path;
 
 use hr_tensor::{cuda, Device};
@@ -11,32 +13,22 @@ use hr_train::{train, Resume, TrainConfig, TrainControl, TrainError};
 const STEPS: u64 = 10;
 
 fn config(data: &Path, run: &Path, device: &str) -> TrainConfig {
-    let mut set: Vec<String> = [
-        format!("data.root={:?}", data.display().to_string()),
-        format!("run.dir={:?}", run.display().to_string()),
+    let mut set = common::short_run(data, run, STEPS);
+    set.extend([
         format!("run.device={device:?}"),
-        format!("run.max_steps={STEPS}"),
         "data.synthetic_clips=40".into(),
         "data.synthetic_seed=3".into(),
-        "data.clip_seconds=1.0".into(),
-        "data.workers=1".into(),
         "model.tau=0.2".into(),
         "model.audio_augment=false".into(),
         "model.disable_dropout=true".into(),
         "model.frozen_batchnorm=true".into(),
-        "optim.global_batch=8".into(),
         "optim.epochs=10".into(),
         "optim.warmup_epochs=0.1".into(),
         "optim.rampdown_stop=10.0".into(),
         "eval.every_steps=1000".into(),
         "eval.batch_size=8".into(),
-    ]
-    .into_iter()
-    .collect();
-    for g in ["audio_cnn", "text", "audio_head", "text_proj"] {
-        set.push(format!("optim.lr.{g}.max=3e-3"));
-        set.push(format!("optim.lr.{g}.min=1e-4"));
-    }
+    ]);
+    set.extend(common::lr_overrides());
     TrainConfig::from_toml_str("", &set).unwrap()
 }
 

@@ -8,12 +8,15 @@
 //! in PyTorch DDP without SyncBatchNorm); see `model.disable_dropout`, `model.audio_augment`
 //! and `model.frozen_batchnorm`.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use hr_nn::io::read_safetensors;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hr-train");
@@ -24,9 +27,7 @@ fn data_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hr-train-ddp-synthetic-40-seed3");
-        if !root.join("manifest.json").is_file() {
-            hr_data::synthetic::prepare(&root, 40, 3, None, &|_| {}).unwrap();
-        }
+        common::synthetic_40(&root);
         root
     })
 }
@@ -205,11 +206,6 @@ fn spawn_rank(cfg: &Path, run: &Path, rank: usize, port: u16, extra: &[&str]) ->
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c.spawn().unwrap()
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Waits until `metrics.jsonl` of `run` has at least `n` lines.

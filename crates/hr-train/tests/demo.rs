@@ -7,6 +7,8 @@
 //! trained a second time with `run.precision = "bf16"` (bf16 GEMM operands, emulated on the
 //! CPU) and must land in the f32 run's metric band.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -16,8 +18,8 @@ fn demo(runs: &Path, extra_set: &[&str], args: &[&str]) -> String {
     let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hr-train-demo-160x1s");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/experiments/demo.toml");
     let mut set = vec![
-        format!("run.dir={:?}", runs.display().to_string()),
-        format!("data.root={:?}", data.display().to_string()),
+        common::set_path("run.dir", runs),
+        common::set_path("data.root", &data),
         "data.synthetic_clips=160".into(),
         "data.clip_seconds=1.0".into(),
         "optim.epochs=6".into(),

@@ -2,31 +2,19 @@
 //! query k ranks the clips fused with their caption (k+2) mod n) against ours (caption 2 is the
 //! metadata, not a query), through the real evaluation of a trained checkpoint.
 
+mod common;
+
 use hr_data::FsEval;
 use hr_data::MetadataKind;
 use hr_train::eval_job::{evaluate_checkpoint, load};
-use hr_train::TrainConfig;
 
 fn trained(fusion: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let data = dir.join("data");
-    if !data.join("manifest.json").is_file() {
-        hr_data::synthetic::prepare(&data, 40, 3, None, &|_| {}).unwrap();
-    }
-    let run = dir.join(fusion);
-    let set = [
-        format!("data.root={:?}", data.display().to_string()),
-        format!("run.dir={:?}", run.display().to_string()),
+    let extra = [
         format!("model.fusion={fusion:?}"),
         "model.metadata=\"full_sentence\"".into(),
-        "run.max_steps=2".into(),
-        "data.clip_seconds=1.0".into(),
-        "data.workers=1".into(),
-        "optim.global_batch=8".into(),
         "eval.batch_size=7".into(),
     ];
-    let cfg = TrainConfig::from_toml_str("", &set).unwrap();
-    hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
-    run
+    common::trained_briefly(dir, fusion, &extra)
 }
 
 #[test]

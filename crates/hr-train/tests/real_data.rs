@@ -4,8 +4,12 @@
 //! training steps of the late-fusion hybrid through the `hr-train` binary, `hr-eval` on the
 //! test split, and the provenance the run directory records.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+
+use common::{set_path, short_run};
 
 use hr_data::audio::encode_wav;
 use hr_data::text::MAX_TOKENS;
@@ -284,8 +288,8 @@ fn a_tokenizer_that_does_not_fit_the_text_encoder_is_refused_naming_both_files()
     let vocab = dir.path().join("vocab.txt");
     std::fs::write(&vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ndog\n").unwrap();
     let set = [
-        format!("model.text_init={:?}", minilm.display().to_string()),
-        format!("model.tokenizer={:?}", vocab.display().to_string()),
+        set_path("model.text_init", &minilm),
+        set_path("model.tokenizer", &vocab),
     ];
     let cfg = TrainConfig::from_toml_str("", &set).unwrap();
     let tok = init::resolve_tokenizer(&cfg, MAX_TOKENS).unwrap();
@@ -339,8 +343,8 @@ fn pretrained_files_that_do_not_fit_are_clear_errors() {
     let data = dir.path().join("synthetic");
     hr_data::synthetic::prepare(&data, 16, 1, None, &|_| {}).unwrap();
     let set = [
-        format!("model.audio_init={:?}", audio.display().to_string()),
-        format!("data.root={:?}", data.display().to_string()),
+        set_path("model.audio_init", &audio),
+        set_path("data.root", &data),
     ];
     let cfg = TrainConfig::from_toml_str("", &set).unwrap();
     let tok = init::resolve_tokenizer(&cfg, MAX_TOKENS).unwrap();
@@ -383,19 +387,9 @@ fn merged_datasets_train_on_their_union() {
             .sum::<u64>()
     );
     // The merged dataset names no tokenizer: the run names the text encoder's.
-    let set = [
-        format!("data.root={:?}", merged.display().to_string()),
-        format!(
-            "model.tokenizer={:?}",
-            a.join("tokenizer.json").display().to_string()
-        ),
-        format!("run.dir={:?}", dir.path().join("run").display().to_string()),
-        "run.max_steps=1".into(),
-        "data.clip_seconds=1.0".into(),
-        "data.workers=1".into(),
-        "optim.global_batch=8".into(),
-        "eval.split=\"test\"".into(),
-    ];
+    let mut set = short_run(&merged, &dir.path().join("run"), 1);
+    set.push(set_path("model.tokenizer", &a.join("tokenizer.json")));
+    set.push("eval.split=\"test\"".into());
     let cfg = TrainConfig::from_toml_str("", &set).unwrap();
     let s = hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
     assert_eq!(s.step, 1);
@@ -421,15 +415,9 @@ fn a_resumed_run_needs_no_pretrained_file() {
     efficientat_state_dict(&audio);
     let run = dir.path().join("run");
     let set = |steps: u64| {
-        [
-            format!("data.root={:?}", data.display().to_string()),
-            format!("model.audio_init={:?}", audio.display().to_string()),
-            format!("run.dir={:?}", run.display().to_string()),
-            format!("run.max_steps={steps}"),
-            "data.clip_seconds=1.0".into(),
-            "data.workers=1".into(),
-            "optim.global_batch=8".into(),
-        ]
+        let mut set = short_run(&data, &run, steps);
+        set.push(set_path("model.audio_init", &audio));
+        set
     };
     let cfg = TrainConfig::from_toml_str("", &set(1)).unwrap();
     hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
@@ -449,23 +437,14 @@ fn init_from_starts_from_another_runs_weights_with_its_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     hr_data::synthetic::prepare(&data, 24, 1, None, &|_| {}).unwrap();
-    let base = |run: &Path| {
-        vec![
-            format!("data.root={:?}", data.display().to_string()),
-            format!("run.dir={:?}", run.display().to_string()),
-            "run.max_steps=1".to_string(),
-            "data.clip_seconds=1.0".into(),
-            "data.workers=1".into(),
-            "optim.global_batch=8".into(),
-        ]
-    };
+    let base = |run: &Path| short_run(&data, run, 1);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let cfg_a = TrainConfig::from_toml_str("", &base(&a)).unwrap();
     let sa = hr_train::train(&cfg_a, &hr_train::Resume::Fresh, &Default::default()).unwrap();
     let ckpt_a = sa.checkpoint.unwrap();
 
     let mut set_b = base(&b);
-    set_b.push(format!("model.init_from={:?}", a.display().to_string()));
+    set_b.push(set_path("model.init_from", &a));
     set_b.push("model.fusion=\"mid\"".into());
     let cfg_b = TrainConfig::from_toml_str("", &set_b).unwrap();
     let tok = init::resolve_tokenizer(&cfg_b, MAX_TOKENS).unwrap();
@@ -509,17 +488,12 @@ fn the_best_validation_is_checkpointed_whatever_the_cadence() {
     let data = dir.path().join("data");
     hr_data::synthetic::prepare(&data, 24, 1, None, &|_| {}).unwrap();
     let run = dir.path().join("run");
-    let set = [
-        format!("data.root={:?}", data.display().to_string()),
-        format!("run.dir={:?}", run.display().to_string()),
-        "run.max_steps=4".into(),
+    let mut set = short_run(&data, &run, 4);
+    set.extend([
         "eval.every_steps=1".into(),
         "checkpoint.every_steps=1000".into(),
         "checkpoint.keep_last=1".into(),
-        "data.clip_seconds=1.0".into(),
-        "data.workers=1".into(),
-        "optim.global_batch=8".into(),
-    ];
+    ]);
     let cfg = TrainConfig::from_toml_str("", &set).unwrap();
     hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
     let evals: Vec<serde_json::Value> = std::fs::read_to_string(run.join("eval.jsonl"))

@@ -2,39 +2,23 @@
 //! the clips and queries, every rank ends with the same score matrix and metrics, and those are
 //! the single-process ones; the ranks first take rank 0's batch-norm statistics.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::free_port;
 use hr_dist::{init_ring, DistOptions, Token, WorldInfo, WorldSource};
 use hr_train::dist::Dist;
 use hr_train::eval_job::{evaluate_checkpoint, evaluate_checkpoint_sharded, load};
 use hr_train::evaluate::EvalResult;
-use hr_train::TrainConfig;
 
 fn trained(dir: &std::path::Path, fusion: &str, metadata: &str) -> std::path::PathBuf {
-    let data = dir.join("data");
-    if !data.join("manifest.json").is_file() {
-        hr_data::synthetic::prepare(&data, 40, 3, None, &|_| {}).unwrap();
-    }
-    let run = dir.join(format!("{fusion}-{metadata}"));
-    let set = [
-        format!("data.root={:?}", data.display().to_string()),
-        format!("run.dir={:?}", run.display().to_string()),
+    let extra = [
         format!("model.fusion={fusion:?}"),
         format!("model.metadata={metadata:?}"),
-        "run.max_steps=2".into(),
-        "data.clip_seconds=1.0".into(),
-        "data.workers=1".into(),
-        "optim.global_batch=8".into(),
     ];
-    let cfg = TrainConfig::from_toml_str("", &set).unwrap();
-    hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
-    run
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    common::trained_briefly(dir, &format!("{fusion}-{metadata}"), &extra)
 }
 
 /// Evaluates `run` on `world` ranks in threads; rank r > 0 starts from batch-norm statistics

@@ -1,6 +1,8 @@
 //! End-to-end training on a small synthetic dataset: files, loss, resume bit-exactness,
 //! COMMIT handling and hr-eval reproducing the logged validation metrics.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -12,17 +14,15 @@ fn data_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hr-train-synthetic-40-seed3");
-        if !root.join("manifest.json").is_file() {
-            hr_data::synthetic::prepare(&root, 40, 3, None, &|_| {}).unwrap();
-        }
+        common::synthetic_40(&root);
         root
     })
 }
 
 fn config(run: &Path, extra: &[&str]) -> TrainConfig {
     let mut set: Vec<String> = [
-        format!("data.root={:?}", data_root().display().to_string()),
-        format!("run.dir={:?}", run.display().to_string()),
+        common::set_path("data.root", data_root()),
+        common::set_path("run.dir", run),
         "data.clip_seconds=2.0".into(),
         "data.workers=1".into(),
         "optim.global_batch=8".into(),
@@ -35,10 +35,7 @@ fn config(run: &Path, extra: &[&str]) -> TrainConfig {
     ]
     .into_iter()
     .collect();
-    for g in ["audio_cnn", "text", "audio_head", "text_proj"] {
-        set.push(format!("optim.lr.{g}.max=3e-3"));
-        set.push(format!("optim.lr.{g}.min=1e-4"));
-    }
+    set.extend(common::lr_overrides());
     set.extend(extra.iter().map(|s| s.to_string()));
     TrainConfig::from_toml_str("", &set).unwrap()
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::convert::{
-    csv_rows, field, read_latin1, read_text_lossless, split_tags, write_dataset, ConvertSummary,
-    MissingPolicy, PrepareOptions, SourceClip,
+    csv_rows, field, read_latin1, read_text_lossless, split_tags, write_listed, ConvertSummary,
+    PrepareOptions, SourceClip,
 };
 use crate::error::{DataError, Result};
 
@@ -109,14 +109,7 @@ pub fn convert(
             detail: "no clotho_captions_*.csv found; point --root at the ClothoV2 folder".into(),
         });
     }
-    write_dataset(
-        out,
-        "clotho",
-        all.into_iter().map(Ok),
-        MissingPolicy::Fail,
-        opts,
-        progress,
-    )
+    write_listed(out, "clotho", all, opts, progress)
 }
 
 /// Number of clips the converter will process (for progress bars).

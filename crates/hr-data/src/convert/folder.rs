@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::convert::{
-    csv_rows, field, read_text_lossless, split_tags, write_dataset, ConvertSummary, MissingPolicy,
-    PrepareOptions, SourceClip, AUDIO_EXTS,
+    csv_rows, field, read_text_lossless, split_tags, write_listed, ConvertSummary, PrepareOptions,
+    SourceClip, AUDIO_EXTS,
 };
 use crate::error::{DataError, Result};
 
@@ -162,12 +162,5 @@ pub fn convert(
     progress: &dyn Fn(u64),
 ) -> Result<ConvertSummary> {
     let all = clips(root)?;
-    write_dataset(
-        out,
-        "folder",
-        all.into_iter().map(Ok),
-        MissingPolicy::Fail,
-        opts,
-        progress,
-    )
+    write_listed(out, "folder", all, opts, progress)
 }

@@ -158,6 +158,18 @@ where
     Ok(sum)
 }
 
+/// Writes clips listed up front (a missing audio file is an error) to a dataset at `out`.
+fn write_listed(
+    out: &Path,
+    name: &str,
+    clips: Vec<SourceClip>,
+    opts: &PrepareOptions,
+    progress: &dyn Fn(u64),
+) -> Result<ConvertSummary> {
+    let clips = clips.into_iter().map(Ok);
+    write_dataset(out, name, clips, MissingPolicy::Fail, opts, progress)
+}
+
 fn handle(
     w: &mut DatasetWriter,
     sum: &mut ConvertSummary,

@@ -34,23 +34,12 @@ impl NcclComm {
         op: sys::ncclRedOp_t,
         deadline: Instant,
     ) -> Step<()> {
-        let stream = self.stream();
-        let mut view = buf.slice_mut(..n);
-        let (ptr, _rec) = view.device_ptr_mut(&stream);
-        // SAFETY: `ptr` addresses `n` live elements of type T on this communicator's device,
-        // kept alive (and ordered on `stream`) by `_rec` until after the call; in place is allowed.
-        let rc = unsafe {
-            sys::ncclAllReduce(
-                ptr as *const c_void,
-                ptr as *mut c_void,
-                n,
-                T::TYPE,
-                op,
-                self.comm,
-                self.cu_stream(),
-            )
-        };
-        self.enqueued(rc, "ncclAllReduce", deadline)
+        let (comm, stream) = (self.comm, self.cu_stream());
+        self.enq_in_place(buf, n, ("ncclAllReduce", deadline), |ptr| {
+            // SAFETY: `ptr` addresses the `n` live elements of type T `enq_in_place` keeps
+            // alive (and ordered on `stream`) until after the call; in place is allowed.
+            unsafe { sys::ncclAllReduce(ptr, ptr, n, T::TYPE, op, comm, stream) }
+        })
     }
 
     /// In-place broadcast of the first `n` elements of `buf` from `root`.
@@ -61,22 +50,28 @@ impl NcclComm {
         root: usize,
         deadline: Instant,
     ) -> Step<()> {
+        let (comm, stream) = (self.comm, self.cu_stream());
+        let ty = sys::ncclDataType_t::ncclFloat32;
+        self.enq_in_place(buf, n, ("ncclBroadcast", deadline), |ptr| {
+            // SAFETY: as in `enq_all_reduce`; `root < world` was checked by the caller.
+            unsafe { sys::ncclBroadcast(ptr, ptr, n, ty, root as c_int, comm, stream) }
+        })
+    }
+
+    /// Enqueues `call(ptr)`, an in-place NCCL call named `name` on the first `n` elements of
+    /// `buf` (`ptr` addresses them and stays valid and ordered on the stream during the call).
+    fn enq_in_place<T: NcclElem>(
+        &self,
+        buf: &mut CudaSlice<T>,
+        n: usize,
+        (name, deadline): (&'static str, Instant),
+        call: impl FnOnce(*mut c_void) -> sys::ncclResult_t,
+    ) -> Step<()> {
         let stream = self.stream();
         let mut view = buf.slice_mut(..n);
         let (ptr, _rec) = view.device_ptr_mut(&stream);
-        // SAFETY: as in `enq_all_reduce`; `root < world` was checked by the caller.
-        let rc = unsafe {
-            sys::ncclBroadcast(
-                ptr as *const c_void,
-                ptr as *mut c_void,
-                n,
-                sys::ncclDataType_t::ncclFloat32,
-                root as c_int,
-                self.comm,
-                self.cu_stream(),
-            )
-        };
-        self.enqueued(rc, "ncclBroadcast", deadline)
+        let rc = call(ptr as *mut c_void);
+        self.enqueued(rc, name, deadline)
     }
 
     /// All-gather of `n` elements of `send` from every rank into `recv` (`n * world` elements).

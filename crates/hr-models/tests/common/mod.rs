@@ -4,24 +4,13 @@
 
 use std::path::PathBuf;
 
+use hr_models::text::TokenBatch;
 use hr_models::Result;
+use hr_nn::testing::check_param_gradients;
 use hr_nn::ParamStore;
-use hr_tensor::testing::check_gradients;
-use hr_tensor::{DType, Tensor};
+use hr_tensor::Tensor;
 
 pub use hr_tensor::testing::reference_fixture as fixture;
-
-/// A copy of `ps` whose trainable values are `values` (in store order).
-fn with_values(ps: &ParamStore, values: &[Tensor]) -> ParamStore {
-    let mut p = ps.clone();
-    p.set_trainable_values(values)
-        .expect("one value per trainable parameter");
-    p
-}
-
-fn to_tensor_err(e: impl std::fmt::Display) -> hr_tensor::Error {
-    hr_tensor::Error::invalid("model", e.to_string())
-}
 
 /// Parameters whose true gradient is exactly zero: a key bias adds the same score to every
 /// key of a query row, which softmax ignores. Relative errors of noise are meaningless there.
@@ -50,38 +39,52 @@ pub fn check_model(
     fwd: impl Fn(&ParamStore, &[Tensor]) -> Result<Tensor>,
     fwd_bwd: impl Fn(&mut ParamStore, &[Tensor], &Tensor) -> Result<Vec<Option<Tensor>>>,
 ) {
-    let mut ps = ps.clone();
-    ps.to_dtype(DType::F64).expect("to f64");
-    let k = inputs.len();
-    let mut all: Vec<Tensor> = inputs
-        .iter()
-        .map(|x| x.to_dtype(DType::F64).expect("to f64"))
-        .collect();
-    all.extend(
-        ps.iter()
-            .filter(|(_, p)| p.trainable)
-            .map(|(_, p)| p.value.clone()),
-    );
-    let ps0 = ps.clone();
-    check_gradients(
+    check_param_gradients(
         name,
-        &all,
-        |xs| fwd(&with_values(&ps0, &xs[k..]), &xs[..k]).map_err(to_tensor_err),
-        |xs, dy| {
-            let mut p = with_values(&ps0, &xs[k..]);
-            p.zero_grad().map_err(to_tensor_err)?;
-            let mut out = fwd_bwd(&mut p, &xs[..k], dy).map_err(to_tensor_err)?;
-            for (_, q) in p.iter().filter(|(_, q)| q.trainable) {
-                out.push(if is_zero_grad(&q.name) {
-                    assert_tiny(&q.name, &q.grad);
-                    None
-                } else {
-                    Some(q.grad.clone())
-                });
-            }
-            Ok(out)
-        },
-        1e-6,
+        (ps, inputs),
         max_checks,
+        |p, xs| fwd(p, xs),
+        fwd_bwd,
+        |name, g| match is_zero_grad(name) {
+            true => {
+                assert_tiny(name, g);
+                None
+            }
+            false => Some(g.clone()),
+        },
     );
+}
+
+/// A token batch of `rows` (padded with 0).
+pub fn tokens(rows: &[&[u32]]) -> TokenBatch {
+    let seqs: Vec<Vec<u32>> = rows.iter().map(|r| r.to_vec()).collect();
+    TokenBatch::from_sequences(&seqs, 0)
+}
+
+/// The text side of the four-row test batches: queries, metadata, which rows have metadata
+/// (row 1 has none) and clip ids (rows 0 and 2 share clip 0: same-clip positives).
+pub struct TextRows {
+    /// One query per row.
+    pub queries: TokenBatch,
+    /// One metadata sequence per row.
+    pub metadata: TokenBatch,
+    /// Whether each row has metadata.
+    pub metadata_present: Vec<bool>,
+    /// The clip of each row.
+    pub clip_ids: Vec<u64>,
+}
+
+/// See [`TextRows`].
+pub fn four_text_rows() -> TextRows {
+    TextRows {
+        queries: tokens(&[
+            &[2, 10, 11, 3],
+            &[2, 12, 3],
+            &[2, 13, 14, 15, 3],
+            &[2, 16, 3],
+        ]),
+        metadata: tokens(&[&[2, 20, 21, 3], &[2, 3], &[2, 22, 3], &[2, 23, 24, 25, 3]]),
+        metadata_present: vec![true, false, true, true],
+        clip_ids: vec![0, 1, 0, 2],
+    }
 }

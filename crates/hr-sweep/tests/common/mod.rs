@@ -76,6 +76,19 @@ pub fn fake_bins(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The demo's two axes (fusion: none, late, mid; seed: 1, 2): six runs.
+pub const AXES: &str = r#"
+[[axes]]
+name = "fusion"
+key = "model.fusion"
+values = ["none", "late", "mid"]
+
+[[axes]]
+name = "seed"
+key = "run.seed"
+values = [1, 2]
+"#;
+
 /// A demo-like sweep file in `dir` (base: the repo's demo config; synthetic data in `dir`).
 pub fn demo_sweep(dir: &Path, extra: &str) -> PathBuf {
     let base = repo().join("configs/experiments/demo.toml");
@@ -90,22 +103,57 @@ max_attempts = 3
 [base]
 run = {{ max_steps = 30 }}
 data = {{ root = "data", synthetic_clips = 24, clip_seconds = 0.5 }}
-
-[[axes]]
-name = "fusion"
-key = "model.fusion"
-values = ["none", "late", "mid"]
-
-[[axes]]
-name = "seed"
-key = "run.seed"
-values = [1, 2]
-{extra}"#,
+{AXES}{extra}"#,
         base.display()
     );
     let p = dir.join("sweep.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A temporary directory with the fake trainer in `bin/` and a demo sweep file.
+pub struct Fixture {
+    /// The directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The fake trainer's directory.
+    pub bins: PathBuf,
+    /// The sweep file.
+    pub sweep: PathBuf,
+}
+
+impl Fixture {
+    /// The fake trainer and `demo_sweep(dir, extra)`.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = fake_bins(&dir.path().join("bin"));
+        let sweep = demo_sweep(dir.path(), extra);
+        Fixture { dir, bins, sweep }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The sweep file as text (for arguments).
+    pub fn sweep_arg(&self) -> &str {
+        self.sweep.to_str().unwrap()
+    }
+
+    /// The fake trainer's directory as text (for `--bin-dir`).
+    pub fn bins_arg(&self) -> &str {
+        self.bins.to_str().unwrap()
+    }
+
+    /// Where the fake trainer logs its calls (`FAKE_CALLS`).
+    pub fn calls_log(&self) -> PathBuf {
+        self.path().join("calls.log")
+    }
+
+    /// The fake trainer's calls so far.
+    pub fn calls(&self) -> Vec<String> {
+        calls(&self.calls_log())
+    }
 }
 
 /// `hr-sweep ARGS` in `cwd` with extra environment.
@@ -134,4 +182,17 @@ pub fn calls(path: &Path) -> Vec<String> {
         .lines()
         .map(String::from)
         .collect()
+}
+
+/// How many of `lines` start with `prefix`.
+pub fn count(lines: &[String], prefix: &str) -> usize {
+    lines.iter().filter(|l| l.starts_with(prefix)).count()
+}
+
+/// How many trainings the ledger at `ledger` records as done (0 before it exists).
+pub fn done_trainings(ledger: &Path) -> usize {
+    let text = std::fs::read_to_string(ledger).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"job\":\"train\"") && l.contains("\"state\":\"done\""))
+        .count()
 }

@@ -1,0 +1,60 @@
+//! Test helpers: config overrides of short CPU runs, synthetic datasets, a free port.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use hr_train::TrainConfig;
+
+/// `KEY="PATH"`, a path override for `TrainConfig::from_toml_str` or `--set`.
+pub fn set_path(key: &str, path: &Path) -> String {
+    format!("{key}={:?}", path.display().to_string())
+}
+
+/// Overrides of a short CPU run: dataset `data`, run directory `run`, `steps` steps of global
+/// batch 8 on 1 s clips with one loader worker.
+pub fn short_run(data: &Path, run: &Path, steps: u64) -> Vec<String> {
+    vec![
+        set_path("data.root", data),
+        set_path("run.dir", run),
+        format!("run.max_steps={steps}"),
+        "data.clip_seconds=1.0".into(),
+        "data.workers=1".into(),
+        "optim.global_batch=8".into(),
+    ]
+}
+
+/// Generates the 40-clip synthetic dataset of seed 3 at `root` unless it is there.
+pub fn synthetic_40(root: &Path) {
+    if !root.join("manifest.json").is_file() {
+        hr_data::synthetic::prepare(root, 40, 3, None, &|_| {}).unwrap();
+    }
+}
+
+/// Trains two steps on `dir/data` (see [`synthetic_40`]) into `dir/name` with `extra`
+/// overrides; returns the run directory.
+pub fn trained_briefly(dir: &Path, name: &str, extra: &[String]) -> PathBuf {
+    let data = dir.join("data");
+    synthetic_40(&data);
+    let run = dir.join(name);
+    let mut set = short_run(&data, &run, 2);
+    set.extend_from_slice(extra);
+    let cfg = TrainConfig::from_toml_str("", &set).unwrap();
+    hr_train::train(&cfg, &hr_train::Resume::Fresh, &Default::default()).unwrap();
+    run
+}
+
+/// Learning rates of the end-to-end runs: from 3e-3 down to 1e-4 in every group.
+pub fn lr_overrides() -> Vec<String> {
+    let mut set = Vec::new();
+    for g in ["audio_cnn", "text", "audio_head", "text_proj"] {
+        set.push(format!("optim.lr.{g}.max=3e-3"));
+        set.push(format!("optim.lr.{g}.min=1e-4"));
+    }
+    set
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
