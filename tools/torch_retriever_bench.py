@@ -4,14 +4,14 @@
 The same architecture and shapes as `cargo bench -p hr-models --bench retriever`
 (crates/hr-models/benches/retriever.rs), written by us from the specs, random weights, f32:
 
-- EfficientAT mel frontend (spec-mobilenetv3-mn40.md section 1: preemphasis, STFT with a
+- EfficientAT mel frontend (docs/spec-mobilenetv3-mn40.md section 1: preemphasis, STFT with a
   symmetric Hann window of 800 centred in 1024, reflect padding, Kaldi mel bank rebuilt per call
   for the jittered fmin / fmax, ln(x + 1e-5), SpecAugment, (x + 4.5) / 5);
 - static EfficientAT MobileNetV3 at the preset's width (section 2; the mlp classifier head is
   built but unused, as in the Rust model), frames = features.16 averaged over frequency;
 - HF `BertModel` (no pooler) from a config of the preset's size, shared by queries and metadata,
   dropout 0.2;
-- the audio pooling transformer (spec-retrieval.md section 1) and the text projection;
+- the audio pooling transformer (docs/spec-retrieval.md section 1) and the text projection;
 - late fusion (item = audio embedding + metadata embedding), symmetric NT-Xent (tau 0.05),
   Adam (lr 2e-5, betas 0.9 / 0.999, eps 1e-8).
 

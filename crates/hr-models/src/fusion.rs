@@ -1,4 +1,4 @@
-//! Fusion of audio and metadata (spec-retrieval.md section 6).
+//! Fusion of audio and metadata (docs/spec-retrieval.md section 6).
 //!
 //! - `none`: the item embedding is the audio embedding (content-based baseline);
 //! - `late`: item = audio embedding + metadata embedding (both unnormalised; items without

@@ -1,7 +1,7 @@
 //! The EfficientAT mel frontend (`AugmentMelSTFT`) and SpecAugment.
 //!
 //! Input (B, N) waveforms at 32 kHz; output (B, 1, 128, T) log-mel spectrograms with
-//! `T = 1 + floor((N - 1) / 320)` (spec-mobilenetv3-mn40.md section 1). In order: preemphasis
+//! `T = 1 + floor((N - 1) / 320)` (docs/spec-mobilenetv3-mn40.md section 1). In order: preemphasis
 //! (N - 1 samples), reflect padding by 512, a symmetric Hann window of 800 samples centred in the
 //! 1024-sample frame, a real FFT every 320 samples, power, a Kaldi-style mel bank (rebuilt per call
 //! because fmin / fmax jitter in training), `ln(x + 1e-5)`, SpecAugment (training only) and

@@ -1,4 +1,4 @@
-//! EfficientAT's static MobileNetV3 (`mn01` ... `mn40`, spec-mobilenetv3-mn40.md) with explicit
+//! EfficientAT's static MobileNetV3 (`mn01` ... `mn40`, docs/spec-mobilenetv3-mn40.md) with explicit
 //! forward and backward passes.
 //!
 //! Input: log-mel spectrograms (B, 1, F, T) (H = frequency, W = time). Outputs: logits of the

@@ -1,4 +1,4 @@
-//! The audio pooling transformer ("sequence model", spec-retrieval.md section 1).
+//! The audio pooling transformer ("sequence model", docs/spec-retrieval.md section 1).
 //!
 //! Frames (B, T, C) -> `Linear(C -> d)`; global token = learnable bias + mean of ALL projected
 //! frames (padding included, before the positional encoding); frames + fixed sinusoidal PE times

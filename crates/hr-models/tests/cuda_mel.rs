@@ -1,4 +1,4 @@
-//! GPU mel frontend (issue 7): [`MelFrontend::forward_device`] on `Device::Cuda(0)` against the
+//! GPU mel frontend: [`MelFrontend::forward_device`] on `Device::Cuda(0)` against the
 //! host frontend ([`MelFrontend::forward`], f64 FFT), in evaluation and training mode (same
 //! seed: the fmin / fmax jitter and the SpecAugment masks must coincide), on odd lengths and
 //! at paper size (B = 32, N = 320000), printing the max abs error and, at paper size, the

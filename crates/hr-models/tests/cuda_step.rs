@@ -1,4 +1,4 @@
-//! GPU training-step parity (issue 7): one training step of the `HybridRetriever` from raw
+//! GPU training-step parity: one training step of the `HybridRetriever` from raw
 //! waveforms on `Device::Cuda(0)` against the CPU backend, identical parameters and batch.
 //!
 //! Per case: forward + backward in training mode (f32; SpecAugment, fmin/fmax jitter and every

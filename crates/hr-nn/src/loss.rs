@@ -1,4 +1,4 @@
-//! Symmetric NT-Xent with same-clip positives (spec-retrieval.md section 3).
+//! Symmetric NT-Xent with same-clip positives (docs/spec-retrieval.md section 3).
 //!
 //! `C[a, t] = score(a, t) / tau`; positives are all pairs whose items are the same clip;
 //! `loss = -1/2 (mean_P log_softmax(C, over audios) + mean_P log_softmax(C, over texts))`.

@@ -1,4 +1,4 @@
-//! Learning-rate schedule of the paper (spec-retrieval.md section 3): linear warm-up, cosine
+//! Learning-rate schedule of the paper (docs/spec-retrieval.md section 3): linear warm-up, cosine
 //! ramp-down, then a floor. Set every step from the fractional epoch.
 
 /// Warm-up + cosine schedule.

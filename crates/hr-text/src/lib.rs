@@ -1,5 +1,5 @@
 //! hr-text: the text side inputs shared by the data pipeline and the models
-//! (spec-retrieval.md section 2): the paper's preprocessing, a `tokenizer.json` loaded through
+//! (docs/spec-retrieval.md section 2): the paper's preprocessing, a `tokenizer.json` loaded through
 //! the `tokenizers` crate with our truncation and padding policy, the padded [`TokenBatch`] the
 //! BERT consumes, and BERT-style WordPiece training for the synthetic vocabulary.
 

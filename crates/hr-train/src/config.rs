@@ -78,7 +78,7 @@ pub struct RunSection {
     pub dir: PathBuf,
     /// Seed of the initialisation, dropout/SpecAugment masks and the data order.
     pub seed: u64,
-    /// Device: `cpu` (the only one the trainer runs on so far), `cuda` or `cuda:N`.
+    /// Device: `cpu`, `cuda` (GPU 0, or the one GPU a launcher made visible) or `cuda:N`.
     pub device: String,
     /// Stop after this many steps (0 = run every epoch); does not change the schedule.
     pub max_steps: u64,

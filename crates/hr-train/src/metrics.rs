@@ -1,4 +1,4 @@
-//! Text -> audio retrieval metrics (spec-retrieval.md section 4).
+//! Text -> audio retrieval metrics (docs/spec-retrieval.md section 4).
 //!
 //! The rank of a query's target clip is 1-based. Ties are broken deterministically by clip index
 //! (a stable sort of the clips by descending similarity): a clip with the same similarity as the

@@ -1,5 +1,5 @@
 //! Long inputs as non-overlapping 10 s windows whose frame tokens are concatenated along time
-//! (spec-retrieval.md section 1; spec-mobilenetv3-mn40.md section 3).
+//! (docs/spec-retrieval.md section 1; docs/spec-mobilenetv3-mn40.md section 3).
 //!
 //! Windows are cut from the mel input: a 10 s window is [`WINDOW_FRAMES`] mel frames (320000
 //! samples give 1000 frames, so a 30 s clip's 3000 frames give three windows of T' = 32). The
