@@ -1,7 +1,7 @@
 //! Row exchange between data-parallel ranks, so the contrastive loss sees the global batch.
 //!
 //! With data parallelism each rank embeds its share of the global batch; the loss needs every
-//! item and query of the global batch as negatives. [`HybridRetriever::forward_exchange`]
+//! item and query of the global batch as negatives. [`HybridRetriever::forward`]
 //! gathers the embeddings (rows) of every rank through a [`RowExchange`] right before the loss,
 //! every rank then computes the same global loss, and the backward sends each rank the gradient
 //! of its own rows.
@@ -12,7 +12,7 @@
 //! full global gradient on every rank; averaging every parameter gradient over the `W` ranks
 //! then gives exactly the gradient of one process that ran the whole global batch.
 //!
-//! [`HybridRetriever::forward_exchange`]: crate::retriever::HybridRetriever::forward_exchange
+//! [`HybridRetriever::forward`]: crate::retriever::HybridRetriever::forward
 
 use crate::Result;
 use hr_tensor::Tensor;

@@ -5,11 +5,15 @@
 //! default), `text_proj.*` (hidden -> embed), `meta_text.*` / `meta_text_proj.*` (separate
 //! metadata encoder, an ablation), `audio_cnn.*` (EfficientAT MobileNetV3 names, when
 //! `audio.backbone` is set), `audio_head.*` (pooling transformer) and `mid.*` (mid fusion).
-//! [`HybridRetriever::forward`] consumes frame sequences (B, T, C) and its backward returns their
-//! gradient; [`HybridRetriever::forward_waveforms`] runs the mel frontend and the MobileNetV3
-//! (10 s windows) first and backpropagates into the CNN too. The `_exchange` variants take a
-//! [`RowExchange`] so that, under data parallelism, the loss sees the global batch (see
-//! [`crate::exchange`]); the plain ones are the single-process case.
+//! One [`HybridRetriever::forward`] and one [`HybridRetriever::backward`]: the batch holds frame
+//! sequences (B, T, C) ([`RetrievalBatch`]) or raw audio ([`WaveformBatch`], through the mel
+//! frontend and the MobileNetV3 over 10 s windows, backpropagated into the CNN too); the
+//! backward returns the frames' gradient. Both take a [`RowExchange`] so that, under data
+//! parallelism, the loss sees the global batch (see [`crate::exchange`]; `LocalRows` in a single
+//! process). [`HybridRetriever::backward_deferring_cnn`] leaves the CNN's backward to the caller
+//! (to overlap it with gradient reduction). Evaluation and search encode each side alone:
+//! [`HybridRetriever::encode_audio`], [`HybridRetriever::encode_items`],
+//! [`HybridRetriever::encode_queries`].
 
 use std::path::Path;
 
