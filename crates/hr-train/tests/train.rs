@@ -466,3 +466,29 @@ fn tensorboard_event_file_holds_the_logged_scalars() {
         Err(e) => println!("skipped the tensorboard reader: {e}"),
     }
 }
+
+/// `hr-train demo` runs from any working directory: outside a checkout it uses the demo config
+/// built into the binary (its relative paths land in the working directory).
+#[test]
+fn demo_runs_outside_the_checkout_with_the_embedded_config() {
+    let dir = tmp();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hr-train"))
+        .current_dir(dir.path())
+        .args(["demo", "--variants", "none"])
+        .args([
+            "--set",
+            "data.synthetic_clips=40",
+            "--set",
+            "data.clip_seconds=1.0",
+        ])
+        .args(["--set", "run.max_steps=2", "--set", "eval.every_steps=0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        dir.path().join("runs/demo-data/manifest.json").is_file(),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Test split of runs/demo-data"));
+}

@@ -61,9 +61,10 @@ struct Cli {
 enum Cmd {
     /// Baseline (fusion none) vs late and mid hybrids on the synthetic data; prints a table.
     Demo {
-        /// Base config of every variant.
-        #[arg(long, default_value = "configs/experiments/demo.toml")]
-        config: PathBuf,
+        /// Base config of every variant (default: `configs/experiments/demo.toml` of the working
+        /// directory when there is one, else the copy built into the binary).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Override a config key (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -176,7 +177,7 @@ fn real_main() -> Result<i32> {
         require_hybrid_wins,
     }) = &cli.cmd
     {
-        return demo(config, set, variants, *require_hybrid_wins, &ctl);
+        return demo(config.as_ref(), set, variants, *require_hybrid_wins, &ctl);
     }
     let mut set = cli.set.clone();
     if let Some(d) = &cli.device {
@@ -289,15 +290,28 @@ fn parse_fusion(s: &str) -> Result<FusionKind> {
     })
 }
 
+/// The demo's config as the repository ships it (used outside a checkout).
+const EMBEDDED_DEMO_TOML: &str = include_str!("../../../../configs/experiments/demo.toml");
+
+/// The demo's base config: `--config`, else the checkout's file, else the embedded copy.
+fn demo_config(config: Option<&PathBuf>, set: &[String]) -> Result<TrainConfig> {
+    let local = PathBuf::from("configs/experiments/demo.toml");
+    match config {
+        Some(p) => load_config(Some(p), set),
+        None if local.is_file() => load_config(Some(&local), set),
+        None => Ok(TrainConfig::from_toml_str(EMBEDDED_DEMO_TOML, set)?),
+    }
+}
+
 fn demo(
-    config: &PathBuf,
+    config: Option<&PathBuf>,
     set: &[String],
     variants: &[String],
     require: bool,
     ctl: &TrainControl,
 ) -> Result<i32> {
     let t0 = std::time::Instant::now();
-    let cfg = load_config(Some(config), set)?;
+    let cfg = demo_config(config, set)?;
     let fusions = variants
         .iter()
         .map(|v| parse_fusion(v))
