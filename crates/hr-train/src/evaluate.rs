@@ -74,10 +74,24 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let n = set.num_clips();
     let share = clip_share(n, comm.rank(), comm.world());
-    let chunks = agree(
-        comm,
-        encode_share(model, ps, set, batch_size, missing, share),
-    )?;
+    let progress = match comm.rank() {
+        0 => Some(hr_core::Progress::new(
+            "evaluation: audio",
+            "clips",
+            (share.1 - share.0) as u64,
+        )),
+        _ => None,
+    };
+    let encoded = encode_share(
+        model,
+        ps,
+        set,
+        batch_size,
+        missing,
+        share,
+        progress.as_ref(),
+    );
+    let chunks = agree(comm, encoded)?;
     let qbatches = set.query_batches(batch_size)?;
     let queries = set.queries();
     let sim = match model.config().fusion {
@@ -95,7 +109,8 @@ pub fn evaluate(
     })
 }
 
-/// Runs the CNN on this rank's clips `[lo, hi)` in batches of `batch_size`.
+/// Runs the CNN on this rank's clips `[lo, hi)` in batches of `batch_size` (rank 0 shows its
+/// `progress`).
 fn encode_share(
     model: &HybridRetriever,
     ps: &mut ParamStore,
@@ -103,18 +118,22 @@ fn encode_share(
     batch_size: usize,
     missing: MissingMetadata,
     (lo, hi): (usize, usize),
+    progress: Option<&hr_core::Progress>,
 ) -> Result<Vec<ClipChunk>> {
     let mut chunks = Vec::new();
     let mut start = lo;
-    let progress = hr_core::Progress::new("evaluation: audio", "clips", (hi - lo) as u64);
     while start < hi {
         let take = batch_size.max(1).min(hi - start);
         let batch = set.clip_batch(start, take)?;
         chunks.push(encode_clips(model, ps, &batch, missing)?);
-        progress.inc(take as u64);
+        if let Some(p) = progress {
+            p.inc(take as u64);
+        }
         start += take;
     }
-    progress.finish();
+    if let Some(p) = progress {
+        p.finish();
+    }
     Ok(chunks)
 }
 

@@ -299,14 +299,15 @@ impl<'a> Session<'a> {
             .load_safetensors(&dir.join(checkpoint::MODEL_FILE), &LoadOptions::default())?;
         self.opt
             .load(&self.ps, &dir.join(checkpoint::OPTIMIZER_FILE))?;
-        if st.config_hash != self.hash {
+        let main = self.dist.is_main();
+        if main && st.config_hash != self.hash {
             tracing::warn!(
                 saved = st.config_hash,
                 now = self.hash,
                 "resuming with a different config"
             );
         }
-        if st.world_size != self.dist.world_size() {
+        if main && st.world_size != self.dist.world_size() {
             tracing::warn!(
                 saved = st.world_size,
                 now = self.dist.world_size(),
@@ -321,7 +322,9 @@ impl<'a> Session<'a> {
         if let Some(best) = checkpoint::best(&self.run)? {
             self.best_val = checkpoint::read_state(&best)?.val_map10;
         }
-        tracing::info!(step = st.step, checkpoint = %dir.display(), "resumed");
+        if main {
+            tracing::info!(step = st.step, checkpoint = %dir.display(), "resumed");
+        }
         Ok(())
     }
 
@@ -386,7 +389,9 @@ impl<'a> Session<'a> {
             if self.dist.any(stop)? && self.step < total {
                 let dir = self.checkpoint()?;
                 bar.abandon_with_message("preempted");
-                tracing::warn!(step = self.step, checkpoint = %dir.display(), "stopping on request after a checkpoint");
+                if self.dist.is_main() {
+                    tracing::warn!(step = self.step, checkpoint = %dir.display(), "stopping on request after a checkpoint");
+                }
                 return Ok(self.summary(Outcome::Preempted));
             }
         }
@@ -561,10 +566,12 @@ impl<'a> Session<'a> {
         ) {
             Ok(r) => r,
             Err(e) if e.is_non_finite() => {
-                tracing::warn!(
-                    step = self.step,
-                    "validation skipped: the model outputs are not finite"
-                );
+                if self.dist.is_main() {
+                    tracing::warn!(
+                        step = self.step,
+                        "validation skipped: the model outputs are not finite"
+                    );
+                }
                 let line =
                     json!({"step": self.step, "split": self.cfg.eval.split, "error": "non-finite"});
                 return self.write_eval(&line);
@@ -587,16 +594,16 @@ impl<'a> Session<'a> {
             ];
             tb.scalars(self.step, &v)?;
         }
-        tracing::info!(
-            step = self.step,
-            map10 = m.map10,
-            r1 = m.r1,
-            r5 = m.r5,
-            r10 = m.r10,
-            "validation"
-        );
         self.last_val = Some((self.step, m));
         if self.dist.is_main() {
+            tracing::info!(
+                step = self.step,
+                map10 = m.map10,
+                r1 = m.r1,
+                r5 = m.r5,
+                r10 = m.r10,
+                "validation"
+            );
             self.refresh_plots();
         }
         Ok(())

@@ -374,14 +374,21 @@ fn slurm_step_with_a_fresh_run_directory() {
     assert_eq!(losses(&run).len(), 2);
 }
 
-/// Every stderr line of a rank run with `HR_LOG_FORMAT=json` is a JSON log record, and those
-/// logged while training carry the rank in their `rank` span.
+/// Every stderr line of a rank run with `HR_LOG_FORMAT=json` is a JSON log record, those logged
+/// while training carry the rank in their `rank` span, and run-level events come from rank 0.
 fn assert_json_logs_of_rank(stderr: &str, rank: usize) {
     let mut with_rank = 0;
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("rank {rank}: not a JSON log line ({e}): {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        if rank > 0 {
+            let msg = v["fields"]["message"].as_str().unwrap_or("");
+            assert!(
+                !["validation", "resumed"].contains(&msg),
+                "run-level event on rank {rank}: {line}"
+            );
+        }
         let spans = v["spans"].as_array().cloned().unwrap_or_default();
         if spans.iter().any(|s| s["name"] == "rank") {
             assert!(spans.iter().any(|s| s["rank"] == rank), "{line}");
