@@ -91,6 +91,21 @@ pub struct StatusRow {
     pub attempts: u32,
     /// Failure reason, when failed.
     pub reason: Option<String>,
+    /// The last training step the run logged (`step N, loss L, R items/s`), while its training
+    /// is not done.
+    pub progress: Option<String>,
+}
+
+/// The last line of `RUN/metrics.jsonl` as `step N, loss L, R items/s` (None without one).
+pub fn last_step(run_dir: &std::path::Path) -> Option<String> {
+    let line = crate::fsutil::tail(&run_dir.join("metrics.jsonl"), 1);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let step = v["step"].as_u64()?;
+    let loss = v["loss"]
+        .as_f64()
+        .map_or("n/a".into(), |l| format!("{l:.4}"));
+    let ips = v["items_per_s"].as_f64().unwrap_or(0.0);
+    Some(format!("step {step}, loss {loss}, {ips:.1} items/s"))
 }
 
 /// The state of every planned run.
@@ -109,12 +124,14 @@ pub fn status_rows(plan: &Plan, state: &LedgerState) -> Vec<StatusRow> {
                 (Some(_), Some(e)) if e.state == JobState::Done => ("done".to_string(), None),
                 (Some(_), Some(e)) => (format!("eval {}", e.state.as_str()), e.reason.clone()),
             };
+            let training = t.is_some_and(|t| t.state != JobState::Done);
             StatusRow {
                 id: r.id.clone(),
                 name: r.name(),
                 state: st,
                 attempts: t.map_or(0, |t| t.attempt),
                 reason,
+                progress: training.then(|| last_step(&r.dir)).flatten(),
             }
         })
         .collect()
@@ -124,12 +141,18 @@ pub fn status_rows(plan: &Plan, state: &LedgerState) -> Vec<StatusRow> {
 pub fn format_status(rows: &[StatusRow]) -> String {
     let mut out = String::new();
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    out += &format!("{:<16}  {:<w$}  {:<26}  attempts\n", "id", "run", "state");
+    out += &format!(
+        "{:<16}  {:<w$}  {:<26}  {:<8}  last step\n",
+        "id", "run", "state", "attempts"
+    );
     for r in rows {
-        out += &format!(
-            "{:<16}  {:<w$}  {:<26}  {}\n",
+        let progress = r.progress.as_deref().unwrap_or("");
+        let line = format!(
+            "{:<16}  {:<w$}  {:<26}  {:<8}  {progress}",
             r.id, r.name, r.state, r.attempts
         );
+        out += line.trim_end();
+        out += "\n";
     }
     let mut counts: Vec<(String, usize)> = Vec::new();
     for r in rows {

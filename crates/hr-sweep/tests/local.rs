@@ -182,12 +182,26 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
         late1[0].ends_with("resume=no") && late1[1].ends_with("resume=yes"),
         "{c:?}"
     );
+    // The failed run had logged steps: status shows its last one.
+    let mid2 = c
+        .iter()
+        .find(|l| l.contains("/mid-2-"))
+        .expect("mid-2 trained");
+    let mid2_dir = f
+        .path()
+        .join(mid2.split_whitespace().nth(1).expect("run dir"));
+    std::fs::write(
+        mid2_dir.join("metrics.jsonl"),
+        "{\"step\":6,\"loss\":0.7}\n{\"step\":7,\"loss\":0.5,\"items_per_s\":12.0}\n",
+    )
+    .unwrap();
     let o = hr_sweep(f.path(), &["status", s], &[]);
     let t = text(&o);
     assert!(
         t.contains("train failed") && t.contains("hr-train exited with status 1"),
         "{t}"
     );
+    assert!(t.contains("step 7, loss 0.5000, 12.0 items/s"), "{t}");
     assert!(
         t.contains("fake failure") && t.contains("CUDA out of memory"),
         "{t}"
