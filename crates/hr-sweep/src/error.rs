@@ -56,8 +56,13 @@ pub enum SweepError {
         msg: String,
     },
     /// Another coordinator holds the ledger.
-    #[error("ledger {0} is locked by another hr-sweep process")]
-    Locked(PathBuf),
+    #[error("ledger {ledger} is locked by {owner}")]
+    Locked {
+        /// The ledger.
+        ledger: PathBuf,
+        /// Who holds it: host and pid.
+        owner: String,
+    },
     /// A program could not be found or run.
     #[error("{0}")]
     Program(String),

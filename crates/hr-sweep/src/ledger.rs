@@ -348,59 +348,58 @@ fn replay(path: &Path) -> Result<(LedgerState, u64, u64)> {
     Ok((state, seq, good as u64))
 }
 
-/// The coordinator lock: `ledger.lock` created exclusively, holding the owner's pid; removed on
-/// drop. A lock whose owner is gone (killed coordinator) is stale and taken over.
+/// The coordinator lock: an exclusive OS lock (`flock`) on `ledger.lock`, which holds the owner's
+/// host name and pid. The OS releases it when the coordinator exits, however it exits, so
+/// there is no stale lock to take over; a lock held by a running coordinator (on this host or
+/// another one sharing the file system) is reported with its owner and never stolen.
 struct LockFile {
-    path: PathBuf,
+    _file: File,
 }
 
 impl LockFile {
     fn acquire(runs_dir: &Path) -> Result<LockFile> {
         let path = runs_dir.join(LOCK_FILE);
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    writeln!(f, "{}", std::process::id())
-                        .and_then(|()| f.sync_all())
-                        .map_err(SweepError::io(&path))?;
-                    return Ok(LockFile { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if owner_alive(&path) {
-                        return Err(SweepError::Locked(runs_dir.join(LEDGER_FILE)));
-                    }
-                    tracing::warn!(path = %path.display(), "taking over a stale ledger lock");
-                    std::fs::remove_file(&path).map_err(SweepError::io(&path))?;
-                }
-                Err(e) => return Err(SweepError::io(&path)(e)),
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(SweepError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(SweepError::Locked {
+                    ledger: runs_dir.join(LEDGER_FILE),
+                    owner: owner_text(&owner),
+                });
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(SweepError::io(&path)(e)),
         }
-        Err(SweepError::Locked(runs_dir.join(LEDGER_FILE)))
+        let me = format!("{} {}\n", host_name(), std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.write_all(me.as_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(SweepError::io(&path))?;
+        Ok(LockFile { _file: file })
     }
 }
 
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+/// `hr-sweep on HOST (pid PID)` from a lock file's `HOST PID` line.
+fn owner_text(content: &str) -> String {
+    match content.split_whitespace().collect::<Vec<_>>()[..] {
+        [host, pid] => format!("hr-sweep on {host} (pid {pid})"),
+        _ => "another hr-sweep process (owner not recorded yet)".into(),
     }
 }
 
-/// Whether the pid in a lock file is this process or a live hr-sweep process.
-fn owner_alive(path: &Path) -> bool {
-    let Some(pid) = std::fs::read_to_string(path)
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`, else "unknown").
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-    else {
-        // Being written right now (or empty after a crash before the pid): treat as held
-        // unless it is old.
-        let age = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok());
-        return age.is_none_or(|a| a.as_secs() < 10);
-    };
-    if pid == std::process::id() {
-        return true;
-    }
-    crate::fsutil::process_mentions(pid, "hr-sweep")
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

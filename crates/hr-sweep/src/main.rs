@@ -253,7 +253,9 @@ fn status(s: &Status) -> Result<i32> {
     if s.backend == Some(Backend::Slurm) {
         match Ledger::open(&plan.runs_dir) {
             Ok(mut ledger) => slurm::refresh(&plan, &mut ledger)?,
-            Err(SweepError::Locked(_)) => eprintln!("a coordinator is running; showing its ledger"),
+            Err(SweepError::Locked { owner, .. }) => {
+                eprintln!("a coordinator is running ({owner}); showing its ledger")
+            }
             Err(e) => return Err(e.into()),
         }
     }

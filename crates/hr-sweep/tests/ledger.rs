@@ -94,6 +94,60 @@ fn a_corrupt_line_in_the_middle_is_an_error() {
 #[test]
 fn only_one_coordinator_holds_the_ledger() {
     let d = tempfile::tempdir().unwrap();
-    let _held = Ledger::open(d.path()).unwrap();
-    assert!(matches!(Ledger::open(d.path()), Err(SweepError::Locked(_))));
+    let held = Ledger::open(d.path()).unwrap();
+    match Ledger::open(d.path()) {
+        Err(SweepError::Locked { owner, .. }) => {
+            assert!(
+                owner.contains(&format!("pid {}", std::process::id())),
+                "{owner}"
+            );
+        }
+        Err(e) => panic!("expected the lock to be held, got {e}"),
+        Ok(_) => panic!("a second coordinator opened a held ledger"),
+    }
+    // Released with its holder: the next coordinator takes it.
+    drop(held);
+    Ledger::open(d.path()).unwrap();
+}
+
+/// A coordinator on another login node (another process holding the OS lock, its host in the
+/// lock file) is reported by host and pid and never stolen; once it exits, the lock is free.
+#[test]
+fn a_lock_held_elsewhere_is_reported_not_stolen() {
+    let d = tempfile::tempdir().unwrap();
+    let lock = d.path().join("ledger.lock");
+    let script = "import fcntl, sys, time\nf = open(sys.argv[1], 'a+')\nfcntl.flock(f, fcntl.LOCK_EX)\nf.truncate(0); f.write('login2 4242\\n'); f.flush()\nprint('held', flush=True)\ntime.sleep(60)\n";
+    let mut other = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(other.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    let Err(e) = Ledger::open(d.path()) else {
+        panic!("the ledger held by login2 was taken");
+    };
+    assert!(
+        e.to_string().contains("hr-sweep on login2 (pid 4242)"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        "login2 4242\n",
+        "not stolen"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let _mine = Ledger::open(d.path()).unwrap();
+    let now = std::fs::read_to_string(&lock).unwrap();
+    assert!(
+        now.ends_with(&format!(" {}\n", std::process::id())),
+        "{now}"
+    );
 }
