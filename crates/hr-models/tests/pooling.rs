@@ -56,7 +56,7 @@ fn pooling_transformer_matches_pytorch() {
     let dx = m.backward(&mut ps, &cache, &r).unwrap();
     assert_close("grad.input", &dx, &get("grad.input"), 1e-3);
     let trainable = ps.iter().map(|(_, p)| p).filter(|p| p.trainable);
-    let checked = assert_grads_close(trainable, &get, 1e-3);
+    let checked = assert_grads_close(trainable, get, 1e-3);
     assert_eq!(checked, 30, "every parameter gradient compared");
 }
 

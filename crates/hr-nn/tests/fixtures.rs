@@ -157,7 +157,7 @@ fn pooling_transformer_matches_pytorch() {
     .unwrap();
     let dx = m.proj.backward(&mut ps, &proj_c, &dxp).unwrap();
     assert_close("grad.input", &dx, &get("grad.input"), 1e-3);
-    let checked = assert_grads_close(ps.iter().map(|(_, p)| p), &get, 1e-3);
+    let checked = assert_grads_close(ps.iter().map(|(_, p)| p), get, 1e-3);
     assert_eq!(checked, 30, "every parameter gradient compared");
 }
 
