@@ -124,18 +124,15 @@ fn frame_mask_is_ceil_of_the_valid_fraction() {
 fn bad_inputs_are_errors() {
     let mut ps = ParamStore::new();
     let m = AudioPooling::new(&mut ps, "", tiny(1, 0.0), &mut Rng::new(3)).unwrap();
-    let x = randn64(&[2, 20, 6], &mut Rng::new(1))
-        .to_dtype(hr_tensor::DType::F32)
-        .unwrap();
-    assert!(
-        m.forward(&ps, &x, &[1; 40], Mode::Eval).is_err(),
-        "longer than max_len"
-    );
-    let x = randn64(&[2, 3, 7], &mut Rng::new(1))
-        .to_dtype(hr_tensor::DType::F32)
-        .unwrap();
-    assert!(
-        m.forward(&ps, &x, &[1; 6], Mode::Eval).is_err(),
-        "wrong width"
-    );
+    let cases: [(&[usize], usize, &str); 2] = [
+        (&[2, 20, 6], 40, "longer than max_len"),
+        (&[2, 3, 7], 6, "wrong width"),
+    ];
+    for (shape, frames, what) in cases {
+        let x = randn64(shape, &mut Rng::new(1))
+            .to_dtype(hr_tensor::DType::F32)
+            .unwrap();
+        let valid = vec![1u8; frames];
+        assert!(m.forward(&ps, &x, &valid, Mode::Eval).is_err(), "{what}");
+    }
 }

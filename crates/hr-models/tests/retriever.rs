@@ -204,30 +204,23 @@ fn bad_batches_are_errors() {
     let mut ps = ParamStore::new();
     let model =
         HybridRetriever::new(&mut ps, tiny(FusionKind::Late, false), &mut Rng::new(1)).unwrap();
-    let mut b = batch(DType::F32);
-    b.clip_ids.pop();
-    assert!(
-        model
-            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
-            .is_err(),
-        "row count mismatch"
-    );
-    let mut b = batch(DType::F32);
-    b.queries.ids[1] = 1000;
-    assert!(
-        model
-            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
-            .is_err(),
-        "token id outside the vocabulary"
-    );
-    let mut b = batch(DType::F32);
-    b.frames.as_mut_slice::<f32>().unwrap()[3] = f32::NAN;
-    assert!(
-        model
-            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
-            .is_err(),
-        "NaN input"
-    );
+    let cases: [(&str, fn(&mut RetrievalBatch)); 3] = [
+        ("row count mismatch", |b| {
+            b.clip_ids.pop();
+        }),
+        ("token id outside the vocabulary", |b| {
+            b.queries.ids[1] = 1000
+        }),
+        ("NaN input", |b| {
+            b.frames.as_mut_slice::<f32>().unwrap()[3] = f32::NAN;
+        }),
+    ];
+    for (what, spoil) in cases {
+        let mut b = batch(DType::F32);
+        spoil(&mut b);
+        let out = model.forward(&mut ps, &b, Mode::Eval, &mut LocalRows);
+        assert!(out.is_err(), "{what}");
+    }
 }
 
 fn waveform_batch() -> WaveformBatch {

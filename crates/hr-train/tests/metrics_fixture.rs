@@ -9,22 +9,12 @@ fn ranks_and_metrics_match_the_reference() {
     let sim = f.get(&path, "similarity").unwrap();
     let (nq, nc) = (sim.shape()[0], sim.shape()[1]);
     let sim = sim.to_vec_f32().unwrap();
-    let target: Vec<usize> = f
-        .get(&path, "target")
-        .unwrap()
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .map(|&t| t as usize)
-        .collect();
-    let want: Vec<usize> = f
-        .get(&path, "rank")
-        .unwrap()
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .map(|&r| r as usize)
-        .collect();
+    let indices = |name: &str| -> Vec<usize> {
+        let v = f.get(&path, name).unwrap().to_vec_f64().unwrap();
+        v.iter().map(|&x| x as usize).collect()
+    };
+    let target = indices("target");
+    let want = indices("rank");
     assert_eq!(target.len(), nq);
     let got = ranks(&sim, nc, &target);
     assert_eq!(got, want);
