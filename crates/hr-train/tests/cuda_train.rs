@@ -12,6 +12,11 @@ use hr_train::{train, Resume, TrainConfig, TrainControl, TrainError};
 
 const STEPS: u64 = 10;
 
+/// Whether a CUDA driver and device 0 are there.
+fn cuda_device() -> bool {
+    cuda::driver_present() && Device::cuda(0).is_ok()
+}
+
 fn config(data: &Path, run: &Path, device: &str) -> TrainConfig {
     let mut set = common::short_run(data, run, STEPS);
     set.extend([
@@ -48,7 +53,7 @@ fn cuda_bf16_tracks_the_cpu_bf16_run() {
     // The CPU side (bf16 activations through frozen batch norms) runs everywhere.
     let cpu = bf16("cpu", "cpu");
     assert_eq!(cpu.losses.len(), STEPS as usize);
-    if !(cuda::driver_present() && Device::cuda(0).is_ok()) {
+    if !(cuda_device()) {
         println!("skipped: no CUDA device (the CPU bf16 run passed)");
         return;
     }
@@ -69,7 +74,7 @@ fn cuda_world_one_matches_the_cpu_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ctl = TrainControl::default();
-    let gpu = cuda::driver_present() && Device::cuda(0).is_ok();
+    let gpu = cuda_device();
     if !gpu {
         let cfg = config(&data, &dir.path().join("gpu"), "cuda");
         let err = train(&cfg, &Resume::Fresh, &ctl).unwrap_err();
@@ -114,7 +119,7 @@ fn upload_ahead_gives_bit_identical_losses() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ctl = TrainControl::default();
-    let gpu = cuda::driver_present() && Device::cuda(0).is_ok();
+    let gpu = cuda_device();
     let devices: &[&str] = if gpu { &["cpu", "cuda"] } else { &["cpu"] };
     for device in devices {
         let run = |name: &str, ahead: bool| {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use hr_train::TrainConfig;
 
@@ -28,6 +29,17 @@ pub fn synthetic_40(root: &Path) {
     if !root.join("manifest.json").is_file() {
         hr_data::synthetic::prepare(root, 40, 3, None, &|_| {}).unwrap();
     }
+}
+
+/// The dataset of [`synthetic_40`] at `CARGO_TARGET_TMPDIR/name`, generated once for every
+/// test of this binary (the first call's `name` wins).
+pub fn shared_synthetic_40(name: &str) -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        synthetic_40(&root);
+        root
+    })
 }
 
 /// Trains two steps on `dir/data` (see [`synthetic_40`]) into `dir/name` with `extra`
