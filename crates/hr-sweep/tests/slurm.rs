@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{calls, count, hr_sweep, repo, script, text, Fixture};
+use common::{assert_says, calls, count, hr_sweep, repo, script, text, Fixture};
 
 const SBATCH: &str = r#"#!/bin/bash
 D="$FAKE_SLURM"
@@ -201,11 +201,7 @@ fn slurm_backend_with_fake_tools() {
     // Submit and return; a relaunch while those jobs are queued must not submit them again.
     let o = hr_sweep(d, &[&args[..], &["--no-wait"]].concat(), &env);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("7 submission(s), 0 poll(s)"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "7 submission(s), 0 poll(s)");
     let o = hr_sweep(d, &args, &env);
     let t = text(&o);
     assert!(
@@ -283,7 +279,7 @@ fn slurm_backend_with_fake_tools() {
     // A second launch submits nothing.
     let n = sc.len();
     let o = hr_sweep(d, &args, &env);
-    assert!(text(&o).contains("0 submission(s)"), "{}", text(&o));
+    assert_says(&o, "0 submission(s)");
     assert_eq!(fx.slurm_calls().len(), n);
 
     check_golden(d, sweep);

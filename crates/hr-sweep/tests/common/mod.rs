@@ -175,6 +175,12 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts that the output of a command (stdout or stderr) contains `what`.
+pub fn assert_says(o: &Output, what: &str) {
+    let t = text(o);
+    assert!(t.contains(what), "{t}");
+}
+
 /// Lines of the calls log.
 pub fn calls(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
