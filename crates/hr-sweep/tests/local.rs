@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{assert_says, count, done_trainings, hr_sweep, text, Fixture};
+use common::{assert_says, count, done_trainings, hr_sweep, text, trainings_of, Fixture};
 
 fn env(f: &Fixture) -> Vec<(&'static str, String)> {
     vec![("FAKE_CALLS", f.calls_log().display().to_string())]
@@ -161,10 +161,7 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert_says(&o, "5 of 6 runs done, 1 failed");
     let c = f.calls();
-    let late1: Vec<&String> = c
-        .iter()
-        .filter(|l| l.starts_with("train ") && l.contains("/late-1-"))
-        .collect();
+    let late1 = trainings_of(&c, "/late-1-");
     assert_eq!(late1.len(), 2, "{c:?}");
     assert!(
         late1[0].ends_with("resume=no") && late1[1].ends_with("resume=yes"),

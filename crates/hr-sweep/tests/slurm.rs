@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_says, calls, count, hr_sweep, repo, script, text, Fixture};
+use common::{assert_says, calls, count, hr_sweep, repo, script, text, trainings_of, Fixture};
 
 const SBATCH: &str = r#"#!/bin/bash
 D="$FAKE_SLURM"
@@ -239,10 +239,7 @@ fn slurm_backend_with_fake_tools() {
     assert!(resub[0].contains("/late-1-"), "{sc:?}");
     assert!(sc.iter().any(|l| l.starts_with("scancel")), "{sc:?}");
     let tc = fx.sweep.calls();
-    let late1: Vec<&String> = tc
-        .iter()
-        .filter(|l| l.starts_with("train ") && l.contains("/late-1-"))
-        .collect();
+    let late1 = trainings_of(&tc, "/late-1-");
     assert_eq!(late1.len(), 2, "{tc:?}");
     assert!(late1[1].ends_with("resume=yes"), "{tc:?}");
     assert_eq!(count(&tc, "eval "), 5, "{tc:?}");

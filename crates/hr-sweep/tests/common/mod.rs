@@ -195,6 +195,14 @@ pub fn count(lines: &[String], prefix: &str) -> usize {
     lines.iter().filter(|l| l.starts_with(prefix)).count()
 }
 
+/// The calls of the fake trainer's `train` for the runs whose directory contains `run`.
+pub fn trainings_of<'a>(calls: &'a [String], run: &str) -> Vec<&'a String> {
+    calls
+        .iter()
+        .filter(|l| l.starts_with("train ") && l.contains(run))
+        .collect()
+}
+
 /// How many trainings the ledger at `ledger` records as done (0 before it exists).
 pub fn done_trainings(ledger: &Path) -> usize {
     let text = std::fs::read_to_string(ledger).unwrap_or_default();
