@@ -12,6 +12,7 @@ use hr_models::bert::{BertConfig, BertModel};
 use hr_models::testing::{minilm_dir, MINILM_SKIP};
 use hr_models::text::{preprocess, tags_to_text, TextTokenizer, TokenBatch, MAX_TOKENS};
 use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
+use hr_nn::testing::Reference;
 use hr_nn::{Error, Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn32};
 use hr_tensor::{ops, Rng, Tensor};
@@ -39,20 +40,17 @@ fn small_config(f: &SafeFile) -> BertConfig {
 
 #[test]
 fn bert_small_matches_hf_forward_and_every_gradient() {
-    let path = fixture("bert_small.safetensors");
-    let f = read_safetensors(&path).unwrap();
-    let get = |n: &str| f.get(&path, n).unwrap().clone();
-    let cfg = small_config(&f);
+    let fx = Reference::open("bert_small.safetensors");
+    let get = |n: &str| fx.get(n);
+    let cfg = small_config(&fx.file);
     assert_eq!(
         (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size),
         (64, 2, 1000)
     );
     let mut ps = ParamStore::new();
     let bert = BertModel::new(&mut ps, "", cfg, &mut Rng::new(1)).unwrap();
-    for (_, p) in ps.iter_mut() {
-        p.value = get(&format!("param.{}", p.name));
-    }
-    let tokens = tokens_from(&f, &path);
+    fx.load_params(&mut ps);
+    let tokens = tokens_from(&fx.file, &fx.path);
     assert!(tokens.mask.contains(&0), "fixture has padding");
     let (hidden, cache) = bert.forward(&ps, &tokens, Mode::Eval).unwrap();
     assert_close(

@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{check_model, fixture};
+use common::check_model;
 use hr_models::pooling::{frame_mask, sinusoidal_pe, AudioPooling, PoolingConfig};
-use hr_nn::io::read_safetensors;
-use hr_nn::testing::assert_grads_close;
+use hr_nn::testing::{assert_grads_close, Reference};
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn64};
 use hr_tensor::{ops, Rng};
@@ -26,9 +25,8 @@ fn fixture_config() -> PoolingConfig {
 
 #[test]
 fn pooling_transformer_matches_pytorch() {
-    let path = fixture("pooling_transformer.safetensors");
-    let f = read_safetensors(&path).unwrap();
-    let get = |n: &str| f.get(&path, n).unwrap().clone();
+    let fx = Reference::open("pooling_transformer.safetensors");
+    let get = |n: &str| fx.get(n);
     let mut ps = ParamStore::new();
     let m = AudioPooling::new(&mut ps, "", fixture_config(), &mut Rng::new(0)).unwrap();
     assert_close(
@@ -37,9 +35,7 @@ fn pooling_transformer_matches_pytorch() {
         &get("param.pe"),
         1e-4,
     );
-    for (_, p) in ps.iter_mut() {
-        p.value = get(&format!("param.{}", p.name));
-    }
+    fx.load_params(&mut ps);
     let x = get("input");
     let valid: Vec<u8> = get("valid")
         .to_vec_f64()

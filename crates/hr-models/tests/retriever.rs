@@ -204,7 +204,8 @@ fn bad_batches_are_errors() {
     let mut ps = ParamStore::new();
     let model =
         HybridRetriever::new(&mut ps, tiny(FusionKind::Late, false), &mut Rng::new(1)).unwrap();
-    let cases: [(&str, fn(&mut RetrievalBatch)); 3] = [
+    type Spoil = fn(&mut RetrievalBatch);
+    let cases: [(&str, Spoil); 3] = [
         ("row count mismatch", |b| {
             b.clip_ids.pop();
         }),
