@@ -1,16 +1,16 @@
 //! The metric code against the reference fixture (`fixtures/reference/metrics.safetensors`).
 
+use hr_nn::testing::Reference;
 use hr_train::metrics::{from_ranks, ranks};
 
 #[test]
 fn ranks_and_metrics_match_the_reference() {
-    let path = hr_tensor::testing::reference_fixture("metrics.safetensors");
-    let f = hr_nn::io::read_safetensors(&path).unwrap();
-    let sim = f.get(&path, "similarity").unwrap();
+    let fx = Reference::open("metrics.safetensors");
+    let sim = fx.get("similarity");
     let (nq, nc) = (sim.shape()[0], sim.shape()[1]);
     let sim = sim.to_vec_f32().unwrap();
     let indices = |name: &str| -> Vec<usize> {
-        let v = f.get(&path, name).unwrap().to_vec_f64().unwrap();
+        let v = fx.get(name).to_vec_f64().unwrap();
         v.iter().map(|&x| x as usize).collect()
     };
     let target = indices("target");
@@ -19,7 +19,7 @@ fn ranks_and_metrics_match_the_reference() {
     let got = ranks(&sim, nc, &target);
     assert_eq!(got, want);
     let m = from_ranks(&got);
-    let refm: serde_json::Value = serde_json::from_str(&f.metadata["metrics"]).unwrap();
+    let refm: serde_json::Value = serde_json::from_str(&fx.file.metadata["metrics"]).unwrap();
     for (k, v) in [
         ("R@1", m.r1),
         ("R@5", m.r5),
