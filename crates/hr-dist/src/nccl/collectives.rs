@@ -214,6 +214,19 @@ impl NcclComm {
         Ok(())
     }
 
+    /// All-reduces `ts` on the device with `op`, bucket by bucket (see `device_buckets`).
+    pub(super) fn all_reduce_buckets(
+        &self,
+        ts: &mut [Tensor],
+        bucket_bytes: usize,
+        op: sys::ncclRedOp_t,
+        deadline: Instant,
+    ) -> Step<()> {
+        self.device_buckets(ts, bucket_bytes, &|c, b, n| {
+            c.enq_all_reduce(b, n, op, deadline)
+        })
+    }
+
     pub(super) fn pack(
         &self,
         ts: &[Tensor],
@@ -381,11 +394,7 @@ impl Communicator for NcclComm {
         let op = reduce_op(mean);
         self.run_alongside(
             "all_reduce (overlapped)",
-            |c, deadline| {
-                c.device_buckets(ts, bucket_bytes, &|c, b, n| {
-                    c.enq_all_reduce(b, n, op, deadline)
-                })
-            },
+            |c, deadline| c.all_reduce_buckets(ts, bucket_bytes, op, deadline),
             work,
         )
     }
@@ -401,9 +410,7 @@ impl Communicator for NcclComm {
         }
         let op = reduce_op(mean);
         self.run("all_reduce", |c, deadline| {
-            c.device_buckets(ts, bucket_bytes, &|c, b, n| {
-                c.enq_all_reduce(b, n, op, deadline)
-            })
+            c.all_reduce_buckets(ts, bucket_bytes, op, deadline)
         })
     }
 
