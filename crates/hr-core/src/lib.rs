@@ -6,7 +6,8 @@
 //! - [`EXIT_REQUEUE`]: the exit code of a preempted training job;
 //! - [`rng`]: the SplitMix64 generator behind data order, synthetic data, initialisation and
 //!   dropout masks;
-//! - [`init_logging`]: the `tracing` setup of every binary.
+//! - [`init_logging`]: the `tracing` setup of every binary;
+//! - [`env_or`]: a numeric setting from the environment (benchmark sizes, test tolerances).
 
 #![forbid(unsafe_code)]
 
@@ -32,4 +33,13 @@ pub fn init_logging() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+}
+
+/// The value of the environment variable `var` parsed as a `T`, or `default` when it is unset
+/// or does not parse.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
