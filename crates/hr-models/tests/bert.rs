@@ -6,12 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_tiny, check_model, fixture, is_zero_grad};
+use common::{assert_tiny, check_model, is_zero_grad};
 use hr_core::write_atomic;
 use hr_models::bert::{BertConfig, BertModel};
 use hr_models::testing::{minilm_dir, MINILM_SKIP};
 use hr_models::text::{preprocess, tags_to_text, TextTokenizer, TokenBatch, MAX_TOKENS};
-use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
+use hr_nn::io::{serialize_safetensors, SafeFile};
 use hr_nn::testing::Reference;
 use hr_nn::{Error, Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn32};
@@ -96,6 +96,11 @@ fn write_checkpoint(f: &SafeFile, prefix: &str, dir: &Path, extra: &[(&str, Tens
     out
 }
 
+/// An f32 tensor of zeros.
+fn zeros(shape: &[usize]) -> Tensor {
+    Tensor::full(shape, 0.0, hr_tensor::DType::F32).unwrap()
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hr-models-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -104,22 +109,12 @@ fn temp_dir(name: &str) -> PathBuf {
 
 #[test]
 fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
-    let path = fixture("bert_small.safetensors");
-    let f = read_safetensors(&path).unwrap();
+    let Reference { path, file: f } = Reference::open("bert_small.safetensors");
     let dir = temp_dir("bert-load");
     let extra = [
-        (
-            "pooler.dense.weight",
-            Tensor::full(&[64, 64], 0.0, hr_tensor::DType::F32).unwrap(),
-        ),
-        (
-            "embeddings.position_ids",
-            Tensor::full(&[1, 64], 0.0, hr_tensor::DType::F32).unwrap(),
-        ),
-        (
-            "cls.predictions.bias",
-            Tensor::full(&[5], 0.0, hr_tensor::DType::F32).unwrap(),
-        ),
+        ("pooler.dense.weight", zeros(&[64, 64])),
+        ("embeddings.position_ids", zeros(&[1, 64])),
+        ("cls.predictions.bias", zeros(&[5])),
     ];
     let tokens = tokens_from(&f, &path);
     for prefix in ["", "bert.", "tf-names"] {
@@ -141,11 +136,7 @@ fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
         };
         let mut ps = ParamStore::new();
         // A model under a sub-prefix inside a bigger store loads the same file.
-        ps.add(
-            "other.weight",
-            Tensor::full(&[2], 0.0, hr_tensor::DType::F32).unwrap(),
-        )
-        .unwrap();
+        ps.add("other.weight", zeros(&[2])).unwrap();
         let bert = BertModel::new(&mut ps, "text", small_config(&f), &mut Rng::new(2)).unwrap();
         bert.load_safetensors(&mut ps, &ckpt).unwrap();
         let (hidden, _) = bert.forward(&ps, &tokens, Mode::Eval).unwrap();
@@ -161,13 +152,9 @@ fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
 
 #[test]
 fn load_safetensors_reports_every_mismatch_at_once() {
-    let path = fixture("bert_small.safetensors");
-    let f = read_safetensors(&path).unwrap();
+    let f = Reference::open("bert_small.safetensors").file;
     let dir = temp_dir("bert-mismatch");
-    let extra = [(
-        "encoder.layer.9.output.dense.weight",
-        Tensor::full(&[1], 0.0, hr_tensor::DType::F32).unwrap(),
-    )];
+    let extra = [("encoder.layer.9.output.dense.weight", zeros(&[1]))];
     let ckpt = write_checkpoint(&f, "", &dir, &extra);
     let mut cfg = small_config(&f);
     cfg.num_hidden_layers = 3;
