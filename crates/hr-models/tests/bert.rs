@@ -17,20 +17,13 @@ use hr_nn::{Error, Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn32};
 use hr_tensor::{ops, Rng, Tensor};
 
-fn tokens_from(f: &SafeFile, path: &Path) -> TokenBatch {
-    let ids = f.get(path, "input_ids").unwrap();
-    let (rows, cols) = (ids.shape()[0], ids.shape()[1]);
-    let mask = f.get(path, "attention_mask").unwrap().to_vec_f64().unwrap();
+fn tokens_from(fx: &Reference) -> TokenBatch {
+    let shape = fx.get("input_ids").shape().to_vec();
     TokenBatch {
-        ids: ids
-            .to_vec_f64()
-            .unwrap()
-            .iter()
-            .map(|&v| v as u32)
-            .collect(),
-        mask: mask.iter().map(|&v| v as u8).collect(),
-        rows,
-        cols,
+        ids: fx.integers("input_ids"),
+        mask: fx.integers("attention_mask"),
+        rows: shape[0],
+        cols: shape[1],
     }
 }
 
@@ -50,7 +43,7 @@ fn bert_small_matches_hf_forward_and_every_gradient() {
     let mut ps = ParamStore::new();
     let bert = BertModel::new(&mut ps, "", cfg, &mut Rng::new(1)).unwrap();
     fx.load_params(&mut ps);
-    let tokens = tokens_from(&fx.file, &fx.path);
+    let tokens = tokens_from(&fx);
     assert!(tokens.mask.contains(&0), "fixture has padding");
     let (hidden, cache) = bert.forward(&ps, &tokens, Mode::Eval).unwrap();
     assert_close(
@@ -109,14 +102,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 #[test]
 fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
-    let Reference { path, file: f } = Reference::open("bert_small.safetensors");
+    let fx = Reference::open("bert_small.safetensors");
+    let f = &fx.file;
     let dir = temp_dir("bert-load");
     let extra = [
         ("pooler.dense.weight", zeros(&[64, 64])),
         ("embeddings.position_ids", zeros(&[1, 64])),
         ("cls.predictions.bias", zeros(&[5])),
     ];
-    let tokens = tokens_from(&f, &path);
+    let tokens = tokens_from(&fx);
     for prefix in ["", "bert.", "tf-names"] {
         let ckpt = match prefix {
             // TF-era checkpoints (bert-base-uncased's own) name LayerNorm parameters gamma / beta.
@@ -132,18 +126,18 @@ fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
                     .collect();
                 write_checkpoint(&g, "bert.", &dir, &extra)
             }
-            _ => write_checkpoint(&f, prefix, &dir, &extra),
+            _ => write_checkpoint(f, prefix, &dir, &extra),
         };
         let mut ps = ParamStore::new();
         // A model under a sub-prefix inside a bigger store loads the same file.
         ps.add("other.weight", zeros(&[2])).unwrap();
-        let bert = BertModel::new(&mut ps, "text", small_config(&f), &mut Rng::new(2)).unwrap();
+        let bert = BertModel::new(&mut ps, "text", small_config(f), &mut Rng::new(2)).unwrap();
         bert.load_safetensors(&mut ps, &ckpt).unwrap();
         let (hidden, _) = bert.forward(&ps, &tokens, Mode::Eval).unwrap();
         assert_close(
             "loaded last_hidden_state",
             &hidden,
-            f.get(&path, "last_hidden_state").unwrap(),
+            &fx.get("last_hidden_state"),
             1e-4,
         );
     }

@@ -37,12 +37,7 @@ fn pooling_transformer_matches_pytorch() {
     );
     fx.load_params(&mut ps);
     let x = get("input");
-    let valid: Vec<u8> = get("valid")
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u8)
-        .collect();
+    let valid: Vec<u8> = fx.integers("valid");
     assert!(valid.contains(&0), "fixture has padded frames");
     let (out, cache) = m.forward(&ps, &x, &valid, Mode::Eval).unwrap();
     assert_close("output", &out, &get("output"), 1e-4);

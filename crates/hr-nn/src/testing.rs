@@ -111,6 +111,17 @@ impl Reference {
         }
     }
 
+    /// The tensor `name`, which holds small whole numbers (ids, masks, ranks), as integers.
+    pub fn integers<T: TryFrom<u64>>(&self, name: &str) -> Vec<T> {
+        let v = self.get(name).to_vec_f64().expect("a tensor on the CPU");
+        v.iter()
+            .map(|&x| match T::try_from(x as u64) {
+                Ok(i) => i,
+                Err(_) => panic!("{name}: {x} does not fit"),
+            })
+            .collect()
+    }
+
     /// Sets every parameter of `ps` to the fixture's `param.NAME`.
     pub fn load_params(&self, ps: &mut ParamStore) {
         for (_, p) in ps.iter_mut() {

@@ -161,12 +161,7 @@ fn ntxent_matches_pytorch() {
     let fx = Reference::open("ntxent.safetensors");
     let get = |n: &str| fx.get(n);
     let tau: f64 = fx.file.metadata["tau"].trim_matches('"').parse().unwrap();
-    let ids: Vec<u64> = get("clip_ids")
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u64)
-        .collect();
+    let ids: Vec<u64> = fx.integers("clip_ids");
     assert!(
         ids.len() > ids.iter().collect::<std::collections::HashSet<_>>().len(),
         "fixture has same-clip duplicates"

@@ -9,12 +9,8 @@ fn ranks_and_metrics_match_the_reference() {
     let sim = fx.get("similarity");
     let (nq, nc) = (sim.shape()[0], sim.shape()[1]);
     let sim = sim.to_vec_f32().unwrap();
-    let indices = |name: &str| -> Vec<usize> {
-        let v = fx.get(name).to_vec_f64().unwrap();
-        v.iter().map(|&x| x as usize).collect()
-    };
-    let target = indices("target");
-    let want = indices("rank");
+    let target: Vec<usize> = fx.integers("target");
+    let want: Vec<usize> = fx.integers("rank");
     assert_eq!(target.len(), nq);
     let got = ranks(&sim, nc, &target);
     assert_eq!(got, want);
