@@ -218,14 +218,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
     let eval_out = dir.path().join("test.json");
     run(
         env!("CARGO_BIN_EXE_hr-eval"),
-        &[
-            "--checkpoint",
-            run_dir.to_str().unwrap(),
-            "--split",
-            "test",
-            "--out",
-            eval_out.to_str().unwrap(),
-        ],
+        &common::eval_args(&run_dir, "test", &eval_out),
     );
     let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(&eval_out).unwrap()).unwrap();
     assert_eq!(ev["clips"], 3);

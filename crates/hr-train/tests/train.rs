@@ -146,14 +146,7 @@ fn hr_eval_reproduces_logged_validation() {
     let topk = run.join("topk.jsonl");
     let ck = run.join("checkpoints").join(step_dir_name(3));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_hr-eval"))
-        .args([
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--split",
-            "val",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(common::eval_args(&ck, "val", &out))
         .args(["--topk-out", topk.to_str().unwrap()])
         .status()
         .unwrap();

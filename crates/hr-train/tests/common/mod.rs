@@ -65,6 +65,19 @@ pub fn lr_overrides() -> Vec<String> {
     set
 }
 
+/// `hr-eval` arguments: evaluate `checkpoint` (a run or step directory) on `split` into `out`.
+pub fn eval_args<'a>(checkpoint: &'a Path, split: &'a str, out: &'a Path) -> [&'a str; 6] {
+    let path = |p: &'a Path| p.to_str().unwrap();
+    [
+        "--checkpoint",
+        path(checkpoint),
+        "--split",
+        split,
+        "--out",
+        path(out),
+    ]
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
