@@ -84,6 +84,15 @@ fn efficientat_state_dict(path: &Path) -> ParamStore {
     ps
 }
 
+/// The installed all-MiniLM-L6-v2 folder, or `None` after printing why the test is skipped.
+fn minilm_or_skip() -> Option<std::path::PathBuf> {
+    let dir = minilm_dir();
+    if dir.is_none() {
+        println!("{MINILM_SKIP}");
+    }
+    dir
+}
+
 /// The lower-case hex sha256 of a file.
 fn sha256(path: &Path) -> String {
     hr_data::shard::sha256_file(path).unwrap().0
@@ -135,8 +144,7 @@ struct MiniLmReference {
 
 #[test]
 fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenance() {
-    let Some(minilm) = minilm_dir() else {
-        println!("{MINILM_SKIP}");
+    let Some(minilm) = minilm_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -273,8 +281,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
 
 #[test]
 fn a_tokenizer_that_does_not_fit_the_text_encoder_is_refused_naming_both_files() {
-    let Some(minilm) = minilm_dir() else {
-        println!("{MINILM_SKIP}");
+    let Some(minilm) = minilm_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
