@@ -7,7 +7,8 @@
 //! - [`rng`]: the SplitMix64 generator behind data order, synthetic data, initialisation and
 //!   dropout masks;
 //! - [`init_logging`]: the `tracing` setup of every binary; [`Progress`]: progress of long work
-//!   (a bar on a terminal, a log line every 30 s in batch jobs).
+//!   (a bar on a terminal, a log line every 30 s in batch jobs);
+//! - [`env_or`]: a numeric setting from the environment (benchmark sizes, test tolerances).
 
 #![forbid(unsafe_code)]
 
@@ -50,4 +51,13 @@ pub fn init_logging() {
         fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
+}
+
+/// The value of the environment variable `var` parsed as a `T`, or `default` when it is unset
+/// or does not parse.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

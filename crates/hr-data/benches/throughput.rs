@@ -117,10 +117,7 @@ fn crop_vs_full(bytes: &[u8], len: usize) -> (f64, f64) {
 }
 
 fn main() {
-    let n: usize = std::env::var("HR_BENCH_CLIPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(160);
+    let n: usize = hr_core::env_or("HR_BENCH_CLIPS", 160);
     let tmp = tempfile::tempdir().unwrap();
     let tok = tmp.path().join("tok");
     common::write_dataset(&tok, 4, 4);

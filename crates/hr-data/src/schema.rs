@@ -161,6 +161,20 @@ fn wrong(shard: &str, column: &str, detail: impl Into<String>) -> DataError {
     }
 }
 
+/// Field `name` of the `audio` struct column as a `T` (`kind`: "a binary", "a utf8").
+fn audio_field<'a, T: 'static>(
+    s: &'a StructArray,
+    shard: &str,
+    (name, kind): (&str, &str),
+) -> Result<&'a T> {
+    s.column_by_name(name)
+        .and_then(|a| a.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            let column = format!("audio.{name}");
+            wrong(shard, &column, format!("expected {kind} field `{name}`"))
+        })
+}
+
 fn col<'a, T: 'static>(
     batch: &'a RecordBatch,
     shard: &str,
@@ -212,18 +226,8 @@ impl<'a> BatchView<'a> {
             match col::<StructArray>(batch, shard, "audio", "struct<bytes: binary, path: utf8>")? {
                 None => (None, None),
                 Some(s) => {
-                    let b = s
-                        .column_by_name("bytes")
-                        .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
-                        .ok_or_else(|| {
-                            wrong(shard, "audio.bytes", "expected a binary field `bytes`")
-                        })?;
-                    let p = s
-                        .column_by_name("path")
-                        .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-                        .ok_or_else(|| {
-                            wrong(shard, "audio.path", "expected a utf8 field `path`")
-                        })?;
+                    let b = audio_field::<BinaryArray>(s, shard, ("bytes", "a binary"))?;
+                    let p = audio_field::<StringArray>(s, shard, ("path", "a utf8"))?;
                     (Some(b), Some(p))
                 }
             };

@@ -6,30 +6,24 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_tiny, check_model, fixture, is_zero_grad};
+use common::{assert_tiny, check_model, is_zero_grad};
 use hr_core::write_atomic;
 use hr_models::bert::{BertConfig, BertModel};
 use hr_models::testing::{minilm_dir, MINILM_SKIP};
 use hr_models::text::{preprocess, tags_to_text, TextTokenizer, TokenBatch, MAX_TOKENS};
-use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
+use hr_nn::io::{serialize_safetensors, SafeFile};
+use hr_nn::testing::Reference;
 use hr_nn::{Error, Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn32};
 use hr_tensor::{ops, Rng, Tensor};
 
-fn tokens_from(f: &SafeFile, path: &Path) -> TokenBatch {
-    let ids = f.get(path, "input_ids").unwrap();
-    let (rows, cols) = (ids.shape()[0], ids.shape()[1]);
-    let mask = f.get(path, "attention_mask").unwrap().to_vec_f64().unwrap();
+fn tokens_from(fx: &Reference) -> TokenBatch {
+    let shape = fx.get("input_ids").shape().to_vec();
     TokenBatch {
-        ids: ids
-            .to_vec_f64()
-            .unwrap()
-            .iter()
-            .map(|&v| v as u32)
-            .collect(),
-        mask: mask.iter().map(|&v| v as u8).collect(),
-        rows,
-        cols,
+        ids: fx.integers("input_ids"),
+        mask: fx.integers("attention_mask"),
+        rows: shape[0],
+        cols: shape[1],
     }
 }
 
@@ -39,20 +33,17 @@ fn small_config(f: &SafeFile) -> BertConfig {
 
 #[test]
 fn bert_small_matches_hf_forward_and_every_gradient() {
-    let path = fixture("bert_small.safetensors");
-    let f = read_safetensors(&path).unwrap();
-    let get = |n: &str| f.get(&path, n).unwrap().clone();
-    let cfg = small_config(&f);
+    let fx = Reference::open("bert_small.safetensors");
+    let get = |n: &str| fx.get(n);
+    let cfg = small_config(&fx.file);
     assert_eq!(
         (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size),
         (64, 2, 1000)
     );
     let mut ps = ParamStore::new();
     let bert = BertModel::new(&mut ps, "", cfg, &mut Rng::new(1)).unwrap();
-    for (_, p) in ps.iter_mut() {
-        p.value = get(&format!("param.{}", p.name));
-    }
-    let tokens = tokens_from(&f, &path);
+    fx.load_params(&mut ps);
+    let tokens = tokens_from(&fx);
     assert!(tokens.mask.contains(&0), "fixture has padding");
     let (hidden, cache) = bert.forward(&ps, &tokens, Mode::Eval).unwrap();
     assert_close(
@@ -98,6 +89,11 @@ fn write_checkpoint(f: &SafeFile, prefix: &str, dir: &Path, extra: &[(&str, Tens
     out
 }
 
+/// An f32 tensor of zeros.
+fn zeros(shape: &[usize]) -> Tensor {
+    Tensor::full(shape, 0.0, hr_tensor::DType::F32).unwrap()
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hr-models-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -106,24 +102,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 #[test]
 fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
-    let path = fixture("bert_small.safetensors");
-    let f = read_safetensors(&path).unwrap();
+    let fx = Reference::open("bert_small.safetensors");
+    let f = &fx.file;
     let dir = temp_dir("bert-load");
     let extra = [
-        (
-            "pooler.dense.weight",
-            Tensor::full(&[64, 64], 0.0, hr_tensor::DType::F32).unwrap(),
-        ),
-        (
-            "embeddings.position_ids",
-            Tensor::full(&[1, 64], 0.0, hr_tensor::DType::F32).unwrap(),
-        ),
-        (
-            "cls.predictions.bias",
-            Tensor::full(&[5], 0.0, hr_tensor::DType::F32).unwrap(),
-        ),
+        ("pooler.dense.weight", zeros(&[64, 64])),
+        ("embeddings.position_ids", zeros(&[1, 64])),
+        ("cls.predictions.bias", zeros(&[5])),
     ];
-    let tokens = tokens_from(&f, &path);
+    let tokens = tokens_from(&fx);
     for prefix in ["", "bert.", "tf-names"] {
         let ckpt = match prefix {
             // TF-era checkpoints (bert-base-uncased's own) name LayerNorm parameters gamma / beta.
@@ -139,22 +126,18 @@ fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
                     .collect();
                 write_checkpoint(&g, "bert.", &dir, &extra)
             }
-            _ => write_checkpoint(&f, prefix, &dir, &extra),
+            _ => write_checkpoint(f, prefix, &dir, &extra),
         };
         let mut ps = ParamStore::new();
         // A model under a sub-prefix inside a bigger store loads the same file.
-        ps.add(
-            "other.weight",
-            Tensor::full(&[2], 0.0, hr_tensor::DType::F32).unwrap(),
-        )
-        .unwrap();
-        let bert = BertModel::new(&mut ps, "text", small_config(&f), &mut Rng::new(2)).unwrap();
+        ps.add("other.weight", zeros(&[2])).unwrap();
+        let bert = BertModel::new(&mut ps, "text", small_config(f), &mut Rng::new(2)).unwrap();
         bert.load_safetensors(&mut ps, &ckpt).unwrap();
         let (hidden, _) = bert.forward(&ps, &tokens, Mode::Eval).unwrap();
         assert_close(
             "loaded last_hidden_state",
             &hidden,
-            f.get(&path, "last_hidden_state").unwrap(),
+            &fx.get("last_hidden_state"),
             1e-4,
         );
     }
@@ -163,13 +146,9 @@ fn load_safetensors_accepts_hf_names_with_or_without_bert_prefix() {
 
 #[test]
 fn load_safetensors_reports_every_mismatch_at_once() {
-    let path = fixture("bert_small.safetensors");
-    let f = read_safetensors(&path).unwrap();
+    let f = Reference::open("bert_small.safetensors").file;
     let dir = temp_dir("bert-mismatch");
-    let extra = [(
-        "encoder.layer.9.output.dense.weight",
-        Tensor::full(&[1], 0.0, hr_tensor::DType::F32).unwrap(),
-    )];
+    let extra = [("encoder.layer.9.output.dense.weight", zeros(&[1]))];
     let ckpt = write_checkpoint(&f, "", &dir, &extra);
     let mut cfg = small_config(&f);
     cfg.num_hidden_layers = 3;

@@ -27,10 +27,7 @@ fn gpu() -> Option<Device> {
 }
 
 fn tolerance() -> f64 {
-    std::env::var("HR_CUDA_MEL_TOL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2e-4)
+    hr_core::env_or("HR_CUDA_MEL_TOL", 2e-4)
 }
 
 /// Waveforms (B, N) of amplitude `amp`: a tone plus normal noise of `noise` relative level.

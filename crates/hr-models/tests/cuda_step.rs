@@ -61,10 +61,7 @@ fn gpu() -> Option<Device> {
 
 /// Gradient / forward tolerance (`HR_CUDA_STEP_TOL`, default 1e-3).
 fn tolerance() -> f64 {
-    std::env::var("HR_CUDA_STEP_TOL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1e-3)
+    hr_core::env_or("HR_CUDA_STEP_TOL", 1e-3)
 }
 
 /// The tiny preset with `fusion` and the EfficientAT backbone `backbone`.

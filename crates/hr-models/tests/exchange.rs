@@ -83,19 +83,6 @@ fn config(fusion: FusionKind) -> RetrieverConfig {
     cfg
 }
 
-/// Four clips (two share clip id 0: same-clip positives across the split).
-fn batch() -> WaveformBatch {
-    let t = common::four_text_rows();
-    WaveformBatch {
-        waveforms: hr_tensor::testing::randn32(&[4, 8000], &mut Rng::new(5)),
-        valid_lengths: vec![8000, 4000, 6000, 8000],
-        queries: t.queries,
-        metadata: t.metadata,
-        metadata_present: t.metadata_present,
-        clip_ids: t.clip_ids,
-    }
-}
-
 /// Rows `lo..hi` of the batch (token batches re-padded to their own width).
 fn rows(b: &WaveformBatch, lo: usize, hi: usize) -> WaveformBatch {
     let n = b.waveforms.shape()[1];
@@ -163,7 +150,7 @@ fn two_ranks(cfg: &RetrieverConfig, b: &WaveformBatch) -> Vec<StepResult> {
 fn two_ranks_average_to_the_whole_batch() {
     for fusion in [FusionKind::None, FusionKind::Late, FusionKind::Mid] {
         let cfg = config(fusion);
-        let b = batch();
+        let b = common::waveform_batch();
         let (loss, grads) = step(&cfg, &b, &mut hr_models::exchange::LocalRows);
         let ranks = two_ranks(&cfg, &b);
         for (l, _) in &ranks {

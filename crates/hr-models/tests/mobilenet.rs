@@ -14,18 +14,19 @@ use hr_tensor::{ops, DType, Device, Rng, Tensor};
 
 use hr_tensor::testing::reference_fixture as fixture;
 
+/// A model of `cfg` initialised with seed 0, in a store of its own.
+fn built(cfg: MobileNetConfig) -> (ParamStore, MobileNetV3) {
+    let mut ps = ParamStore::new();
+    let m = MobileNetV3::new(&mut ps, cfg, &mut Rng::new(0)).unwrap();
+    (ps, m)
+}
+
 /// The mn04 fixture and a model whose parameters and buffers are the fixture's.
 fn mn04() -> (SafeFile, ParamStore, MobileNetV3) {
     let path = fixture("mobilenetv3_mn04.safetensors");
     let f = read_safetensors(&path).unwrap();
     assert_eq!(f.metadata["width_mult"], "0.4");
-    let mut ps = ParamStore::new();
-    let m = MobileNetV3::new(
-        &mut ps,
-        MobileNetConfig::from_name("mn04").unwrap(),
-        &mut Rng::new(0),
-    )
-    .unwrap();
+    let (mut ps, m) = built(MobileNetConfig::from_name("mn04").unwrap());
     for (_, p) in ps.iter_mut() {
         let t = f.get(&path, &format!("param.{}", p.name)).unwrap();
         assert_eq!(t.shape(), p.value.shape(), "{}", p.name);
@@ -313,13 +314,7 @@ fn mn40_has_every_key_and_shape_of_the_efficientat_state_dict() {
             )
         })
         .collect();
-    let mut ps = ParamStore::new();
-    let m = MobileNetV3::new(
-        &mut ps,
-        MobileNetConfig::from_name("mn40").unwrap(),
-        &mut Rng::new(0),
-    )
-    .unwrap();
+    let (ps, m) = built(MobileNetConfig::from_name("mn40").unwrap());
     let got: BTreeMap<String, Vec<usize>> = ps
         .iter()
         .map(|(_, p)| (p.name.clone(), p.value.shape().to_vec()))
@@ -494,13 +489,7 @@ fn windows_concatenate_frames_and_backpropagate() {
 
 #[test]
 fn wrong_input_shape_names_the_op_and_shape() {
-    let mut ps = ParamStore::new();
-    let m = MobileNetV3::new(
-        &mut ps,
-        MobileNetConfig::from_width(0.1).unwrap(),
-        &mut Rng::new(0),
-    )
-    .unwrap();
+    let (mut ps, m) = built(MobileNetConfig::from_width(0.1).unwrap());
     let mut nan = Tensor::full(&[1, 1, 64, 64], 0.0, DType::F32).unwrap();
     nan.as_mut_slice::<f32>().unwrap()[7] = f32::NAN;
     let msg = m

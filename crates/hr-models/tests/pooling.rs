@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{check_model, fixture};
+use common::check_model;
 use hr_models::pooling::{frame_mask, sinusoidal_pe, AudioPooling, PoolingConfig};
-use hr_nn::io::read_safetensors;
-use hr_nn::testing::assert_grads_close;
+use hr_nn::testing::{assert_grads_close, Reference};
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::testing::{assert_close, randn64};
 use hr_tensor::{ops, Rng};
@@ -26,9 +25,8 @@ fn fixture_config() -> PoolingConfig {
 
 #[test]
 fn pooling_transformer_matches_pytorch() {
-    let path = fixture("pooling_transformer.safetensors");
-    let f = read_safetensors(&path).unwrap();
-    let get = |n: &str| f.get(&path, n).unwrap().clone();
+    let fx = Reference::open("pooling_transformer.safetensors");
+    let get = |n: &str| fx.get(n);
     let mut ps = ParamStore::new();
     let m = AudioPooling::new(&mut ps, "", fixture_config(), &mut Rng::new(0)).unwrap();
     assert_close(
@@ -37,16 +35,9 @@ fn pooling_transformer_matches_pytorch() {
         &get("param.pe"),
         1e-4,
     );
-    for (_, p) in ps.iter_mut() {
-        p.value = get(&format!("param.{}", p.name));
-    }
+    fx.load_params(&mut ps);
     let x = get("input");
-    let valid: Vec<u8> = get("valid")
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u8)
-        .collect();
+    let valid: Vec<u8> = fx.integers("valid");
     assert!(valid.contains(&0), "fixture has padded frames");
     let (out, cache) = m.forward(&ps, &x, &valid, Mode::Eval).unwrap();
     assert_close("output", &out, &get("output"), 1e-4);
@@ -124,18 +115,15 @@ fn frame_mask_is_ceil_of_the_valid_fraction() {
 fn bad_inputs_are_errors() {
     let mut ps = ParamStore::new();
     let m = AudioPooling::new(&mut ps, "", tiny(1, 0.0), &mut Rng::new(3)).unwrap();
-    let x = randn64(&[2, 20, 6], &mut Rng::new(1))
-        .to_dtype(hr_tensor::DType::F32)
-        .unwrap();
-    assert!(
-        m.forward(&ps, &x, &[1; 40], Mode::Eval).is_err(),
-        "longer than max_len"
-    );
-    let x = randn64(&[2, 3, 7], &mut Rng::new(1))
-        .to_dtype(hr_tensor::DType::F32)
-        .unwrap();
-    assert!(
-        m.forward(&ps, &x, &[1; 6], Mode::Eval).is_err(),
-        "wrong width"
-    );
+    let cases: [(&[usize], usize, &str); 2] = [
+        (&[2, 20, 6], 40, "longer than max_len"),
+        (&[2, 3, 7], 6, "wrong width"),
+    ];
+    for (shape, frames, what) in cases {
+        let x = randn64(shape, &mut Rng::new(1))
+            .to_dtype(hr_tensor::DType::F32)
+            .unwrap();
+        let valid = vec![1u8; frames];
+        assert!(m.forward(&ps, &x, &valid, Mode::Eval).is_err(), "{what}");
+    }
 }

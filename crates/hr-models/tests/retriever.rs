@@ -3,14 +3,12 @@
 
 mod common;
 
-use common::check_model;
+use common::{check_model, waveform_batch};
 use hr_models::exchange::LocalRows;
 use hr_models::fusion::FusionKind;
 use hr_models::pooling::frame_mask;
 use hr_models::presets::{from_toml_str, preset, preset_names};
-use hr_models::retriever::{
-    HybridRetriever, RetrievalBatch, RetrieverConfig, WaveformBatch, AUDIO_CNN_PREFIX,
-};
+use hr_models::retriever::{HybridRetriever, RetrievalBatch, RetrieverConfig, AUDIO_CNN_PREFIX};
 use hr_models::text::TokenBatch;
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::testing::randn64;
@@ -204,51 +202,38 @@ fn bad_batches_are_errors() {
     let mut ps = ParamStore::new();
     let model =
         HybridRetriever::new(&mut ps, tiny(FusionKind::Late, false), &mut Rng::new(1)).unwrap();
-    let mut b = batch(DType::F32);
-    b.clip_ids.pop();
-    assert!(
-        model
-            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
-            .is_err(),
-        "row count mismatch"
-    );
-    let mut b = batch(DType::F32);
-    b.queries.ids[1] = 1000;
-    assert!(
-        model
-            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
-            .is_err(),
-        "token id outside the vocabulary"
-    );
-    let mut b = batch(DType::F32);
-    b.frames.as_mut_slice::<f32>().unwrap()[3] = f32::NAN;
-    assert!(
-        model
-            .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
-            .is_err(),
-        "NaN input"
-    );
+    type Spoil = fn(&mut RetrievalBatch);
+    let cases: [(&str, Spoil); 3] = [
+        ("row count mismatch", |b| {
+            b.clip_ids.pop();
+        }),
+        ("token id outside the vocabulary", |b| {
+            b.queries.ids[1] = 1000
+        }),
+        ("NaN input", |b| {
+            b.frames.as_mut_slice::<f32>().unwrap()[3] = f32::NAN;
+        }),
+    ];
+    for (what, spoil) in cases {
+        let mut b = batch(DType::F32);
+        spoil(&mut b);
+        let out = model.forward(&mut ps, &b, Mode::Eval, &mut LocalRows);
+        assert!(out.is_err(), "{what}");
+    }
 }
 
-fn waveform_batch() -> WaveformBatch {
-    let b = batch(DType::F32);
-    let mut rng = Rng::new(5);
-    WaveformBatch {
-        waveforms: hr_tensor::testing::randn32(&[4, 8000], &mut rng),
-        valid_lengths: vec![8000, 4000, 6000, 8000],
-        queries: b.queries,
-        metadata: b.metadata,
-        metadata_present: b.metadata_present,
-        clip_ids: b.clip_ids,
-    }
+/// The tiny preset (its CNN included, vocabulary 40) initialised with `seed`.
+fn tiny_with_cnn(seed: u64) -> (HybridRetriever, ParamStore) {
+    let mut cfg = preset("tiny").unwrap();
+    cfg.text.vocab_size = 40;
+    let mut ps = ParamStore::new();
+    let model = HybridRetriever::new(&mut ps, cfg, &mut Rng::new(seed)).unwrap();
+    (model, ps)
 }
 
 #[test]
 fn waveforms_run_through_the_cnn_and_back() {
-    let mut cfg = preset("tiny").unwrap();
-    cfg.text.vocab_size = 40;
-    let mut ps = ParamStore::new();
-    let model = HybridRetriever::new(&mut ps, cfg, &mut Rng::new(3)).unwrap();
+    let (model, mut ps) = tiny_with_cnn(3);
     assert!(model.audio_cnn().is_some());
     let wb = waveform_batch();
     // Eval: the waveform path equals frames from encode_audio fed to forward.
@@ -301,10 +286,7 @@ fn waveforms_run_through_the_cnn_and_back() {
 /// CNN part to touch nothing else, and the two parts to equal the whole backward.
 #[test]
 fn the_cnn_backward_touches_only_the_cnn_gradients() {
-    let mut cfg = preset("tiny").unwrap();
-    cfg.text.vocab_size = 40;
-    let mut ps = ParamStore::new();
-    let model = HybridRetriever::new(&mut ps, cfg, &mut Rng::new(9)).unwrap();
+    let (model, mut ps) = tiny_with_cnn(9);
     let wb = waveform_batch();
     let (_, cache) = model
         .forward(&mut ps, &wb, Mode::Train { seed: 4 }, &mut LocalRows)

@@ -1,12 +1,14 @@
 //! Helpers for tests: finite-difference checks (in f64) of the gradients of a layer or model
 //! with respect to its inputs and every trainable parameter of its [`ParamStore`], and
-//! comparisons of parameter gradients with reference values.
+//! comparisons of parameter gradients with reference values, reference fixtures.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 
 use hr_tensor::testing::{assert_close, check_gradients};
 use hr_tensor::{DType, Tensor};
 
+use crate::io::{read_safetensors, SafeFile};
 use crate::{Param, ParamStore};
 
 /// A copy of `ps` whose trainable values are `values` (in store order).
@@ -83,4 +85,47 @@ pub fn assert_grads_close<'a>(
         checked += 1;
     }
     checked
+}
+
+/// A reference fixture (`fixtures/reference/NAME`, written by the PyTorch reference scripts).
+pub struct Reference {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its tensors and metadata.
+    pub file: SafeFile,
+}
+
+impl Reference {
+    /// Reads `fixtures/reference/name` (panics when it cannot).
+    pub fn open(name: &str) -> Reference {
+        let path = hr_tensor::testing::reference_fixture(name);
+        let file = read_safetensors(&path).unwrap_or_else(|e| panic!("{e}"));
+        Reference { path, file }
+    }
+
+    /// The tensor `name` (panics when the fixture has none).
+    pub fn get(&self, name: &str) -> Tensor {
+        match self.file.get(&self.path, name) {
+            Ok(t) => t.clone(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The tensor `name`, which holds small whole numbers (ids, masks, ranks), as integers.
+    pub fn integers<T: TryFrom<u64>>(&self, name: &str) -> Vec<T> {
+        let v = self.get(name).to_vec_f64().expect("a tensor on the CPU");
+        v.iter()
+            .map(|&x| match T::try_from(x as u64) {
+                Ok(i) => i,
+                Err(_) => panic!("{name}: {x} does not fit"),
+            })
+            .collect()
+    }
+
+    /// Sets every parameter of `ps` to the fixture's `param.NAME`.
+    pub fn load_params(&self, ps: &mut ParamStore) {
+        for (_, p) in ps.iter_mut() {
+            p.value = self.get(&format!("param.{}", p.name));
+        }
+    }
 }

@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::fixture;
-use hr_nn::io::read_safetensors;
 use hr_nn::layers::{Linear, Mode, Naming, TransformerEncoderLayer, TransformerLayerConfig};
 use hr_nn::loss::NtXent;
-use hr_nn::testing::assert_grads_close;
+use hr_nn::testing::{assert_grads_close, Reference};
 use hr_nn::ParamStore;
 use hr_tensor::testing::assert_close;
 use hr_tensor::{ops, DType, Rng, Tensor, Unary};
@@ -80,14 +78,11 @@ fn build(ps: &mut ParamStore) -> Pooling {
 
 #[test]
 fn pooling_transformer_matches_pytorch() {
-    let path = fixture("pooling_transformer.safetensors");
-    let f = read_safetensors(&path).unwrap();
-    let get = |n: &str| f.get(&path, n).unwrap().clone();
+    let fx = Reference::open("pooling_transformer.safetensors");
+    let get = |n: &str| fx.get(n);
     let mut ps = ParamStore::new();
     let m = build(&mut ps);
-    for (_, p) in ps.iter_mut() {
-        p.value = get(&format!("param.{}", p.name));
-    }
+    fx.load_params(&mut ps);
     let pe_ref = get("param.pe");
     // The reference PE was computed in f32 (angles up to 191 rad): agreement to f32 rounding.
     assert_close("sinusoidal PE", &sinusoid(192, 32), &pe_ref, 1e-4);
@@ -163,16 +158,10 @@ fn pooling_transformer_matches_pytorch() {
 
 #[test]
 fn ntxent_matches_pytorch() {
-    let path = fixture("ntxent.safetensors");
-    let f = read_safetensors(&path).unwrap();
-    let get = |n: &str| f.get(&path, n).unwrap().clone();
-    let tau: f64 = f.metadata["tau"].trim_matches('"').parse().unwrap();
-    let ids: Vec<u64> = get("clip_ids")
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .map(|&v| v as u64)
-        .collect();
+    let fx = Reference::open("ntxent.safetensors");
+    let get = |n: &str| fx.get(n);
+    let tau: f64 = fx.file.metadata["tau"].trim_matches('"').parse().unwrap();
+    let ids: Vec<u64> = fx.integers("clip_ids");
     assert!(
         ids.len() > ids.iter().collect::<std::collections::HashSet<_>>().len(),
         "fixture has same-clip duplicates"

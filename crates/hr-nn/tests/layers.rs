@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::check_layer;
+use common::{check_cached, check_layer};
 use hr_nn::layers::{
     Activation, BatchNorm2d, Conv2d, Dropout, Embedding, GatedEmbeddingUnit, GeuNorm, LayerNorm,
     Linear, Mode, MultiHeadAttention, Naming, TransformerEncoderLayer, TransformerLayerConfig,
@@ -29,15 +29,12 @@ fn linear() {
     let mut ps = ParamStore::new();
     let l = Linear::new(&mut ps, "fc", 7, 5, true, &mut rng).unwrap();
     let x = randn32(&[2, 3, 7], &mut rng);
-    check_layer(
+    check_cached(
         "linear",
         &ps,
         &x,
-        |ps, x| Ok(l.forward(ps, x)?.0),
-        |ps, x, dy| {
-            let (_, c) = l.forward(ps, x)?;
-            Ok(Some(l.backward(ps, &c, dy)?))
-        },
+        |ps, x| l.forward(ps, x),
+        |ps, c, dy| l.backward(ps, c, dy),
     );
 }
 
@@ -51,15 +48,12 @@ fn layer_norm() {
         p.value = randn32(p.value.shape(), &mut rng);
     }
     let x = randn32(&[4, 9], &mut rng);
-    check_layer(
+    check_cached(
         "layer_norm",
         &ps,
         &x,
-        |ps, x| Ok(ln.forward(ps, x)?.0),
-        |ps, x, dy| {
-            let (_, c) = ln.forward(ps, x)?;
-            Ok(Some(ln.backward(ps, &c, dy)?))
-        },
+        |ps, x| ln.forward(ps, x),
+        |ps, c, dy| ln.backward(ps, c, dy),
     );
 }
 
@@ -75,15 +69,12 @@ fn conv2d_including_depthwise_and_stride_2() {
         let mut ps = ParamStore::new();
         let conv = Conv2d::new(&mut ps, "conv", cin, cout, k, stride, groups, &mut rng).unwrap();
         let x = randn32(&[2, cin, 7, 6], &mut rng);
-        check_layer(
+        check_cached(
             &format!("conv k{k} s{stride} g{groups}"),
             &ps,
             &x,
-            |ps, x| Ok(conv.forward(ps, x)?.0),
-            |ps, x, dy| {
-                let (_, c) = conv.forward(ps, x)?;
-                Ok(Some(conv.backward(ps, &c, dy)?))
-            },
+            |ps, x| conv.forward(ps, x),
+            |ps, c, dy| conv.backward(ps, c, dy),
         );
     }
 }
@@ -98,29 +89,23 @@ fn batch_norm_train_and_eval() {
     }
     let x = randn32(&[4, 3, 5, 3], &mut rng);
     let train = Mode::Train { seed: 0 };
-    check_layer(
+    check_cached(
         "batch_norm train",
         &ps,
         &x,
-        |ps, x| Ok(bn.forward(ps, x, train)?.0),
-        |ps, x, dy| {
-            let (_, c) = bn.forward(ps, x, train)?;
-            Ok(Some(bn.backward(ps, &c, dy)?))
-        },
+        |ps, x| bn.forward(ps, x, train),
+        |ps, c, dy| bn.backward(ps, c, dy),
     );
     // Evaluation with non-trivial running statistics.
     let mut ps2 = ps.clone();
     *ps2.value_mut(bn.running_mean) = randn32(&[3], &mut rng);
     *ps2.value_mut(bn.running_var) = Tensor::from_vec(vec![0.5f32, 2.0, 1.3], &[3]).unwrap();
-    check_layer(
+    check_cached(
         "batch_norm eval",
         &ps2,
         &x,
-        |ps, x| Ok(bn.forward(ps, x, Mode::Eval)?.0),
-        |ps, x, dy| {
-            let (_, c) = bn.forward(ps, x, Mode::Eval)?;
-            Ok(Some(bn.backward(ps, &c, dy)?))
-        },
+        |ps, x| bn.forward(ps, x, Mode::Eval),
+        |ps, c, dy| bn.backward(ps, c, dy),
     );
 }
 
@@ -144,15 +129,12 @@ fn batch_norm_with_fused_activation() {
     let x = randn32(&[4, 3, 5, 3], &mut rng);
     for act in [Unary::Relu, Unary::Hardswish] {
         for mode in [Mode::Train { seed: 0 }, Mode::Eval] {
-            check_layer(
+            check_cached(
                 &format!("batch_norm + {act:?} {mode:?}"),
                 &ps,
                 &x,
-                |ps, x| Ok(bn.forward_act(ps, x, mode, act)?.0),
-                |ps, x, dy| {
-                    let (_, c) = bn.forward_act(ps, x, mode, act)?;
-                    Ok(Some(bn.backward_act(ps, &c, dy, act)?))
-                },
+                |ps, x| bn.forward_act(ps, x, mode, act),
+                |ps, c, dy| bn.backward_act(ps, c, dy, act),
             );
         }
     }
@@ -227,28 +209,22 @@ fn activations_and_dropout() {
         Unary::Tanh,
     ] {
         let a = Activation::new(kind);
-        check_layer(
+        check_cached(
             &format!("{kind:?}"),
             &ps,
             &x,
-            |_, x| Ok(a.forward(x)?.0),
-            |_, x, dy| {
-                let (_, c) = a.forward(x)?;
-                Ok(Some(a.backward(&c, dy)?))
-            },
+            |_, x| a.forward(x),
+            |_, c, dy| a.backward(c, dy),
         );
     }
     let d = Dropout::new(0.4);
     let mode = Mode::Train { seed: 9 };
-    check_layer(
+    check_cached(
         "dropout",
         &ps,
         &x,
-        |_, x| Ok(d.forward(x, mode)?.0),
-        |_, x, dy| {
-            let (_, c) = d.forward(x, mode)?;
-            Ok(Some(d.backward(&c, dy)?))
-        },
+        |_, x| d.forward(x, mode),
+        |_, c, dy| d.backward(c, dy),
     );
     let (y, _) = d.forward(&x, Mode::Eval).unwrap();
     assert_eq!(
@@ -270,15 +246,12 @@ fn multi_head_attention_with_padding_mask() {
         };
         let x = randn32(&[3, 5, 8], &mut rng);
         let m = mask(&[5, 3, 1], 5, DType::F64);
-        check_layer(
+        check_cached(
             &format!("mha bert={bert}"),
             &ps,
             &x,
-            |ps, x| Ok(mha.forward(ps, x, Some(&m), Mode::Eval)?.0),
-            |ps, x, dy| {
-                let (_, c) = mha.forward(ps, x, Some(&m), Mode::Eval)?;
-                Ok(Some(mha.backward(ps, &c, dy)?))
-            },
+            |ps, x| mha.forward(ps, x, Some(&m), Mode::Eval),
+            |ps, c, dy| mha.backward(ps, c, dy),
         );
     }
 }
@@ -312,15 +285,12 @@ fn transformer_layers_pre_and_post_norm_with_dropout() {
         } else {
             Mode::Eval
         };
-        check_layer(
+        check_cached(
             &format!("encoder norm_first={norm_first} {naming:?} p={dropout}"),
             &ps,
             &x,
-            |ps, x| Ok(layer.forward(ps, x, Some(&m), mode)?.0),
-            |ps, x, dy| {
-                let (_, c) = layer.forward(ps, x, Some(&m), mode)?;
-                Ok(Some(layer.backward(ps, &c, dy)?))
-            },
+            |ps, x| layer.forward(ps, x, Some(&m), mode),
+            |ps, c, dy| layer.backward(ps, c, dy),
         );
     }
 }
@@ -332,15 +302,12 @@ fn gated_embedding_unit() {
         let mut ps = ParamStore::new();
         let geu = GatedEmbeddingUnit::new(&mut ps, "geu", 6, 5, norm, &mut rng).unwrap();
         let x = randn32(&[4, 6], &mut rng);
-        check_layer(
+        check_cached(
             &format!("geu {norm:?}"),
             &ps,
             &x,
-            |ps, x| Ok(geu.forward(ps, x)?.0),
-            |ps, x, dy| {
-                let (_, c) = geu.forward(ps, x)?;
-                Ok(Some(geu.backward(ps, &c, dy)?))
-            },
+            |ps, x| geu.forward(ps, x),
+            |ps, c, dy| geu.backward(ps, c, dy),
         );
         let (y, _) = geu.forward(&ps, &x).unwrap();
         for row in y.to_vec_f32().unwrap().chunks(5) {

@@ -88,18 +88,13 @@ fn draw(
         .x_desc("row of report.md (number above the bars)")
         .y_desc("mAP@10 (%)")
         .draw()?;
-    let ours = rows.iter().enumerate().filter_map(|(i, r)| {
-        let m = r.metrics?[0];
-        Some(Rectangle::new(
-            [(i as f64 + 0.1, 0.0), (i as f64 + 0.48, m.mean)],
-            BLUE.mix(0.7).filled(),
-        ))
-    });
+    let ours = BLUE.mix(0.7).filled();
+    let means = rows.iter().map(|r| r.metrics.map(|m| m[0].mean));
     chart
-        .draw_series(ours)?
+        .draw_series(bars(means, (0.1, 0.48), ours))?
         .label("ours (mean over seeds)")
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], BLUE.mix(0.7).filled()));
-    let bars = rows.iter().enumerate().filter_map(|(i, r)| {
+        .legend(legend_box(ours));
+    let error_bars = rows.iter().enumerate().filter_map(|(i, r)| {
         let m = r.metrics?[0];
         let x = i as f64 + 0.29;
         Some(ErrorBar::new_vertical(
@@ -111,18 +106,12 @@ fn draw(
             6,
         ))
     });
-    chart.draw_series(bars)?;
-    let paper = rows.iter().enumerate().filter_map(|(i, r)| {
-        let p = r.paper?;
-        Some(Rectangle::new(
-            [(i as f64 + 0.52, 0.0), (i as f64 + 0.9, p)],
-            RED.mix(0.5).filled(),
-        ))
-    });
+    chart.draw_series(error_bars)?;
+    let paper = RED.mix(0.5).filled();
     chart
-        .draw_series(paper)?
+        .draw_series(bars(rows.iter().map(|r| r.paper), (0.52, 0.9), paper))?
         .label("paper")
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RED.mix(0.5).filled()));
+        .legend(legend_box(paper));
     let tags = rows.iter().enumerate().map(|(i, r)| {
         let top = r
             .metrics
@@ -143,4 +132,26 @@ fn draw(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// One bar per row with a height, from `lo` to `hi` across the row's unit slot.
+fn bars(
+    heights: impl Iterator<Item = Option<f64>>,
+    (lo, hi): (f64, f64),
+    style: ShapeStyle,
+) -> Vec<Rectangle<(f64, f64)>> {
+    heights
+        .enumerate()
+        .filter_map(|(i, h)| {
+            Some(Rectangle::new(
+                [(i as f64 + lo, 0.0), (i as f64 + hi, h?)],
+                style,
+            ))
+        })
+        .collect()
+}
+
+/// The legend swatch of a bar series.
+fn legend_box(style: ShapeStyle) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], style)
 }

@@ -161,6 +161,14 @@ pub struct JobRecord {
     pub slurm: Option<SlurmName>,
 }
 
+impl JobRecord {
+    /// Whether the submission was recorded without the backend's handle (the coordinator died
+    /// inside the submission): it may or may not have reached the scheduler.
+    pub fn unrecorded(&self) -> bool {
+        self.state == JobState::Pending && self.handle.is_none()
+    }
+}
+
 /// Everything the ledger says.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LedgerState {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::bins::sh_quote;
 use crate::error::{Result, SweepError};
 use crate::jobs::{self, failure_reason};
-use crate::ledger::{Event, Handle, JobKind, JobState, Ledger, SlurmName};
+use crate::ledger::{Event, Handle, JobKind, JobRecord, JobState, Ledger, SlurmName};
 use crate::local::EXIT_REQUEUE;
 use crate::plan::{Plan, Run};
 use hr_core::write_atomic;
@@ -267,11 +267,9 @@ fn submit_missing(
     let missing: Vec<usize> = (0..plan.runs.len())
         .filter(|&i| {
             let r = &plan.runs[i];
-            match ledger.state.job(&r.id, JobKind::Train) {
-                None => true,
-                // A submission recorded without a job id (crash inside sbatch): submit again.
-                Some(rec) => rec.state == JobState::Pending && rec.handle.is_none(),
-            }
+            // A submission recorded without a job id (crash inside sbatch): submit again.
+            let rec = ledger.state.job(&r.id, JobKind::Train);
+            rec.is_none_or(JobRecord::unrecorded)
         })
         .collect();
     if missing.is_empty() {
@@ -688,10 +686,8 @@ fn submit_missing_evals(
         let Some(t) = ledger.state.job(&run.id, JobKind::Train).cloned() else {
             continue;
         };
-        let unrecorded = match ledger.state.job(&run.id, JobKind::Eval) {
-            None => true,
-            Some(e) => e.state == JobState::Pending && e.handle.is_none(),
-        };
+        let eval = ledger.state.job(&run.id, JobKind::Eval);
+        let unrecorded = eval.is_none_or(JobRecord::unrecorded);
         let (Some(train_id), true) = (handle_id(&t.handle), unrecorded) else {
             continue;
         };
@@ -713,7 +709,7 @@ fn recover_unrecorded(plan: &Plan, ledger: &mut Ledger) -> Result<()> {
     for (i, r) in plan.runs.iter().enumerate() {
         for job in [JobKind::Train, JobKind::Eval] {
             if let Some(rec) = ledger.state.job(&r.id, job) {
-                if rec.state == JobState::Pending && rec.handle.is_none() {
+                if rec.unrecorded() {
                     lost.extend(rec.slurm.clone().map(|n| (i, job, n)));
                 }
             }

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{done_trainings, hr_sweep, repo, text};
+use common::{assert_says, done_trainings, hr_sweep, repo, text};
 
 /// Where cargo put hr-train: next to the hr-sweep binary (target/<profile>/).
 fn bin_dir() -> PathBuf {
@@ -63,11 +63,7 @@ fn demo_sweep_end_to_end_with_the_real_trainer() {
     let bd = bins.display().to_string();
     let o = hr_sweep(d.path(), &[&args[..], &["--bin-dir", &bd]].concat(), &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("6 of 6 runs done, 0 failed"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "6 of 6 runs done, 0 failed");
 
     // Every run trained exactly once (one attempt header per train.log) and was evaluated.
     let runs = d.path().join("runs/sweeps/demo");
@@ -91,11 +87,7 @@ fn demo_sweep_end_to_end_with_the_real_trainer() {
 
     // A second launch does nothing.
     let o = hr_sweep(d.path(), &[&args[..], &["--bin-dir", &bd]].concat(), &[]);
-    assert!(
-        text(&o).contains("started 0 job(s); 6 of 6 runs done"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "started 0 job(s); 6 of 6 runs done");
 
     let o = hr_sweep(d.path(), &["report", s], &[]);
     let t = text(&o);

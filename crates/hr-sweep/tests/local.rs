@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{count, done_trainings, hr_sweep, text, Fixture};
+use common::{assert_says, count, done_trainings, hr_sweep, text, trainings_of, Fixture};
 
 fn env(f: &Fixture) -> Vec<(&'static str, String)> {
     vec![("FAKE_CALLS", f.calls_log().display().to_string())]
@@ -40,16 +40,12 @@ fn launch_relaunch_report_and_changed_sweep() {
     // A second launch does nothing.
     let o = hr_sweep(f.path(), &launch_args(s, b), &env(&f));
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("started 0 job(s); 6 of 6 runs done"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "started 0 job(s); 6 of 6 runs done");
     assert_eq!(f.calls().len(), 12);
 
     // plan shows them done; report prints the table with deltas.
     let o = hr_sweep(f.path(), &["plan", s], &[]);
-    assert!(text(&o).contains("6 done, 0 to launch"), "{}", text(&o));
+    assert_says(&o, "6 done, 0 to launch");
     let o = hr_sweep(f.path(), &["report", s], &[]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -138,11 +134,7 @@ fn killed_coordinator_relaunch_finishes_without_rerunning() {
     e.push(("FAKE_SLEEP", "1".into()));
     let o = hr_sweep(f.path(), &launch_args(s, b), &e);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("6 of 6 runs done, 0 failed"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "6 of 6 runs done, 0 failed");
     let c = f.calls();
     let mut trained = sorted_targets(&c, "train ");
     let n = trained.len();
@@ -167,16 +159,9 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
     e.push(("FAKE_FAIL", "/mid-2-".into()));
     let o = hr_sweep(f.path(), &launch_args(s, b), &e);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("5 of 6 runs done, 1 failed"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "5 of 6 runs done, 1 failed");
     let c = f.calls();
-    let late1: Vec<&String> = c
-        .iter()
-        .filter(|l| l.starts_with("train ") && l.contains("/late-1-"))
-        .collect();
+    let late1 = trainings_of(&c, "/late-1-");
     assert_eq!(late1.len(), 2, "{c:?}");
     assert!(
         late1[0].ends_with("resume=no") && late1[1].ends_with("resume=yes"),
@@ -213,11 +198,7 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
     args.push("--retry-failed");
     let o = hr_sweep(f.path(), &args, &env(&f));
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("started 2 job(s); 6 of 6 runs done, 0 failed"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "started 2 job(s); 6 of 6 runs done, 0 failed");
     let c = f.calls();
     assert_eq!(
         c.iter().filter(|l| l.contains("/mid-2-")).count(),

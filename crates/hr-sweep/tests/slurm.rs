@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{calls, count, hr_sweep, repo, script, text, Fixture};
+use common::{assert_says, calls, count, hr_sweep, repo, script, text, trainings_of, Fixture};
 
 const SBATCH: &str = r#"#!/bin/bash
 D="$FAKE_SLURM"
@@ -201,11 +201,7 @@ fn slurm_backend_with_fake_tools() {
     // Submit and return; a relaunch while those jobs are queued must not submit them again.
     let o = hr_sweep(d, &[&args[..], &["--no-wait"]].concat(), &env);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("7 submission(s), 0 poll(s)"),
-        "{}",
-        text(&o)
-    );
+    assert_says(&o, "7 submission(s), 0 poll(s)");
     let o = hr_sweep(d, &args, &env);
     let t = text(&o);
     assert!(
@@ -243,10 +239,7 @@ fn slurm_backend_with_fake_tools() {
     assert!(resub[0].contains("/late-1-"), "{sc:?}");
     assert!(sc.iter().any(|l| l.starts_with("scancel")), "{sc:?}");
     let tc = fx.sweep.calls();
-    let late1: Vec<&String> = tc
-        .iter()
-        .filter(|l| l.starts_with("train ") && l.contains("/late-1-"))
-        .collect();
+    let late1 = trainings_of(&tc, "/late-1-");
     assert_eq!(late1.len(), 2, "{tc:?}");
     assert!(late1[1].ends_with("resume=yes"), "{tc:?}");
     assert_eq!(count(&tc, "eval "), 5, "{tc:?}");
@@ -283,7 +276,7 @@ fn slurm_backend_with_fake_tools() {
     // A second launch submits nothing.
     let n = sc.len();
     let o = hr_sweep(d, &args, &env);
-    assert!(text(&o).contains("0 submission(s)"), "{}", text(&o));
+    assert_says(&o, "0 submission(s)");
     assert_eq!(fx.slurm_calls().len(), n);
 
     check_golden(d, sweep);

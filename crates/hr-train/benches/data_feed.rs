@@ -41,10 +41,7 @@ fn run(dir: &Path, name: &str, steps: usize, set: &[String]) -> f64 {
 }
 
 fn main() {
-    let steps: usize = std::env::var("HR_BENCH_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let steps: usize = hr_core::env_or("HR_BENCH_STEPS", 12);
     let tmp = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("| trainer, tiny, CPU ({cores} cores), batch 32 of 10 s crops, synthetic 32 kHz Parquet | items/s |\n|---|---|");

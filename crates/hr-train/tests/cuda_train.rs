@@ -8,9 +8,14 @@ mod common;
 use std::path::Path;
 
 use hr_tensor::{cuda, Device};
-use hr_train::{train, Resume, TrainConfig, TrainControl, TrainError};
+use hr_train::{train, Resume, TrainConfig, TrainControl, TrainError, TrainSummary};
 
 const STEPS: u64 = 10;
+
+/// Whether a CUDA driver and device 0 are there.
+fn cuda_device() -> bool {
+    cuda::driver_present() && Device::cuda(0).is_ok()
+}
 
 fn config(data: &Path, run: &Path, device: &str) -> TrainConfig {
     let mut set = common::short_run(data, run, STEPS);
@@ -32,6 +37,28 @@ fn config(data: &Path, run: &Path, device: &str) -> TrainConfig {
     TrainConfig::from_toml_str("", &set).unwrap()
 }
 
+/// Asserts that the CUDA run's losses stay within `limit(step index)` (relative) of the CPU
+/// run's and its last validation mAP@10 within `map_tol`; `what` prefixes the printed lines.
+fn assert_tracks(
+    cpu: &TrainSummary,
+    gpu: &TrainSummary,
+    what: &str,
+    limit: impl Fn(usize) -> f64,
+    map_tol: f64,
+) {
+    for (i, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
+        let rel = (a - b).abs() / a.abs();
+        println!("{what}step {}: cpu {a:.6} cuda {b:.6} rel {rel:.2e}", i + 1);
+        assert!(rel < limit(i), "{what}step {}: cpu {a} vs cuda {b}", i + 1);
+    }
+    let (vc, vg) = (
+        &cpu.last_val.as_ref().unwrap().1,
+        &gpu.last_val.as_ref().unwrap().1,
+    );
+    println!("{what}val mAP@10: cpu {:.4} cuda {:.4}", vc.map10, vg.map10);
+    assert!((vc.map10 - vg.map10).abs() < map_tol, "{vc:?} vs {vg:?}");
+}
+
 /// `run.precision = "bf16"` (bf16 GEMM operands and bf16 CNN activations) on the GPU against
 /// the CPU's bf16 run: the same losses within what bf16 rounding allows (the two backends round
 /// different f32 sums, so single bf16 roundings flip and the runs drift apart slowly).
@@ -48,20 +75,13 @@ fn cuda_bf16_tracks_the_cpu_bf16_run() {
     // The CPU side (bf16 activations through frozen batch norms) runs everywhere.
     let cpu = bf16("cpu", "cpu");
     assert_eq!(cpu.losses.len(), STEPS as usize);
-    if !(cuda::driver_present() && Device::cuda(0).is_ok()) {
+    if !cuda_device() {
         println!("skipped: no CUDA device (the CPU bf16 run passed)");
         return;
     }
     let gpu = bf16("gpu", "cuda");
-    for (i, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
-        let rel = (a - b).abs() / a.abs();
-        println!("bf16 step {}: cpu {a:.6} cuda {b:.6} rel {rel:.2e}", i + 1);
-        let limit = if i == 0 { 5e-3 } else { 3e-2 };
-        assert!(rel < limit, "bf16 step {}: cpu {a} vs cuda {b}", i + 1);
-    }
-    let (vc, vg) = (cpu.last_val.unwrap().1, gpu.last_val.unwrap().1);
-    println!("bf16 val mAP@10: cpu {:.4} cuda {:.4}", vc.map10, vg.map10);
-    assert!((vc.map10 - vg.map10).abs() < 0.1, "{vc:?} vs {vg:?}");
+    let limit = |i: usize| if i == 0 { 5e-3 } else { 3e-2 };
+    assert_tracks(&cpu, &gpu, "bf16 ", limit, 0.1);
 }
 
 #[test]
@@ -69,7 +89,7 @@ fn cuda_world_one_matches_the_cpu_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ctl = TrainControl::default();
-    let gpu = cuda::driver_present() && Device::cuda(0).is_ok();
+    let gpu = cuda_device();
     if !gpu {
         let cfg = config(&data, &dir.path().join("gpu"), "cuda");
         let err = train(&cfg, &Resume::Fresh, &ctl).unwrap_err();
@@ -95,14 +115,7 @@ fn cuda_world_one_matches_the_cpu_run() {
     println!("cpu {t_cpu:?}, cuda {t_gpu:?} for {STEPS} steps + validation");
     assert_eq!(cpu.losses.len(), STEPS as usize);
     assert_eq!(gpu.losses.len(), STEPS as usize);
-    for (i, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
-        let rel = (a - b).abs() / a.abs();
-        println!("step {}: cpu {a:.6} cuda {b:.6} rel {rel:.2e}", i + 1);
-        assert!(rel < 1e-3, "step {}: cpu {a} vs cuda {b}", i + 1);
-    }
-    let (vc, vg) = (cpu.last_val.unwrap().1, gpu.last_val.unwrap().1);
-    println!("val mAP@10: cpu {:.4} cuda {:.4}", vc.map10, vg.map10);
-    assert!((vc.map10 - vg.map10).abs() < 0.05, "{vc:?} vs {vg:?}");
+    assert_tracks(&cpu, &gpu, "", |_| 1e-3, 0.05);
     assert!(run.join("checkpoints/latest").is_file());
 }
 
@@ -114,7 +127,7 @@ fn upload_ahead_gives_bit_identical_losses() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ctl = TrainControl::default();
-    let gpu = cuda::driver_present() && Device::cuda(0).is_ok();
+    let gpu = cuda_device();
     let devices: &[&str] = if gpu { &["cpu", "cuda"] } else { &["cpu"] };
     for device in devices {
         let run = |name: &str, ahead: bool| {

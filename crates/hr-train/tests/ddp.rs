@@ -24,12 +24,7 @@ const STEPS: usize = 20;
 
 /// One synthetic dataset for every test, generated before any process runs.
 fn data_root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hr-train-ddp-synthetic-40-seed3");
-        common::synthetic_40(&root);
-        root
-    })
+    common::shared_synthetic_40("hr-train-ddp-synthetic-40-seed3")
 }
 
 /// The shared config: tiny preset, 1 s clips, global batch 8, split-independent steps.
@@ -228,6 +223,14 @@ fn wait_for_steps(run: &Path, n: usize, deadline: Duration) {
 }
 
 /// Waits for a child with a deadline; kills it and fails when it does not exit in time.
+/// Everything a finished child wrote to its piped stderr.
+fn take_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    let mut pipe = child.stderr.take().unwrap();
+    pipe.read_to_string(&mut err).unwrap();
+    err
+}
+
 fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
     loop {
@@ -262,8 +265,7 @@ fn killed_rank_makes_the_other_exit_naming_it() {
     let t0 = Instant::now();
     let st = wait_with_deadline(&mut r0, Duration::from_secs(30));
     let waited = t0.elapsed();
-    let mut err = String::new();
-    r0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = take_stderr(&mut r0);
     assert!(!st.success(), "rank 0 must fail: {err}");
     assert!(
         err.contains("rank 1"),
@@ -291,13 +293,7 @@ fn sigterm_to_launcher_checkpoints_and_resume_on_one_rank_keeps_the_data_order()
         .unwrap();
     assert!(kill.success());
     let st = wait_with_deadline(&mut launcher, Duration::from_secs(60));
-    let mut err = String::new();
-    launcher
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = take_stderr(&mut launcher);
     assert_eq!(st.code(), Some(75), "preempted ranks exit 75: {err}");
     let stopped = losses(&run).len();
     assert!(
@@ -361,13 +357,7 @@ fn slurm_step_with_a_fresh_run_directory() {
         .collect();
     for (r, mut child) in ranks.into_iter().enumerate() {
         let status = wait_with_deadline(&mut child, Duration::from_secs(120));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = take_stderr(&mut child);
         assert!(status.success(), "rank {r}: {status:?}\n{err}");
         assert_json_logs_of_rank(&err, r);
     }

@@ -12,7 +12,7 @@ use std::process::Command;
 use common::{set_path, short_run};
 
 use hr_data::audio::encode_wav;
-use hr_data::text::MAX_TOKENS;
+use hr_data::text::{TextTokenizer, MAX_TOKENS};
 use hr_models::mobilenet::{MobileNetConfig, MobileNetV3};
 use hr_models::testing::{minilm_dir, MINILM_SKIP};
 use hr_nn::io::{read_safetensors, serialize_safetensors};
@@ -84,6 +84,15 @@ fn efficientat_state_dict(path: &Path) -> ParamStore {
     ps
 }
 
+/// The installed all-MiniLM-L6-v2 folder, or `None` after printing why the test is skipped.
+fn minilm_or_skip() -> Option<std::path::PathBuf> {
+    let dir = minilm_dir();
+    if dir.is_none() {
+        println!("{MINILM_SKIP}");
+    }
+    dir
+}
+
 /// The lower-case hex sha256 of a file.
 fn sha256(path: &Path) -> String {
     hr_data::shard::sha256_file(path).unwrap().0
@@ -135,8 +144,7 @@ struct MiniLmReference {
 
 #[test]
 fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenance() {
-    let Some(minilm) = minilm_dir() else {
-        println!("{MINILM_SKIP}");
+    let Some(minilm) = minilm_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -218,14 +226,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
     let eval_out = dir.path().join("test.json");
     run(
         env!("CARGO_BIN_EXE_hr-eval"),
-        &[
-            "--checkpoint",
-            run_dir.to_str().unwrap(),
-            "--split",
-            "test",
-            "--out",
-            eval_out.to_str().unwrap(),
-        ],
+        &common::eval_args(&run_dir, "test", &eval_out),
     );
     let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(&eval_out).unwrap()).unwrap();
     assert_eq!(ev["clips"], 3);
@@ -280,8 +281,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
 
 #[test]
 fn a_tokenizer_that_does_not_fit_the_text_encoder_is_refused_naming_both_files() {
-    let Some(minilm) = minilm_dir() else {
-        println!("{MINILM_SKIP}");
+    let Some(minilm) = minilm_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +299,15 @@ fn a_tokenizer_that_does_not_fit_the_text_encoder_is_refused_naming_both_files()
         "{msg}"
     );
     assert!(msg.contains("6 tokens") && msg.contains("30522"), "{msg}");
+}
+
+/// The error of loading `cfg`'s pretrained weights into the model it builds (seed `seed`).
+fn load_error(cfg: &TrainConfig, tok: &TextTokenizer, seed: u64) -> String {
+    let mcfg = retriever_config(cfg, tok).unwrap();
+    let (model, mut ps) = build_model(&mcfg, seed).unwrap();
+    init::load_pretrained(cfg, &model, &mut ps)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -349,11 +358,7 @@ fn pretrained_files_that_do_not_fit_are_clear_errors() {
     let cfg = TrainConfig::from_toml_str("", &set).unwrap();
     let tok = init::resolve_tokenizer(&cfg, MAX_TOKENS).unwrap();
     assert_eq!(tok.source, "dataset");
-    let mcfg = retriever_config(&cfg, &tok.tok).unwrap();
-    let (model, mut ps) = build_model(&mcfg, 0).unwrap();
-    let err = init::load_pretrained(&cfg, &model, &mut ps)
-        .unwrap_err()
-        .to_string();
+    let err = load_error(&cfg, &tok.tok, 0);
     assert!(
         err.contains("model.audio_init") && err.contains("backbone mn01"),
         "{err}"
@@ -450,11 +455,7 @@ fn init_from_starts_from_another_runs_weights_with_its_tokenizer() {
     let tok = init::resolve_tokenizer(&cfg_b, MAX_TOKENS).unwrap();
     assert_eq!(tok.source, "model.init_from");
     // Mid fusion has parameters run A (late) never had: every one is named.
-    let mcfg = retriever_config(&cfg_b, &tok.tok).unwrap();
-    let (model, mut ps) = build_model(&mcfg, 9).unwrap();
-    let err = init::load_pretrained(&cfg_b, &model, &mut ps)
-        .unwrap_err()
-        .to_string();
+    let err = load_error(&cfg_b, &tok.tok, 9);
     assert!(err.contains("mid."), "{err}");
 
     set_b.pop();

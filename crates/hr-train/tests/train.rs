@@ -3,20 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use hr_train::checkpoint::{latest_committed, step_dir_name};
 use hr_train::{train, Outcome, Resume, TrainConfig, TrainControl};
 
 /// One synthetic dataset for every test of this binary.
 fn data_root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hr-train-synthetic-40-seed3");
-        common::synthetic_40(&root);
-        root
-    })
+    common::shared_synthetic_40("hr-train-synthetic-40-seed3")
 }
 
 fn config(run: &Path, extra: &[&str]) -> TrainConfig {
@@ -178,14 +172,7 @@ fn hr_eval_reproduces_logged_validation() {
     let topk = run.join("topk.jsonl");
     let ck = run.join("checkpoints").join(step_dir_name(3));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_hr-eval"))
-        .args([
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--split",
-            "val",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(common::eval_args(&ck, "val", &out))
         .args(["--topk-out", topk.to_str().unwrap()])
         .status()
         .unwrap();

@@ -214,6 +214,19 @@ impl NcclComm {
         Ok(())
     }
 
+    /// All-reduces `ts` on the device with `op`, bucket by bucket (see `device_buckets`).
+    pub(super) fn all_reduce_buckets(
+        &self,
+        ts: &mut [Tensor],
+        bucket_bytes: usize,
+        op: sys::ncclRedOp_t,
+        deadline: Instant,
+    ) -> Step<()> {
+        self.device_buckets(ts, bucket_bytes, &|c, b, n| {
+            c.enq_all_reduce(b, n, op, deadline)
+        })
+    }
+
     pub(super) fn pack(
         &self,
         ts: &[Tensor],
@@ -351,13 +364,8 @@ impl Communicator for NcclComm {
 
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<()> {
         check_root(root, self.world)?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        self.run("broadcast", |c, deadline| {
-            let mut d = c.upload(buf)?;
-            c.enq_broadcast(&mut d, buf.len(), root, deadline)?;
-            c.download(&d, buf, deadline)
+        self.host_in_place(buf, "broadcast", |c, d, n, deadline| {
+            c.enq_broadcast(d, n, root, deadline)
         })
     }
 
@@ -386,11 +394,7 @@ impl Communicator for NcclComm {
         let op = reduce_op(mean);
         self.run_alongside(
             "all_reduce (overlapped)",
-            |c, deadline| {
-                c.device_buckets(ts, bucket_bytes, &|c, b, n| {
-                    c.enq_all_reduce(b, n, op, deadline)
-                })
-            },
+            |c, deadline| c.all_reduce_buckets(ts, bucket_bytes, op, deadline),
             work,
         )
     }
@@ -406,9 +410,7 @@ impl Communicator for NcclComm {
         }
         let op = reduce_op(mean);
         self.run("all_reduce", |c, deadline| {
-            c.device_buckets(ts, bucket_bytes, &|c, b, n| {
-                c.enq_all_reduce(b, n, op, deadline)
-            })
+            c.all_reduce_buckets(ts, bucket_bytes, op, deadline)
         })
     }
 
@@ -458,12 +460,25 @@ impl Communicator for NcclComm {
 /// Host-slice helpers (staged through the device).
 impl NcclComm {
     pub(super) fn host_all_reduce(&mut self, buf: &mut [f32], op: sys::ncclRedOp_t) -> Result<()> {
+        self.host_in_place(buf, "all_reduce", |c, d, n, deadline| {
+            c.enq_all_reduce(d, n, op, deadline)
+        })
+    }
+
+    /// Runs the in-place collective `enq(c, device copy, len, deadline)` named `op` on a device
+    /// copy of `buf` and copies the result back (nothing for an empty `buf`).
+    fn host_in_place(
+        &mut self,
+        buf: &mut [f32],
+        op: &'static str,
+        enq: impl FnOnce(&Self, &mut CudaSlice<f32>, usize, Instant) -> Step<()>,
+    ) -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
-        self.run("all_reduce", |c, deadline| {
+        self.run(op, |c, deadline| {
             let mut d = c.upload(buf)?;
-            c.enq_all_reduce(&mut d, buf.len(), op, deadline)?;
+            enq(c, &mut d, buf.len(), deadline)?;
             c.download(&d, buf, deadline)
         })
     }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use hr_models::retriever::WaveformBatch;
 use hr_models::text::TokenBatch;
 use hr_models::Result;
 use hr_nn::testing::check_param_gradients;
@@ -86,5 +87,19 @@ pub fn four_text_rows() -> TextRows {
         metadata: tokens(&[&[2, 20, 21, 3], &[2, 3], &[2, 22, 3], &[2, 23, 24, 25, 3]]),
         metadata_present: vec![true, false, true, true],
         clip_ids: vec![0, 1, 0, 2],
+    }
+}
+
+/// Four 0.25 s clips at 32 kHz (random, seed 5; valid 8000, 4000, 6000, 8000 samples) with the
+/// text of [`four_text_rows`].
+pub fn waveform_batch() -> WaveformBatch {
+    let t = four_text_rows();
+    WaveformBatch {
+        waveforms: hr_tensor::testing::randn32(&[4, 8000], &mut hr_tensor::Rng::new(5)),
+        valid_lengths: vec![8000, 4000, 6000, 8000],
+        queries: t.queries,
+        metadata: t.metadata,
+        metadata_present: t.metadata_present,
+        clip_ids: t.clip_ids,
     }
 }

@@ -27,3 +27,24 @@ pub fn check_layer(
         |_, g| Some(g.clone()),
     );
 }
+
+/// [`check_layer`] of a layer given as its forward `fwd(ps, x) -> (y, cache)` and its
+/// backward `bwd(ps, cache, dy) -> dx`.
+pub fn check_cached<C>(
+    name: &str,
+    ps: &ParamStore,
+    x: &Tensor,
+    fwd: impl Fn(&mut ParamStore, &Tensor) -> Result<(Tensor, C)>,
+    bwd: impl Fn(&mut ParamStore, &C, &Tensor) -> Result<Tensor>,
+) {
+    check_layer(
+        name,
+        ps,
+        x,
+        |ps, x| Ok(fwd(ps, x)?.0),
+        |ps, x, dy| {
+            let (_, c) = fwd(ps, x)?;
+            Ok(Some(bwd(ps, &c, dy)?))
+        },
+    );
+}

@@ -175,6 +175,12 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts that the output of a command (stdout or stderr) contains `what`.
+pub fn assert_says(o: &Output, what: &str) {
+    let t = text(o);
+    assert!(t.contains(what), "{t}");
+}
+
 /// Lines of the calls log.
 pub fn calls(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -187,6 +193,14 @@ pub fn calls(path: &Path) -> Vec<String> {
 /// How many of `lines` start with `prefix`.
 pub fn count(lines: &[String], prefix: &str) -> usize {
     lines.iter().filter(|l| l.starts_with(prefix)).count()
+}
+
+/// The calls of the fake trainer's `train` for the runs whose directory contains `run`.
+pub fn trainings_of<'a>(calls: &'a [String], run: &str) -> Vec<&'a String> {
+    calls
+        .iter()
+        .filter(|l| l.starts_with("train ") && l.contains(run))
+        .collect()
 }
 
 /// How many trainings the ledger at `ledger` records as done (0 before it exists).

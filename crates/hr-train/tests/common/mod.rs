@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use hr_train::TrainConfig;
 
@@ -30,6 +31,17 @@ pub fn synthetic_40(root: &Path) {
     }
 }
 
+/// The dataset of [`synthetic_40`] at `CARGO_TARGET_TMPDIR/name`, generated once for every
+/// test of this binary (the first call's `name` wins).
+pub fn shared_synthetic_40(name: &str) -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        synthetic_40(&root);
+        root
+    })
+}
+
 /// Trains two steps on `dir/data` (see [`synthetic_40`]) into `dir/name` with `extra`
 /// overrides; returns the run directory.
 pub fn trained_briefly(dir: &Path, name: &str, extra: &[String]) -> PathBuf {
@@ -51,6 +63,19 @@ pub fn lr_overrides() -> Vec<String> {
         set.push(format!("optim.lr.{g}.min=1e-4"));
     }
     set
+}
+
+/// `hr-eval` arguments: evaluate `checkpoint` (a run or step directory) on `split` into `out`.
+pub fn eval_args<'a>(checkpoint: &'a Path, split: &'a str, out: &'a Path) -> [&'a str; 6] {
+    let path = |p: &'a Path| p.to_str().unwrap();
+    [
+        "--checkpoint",
+        path(checkpoint),
+        "--split",
+        split,
+        "--out",
+        path(out),
+    ]
 }
 
 /// A TCP port free on 127.0.0.1 right now.
