@@ -1,40 +1,13 @@
 //! PNG bar chart of mAP@10 per report row: ours (mean, with the seed standard deviation as an
-//! error bar) beside the paper's number.
+//! error bar) beside the paper's number. Text uses the font hr-train's plots use (`HR_PLOT_FONT`, else a
+//! system DejaVu / Liberation Sans).
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
 use crate::error::{Result, SweepError};
 use crate::report::Row;
-
-/// Font files tried, in order (DejaVu Sans ships with most distributions).
-const FONTS: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-];
-
-/// Registers a sans-serif font once; false when none is found.
-fn font_ready() -> bool {
-    static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
-        let dirs = std::env::var("HR_FONT")
-            .ok()
-            .into_iter()
-            .chain(FONTS.iter().map(|s| s.to_string()));
-        for f in dirs {
-            if let Ok(bytes) = std::fs::read(&f) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-}
 
 fn chart_err(path: &Path, e: impl std::fmt::Display) -> SweepError {
     SweepError::Chart {
@@ -45,10 +18,10 @@ fn chart_err(path: &Path, e: impl std::fmt::Display) -> SweepError {
 
 /// Draws the chart (rows numbered as in the Markdown table).
 pub fn bar_chart(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
-    if !font_ready() {
+    if !hr_train::plots::register_font() {
         return Err(chart_err(
             path,
-            "no TTF font found (set HR_FONT to a .ttf file)",
+            "no TrueType font found (set HR_PLOT_FONT to a .ttf file)",
         ));
     }
     let ymax = rows
