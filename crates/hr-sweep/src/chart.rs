@@ -1,6 +1,6 @@
 //! PNG bar chart of mAP@10 per report row: ours (mean, with the seed standard deviation as an
-//! error bar) beside the paper's number. Text uses the font hr-train's plots use (`HR_PLOT_FONT`, else a
-//! system DejaVu / Liberation Sans).
+//! error bar) beside the paper's number. Text uses the font of hr-train's plots (`HR_PLOT_FONT`,
+//! else a system DejaVu / Liberation Sans).
 
 use std::path::Path;
 
