@@ -316,6 +316,7 @@ pub struct Written {
 /// Writes `report.md`, `report.csv` and `report-map10.png` into the runs directory.
 pub fn write(plan: &Plan, rows: &[Row]) -> Result<Written> {
     let dir = &plan.runs_dir;
+    std::fs::create_dir_all(dir).map_err(SweepError::io(dir))?;
     let md = dir.join("report.md");
     write_atomic(&md, markdown(plan, rows).as_bytes())?;
     let cs = dir.join("report.csv");
