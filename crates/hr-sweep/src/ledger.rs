@@ -15,6 +15,8 @@ use crate::error::{Result, SweepError};
 /// The ledger file name inside the runs directory.
 pub const LEDGER_FILE: &str = "ledger.jsonl";
 const LOCK_FILE: &str = "ledger.lock";
+/// Attempts, 100 ms apart, before a held ledger lock is reported.
+const LOCK_GRACE_TRIES: u32 = 20;
 
 /// Which job of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -374,16 +376,26 @@ impl LockFile {
             .truncate(false)
             .open(&path)
             .map_err(SweepError::io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(SweepError::Locked {
-                    ledger: runs_dir.join(LEDGER_FILE),
-                    owner: owner_text(&owner),
-                });
+        // A coordinator that has just exited can leave the lock held for a moment by a job
+        // it was starting (a forked child before its exec closes the descriptor): a short
+        // grace before reporting the holder.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_GRACE_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    return Err(SweepError::Locked {
+                        ledger: runs_dir.join(LEDGER_FILE),
+                        owner: owner_text(&owner),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(SweepError::io(&path)(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(SweepError::io(&path)(e)),
         }
         let me = format!("{} {}\n", host_name(), std::process::id());
         file.set_len(0)
