@@ -35,13 +35,17 @@ pub const LOG_FORMAT_VAR: &str = "HR_LOG_FORMAT";
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]),
 /// as text (colour codes only on a terminal, so logs redirected to files stay plain) or as
-/// JSON lines when `HR_LOG_FORMAT=json`. Call once, first thing in `main`; a process that
-/// knows its rank enters a `rank` span so that every line it logs carries it.
-pub fn init_logging() {
+/// JSON lines: `format` is a binary's `--log-format` (`text` or `json`), else `HR_LOG_FORMAT`
+/// decides. Call once, first thing in `main`; a process that knows its rank enters a `rank`
+/// span so that every line it logs carries it.
+pub fn init_logging(format: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let json = std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let chosen = format
+        .map(str::to_string)
+        .or_else(|| std::env::var(LOG_FORMAT_VAR).ok());
+    let json = chosen.is_some_and(|v| v.eq_ignore_ascii_case("json"));
     let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);

@@ -24,6 +24,9 @@ use hr_data::{inspect, synthetic, Store};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -394,8 +397,8 @@ fn merge(
 }
 
 fn main() -> Result<()> {
-    hr_core::init_logging();
     let cli = Cli::parse();
+    hr_core::init_logging(cli.log_format.as_deref());
     match cli.cmd {
         Cmd::Prepare { source } => prepare(source)?,
         Cmd::Inspect { root, rows } => {

@@ -221,3 +221,34 @@ fn progress_lines_without_a_terminal() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("verify: ") && err.contains(" rows ("), "{err}");
 }
+
+/// `--log-format json` (any binary) writes every log line as one JSON object.
+#[test]
+fn log_format_json_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d");
+    let o = Command::new(env!("CARGO_BIN_EXE_hr-data"))
+        .args([
+            "--log-format",
+            "json",
+            "prepare",
+            "synthetic",
+            "--clips",
+            "8",
+            "--out",
+        ])
+        .arg(&out)
+        .env("HR_PROGRESS_EVERY_S", "0")
+        .env_remove("HR_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "progress lines expected");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert_eq!(v["level"], "INFO", "{l}");
+    }
+}

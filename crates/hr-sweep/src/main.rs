@@ -21,6 +21,9 @@ use hr_sweep::{local, report, slurm, Plan, SweepError};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -93,8 +96,9 @@ struct Status {
 }
 
 fn main() {
-    hr_core::init_logging();
-    match real_main() {
+    let cli = Cli::parse();
+    hr_core::init_logging(cli.log_format.as_deref());
+    match real_main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -103,8 +107,8 @@ fn main() {
     }
 }
 
-fn real_main() -> Result<i32> {
-    match Cli::parse().cmd {
+fn real_main(cli: Cli) -> Result<i32> {
+    match cli.cmd {
         Cmd::Plan(c) => plan(&c),
         Cmd::Launch(l) => launch(&l),
         Cmd::Status(s) => status(&s),

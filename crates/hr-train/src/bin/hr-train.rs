@@ -55,6 +55,9 @@ struct Cli {
     /// `~/.cache/hybrid-retrieval/kernels`).
     #[arg(long, global = true, value_name = "DIR")]
     kernel_cache: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -108,8 +111,9 @@ enum ImportWhat {
 fn main() {
     // Reuse freed host memory instead of mapping large buffers afresh every step.
     hr_tensor::cpu::keep_freed_memory();
-    hr_core::init_logging();
-    match real_main() {
+    let cli = Cli::parse();
+    hr_core::init_logging(cli.log_format.as_deref());
+    match real_main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -137,8 +141,7 @@ fn load_config(path: Option<&PathBuf>, set: &[String]) -> Result<TrainConfig> {
     })
 }
 
-fn real_main() -> Result<i32> {
-    let cli = Cli::parse();
+fn real_main(cli: Cli) -> Result<i32> {
     if let Some(dir) = &cli.kernel_cache {
         hr_tensor::cuda::set_kernel_cache_dir(dir);
     }
