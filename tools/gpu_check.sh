@@ -157,7 +157,7 @@ if [ -x "$BUNDLE/bench-retriever" ]; then
     done
 fi
 
-# Issue 9: a short demo on the GPU (tiny preset, baseline vs late fusion), to compare with
+# A short demo on the GPU (tiny preset, baseline vs late fusion), to compare with
 # the CPU demo's metrics band in docs/PERF.md.
 if [ "$QUICK" != 1 ] && [ -x "$BUNDLE/hr-train" ]; then
     step "hr-train kernels --precompile (fresh cache)"
