@@ -397,7 +397,7 @@ impl LockFile {
                 Err(std::fs::TryLockError::Error(e)) => return Err(SweepError::io(&path)(e)),
             }
         }
-        let me = format!("{} {}\n", host_name(), std::process::id());
+        let me = format!("{} {}\n", hr_core::host_name(), std::process::id());
         file.set_len(0)
             .and_then(|()| file.write_all(me.as_bytes()))
             .and_then(|()| file.sync_all())
@@ -412,14 +412,4 @@ fn owner_text(content: &str) -> String {
         [host, pid] => format!("hr-sweep on {host} (pid {pid})"),
         _ => "another hr-sweep process (owner not recorded yet)".into(),
     }
-}
-
-/// This machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`, else "unknown").
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -29,10 +29,7 @@ impl EventWriter {
     pub fn create(run: &Path) -> Result<EventWriter> {
         let dir = run.join(TB_DIR);
         std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into());
+        let host = hr_core::host_name();
         let secs = now().floor() as u64;
         let path = dir.join(format!(
             "events.out.tfevents.{secs}.{host}.{}",
