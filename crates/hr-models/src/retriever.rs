@@ -379,7 +379,8 @@ impl HybridRetriever {
     }
 
     /// Item-side encoding of `none` and `late` fusion: the item embeddings (B, E),
-    /// unnormalised, of a frame batch in evaluation mode (its queries are not used). `mid`
+    /// unnormalised, of a frame batch in evaluation mode (its queries are not used and may be
+    /// empty). `mid`
     /// fusion has no item embedding of its own (it scores each item against each query):
     /// an error naming `fusion`.
     pub fn encode_items(&self, ps: &ParamStore, batch: &RetrievalBatch) -> Result<Tensor> {
@@ -389,7 +390,7 @@ impl HybridRetriever {
                 msg: "mid fusion scores item-query pairs jointly; use forward".into(),
             });
         }
-        self.check_batch(ps, batch)?;
+        self.check_batch(ps, batch, false)?;
         Ok(self.pooled_items(ps, batch, Mode::Eval)?.0)
     }
 
@@ -490,7 +491,14 @@ impl HybridRetriever {
         }
     }
 
-    fn check_batch(&self, ps: &ParamStore, batch: &RetrievalBatch) -> Result<()> {
+    /// Checks a batch against the model: frames on its device, one row per clip id in frames,
+    /// metadata and (`with_queries`: not for item-only encoding) queries, finite frames.
+    fn check_batch(
+        &self,
+        ps: &ParamStore,
+        batch: &RetrievalBatch,
+        with_queries: bool,
+    ) -> Result<()> {
         let device = self.device(ps);
         if batch.frames.device() != device {
             return Err(hr_tensor::Error::DeviceMismatch {
@@ -503,7 +511,7 @@ impl HybridRetriever {
         let b = batch.clip_ids.len();
         let rows_ok = batch.frames.rank() == 3
             && batch.frames.shape()[0] == b
-            && batch.queries.rows == b
+            && (!with_queries || batch.queries.rows == b)
             && (self.cfg.fusion == FusionKind::None
                 || (batch.metadata.rows == b && batch.metadata_present.len() == b));
         if !rows_ok {
@@ -530,7 +538,7 @@ impl HybridRetriever {
         ex: &mut dyn RowExchange,
         cnn: Option<WindowedCache>,
     ) -> Result<(RetrieverOutput, RetrieverCache)> {
-        self.check_batch(ps, batch)?;
+        self.check_batch(ps, batch, true)?;
         let (qcls, query) = self.text.forward_cls(ps, &batch.queries, mode.sub(0))?;
         let (q, query_proj) = self.text_proj.forward(ps, &qcls)?;
         let present = batch.metadata_present.clone();

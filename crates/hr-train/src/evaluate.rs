@@ -192,7 +192,7 @@ fn frame_batch(
     queries: TokenBatch,
     meta: (TokenBatch, Vec<bool>),
 ) -> Result<RetrievalBatch> {
-    let rows = queries.rows;
+    let rows = meta.1.len();
     Ok(RetrievalBatch {
         frames: frames.to_device(model.device(ps))?,
         frame_valid: valid,
@@ -221,7 +221,7 @@ fn cosine_scores(
         for c in chunks {
             let meta = c.metas[set].clone();
             let (frames, valid) = (c.frames.clone(), c.valid.clone());
-            let batch = frame_batch(model, ps, frames, valid, meta.0.clone(), meta)?;
+            let batch = frame_batch(model, ps, frames, valid, TokenBatch::default(), meta)?;
             let t = model.encode_items(ps, &batch)?;
             mine.extend(normalized_rows(&t)?.concat());
         }
