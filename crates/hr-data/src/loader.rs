@@ -162,6 +162,8 @@ pub struct ClipMeta {
     pub labels: Vec<String>,
     /// Description.
     pub description: Option<String>,
+    /// Duration of the whole recording in seconds (as the dataset records it).
+    pub duration_s: f32,
     /// Row group (global index over the split).
     pub row_group: usize,
     /// Row inside its row group.
@@ -175,6 +177,23 @@ struct RowGroupRef {
     first_row: usize,
 }
 
+impl ClipMeta {
+    /// The metadata text of this clip for query caption `caption` (training) or evaluation
+    /// and search (`None`): its tags joined, its description, or another of its captions.
+    pub fn metadata_text(&self, kind: MetadataKind, caption: Option<usize>) -> String {
+        match kind {
+            MetadataKind::Keywords => tags_to_text(&self.keywords),
+            MetadataKind::Labels => tags_to_text(&self.labels),
+            MetadataKind::Description => self.description.clone().unwrap_or_default(),
+            MetadataKind::FullSentence => {
+                let n = self.captions.len().max(1);
+                let k = caption.map_or(2 % n, |k| (k + 1) % n);
+                self.captions.get(k).cloned().unwrap_or_default()
+            }
+        }
+    }
+}
+
 /// The text index of one split plus handles to fetch audio by row group.
 pub struct SplitIndex {
     shards: Vec<Arc<ShardReader>>,
@@ -184,7 +203,14 @@ pub struct SplitIndex {
     shape: Shape,
 }
 
-const META_COLUMNS: [&str; 5] = ["id", "captions", "keywords", "labels", "description"];
+const META_COLUMNS: [&str; 6] = [
+    "id",
+    "captions",
+    "keywords",
+    "labels",
+    "description",
+    "duration_s",
+];
 
 impl SplitIndex {
     /// Opens every shard of `split` and reads the text columns.
@@ -235,6 +261,7 @@ impl SplitIndex {
                     keywords: view.keywords(r),
                     labels: view.labels(r),
                     description: view.description(r),
+                    duration_s: view.duration_s(r),
                     row_group: base_group + rg,
                     row_in_group: row - rg_start,
                 });
@@ -265,7 +292,8 @@ impl SplitIndex {
         self.shards[r.shard].read_audio(r.rg, &rows)
     }
 
-    fn origin(&self, clip: usize) -> String {
+    /// Where `clip` lives: its shard, row and id (for error messages and search results).
+    pub fn origin(&self, clip: usize) -> String {
         let m = &self.clips[clip];
         let r = &self.groups[m.row_group];
         format!(
@@ -278,17 +306,15 @@ impl SplitIndex {
 
     /// Metadata text of `clip` for query caption `caption` (training) or evaluation (`None`).
     pub fn metadata_text(&self, kind: MetadataKind, clip: usize, caption: Option<usize>) -> String {
-        let m = &self.clips[clip];
-        match kind {
-            MetadataKind::Keywords => tags_to_text(&m.keywords),
-            MetadataKind::Labels => tags_to_text(&m.labels),
-            MetadataKind::Description => m.description.clone().unwrap_or_default(),
-            MetadataKind::FullSentence => {
-                let n = m.captions.len().max(1);
-                let k = caption.map_or(2 % n, |k| (k + 1) % n);
-                m.captions.get(k).cloned().unwrap_or_default()
-            }
-        }
+        self.clips[clip].metadata_text(kind, caption)
+    }
+
+    /// The encoded audio of `clip` as stored (one row read).
+    pub fn clip_audio(&self, clip: usize) -> Result<AudioBlob> {
+        let g = self.clips[clip].row_group;
+        self.read_audio(g, &[clip as u32])?
+            .pop()
+            .ok_or_else(|| DataError::Config(format!("no audio for clip {clip}")))
     }
 }
 

@@ -147,6 +147,25 @@ pub struct MidScoreCache {
 /// Epsilon of the token L2 normalisation (as torch.nn.functional.normalize).
 const EPS: f64 = 1e-12;
 
+/// The query side of mid-fusion scores, which does not depend on the items: the audio- and
+/// metadata-query vectors of the two gated embedding units and the metadata modality weight.
+/// With it an index of L2-normalised item tokens is scored by two matrix products
+/// ([`MidFusion::score_normalized`]).
+#[derive(Debug, Clone)]
+pub struct MidQueries {
+    /// Audio-query vectors `q_a` (Nq, out).
+    pub audio: Tensor,
+    /// Metadata-query vectors `q_m` (Nq, out).
+    pub meta: Tensor,
+    /// The metadata weight `w_m` of each query (softmax over the two modalities), (1, Nq).
+    pub meta_weight: Tensor,
+}
+
+/// L2-normalised rows of `t` (B, D), as the score normalises item tokens.
+pub fn normalize_tokens(t: &Tensor) -> Result<Tensor> {
+    Ok(ops::l2_normalize(t, EPS)?.0)
+}
+
 impl MidFusion {
     /// Registers the fusion parameters under `prefix`: `meta_in` (text hidden -> d),
     /// `meta_global_bias` (1, 1, d), `meta_out` (d -> out), `geu_audio`, `geu_meta`
@@ -314,6 +333,38 @@ impl MidFusion {
             diff,
         };
         Ok((s, cache))
+    }
+
+    /// The query side of [`MidFusion::score`] for query embeddings `q` (Nq, out).
+    pub fn queries(&self, ps: &ParamStore, q: &Tensor) -> Result<MidQueries> {
+        let (audio, _) = self.geu_audio.forward(ps, q)?;
+        let (meta, _) = self.geu_meta.forward(ps, q)?;
+        let (logits, _) = self.weights.forward(ps, q)?;
+        let nq = q.dim("mid queries", 0)?;
+        let w = ops::softmax(&logits, None)?;
+        let meta_weight = ops::slice(&w, 1, 1, 1)?.reshape(&[1, nq])?;
+        Ok(MidQueries {
+            audio,
+            meta,
+            meta_weight,
+        })
+    }
+
+    /// [`MidFusion::score`] of L2-normalised item tokens `a`, `m` (Ni, out) (see
+    /// [`normalize_tokens`]) against the query side `q`: two matrix products,
+    /// `S = S_a + (present w_m^T) * (S_m - S_a)`, (Ni, Nq).
+    pub fn score_normalized(
+        a: &Tensor,
+        m: &Tensor,
+        present: &[bool],
+        q: &MidQueries,
+    ) -> Result<Tensor> {
+        check_rows("mid.metadata_tokens", m, a.dim("mid score", 0)?)?;
+        check_rows("mid.present", a, present.len())?;
+        let sa = ops::matmul_ex(a, &q.audio, false, true, 1.0)?;
+        let sm = ops::matmul_ex(m, &q.meta, false, true, 1.0)?;
+        let gate = ops::mul(&presence(present, a)?, &q.meta_weight)?;
+        Ok(ops::add(&sa, &ops::mul(&gate, &ops::sub(&sm, &sa)?)?)?)
     }
 
     /// Backward of [`MidFusion::score`]: `(d a, d m, d q)`.

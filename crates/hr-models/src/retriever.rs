@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::bert::{BertCache, BertConfig, BertModel};
 use crate::exchange::{gather, gather_flags, scatter, RowExchange, RowSpan};
 use crate::fusion::{
-    late_fuse, late_fuse_bwd, FusionKind, GateNorm, MidFusion, MidInputs, MidItemsCache,
-    MidScoreCache,
+    late_fuse, late_fuse_bwd, normalize_tokens, FusionKind, GateNorm, MidFusion, MidInputs,
+    MidItemsCache, MidQueries, MidScoreCache,
 };
 use crate::mel::{MelConfig, MelFrontend};
 use crate::mobilenet::{MobileNetConfig, MobileNetV3, WindowedCache, WINDOW_FRAMES};
@@ -392,6 +392,49 @@ impl HybridRetriever {
         }
         self.check_batch(ps, batch, false)?;
         Ok(self.pooled_items(ps, batch, Mode::Eval)?.0)
+    }
+
+    /// Item-side encoding of `mid` fusion: the L2-normalised audio and metadata tokens
+    /// (B, E) each of a frame batch in evaluation mode (its queries are not used). Items do
+    /// not depend on the query in mid fusion (only the gated embedding units and the modality
+    /// weights do), so search indexes these and scores them with [`HybridRetriever::mid_scores`].
+    pub fn encode_mid_items(
+        &self,
+        ps: &ParamStore,
+        batch: &RetrievalBatch,
+    ) -> Result<(Tensor, Tensor)> {
+        let mid = self.mid_fusion()?;
+        self.check_batch(ps, batch, false)?;
+        let (bert, _) = self.meta_encoder();
+        let (mcls, _) = bert.forward_cls(ps, &batch.metadata, Mode::Eval)?;
+        let inputs = MidInputs {
+            frames: &batch.frames,
+            valid: &batch.frame_valid,
+            meta: &mcls,
+            present: &batch.metadata_present,
+        };
+        let (a, m, _) = mid.items(ps, &self.pooling, inputs, Mode::Eval)?;
+        Ok((normalize_tokens(&a)?, normalize_tokens(&m)?))
+    }
+
+    /// The query side of `mid` fusion for a token batch (evaluation mode).
+    pub fn encode_mid_queries(&self, ps: &ParamStore, queries: &TokenBatch) -> Result<MidQueries> {
+        let q = self.encode_queries(ps, queries)?;
+        self.mid_fusion()?.queries(ps, &q)
+    }
+
+    /// Mid-fusion scores (items x queries) of the tokens of [`HybridRetriever::encode_mid_items`]
+    /// against [`HybridRetriever::encode_mid_queries`], scaled by `1 / tau` as
+    /// [`HybridRetriever::forward`]'s scores are.
+    pub fn mid_scores(
+        &self,
+        audio: &Tensor,
+        meta: &Tensor,
+        present: &[bool],
+        queries: &MidQueries,
+    ) -> Result<Tensor> {
+        let s = MidFusion::score_normalized(audio, meta, present, queries)?;
+        Ok(ops::scale(&s, 1.0 / self.cfg.tau)?)
     }
 
     /// Embeddings, scores and loss of this rank's share of a batch of frames

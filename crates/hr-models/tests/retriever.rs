@@ -166,6 +166,43 @@ fn outputs_have_the_expected_shapes() {
     }
 }
 
+/// Search scores mid fusion from indexed item tokens and the query side (two matrix
+/// products): the same scores as the joint forward, for items with and without metadata.
+#[test]
+fn mid_items_and_query_side_score_as_the_forward_does() {
+    let mut ps = ParamStore::new();
+    let model =
+        HybridRetriever::new(&mut ps, tiny(FusionKind::Mid, false), &mut Rng::new(5)).unwrap();
+    let mut b = batch(DType::F32);
+    b.metadata_present[1] = false;
+    let (out, _) = model
+        .forward(&mut ps, &b, Mode::Eval, &mut LocalRows)
+        .unwrap();
+    let want = out.scores.unwrap().to_vec_f64().unwrap();
+    let (a, m) = model.encode_mid_items(&ps, &b).unwrap();
+    let q = model.encode_mid_queries(&ps, &b.queries).unwrap();
+    let got = model
+        .mid_scores(&a, &m, &b.metadata_present, &q)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+    }
+    let norms: Vec<f64> = a
+        .to_vec_f64()
+        .unwrap()
+        .chunks(16)
+        .map(|r| r.iter().map(|x| x * x).sum())
+        .collect();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
+    assert!(
+        model.encode_items(&ps, &b).is_err(),
+        "mid has no single item embedding"
+    );
+}
+
 #[test]
 fn content_only_model_needs_no_metadata() {
     let mut ps = ParamStore::new();

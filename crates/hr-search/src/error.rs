@@ -1,0 +1,72 @@
+//! The errors of search.
+
+use std::path::PathBuf;
+
+/// A search error: the file, key or id it concerns is named.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Loading the checkpoint or its run's config.
+    #[error(transparent)]
+    Train(#[from] hr_train::TrainError),
+    /// Reading the collection.
+    #[error(transparent)]
+    Data(#[from] hr_data::DataError),
+    /// The model.
+    #[error(transparent)]
+    Model(#[from] hr_models::Error),
+    /// Parameters (loading, moving).
+    #[error(transparent)]
+    Nn(#[from] hr_nn::Error),
+    /// A tensor op.
+    #[error(transparent)]
+    Tensor(#[from] hr_tensor::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file of an index is not what it should be.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The output folder holds another build (other checkpoint, collection or settings).
+    #[error("{path} holds an index build of {what} (delete the folder or choose another --out)")]
+    OtherBuild {
+        /// The index folder.
+        path: PathBuf,
+        /// What differs.
+        what: String,
+    },
+    /// No item has this id.
+    #[error("no item with id `{0}` in the index")]
+    UnknownId(String),
+    /// A request or argument that cannot be served.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// Results of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    /// A format error on `path`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Error {
+        Error::Format {
+            path: path.into(),
+            msg: msg.to_string(),
+        }
+    }
+}
