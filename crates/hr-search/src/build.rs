@@ -68,7 +68,7 @@ pub fn build(
         model_sha256: enc.model_sha256.clone(),
         fusion: enc.fusion(),
         metadata: enc.metadata,
-        dim: enc.dim(),
+        dim: enc.width(),
         tau: enc.tau(),
         source: spec.clone(),
         items: source.len(),
@@ -207,7 +207,7 @@ fn embed_part(
         }
         start += n;
     }
-    encode_part(&infos, &all, enc.dim())
+    encode_part(&infos, &all, enc.width())
 }
 
 /// The parts of a finished build with their sizes and hashes.

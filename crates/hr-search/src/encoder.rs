@@ -95,7 +95,7 @@ impl Encoder {
     }
 
     /// Width of the item and query vectors.
-    pub fn dim(&self) -> usize {
+    pub fn width(&self) -> usize {
         self.model.config().pooling.out_dim
     }
 
@@ -145,7 +145,7 @@ impl Encoder {
             _ => {
                 let items = self.model.encode_items(&self.params, &batch)?;
                 Ok(ItemVectors {
-                    embedding: normalized_rows(&items.to_vec_f32()?, self.dim()),
+                    embedding: normalized_rows(&items.to_vec_f32()?, self.width()),
                     meta: None,
                     present,
                 })
@@ -165,8 +165,8 @@ impl Encoder {
             )),
             _ => {
                 let q = self.model.encode_queries(&self.params, &tokens)?;
-                let v = normalized_rows(&q.to_vec_f32()?, self.dim());
-                let t = Tensor::from_vec(v, &[texts.len(), self.dim()])?;
+                let v = normalized_rows(&q.to_vec_f32()?, self.width());
+                let t = Tensor::from_vec(v, &[texts.len(), self.width()])?;
                 Ok(QueryVectors::Cosine(t.to_device(self.device())?))
             }
         }

@@ -48,3 +48,24 @@ pub fn export(index: &Index, out: &Path) -> Result<Vec<String>> {
     write("ids.txt", ids.as_bytes())?;
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_describes_the_matrix() {
+        let b = npy_bytes(&[1.0, -2.5, 3.0, 0.0, 5.0, 6.0], 2, 3);
+        let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!((10 + hlen) % 64, 0);
+        let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"));
+        assert!(header.ends_with('\n'));
+        assert_eq!(
+            &b[10 + hlen..10 + hlen + 8],
+            &[0, 0, 128, 63, 0, 0, 32, 192]
+        );
+        assert_eq!(b.len(), 10 + hlen + 24);
+    }
+}

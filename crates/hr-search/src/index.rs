@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use hr_data::MetadataKind;
 use hr_models::fusion::FusionKind;
-use hr_tensor::{Device, Tensor};
+use hr_tensor::{DType, Device, Tensor};
 
 use crate::encoder::ItemVectors;
 use crate::error::{Error, Result};
@@ -229,8 +229,14 @@ struct Columns {
 }
 
 impl Index {
-    /// Opens a complete index onto `device`.
+    /// Opens a complete index onto `device` with f32 vectors.
     pub fn open(dir: &Path, device: Device) -> Result<Index> {
+        Index::open_as(dir, device, DType::F32)
+    }
+
+    /// Opens a complete index onto `device`, its vectors stored as `dtype`: f32, or f16 (half
+    /// the memory and the bytes each query reads; `none` and `late` fusion on the CPU).
+    pub fn open_as(dir: &Path, device: Device, dtype: DType) -> Result<Index> {
         let mpath = dir.join(INDEX_FILE);
         if !mpath.is_file() {
             let why = match dir.join(PLAN_FILE).is_file() {
@@ -248,6 +254,17 @@ impl Index {
             return Err(Error::format(&mpath, msg));
         }
         let dim = manifest.plan.dim;
+        let half_ok = device == Device::Cpu && manifest.plan.fusion != FusionKind::Mid;
+        match dtype {
+            DType::F32 => {}
+            DType::F16 if half_ok => {}
+            _ => {
+                let msg = format!(
+                    "vectors as {dtype:?}: f32, or f16 for a none/late fusion index on the CPU"
+                );
+                return Err(Error::BadRequest(msg));
+            }
+        }
         let mut cols = Columns::default();
         for p in &manifest.parts {
             read_part(&dir.join(PARTS_DIR).join(&p.file), dim, &mut cols)?;
@@ -275,7 +292,7 @@ impl Index {
             .collect();
         Ok(Index {
             dir: dir.to_path_buf(),
-            vectors: upload(cols.vectors)?,
+            vectors: upload(cols.vectors)?.to_dtype(dtype)?,
             meta_vectors,
             present: cols.present,
             items: cols.items,

@@ -81,6 +81,10 @@ struct Common {
     /// Device to search on: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Keep the vectors in memory as `f32`, or `f16` (half the memory and the bytes read per
+    /// query; `none`/`late` fusion indexes on the CPU).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    vectors: String,
 }
 
 #[derive(Args)]
@@ -198,7 +202,11 @@ fn index(a: IndexArgs) -> Result<()> {
 /// The index and the model that embedded it (its weights must be the same).
 fn open(c: &Common) -> Result<(Index, Encoder)> {
     let dev = device(&c.device)?;
-    let index = Index::open(&c.index, dev)?;
+    let dtype = match c.vectors.as_str() {
+        "f16" => hr_tensor::DType::F16,
+        _ => hr_tensor::DType::F32,
+    };
+    let index = Index::open_as(&c.index, dev, dtype)?;
     let plan = &index.manifest.plan;
     let enc = Encoder::load(&plan.checkpoint, dev).with_context(|| {
         format!(

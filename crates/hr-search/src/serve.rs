@@ -288,3 +288,26 @@ pub fn content_type(bytes: &[u8], name: &str) -> &'static str {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_come_from_the_bytes_then_the_name() {
+        assert_eq!(content_type(b"RIFF....WAVE", "x.bin"), "audio/wav");
+        assert_eq!(content_type(b"fLaC....", "x"), "audio/flac");
+        assert_eq!(content_type(b"OggS....", "x"), "audio/ogg");
+        assert_eq!(content_type(b"ID3.....", "x"), "audio/mpeg");
+        assert_eq!(content_type(&[0xFF, 0xFB, 0, 0], "x"), "audio/mpeg");
+        assert_eq!(content_type(b"????", "a.FLAC"), "audio/flac");
+        assert_eq!(content_type(b"????", "a"), "application/octet-stream");
+    }
+
+    #[test]
+    fn ids_become_one_path_segment() {
+        assert_eq!(url_segment("more/a b.wav"), "more%2Fa%20b.wav");
+        assert_eq!(url_segment("Y-x_1.~"), "Y-x_1.~");
+        assert_eq!(url_segment("é"), "%C3%A9");
+    }
+}

@@ -55,7 +55,7 @@ pub enum Source {
     /// A dataset split.
     Dataset {
         /// The evaluation view (decodes clips as evaluation does).
-        set: EvalSet,
+        set: Box<EvalSet>,
         /// The split's index.
         index: Arc<SplitIndex>,
     },
@@ -79,7 +79,10 @@ impl Source {
                     &enc.loader,
                     enc.tokenizer.clone(),
                 )?;
-                Ok(Source::Dataset { set, index })
+                Ok(Source::Dataset {
+                    set: Box::new(set),
+                    index,
+                })
             }
             SourceSpec::Folder { root } => Ok(Source::Folder {
                 root: root.clone(),

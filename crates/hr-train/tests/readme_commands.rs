@@ -11,6 +11,7 @@ const DOCS: &[&str] = &[
     "README.md",
     "crates/hr-data/README.md",
     "crates/hr-sweep/README.md",
+    "crates/hr-search/README.md",
     "crates/hr-train/README.md",
     "configs/sweeps/README.md",
     "deploy/README.md",
@@ -73,6 +74,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "hr-sweep report configs/sweeps/table1.toml",
         "needs the [paths] of a cluster",
     ),
+    (
+        "hr-search serve runs/demo-index",
+        "a server that runs until stopped; hr-search/tests/serve.rs and browser.rs serve an index",
+    ),
     ("srun ", "needs Slurm"),
     ("docker ", "needs Docker"),
     ("apptainer ", "needs Apptainer"),
@@ -124,7 +129,8 @@ fn commands(doc: &str) -> Vec<String> {
         }
         for part in pending.split("&&") {
             let c = part.split_whitespace().collect::<Vec<_>>().join(" ");
-            out.push(c.replace("cargo run --release -p hr-data --", "hr-data"));
+            let c = c.replace("cargo run --release -p hr-data --", "hr-data");
+            out.push(c.replace("cargo run --release -p hr-search --", "hr-search"));
         }
         pending.clear();
     }
@@ -155,7 +161,7 @@ fn run(cwd: &Path, program: &Path, args: &[String]) {
 /// Runs one documented command on the CPU in `tmp` (small sizes, paths mapped into `tmp`);
 /// false when it is not one this test knows how to run.
 fn run_documented(c: &str, tmp: &Path) -> bool {
-    let words: Vec<String> = c.split_whitespace().map(str::to_string).collect();
+    let words = shell_words(c);
     let synth = tmp.join("synthetic");
     let synth_s = synth.display().to_string();
     let run_dir = tmp.join("run");
@@ -163,7 +169,10 @@ fn run_documented(c: &str, tmp: &Path) -> bool {
         match w {
             "data/synthetic" => synth_s.clone(),
             "file:///abs/path/data/synthetic" => format!("file://{synth_s}"),
-            "RUN" => run_dir.display().to_string(),
+            "RUN" | "runs/demo/late" => run_dir.display().to_string(),
+            "runs/demo-data" => synth_s.clone(),
+            "runs/demo-index" | "INDEX" => tmp.join("index").display().to_string(),
+            "DIR" => tmp.join("export").display().to_string(),
             "test.json" => tmp.join("test.json").display().to_string(),
             "configs/experiments/demo.toml" | "configs/sweeps/demo.toml" => {
                 repo().join(w).display().to_string()
@@ -203,7 +212,7 @@ fn run_documented(c: &str, tmp: &Path) -> bool {
             }
             run(tmp, &program, &a);
         }
-        "hr-eval --checkpoint" => {
+        "hr-eval --checkpoint" | "hr-search index" | "hr-search query" | "hr-search export" => {
             if !run_dir.join("checkpoints").is_dir() {
                 return false; // runs after the documented training command
             }
@@ -217,6 +226,20 @@ fn run_documented(c: &str, tmp: &Path) -> bool {
         _ => return false,
     }
     true
+}
+
+/// The words of a command line as a shell splits them (double quotes group).
+fn shell_words(c: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for ch in c.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur))),
+            _ => cur.push(ch),
+        }
+    }
+    out.extend((!cur.is_empty()).then_some(cur));
+    out
 }
 
 /// Overrides that make a documented training run a few seconds long.
@@ -282,7 +305,8 @@ fn check_synopsis(c: &str) {
 fn every_readme_command_runs_or_says_why_not() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ran = Vec::new();
-    // Training first, so that the documented hr-eval finds a run to evaluate.
+    // Training first, so that the documented hr-eval and hr-search find a run to use (and
+    // hr-search's index before its query: the sort is stable).
     let mut all: Vec<(String, String)> = DOCS
         .iter()
         .flat_map(|d| {
@@ -290,10 +314,10 @@ fn every_readme_command_runs_or_says_why_not() {
             commands(&text).into_iter().map(move |c| (d.to_string(), c))
         })
         .collect();
-    all.sort_by_key(|(_, c)| c.starts_with("hr-eval"));
+    all.sort_by_key(|(_, c)| c.starts_with("hr-eval") || c.starts_with("hr-search"));
     for (doc, c) in &all {
         let tool = c.split_whitespace().next().unwrap_or("");
-        let ours = ["hr-data", "hr-train", "hr-eval", "hr-sweep"].contains(&tool);
+        let ours = ["hr-data", "hr-train", "hr-eval", "hr-sweep", "hr-search"].contains(&tool);
         if ours && is_synopsis(c) {
             check_synopsis(c);
             ran.push(c.clone());

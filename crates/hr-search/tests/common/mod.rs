@@ -98,8 +98,7 @@ pub fn tone_folder() -> PathBuf {
             _ => (format!("tone{i:02}.wav"), 32_000),
         };
         write_tone(&root.join(&name), 200.0 + 150.0 * i as f32, 1.5, rate);
-        if i < 10 {
-            let w = words[i];
+        if let Some(w) = words.get(i) {
             sidecar.push_str(
                 &serde_json::json!({
                     "file_name": name,
