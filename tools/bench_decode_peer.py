@@ -83,7 +83,7 @@ def main():
         sets.append(("32 kHz wav (prepare's default)", src[32000], []))
         for name, d, codec in sets:
             ds = os.path.join(tmp, f"ds{len(rows)}")
-            subprocess.run([a.bin, "prepare", "folder", "--root", d, "--out", ds, *codec], check=True, capture_output=True)
+            subprocess.run([a.bin, "prepare", "folder", "--source", d, "--out", ds, *codec], check=True, capture_output=True)
 
             def ours():
                 t = time.perf_counter()

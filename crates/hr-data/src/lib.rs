@@ -21,6 +21,7 @@ pub mod schema;
 pub mod shard;
 pub mod store;
 pub mod synthetic;
+pub mod testing;
 pub mod text;
 
 pub use error::{DataError, Result};

@@ -96,8 +96,9 @@ enum SourceKind {
     },
     /// ClothoV2 (captions + ISO-8859-1 metadata CSVs + wav folders).
     Clotho {
-        /// Folder with clotho_captions_*.csv, clotho_metadata_*.csv and the audio folders.
-        #[arg(long)]
+        /// The downloaded ClothoV2 folder: clotho_captions_*.csv, clotho_metadata_*.csv and the
+        /// audio folders.
+        #[arg(long = "source", alias = "root", value_name = "DIR")]
         root: PathBuf,
         /// Output dataset root.
         #[arg(long)]
@@ -107,8 +108,8 @@ enum SourceKind {
     },
     /// AudioCaps (captions CSVs + clips named by YouTube id + AudioSet label CSVs).
     Audiocaps {
-        /// Folder with train.csv, val.csv, test.csv and the audio.
-        #[arg(long)]
+        /// The downloaded AudioCaps folder: train.csv, val.csv, test.csv and the audio.
+        #[arg(long = "source", alias = "root", value_name = "DIR")]
         root: PathBuf,
         /// AudioSet segment CSV(s) (repeatable).
         #[arg(long = "audioset-csv", required = true)]
@@ -116,7 +117,7 @@ enum SourceKind {
         /// class_labels_indices.csv.
         #[arg(long)]
         labels: PathBuf,
-        /// Audio folder (default: ROOT/audio/SPLIT, ROOT/SPLIT, ROOT/audio, ROOT).
+        /// Audio folder (default: SOURCE/audio/SPLIT, SOURCE/SPLIT, SOURCE/audio, SOURCE).
         #[arg(long)]
         audio_dir: Option<PathBuf>,
         /// Output dataset root.
@@ -127,8 +128,8 @@ enum SourceKind {
     },
     /// Any folder of audio files with an optional metadata.jsonl / captions.csv sidecar.
     Folder {
-        /// Folder to convert.
-        #[arg(long)]
+        /// The folder of audio to convert.
+        #[arg(long = "source", alias = "root", value_name = "DIR")]
         root: PathBuf,
         /// Output dataset root.
         #[arg(long)]

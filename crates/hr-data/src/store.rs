@@ -121,8 +121,8 @@ impl Store {
         Err(DataError::UnsupportedUrl {
             url: root.to_string(),
             detail:
-                "this build has no cloud object-store support; rebuild with `--features cloud` \
-                     (cargo build -p hr-data --features cloud) or copy the dataset to a local path"
+                "this build has no cloud object-store support (built with --no-default-features); \
+                     rebuild with the default features or copy the dataset to a local path"
                     .into(),
         })
     }
@@ -134,6 +134,9 @@ impl Store {
             detail: e.to_string(),
         };
         let url = url::Url::parse(root).map_err(|e| bad(&e))?;
+        // HTTPS through rustls with ring, installed once for the process (an error only means
+        // another provider was installed first, which serves as well).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()

@@ -88,7 +88,7 @@ fn verify_without_manifest_fails_clearly() {
     if !cfg!(feature = "cloud") {
         let o = hr_data(&["inspect", "s3://bucket/ds"]);
         assert!(!o.status.success());
-        assert!(text(&o).contains("--features cloud"), "{}", text(&o));
+        assert!(text(&o).contains("--no-default-features"), "{}", text(&o));
     }
 }
 
@@ -113,7 +113,7 @@ fn prepare_folder_reports_bad_audio_by_flag_and_records_a_tokenizer() {
         vec![
             "prepare".to_string(),
             "folder".into(),
-            "--root".into(),
+            "--source".into(),
             src.display().to_string(),
             "--out".into(),
             out.display().to_string(),
@@ -171,7 +171,9 @@ fn default_logs_leave_out_dependency_chatter() {
     .unwrap();
     let prepare = |out: &str, rust_log: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hr-data"));
-        c.args(["prepare", "folder", "--root"])
+        // `--root`, the flag's former name, still works (scripts written for it run).
+        let flag = if out == "a" { "--root" } else { "--source" };
+        c.args(["prepare", "folder", flag])
             .arg(&src)
             .arg("--out")
             .arg(dir.path().join(out))

@@ -336,3 +336,47 @@ fn every_readme_command_runs_or_says_why_not() {
     );
     assert!(ran.len() >= 15, "{ran:#?}");
 }
+
+/// One name for a prepared dataset across the binaries: `--data` wherever a flag names one
+/// (positional in hr-data's commands on a dataset, `data.root` in configs); the converters read
+/// a downloaded folder named by `--source` and write the dataset named by `--out`. No `--root`
+/// flag is left to mean either.
+#[test]
+fn one_name_for_a_dataset_root() {
+    let help = |bin_name: &str, sub: &[&str]| -> String {
+        let o = Command::new(bin(bin_name))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for (b, sub) in [("hr-eval", &[][..]), ("hr-search", &["index"][..])] {
+        let h = help(b, sub);
+        assert!(h.contains("--data <"), "{b} {sub:?}: {h}");
+    }
+    let mut all = vec![help("hr-eval", &[]), help("hr-search", &["index"])];
+    for kind in ["clotho", "audiocaps", "folder"] {
+        let h = help("hr-data", &["prepare", kind]);
+        assert!(
+            h.contains("--source <DIR>") && h.contains("--out <"),
+            "prepare {kind}: {h}"
+        );
+        all.push(h);
+    }
+    for sub in [
+        &["inspect"][..],
+        &["verify"],
+        &["merge"],
+        &["prepare", "reencode"],
+        &["prepare", "synthetic"],
+    ] {
+        all.push(help("hr-data", sub));
+    }
+    for sub in [&[][..], &["demo"], &["import-weights", "efficientat"]] {
+        all.push(help("hr-train", sub));
+    }
+    for h in &all {
+        assert!(!h.contains("--root") && !h.contains("--dataset"), "{h}");
+    }
+}

@@ -160,7 +160,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
         .args([
             "prepare",
             "clotho",
-            "--root",
+            "--source",
             src.to_str().unwrap(),
             "--out",
             data_s,

@@ -159,7 +159,7 @@ pub fn convert(
         return Err(DataError::BadSource {
             path: inp.root.clone(),
             line: 0,
-            detail: "no train.csv/val.csv/test.csv found; point --root at the AudioCaps folder"
+            detail: "no train.csv/val.csv/test.csv found; point --source at the AudioCaps folder"
                 .into(),
         });
     }

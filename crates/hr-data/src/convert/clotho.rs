@@ -39,7 +39,7 @@ pub fn split_clips(root: &Path, clotho: &str, split: &str) -> Result<Vec<SourceC
         return Err(DataError::BadSource {
             path: cap_path,
             line: 0,
-            detail: "Clotho captions CSV not found; download ClothoV2 and point --root at the folder holding the CSVs".into(),
+            detail: "Clotho captions CSV not found; download ClothoV2 and point --source at the folder holding the CSVs".into(),
         });
     }
     let meta: HashMap<String, (Vec<String>, Option<String>)> = if meta_path.exists() {
@@ -106,7 +106,7 @@ pub fn convert(
         return Err(DataError::BadSource {
             path: root.to_path_buf(),
             line: 0,
-            detail: "no clotho_captions_*.csv found; point --root at the ClothoV2 folder".into(),
+            detail: "no clotho_captions_*.csv found; point --source at the ClothoV2 folder".into(),
         });
     }
     write_listed(out, "clotho", all, opts, progress)
