@@ -103,14 +103,7 @@ pub fn split_stats(
     let mut seconds = 0f64;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows = Vec::new();
-    let cols = [
-        "id",
-        "captions",
-        "keywords",
-        "labels",
-        "description",
-        "duration_s",
-    ];
+    let cols = crate::loader::META_COLUMNS;
     for info in manifest.split(split)? {
         let reader = ShardReader::open(store, info, false)?;
         let mut offset = 0;

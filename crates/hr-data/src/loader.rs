@@ -203,7 +203,8 @@ pub struct SplitIndex {
     shape: Shape,
 }
 
-const META_COLUMNS: [&str; 6] = [
+/// The text and duration columns a split index reads (everything but the audio).
+pub(crate) const META_COLUMNS: [&str; 6] = [
     "id",
     "captions",
     "keywords",

@@ -109,16 +109,20 @@ fn exact_search(n: usize, d: usize, reps: usize) {
     );
 }
 
-fn build_rate(dir: &Path, preset: &str, clips: usize) {
+/// An encoder of `preset` with untrained weights, reading the synthetic dataset of `dir` with
+/// clips of `clip_seconds`.
+fn encoder(dir: &Path, preset: &str, clip_seconds: f32) -> Encoder {
     let mcfg = hr_models::presets::preset(preset).unwrap();
     let (model, params) = hr_train::model::build_model(&mcfg, 1).unwrap();
-    let data = dir.join("data");
-    let set = [format!("data.root={:?}", data.display().to_string())];
+    let set = [format!(
+        "data.root={:?}",
+        dir.join("data").display().to_string()
+    )];
     let cfg = hr_train::TrainConfig::from_toml_str("", &set).unwrap();
     let mut loader = hr_train::trainer::loader_config(&cfg);
-    loader.clip_seconds = 10.0;
+    loader.clip_seconds = clip_seconds;
     let tokenizer = hr_train::init::run_tokenizer(dir, &cfg, loader.max_tokens).unwrap();
-    let mut enc = Encoder {
+    Encoder {
         model,
         params,
         tokenizer,
@@ -127,11 +131,19 @@ fn build_rate(dir: &Path, preset: &str, clips: usize) {
         metadata: cfg.model.metadata,
         missing: cfg.model.missing_metadata,
         loader,
-    };
-    let spec = SourceSpec::Dataset {
-        root: data.display().to_string(),
-        split: "train".into(),
-    };
+    }
+}
+
+fn split(dir: &Path, split: &str) -> SourceSpec {
+    SourceSpec::Dataset {
+        root: dir.join("data").display().to_string(),
+        split: split.into(),
+    }
+}
+
+fn build_rate(dir: &Path, preset: &str, clips: usize) {
+    let mut enc = encoder(dir, preset, 10.0);
+    let spec = split(dir, "train");
     let out = dir.join(format!("index-{preset}"));
     // Only the first `clips` clips: a part of that size, stopped after it.
     let opts = BuildOptions {
@@ -162,42 +174,16 @@ fn get(addr: &str, path: &str) -> Option<u16> {
 }
 
 fn serve_load(dir: &Path, clients: usize, each: usize) {
-    let mcfg = hr_models::presets::preset("tiny").unwrap();
-    let (model, params) = hr_train::model::build_model(&mcfg, 1).unwrap();
-    let data = dir.join("data");
-    let set = [format!("data.root={:?}", data.display().to_string())];
-    let cfg = hr_train::TrainConfig::from_toml_str("", &set).unwrap();
-    let loader = hr_train::trainer::loader_config(&cfg);
-    let tokenizer = hr_train::init::run_tokenizer(dir, &cfg, loader.max_tokens).unwrap();
-    let mut enc = Encoder {
-        model,
-        params,
-        tokenizer,
-        checkpoint: dir.join("tiny-serve"),
-        model_sha256: "tiny".into(),
-        metadata: cfg.model.metadata,
-        missing: cfg.model.missing_metadata,
-        loader,
-    };
-    let spec = SourceSpec::Dataset {
-        root: data.display().to_string(),
-        split: "val".into(),
-    };
+    let mut enc = encoder(dir, "tiny", 10.0);
+    let spec = split(dir, "val");
     let out = dir.join("index-serve");
     build(&mut enc, &spec, &out, BuildOptions::default()).unwrap();
     let index = Index::open(&out, Device::Cpu).unwrap();
     let items = index.len();
     let app = App::new(index, enc, Limits::default()).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            hr_search::serve::serve(app, l).await.unwrap();
-        });
-    });
-    let addr: String = rx.recv().unwrap();
+    let addr = hr_search::serve::spawn(app, "127.0.0.1:0")
+        .unwrap()
+        .to_string();
     let words = [
         "a dog barks while cars pass by",
         "rain on a tin roof",

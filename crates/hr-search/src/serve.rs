@@ -109,6 +109,31 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io:
     axum::serve(listener, router(app)).await
 }
 
+/// Serves `app` on `addr` from a background thread with its own runtime (tests, benches, an
+/// embedding program); returns the bound address (`127.0.0.1:0` picks a free port).
+pub fn spawn(app: Arc<App>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    if let Err(e) = serve(app, l).await {
+                        tracing::error!("server on {bound} stopped: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("server on {bound}: {e}"),
+            }
+        })
+    });
+    Ok(bound)
+}
+
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": msg.to_string() }))).into_response()
 }

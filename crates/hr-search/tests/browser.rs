@@ -46,16 +46,9 @@ fn chromium_searches_and_plays_the_first_result() {
     .unwrap();
     let index = Index::open(&out, Device::Cpu).unwrap();
     let app = App::new(index, enc, Limits::default()).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            hr_search::serve::serve(app, l).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap();
+    let addr = hr_search::serve::spawn(app, "127.0.0.1:0")
+        .unwrap()
+        .to_string();
     let shots = common::scratch().join("browser");
     std::fs::create_dir_all(&shots).unwrap();
     let query = "a bird sings";

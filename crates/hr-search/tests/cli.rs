@@ -25,23 +25,25 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn folder_index() -> std::path::PathBuf {
+/// `hr-search index` of the tone folder with the late-fusion model into `out`.
+fn index_folder(out: &Path) -> (bool, String, String) {
     let run = common::trained("late");
     let folder = common::tone_folder();
+    hr_search(&[
+        "index",
+        "--checkpoint",
+        s(&run),
+        "--folder",
+        s(&folder),
+        "--out",
+        s(out),
+    ])
+}
+
+fn folder_index() -> std::path::PathBuf {
     let out = common::scratch().join("tones-index");
     if !out.join("index.json").is_file() {
-        let args = [
-            "index",
-            "--checkpoint",
-            s(&run),
-            "--folder",
-            s(&folder),
-            "--out",
-            s(&out),
-            "--batch-size",
-            "5",
-        ];
-        let (ok, stdout, err) = hr_search(&args);
+        let (ok, stdout, err) = index_folder(&out);
         assert!(ok, "{err}");
         assert!(stdout.contains("12 clips"), "{stdout}");
     }
@@ -173,16 +175,7 @@ fn bad_arguments_are_clear_errors() {
     let empty = common::scratch().join("not-empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(empty.join("notes.txt"), "mine").unwrap();
-    let folder = common::tone_folder();
-    let (ok, _, err) = hr_search(&[
-        "index",
-        "--checkpoint",
-        s(&run),
-        "--folder",
-        s(&folder),
-        "--out",
-        s(&empty),
-    ]);
+    let (ok, _, err) = index_folder(&empty);
     assert!(
         !ok && err.contains("not-empty") && err.contains("not an index folder"),
         "{err}"

@@ -26,20 +26,9 @@ fn served(name: &str, spec: SourceSpec) -> String {
 }
 
 fn start(app: Arc<App>) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            hr_search::serve::serve(app, l).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    hr_search::serve::spawn(app, "127.0.0.1:0")
+        .unwrap()
+        .to_string()
 }
 
 /// A server of the tone folder's index in `name` (one per test: builds run in parallel).
