@@ -5,7 +5,8 @@
 //! crash. Every step is required: a failure of any of them (including the folder fsync) is an
 //! error naming the path, the temporary file is removed, and the target keeps its old content.
 //! The parent folder must exist (callers create it: a missing folder is usually a wrong path,
-//! not something to paper over).
+//! not something to paper over). Journals (the sweep ledger) append through [`append_durable`].
+//! Both consult [`crate::faults`], where the reliability tests inject a full disk.
 
 use std::fs::File;
 use std::io::Write;
@@ -20,6 +21,30 @@ pub struct AtomicWriteError {
     /// The OS error.
     #[source]
     pub source: std::io::Error,
+}
+
+/// What marks a temporary file of [`write_atomic`]: `.NAME.tmp-PID`.
+const TMP_MARK: &str = ".tmp-";
+
+/// Removes the temporary files that writers killed mid-write (other processes than this one)
+/// left in `dir`, so the next save does not accumulate them; returns how many. The sole writer
+/// of a folder (a run's rank 0 for its checkpoints) calls it before writing there.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, AtomicWriteError> {
+    let own = format!("{TMP_MARK}{}", std::process::id());
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(at(dir)(e)),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(TMP_MARK) && !name.ends_with(&own) {
+            std::fs::remove_file(e.path()).map_err(at(&e.path()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn at(path: &Path) -> impl FnOnce(std::io::Error) -> AtomicWriteError + '_ {
@@ -40,9 +65,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(at(&tmp))?;
+        if let Some(n) = crate::faults::strike(path, bytes.len()) {
+            f.write_all(&bytes[..n]).map_err(at(&tmp))?;
+            return Err(at(&tmp)(crate::faults::no_space()));
+        }
         f.write_all(bytes).map_err(at(&tmp))?;
         f.sync_all().map_err(at(&tmp))?;
         drop(f);
@@ -53,6 +82,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Appends `bytes` to the journal `f` (the file at `path`) durably: written, then its data
+/// fsynced. On failure the file is cut back to its length before the append, so a failed
+/// append leaves no torn line for the next one to follow (a crash mid-append can still leave
+/// one: journal readers drop a torn last line).
+pub fn append_durable(f: &mut File, path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
+    let before = f.metadata().map_err(at(path))?.len();
+    let result = match crate::faults::strike(path, bytes.len()) {
+        Some(n) => f
+            .write_all(&bytes[..n])
+            .and_then(|()| Err(crate::faults::no_space())),
+        None => f.write_all(bytes).and_then(|()| f.sync_data()),
+    };
+    result.map_err(|e| {
+        let _ = f.set_len(before).and_then(|()| f.sync_data());
+        at(path)(e)
+    })
 }
 
 /// Fsyncs a folder, making a rename or a new entry in it durable.
@@ -80,6 +127,32 @@ mod tests {
         assert_eq!(std::fs::read(&p).expect("read"), b"new");
         let names: Vec<_> = std::fs::read_dir(&d).expect("list").collect();
         assert_eq!(names.len(), 1, "only the target remains");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn stale_temporaries_of_other_processes_are_removed() {
+        let d = scratch("stale");
+        std::fs::write(d.join(".model.safetensors.tmp-4242424"), b"torn").expect("write");
+        std::fs::write(d.join(format!(".mine.tmp-{}", std::process::id())), b"x").expect("write");
+        std::fs::write(d.join("model.safetensors"), b"ok").expect("write");
+        assert_eq!(remove_stale_temporaries(&d).expect("clean"), 1);
+        let mut left: Vec<_> = std::fs::read_dir(&d)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!(".mine.tmp-{}", std::process::id()),
+                "model.safetensors".into()
+            ]
+        );
+        assert_eq!(
+            remove_stale_temporaries(&d.join("absent")).expect("absent"),
+            0
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -2,7 +2,8 @@
 //! dependency graph (it depends on no other workspace crate).
 //!
 //! - [`fs::write_atomic`]: the one atomic write (temp file, fsync, rename, directory fsync)
-//!   behind every checkpoint, manifest, ledger and result file;
+//!   behind every checkpoint, manifest and result file, and [`fs::append_durable`] for journals;
+//!   [`faults`] injects a full disk into both for the reliability tests;
 //! - [`EXIT_REQUEUE`]: the exit code of a preempted training job;
 //! - [`rng`]: the SplitMix64 generator behind data order, synthetic data, initialisation and
 //!   dropout masks;
@@ -12,11 +13,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod faults;
 pub mod fs;
 pub mod progress;
 pub mod rng;
 
-pub use fs::{sync_dir, write_atomic, AtomicWriteError};
+pub use fs::{append_durable, remove_stale_temporaries, sync_dir, write_atomic, AtomicWriteError};
 pub use progress::Progress;
 pub use rng::{mix64, mix_seed, Rng};
 

@@ -311,10 +311,7 @@ impl Ledger {
             msg: e.to_string(),
         })?;
         text.push('\n');
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(SweepError::io(&self.path))?;
+        hr_core::append_durable(&mut self.file, &self.path, text.as_bytes())?;
         self.seq += 1;
         self.state.apply(&line.event);
         Ok(())

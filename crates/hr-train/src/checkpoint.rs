@@ -58,12 +58,30 @@ fn parse_step(name: &str) -> Option<u64> {
     name.strip_prefix("step-")?.parse().ok()
 }
 
-/// Writes a checkpoint; returns its directory.
+/// Writes a checkpoint; returns its directory. A failure part-way is a
+/// [`TrainError::CheckpointSave`] naming it: the checkpoint has no `COMMIT`, and the ones
+/// committed before it are untouched.
 pub fn save(run: &Path, ps: &ParamStore, opt: &Adam, state: &TrainState) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run).join(step_dir_name(state.step));
+    write_checkpoint(run, ps, opt, state).map_err(|cause| TrainError::CheckpointSave {
+        dir,
+        cause: Box::new(cause),
+    })
+}
+
+fn write_checkpoint(
+    run: &Path,
+    ps: &ParamStore,
+    opt: &Adam,
+    state: &TrainState,
+) -> Result<PathBuf> {
     let root = checkpoints_dir(run);
     let dir = root.join(step_dir_name(state.step));
     let _ = std::fs::remove_file(dir.join(COMMIT_FILE));
     std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
+    // A writer killed mid-save (kill -9, node failure) leaves its temporary files behind.
+    hr_core::remove_stale_temporaries(&root)?;
+    hr_core::remove_stale_temporaries(&dir)?;
     ps.save_safetensors(&dir.join(MODEL_FILE))?;
     opt.save(ps, &dir.join(OPTIMIZER_FILE))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| fmt_err(&dir, e))?;

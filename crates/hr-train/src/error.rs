@@ -8,6 +8,20 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 /// Everything that can go wrong while configuring, training or evaluating.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// Saving a checkpoint failed part-way (a full disk, an I/O error): it is not committed,
+    /// and the checkpoints committed before it (and `latest`, unless only its update failed)
+    /// are intact.
+    #[error(
+        "saving checkpoint {} failed; it is not used, the checkpoints committed before it are \
+         intact: {cause}",
+        dir.display()
+    )]
+    CheckpointSave {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What failed.
+        cause: Box<TrainError>,
+    },
     /// A configuration value is invalid or unknown; `key` is the dotted TOML path.
     #[error("config key `{key}`: {msg}")]
     Config {
