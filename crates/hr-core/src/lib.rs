@@ -22,6 +22,19 @@ pub use fs::{append_durable, remove_stale_temporaries, sync_dir, write_atomic, A
 pub use progress::Progress;
 pub use rng::{mix64, mix_seed, Rng};
 
+/// Runs `f`, turning a panic inside it into `Err` with the panic's message. The boundary
+/// between our typed errors and dependencies that may panic on hostile input (decoders, the
+/// Parquet reader, the tokenizer and safetensors parsers): the callers wrap each such call and
+/// name the input in the error they return.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
 /// Exit code of a training job that stopped on a preemption signal after checkpointing:
 /// `EX_TEMPFAIL`, which the sweep coordinator and the Slurm templates requeue.
 pub const EXIT_REQUEUE: i32 = 75;

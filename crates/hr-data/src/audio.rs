@@ -137,6 +137,17 @@ fn undecodable(origin: &str, detail: impl std::fmt::Display) -> DataError {
 /// PCM wav (16/24/32-bit integer, 32-bit float) is read directly, with the same sample scaling
 /// and channel averaging as symphonia; every other file goes through symphonia.
 pub fn decode_mono(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> {
+    guarded(origin, || decode_mono_unguarded(bytes, name, origin))
+}
+
+/// Runs a decoder; a panic inside it (symphonia, rubato on hostile bytes) becomes
+/// [`DataError::Undecodable`] naming `origin`.
+fn guarded<T>(origin: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    hr_core::catch_panic(f)
+        .unwrap_or_else(|m| Err(undecodable(origin, format!("the decoder panicked: {m}"))))
+}
+
+fn decode_mono_unguarded(bytes: &[u8], name: &str, origin: &str) -> Result<MonoAudio> {
     match WavPcm::parse(bytes) {
         Some(wav) => Ok(MonoAudio {
             samples: wav.mono(0..wav.frames()),
@@ -394,6 +405,18 @@ pub fn load_crop_32k(
     len: usize,
     pick: &dyn Fn(usize) -> usize,
 ) -> Result<(Vec<f32>, usize)> {
+    guarded(origin, || {
+        load_crop_unguarded(bytes, name, origin, len, pick)
+    })
+}
+
+fn load_crop_unguarded(
+    bytes: &[u8],
+    name: &str,
+    origin: &str,
+    len: usize,
+    pick: &dyn Fn(usize) -> usize,
+) -> Result<(Vec<f32>, usize)> {
     if let Some(wav) = WavPcm::parse(bytes).filter(|w| w.sample_rate == TARGET_SR) {
         let total = wav.frames();
         let start = if total > len {
@@ -517,7 +540,7 @@ pub fn crop_or_pad(samples: &[f32], len: usize, offset: usize) -> (Vec<f32>, usi
 /// Decodes, down-mixes and resamples an encoded blob to [`TARGET_SR`] mono.
 pub fn load_32k(bytes: &[u8], name: &str, origin: &str) -> Result<Vec<f32>> {
     let mono = decode_mono(bytes, name, origin)?;
-    resample(&mono, TARGET_SR, origin)
+    guarded(origin, || resample(&mono, TARGET_SR, origin))
 }
 
 /// Encodes mono f32 samples as a 16-bit PCM wav file in memory.

@@ -448,7 +448,19 @@ impl ShardReader {
     }
 
     /// Runs a read: `groups` with `mask`, and only `selection`'s rows when given.
+    /// Reads `groups` through the Parquet reader; a panic inside it (on a hostile file) is a
+    /// [`DataError::CorruptShard`] naming the shard.
     fn run(
+        &self,
+        groups: Vec<usize>,
+        mask: ProjectionMask,
+        selection: Option<RowSelection>,
+    ) -> Result<Vec<RecordBatch>> {
+        hr_core::catch_panic(|| self.run_unguarded(groups, mask, selection))
+            .unwrap_or_else(|m| Err(self.corrupt(format!("the Parquet reader panicked: {m}"))))
+    }
+
+    fn run_unguarded(
         &self,
         groups: Vec<usize>,
         mask: ProjectionMask,

@@ -41,12 +41,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// Reads a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<SafeFile> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
+    parse_safetensors(&bytes, path)
+}
+
+/// Parses the bytes of a safetensors file (`path` names it in errors).
+pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<SafeFile> {
     let fmt = |msg: String| Error::Format {
         path: path.to_path_buf(),
         msg,
     };
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| fmt(e.to_string()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| fmt(e.to_string()))?;
+    // A panic inside the safetensors parser on a hostile file is a format error naming it.
+    let panicked = |m: String| fmt(format!("the safetensors parser panicked: {m}"));
+    let st = hr_core::catch_panic(|| SafeTensors::deserialize(bytes))
+        .map_err(panicked)?
+        .map_err(|e| fmt(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let t = view_to_tensor(&view).map_err(|m| fmt(format!("tensor {name:?}: {m}")))?;

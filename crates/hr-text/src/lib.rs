@@ -122,7 +122,10 @@ fn tok_err(origin: &str, e: impl std::fmt::Display) -> TextError {
 impl TextTokenizer {
     /// Loads a `tokenizer.json` from bytes; padding/truncation stored in the file are disabled.
     pub fn from_bytes(bytes: &[u8], origin: &str, max_len: usize) -> Result<Self> {
-        let mut tok = Tokenizer::from_bytes(bytes).map_err(|e| tok_err(origin, e))?;
+        // A panic inside the tokenizers crate on a hostile file is an error naming the file.
+        let parsed = hr_core::catch_panic(|| Tokenizer::from_bytes(bytes))
+            .map_err(|m| tok_err(origin, format!("the tokenizer parser panicked: {m}")))?;
+        let mut tok = parsed.map_err(|e| tok_err(origin, e))?;
         tok.with_padding(None);
         tok.with_truncation(None).map_err(|e| tok_err(origin, e))?;
         let id = |t: &str| {
@@ -205,9 +208,15 @@ impl TextTokenizer {
 
     /// Preprocesses and encodes one text with `[CLS]`/`[SEP]`, truncated to `max_len` keeping `[SEP]`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tok
-            .encode(preprocess(text), true)
+        // The tokenizers crate panics on some hostile tokenizer files only when encoding (a
+        // post-processor naming a token the vocabulary lacks): an error naming the file.
+        let enc = hr_core::catch_panic(|| self.tok.encode(preprocess(text), true))
+            .map_err(|m| {
+                tok_err(
+                    &self.origin,
+                    format!("the tokenizer panicked while encoding: {m}"),
+                )
+            })?
             .map_err(|e| tok_err(&self.origin, e))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > self.max_len {
