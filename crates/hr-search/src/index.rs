@@ -290,9 +290,13 @@ impl Index {
             .enumerate()
             .map(|(i, it)| (it.id.clone(), i))
             .collect();
+        let mut vectors = upload(cols.vectors)?;
+        if dtype != DType::F32 {
+            vectors = vectors.to_dtype(dtype)?;
+        }
         Ok(Index {
             dir: dir.to_path_buf(),
-            vectors: upload(cols.vectors)?.to_dtype(dtype)?,
+            vectors,
             meta_vectors,
             present: cols.present,
             items: cols.items,

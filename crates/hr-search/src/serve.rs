@@ -221,15 +221,13 @@ async fn search(
             format!("k must be between 1 and {}", lim.max_k),
         );
     }
-    if app.admitted.fetch_add(1, Ordering::SeqCst) >= lim.queue {
-        app.admitted.fetch_sub(1, Ordering::SeqCst);
+    let Some(_admitted) = Admitted::enter(&app) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is busy: retry shortly",
         );
-    }
+    };
     let res = ranked(&app, q.clone(), k).await;
-    app.admitted.fetch_sub(1, Ordering::SeqCst);
     match res {
         Ok((hits, ms)) => {
             let results: Vec<Value> = hits
@@ -245,6 +243,27 @@ async fn search(
             Json(json!({ "query": q, "k": k, "took_ms": ms, "results": results })).into_response()
         }
         Err(e) => failure(e),
+    }
+}
+
+/// A request counted against the queue bound; leaves the count when dropped (also when the
+/// client goes away mid-request and the handler is cancelled).
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl<'a> Admitted<'a> {
+    /// Enters the queue, or `None` when it is full.
+    fn enter(app: &'a App) -> Option<Admitted<'a>> {
+        if app.admitted.fetch_add(1, Ordering::SeqCst) >= app.limits.queue {
+            app.admitted.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Admitted(&app.admitted))
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

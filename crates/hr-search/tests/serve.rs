@@ -175,3 +175,25 @@ pub fn load(addr: &str, clients: usize, each: usize) -> Vec<Option<f64>> {
             .collect()
     })
 }
+
+/// With its queue full the server answers 503 with a JSON error, and pages still load.
+#[test]
+fn a_full_queue_answers_503() {
+    let run = common::trained("late");
+    let out = common::scratch().join("serve-full");
+    let mut enc = Encoder::load(&run, Device::Cpu).unwrap();
+    let spec = SourceSpec::Folder {
+        root: common::tone_folder(),
+    };
+    build(&mut enc, &spec, &out, BuildOptions::default()).unwrap();
+    let index = Index::open(&out, Device::Cpu).unwrap();
+    let limits = Limits {
+        queue: 0,
+        ..Limits::default()
+    };
+    let addr = start(App::new(index, enc, limits).unwrap());
+    let r = get(&addr, "/api/search?q=dog").unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("busy"));
+    assert_eq!(get(&addr, "/").unwrap().status, 200);
+}
