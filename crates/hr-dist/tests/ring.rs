@@ -318,3 +318,55 @@ fn torchrun_held_master_port_is_not_taken() {
     }
     drop(held);
 }
+
+/// Network-fault trials (docs/RELIABILITY.md): 3 ranks, a random rank (the store host
+/// included) at a random collective either dies (its sockets close, as on a crash or a reset
+/// connection) or stalls (stops reading and writing with its sockets open, as a stuck process or
+/// a dead link does). Every other rank must fail within the 2 s deadline (plus scheduling slack),
+/// naming that rank. `HR_RELIABILITY_TRIALS` trials (default 3; RELIABILITY.md has 20).
+#[test]
+fn a_dead_or_stalled_peer_is_named_in_time() {
+    let trials = hr_core::env_or("HR_RELIABILITY_TRIALS", 3u64);
+    let (mut worst, mut stalls) = (Duration::ZERO, 0);
+    for t in 0..trials {
+        let mut rng = hr_core::Rng::from_parts(&[0x9e7, t]);
+        let (culprit, at, stall) = (rng.below(3), rng.below(4), rng.chance(0.5));
+        stalls += usize::from(stall);
+        let out = run_world(3, 2000, move |r, mut c| {
+            let mut v = vec![1.0f32; 4096];
+            for _ in 0..at {
+                c.all_reduce_sum(&mut v).unwrap();
+            }
+            if r == culprit {
+                if stall {
+                    std::thread::sleep(Duration::from_millis(3500));
+                }
+                return None; // dropping the communicator closes its sockets
+            }
+            let t0 = Instant::now();
+            let err = c.all_reduce_sum(&mut v).unwrap_err();
+            Some((err, t0.elapsed()))
+        });
+        for (err, took) in out.into_iter().flatten() {
+            let named = match &err {
+                DistError::PeerLost { rank, .. } => *rank == culprit,
+                DistError::Unresponsive { ranks, .. } => ranks.contains(&culprit),
+                _ => false,
+            };
+            let what = if stall { "stalled" } else { "dead" };
+            assert!(
+                named,
+                "trial {t}: rank {culprit} {what} after {at} reduces: {err}"
+            );
+            assert!(
+                took < Duration::from_secs(4),
+                "trial {t}: detected after {took:?}"
+            );
+            worst = worst.max(took);
+        }
+    }
+    println!(
+        "network faults: {trials} trials ({stalls} stalled, the rest dead), every surviving rank \
+         named the culprit; slowest detection {worst:?} (deadline 2 s)"
+    );
+}
