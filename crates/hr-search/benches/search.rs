@@ -240,7 +240,7 @@ fn main() {
     println!("## index build rate (CPU, 10 s clips, batch 8)");
     println!("| preset | clips | s | clips/s |");
     build_rate(dir.path(), "tiny", 32);
-    build_rate(dir.path(), "paper-base", 8);
+    build_rate(dir.path(), "paper-base", 32);
     println!("## serve load test (tiny, CPU)");
     serve_load(dir.path(), 8, 50);
 }
