@@ -10,6 +10,7 @@ use hr_models::retriever::{HybridRetriever, RetrievalBatch};
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::{Device, Tensor};
 use hr_train::config::MissingMetadata;
+use hr_train::evaluate::unit_rows;
 
 use crate::error::{Error, Result};
 
@@ -145,7 +146,7 @@ impl Encoder {
             _ => {
                 let items = self.model.encode_items(&self.params, &batch)?;
                 Ok(ItemVectors {
-                    embedding: normalized_rows(&items.to_vec_f32()?, self.width()),
+                    embedding: unit_rows(&items.to_vec_f32()?, self.width()),
                     meta: None,
                     present,
                 })
@@ -165,20 +166,10 @@ impl Encoder {
             )),
             _ => {
                 let q = self.model.encode_queries(&self.params, &tokens)?;
-                let v = normalized_rows(&q.to_vec_f32()?, self.width());
+                let v = unit_rows(&q.to_vec_f32()?, self.width());
                 let t = Tensor::from_vec(v, &[texts.len(), self.width()])?;
                 Ok(QueryVectors::Cosine(t.to_device(self.device())?))
             }
         }
     }
-}
-
-/// Rows of width `w` scaled to unit length (as evaluation normalises them).
-pub fn normalized_rows(v: &[f32], w: usize) -> Vec<f32> {
-    v.chunks(w.max(1))
-        .flat_map(|r| {
-            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            r.iter().map(move |x| x / norm)
-        })
-        .collect()
 }

@@ -111,24 +111,11 @@ fn rows(s: &Tensor, n: usize) -> Result<Vec<Vec<f32>>> {
         .collect())
 }
 
-/// The `k` best of `scores`, best first (ties: lower position first).
+/// The `k` best of `scores`, best first (ties: lower position first); evaluation's selection.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<Hit> {
-    let k = k.min(scores.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, better);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(better);
-    idx.into_iter()
-        .map(|item| Hit {
-            item,
-            score: scores[item],
-        })
+    hr_train::metrics::top_k(scores, k)
+        .into_iter()
+        .map(|(item, score)| Hit { item, score })
         .collect()
 }
 

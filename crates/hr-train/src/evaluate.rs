@@ -362,14 +362,22 @@ fn pad_tensor_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
 }
 
 fn normalized_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let w = t.dim("eval", 1)?;
-    let v = t.to_vec_f32()?;
-    Ok(v.chunks(w.max(1))
-        .map(|r| {
-            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            r.iter().map(|x| x / norm).collect()
-        })
+    let w = t.dim("eval", 1)?.max(1);
+    Ok(unit_rows(&t.to_vec_f32()?, w)
+        .chunks(w)
+        .map(<[f32]>::to_vec)
         .collect())
+}
+
+/// Rows of width `w` scaled to unit length: the cosine normalisation of evaluation, which search
+/// shares so that its scores are evaluation's.
+pub fn unit_rows(v: &[f32], w: usize) -> Vec<f32> {
+    v.chunks(w.max(1))
+        .flat_map(|r| {
+            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            r.iter().map(move |x| x / norm)
+        })
+        .collect()
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

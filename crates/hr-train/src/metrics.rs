@@ -64,11 +64,21 @@ pub fn from_ranks(ranks: &[usize]) -> RetrievalMetrics {
     }
 }
 
-/// The `k` best clips of one row, by descending similarity with ties by ascending index.
+/// The `k` best clips of one row, by descending similarity with ties by ascending index
+/// (a partial selection, then a sort of the `k`: linear in the row for search over millions).
 pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let k = k.min(row.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let better = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
     let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, row[i])).collect()
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, better);
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(better);
+    idx.into_iter().map(|i| (i, row[i])).collect()
 }
 
 #[cfg(test)]
