@@ -193,10 +193,10 @@ fn embed_part(
     let mut start = lo;
     while start < hi {
         let n = batch.min(hi - start);
-        let (input, durations) = source.batch(enc, start, n)?;
-        let v = enc.embed_items(&input)?;
-        for (i, d) in durations {
-            let mut info = source.info(i, enc.metadata);
+        let (b, durations) = source.batch(enc, start, n)?;
+        let v = enc.embed_items(&b)?;
+        for (&i, d) in b.clip_indices.iter().zip(durations) {
+            let mut info = source.info(i as usize, enc.metadata);
             info.duration_s = d;
             infos.push(info);
         }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hr_data::loader::ClipBatch;
 use hr_data::text::{TextTokenizer, TokenBatch};
 use hr_data::MetadataKind;
 use hr_models::fusion::{FusionKind, MidQueries};
@@ -13,20 +14,6 @@ use hr_train::config::MissingMetadata;
 use hr_train::evaluate::unit_rows;
 
 use crate::error::{Error, Result};
-
-/// A batch of clips to embed: waveforms at 32 kHz cropped or padded to one length, with the
-/// metadata of each clip tokenized.
-#[derive(Debug, Clone)]
-pub struct ClipInput {
-    /// Waveforms `[rows, samples]` row-major.
-    pub waveforms: Vec<f32>,
-    /// Samples per row.
-    pub samples: usize,
-    /// Real (unpadded) samples of each row.
-    pub valid_lengths: Vec<usize>,
-    /// Metadata tokens, one row per clip.
-    pub metadata: TokenBatch,
-}
 
 /// The item-side vectors of a batch of clips, L2-normalised, `[rows, dim]` row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,18 +106,21 @@ impl Encoder {
 
     /// The item side of a batch of clips in evaluation mode: audio through the CNN once,
     /// fused with each clip's metadata (`late`, `mid`) as the model scores it.
-    pub fn embed_items(&mut self, input: &ClipInput) -> Result<ItemVectors> {
-        let rows = input.valid_lengths.len();
-        let wf = Tensor::from_slice(&input.waveforms, &[rows, input.samples])?;
+    /// `b` is evaluation's clip batch; its first metadata set is the clip's own metadata.
+    pub fn embed_items(&mut self, b: &ClipBatch) -> Result<ItemVectors> {
+        let rows = b.clip_indices.len();
+        let wf = Tensor::from_slice(&b.waveforms, &[rows, b.samples])?;
+        let valid: Vec<usize> = b.valid_lengths.iter().map(|&v| v as usize).collect();
         let (frames, frame_valid) =
             self.model
-                .encode_audio(&mut self.params, &wf, &input.valid_lengths, Mode::Eval)?;
-        let present = hr_train::model::present(&input.metadata, self.missing);
+                .encode_audio(&mut self.params, &wf, &valid, Mode::Eval)?;
+        let metadata = b.metadata.first().cloned().unwrap_or_default();
+        let present = hr_train::model::present(&metadata, self.missing);
         let batch = RetrievalBatch {
             frames,
             frame_valid,
             queries: TokenBatch::default(),
-            metadata: input.metadata.clone(),
+            metadata,
             metadata_present: present.clone(),
             clip_ids: (0..rows as u64).collect(),
         };

@@ -296,11 +296,9 @@ async fn audio(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response 
         Err(e) => return failure(e),
     };
     let app2 = app.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let spec = &app2.index.manifest.plan.source;
-        audio_bytes(spec, app2.split.as_ref(), &app2.index.items[i])
-    })
-    .await;
+    let read =
+        tokio::task::spawn_blocking(move || audio_bytes(app2.split.as_ref(), &app2.index.items[i]))
+            .await;
     match read {
         Ok(Ok((bytes, name))) => {
             let ct = content_type(&bytes, &name);

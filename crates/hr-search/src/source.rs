@@ -9,10 +9,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use hr_data::convert::{folder, SourceClip};
-use hr_data::loader::ClipMeta;
+use hr_data::loader::{ClipBatch, ClipMeta};
 use hr_data::{EvalSet, MetadataKind, SplitIndex};
 
-use crate::encoder::{ClipInput, Encoder};
+use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 
 /// Where the clips of an index come from (recorded in the index).
@@ -133,30 +133,19 @@ impl Source {
     }
 
     /// Clips `[start, start + n)` decoded and cropped as evaluation crops them, with their
-    /// metadata tokenized, and the position and duration of each clip in the batch (a dataset
-    /// whose run skips undecodable rows may leave some out).
-    pub fn batch(
-        &self,
-        enc: &Encoder,
-        start: usize,
-        n: usize,
-    ) -> Result<(ClipInput, Vec<(usize, f32)>)> {
+    /// metadata tokenized (evaluation's clip batch: `clip_indices` are positions in the
+    /// source, and a dataset whose run skips undecodable rows may leave some out), and the
+    /// duration of each recording.
+    pub fn batch(&self, enc: &Encoder, start: usize, n: usize) -> Result<(ClipBatch, Vec<f32>)> {
         match self {
             Source::Dataset { set, index } => {
                 let b = set.clip_batch(start, n)?;
-                let metadata = b.metadata.into_iter().next().unwrap_or_default();
                 let durations = b
                     .clip_indices
                     .iter()
-                    .map(|&c| (c as usize, index.clips[c as usize].duration_s))
+                    .map(|&c| index.clips[c as usize].duration_s)
                     .collect();
-                let input = ClipInput {
-                    waveforms: b.waveforms,
-                    samples: b.samples,
-                    valid_lengths: b.valid_lengths.iter().map(|&v| v as usize).collect(),
-                    metadata,
-                };
-                Ok((input, durations))
+                Ok((b, durations))
             }
             Source::Folder { clips, .. } => {
                 let end = (start + n).min(clips.len());
@@ -165,25 +154,26 @@ impl Source {
                     .par_iter()
                     .map(|c| decode_file(&c.audio, samples))
                     .collect();
-                let mut input = ClipInput {
-                    waveforms: Vec::with_capacity((end - start) * samples),
+                let mut b = ClipBatch {
+                    clip_indices: (start as u32..end as u32).collect(),
                     samples,
+                    waveforms: Vec::with_capacity((end - start) * samples),
                     valid_lengths: Vec::new(),
-                    metadata: Default::default(),
+                    metadata: Vec::new(),
                 };
                 let mut durations = Vec::new();
-                for (i, d) in (start..end).zip(decoded) {
+                for d in decoded {
                     let (wave, valid, dur) = d?;
-                    input.waveforms.extend_from_slice(&wave);
-                    input.valid_lengths.push(valid);
-                    durations.push((i, dur));
+                    b.waveforms.extend_from_slice(&wave);
+                    b.valid_lengths.push(valid as u32);
+                    durations.push(dur);
                 }
                 let texts: Vec<String> = clips[start..end]
                     .iter()
                     .map(|c| clip_meta(c).metadata_text(enc.metadata, None))
                     .collect();
-                input.metadata = enc.tokenize(&texts)?;
-                Ok((input, durations))
+                b.metadata.push(enc.tokenize(&texts)?);
+                Ok((b, durations))
             }
         }
     }
@@ -215,17 +205,14 @@ fn decode_file(path: &Path, samples: usize) -> Result<(Vec<f32>, usize, f32)> {
 
 /// The stored audio of an indexed clip, for serving: the encoded bytes and a file name (its
 /// extension names the format).
-pub fn audio_bytes(
-    spec: &SourceSpec,
-    split: Option<&SplitIndex>,
-    item: &ItemInfo,
-) -> Result<(Vec<u8>, String)> {
-    match (spec, split) {
-        (SourceSpec::Dataset { .. }, Some(index)) => {
+/// `split` is the dataset split of a dataset index, `None` for a folder.
+pub fn audio_bytes(split: Option<&SplitIndex>, item: &ItemInfo) -> Result<(Vec<u8>, String)> {
+    match split {
+        Some(index) => {
             let blob = index.clip_audio(item.row as usize)?;
             Ok((blob.bytes, blob.path))
         }
-        _ => {
+        None => {
             let path = PathBuf::from(&item.source);
             let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
             Ok((bytes, item.source.clone()))
