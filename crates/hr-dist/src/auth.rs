@@ -5,10 +5,13 @@
 //! `HMAC(token, "S" | hello | server_nonce)`, the connecting side checks it and answers with
 //! `HMAC(token, "C" | hello | server_nonce)`, and the accepting side checks that in constant time
 //! and answers one status byte. The token itself never crosses the wire.
+//!
+//! The handshake also derives one key per direction, `HMAC(token, "Kc" | hello | server_nonce)`
+//! and `HMAC(token, "Ks" | ...)`, fresh for every connection: every frame after the handshake
+//! is encrypted and authenticated under it (AES-256-GCM, see [`crate::wire::FrameKey`]).
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::error::{DistError, Result};
-use crate::wire::{read_exact_by, write_all_by};
+use crate::wire::{FrameKey, Sink, Source};
 
 /// Environment variable holding the job token.
 pub const TOKEN_ENV: &str = "HR_DIST_TOKEN";
@@ -165,6 +168,43 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The frame keys of one authenticated connection, one per direction.
+pub struct Link {
+    /// Seals the frames this side sends.
+    pub send: FrameKey,
+    /// Opens the frames this side receives.
+    pub recv: FrameKey,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Link(<keys redacted>)")
+    }
+}
+
+impl Link {
+    /// The keys of the side that sent `hello` (`client`) or received it.
+    fn derive(token: &Token, hello: &[u8], server_nonce: &[u8], client: bool) -> Link {
+        let key = |label: &[u8]| {
+            token
+                .mac(label, hello, server_nonce)
+                .finalize()
+                .into_bytes()
+        };
+        let (c2s, s2c) = (FrameKey::new(&key(b"Kc")), FrameKey::new(&key(b"Ks")));
+        match client {
+            true => Link {
+                send: c2s,
+                recv: s2c,
+            },
+            false => Link {
+                send: s2c,
+                recv: c2s,
+            },
+        }
+    }
+}
+
 /// Who is connecting: the role byte and the claimed rank travel in the hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
@@ -178,21 +218,34 @@ fn auth_io(what: &str, e: std::io::Error) -> DistError {
     DistError::Auth(format!("{what}: {e}"))
 }
 
-/// Connecting side of the handshake. Fails with [`DistError::Auth`] if either side has the wrong token.
-pub fn client_handshake(
-    s: &mut TcpStream,
+/// Parses a hello: the protocol's magic, the role byte, the claimed rank.
+pub fn parse_hello(msg: &[u8]) -> Result<Hello> {
+    if msg.len() != HELLO || &msg[..8] != MAGIC {
+        return Err(DistError::Auth(
+            "the peer does not speak the hr-dist protocol".into(),
+        ));
+    }
+    let rank = u32::from_le_bytes([msg[9], msg[10], msg[11], msg[12]]);
+    Ok(Hello { role: msg[8], rank })
+}
+
+/// Connecting side of the handshake. Fails with [`DistError::Auth`] if either side has the wrong
+/// token; returns the connection's frame keys.
+pub fn client_handshake<S: Source + Sink>(
+    s: &mut S,
     token: &Token,
     hello: Hello,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Link> {
     let mut msg = Vec::with_capacity(HELLO);
     msg.extend_from_slice(MAGIC);
     msg.push(hello.role);
     msg.extend_from_slice(&hello.rank.to_le_bytes());
     msg.extend_from_slice(&random_bytes::<NONCE>()?);
-    write_all_by(s, &msg, deadline).map_err(|e| auth_io("sending hello", e))?;
+    s.write_all_by(&msg, deadline)
+        .map_err(|e| auth_io("sending hello", e))?;
     let mut reply = [0u8; NONCE + 32];
-    read_exact_by(s, &mut reply, deadline)
+    s.read_exact_by(&mut reply, deadline)
         .map_err(|e| auth_io("reading the server's challenge", e))?;
     let (server_nonce, server_proof) = reply.split_at(NONCE);
     token
@@ -200,52 +253,59 @@ pub fn client_handshake(
         .verify_slice(server_proof)
         .map_err(|_| DistError::Auth("the peer could not prove the token (wrong token?)".into()))?;
     let proof = token.mac(b"C", &msg, server_nonce).finalize().into_bytes();
-    write_all_by(s, &proof, deadline).map_err(|e| auth_io("sending proof", e))?;
+    s.write_all_by(&proof, deadline)
+        .map_err(|e| auth_io("sending proof", e))?;
     let mut status = [0u8; 1];
-    read_exact_by(s, &mut status, deadline).map_err(|e| auth_io("reading the verdict", e))?;
+    s.read_exact_by(&mut status, deadline)
+        .map_err(|e| auth_io("reading the verdict", e))?;
     if status[0] != STATUS_OK {
         return Err(DistError::Auth("refused by the peer (wrong token)".into()));
     }
-    Ok(())
+    Ok(Link::derive(token, &msg, server_nonce, true))
 }
 
-/// Accepting side of the handshake: returns the peer's hello once it has proved the token.
-pub fn server_handshake(s: &mut TcpStream, token: &Token, deadline: Instant) -> Result<Hello> {
+/// Accepting side of the handshake: returns the peer's hello once it has proved the token, and
+/// the connection's frame keys.
+pub fn server_handshake<S: Source + Sink>(
+    s: &mut S,
+    token: &Token,
+    deadline: Instant,
+) -> Result<(Hello, Link)> {
     let mut msg = [0u8; HELLO];
-    read_exact_by(s, &mut msg, deadline).map_err(|e| auth_io("reading hello", e))?;
-    if &msg[..8] != MAGIC {
-        return Err(DistError::Auth(
-            "the peer does not speak the hr-dist protocol".into(),
-        ));
-    }
+    s.read_exact_by(&mut msg, deadline)
+        .map_err(|e| auth_io("reading hello", e))?;
+    let hello = parse_hello(&msg)?;
     let server_nonce = random_bytes::<NONCE>()?;
     let mut reply = server_nonce.to_vec();
     reply.extend_from_slice(&token.mac(b"S", &msg, &server_nonce).finalize().into_bytes());
-    write_all_by(s, &reply, deadline).map_err(|e| auth_io("sending challenge", e))?;
+    s.write_all_by(&reply, deadline)
+        .map_err(|e| auth_io("sending challenge", e))?;
     let mut proof = [0u8; 32];
-    read_exact_by(s, &mut proof, deadline).map_err(|e| auth_io("reading proof", e))?;
+    s.read_exact_by(&mut proof, deadline)
+        .map_err(|e| auth_io("reading proof", e))?;
     let ok = token
         .mac(b"C", &msg, &server_nonce)
         .verify_slice(&proof)
         .is_ok();
     let status = if ok { STATUS_OK } else { STATUS_REFUSED };
     // Best effort: a refused peer may already be gone.
-    let _ = write_all_by(s, &[status], deadline);
+    let _ = s.write_all_by(&[status], deadline);
     if !ok {
         return Err(DistError::Auth(
             "a peer presented a wrong token; refused".into(),
         ));
     }
-    let rank = u32::from_le_bytes([msg[9], msg[10], msg[11], msg[12]]);
-    Ok(Hello { role: msg[8], rank })
+    Ok((hello, Link::derive(token, &msg, &server_nonce, false)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
-    fn pair(client_token: &str, server_token: &str) -> (Result<()>, Result<Hello>) {
+    type Ends = (Result<Link>, Result<(Hello, Link)>);
+
+    fn pair(client_token: &str, server_token: &str) -> Ends {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let st = Token::new(server_token).unwrap();
@@ -262,10 +322,23 @@ mod tests {
     }
 
     #[test]
-    fn handshake_accepts_the_right_token() {
+    fn handshake_accepts_the_right_token_and_agrees_on_frame_keys() {
         let (c, s) = pair("secret", "secret");
-        c.unwrap();
-        assert_eq!(s.unwrap(), Hello { role: 7, rank: 3 });
+        let (mut c, (hello, mut s)) = (c.unwrap(), s.unwrap());
+        assert_eq!(hello, Hello { role: 7, rank: 3 });
+        let far = Instant::now() + Duration::from_secs(1);
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        crate::wire::write_frame(&mut up, &mut c.send, b"to server", far).unwrap();
+        crate::wire::write_frame(&mut down, &mut s.send, b"to client", far).unwrap();
+        let got = crate::wire::read_frame(&mut &up[..], &mut s.recv, 64, far).unwrap();
+        assert_eq!(got, b"to server");
+        let got = crate::wire::read_frame(&mut &down[..], &mut c.recv, 64, far).unwrap();
+        assert_eq!(got, b"to client");
+        // A frame reflected back to its sender fails: the two directions have different keys.
+        let mut fresh = pair("secret", "secret").0.unwrap();
+        let mut mine = Vec::new();
+        crate::wire::write_frame(&mut mine, &mut fresh.send, b"x", far).unwrap();
+        assert!(crate::wire::read_frame(&mut &mine[..], &mut fresh.recv, 64, far).is_err());
     }
 
     #[test]

@@ -38,6 +38,17 @@ pub enum DistError {
         /// What was observed.
         reason: String,
     },
+    /// A peer rank sent something the protocol never sends: a malformed frame, one that failed
+    /// authentication, or a collective out of order.
+    #[error("rank {rank} broke the protocol during {op}: {reason}")]
+    BadPeer {
+        /// The rank whose frames were refused.
+        rank: usize,
+        /// The operation that noticed it.
+        op: String,
+        /// What was refused.
+        reason: String,
+    },
     /// One or more ranks stopped responding within the deadline.
     #[error("rank(s) {ranks:?} did not respond within {after:?} during {op}")]
     Unresponsive {

@@ -207,13 +207,21 @@ fn start_store(world: &WorldInfo, token: &Token) -> Result<StoreServer> {
         "0.0.0.0"
     };
     StoreServer::bind((host, world.master_port), token.clone()).map_err(|e| match e {
-        DistError::Io { source, .. } => DistError::io(
-            format!(
-                "rank 0 binding the store on {host}:{} (MASTER_PORT)",
-                world.master_port
-            ),
-            source,
-        ),
+        DistError::Io { source, .. } => {
+            let held = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    ": another job, or a rank 0 left from an earlier run, holds the port"
+                }
+                _ => "",
+            };
+            DistError::io(
+                format!(
+                    "rank 0 binding the store on {host}:{} (MASTER_PORT){held}",
+                    world.master_port
+                ),
+                source,
+            )
+        }
         e => e,
     })
 }

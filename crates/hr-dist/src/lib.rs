@@ -34,8 +34,9 @@
 //! # Ok(())
 //! # }
 //! ```
-//! On any peer failure every collective returns an error naming the lost or unresponsive rank
-//! ([`DistError::PeerLost`], [`DistError::Unresponsive`]) within the timeout (default 60 s) plus
+//! On any peer failure every collective returns an error naming the lost, unresponsive or
+//! misbehaving rank ([`DistError::PeerLost`], [`DistError::Unresponsive`],
+//! [`DistError::BadPeer`]: a frame that is malformed or fails authentication) within the timeout (default 60 s) plus
 //! a short diagnosis grace (a quarter of the timeout, 0.2–5 s); the communicator is unusable
 //! afterwards and the trainer should log the error and exit non-zero. [`any_rank`] agrees on a
 //! flag (e.g. "a preemption signal arrived") so every rank checkpoints at the same step.
@@ -50,12 +51,15 @@
 //!   [`nccl`] — [`NcclComm`] (CUDA devices, collectives in place on device buffers).
 //! - [`grad`] — bucketed all-reduce, parameter broadcast, all-gather with gradient (math there).
 //! - [`launch`] — [`launch_local`].
+//! - [`testing`] — a world of ring ranks in threads, for tests.
+//! - [`fuzzing`] — the wire parsers as functions of bytes, for the fuzz targets.
 
 #![deny(unsafe_code)]
 
 pub mod auth;
 pub mod comm;
 pub mod error;
+pub mod fuzzing;
 pub mod grad;
 pub mod init;
 pub mod launch;
@@ -64,6 +68,7 @@ pub mod launch;
 pub mod nccl;
 pub mod ring;
 pub mod store;
+pub mod testing;
 mod wire;
 pub mod world;
 

@@ -6,28 +6,39 @@
 //! `received_partial + local`) by exactly one rank and then copied to the others, so every rank
 //! gets bit-identical results, run after run.
 //!
+//! Frames: an 18-byte header (kind, op, collective sequence number, payload bytes), the payload
+//! encrypted with AES-256-GCM under the link's key from the handshake and a frame counter as
+//! the nonce, and the 16-byte tag over both ([`crate::wire::FrameKey`]): a frame injected,
+//! replayed, reordered or altered on the network fails its tag and the receiving rank stops,
+//! naming the sending neighbour.
+//!
 //! Failure handling: every message must arrive within the timeout. A rank that sees a link close
 //! or a peer abort records `"lost rank N"` in the store (first writer wins), forwards an abort
 //! frame to its right neighbour and closes its links, so the failure propagates around the ring
 //! within seconds. A rank that times out marks itself alive in the store, waits a short grace,
-//! and names the ranks that did not mark themselves alive as unresponsive.
+//! and names the ranks that did not mark themselves alive as unresponsive. A neighbour that
+//! sends a malformed or unauthenticated frame is recorded and named the same way.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::auth::{client_handshake, random_bytes, server_handshake, Hello, Token};
+use crate::auth::{client_handshake, random_bytes, server_handshake, Hello, Link, Token};
 use crate::comm::{check_root, Communicator};
 use crate::error::{DistError, Result};
 use crate::store::{StoreClient, StoreServer};
-use crate::wire::{read_exact_by, read_u32, write_all_by};
+use crate::wire::{read_u32, read_vec, FrameKey, Sink, Source, TAG};
 
 pub(crate) const ROLE_RING: u8 = 2;
-const KIND_DATA: u8 = 1;
+pub(crate) const KIND_DATA: u8 = 1;
 const KIND_ABORT: u8 = 2;
-const HDR: usize = 18;
-const OP_ALL_REDUCE: u8 = 1;
+pub(crate) const HDR: usize = 18;
+/// Largest payload a frame may announce (all-gather blocks have no expected length).
+const MAX_PAYLOAD: u64 = 16 << 30;
+/// Largest abort reason.
+const MAX_REASON: u64 = 1024;
+pub(crate) const OP_ALL_REDUCE: u8 = 1;
 const OP_ALL_GATHER: u8 = 2;
 const OP_BROADCAST: u8 = 3;
 const OP_BARRIER: u8 = 4;
@@ -46,10 +57,23 @@ fn op_name(op: u8) -> &'static str {
 
 /// How one link-level exchange failed, before attribution.
 #[derive(Debug)]
-enum Fail {
-    Closed { peer: usize, detail: String },
-    Timeout { peer: usize },
-    Abort { lost: usize, reason: String },
+pub(crate) enum Fail {
+    Closed {
+        peer: usize,
+        detail: String,
+    },
+    Timeout {
+        peer: usize,
+    },
+    Abort {
+        lost: usize,
+        reason: String,
+    },
+    /// The neighbour sent something this protocol never sends (named and recorded).
+    Bad {
+        peer: usize,
+        reason: String,
+    },
     Protocol(String),
 }
 
@@ -69,6 +93,10 @@ pub struct RingComm {
     world: usize,
     right: TcpStream,
     left: TcpStream,
+    /// Seals the frames sent to the right neighbour.
+    right_key: FrameKey,
+    /// Opens the frames received from the left neighbour.
+    left_key: FrameKey,
     store: StoreClient,
     _server: Option<StoreServer>,
     timeout: Duration,
@@ -132,8 +160,8 @@ impl RingComm {
             .local_addr()
             .map_err(|e| DistError::io("ring listener address", e))?;
         store.set(&format!("hr-dist/ring/{rank}"), addr.to_string().as_bytes())?;
-        let right_rank = (rank + 1) % world;
-        let right_addr = wait_addr(&store, right_rank, setup.rendezvous_timeout)?;
+        let right_addr = wait_all_joined(&store, world, setup.rendezvous_timeout)?
+            .swap_remove((rank + 1) % world);
         let deadline = Instant::now() + setup.rendezvous_timeout;
         let (left, right) = std::thread::scope(|sc| {
             let acc = sc.spawn(|| accept_left(&listener, &setup, deadline));
@@ -143,12 +171,14 @@ impl RingComm {
                 .unwrap_or_else(|_| Err(DistError::Protocol("ring accept thread panicked".into())));
             (left, right)
         });
-        let (left, right) = (left?, right?);
+        let ((left, left_link), (right, right_link)) = (left?, right?);
         Ok(RingComm {
             rank,
             world,
             right,
             left,
+            right_key: right_link.send,
+            left_key: left_link.recv,
             store,
             _server: server,
             timeout: setup.timeout,
@@ -201,10 +231,19 @@ impl RingComm {
         let (lr, rr) = (self.left_rank(), self.right_rank());
         let send_failed = AtomicBool::new(false);
         let (left, right) = (&mut self.left, &mut self.right);
+        let (left_key, right_key) = (&mut self.left_key, &mut self.right_key);
         let left_ctl = left.try_clone().map_err(|e| io_fail(lr, e))?;
         let (got, sent) = std::thread::scope(|sc| {
             let h = sc.spawn(|| {
-                let r = send_msg(right, op, seq, send, Instant::now() + timeout, rr);
+                let r = send_msg(
+                    right,
+                    right_key,
+                    op,
+                    seq,
+                    send,
+                    Instant::now() + timeout,
+                    rr,
+                );
                 if r.is_err() {
                     send_failed.store(true, Ordering::SeqCst);
                     let _ = left_ctl.shutdown(Shutdown::Read);
@@ -213,7 +252,15 @@ impl RingComm {
             });
             // On a receive failure the sender is left to finish (bounded by its own deadline):
             // cutting the right link before the failure is recorded would mislead the neighbour.
-            let got = recv_msg(left, op, seq, expect, Instant::now() + timeout, lr);
+            let got = recv_msg(
+                left,
+                left_key,
+                op,
+                seq,
+                expect,
+                Instant::now() + timeout,
+                lr,
+            );
             let sent = h
                 .join()
                 .unwrap_or_else(|_| Err(Fail::Protocol("ring sender thread panicked".into())));
@@ -275,6 +322,7 @@ impl RingComm {
             if self.rank != root {
                 let got = recv_msg(
                     &mut self.left,
+                    &mut self.left_key,
                     OP_BROADCAST,
                     seq,
                     Some(piece.len()),
@@ -287,6 +335,7 @@ impl RingComm {
                 self.right_clean = false;
                 send_msg(
                     &mut self.right,
+                    &mut self.right_key,
                     OP_BROADCAST,
                     seq,
                     piece,
@@ -307,7 +356,14 @@ impl RingComm {
         let opname = format!("{} #{}", op_name(op), self.seq);
         let err = match fail {
             Fail::Protocol(m) => DistError::Protocol(format!("{opname}: {m}")),
-            Fail::Abort { lost, reason } => lost_error(lost, &opname, reason),
+            Fail::Abort { lost, reason } => self
+                .recorded_failure(&opname)
+                .unwrap_or_else(|| lost_error(lost, &opname, reason)),
+            Fail::Bad { peer, reason } => DistError::BadPeer {
+                rank: peer,
+                op: opname.clone(),
+                reason,
+            },
             Fail::Closed { peer, detail } => match self.await_record(&opname) {
                 Some(e) => e,
                 None => lost_error(
@@ -321,8 +377,8 @@ impl RingComm {
         let err = self.publish(&opname, err);
         self.poisoned = Some(err.to_string());
         if self.right_clean {
-            if let DistError::PeerLost { rank, reason, .. } = &err {
-                let _ = send_abort(&mut self.right, *rank, reason);
+            if let Some((rank, reason)) = culprit(&err) {
+                let _ = send_abort(&mut self.right, &mut self.right_key, rank, reason);
             }
         }
         let _ = self.right.shutdown(Shutdown::Both);
@@ -416,11 +472,24 @@ fn lost_error(rank: usize, op: &str, reason: String) -> DistError {
     }
 }
 
-/// Store record of a failure: `lost|RANK|reason` or `hang|R1,R2|reason`.
+/// The single rank an error blames, and why.
+fn culprit(err: &DistError) -> Option<(usize, &str)> {
+    match err {
+        DistError::PeerLost { rank, reason, .. } | DistError::BadPeer { rank, reason, .. } => {
+            Some((*rank, reason))
+        }
+        _ => None,
+    }
+}
+
+/// Store record of a failure: `lost|RANK|reason`, `bad|RANK|reason` or `hang|R1,R2|reason`.
 fn make_record(err: &DistError, me: usize) -> Option<String> {
     match err {
         DistError::PeerLost { rank, reason, .. } => {
             Some(format!("lost|{rank}|{reason} (seen by rank {me})"))
+        }
+        DistError::BadPeer { rank, reason, .. } => {
+            Some(format!("bad|{rank}|{reason} (seen by rank {me})"))
         }
         DistError::Unresponsive { ranks, .. } => {
             let r: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
@@ -443,6 +512,11 @@ fn parse_record(v: &[u8], opname: &str, after: Duration) -> Option<DistError> {
         .collect::<Option<_>>()?;
     match kind {
         "lost" => Some(lost_error(*ranks.first()?, opname, reason.to_string())),
+        "bad" => Some(DistError::BadPeer {
+            rank: *ranks.first()?,
+            op: opname.to_string(),
+            reason: reason.to_string(),
+        }),
         "hang" => Some(DistError::Unresponsive {
             ranks,
             op: opname.to_string(),
@@ -461,77 +535,117 @@ fn header(kind: u8, op: u8, seq: u64, nbytes: u64) -> [u8; HDR] {
     h
 }
 
+/// A frame's header fields: kind, op, sequence number (the lost rank in an abort), length.
+fn parse_header(h: &[u8; HDR]) -> (u8, u8, u64, u64) {
+    let u = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    (h[0], h[1], u(&h[2..10]), u(&h[10..18]))
+}
+
+/// One sealed frame: header, payload, tag.
+fn frame(key: &mut FrameKey, header: [u8; HDR], payload: impl Iterator<Item = u8>) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(HDR + payload.size_hint().0 + TAG);
+    msg.extend_from_slice(&header);
+    msg.extend(payload);
+    let tag = key.seal(&header, &mut msg[HDR..]);
+    msg.extend_from_slice(&tag);
+    msg
+}
+
 fn send_msg(
-    s: &mut TcpStream,
+    s: &mut impl Sink,
+    key: &mut FrameKey,
     op: u8,
     seq: u64,
     data: &[f32],
     deadline: Instant,
     peer: usize,
 ) -> std::result::Result<(), Fail> {
-    let mut msg = Vec::with_capacity(HDR + 4 * data.len());
-    msg.extend_from_slice(&header(KIND_DATA, op, seq, 4 * data.len() as u64));
-    for x in data {
-        msg.extend_from_slice(&x.to_le_bytes());
+    let h = header(KIND_DATA, op, seq, 4 * data.len() as u64);
+    let msg = frame(key, h, data.iter().flat_map(|x| x.to_le_bytes()));
+    s.write_all_by(&msg, deadline).map_err(|e| io_fail(peer, e))
+}
+
+pub(crate) fn send_abort(
+    s: &mut impl Sink,
+    key: &mut FrameKey,
+    lost: usize,
+    reason: &str,
+) -> io::Result<()> {
+    let r = &reason.as_bytes()[..reason.len().min(MAX_REASON as usize)];
+    let msg = frame(
+        key,
+        header(KIND_ABORT, 0, lost as u64, r.len() as u64),
+        r.iter().copied(),
+    );
+    s.write_all_by(&msg, Instant::now() + Duration::from_secs(1))
+}
+
+/// The payload length a frame of `kind` may announce, or why the header is refused.
+fn payload_limit(kind: u8, nbytes: u64, expect: Option<usize>) -> std::result::Result<(), String> {
+    let ok = match kind {
+        KIND_DATA => match expect {
+            Some(n) => nbytes == 4 * n as u64,
+            None => nbytes.is_multiple_of(4) && nbytes <= MAX_PAYLOAD,
+        },
+        KIND_ABORT => nbytes <= MAX_REASON,
+        _ => return Err(format!("sent a malformed frame (kind {kind})")),
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "sent a frame of {nbytes} bytes where {expect:?} floats were expected (buffer \
+             lengths differ between ranks, or the frame is corrupt)"
+        )),
     }
-    write_all_by(s, &msg, deadline).map_err(|e| io_fail(peer, e))
 }
 
-fn send_abort(s: &mut TcpStream, lost: usize, reason: &str) -> io::Result<()> {
-    let r = &reason.as_bytes()[..reason.len().min(1024)];
-    let mut msg = header(KIND_ABORT, 0, lost as u64, r.len() as u64).to_vec();
-    msg.extend_from_slice(r);
-    write_all_by(s, &msg, Instant::now() + Duration::from_secs(1))
-}
-
-fn recv_msg(
-    s: &mut TcpStream,
+/// Receives one frame from the left neighbour `peer`: its floats, or the failure it reports.
+/// Nothing in a frame is acted on before its tag is checked, except the length it announces
+/// (bounded first, and allocated only as bytes arrive).
+pub(crate) fn recv_msg(
+    s: &mut impl Source,
+    key: &mut FrameKey,
     op: u8,
     seq: u64,
     expect: Option<usize>,
     deadline: Instant,
     peer: usize,
 ) -> std::result::Result<Vec<f32>, Fail> {
+    let bad = |reason: String| Fail::Bad { peer, reason };
     let mut h = [0u8; HDR];
-    read_exact_by(s, &mut h, deadline).map_err(|e| io_fail(peer, e))?;
-    let (kind, their_op) = (h[0], h[1]);
-    let their_seq = u64::from_le_bytes(h[2..10].try_into().unwrap_or([0; 8]));
-    let nbytes = u64::from_le_bytes(h[10..18].try_into().unwrap_or([0; 8]));
+    s.read_exact_by(&mut h, deadline)
+        .map_err(|e| io_fail(peer, e))?;
+    let (kind, their_op, their_seq, nbytes) = parse_header(&h);
+    payload_limit(kind, nbytes, expect).map_err(bad)?;
+    let mut body = read_vec(s, nbytes as usize, deadline).map_err(|e| io_fail(peer, e))?;
+    let mut tag = [0u8; TAG];
+    s.read_exact_by(&mut tag, deadline)
+        .map_err(|e| io_fail(peer, e))?;
+    key.open(&h, &mut body, &tag).map_err(|_| {
+        bad(
+            "sent a frame that failed authentication (injected, replayed or altered on the \
+             network, or a peer with another key)"
+                .into(),
+        )
+    })?;
     if kind == KIND_ABORT {
-        return Err(read_abort(s, their_seq, nbytes, deadline, peer));
+        return Err(Fail::Abort {
+            lost: their_seq as usize,
+            reason: format!("rank {peer} aborted: {}", String::from_utf8_lossy(&body)),
+        });
     }
-    if kind != KIND_DATA || their_op != op || their_seq != seq {
-        return Err(Fail::Protocol(format!(
-            "rank {peer} sent {} #{their_seq} while this rank is in {} #{seq} (ranks must call collectives in the same order)",
+    if their_op != op || their_seq != seq {
+        return Err(bad(format!(
+            "sent {} #{their_seq} while this rank is in {} #{seq} (ranks must call collectives \
+             in the same order)",
             op_name(their_op),
             op_name(op)
         )));
     }
-    if nbytes % 4 != 0 || expect.is_some_and(|n| 4 * n as u64 != nbytes) || nbytes > (16u64 << 30) {
-        return Err(Fail::Protocol(format!(
-            "rank {peer} sent {nbytes} bytes in {} #{seq}, expected {:?} floats (buffer lengths differ between ranks?)",
-            op_name(op),
-            expect
-        )));
-    }
-    let mut raw = vec![0u8; nbytes as usize];
-    read_exact_by(s, &mut raw, deadline).map_err(|e| io_fail(peer, e))?;
-    Ok(raw
+    Ok(body
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
-}
-
-fn read_abort(s: &mut TcpStream, lost: u64, nbytes: u64, deadline: Instant, peer: usize) -> Fail {
-    let mut reason = vec![0u8; nbytes.min(1024) as usize];
-    let reason = match read_exact_by(s, &mut reason, deadline) {
-        Ok(()) => String::from_utf8_lossy(&reason).into_owned(),
-        Err(_) => String::new(),
-    };
-    Fail::Abort {
-        lost: lost as usize,
-        reason: format!("rank {peer} aborted: {reason}"),
-    }
 }
 
 pub(crate) fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
@@ -539,30 +653,60 @@ pub(crate) fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
     let winner = store.set_if_absent(&format!("hr-dist/rank/{rank}"), &me)?;
     if winner != me {
         return Err(DistError::Invalid(format!(
-            "rank {rank} was claimed by another process (two processes with the same rank?)"
+            "rank {rank} is already claimed in the rendezvous store at {}: two processes were \
+             started with the same rank, or the store is left from an earlier run (a rank 0 \
+             still holding MASTER_PORT)",
+            store.addr()
         )));
     }
     Ok(())
 }
 
-fn wait_addr(store: &StoreClient, rank: usize, timeout: Duration) -> Result<SocketAddr> {
-    let v = store
-        .wait(&format!("hr-dist/ring/{rank}"), timeout)
-        .map_err(|e| match e {
-            DistError::Timeout { after, .. } => DistError::Unresponsive {
-                ranks: vec![rank],
-                op: "rendezvous (rank never joined)".into(),
-                after,
-            },
-            e => e,
-        })?;
-    std::str::from_utf8(&v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| DistError::Protocol(format!("rank {rank} published a malformed address")))
+/// Waits until every rank has published its ring address (their addresses, in rank order);
+/// names the ranks that never did.
+fn wait_all_joined(
+    store: &StoreClient,
+    world: usize,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>> {
+    let key = |r: usize| format!("hr-dist/ring/{r}");
+    let deadline = Instant::now() + timeout;
+    let mut addrs = Vec::with_capacity(world);
+    for r in 0..world {
+        let v = match store.wait(&key(r), deadline.saturating_duration_since(Instant::now())) {
+            Ok(v) => v,
+            Err(DistError::Timeout { .. }) => {
+                // Rank `r` is missing; probe the later ones while the store still answers
+                // (rank 0 takes it down when its own rendezvous fails).
+                let mut missing = vec![r];
+                for q in r + 1..world {
+                    match store.try_get(&key(q)) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => missing.push(q),
+                        Err(_) => break,
+                    }
+                }
+                return Err(DistError::Unresponsive {
+                    ranks: missing,
+                    op: "rendezvous (ranks never joined)".into(),
+                    after: timeout,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let addr = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+        addrs.push(addr.ok_or_else(|| {
+            DistError::Protocol(format!("rank {r} published a malformed address"))
+        })?);
+    }
+    Ok(addrs)
 }
 
-fn connect_right(addr: SocketAddr, setup: &RingSetup<'_>, deadline: Instant) -> Result<TcpStream> {
+fn connect_right(
+    addr: SocketAddr,
+    setup: &RingSetup<'_>,
+    deadline: Instant,
+) -> Result<(TcpStream, Link)> {
     let right = (setup.rank + 1) % setup.world;
     let mut s = loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
@@ -581,10 +725,10 @@ fn connect_right(addr: SocketAddr, setup: &RingSetup<'_>, deadline: Instant) -> 
         role: ROLE_RING,
         rank: setup.rank as u32,
     };
-    client_handshake(&mut s, setup.token, hello, deadline)?;
-    write_all_by(&mut s, &(setup.world as u32).to_le_bytes(), deadline)
+    let link = client_handshake(&mut s, setup.token, hello, deadline)?;
+    s.write_all_by(&(setup.world as u32).to_le_bytes(), deadline)
         .map_err(|e| DistError::io(format!("sending world size to rank {right}"), e))?;
-    Ok(s)
+    Ok((s, link))
 }
 
 /// Accepts the left neighbour, ignoring (and refusing) connections that fail authentication.
@@ -592,7 +736,7 @@ fn accept_left(
     listener: &TcpListener,
     setup: &RingSetup<'_>,
     deadline: Instant,
-) -> Result<TcpStream> {
+) -> Result<(TcpStream, Link)> {
     let left = (setup.rank + setup.world - 1) % setup.world;
     listener
         .set_nonblocking(true)
@@ -606,10 +750,10 @@ fn accept_left(
             continue;
         }
         let hs_deadline = deadline.min(Instant::now() + Duration::from_secs(10));
-        match server_handshake(&mut s, setup.token, hs_deadline) {
-            Ok(h) if h.role == ROLE_RING && h.rank as usize == left => {}
+        let link = match server_handshake(&mut s, setup.token, hs_deadline) {
+            Ok((h, link)) if h.role == ROLE_RING && h.rank as usize == left => link,
             _ => continue,
-        }
+        };
         let theirs = read_u32(&mut s, deadline)
             .map_err(|e| DistError::io(format!("reading world size of rank {left}"), e))?;
         if theirs as usize != setup.world {
@@ -619,7 +763,7 @@ fn accept_left(
             )));
         }
         let _ = s.set_nodelay(true);
-        return Ok(s);
+        return Ok((s, link));
     }
     Err(DistError::Unresponsive {
         ranks: vec![left],
@@ -650,3 +794,7 @@ impl Communicator for RingComm {
         self.run(OP_BARRIER, |me| me.ring_all_reduce(OP_BARRIER, &mut x))
     }
 }
+
+#[cfg(test)]
+#[path = "ring_rogue.rs"]
+mod rogue;

@@ -2,7 +2,8 @@
 //!
 //! [`StoreServer`] listens on rank 0; every rank (rank 0 included) talks to it through a
 //! [`StoreClient`]. Each connection must pass the HMAC handshake of [`crate::auth`] first; peers
-//! with a wrong token are refused and disconnected. Operations: [`StoreClient::set`],
+//! with a wrong token are refused and disconnected. Every request and reply after it is one
+//! authenticated frame ([`crate::wire::write_frame`]). Operations: [`StoreClient::set`],
 //! [`StoreClient::get`] (waits for the key), [`StoreClient::try_get`], [`StoreClient::wait`],
 //! [`StoreClient::add`] (atomic counter) and [`StoreClient::set_if_absent`] (first writer wins).
 //! Since the store lives in rank 0, a broken store connection is reported as the loss of rank 0.
@@ -14,14 +15,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::auth::{client_handshake, server_handshake, Hello, Token};
+use crate::auth::{client_handshake, server_handshake, Hello, Link, Token};
 use crate::error::{DistError, Result};
-use crate::wire::{put_blob, read_blob, read_exact_by, read_u64, write_all_by};
+use crate::wire::{invalid, put_blob, read_frame, write_frame, Cursor, Sink, Source};
 
 /// Role byte of store connections in the handshake hello.
 pub(crate) const ROLE_STORE: u8 = 1;
 const MAX_KEY: usize = 4096;
 const MAX_VALUE: usize = 64 << 20;
+/// Largest request body: op, key, value (or a u64).
+const MAX_REQUEST: usize = 1 + 4 + MAX_KEY + 4 + MAX_VALUE;
+/// Largest reply body: status and a value.
+const MAX_REPLY: usize = 1 + 4 + MAX_VALUE;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
@@ -35,8 +40,116 @@ const ST_OK: u8 = 0;
 const ST_MISSING: u8 = 1;
 const ST_BAD: u8 = 2;
 
+/// One store request, as it travels in a frame body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    Set { key: Vec<u8>, value: Vec<u8> },
+    Get { key: Vec<u8> },
+    Wait { key: Vec<u8>, ms: u64 },
+    Add { key: Vec<u8>, delta: i64 },
+    SetIfAbsent { key: Vec<u8>, value: Vec<u8> },
+}
+
+impl Request {
+    /// The request body.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (op, key) = match self {
+            Request::Set { key, .. } => (OP_SET, key),
+            Request::Get { key } => (OP_GET, key),
+            Request::Wait { key, .. } => (OP_WAIT, key),
+            Request::Add { key, .. } => (OP_ADD, key),
+            Request::SetIfAbsent { key, .. } => (OP_SETNX, key),
+        };
+        out.push(op);
+        put_blob(&mut out, key);
+        match self {
+            Request::Set { value, .. } | Request::SetIfAbsent { value, .. } => {
+                put_blob(&mut out, value)
+            }
+            Request::Wait { ms, .. } => out.extend_from_slice(&ms.to_le_bytes()),
+            Request::Add { delta, .. } => out.extend_from_slice(&delta.to_le_bytes()),
+            Request::Get { .. } => {}
+        }
+        out
+    }
+
+    /// Parses a request body; every byte must be accounted for.
+    pub(crate) fn decode(body: &[u8]) -> std::io::Result<Request> {
+        let mut c = Cursor(body);
+        let op = c.u8()?;
+        let key = c.blob(MAX_KEY)?.to_vec();
+        let req = match op {
+            OP_SET => Request::Set {
+                key,
+                value: c.blob(MAX_VALUE)?.to_vec(),
+            },
+            OP_GET => Request::Get { key },
+            OP_WAIT => Request::Wait { key, ms: c.u64()? },
+            OP_ADD => Request::Add {
+                key,
+                delta: c.u64()? as i64,
+            },
+            OP_SETNX => Request::SetIfAbsent {
+                key,
+                value: c.blob(MAX_VALUE)?.to_vec(),
+            },
+            _ => return Err(invalid(format!("unknown store op {op}"))),
+        };
+        c.end()?;
+        Ok(req)
+    }
+}
+
+/// A store reply: a status and, for some requests, a value or a count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Done,
+    Value(Option<Vec<u8>>),
+    Count(Option<i64>),
+}
+
+impl Reply {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Reply::Done => out.push(ST_OK),
+            Reply::Value(Some(v)) => {
+                out.push(ST_OK);
+                put_blob(&mut out, v);
+            }
+            Reply::Value(None) => out.push(ST_MISSING),
+            Reply::Count(Some(n)) => {
+                out.push(ST_OK);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Reply::Count(None) => out.push(ST_BAD),
+        }
+        out
+    }
+
+    /// Parses the reply to `req` (the shape of a reply depends on its request).
+    pub(crate) fn decode(req: &Request, body: &[u8]) -> std::io::Result<Reply> {
+        let mut c = Cursor(body);
+        let st = c.u8()?;
+        let reply = match (req, st) {
+            (Request::Set { .. }, ST_OK) => Reply::Done,
+            (Request::Add { .. }, ST_OK) => Reply::Count(Some(c.u64()? as i64)),
+            (Request::Add { .. }, ST_BAD) => Reply::Count(None),
+            (Request::Get { .. } | Request::Wait { .. }, ST_MISSING) => Reply::Value(None),
+            (Request::Set { .. } | Request::Add { .. }, _) => {
+                return Err(invalid(format!("bad status {st}")))
+            }
+            (_, ST_OK) => Reply::Value(Some(c.blob(MAX_VALUE)?.to_vec())),
+            _ => return Err(invalid(format!("bad status {st}"))),
+        };
+        c.end()?;
+        Ok(reply)
+    }
+}
+
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     map: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     changed: Condvar,
     stop: AtomicBool,
@@ -46,6 +159,13 @@ struct Shared {
 impl Shared {
     fn map(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A store that is stopping (waits return at once): for serving bytes in the fuzz target.
+    pub(crate) fn stopped() -> Shared {
+        let s = Shared::default();
+        s.stop.store(true, Ordering::SeqCst);
+        s
     }
 }
 
@@ -130,90 +250,80 @@ fn serve_conn(mut s: TcpStream, shared: Arc<Shared>, token: Token) {
             .unwrap_or_else(|p| p.into_inner())
             .push(c);
     }
-    let hello = server_handshake(&mut s, &token, Instant::now() + HANDSHAKE_TIMEOUT);
-    if !matches!(
-        hello,
-        Ok(Hello {
-            role: ROLE_STORE,
-            ..
-        })
-    ) {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-        return;
-    }
-    while let Some(op) = next_op(&mut s, &shared) {
-        if serve_request(&mut s, &shared, op).is_err() {
-            break;
+    if let Ok((
+        Hello {
+            role: ROLE_STORE, ..
+        },
+        mut link,
+    )) = server_handshake(&mut s, &token, Instant::now() + HANDSHAKE_TIMEOUT)
+    {
+        while readable(&s, &shared) {
+            if serve_one(&mut s, &shared, &mut link).is_err() {
+                break;
+            }
         }
     }
     let _ = s.shutdown(std::net::Shutdown::Both);
 }
 
-/// Waits for the next request's op byte, checking for shutdown between polls.
-fn next_op(s: &mut TcpStream, shared: &Shared) -> Option<u8> {
-    let mut op = [0u8; 1];
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return None;
+/// Waits until the next request starts to arrive; false on shutdown or a closed connection.
+fn readable(s: &TcpStream, shared: &Shared) -> bool {
+    let mut b = [0u8; 1];
+    while !shared.stop.load(Ordering::SeqCst) {
+        if s.set_read_timeout(Some(Duration::from_millis(500)))
+            .is_err()
+        {
+            return false;
         }
-        match read_exact_by(s, &mut op, Instant::now() + Duration::from_millis(500)) {
-            Ok(()) => return Some(op[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-            Err(_) => return None,
+        match s.peek(&mut b) {
+            Ok(n) => return n > 0,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return false,
         }
     }
+    false
 }
 
-fn serve_request(s: &mut TcpStream, shared: &Shared, op: u8) -> std::io::Result<()> {
+/// Reads, authenticates and answers one request.
+pub(crate) fn serve_one<S: Source + Sink>(
+    s: &mut S,
+    shared: &Shared,
+    link: &mut Link,
+) -> std::io::Result<()> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let key = read_blob(s, MAX_KEY, deadline)?;
-    let mut out = Vec::new();
-    match op {
-        OP_SET => {
-            let v = read_blob(s, MAX_VALUE, deadline)?;
-            shared.map().insert(key, v);
-            shared.changed.notify_all();
-            out.push(ST_OK);
-        }
-        OP_GET => reply_value(&mut out, shared.map().get(&key)),
-        OP_WAIT => {
-            let ms = read_u64(s, deadline)?;
-            let v = wait_key(shared, &key, Duration::from_millis(ms));
-            reply_value(&mut out, v.as_ref());
-        }
-        OP_ADD => {
-            let delta = read_u64(s, deadline)? as i64;
-            match add(shared, key, delta) {
-                Some(n) => {
-                    out.push(ST_OK);
-                    out.extend_from_slice(&n.to_le_bytes());
-                }
-                None => out.push(ST_BAD),
-            }
-        }
-        OP_SETNX => {
-            let v = read_blob(s, MAX_VALUE, deadline)?;
-            let winner = shared.map().entry(key).or_insert(v).clone();
-            shared.changed.notify_all();
-            reply_value(&mut out, Some(&winner));
-        }
-        _ => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "unknown op",
-            ))
-        }
-    }
-    write_all_by(s, &out, Instant::now() + REQUEST_TIMEOUT)
+    let body = read_frame(s, &mut link.recv, MAX_REQUEST, deadline)?;
+    let reply = answer(shared, Request::decode(&body)?);
+    write_frame(
+        s,
+        &mut link.send,
+        &reply.encode(),
+        Instant::now() + REQUEST_TIMEOUT,
+    )
 }
 
-fn reply_value(out: &mut Vec<u8>, v: Option<&Vec<u8>>) {
-    match v {
-        Some(v) => {
-            out.push(ST_OK);
-            put_blob(out, v);
+fn answer(shared: &Shared, req: Request) -> Reply {
+    match req {
+        Request::Set { key, value } => {
+            shared.map().insert(key, value);
+            shared.changed.notify_all();
+            Reply::Done
         }
-        None => out.push(ST_MISSING),
+        Request::Get { key } => Reply::Value(shared.map().get(&key).cloned()),
+        Request::Wait { key, ms } => {
+            Reply::Value(wait_key(shared, &key, Duration::from_millis(ms)))
+        }
+        Request::Add { key, delta } => Reply::Count(add(shared, key, delta)),
+        Request::SetIfAbsent { key, value } => {
+            let winner = shared.map().entry(key).or_insert(value).clone();
+            shared.changed.notify_all();
+            Reply::Value(Some(winner))
+        }
     }
 }
 
@@ -251,17 +361,25 @@ fn add(shared: &Shared, key: Vec<u8>, delta: i64) -> Option<i64> {
     Some(n)
 }
 
+/// One authenticated connection to the store.
+struct Conn {
+    stream: TcpStream,
+    link: Link,
+}
+
 /// A connection to the store. All methods take `&self` (requests are serialised internally).
 pub struct StoreClient {
-    conn: Mutex<TcpStream>,
+    conn: Mutex<Conn>,
     broken: AtomicBool,
     timeout: Duration,
     local_ip: std::net::IpAddr,
+    addr: String,
 }
 
 impl std::fmt::Debug for StoreClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreClient")
+            .field("addr", &self.addr)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -285,27 +403,42 @@ impl StoreClient {
             role: ROLE_STORE,
             rank: rank as u32,
         };
-        client_handshake(
+        let addr = format!("{host}:{port}");
+        let link = client_handshake(
             &mut s,
             token,
             hello,
             Instant::now() + HANDSHAKE_TIMEOUT.min(timeout),
-        )?;
+        )
+        .map_err(|e| match e {
+            DistError::Auth(m) => DistError::Auth(format!(
+                "rank 0's rendezvous store at {addr}: {m}; every rank needs the same token, \
+                 and a store left by another job or an earlier run may hold this port \
+                 (MASTER_PORT)"
+            )),
+            e => e,
+        })?;
         let local_ip = s
             .local_addr()
             .map_err(|e| DistError::io("store connection", e))?
             .ip();
         Ok(StoreClient {
-            conn: Mutex::new(s),
+            conn: Mutex::new(Conn { stream: s, link }),
             broken: AtomicBool::new(false),
             timeout,
             local_ip,
+            addr,
         })
     }
 
     /// The local IP address that routes to the store (used to advertise ring listeners).
     pub fn local_ip(&self) -> std::net::IpAddr {
         self.local_ip
+    }
+
+    /// The `host:port` of the store.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Sets `key` to `value`.
@@ -315,10 +448,11 @@ impl StoreClient {
 
     /// [`StoreClient::set`] with an explicit request deadline.
     pub fn set_within(&self, key: &str, value: &[u8], timeout: Duration) -> Result<()> {
-        let mut req = vec![OP_SET];
-        put_blob(&mut req, key.as_bytes());
-        put_blob(&mut req, value);
-        self.request(key, &req, timeout, expect_ok)
+        let req = Request::Set {
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        self.request(key, req, timeout).map(|_| ())
     }
 
     /// Returns the value of `key` now, or `None` if it is not set.
@@ -328,9 +462,8 @@ impl StoreClient {
 
     /// [`StoreClient::try_get`] with an explicit request deadline.
     pub fn try_get_within(&self, key: &str, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        let mut req = vec![OP_GET];
-        put_blob(&mut req, key.as_bytes());
-        self.request(key, &req, timeout, read_value)
+        let req = Request::Get { key: key.into() };
+        value_of(self.request(key, req, timeout)?)
     }
 
     /// Waits until `key` is set (at most the client's timeout) and returns its value.
@@ -340,30 +473,30 @@ impl StoreClient {
 
     /// Waits until `key` is set, at most `timeout`, and returns its value.
     pub fn wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
-        let mut req = vec![OP_WAIT];
-        put_blob(&mut req, key.as_bytes());
-        req.extend_from_slice(&(timeout.as_millis() as u64).to_le_bytes());
-        self.request(key, &req, timeout + self.timeout, read_value)?
-            .ok_or_else(|| DistError::Timeout {
+        let req = Request::Wait {
+            key: key.into(),
+            ms: timeout.as_millis() as u64,
+        };
+        value_of(self.request(key, req, timeout + self.timeout)?)?.ok_or_else(|| {
+            DistError::Timeout {
                 what: format!("key {key:?}"),
                 after: timeout,
-            })
+            }
+        })
     }
 
     /// Atomically adds `delta` to the integer at `key` (0 when unset) and returns the new value.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
-        let mut req = vec![OP_ADD];
-        put_blob(&mut req, key.as_bytes());
-        req.extend_from_slice(&delta.to_le_bytes());
-        let n = self.request(key, &req, self.timeout, |s, d| {
-            let mut st = [0u8; 1];
-            read_exact_by(s, &mut st, d)?;
-            match st[0] {
-                ST_OK => Ok(Some(read_u64(s, d)? as i64)),
-                _ => Ok(None),
-            }
-        })?;
-        n.ok_or_else(|| DistError::Invalid(format!("store key {key:?} is not an integer")))
+        let req = Request::Add {
+            key: key.into(),
+            delta,
+        };
+        match self.request(key, req, self.timeout)? {
+            Reply::Count(Some(n)) => Ok(n),
+            _ => Err(DistError::Invalid(format!(
+                "store key {key:?} is not an integer"
+            ))),
+        }
     }
 
     /// Sets `key` to `value` unless it is already set; returns the value that is now stored.
@@ -378,23 +511,17 @@ impl StoreClient {
         value: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>> {
-        let mut req = vec![OP_SETNX];
-        put_blob(&mut req, key.as_bytes());
-        put_blob(&mut req, value);
-        self.request(key, &req, timeout, read_value)?
-            .ok_or_else(|| {
-                DistError::Protocol("store answered set_if_absent without a value".into())
-            })
+        let req = Request::SetIfAbsent {
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        value_of(self.request(key, req, timeout)?)?.ok_or_else(|| {
+            DistError::Protocol("store answered set_if_absent without a value".into())
+        })
     }
 
-    fn request<T>(
-        &self,
-        key: &str,
-        req: &[u8],
-        timeout: Duration,
-        read: impl FnOnce(&mut TcpStream, Instant) -> std::io::Result<T>,
-    ) -> Result<T> {
-        let mut s = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+    fn request(&self, key: &str, req: Request, timeout: Duration) -> Result<Reply> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if self.broken.load(Ordering::SeqCst) {
             return Err(DistError::PeerLost {
                 rank: 0,
@@ -403,12 +530,25 @@ impl StoreClient {
             });
         }
         let deadline = Instant::now() + timeout;
-        let r = write_all_by(&mut s, req, deadline).and_then(|()| read(&mut s, deadline));
+        let Conn { stream, link } = &mut *c;
+        let r = write_frame(stream, &mut link.send, &req.encode(), deadline)
+            .and_then(|()| read_frame(stream, &mut link.recv, MAX_REPLY, deadline))
+            .and_then(|body| Reply::decode(&req, &body));
         r.map_err(|e| {
             // A half-finished exchange leaves the stream out of step: never reuse it.
             self.broken.store(true, Ordering::SeqCst);
             store_error(key, e, timeout)
         })
+    }
+}
+
+/// The value of a reply that carries one.
+fn value_of(reply: Reply) -> Result<Option<Vec<u8>>> {
+    match reply {
+        Reply::Value(v) => Ok(v),
+        r => Err(DistError::Protocol(format!(
+            "store answered {r:?} to a read"
+        ))),
     }
 }
 
@@ -435,31 +575,6 @@ fn connect_retry(host: &str, port: u16, deadline: Instant) -> Result<TcpStream> 
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn expect_ok(s: &mut TcpStream, d: Instant) -> std::io::Result<()> {
-    let mut st = [0u8; 1];
-    read_exact_by(s, &mut st, d)?;
-    if st[0] != ST_OK {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "request refused",
-        ));
-    }
-    Ok(())
-}
-
-fn read_value(s: &mut TcpStream, d: Instant) -> std::io::Result<Option<Vec<u8>>> {
-    let mut st = [0u8; 1];
-    read_exact_by(s, &mut st, d)?;
-    match st[0] {
-        ST_OK => Ok(Some(read_blob(s, MAX_VALUE, d)?)),
-        ST_MISSING => Ok(None),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "bad status",
-        )),
     }
 }
 
@@ -537,8 +652,7 @@ mod tests {
     fn unauthenticated_raw_peer_gets_nothing() {
         let srv = server("tok");
         let mut raw = TcpStream::connect(srv.local_addr()).unwrap();
-        let mut req = vec![OP_GET];
-        put_blob(&mut req, b"k");
+        let mut req = Request::Get { key: b"k".to_vec() }.encode();
         req.resize(64, 0);
         // Not a hello: the server drops the connection without serving the request.
         let _ = std::io::Write::write_all(&mut raw, &req);

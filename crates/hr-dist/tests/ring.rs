@@ -1,62 +1,13 @@
 //! Multi-rank tests of the TCP ring in threads on 127.0.0.1 (ephemeral ports, short timeouts).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hr_dist::testing::{free_port, opts, run_world, world};
 use hr_dist::{
     all_gather_rows, all_gather_rows_backward, all_reduce_tensors, broadcast_tensors, init,
-    init_ring, Communicator, DistError, DistOptions, RingComm, Token, WorldInfo, WorldSource,
+    init_ring, Communicator, DistError, DistOptions, Token, WorldInfo,
 };
 use hr_tensor::Tensor;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn world(rank: usize, n: usize, port: u16) -> WorldInfo {
-    WorldInfo {
-        rank,
-        world_size: n,
-        local_rank: rank,
-        master_addr: "127.0.0.1".into(),
-        master_port: port,
-        source: WorldSource::Torchrun,
-    }
-}
-
-fn opts(timeout_ms: u64) -> DistOptions {
-    DistOptions {
-        timeout: Duration::from_millis(timeout_ms),
-        rendezvous_timeout: Duration::from_secs(10),
-        run_dir: None,
-        ..DistOptions::default()
-    }
-}
-
-/// Runs `f` on `n` ranks in threads and returns their results in rank order.
-fn run_world<T: Send + 'static>(
-    n: usize,
-    timeout_ms: u64,
-    f: impl Fn(usize, RingComm) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let port = free_port();
-    let token = Token::new("test-token").unwrap();
-    let f = Arc::new(f);
-    let handles: Vec<_> = (0..n)
-        .map(|r| {
-            let (f, token) = (f.clone(), token.clone());
-            std::thread::spawn(move || {
-                let comm = init_ring(&world(r, n, port), &token, &opts(timeout_ms)).unwrap();
-                f(r, comm)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
-}
 
 fn data(rank: usize, n: usize) -> Vec<f32> {
     (0..n)
@@ -369,4 +320,121 @@ fn a_dead_or_stalled_peer_is_named_in_time() {
         "network faults: {trials} trials ({stalls} stalled, the rest dead), every surviving rank \
          named the culprit; slowest detection {worst:?} (deadline 2 s)"
     );
+}
+
+/// Ranks `0..tokens.len()` rendezvous on `port` with their own tokens and a 2 s rendezvous
+/// deadline; each rank's outcome and how long it took.
+fn join_with_tokens(port: u16, tokens: &[&str]) -> Vec<(Result<(), DistError>, Duration)> {
+    let n = tokens.len();
+    let handles: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(r, t)| {
+            let token = Token::new(t).unwrap();
+            std::thread::spawn(move || {
+                let mut o = opts(2000);
+                o.rendezvous_timeout = Duration::from_secs(2);
+                let t0 = Instant::now();
+                let r = init_ring(&world(r, n, port), &token, &o).map(|_| ());
+                (r, t0.elapsed())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Rendezvous trials (docs/RELIABILITY.md), `HR_RELIABILITY_TRIALS` (default 3): a random rank
+/// of 3 is restarted with the wrong token. It is refused by the store (or, as rank 0, hosts a
+/// store nobody else can prove); every other rank fails within the 2 s rendezvous deadline
+/// naming it (the store's rank 0 when it is the culprit), none hangs.
+#[test]
+fn a_rank_with_the_wrong_token_is_named_in_time() {
+    let trials = hr_core::env_or("HR_RELIABILITY_TRIALS", 3u64);
+    let mut worst = Duration::ZERO;
+    for t in 0..trials {
+        let culprit = hr_core::Rng::from_parts(&[0x70e, t]).below(3);
+        let mut tokens = ["job-token"; 3];
+        tokens[culprit] = "stale-token";
+        for (r, (res, took)) in join_with_tokens(free_port(), &tokens)
+            .into_iter()
+            .enumerate()
+        {
+            let err = res.unwrap_err();
+            let msg = err.to_string();
+            let named = match (&err, culprit) {
+                (DistError::Auth(_), 0) => msg.contains("rank 0's rendezvous store"),
+                (DistError::Auth(_), _) => r == culprit,
+                (DistError::Unresponsive { ranks, .. }, _) if r == 0 && culprit == 0 => {
+                    ranks == &[1, 2]
+                }
+                (DistError::Unresponsive { ranks, .. }, _) => ranks == &[culprit],
+                _ => false,
+            };
+            assert!(named, "trial {t}: culprit {culprit}, rank {r}: {msg}");
+            assert!(
+                took < Duration::from_secs(4),
+                "trial {t}: rank {r} took {took:?}"
+            );
+            worst = worst.max(took);
+        }
+    }
+    println!(
+        "wrong token: {trials} trials, every rank failed naming the culprit; slowest {worst:?}"
+    );
+}
+
+/// Rendezvous trials, `HR_RELIABILITY_TRIALS` (default 3): a store left by an earlier run holds
+/// MASTER_PORT, with the job's token or another, with or without the old run's rank claims.
+/// Rank 0 cannot bind and says the port is held; every other rank fails within the 2 s
+/// rendezvous deadline naming rank 0 or the held port, none hangs.
+#[test]
+fn a_stale_store_on_the_port_is_named_in_time() {
+    let trials = hr_core::env_or("HR_RELIABILITY_TRIALS", 3u64);
+    let mut worst = Duration::ZERO;
+    for t in 0..trials {
+        let mut rng = hr_core::Rng::from_parts(&[0x57a, t]);
+        let (same_token, claimed) = (rng.chance(0.5), rng.chance(0.5));
+        let port = free_port();
+        let stale_token = if same_token { "job-token" } else { "old-token" };
+        let stale =
+            hr_dist::StoreServer::bind(("127.0.0.1", port), Token::new(stale_token).unwrap())
+                .unwrap();
+        if claimed {
+            let c = hr_dist::StoreClient::connect(
+                "127.0.0.1",
+                port,
+                &Token::new(stale_token).unwrap(),
+                0,
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+            )
+            .unwrap();
+            for r in 0..3 {
+                c.set(&format!("hr-dist/rank/{r}"), b"old run").unwrap();
+            }
+        }
+        let what = format!("trial {t} (same token {same_token}, old claims {claimed})");
+        for (r, (res, took)) in join_with_tokens(port, &["job-token"; 3])
+            .into_iter()
+            .enumerate()
+        {
+            let err = res.unwrap_err();
+            let msg = err.to_string();
+            let named = match &err {
+                DistError::Unresponsive { ranks, .. } => ranks.contains(&0),
+                _ => msg.contains("MASTER_PORT"),
+            };
+            assert!(named, "{what}: rank {r}: {msg}");
+            if r == 0 {
+                assert!(msg.contains("holds the port"), "{what}: {msg}");
+            }
+            assert!(
+                took < Duration::from_secs(4),
+                "{what}: rank {r} took {took:?}"
+            );
+            worst = worst.max(took);
+        }
+        drop(stale);
+    }
+    println!("stale store: {trials} trials, every rank failed naming rank 0 or the held port; slowest {worst:?}");
 }
