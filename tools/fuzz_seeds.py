@@ -76,6 +76,7 @@ def main():
     put("sidecar", "metadata.jsonl", '{"file_name": "a.wav", "captions": ["a tone"], "keywords": ["tone"], "split": "test"}\n')
     put("sidecar", "captions.csv", "file_name,caption,keywords\na.wav,a tone,tone;beep\n")
     put("sweep", "demo.toml", open(os.path.join(ROOT, "configs/sweeps/demo.toml")).read())
+    wire_seeds()
     import pyarrow as pa
     import pyarrow.parquet as pq
     strs = pa.list_(pa.field("item", pa.string(), True))
@@ -94,6 +95,37 @@ def main():
     b = io.BytesIO()
     pq.write_table(table, b, compression="NONE")
     put("shard", "one-row.parquet", b.getvalue())
+
+
+def blob(b):
+    return struct.pack("<I", len(b)) + b
+
+
+def pieces(*bodies):
+    """The harness's framing of hr_dist::fuzzing: each piece after its u16 length."""
+    return b"".join(struct.pack("<H", len(b)) + b for b in bodies)
+
+
+def wire_seeds():
+    """hr-dist's wire messages (crates/hr-dist/src/{auth,store,ring}.rs)."""
+    hello = b"HRDIST01" + bytes([1]) + struct.pack("<I", 0) + bytes(32)
+    put("rendezvous", "hello", hello)
+    requests = [
+        bytes([1]) + blob(b"hr-dist/ring/0") + blob(b"127.0.0.1:4000"),  # set
+        bytes([2]) + blob(b"hr-dist/ring/0"),  # get
+        bytes([3]) + blob(b"k") + struct.pack("<Q", 0),  # wait
+        bytes([4]) + blob(b"n") + struct.pack("<q", 5),  # add
+        bytes([5]) + blob(b"hr-dist/rank/1") + blob(b"me"),  # set if absent
+    ]
+    put("rendezvous", "requests", pieces(*requests))
+    put("rendezvous", "replies", pieces(bytes([0]), bytes([1]), bytes([0]) + blob(b"v"), bytes([2])))
+
+    def header(kind, op, seq, n):
+        return struct.pack("<BBQQ", kind, op, seq, n)
+
+    floats = struct.pack("<4f", 1, 2, 3, 4)
+    put("ring", "data", bytes([9]) + pieces(header(1, 1, 1, 16) + floats, header(1, 1, 2, 16) + floats))
+    put("ring", "abort", bytes([0]) + pieces(header(2, 0, 1, 4) + b"gone"))
 
 
 if __name__ == "__main__":

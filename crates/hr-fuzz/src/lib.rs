@@ -31,6 +31,8 @@ pub const TARGETS: &[Target] = &[
     ("shard", shard),
     ("sidecar", sidecar),
     ("sweep", sweep),
+    ("rendezvous", rendezvous),
+    ("ring", ring),
 ];
 
 /// The text of `data` (lossy), for the readers of text.
@@ -126,4 +128,15 @@ pub fn sweep(data: &[u8]) {
     if std::fs::write(&file, data).is_ok() {
         let _ = hr_sweep::plan::Plan::load(&file, Some(dir.path()));
     }
+}
+
+/// The rendezvous store's wire: the handshake, requests as an attacker and as a token holder
+/// would send them, replies (`hr_dist::fuzzing::rendezvous`).
+pub fn rendezvous(data: &[u8]) {
+    hr_dist::fuzzing::rendezvous(data)
+}
+
+/// The ring's frames from a left neighbour, unauthenticated and sealed (`hr_dist::fuzzing::ring`).
+pub fn ring(data: &[u8]) {
+    hr_dist::fuzzing::ring(data)
 }
