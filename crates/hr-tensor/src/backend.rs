@@ -207,64 +207,54 @@ pub trait LayerNormOps {
         -> Result<Tensor>;
 }
 
+/// The learned scale and shift of a normalisation and its variance epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct Affine<'a> {
+    /// Scale, one per normalised channel or feature.
+    pub gamma: &'a Tensor,
+    /// Shift, like `gamma`.
+    pub beta: &'a Tensor,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+/// A batch norm's running statistics and the momentum a train-mode call updates them with.
+#[derive(Debug)]
+pub struct Running<'a> {
+    /// Running mean (per channel).
+    pub mean: &'a mut Tensor,
+    /// Running (unbiased) variance (per channel).
+    pub var: &'a mut Tensor,
+    /// Weight of the new batch statistics.
+    pub momentum: f64,
+}
+
 /// Batch norm over axis 1 of (N, C, *spatial), optionally fused with an activation.
 pub trait BatchNormOps {
-    /// Batch norm over axis 1 of (N, C, ...) with batch statistics (biased variance);
-    /// updates the running stats with momentum and the unbiased variance.
-    #[allow(clippy::too_many_arguments)]
+    /// Batch norm over axis 1 of (N, C, ...) with batch statistics (biased variance), then
+    /// `act` when given, without materialising the normalised tensor (the same statistics,
+    /// running-stat update and output values as the two ops in sequence); updates the running
+    /// stats with momentum and the unbiased variance.
     fn batch_norm_train(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
-        momentum: f64,
-        eps: f64,
+        p: Affine,
+        run: Running,
+        act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)>;
-    /// Batch norm with running statistics.
-    fn batch_norm_eval(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &Tensor,
-        running_var: &Tensor,
-        eps: f64,
-    ) -> Result<Tensor>;
-    /// Backward of the train-mode batch norm.
+    /// Batch norm with the running statistics `[mean, var]`.
+    fn batch_norm_eval(&self, x: &Tensor, p: Affine, running: [&Tensor; 2]) -> Result<Tensor>;
+    /// Backward of [`BatchNormOps::batch_norm_train`]. With `act` (the activation and `beta`):
+    /// the batch norm backward of `dy * act'(z)`, with the normalised value recomputed per
+    /// element as `z = (x - mean) * round(rstd * gamma) + beta` (the product in f64, rounded
+    /// once).
     fn batch_norm_bwd(
         &self,
         x: &Tensor,
         gamma: &Tensor,
         stats: &NormStats,
         dy: &Tensor,
-    ) -> Result<NormGrads>;
-    /// `act(batch_norm_train(..))` without materialising the normalised tensor (the same
-    /// statistics, running-stat update and output values as the two ops in sequence).
-    #[allow(clippy::too_many_arguments)]
-    fn batch_norm_train_act(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
-        momentum: f64,
-        eps: f64,
-        act: Unary,
-    ) -> Result<(Tensor, NormStats)>;
-    /// Backward of [`BatchNormOps::batch_norm_train_act`]: the batch norm backward of
-    /// `dy * act'(z)`, with the normalised value recomputed per element as
-    /// `z = (x - mean) * round(rstd * gamma) + beta` (the product in f64, rounded once).
-    fn batch_norm_act_bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        stats: &NormStats,
-        dy: &Tensor,
-        act: Unary,
+        act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads>;
 }
 

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::elementwise::{unary_df, unary_f};
 use super::{f32_acts, float_dispatch, is_bf16, out, CpuBackend, RoundBf16, PAR_THRESHOLD};
-use crate::backend::{BatchNormOps, NormGrads, NormStats, Unary};
+use crate::backend::{Affine, BatchNormOps, NormGrads, NormStats, Running, Unary};
 use crate::checks::nc_spatial;
 use crate::{Elem, Float, Result, Tensor};
 
@@ -17,24 +17,19 @@ impl BatchNormOps for CpuBackend {
     fn batch_norm_train(
         &self,
         x: &Tensor,
-        g: &Tensor,
-        b: &Tensor,
-        rm: &mut Tensor,
-        rv: &mut Tensor,
-        momentum: f64,
-        eps: f64,
+        p: Affine,
+        run: Running,
+        act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)> {
-        bn_train(x, g, b, [rm, rv], (momentum, eps), None)
+        let Running {
+            mean,
+            var,
+            momentum,
+        } = run;
+        bn_train(x, p.gamma, p.beta, [mean, var], (momentum, p.eps), act)
     }
-    fn batch_norm_eval(
-        &self,
-        x: &Tensor,
-        g: &Tensor,
-        b: &Tensor,
-        rm: &Tensor,
-        rv: &Tensor,
-        eps: f64,
-    ) -> Result<Tensor> {
+    fn batch_norm_eval(&self, x: &Tensor, p: Affine, [rm, rv]: [&Tensor; 2]) -> Result<Tensor> {
+        let (g, b, eps) = (p.gamma, p.beta, p.eps);
         if is_bf16(x) {
             return f32_acts(&[x], |a| batch_norm_eval(a[0], g, b, rm, rv, eps))?.round_bf16();
         }
@@ -46,32 +41,9 @@ impl BatchNormOps for CpuBackend {
         g: &Tensor,
         s: &NormStats,
         dy: &Tensor,
+        act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
-        bn_bwd(x, g, s, dy, None)
-    }
-    fn batch_norm_train_act(
-        &self,
-        x: &Tensor,
-        g: &Tensor,
-        b: &Tensor,
-        rm: &mut Tensor,
-        rv: &mut Tensor,
-        momentum: f64,
-        eps: f64,
-        act: Unary,
-    ) -> Result<(Tensor, NormStats)> {
-        bn_train(x, g, b, [rm, rv], (momentum, eps), Some(act))
-    }
-    fn batch_norm_act_bwd(
-        &self,
-        x: &Tensor,
-        g: &Tensor,
-        b: &Tensor,
-        s: &NormStats,
-        dy: &Tensor,
-        act: Unary,
-    ) -> Result<NormGrads> {
-        bn_bwd(x, g, s, dy, Some((act, b)))
+        bn_bwd(x, g, s, dy, act)
     }
 }
 

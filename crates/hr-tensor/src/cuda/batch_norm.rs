@@ -14,7 +14,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{buf, buf_mut, i64_of, unary_code, wrap, CudaBackend};
 use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage};
-use crate::backend::{BatchNormOps, NormGrads, NormStats, Unary};
+use crate::backend::{Affine, BatchNormOps, NormGrads, NormStats, Running, Unary};
 use crate::checks::nc_spatial;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
@@ -324,35 +324,20 @@ impl BatchNormOps for CudaBackend {
     fn batch_norm_train(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
-        momentum: f64,
-        eps: f64,
+        p: Affine,
+        run: Running,
+        act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)> {
-        train(
-            x,
-            gamma,
-            beta,
-            running_mean,
-            running_var,
+        let Running {
+            mean,
+            var,
             momentum,
-            eps,
-            None,
-        )
+        } = run;
+        train(x, p.gamma, p.beta, mean, var, momentum, p.eps, act)
     }
 
-    fn batch_norm_eval(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &Tensor,
-        running_var: &Tensor,
-        eps: f64,
-    ) -> Result<Tensor> {
-        eval(x, gamma, beta, running_mean, running_var, eps)
+    fn batch_norm_eval(&self, x: &Tensor, p: Affine, [rm, rv]: [&Tensor; 2]) -> Result<Tensor> {
+        eval(x, p.gamma, p.beta, rm, rv, p.eps)
     }
 
     fn batch_norm_bwd(
@@ -361,34 +346,8 @@ impl BatchNormOps for CudaBackend {
         gamma: &Tensor,
         stats: &NormStats,
         dy: &Tensor,
+        act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
-        backward(x, gamma, stats, dy, None)
-    }
-
-    fn batch_norm_train_act(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
-        momentum: f64,
-        eps: f64,
-        act: Unary,
-    ) -> Result<(Tensor, NormStats)> {
-        let (rm, rv) = (running_mean, running_var);
-        train(x, gamma, beta, rm, rv, momentum, eps, Some(act))
-    }
-
-    fn batch_norm_act_bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        stats: &NormStats,
-        dy: &Tensor,
-        act: Unary,
-    ) -> Result<NormGrads> {
-        backward(x, gamma, stats, dy, Some((act, beta)))
+        backward(x, gamma, stats, dy, act)
     }
 }

@@ -27,7 +27,12 @@ pub fn batch_norm_train(
     const OP: &str = "batch_norm_train";
     let (rm, rv) = (&*running_mean, &*running_var);
     let be = train_checks(OP, [x, gamma, beta, rm, rv], momentum, eps)?;
-    be.batch_norm_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+    let run = crate::backend::Running {
+        mean: running_mean,
+        var: running_var,
+        momentum,
+    };
+    be.batch_norm_train(x, crate::backend::Affine { gamma, beta, eps }, run, None)
 }
 
 /// [`batch_norm_train`] followed by the activation `act` (ReLU, Hardswish, ...), fused: the
@@ -48,15 +53,16 @@ pub fn batch_norm_train_act(
     const OP: &str = "batch_norm_train_act";
     let (rm, rv) = (&*running_mean, &*running_var);
     let be = train_checks(OP, [x, gamma, beta, rm, rv], momentum, eps)?;
-    be.batch_norm_train_act(
-        x,
-        gamma,
-        beta,
-        running_mean,
-        running_var,
+    let run = crate::backend::Running {
+        mean: running_mean,
+        var: running_var,
         momentum,
-        eps,
-        act,
+    };
+    be.batch_norm_train(
+        x,
+        crate::backend::Affine { gamma, beta, eps },
+        run,
+        Some(act),
     )
 }
 
@@ -108,7 +114,8 @@ pub fn batch_norm_eval(
         crate::checks::per_channel(OP, x, p, c)?;
     }
     crate::checks::eps(OP, eps, false)?;
-    be.batch_norm_eval(x, gamma, beta, running_mean, running_var, eps)
+    let p = crate::backend::Affine { gamma, beta, eps };
+    be.batch_norm_eval(x, p, [running_mean, running_var])
 }
 
 /// Backward of [`batch_norm_train`]: `(dx, dgamma, dbeta)` for upstream gradient `dy`, from
@@ -126,7 +133,7 @@ pub fn batch_norm_bwd(
     for p in [gamma, &stats.mean, &stats.rstd] {
         crate::checks::per_channel(OP, x, p, c)?;
     }
-    be.batch_norm_bwd(x, gamma, stats, dy)
+    be.batch_norm_bwd(x, gamma, stats, dy, None)
 }
 
 /// Backward of [`batch_norm_train_act`]: `(dx, dgamma, dbeta)` for the upstream gradient `dy`
@@ -150,5 +157,5 @@ pub fn batch_norm_act_bwd(
     for p in [gamma, beta, &stats.mean, &stats.rstd] {
         crate::checks::per_channel(OP, x, p, c)?;
     }
-    be.batch_norm_act_bwd(x, gamma, beta, stats, dy, act)
+    be.batch_norm_bwd(x, gamma, stats, dy, Some((act, beta)))
 }
