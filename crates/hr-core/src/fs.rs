@@ -179,3 +179,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// A file that could not be read or written, or whose content is not what it should be; the
+/// message starts with the file. The crates' own errors carry it as their `File` variant.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file has unexpected content.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+}

@@ -7,18 +7,22 @@
 //! - [`EXIT_REQUEUE`]: the exit code of a preempted training job;
 //! - [`rng`]: the SplitMix64 generator behind data order, synthetic data, initialisation and
 //!   dropout masks;
-//! - [`init_logging`]: the `tracing` setup of every binary; [`Progress`]: progress of long work
+//! - [`cli::start`]: the command line of every tool with subcommands (`--log-format`);
+//!   [`init_logging`]: the `tracing` setup of every binary; [`Progress`]: progress of long work
 //!   (a bar on a terminal, a log line every 30 s in batch jobs);
 //! - [`env_or`]: a numeric setting from the environment (benchmark sizes, test tolerances).
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod faults;
 pub mod fs;
 pub mod progress;
 pub mod rng;
 
-pub use fs::{append_durable, remove_stale_temporaries, sync_dir, write_atomic, AtomicWriteError};
+pub use fs::{
+    append_durable, remove_stale_temporaries, sync_dir, write_atomic, AtomicWriteError, FileError,
+};
 pub use progress::Progress;
 pub use rng::{mix64, mix_seed, Rng};
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use hr_core::Progress;
 
 use hr_data::audio::{AudioStorage, Codec};
@@ -14,20 +14,6 @@ use hr_data::convert::{
 };
 use hr_data::rewrite::{self, ColumnMap, MergeOptions};
 use hr_data::{inspect, synthetic, Store};
-
-#[derive(Parser)]
-#[command(
-    name = "hr-data",
-    version,
-    about = "Dataset tools for hybrid audio retrieval"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
-    #[arg(long, global = true, value_parser = ["text", "json"])]
-    log_format: Option<String>,
-}
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -398,9 +384,8 @@ fn merge(
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
-    hr_core::init_logging(cli.log_format.as_deref());
-    match cli.cmd {
+    let cmd = hr_core::cli::start::<Cmd>("hr-data", "Dataset tools for hybrid audio retrieval");
+    match cmd {
         Cmd::Prepare { source } => prepare(source)?,
         Cmd::Inspect { root, rows } => {
             let store = Store::open(&root)?;

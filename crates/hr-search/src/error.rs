@@ -20,22 +20,9 @@ pub enum Error {
     /// A tensor op.
     #[error(transparent)]
     Tensor(#[from] hr_tensor::Error),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A file of an index is not what it should be.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    /// A file could not be read or written, or has unexpected content (names the file).
+    #[error(transparent)]
+    File(#[from] hr_core::FileError),
     /// The output folder holds another build (other checkpoint, collection or settings).
     #[error("{path} holds an index build of {what} (delete the folder or choose another --out)")]
     OtherBuild {
@@ -59,14 +46,14 @@ impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { path, source }
+        move |source| Error::from(hr_core::FileError::Io { path, source })
     }
 
     /// A format error on `path`.
     pub fn format(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Error {
-        Error::Format {
+        Error::from(hr_core::FileError::Format {
             path: path.into(),
             msg: msg.to_string(),
-        }
+        })
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use serde_json::json;
 
 use hr_search::build::{build, BuildOptions, BuildOutcome};
@@ -15,20 +15,6 @@ use hr_search::index::Index;
 use hr_search::search::{search_like, search_text, Hit};
 use hr_search::serve::{App, Limits};
 use hr_search::source::SourceSpec;
-
-#[derive(Parser)]
-#[command(
-    name = "hr-search",
-    version,
-    about = "Search a collection of audio by text with a trained checkpoint"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
-    #[arg(long, global = true, value_parser = ["text", "json"])]
-    log_format: Option<String>,
-}
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -138,9 +124,11 @@ struct ServeArgs {
 
 fn main() {
     hr_tensor::cpu::keep_freed_memory();
-    let cli = Cli::parse();
-    hr_core::init_logging(cli.log_format.as_deref());
-    let res = match cli.cmd {
+    let cmd = hr_core::cli::start::<Cmd>(
+        "hr-search",
+        "Search a collection of audio by text with a trained checkpoint",
+    );
+    let res = match cmd {
         Cmd::Index(a) => index(a),
         Cmd::Query(a) => query(a),
         Cmd::Export(a) => export(a),

@@ -39,22 +39,9 @@ pub enum SweepError {
         /// The root.
         root: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A file has unexpected content.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    /// A file could not be read or written, or has unexpected content (names the file).
+    #[error(transparent)]
+    File(#[from] hr_core::FileError),
     /// Another coordinator holds the ledger.
     #[error("ledger {ledger} is locked by {owner}")]
     Locked {
@@ -92,7 +79,7 @@ impl SweepError {
     /// An I/O error constructor for `map_err`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SweepError {
         let path = path.into();
-        move |source| SweepError::Io { path, source }
+        move |source| SweepError::from(hr_core::FileError::Io { path, source })
     }
 
     /// A sweep-file error.
@@ -106,9 +93,9 @@ impl SweepError {
 
 impl From<hr_core::AtomicWriteError> for SweepError {
     fn from(e: hr_core::AtomicWriteError) -> Self {
-        SweepError::Io {
+        SweepError::from(hr_core::FileError::Io {
             path: e.path,
             source: e.source,
-        }
+        })
     }
 }

@@ -306,9 +306,11 @@ impl Ledger {
             ts,
             event,
         };
-        let mut text = serde_json::to_string(&line).map_err(|e| SweepError::Format {
-            path: self.path.clone(),
-            msg: e.to_string(),
+        let mut text = serde_json::to_string(&line).map_err(|e| {
+            SweepError::from(hr_core::FileError::Format {
+                path: self.path.clone(),
+                msg: e.to_string(),
+            })
         })?;
         text.push('\n');
         hr_core::append_durable(&mut self.file, &self.path, text.as_bytes())?;
@@ -338,10 +340,10 @@ fn replay(path: &Path) -> Result<(LedgerState, u64, u64)> {
                     break;
                 }
                 let msg = format!("corrupt ledger line after seq {seq}: {e}");
-                return Err(SweepError::Format {
+                return Err(SweepError::from(hr_core::FileError::Format {
                     path: path.to_path_buf(),
                     msg,
-                });
+                }));
             }
         };
         state.apply(&line.event);

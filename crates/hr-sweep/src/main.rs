@@ -6,25 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use hr_sweep::bins::Bins;
 use hr_sweep::coordinator::{format_status, prepare_launch, retry_failed, status_rows};
 use hr_sweep::ledger::Ledger;
 use hr_sweep::{local, report, slurm, Plan, SweepError};
-
-#[derive(Parser)]
-#[command(
-    name = "hr-sweep",
-    version,
-    about = "Plan, launch, track and report sweeps of hr-train runs"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
-    #[arg(long, global = true, value_parser = ["text", "json"])]
-    log_format: Option<String>,
-}
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -96,9 +82,11 @@ struct Status {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    hr_core::init_logging(cli.log_format.as_deref());
-    match real_main(cli) {
+    let cmd = hr_core::cli::start::<Cmd>(
+        "hr-sweep",
+        "Plan, launch, track and report sweeps of hr-train runs",
+    );
+    match real_main(cmd) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -107,8 +95,8 @@ fn main() {
     }
 }
 
-fn real_main(cli: Cli) -> Result<i32> {
-    match cli.cmd {
+fn real_main(cmd: Cmd) -> Result<i32> {
+    match cmd {
         Cmd::Plan(c) => plan(&c),
         Cmd::Launch(l) => launch(&l),
         Cmd::Status(s) => status(&s),

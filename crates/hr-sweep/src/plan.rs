@@ -148,9 +148,11 @@ fn base_table(file: &Path, spec: &SweepSpec) -> Result<Table> {
         Some(b) => {
             let p = file.parent().unwrap_or(Path::new(".")).join(b);
             let text = std::fs::read_to_string(&p).map_err(SweepError::io(&p))?;
-            text.parse::<Table>().map_err(|e| SweepError::Format {
-                path: p.clone(),
-                msg: e.message().trim().to_string(),
+            text.parse::<Table>().map_err(|e| {
+                SweepError::from(hr_core::FileError::Format {
+                    path: p.clone(),
+                    msg: e.message().trim().to_string(),
+                })
             })?
         }
         None => Table::new(),
