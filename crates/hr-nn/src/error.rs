@@ -22,22 +22,9 @@ pub enum Error {
     /// A tensor op failed.
     #[error(transparent)]
     Tensor(#[from] hr_tensor::Error),
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A safetensors file is malformed or holds an unsupported dtype.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    /// A file could not be read or written, or has unexpected content (names the file).
+    #[error(transparent)]
+    File(#[from] hr_core::FileError),
     /// A checkpoint's keys do not match the model; lists every problem at once.
     #[error("{path}: checkpoint does not match the model: {} missing {:?}, {} unexpected {:?}, {} mis-shaped {}",
         missing.len(), missing, unexpected.len(), unexpected, mis_shaped.len(),
@@ -70,9 +57,9 @@ pub enum Error {
 
 impl From<hr_core::AtomicWriteError> for Error {
     fn from(e: hr_core::AtomicWriteError) -> Self {
-        Error::Io {
+        Error::from(hr_core::FileError::Io {
             path: e.path,
             source: e.source,
-        }
+        })
     }
 }

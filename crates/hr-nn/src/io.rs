@@ -24,17 +24,21 @@ pub struct SafeFile {
 impl SafeFile {
     /// The tensor `name`, or an error naming the file and key.
     pub fn get(&self, path: &Path, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| Error::Format {
-            path: path.to_path_buf(),
-            msg: format!("no tensor named {name:?}"),
+        self.tensors.get(name).ok_or_else(|| {
+            Error::from(hr_core::FileError::Format {
+                path: path.to_path_buf(),
+                msg: format!("no tensor named {name:?}"),
+            })
         })
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        Error::from(hr_core::FileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -46,9 +50,11 @@ pub fn read_safetensors(path: &Path) -> Result<SafeFile> {
 
 /// Parses the bytes of a safetensors file (`path` names it in errors).
 pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<SafeFile> {
-    let fmt = |msg: String| Error::Format {
-        path: path.to_path_buf(),
-        msg,
+    let fmt = |msg: String| {
+        Error::from(hr_core::FileError::Format {
+            path: path.to_path_buf(),
+            msg,
+        })
     };
     // A panic inside the safetensors parser on a hostile file is a format error naming it.
     let panicked = |m: String| fmt(format!("the safetensors parser panicked: {m}"));
@@ -126,14 +132,18 @@ pub fn serialize_safetensors<'a>(
         .map(|(n, dt, shape, b)| {
             TensorView::new(*dt, shape.clone(), b)
                 .map(|v| (n.to_string(), v))
-                .map_err(|e| Error::Format {
-                    path: "<memory>".into(),
-                    msg: format!("tensor {n:?}: {e}"),
+                .map_err(|e| {
+                    Error::from(hr_core::FileError::Format {
+                        path: "<memory>".into(),
+                        msg: format!("tensor {n:?}: {e}"),
+                    })
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize(views, metadata).map_err(|e| Error::Format {
-        path: "<memory>".into(),
-        msg: e.to_string(),
+    safetensors::tensor::serialize(views, metadata).map_err(|e| {
+        Error::from(hr_core::FileError::Format {
+            path: "<memory>".into(),
+            msg: e.to_string(),
+        })
     })
 }

@@ -93,7 +93,8 @@ fn corrupt_file_is_a_clear_error() {
         .load_safetensors(&path, &LoadOptions::default())
         .unwrap_err();
     assert!(
-        matches!(err, Error::Format { .. }) && err.to_string().contains("hr-nn-corrupt"),
+        matches!(err, Error::File(hr_core::FileError::Format { .. }))
+            && err.to_string().contains("hr-nn-corrupt"),
         "{err}"
     );
     std::fs::remove_file(&path).ok();
@@ -101,7 +102,10 @@ fn corrupt_file_is_a_clear_error() {
         std::path::Path::new("/nonexistent/x.safetensors"),
         &LoadOptions::default(),
     );
-    assert!(matches!(missing, Err(Error::Io { .. })));
+    assert!(matches!(
+        missing,
+        Err(Error::File(hr_core::FileError::Io { .. }))
+    ));
 }
 
 fn fill_grads(ps: &mut ParamStore, rng: &mut Rng) {

@@ -30,22 +30,9 @@ pub enum TrainError {
         /// What is wrong.
         msg: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A file has unexpected content.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    /// A file could not be read or written, or has unexpected content (names the file).
+    #[error(transparent)]
+    File(#[from] hr_core::FileError),
     /// The layers, checkpoint files or tensors failed.
     #[error(transparent)]
     Nn(#[from] hr_nn::Error),
@@ -88,15 +75,15 @@ impl TrainError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
         let path = path.into();
-        move |source| TrainError::Io { path, source }
+        move |source| TrainError::from(hr_core::FileError::Io { path, source })
     }
 }
 
 impl From<hr_core::AtomicWriteError> for TrainError {
     fn from(e: hr_core::AtomicWriteError) -> Self {
-        TrainError::Io {
+        TrainError::from(hr_core::FileError::Io {
             path: e.path,
             source: e.source,
-        }
+        })
     }
 }

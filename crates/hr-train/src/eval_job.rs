@@ -42,27 +42,28 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.join(MODEL_FILE).is_file() {
-        return Err(TrainError::Format {
+        return Err(TrainError::from(hr_core::FileError::Format {
             path: path.to_path_buf(),
             msg: "checkpoint has no COMMIT marker (incomplete)".into(),
-        });
+        }));
     }
-    checkpoint::latest_committed(path)?.ok_or_else(|| TrainError::Format {
-        path: path.to_path_buf(),
-        msg: "neither a committed checkpoint nor a run directory with one".into(),
+    checkpoint::latest_committed(path)?.ok_or_else(|| {
+        TrainError::from(hr_core::FileError::Format {
+            path: path.to_path_buf(),
+            msg: "neither a committed checkpoint nor a run directory with one".into(),
+        })
     })
 }
 
 /// Loads a checkpoint and the model of its run (`DIR/../../{config,model}.toml`).
 pub fn load(path: &Path) -> Result<LoadedCheckpoint> {
     let dir = resolve(path)?;
-    let run = dir
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| TrainError::Format {
+    let run = dir.parent().and_then(Path::parent).ok_or_else(|| {
+        TrainError::from(hr_core::FileError::Format {
             path: dir.clone(),
             msg: "no run directory above".into(),
-        })?;
+        })
+    })?;
     let config = TrainConfig::from_file(&run.join("config.toml"), &[])?;
     let mpath = run.join(crate::trainer::MODEL_TOML);
     let mcfg = hr_models::presets::from_toml_file(&mpath)?;
@@ -211,9 +212,11 @@ pub fn report(
             Some(_) => attach(&mut first, which, v),
         }
     }
-    first.ok_or_else(|| TrainError::Format {
-        path: path.to_path_buf(),
-        msg: "no checkpoint to evaluate".into(),
+    first.ok_or_else(|| {
+        TrainError::from(hr_core::FileError::Format {
+            path: path.to_path_buf(),
+            msg: "no checkpoint to evaluate".into(),
+        })
     })
 }
 

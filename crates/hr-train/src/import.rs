@@ -35,10 +35,10 @@ const WIDTHS: [&str; 8] = [
 ];
 
 fn bad(path: &Path, msg: impl Into<String>) -> TrainError {
-    TrainError::Format {
+    TrainError::from(hr_core::FileError::Format {
         path: path.to_path_buf(),
         msg: msg.into(),
-    }
+    })
 }
 
 /// Refuses anything but a dict whose values are all tensors (`_metadata`, which
