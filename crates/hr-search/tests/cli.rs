@@ -40,7 +40,11 @@ fn index_folder(out: &Path) -> (bool, String, String) {
     ])
 }
 
+/// The index of the tone folder, built once per test binary: the tests run in parallel
+/// threads, and two builds into one folder at once would collide.
 fn folder_index() -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let out = common::scratch().join("tones-index");
     if !out.join("index.json").is_file() {
         let (ok, stdout, err) = index_folder(&out);
