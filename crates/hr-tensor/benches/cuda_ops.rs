@@ -208,14 +208,7 @@ fn main() -> Res<()> {
     let mut step = 0u64;
     let ms = time_ms(5, || {
         step += 1;
-        let hp = AdamStep {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            step,
-        };
+        let hp = AdamStep::new(1e-3, 0.01, step);
         ops::adam_step(&mut p, &gr, &mut m, &mut v, &hp)?;
         Ok(())
     })?;

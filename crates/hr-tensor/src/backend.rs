@@ -38,14 +38,8 @@ pub struct MatmulSpec {
 
 /// Matrix multiplication.
 pub trait GemmOps {
-    /// Batched GEMM; returns a tensor of shape `out_shape` (`batch * m * n` elements).
-    fn matmul(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        spec: &MatmulSpec,
-        out_shape: &[usize],
-    ) -> Result<Tensor>;
+    /// Batched GEMM; returns a tensor of shape `shape` (`batch * m * n` elements).
+    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, shape: &[usize]) -> Result<Tensor>;
 }
 
 /// Pointwise activation functions.
@@ -182,16 +176,21 @@ pub struct NormGrads {
     pub dbeta: Tensor,
 }
 
+/// The learned scale and shift of a normalisation and its variance epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct Affine<'a> {
+    /// Scale, one per normalised channel or feature.
+    pub gamma: &'a Tensor,
+    /// Shift, like `gamma`.
+    pub beta: &'a Tensor,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
 /// The last-axis normalisations: layer norm and L2 normalisation.
 pub trait LayerNormOps {
     /// Layer norm over the last axis (size = gamma's length).
-    fn layer_norm(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        eps: f64,
-    ) -> Result<(Tensor, NormStats)>;
+    fn layer_norm(&self, x: &Tensor, p: Affine) -> Result<(Tensor, NormStats)>;
     /// Layer norm backward.
     fn layer_norm_bwd(
         &self,
@@ -205,17 +204,6 @@ pub trait LayerNormOps {
     /// Backward of [`LayerNormOps::l2_normalize`].
     fn l2_normalize_bwd(&self, y: &Tensor, norms: &Tensor, dy: &Tensor, eps: f64)
         -> Result<Tensor>;
-}
-
-/// The learned scale and shift of a normalisation and its variance epsilon.
-#[derive(Debug, Clone, Copy)]
-pub struct Affine<'a> {
-    /// Scale, one per normalised channel or feature.
-    pub gamma: &'a Tensor,
-    /// Shift, like `gamma`.
-    pub beta: &'a Tensor,
-    /// Added to the variance.
-    pub eps: f64,
 }
 
 /// A batch norm's running statistics and the momentum a train-mode call updates them with.
@@ -350,35 +338,40 @@ pub struct AdamStep {
     pub step: u64,
 }
 
+impl AdamStep {
+    /// Step `step` with learning rate `lr`, decoupled weight decay `weight_decay` and
+    /// PyTorch's defaults for the rest: betas (0.9, 0.999), eps 1e-8.
+    pub fn new(lr: f64, weight_decay: f64, step: u64) -> AdamStep {
+        AdamStep {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step,
+        }
+    }
+}
+
+/// The tensors of one Adam update: parameters, their gradients and both moments, four lists of
+/// equal length and matching shapes (validated by `ops`).
+#[derive(Debug)]
+pub struct AdamTensors<'a> {
+    /// Parameters, updated in place.
+    pub params: &'a mut [Tensor],
+    /// Their gradients.
+    pub grads: &'a [Tensor],
+    /// First moments, updated in place.
+    pub m: &'a mut [Tensor],
+    /// Second moments, updated in place.
+    pub v: &'a mut [Tensor],
+}
+
 /// Optimiser kernels.
 pub trait OptimOps {
-    /// One fused Adam/AdamW update of `param`, `m` and `v` in place.
-    fn adam_step(
-        &self,
-        param: &mut Tensor,
-        grad: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        hp: &AdamStep,
-    ) -> Result<()>;
-
-    /// The update of every `(params[i], grads[i], m[i], v[i])` with the same hyper-parameters
-    /// (the lists have equal lengths and matching shapes). The default runs
-    /// [`OptimOps::adam_step`] per tensor; the CUDA backend updates them all in one launch.
-    fn adam_step_multi(
-        &self,
-        params: &mut [Tensor],
-        grads: &[Tensor],
-        m: &mut [Tensor],
-        v: &mut [Tensor],
-        hp: &AdamStep,
-    ) -> Result<()> {
-        let moments = m.iter_mut().zip(v.iter_mut());
-        for ((p, g), (m, v)) in params.iter_mut().zip(grads).zip(moments) {
-            self.adam_step(p, g, m, v, hp)?;
-        }
-        Ok(())
-    }
+    /// One fused Adam/AdamW update of every `(params[i], grads[i], m[i], v[i])` in place with
+    /// the same hyper-parameters (the CUDA backend updates several tensors in one launch).
+    fn adam_step(&self, t: AdamTensors, hp: &AdamStep) -> Result<()>;
 }
 
 /// Framing geometry of [`AudioOps::frame_signal`] (validated by `ops::frame_signal`).
@@ -431,30 +424,31 @@ pub struct AttentionSpec {
     pub seed: u64,
 }
 
+/// The operands of attention: `q` (B, Tq, H, Dh), `k` and `v` (B, Tk, H, Dh), `mask` (B, Tk)
+/// of 1 = keep / 0 = drop.
+#[derive(Debug, Clone, Copy)]
+pub struct Qkv<'a> {
+    /// Queries.
+    pub q: &'a Tensor,
+    /// Keys.
+    pub k: &'a Tensor,
+    /// Values.
+    pub v: &'a Tensor,
+    /// Which keys each batch entry attends to (`None`: all).
+    pub mask: Option<&'a Tensor>,
+}
+
 /// Fused attention: the (B, H, Tq, Tk) scores and probabilities never reach memory.
 pub trait AttentionOps {
-    /// `q` (B, Tq, H, Dh), `k` and `v` (B, Tk, H, Dh), `mask` (B, Tk) of 1 = keep / 0 = drop.
     /// Returns `out` (B, Tq, H, Dh) `= dropout(softmax(scale q k^T, mask)) v` and the row
     /// log-sum-exp `lse` (B, H, Tq) of the kept scaled scores (`-inf` for a row without keys,
     /// whose output is zero).
-    fn attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        spec: &AttentionSpec,
-    ) -> Result<(Tensor, Tensor)>;
-    /// Gradients `[dq, dk, dv]` from the forward's inputs, `out`, `lse` and `dout`.
-    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, x: Qkv, spec: &AttentionSpec) -> Result<(Tensor, Tensor)>;
+    /// Gradients `[dq, dk, dv]` from the forward's operands, its `[out, lse]` and `dout`.
     fn attention_bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        out: &Tensor,
-        lse: &Tensor,
+        x: Qkv,
+        fwd: [&Tensor; 2],
         dout: &Tensor,
         spec: &AttentionSpec,
     ) -> Result<[Tensor; 3]>;

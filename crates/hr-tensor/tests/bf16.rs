@@ -376,14 +376,7 @@ fn unsupported_ops_name_themselves() {
     // Convolutions and batch norms take bf16 activations with f32 parameters only (see
     // tests/bf16_activations.rs); bf16 parameters are rejected there.
     let (mut p, mut m, mut v) = (x.clone(), x.clone(), x.clone());
-    let hp = AdamStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        step: 1,
-    };
+    let hp = AdamStep::new(1e-3, 0.0, 1);
     unsupported("adam_step", ops::adam_step(&mut p, &x, &mut m, &mut v, &hp));
     let (_, q) = pair(&[1, 4, 2, 8], 1.0, 0.0, 10);
     let spec = ops::attention_spec(&q, &q).unwrap();

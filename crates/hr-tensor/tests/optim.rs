@@ -32,14 +32,7 @@ fn run(shape: &[usize], dtype: DType, weight_decay: f64, steps: u64, tol: f64) {
     let (mut rp, mut rm, mut rv) = (vals(&p), vals(&m), vals(&v));
     for step in 1..=steps {
         let g = randn64(shape, &mut rng).to_dtype(dtype).unwrap();
-        let hp = AdamStep {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay,
-            step,
-        };
+        let hp = AdamStep::new(1e-2, weight_decay, step);
         adam_step(&mut p, &g, &mut m, &mut v, &hp).unwrap();
         for (i, gv) in vals(&g).into_iter().enumerate() {
             ref_adam(&mut rp[i], gv, &mut rm[i], &mut rv[i], &hp);
@@ -72,14 +65,7 @@ fn adamw_matches_scalar_reference() {
 #[test]
 fn bad_inputs_are_reported() {
     let mut rng = Rng::new(1);
-    let hp = AdamStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        step: 1,
-    };
+    let hp = AdamStep::new(1e-3, 0.0, 1);
     let mut p = randn64(&[4, 3], &mut rng);
     let mut m = randn64(&[4, 3], &mut rng);
     let mut v = randn64(&[4, 3], &mut rng);
@@ -136,14 +122,7 @@ fn adam_multi_matches_one_update_per_tensor() {
         .iter()
         .map(|t| hr_tensor::ops::mul(t, t).unwrap())
         .collect();
-    let hp = AdamStep {
-        lr: 1e-2,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        step: 3,
-    };
+    let hp = AdamStep::new(1e-2, 0.1, 3);
     let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
     for i in 0..shapes.len() {
         adam_step(&mut p1[i], &g[i], &mut m1[i], &mut v1[i], &hp).unwrap();
@@ -179,14 +158,7 @@ fn adam_and_adamw(dev: Device) {
         let g = randn(&[n], seed + 1);
         let m = ops::affine(&randn(&[n], seed + 2), 0.1, 0.0).unwrap();
         let v = uniform(&[n], 0.0, 0.01, seed + 3);
-        let hp = AdamStep {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: wd,
-            step,
-        };
+        let hp = AdamStep::new(1e-3, wd, step);
         let (mut pc, mut mc, mut vc) = (p.clone(), m.clone(), v.clone());
         ops::adam_step(&mut pc, &g, &mut mc, &mut vc, &hp).unwrap();
         let (mut pg, mut mg, mut vg) = (on(&p, dev), on(&m, dev), on(&v, dev));
@@ -208,14 +180,7 @@ test_device!(adam_and_adamw, adam_and_adamw_cpu, adam_and_adamw_cuda);
 /// sharing one buffer (copied on write), float4 and scalar tails.
 fn adam_multi_tensor(dev: Device) {
     let sizes = [1usize, 0, 1001, 3 * 65536 + 7, 64, 65536, 13];
-    let hp = AdamStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-        step: 7,
-    };
+    let hp = AdamStep::new(1e-3, 0.01, 7);
     let make = |k: u64| -> Vec<Tensor> {
         sizes
             .iter()

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{float_dispatch, out, CpuBackend};
-use crate::backend::{AttentionOps, AttentionSpec};
+use crate::backend::{AttentionOps, AttentionSpec, Qkv};
 use crate::rng::counter_uniform;
 use crate::{Elem, Float, Result, Tensor};
 
@@ -202,14 +202,8 @@ fn scatter<T: Float>(n: usize, parts: impl Iterator<Item = (usize, Vec<T>)>) -> 
 }
 
 impl AttentionOps for CpuBackend {
-    fn attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        spec: &AttentionSpec,
-    ) -> Result<(Tensor, Tensor)> {
+    fn attention(&self, x: Qkv, spec: &AttentionSpec) -> Result<(Tensor, Tensor)> {
+        let Qkv { q, k, v, mask } = x;
         float_dispatch!("attention", q.dtype(), |T| {
             let qkv = [q.as_slice::<T>()?, k.as_slice::<T>()?, v.as_slice::<T>()?];
             let m = mask.map(|m| m.as_slice::<T>()).transpose()?;
@@ -233,15 +227,12 @@ impl AttentionOps for CpuBackend {
 
     fn attention_bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        o: &Tensor,
-        lse: &Tensor,
+        x: Qkv,
+        fwd: [&Tensor; 2],
         dout: &Tensor,
         spec: &AttentionSpec,
     ) -> Result<[Tensor; 3]> {
+        let (Qkv { q, k, v, mask }, [o, lse]) = (x, fwd);
         float_dispatch!("attention_bwd", q.dtype(), |T| {
             let qkv = [q.as_slice::<T>()?, k.as_slice::<T>()?, v.as_slice::<T>()?];
             let m = mask.map(|m| m.as_slice::<T>()).transpose()?;

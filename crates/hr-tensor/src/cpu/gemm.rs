@@ -9,25 +9,16 @@ use crate::backend::{GemmOps, MatmulSpec};
 use crate::{DType, Float, Result, Tensor};
 
 impl GemmOps for CpuBackend {
-    fn matmul(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        spec: &MatmulSpec,
-        out_shape: &[usize],
-    ) -> Result<Tensor> {
+    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, shape: &[usize]) -> Result<Tensor> {
         if spec.bf16_inputs && a.dtype() == DType::F32 {
             // Autocast: the operands rounded to bf16, then an f32 GEMM (what tensor cores do
             // with bf16 inputs and f32 accumulation, up to summation order).
             let (a, b) = (rounded_f32(a)?, rounded_f32(b)?);
             let (a, b) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
-            return out(gemm_batched(a, b, spec), out_shape);
+            return out(gemm_batched(a, b, spec), shape);
         }
         float_dispatch!("matmul", a.dtype(), |T| {
-            out(
-                gemm_batched::<T>(a.as_slice()?, b.as_slice()?, spec),
-                out_shape,
-            )
+            out(gemm_batched::<T>(a.as_slice()?, b.as_slice()?, spec), shape)
         })
     }
 }

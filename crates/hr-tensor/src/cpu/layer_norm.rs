@@ -5,22 +5,26 @@
 use rayon::prelude::*;
 
 use super::{bf16_via_f32, float_dispatch, is_bf16, out, CpuBackend, PAR_THRESHOLD};
-use crate::backend::{LayerNormOps, NormGrads, NormStats};
+use crate::backend::{Affine, LayerNormOps, NormGrads, NormStats};
 use crate::checks::last_axis_rows;
 use crate::{Elem, Error, Float, Result, Tensor};
 
 impl LayerNormOps for CpuBackend {
-    fn layer_norm(
-        &self,
-        x: &Tensor,
-        g: &Tensor,
-        b: &Tensor,
-        eps: f64,
-    ) -> Result<(Tensor, NormStats)> {
+    fn layer_norm(&self, x: &Tensor, p: Affine) -> Result<(Tensor, NormStats)> {
         if is_bf16(x) {
-            return bf16_via_f32(&[x, g, b], |t| layer_norm(t[0], t[1], t[2], eps));
+            let eps = p.eps;
+            return bf16_via_f32(&[x, p.gamma, p.beta], |t| {
+                layer_norm(
+                    t[0],
+                    Affine {
+                        gamma: t[1],
+                        beta: t[2],
+                        eps,
+                    },
+                )
+            });
         }
-        layer_norm(x, g, b, eps)
+        layer_norm(x, p)
     }
     fn layer_norm_bwd(
         &self,
@@ -71,12 +75,8 @@ fn ln_row<T: Float>(xr: &[T], g: &[T], b: &[T], eps: f64, yr: &mut [T]) -> (T, T
     (m, r)
 }
 
-pub(super) fn layer_norm(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
-) -> Result<(Tensor, NormStats)> {
+pub(super) fn layer_norm(x: &Tensor, p: Affine) -> Result<(Tensor, NormStats)> {
+    let Affine { gamma, beta, eps } = p;
     let d = gamma.numel();
     let (rows, stat_shape) = last_axis_rows("layer_norm", x, d)?;
     if beta.numel() != d {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::backend::{buf, device_of, i64_of, wrap, CudaBackend};
-use crate::backend::{AttentionOps, AttentionSpec};
+use crate::backend::{AttentionOps, AttentionSpec, Qkv};
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, launch};
 use crate::cuda::CudaDevice;
@@ -158,14 +158,8 @@ fn device_all(op: &'static str, ts: &[&Tensor], mask: Option<&Tensor>) -> Result
 }
 
 impl AttentionOps for CudaBackend {
-    fn attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        spec: &AttentionSpec,
-    ) -> Result<(Tensor, Tensor)> {
+    fn attention(&self, x: Qkv, spec: &AttentionSpec) -> Result<(Tensor, Tensor)> {
+        let Qkv { q, k, v, mask } = x;
         const OP: &str = "attention";
         let g = geom(OP, spec, mask.is_some())?;
         let dev = device_all(OP, &[q, k, v], mask)?;
@@ -192,15 +186,12 @@ impl AttentionOps for CudaBackend {
 
     fn attention_bwd(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        out: &Tensor,
-        lse: &Tensor,
+        x: Qkv,
+        fwd: [&Tensor; 2],
         dout: &Tensor,
         spec: &AttentionSpec,
     ) -> Result<[Tensor; 3]> {
+        let (Qkv { q, k, v, mask }, [out, lse]) = (x, fwd);
         const OP: &str = "attention_bwd";
         let g = geom(OP, spec, mask.is_some())?;
         let dev = device_all(OP, &[q, k, v, out, lse, dout], mask)?;

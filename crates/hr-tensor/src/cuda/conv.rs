@@ -86,21 +86,7 @@ fn check_operands(
     s: &Conv2dSpec,
     operands: &[(&Tensor, [usize; 4])],
 ) -> Result<()> {
-    let w_in = s.c_in.checked_div(s.groups).unwrap_or(0);
-    let again = crate::ops::conv2d_spec(
-        &x_shape(s),
-        &[s.c_out, w_in, s.kh, s.kw],
-        s.stride,
-        s.padding,
-        s.dilation,
-        s.groups,
-    )?;
-    if again != *s {
-        return Err(Error::invalid(
-            op,
-            format!("inconsistent Conv2dSpec {s:?} (expected {again:?})"),
-        ));
-    }
+    crate::ops::check_conv_spec(op, s)?;
     for (t, shape) in operands {
         expect_shape(op, t, shape)?;
     }

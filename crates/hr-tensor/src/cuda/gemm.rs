@@ -21,7 +21,7 @@ impl CudaBackend {
         a: &Tensor,
         b: &Tensor,
         spec: &MatmulSpec,
-        out_shape: &[usize],
+        shape: &[usize],
         out: DType,
     ) -> Result<Tensor> {
         const OP: &str = "matmul";
@@ -35,11 +35,7 @@ impl CudaBackend {
         }
         let total = spec.batch * spec.m * spec.n;
         if total == 0 || spec.k == 0 {
-            return Ok(wrap_storage(
-                &dev,
-                zeros_as(&dev, out, total, OP)?,
-                out_shape,
-            ));
+            return Ok(wrap_storage(&dev, zeros_as(&dev, out, total, OP)?, shape));
         }
         check_gemm_operands(OP, a, b, spec)?;
         let gemm = col_major(OP, spec)?;
@@ -49,18 +45,12 @@ impl CudaBackend {
             CudaStorage::BF16(s) => gemm_bf16::Out::BF16(s),
         };
         gemm_bf16::matmul(&dev, [a, b], target, spec, &gemm)?;
-        Ok(wrap_storage(&dev, c, out_shape))
+        Ok(wrap_storage(&dev, c, shape))
     }
 }
 
 impl GemmOps for CudaBackend {
-    fn matmul(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        spec: &MatmulSpec,
-        out_shape: &[usize],
-    ) -> Result<Tensor> {
+    fn matmul(&self, a: &Tensor, b: &Tensor, spec: &MatmulSpec, shape: &[usize]) -> Result<Tensor> {
         const OP: &str = "matmul";
         let dev = device_of(OP, &[a, b])?;
         let (_, ab) = buf(OP, a)?;
@@ -68,14 +58,14 @@ impl GemmOps for CudaBackend {
         let (m, n, k) = (spec.m, spec.n, spec.k);
         let total = spec.batch * m * n;
         if total == 0 || k == 0 {
-            return Ok(wrap(&dev, zeros_f32(&dev, total, OP)?, out_shape));
+            return Ok(wrap(&dev, zeros_f32(&dev, total, OP)?, shape));
         }
         let mut c = alloc_f32(&dev, total, OP)?;
         check_gemm_operands(OP, a, b, spec)?;
         let gemm = col_major(OP, spec)?;
         if spec.bf16_inputs {
             gemm_bf16::matmul(&dev, [a, b], gemm_bf16::Out::F32(&mut c), spec, &gemm)?;
-            return Ok(wrap(&dev, c, out_shape));
+            return Ok(wrap(&dev, c, shape));
         }
         let blas = dev.blas()?;
         let name = if spec.batch == 1 {
@@ -112,6 +102,6 @@ impl GemmOps for CudaBackend {
                 ),
             })
         })?;
-        Ok(wrap(&dev, c, out_shape))
+        Ok(wrap(&dev, c, shape))
     }
 }

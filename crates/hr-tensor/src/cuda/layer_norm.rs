@@ -8,7 +8,7 @@ use super::backend::{buf, device_of, i64_of, wrap, CudaBackend};
 use super::kernels::Family;
 use super::launch::{alloc_f32, cfg_elems, cfg_rows, launch};
 use super::{CudaDevice, CudaStorage};
-use crate::backend::{LayerNormOps, NormGrads, NormStats};
+use crate::backend::{Affine, LayerNormOps, NormGrads, NormStats};
 use crate::checks::last_axis_rows;
 use crate::{Device, Error, Result, Tensor};
 
@@ -64,14 +64,9 @@ fn layer_norm_param_grads(
 }
 
 impl LayerNormOps for CudaBackend {
-    fn layer_norm(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        eps: f64,
-    ) -> Result<(Tensor, NormStats)> {
+    fn layer_norm(&self, x: &Tensor, p: Affine) -> Result<(Tensor, NormStats)> {
         const OP: &str = "layer_norm";
+        let Affine { gamma, beta, eps } = p;
         let d = gamma.numel();
         let (rows, stat_shape) = last_axis_rows(OP, x, d)?;
         if beta.numel() != d {

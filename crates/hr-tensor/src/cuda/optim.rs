@@ -6,7 +6,7 @@
 use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::backend::{buf, buf_mut, device_of, i64_of, CudaBackend};
-use crate::backend::OptimOps;
+use crate::backend::{AdamTensors, OptimOps};
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{cfg_elems, cuda_err, launch, AdamConsts, BLOCK, MAX_BLOCKS};
 use crate::{AdamStep, Error, Result, Tensor};
@@ -47,13 +47,7 @@ fn consts(hp: &AdamStep) -> AdamConsts {
 }
 
 /// One tensor's update (`adam_f32`).
-pub(super) fn step(
-    param: &mut Tensor,
-    grad: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    hp: &AdamStep,
-) -> Result<()> {
+fn step(param: &mut Tensor, grad: &Tensor, [m, v]: [&mut Tensor; 2], hp: &AdamStep) -> Result<()> {
     const OP: &str = "adam_step";
     let n = param.numel();
     if grad.numel() != n || m.numel() != n || v.numel() != n {
@@ -83,14 +77,14 @@ pub(super) fn step(
 /// tensor (device addresses, element count, first chunk) is uploaded, and each block updates
 /// chunks of `CHUNK` elements. The ops layer checked that the four lists have the same length
 /// and matching shapes.
-pub(super) fn step_multi(
-    params: &mut [Tensor],
-    grads: &[Tensor],
-    ms: &mut [Tensor],
-    vs: &mut [Tensor],
-    hp: &AdamStep,
-) -> Result<()> {
+fn step_multi(t: AdamTensors, hp: &AdamStep) -> Result<()> {
     const OP: &str = "adam_step_multi";
+    let AdamTensors {
+        params,
+        grads,
+        m: ms,
+        v: vs,
+    } = t;
     let all: Vec<&Tensor> = params.iter().chain(grads).chain(&*ms).chain(&*vs).collect();
     if all.is_empty() {
         return Ok(());
@@ -138,25 +132,18 @@ pub(super) fn step_multi(
 }
 
 impl OptimOps for CudaBackend {
-    fn adam_step(
-        &self,
-        param: &mut Tensor,
-        grad: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        hp: &AdamStep,
-    ) -> Result<()> {
-        step(param, grad, m, v, hp)
-    }
-
-    fn adam_step_multi(
-        &self,
-        params: &mut [Tensor],
-        grads: &[Tensor],
-        m: &mut [Tensor],
-        v: &mut [Tensor],
-        hp: &AdamStep,
-    ) -> Result<()> {
-        step_multi(params, grads, m, v, hp)
+    fn adam_step(&self, t: AdamTensors, hp: &AdamStep) -> Result<()> {
+        match (t.params, t.grads, t.m, t.v) {
+            ([p], [g], [m], [v]) => step(p, g, [m, v], hp),
+            (params, grads, m, v) => step_multi(
+                AdamTensors {
+                    params,
+                    grads,
+                    m,
+                    v,
+                },
+                hp,
+            ),
+        }
     }
 }

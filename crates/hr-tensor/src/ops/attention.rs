@@ -2,7 +2,7 @@
 //! contrastive loss, each with its backward.
 
 use super::{all_same, pair};
-use crate::backend::{AttentionSpec, ContrastiveStats};
+use crate::backend::{AttentionSpec, ContrastiveStats, Qkv};
 use crate::checks::{attention_operands, contrastive_operands};
 use crate::{Error, Result, Tensor};
 
@@ -40,7 +40,7 @@ pub fn attention(
     attention_operands("attention", [q, k, v], mask, spec)?;
     let mut ts = vec![q, k, v];
     ts.extend(mask);
-    all_same("attention", &ts)?.attention(q, k, v, mask, spec)
+    all_same("attention", &ts)?.attention(Qkv { q, k, v, mask }, spec)
 }
 
 /// Backward of [`attention`]: `[dq, dk, dv]`.
@@ -62,7 +62,7 @@ pub fn attention_bwd(
     super::expect_shape(op, lse, &[spec.batch, spec.heads, spec.q_len])?;
     let mut ts = vec![q, k, v, out, lse, dout];
     ts.extend(mask);
-    all_same(op, &ts)?.attention_bwd(q, k, v, mask, out, lse, dout, spec)
+    all_same(op, &ts)?.attention_bwd(Qkv { q, k, v, mask }, [out, lse], dout, spec)
 }
 
 /// Fused symmetric contrastive loss of a square `scores` matrix (already divided by the

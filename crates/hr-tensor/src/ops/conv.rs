@@ -103,7 +103,7 @@ pub fn conv2d_spec(
 }
 
 /// Checks that `spec` is exactly what [`conv2d_spec`] resolves for its own shapes.
-fn check_spec(op: &'static str, spec: &Conv2dSpec) -> Result<()> {
+pub(crate) fn check_conv_spec(op: &'static str, spec: &Conv2dSpec) -> Result<()> {
     let s = spec;
     let w_in = s.c_in.checked_div(s.groups).unwrap_or(0);
     let again = conv2d_spec(
@@ -193,7 +193,7 @@ pub fn conv2d(
 /// (N, C_out, H_out, W_out) and the weight.
 pub fn conv2d_bwd_data(dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_data";
-    check_spec(OP, spec)?;
+    check_conv_spec(OP, spec)?;
     expect_shape(OP, dy, &y_shape(spec))?;
     expect_shape(OP, w, &w_shape(spec))?;
     same_kind(OP, &[("dy", dy)], Some(w))?.conv2d_bwd_data(dy, w, spec)
@@ -203,7 +203,7 @@ pub fn conv2d_bwd_data(dy: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Ten
 /// input and `dy`.
 pub fn conv2d_bwd_weight(x: &Tensor, dy: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
-    check_spec(OP, spec)?;
+    check_conv_spec(OP, spec)?;
     expect_shape(OP, x, &x_shape(spec))?;
     expect_shape(OP, dy, &y_shape(spec))?;
     same_kind(OP, &[("input", x), ("dy", dy)], None)?.conv2d_bwd_weight(x, dy, spec)
@@ -218,7 +218,7 @@ pub fn conv2d_bwd(
     spec: &Conv2dSpec,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "conv2d_bwd";
-    check_spec(OP, spec)?;
+    check_conv_spec(OP, spec)?;
     expect_shape(OP, x, &x_shape(spec))?;
     expect_shape(OP, w, &w_shape(spec))?;
     expect_shape(OP, dy, &y_shape(spec))?;

@@ -14,7 +14,7 @@ pub fn layer_norm(
     let be = super::all_same("layer_norm", &[x, gamma, beta])?;
     last_axis_checks::affine("layer_norm", x, gamma, beta)?;
     crate::checks::eps("layer_norm", eps, false)?;
-    be.layer_norm(x, gamma, beta, eps)
+    be.layer_norm(x, crate::backend::Affine { gamma, beta, eps })
 }
 
 /// Backward of [`layer_norm`]: `(dx, dgamma, dbeta)` for upstream gradient `dy`.

@@ -1,6 +1,7 @@
 //! Front-end ops of the optim family (see the backend trait): the fused Adam/AdamW step.
 
 use super::{all_same, same_shape};
+use crate::backend::AdamTensors;
 use crate::{AdamStep, Error, Result, Tensor};
 
 /// Checks the hyper-parameters of an Adam step.
@@ -43,7 +44,13 @@ pub fn adam_step(
     same_shape("adam_step", param, m)?;
     same_shape("adam_step", param, v)?;
     check_hp(hp)?;
-    be.adam_step(param, grad, m, v, hp)
+    let t = AdamTensors {
+        params: std::slice::from_mut(param),
+        grads: std::slice::from_ref(grad),
+        m: std::slice::from_mut(m),
+        v: std::slice::from_mut(v),
+    };
+    be.adam_step(t, hp)
 }
 
 /// [`adam_step`] for every `(params[i], grads[i], m[i], v[i])` with the same hyper-parameters,
@@ -82,5 +89,13 @@ pub fn adam_step_multi(
         all.extend([p, &grads[i], &m[i], &v[i]]);
     }
     let be = all_same(OP, &all)?;
-    be.adam_step_multi(params, grads, m, v, hp)
+    be.adam_step(
+        AdamTensors {
+            params,
+            grads,
+            m,
+            v,
+        },
+        hp,
+    )
 }
