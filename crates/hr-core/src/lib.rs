@@ -10,7 +10,8 @@
 //! - [`cli::start`]: the command line of every tool with subcommands (`--log-format`);
 //!   [`init_logging`]: the `tracing` setup of every binary; [`Progress`]: progress of long work
 //!   (a bar on a terminal, a log line every 30 s in batch jobs);
-//! - [`env_or`]: a numeric setting from the environment (benchmark sizes, test tolerances).
+//! - [`env_or`]: a numeric setting from the environment (benchmark sizes, test tolerances);
+//!   [`testing::assert_mentions`]: the tests' check that a message names what it should.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod faults;
 pub mod fs;
 pub mod progress;
 pub mod rng;
+pub mod testing;
 
 pub use fs::{
     append_durable, remove_stale_temporaries, sync_dir, write_atomic, AtomicWriteError, FileError,

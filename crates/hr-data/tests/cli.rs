@@ -1,5 +1,6 @@
 //! End-to-end tests of the `hr-data` binary.
 
+use hr_core::testing::assert_mentions;
 use std::process::Command;
 
 fn hr_data(args: &[&str]) -> std::process::Output {
@@ -58,10 +59,7 @@ fn synthetic_prepare_is_deterministic_and_verifies() {
     let o = hr_data(&["inspect", a.to_str().unwrap()]);
     assert!(o.status.success());
     let t = text(&o);
-    assert!(
-        t.contains("split train") && t.contains("captions") && t.contains("audio: Struct"),
-        "{t}"
-    );
+    assert_mentions(&t, &["split train", "captions", "audio: Struct"]);
 
     // Corrupt a shard: verify must fail and name it.
     let shard = a.join(&ma.split("val").unwrap()[0].path);
@@ -130,10 +128,7 @@ fn prepare_folder_reports_bad_audio_by_flag_and_records_a_tokenizer() {
     let o = run("fail");
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(
-        t.contains("broken.wav") && t.contains("--on-bad-audio skip"),
-        "{t}"
-    );
+    assert_mentions(&t, &["broken.wav", "--on-bad-audio skip"]);
     assert!(
         !out.join("manifest.json").exists(),
         "no dataset after a failure"
@@ -142,10 +137,7 @@ fn prepare_folder_reports_bad_audio_by_flag_and_records_a_tokenizer() {
     let o = run("skip");
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(
-        t.contains("undecodable audio: 1 clips skipped") && t.contains("broken.wav"),
-        "{t}"
-    );
+    assert_mentions(&t, &["undecodable audio: 1 clips skipped", "broken.wav"]);
     let m: hr_data::Manifest =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m.tokenizer.as_deref(), Some("tokenizer.json"));

@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use hr_core::testing::assert_mentions;
 use hr_data::loader::{EvalSet, FsEval, MetadataKind};
 use hr_data::{Batch, Cursor, DataError, Loader, LoaderConfig, Manifest, SplitIndex, Store};
 
@@ -212,9 +213,9 @@ fn undecodable_rows_fail_with_shard_and_row_or_are_skipped() {
     let err = loader(&c).next().unwrap().unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DataError::Undecodable { .. }));
-    assert!(
-        msg.contains("train/part-00000-of-00001.parquet, row 5") && msg.contains("clip-0005"),
-        "{msg}"
+    assert_mentions(
+        &msg,
+        &["train/part-00000-of-00001.parquet, row 5", "clip-0005"],
     );
     c.skip_undecodable = true;
     let mut l = loader(&c);

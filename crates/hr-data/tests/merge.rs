@@ -4,6 +4,7 @@ mod common;
 
 use std::path::Path;
 
+use hr_core::testing::assert_mentions;
 use hr_data::rewrite::{merge, ColumnMap, MergeOptions, Source, TagColumn};
 use hr_data::{Manifest, Store};
 
@@ -80,10 +81,7 @@ fn merge_refuses_overlapping_ids_duplicate_names_an_existing_output_and_bad_maps
         ..MergeOptions::default()
     };
     let msg = merge(&sources, &[], &out, &keep).unwrap_err().to_string();
-    assert!(
-        msg.contains("clip id `clip-") && msg.contains("`x`") && msg.contains("`y`"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["clip id `clip-", "`x`", "`y`"]);
     assert!(!out.exists(), "nothing is written on error");
 
     let same = [
@@ -125,8 +123,5 @@ fn a_dataset_of_another_schema_version_is_refused_naming_its_manifest() {
     let old = text.replacen("\"schema_version\": ", "\"schema_version\": 9", 1);
     std::fs::write(&path, old).unwrap();
     let msg = Source::open(&a, None).err().unwrap().to_string();
-    assert!(
-        msg.contains("manifest.json") && msg.contains("schema_version"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["manifest.json", "schema_version"]);
 }

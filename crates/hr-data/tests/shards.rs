@@ -5,6 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hr_core::testing::assert_mentions;
 use hr_data::manifest::MANIFEST_FILE;
 use hr_data::shard::{open_split, ShardReader, ROW_GROUP_CLIPS};
 use hr_data::store::{classify_root, RootKind};
@@ -106,10 +107,7 @@ fn sha256_mismatch_names_the_shard() {
         .unwrap();
     assert!(matches!(err, DataError::ChecksumMismatch { .. }));
     let msg = err.to_string();
-    assert!(
-        msg.contains("train/part-00000-of-00001.parquet") && msg.contains("re-download"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["train/part-00000-of-00001.parquet", "re-download"]);
 }
 
 #[test]
@@ -181,10 +179,7 @@ fn wrong_schema_and_missing_column_are_named() {
     write_parquet(&p, &bad);
     let r = open_file(dir.path(), "bad.parquet").unwrap();
     let msg = r.read_all().unwrap_err().to_string();
-    assert!(
-        msg.contains("column `captions`") && msg.contains("expected list<utf8>"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["column `captions`", "expected list<utf8>"]);
 }
 
 #[test]
@@ -198,11 +193,9 @@ fn empty_caption_list_names_shard_and_row() {
     let r = open_file(dir.path(), "train/empty.parquet").unwrap();
     let err = r.read_all().unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("train/empty.parquet")
-            && msg.contains("row 3")
-            && msg.contains("empty caption list"),
-        "{msg}"
+    assert_mentions(
+        &msg,
+        &["train/empty.parquet", "row 3", "empty caption list"],
     );
     // The writer refuses such clips up front.
     let mut w = hr_data::shard::DatasetWriter::create(dir.path(), "x", 10).unwrap();
@@ -214,10 +207,7 @@ fn missing_or_invalid_manifest_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::local(dir.path()).unwrap();
     let msg = Manifest::load(&store).unwrap_err().to_string();
-    assert!(
-        msg.contains("no manifest.json") && msg.contains("hr-data prepare"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["no manifest.json", "hr-data prepare"]);
     std::fs::write(dir.path().join(MANIFEST_FILE), b"{\"name\": 3}").unwrap();
     let msg = Manifest::load(&store).unwrap_err().to_string();
     assert!(msg.contains("manifest.json is invalid"), "{msg}");
@@ -256,10 +246,12 @@ fn verify_reports_undecodable_audio_and_duplicate_ids_by_shard_and_row() {
     assert!(!rep.ok());
     assert_eq!(rep.clips_ok, 5);
     let all = rep.failures.join("\n");
-    assert!(
-        all.contains("train/part-00000-of-00001.parquet, row 2")
-            && all.contains("cannot decode audio"),
-        "{all}"
+    assert_mentions(
+        &all,
+        &[
+            "train/part-00000-of-00001.parquet, row 2",
+            "cannot decode audio",
+        ],
     );
     assert!(all.contains("row 4: clip id `clip-0001` already used at shard train/part-00000-of-00001.parquet, row 1"), "{all}");
 }

@@ -9,7 +9,7 @@ use hr_models::mobilenet::{
 };
 use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
 use hr_nn::{Mode, ParamId, ParamStore};
-use hr_tensor::testing::{assert_close, check_gradients, randn32, randn64};
+use hr_tensor::testing::{assert_close, check_gradients_with, randn32, randn64};
 use hr_tensor::{ops, DType, Device, Rng, Tensor};
 
 use hr_tensor::testing::reference_fixture as fixture;
@@ -424,7 +424,7 @@ fn tiny_gradient_check(mode: Mode, xseed: u64) {
         g.extend(ids.iter().map(|&id| Some(p.grad(id).clone())));
         Ok(g)
     };
-    check_gradients(&format!("mn01 {mode:?}"), &inputs, fwd, bwd, 1e-5, 6);
+    check_gradients_with(&format!("mn01 {mode:?}"), &inputs, fwd, bwd, 1e-5, 6);
 }
 
 #[test]
@@ -456,7 +456,7 @@ fn windows_concatenate_frames_and_backpropagate() {
     let mut inputs = vec![mel];
     inputs.extend(ids.iter().step_by(4).map(|&id| ps.value(id).clone()));
     let sub: Vec<ParamId> = ids.iter().step_by(4).copied().collect();
-    check_gradients(
+    check_gradients_with(
         "windows",
         &inputs,
         |xs| {

@@ -5,7 +5,7 @@
 use std::fmt::Display;
 use std::path::PathBuf;
 
-use hr_tensor::testing::{assert_close, check_gradients};
+use hr_tensor::testing::{assert_close, check_gradients_with};
 use hr_tensor::{DType, Tensor};
 
 use crate::io::{read_safetensors, SafeFile};
@@ -51,7 +51,7 @@ pub fn check_param_gradients<E: Display>(
             .map(|(_, p)| p.value.clone()),
     );
     let ps0 = ps;
-    check_gradients(
+    check_gradients_with(
         name,
         &all,
         |xs| fwd(&mut with_values(&ps0, &xs[k..]), &xs[..k]).map_err(to_tensor_err),

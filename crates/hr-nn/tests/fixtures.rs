@@ -198,7 +198,5 @@ fn ntxent_gradient_check_f64() {
                 .map_err(|e| hr_tensor::Error::invalid("ntxent", e.to_string()))?;
             Ok(vec![Some(da), Some(dt)])
         },
-        1e-6,
-        64,
     );
 }

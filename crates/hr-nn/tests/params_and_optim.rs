@@ -1,5 +1,6 @@
 //! ParamStore safetensors round trip and key-mismatch reports; Adam groups and state resume.
 
+use hr_core::testing::assert_mentions;
 use hr_nn::layers::Linear;
 use hr_nn::optim::{Adam, AdamConfig, ParamGroup};
 use hr_nn::{Error, LoadOptions, ParamStore};
@@ -72,10 +73,7 @@ fn mismatched_checkpoint_reports_every_key_at_once() {
     let names: Vec<&str> = mis_shaped.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec!["head.bias", "head.weight"]);
     let msg = err.to_string();
-    assert!(
-        msg.contains("other.safetensors") && msg.contains("head.weight") && msg.contains("[5, 3]"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["other.safetensors", "head.weight", "[5, 3]"]);
     // Nothing was loaded on failure.
     for ((_, a), (_, b)) in before.iter().zip(ps.iter()) {
         assert_eq!(a.value.to_vec_f32().unwrap(), b.value.to_vec_f32().unwrap());

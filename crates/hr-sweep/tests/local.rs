@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{assert_says, count, done_trainings, hr_sweep, text, trainings_of, Fixture};
+use hr_core::testing::assert_mentions;
 
 fn env(f: &Fixture) -> Vec<(&'static str, String)> {
     vec![("FAKE_CALLS", f.calls_log().display().to_string())]
@@ -53,14 +54,11 @@ fn launch_relaunch_report_and_changed_sweep() {
         t.contains("| 1 | none | self | 2/2 | 30.15 ± 0.07 | — | (baseline) |"),
         "{t}"
     );
-    assert!(
-        t.contains("| 2 | late | self | 2/2 | 40.15 ± 0.07 | — | +10.00 |"),
-        "{t}"
+    assert_mentions(
+        &t,
+        &["| 2 | late | self | 2/2 | 40.15 ± 0.07 | — | +10.00 |"],
     );
-    assert!(
-        t.contains("| 3 | mid | self | 2/2 | 35.15 ± 0.07 | — | +5.00 |"),
-        "{t}"
-    );
+    assert_mentions(&t, &["| 3 | mid | self | 2/2 | 35.15 ± 0.07 | — | +5.00 |"]);
     let csv = std::fs::read_to_string(f.path().join("runs/t/report.csv")).unwrap();
     assert!(
         csv.lines()
@@ -182,15 +180,9 @@ fn preempted_run_resumes_and_failed_run_reports_its_log() {
     .unwrap();
     let o = hr_sweep(f.path(), &["status", s], &[]);
     let t = text(&o);
-    assert!(
-        t.contains("train failed") && t.contains("hr-train exited with status 1"),
-        "{t}"
-    );
+    assert_mentions(&t, &["train failed", "hr-train exited with status 1"]);
     assert!(t.contains("step 7, loss 0.5000, 12.0 items/s"), "{t}");
-    assert!(
-        t.contains("fake failure") && t.contains("CUDA out of memory"),
-        "{t}"
-    );
+    assert_mentions(&t, &["fake failure", "CUDA out of memory"]);
     assert!(t.contains("5 done, 1 train failed"), "{t}");
 
     // --retry-failed launches the failed run again (and nothing else).

@@ -208,8 +208,6 @@ fn gradients_dx_dgamma_dbeta() {
                 let g = batch_norm_bwd(&t[0], &t[1], &stats, dy)?;
                 Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
             },
-            1e-6,
-            64,
         );
     }
 }
@@ -277,8 +275,6 @@ fn fused_activation_matches_the_unfused_ops() {
                     let g = batch_norm_act_bwd(&t[0], &t[1], &t[2], &stats, dy, act)?;
                     Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
                 },
-                1e-6,
-                64,
             );
         }
     }

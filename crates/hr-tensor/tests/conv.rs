@@ -121,8 +121,6 @@ fn check_grads(c: &Case, seed: u64) {
             );
             Ok(vec![Some(dx), Some(dw)])
         },
-        1e-6,
-        64,
     );
 }
 

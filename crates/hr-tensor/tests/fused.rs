@@ -105,8 +105,6 @@ fn attention_gradients() {
                 let [dq, dk, dv] = attention_bwd(&x[0], &x[1], &x[2], mk, &out, &lse, dy, &s)?;
                 Ok(vec![Some(dq), Some(dk), Some(dv)])
             },
-            1e-6,
-            64,
         );
     }
 }
@@ -179,8 +177,6 @@ fn contrastive_loss_matches_the_composed_ops_and_its_gradient() {
                 let d = contrastive_loss_bwd(&x[0], &groups, &st, dy.scalar_f64()?)?;
                 Ok(vec![Some(d)])
             },
-            1e-6,
-            64,
         );
     }
 }

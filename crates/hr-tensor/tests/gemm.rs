@@ -110,8 +110,6 @@ fn gradients_for_every_transpose_and_shared_operand() {
                         let (da, db) = matmul_ex_bwd(&x[0], &x[1], dy, ta, tb, 1.5)?;
                         Ok(vec![Some(da), Some(db)])
                     },
-                    1e-6,
-                    64,
                 );
             }
         }

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::free_port;
+use hr_core::testing::assert_mentions;
 use hr_nn::io::read_safetensors;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hr-train");
@@ -319,10 +320,7 @@ fn world_size_flag_is_checked_against_the_environment() {
     let out = c.output().unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("--world-size 8") && err.contains("1 rank"),
-        "{err}"
-    );
+    assert_mentions(&err, &["--world-size 8", "1 rank"]);
 }
 
 /// `srun hr-train --world-size 2` as a new user runs it: two tasks of a Slurm job step on this

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use common::{set_path, short_run};
 
+use hr_core::testing::assert_mentions;
 use hr_data::audio::encode_wav;
 use hr_data::text::{TextTokenizer, MAX_TOKENS};
 use hr_models::mobilenet::{MobileNetConfig, MobileNetV3};
@@ -294,10 +295,7 @@ fn a_tokenizer_that_does_not_fit_the_text_encoder_is_refused_naming_both_files()
     let cfg = TrainConfig::from_toml_str("", &set).unwrap();
     let tok = init::resolve_tokenizer(&cfg, MAX_TOKENS).unwrap();
     let msg = retriever_config(&cfg, &tok.tok).unwrap_err().to_string();
-    assert!(
-        msg.contains("vocab.txt") && msg.contains("config.json"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["vocab.txt", "config.json"]);
     assert!(msg.contains("6 tokens") && msg.contains("30522"), "{msg}");
 }
 
@@ -322,10 +320,7 @@ fn pretrained_files_that_do_not_fit_are_clear_errors() {
     )
     .unwrap();
     let err = init::TextFolder::open(&folder).unwrap_err().to_string();
-    assert!(
-        err.contains("roberta") && err.contains("config.json"),
-        "{err}"
-    );
+    assert_mentions(&err, &["roberta", "config.json"]);
     // A BERT folder without safetensors weights.
     std::fs::write(folder.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
     std::fs::write(folder.join("pytorch_model.bin"), b"x").unwrap();
@@ -359,14 +354,8 @@ fn pretrained_files_that_do_not_fit_are_clear_errors() {
     let tok = init::resolve_tokenizer(&cfg, MAX_TOKENS).unwrap();
     assert_eq!(tok.source, "dataset");
     let err = load_error(&cfg, &tok.tok, 0);
-    assert!(
-        err.contains("model.audio_init") && err.contains("backbone mn01"),
-        "{err}"
-    );
-    assert!(
-        err.contains("mn04.safetensors") && err.contains("features.16.0.weight"),
-        "{err}"
-    );
+    assert_mentions(&err, &["model.audio_init", "backbone mn01"]);
+    assert_mentions(&err, &["mn04.safetensors", "features.16.0.weight"]);
 }
 
 #[test]

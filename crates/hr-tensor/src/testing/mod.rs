@@ -84,6 +84,26 @@ fn dot(y: &Tensor, r: &[f64]) -> Result<f64> {
     Ok(y.to_vec_f64()?.iter().zip(r).map(|(a, b)| a * b).sum())
 }
 
+/// Asserts that `r` is the error of an op without a kernel for its operands' dtype, naming
+/// `op` (`Error::UnsupportedDType`).
+pub fn assert_unsupported<T: std::fmt::Debug>(op: &str, r: Result<T>) {
+    match r {
+        Err(crate::Error::UnsupportedDType { op: o, .. }) if o == op => {}
+        other => panic!("{op}: expected UnsupportedDType naming it, got {other:?}"),
+    }
+}
+
+/// [`check_gradients_with`] at the usual tolerance: relative error 1e-6 on at most 64
+/// elements per input.
+pub fn check_gradients(
+    name: &str,
+    inputs: &[Tensor],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    grads: impl Fn(&[Tensor], &Tensor) -> Result<Vec<Option<Tensor>>>,
+) {
+    check_gradients_with(name, inputs, f, grads, 1e-6, 64)
+}
+
 /// Checks analytic gradients against central finite differences.
 ///
 /// * `inputs`: f64 CPU tensors;
@@ -95,7 +115,7 @@ fn dot(y: &Tensor, r: &[f64]) -> Result<f64> {
 /// A difference below the rounding noise of the central difference itself
 /// (`4 eps sum|y r| / h`, about 1e-9 for a typical layer) passes: a gradient that is zero by
 /// symmetry (a key bias under softmax) is otherwise compared with pure noise.
-pub fn check_gradients(
+pub fn check_gradients_with(
     name: &str,
     inputs: &[Tensor],
     f: impl Fn(&[Tensor]) -> Result<Tensor>,
