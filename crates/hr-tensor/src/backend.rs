@@ -444,14 +444,9 @@ pub trait AttentionOps {
     /// log-sum-exp `lse` (B, H, Tq) of the kept scaled scores (`-inf` for a row without keys,
     /// whose output is zero).
     fn attention(&self, x: Qkv, spec: &AttentionSpec) -> Result<(Tensor, Tensor)>;
-    /// Gradients `[dq, dk, dv]` from the forward's operands, its `[out, lse]` and `dout`.
-    fn attention_bwd(
-        &self,
-        x: Qkv,
-        fwd: [&Tensor; 2],
-        dout: &Tensor,
-        spec: &AttentionSpec,
-    ) -> Result<[Tensor; 3]>;
+    /// Gradients `[dq, dk, dv]` from the forward's operands and `t = [out, lse, dout]` (the
+    /// forward's results and the gradient of `out`).
+    fn attention_bwd(&self, x: Qkv, t: [&Tensor; 3], spec: &AttentionSpec) -> Result<[Tensor; 3]>;
 }
 
 /// Row and column log-sum-exps of a contrastive loss forward (saved for the backward).

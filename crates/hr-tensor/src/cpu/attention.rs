@@ -225,14 +225,8 @@ impl AttentionOps for CpuBackend {
         })
     }
 
-    fn attention_bwd(
-        &self,
-        x: Qkv,
-        fwd: [&Tensor; 2],
-        dout: &Tensor,
-        spec: &AttentionSpec,
-    ) -> Result<[Tensor; 3]> {
-        let (Qkv { q, k, v, mask }, [o, lse]) = (x, fwd);
+    fn attention_bwd(&self, x: Qkv, t: [&Tensor; 3], spec: &AttentionSpec) -> Result<[Tensor; 3]> {
+        let (Qkv { q, k, v, mask }, [o, lse, dout]) = (x, t);
         float_dispatch!("attention_bwd", q.dtype(), |T| {
             let qkv = [q.as_slice::<T>()?, k.as_slice::<T>()?, v.as_slice::<T>()?];
             let m = mask.map(|m| m.as_slice::<T>()).transpose()?;

@@ -184,14 +184,8 @@ impl AttentionOps for CudaBackend {
         Ok((wrap(&dev, out, q.shape()), wrap(&dev, lse, &lse_shape)))
     }
 
-    fn attention_bwd(
-        &self,
-        x: Qkv,
-        fwd: [&Tensor; 2],
-        dout: &Tensor,
-        spec: &AttentionSpec,
-    ) -> Result<[Tensor; 3]> {
-        let (Qkv { q, k, v, mask }, [out, lse]) = (x, fwd);
+    fn attention_bwd(&self, x: Qkv, t: [&Tensor; 3], spec: &AttentionSpec) -> Result<[Tensor; 3]> {
+        let (Qkv { q, k, v, mask }, [out, lse, dout]) = (x, t);
         const OP: &str = "attention_bwd";
         let g = geom(OP, spec, mask.is_some())?;
         let dev = device_all(OP, &[q, k, v, out, lse, dout], mask)?;

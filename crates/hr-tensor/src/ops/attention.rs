@@ -62,7 +62,7 @@ pub fn attention_bwd(
     super::expect_shape(op, lse, &[spec.batch, spec.heads, spec.q_len])?;
     let mut ts = vec![q, k, v, out, lse, dout];
     ts.extend(mask);
-    all_same(op, &ts)?.attention_bwd(Qkv { q, k, v, mask }, [out, lse], dout, spec)
+    all_same(op, &ts)?.attention_bwd(Qkv { q, k, v, mask }, [out, lse, dout], spec)
 }
 
 /// Fused symmetric contrastive loss of a square `scores` matrix (already divided by the
