@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -86,9 +86,6 @@ enum SourceKind {
         /// audio folders.
         #[arg(long = "source", alias = "root", value_name = "DIR")]
         root: PathBuf,
-        /// Output dataset root.
-        #[arg(long)]
-        out: PathBuf,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -106,9 +103,6 @@ enum SourceKind {
         /// Audio folder (default: SOURCE/audio/SPLIT, SOURCE/SPLIT, SOURCE/audio, SOURCE).
         #[arg(long)]
         audio_dir: Option<PathBuf>,
-        /// Output dataset root.
-        #[arg(long)]
-        out: PathBuf,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -117,9 +111,6 @@ enum SourceKind {
         /// The folder of audio to convert.
         #[arg(long = "source", alias = "root", value_name = "DIR")]
         root: PathBuf,
-        /// Output dataset root.
-        #[arg(long)]
-        out: PathBuf,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -172,9 +163,12 @@ impl StorageArgs {
     }
 }
 
-/// Options of every converter.
+/// Output and options of every converter.
 #[derive(clap::Args)]
 struct CommonArgs {
+    /// Output dataset root.
+    #[arg(long)]
+    out: PathBuf,
     /// Clips per shard file.
     #[arg(long)]
     clips_per_shard: Option<usize>,
@@ -213,11 +207,10 @@ impl CommonArgs {
     fn convert(
         &self,
         (what, len): (&str, u64),
-        out: &std::path::Path,
-        run: impl FnOnce(&PrepareOptions, &dyn Fn(u64)) -> hr_data::Result<ConvertSummary>,
+        run: impl FnOnce(&Path, &PrepareOptions, &dyn Fn(u64)) -> hr_data::Result<ConvertSummary>,
     ) -> Result<()> {
-        let opts = self.options()?;
-        let sum = with_progress((what, "clips", len), |progress| run(&opts, progress))?;
+        let (opts, out) = (self.options()?, self.out.as_path());
+        let sum = with_progress((what, "clips", len), |progress| run(out, &opts, progress))?;
         if let Some(t) = &self.tokenizer {
             hr_data::record_tokenizer(out, t)
                 .with_context(|| format!("recording {} in {}", t.display(), out.display()))?;
@@ -276,10 +269,10 @@ fn prepare(source: SourceKind) -> Result<()> {
                 out.display()
             );
         }
-        SourceKind::Clotho { root, out, common } => {
+        SourceKind::Clotho { root, common } => {
             let len = convert::clotho::count(&root);
-            common.convert(("clotho", len), &out, |opts, progress| {
-                convert::clotho::convert(&root, &out, opts, progress)
+            common.convert(("clotho", len), |out, opts, progress| {
+                convert::clotho::convert(&root, out, opts, progress)
             })?;
         }
         SourceKind::Audiocaps {
@@ -287,7 +280,6 @@ fn prepare(source: SourceKind) -> Result<()> {
             audioset_csv,
             labels,
             audio_dir,
-            out,
             common,
         } => {
             let inp = AudioCapsInputs {
@@ -296,13 +288,13 @@ fn prepare(source: SourceKind) -> Result<()> {
                 labels,
                 audio_dir,
             };
-            common.convert(("audiocaps", 0), &out, |opts, progress| {
-                convert::audiocaps::convert(&inp, &out, opts, progress)
+            common.convert(("audiocaps", 0), |out, opts, progress| {
+                convert::audiocaps::convert(&inp, out, opts, progress)
             })?;
         }
-        SourceKind::Folder { root, out, common } => {
-            common.convert(("folder", 0), &out, |opts, progress| {
-                convert::folder::convert(&root, &out, opts, progress)
+        SourceKind::Folder { root, common } => {
+            common.convert(("folder", 0), |out, opts, progress| {
+                convert::folder::convert(&root, out, opts, progress)
             })?;
         }
         SourceKind::Reencode {

@@ -68,19 +68,7 @@ impl PoolingConfig {
     }
 }
 
-/// Fixed sinusoidal positional encoding (max_len, d): `PE[p, 2i] = sin(p 10000^(-2i/d))`,
-/// `PE[p, 2i+1] = cos(same)` (computed in f64, stored in f32).
-pub fn sinusoidal_pe(max_len: usize, d: usize) -> Result<Tensor> {
-    let mut v = vec![0f32; max_len * d];
-    for p in 0..max_len {
-        for i in 0..d / 2 {
-            let a = p as f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
-            v[p * d + 2 * i] = a.sin() as f32;
-            v[p * d + 2 * i + 1] = a.cos() as f32;
-        }
-    }
-    Ok(Tensor::from_vec(v, &[max_len, d])?)
-}
+pub use hr_nn::layers::sinusoidal_pe;
 
 /// The frame mask of clips zero-padded at the end: row b has its first
 /// `ceil(fractions[b] * t)` frames valid (1), the rest 0; `(B * t)` entries.

@@ -3,25 +3,14 @@
 
 mod common;
 
-use hr_nn::layers::{Linear, Mode, Naming, TransformerEncoderLayer, TransformerLayerConfig};
+use hr_nn::layers::{
+    sinusoidal_pe, Linear, Mode, Naming, TransformerEncoderLayer, TransformerLayerConfig,
+};
 use hr_nn::loss::NtXent;
 use hr_nn::testing::{assert_grads_close, Reference};
 use hr_nn::ParamStore;
 use hr_tensor::testing::assert_close;
 use hr_tensor::{ops, DType, Rng, Tensor, Unary};
-
-/// Fixed sinusoidal positional encoding (max_len, d).
-fn sinusoid(max_len: usize, d: usize) -> Tensor {
-    let mut v = vec![0f32; max_len * d];
-    for p in 0..max_len {
-        for i in 0..d / 2 {
-            let a = p as f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
-            v[p * d + 2 * i] = a.sin() as f32;
-            v[p * d + 2 * i + 1] = a.cos() as f32;
-        }
-    }
-    Tensor::from_vec(v, &[max_len, d]).unwrap()
-}
 
 struct Pooling {
     proj: Linear,
@@ -85,7 +74,12 @@ fn pooling_transformer_matches_pytorch() {
     fx.load_params(&mut ps);
     let pe_ref = get("param.pe");
     // The reference PE was computed in f32 (angles up to 191 rad): agreement to f32 rounding.
-    assert_close("sinusoidal PE", &sinusoid(192, 32), &pe_ref, 1e-4);
+    assert_close(
+        "sinusoidal PE",
+        &sinusoidal_pe(192, 32).unwrap(),
+        &pe_ref,
+        1e-4,
+    );
 
     let x = get("input");
     let (b, t) = (x.shape()[0], x.shape()[1]);

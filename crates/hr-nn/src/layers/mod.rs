@@ -17,7 +17,7 @@ pub use activation::{Activation, ActivationCache, Dropout, DropoutCache};
 pub use attention::{AttentionCache, InProj, MultiHeadAttention};
 pub use batchnorm::{BatchNorm2d, BatchNormCache};
 pub use conv::{Conv2d, Conv2dCache};
-pub use embedding::{Embedding, EmbeddingCache};
+pub use embedding::{sinusoidal_pe, Embedding, EmbeddingCache};
 pub use geu::{GatedEmbeddingUnit, GeuCache, GeuNorm};
 pub use layernorm::{LayerNorm, LayerNormCache};
 pub use linear::{Linear, LinearCache};
