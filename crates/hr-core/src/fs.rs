@@ -107,6 +107,53 @@ pub fn sync_dir(dir: &Path) -> Result<(), AtomicWriteError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
 }
 
+/// A file that could not be read or written, or whose content is not what it should be; the
+/// message starts with the file. The crates' own errors carry it as their `File` variant.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file has unexpected content.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+impl FileError {
+    /// An I/O error on `path`, for `map_err`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> FileError {
+        let path = path.into();
+        move |source| FileError::Io { path, source }
+    }
+
+    /// Unexpected content in `path`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> FileError {
+        FileError::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<AtomicWriteError> for FileError {
+    fn from(e: AtomicWriteError) -> Self {
+        FileError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,26 +225,4 @@ mod tests {
         assert_eq!(left.len(), 1, "temporary file removed");
         let _ = std::fs::remove_dir_all(&d);
     }
-}
-
-/// A file that could not be read or written, or whose content is not what it should be; the
-/// message starts with the file. The crates' own errors carry it as their `File` variant.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file has unexpected content.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
 }

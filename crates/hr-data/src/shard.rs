@@ -447,9 +447,8 @@ impl ShardReader {
         }
     }
 
-    /// Runs a read: `groups` with `mask`, and only `selection`'s rows when given.
-    /// Reads `groups` through the Parquet reader; a panic inside it (on a hostile file) is a
-    /// [`DataError::CorruptShard`] naming the shard.
+    /// Runs a read: `groups` with `mask`, and only `selection`'s rows when given. A panic inside
+    /// the Parquet reader (on a hostile file) is a [`DataError::CorruptShard`] naming the shard.
     fn run(
         &self,
         groups: Vec<usize>,

@@ -57,9 +57,6 @@ pub enum Error {
 
 impl From<hr_core::AtomicWriteError> for Error {
     fn from(e: hr_core::AtomicWriteError) -> Self {
-        Error::from(hr_core::FileError::Io {
-            path: e.path,
-            source: e.source,
-        })
+        Error::File(e.into())
     }
 }

@@ -25,21 +25,16 @@ impl SafeFile {
     /// The tensor `name`, or an error naming the file and key.
     pub fn get(&self, path: &Path, name: &str) -> Result<&Tensor> {
         self.tensors.get(name).ok_or_else(|| {
-            Error::from(hr_core::FileError::Format {
-                path: path.to_path_buf(),
-                msg: format!("no tensor named {name:?}"),
-            })
+            Error::from(hr_core::FileError::format(
+                path.to_path_buf(),
+                format!("no tensor named {name:?}"),
+            ))
         })
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| {
-        Error::from(hr_core::FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
+    move |source| Error::File(hr_core::FileError::io(path)(source))
 }
 
 /// Reads a safetensors file.
@@ -50,12 +45,7 @@ pub fn read_safetensors(path: &Path) -> Result<SafeFile> {
 
 /// Parses the bytes of a safetensors file (`path` names it in errors).
 pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<SafeFile> {
-    let fmt = |msg: String| {
-        Error::from(hr_core::FileError::Format {
-            path: path.to_path_buf(),
-            msg,
-        })
-    };
+    let fmt = |msg: String| Error::from(hr_core::FileError::format(path.to_path_buf(), msg));
     // A panic inside the safetensors parser on a hostile file is a format error naming it.
     let panicked = |m: String| fmt(format!("the safetensors parser panicked: {m}"));
     let st = hr_core::catch_panic(|| SafeTensors::deserialize(bytes))
@@ -133,17 +123,13 @@ pub fn serialize_safetensors<'a>(
             TensorView::new(*dt, shape.clone(), b)
                 .map(|v| (n.to_string(), v))
                 .map_err(|e| {
-                    Error::from(hr_core::FileError::Format {
-                        path: "<memory>".into(),
-                        msg: format!("tensor {n:?}: {e}"),
-                    })
+                    Error::from(hr_core::FileError::format(
+                        "<memory>",
+                        format!("tensor {n:?}: {e}"),
+                    ))
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize(views, metadata).map_err(|e| {
-        Error::from(hr_core::FileError::Format {
-            path: "<memory>".into(),
-            msg: e.to_string(),
-        })
-    })
+    safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| Error::from(hr_core::FileError::format("<memory>", e.to_string())))
 }

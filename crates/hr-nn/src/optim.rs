@@ -168,12 +168,7 @@ impl Adam {
     /// Restores moments and the step count saved by [`Adam::save`].
     pub fn load(&mut self, ps: &ParamStore, path: &Path) -> Result<()> {
         let file = read_safetensors(path)?;
-        let bad = |msg: String| {
-            Error::from(hr_core::FileError::Format {
-                path: path.to_path_buf(),
-                msg,
-            })
-        };
+        let bad = |msg: String| Error::from(hr_core::FileError::format(path.to_path_buf(), msg));
         let step = file.metadata.get("step").and_then(|s| s.parse().ok());
         self.step = step.ok_or_else(|| bad("missing or invalid \"step\" metadata".into()))?;
         self.moments.clear();

@@ -45,15 +45,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::from(hr_core::FileError::Io { path, source })
+        let io = hr_core::FileError::io(path);
+        move |source| Error::File(io(source))
     }
 
     /// A format error on `path`.
     pub fn format(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Error {
-        Error::from(hr_core::FileError::Format {
-            path: path.into(),
-            msg: msg.to_string(),
-        })
+        Error::from(hr_core::FileError::format(path, msg.to_string()))
     }
 }

@@ -78,8 +78,8 @@ impl From<hr_train::TrainError> for SweepError {
 impl SweepError {
     /// An I/O error constructor for `map_err`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SweepError {
-        let path = path.into();
-        move |source| SweepError::from(hr_core::FileError::Io { path, source })
+        let io = hr_core::FileError::io(path);
+        move |source| SweepError::File(io(source))
     }
 
     /// A sweep-file error.
@@ -93,9 +93,6 @@ impl SweepError {
 
 impl From<hr_core::AtomicWriteError> for SweepError {
     fn from(e: hr_core::AtomicWriteError) -> Self {
-        SweepError::from(hr_core::FileError::Io {
-            path: e.path,
-            source: e.source,
-        })
+        SweepError::File(e.into())
     }
 }

@@ -158,8 +158,5 @@ pub fn failure_reason(what: &str, log: &Path) -> String {
 
 /// A config error for messages that are not the trainer's.
 pub fn format_err(path: &Path, msg: impl Into<String>) -> SweepError {
-    SweepError::from(hr_core::FileError::Format {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    })
+    SweepError::from(hr_core::FileError::format(path.to_path_buf(), msg))
 }

@@ -307,10 +307,7 @@ impl Ledger {
             event,
         };
         let mut text = serde_json::to_string(&line).map_err(|e| {
-            SweepError::from(hr_core::FileError::Format {
-                path: self.path.clone(),
-                msg: e.to_string(),
-            })
+            SweepError::from(hr_core::FileError::format(self.path.clone(), e.to_string()))
         })?;
         text.push('\n');
         hr_core::append_durable(&mut self.file, &self.path, text.as_bytes())?;
@@ -340,10 +337,10 @@ fn replay(path: &Path) -> Result<(LedgerState, u64, u64)> {
                     break;
                 }
                 let msg = format!("corrupt ledger line after seq {seq}: {e}");
-                return Err(SweepError::from(hr_core::FileError::Format {
-                    path: path.to_path_buf(),
+                return Err(SweepError::from(hr_core::FileError::format(
+                    path.to_path_buf(),
                     msg,
-                }));
+                )));
             }
         };
         state.apply(&line.event);

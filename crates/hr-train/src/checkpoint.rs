@@ -92,10 +92,10 @@ fn write_checkpoint(
 }
 
 fn fmt_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::from(hr_core::FileError::Format {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })
+    TrainError::from(hr_core::FileError::format(
+        path.to_path_buf(),
+        e.to_string(),
+    ))
 }
 
 /// Reads `state.json` of a checkpoint directory.

@@ -74,16 +74,13 @@ impl TrainError {
 
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
-        let path = path.into();
-        move |source| TrainError::from(hr_core::FileError::Io { path, source })
+        let io = hr_core::FileError::io(path);
+        move |source| TrainError::File(io(source))
     }
 }
 
 impl From<hr_core::AtomicWriteError> for TrainError {
     fn from(e: hr_core::AtomicWriteError) -> Self {
-        TrainError::from(hr_core::FileError::Io {
-            path: e.path,
-            source: e.source,
-        })
+        TrainError::File(e.into())
     }
 }

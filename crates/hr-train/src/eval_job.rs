@@ -42,16 +42,16 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.join(MODEL_FILE).is_file() {
-        return Err(TrainError::from(hr_core::FileError::Format {
-            path: path.to_path_buf(),
-            msg: "checkpoint has no COMMIT marker (incomplete)".into(),
-        }));
+        return Err(TrainError::from(hr_core::FileError::format(
+            path.to_path_buf(),
+            "checkpoint has no COMMIT marker (incomplete)",
+        )));
     }
     checkpoint::latest_committed(path)?.ok_or_else(|| {
-        TrainError::from(hr_core::FileError::Format {
-            path: path.to_path_buf(),
-            msg: "neither a committed checkpoint nor a run directory with one".into(),
-        })
+        TrainError::from(hr_core::FileError::format(
+            path.to_path_buf(),
+            "neither a committed checkpoint nor a run directory with one",
+        ))
     })
 }
 
@@ -59,10 +59,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 pub fn load(path: &Path) -> Result<LoadedCheckpoint> {
     let dir = resolve(path)?;
     let run = dir.parent().and_then(Path::parent).ok_or_else(|| {
-        TrainError::from(hr_core::FileError::Format {
-            path: dir.clone(),
-            msg: "no run directory above".into(),
-        })
+        TrainError::from(hr_core::FileError::format(
+            dir.clone(),
+            "no run directory above",
+        ))
     })?;
     let config = TrainConfig::from_file(&run.join("config.toml"), &[])?;
     let mpath = run.join(crate::trainer::MODEL_TOML);
@@ -213,10 +213,10 @@ pub fn report(
         }
     }
     first.ok_or_else(|| {
-        TrainError::from(hr_core::FileError::Format {
-            path: path.to_path_buf(),
-            msg: "no checkpoint to evaluate".into(),
-        })
+        TrainError::from(hr_core::FileError::format(
+            path.to_path_buf(),
+            "no checkpoint to evaluate",
+        ))
     })
 }
 

@@ -35,10 +35,7 @@ const WIDTHS: [&str; 8] = [
 ];
 
 fn bad(path: &Path, msg: impl Into<String>) -> TrainError {
-    TrainError::from(hr_core::FileError::Format {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    })
+    TrainError::from(hr_core::FileError::format(path.to_path_buf(), msg))
 }
 
 /// Refuses anything but a dict whose values are all tensors (`_metadata`, which
