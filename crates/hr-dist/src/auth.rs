@@ -8,7 +8,7 @@
 //!
 //! The handshake also derives one key per direction, `HMAC(token, "Kc" | hello | server_nonce)`
 //! and `HMAC(token, "Ks" | ...)`, fresh for every connection: every frame after the handshake
-//! is encrypted and authenticated under it (AES-256-GCM, see [`crate::wire::FrameKey`]).
+//! is encrypted and authenticated under it (AES-256-GCM, see `wire::FrameKey`).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -169,7 +169,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The frame keys of one authenticated connection, one per direction.
-pub struct Link {
+pub(crate) struct Link {
     /// Seals the frames this side sends.
     pub send: FrameKey,
     /// Opens the frames this side receives.
@@ -219,7 +219,7 @@ fn auth_io(what: &str, e: std::io::Error) -> DistError {
 }
 
 /// Parses a hello: the protocol's magic, the role byte, the claimed rank.
-pub fn parse_hello(msg: &[u8]) -> Result<Hello> {
+pub(crate) fn parse_hello(msg: &[u8]) -> Result<Hello> {
     if msg.len() != HELLO || &msg[..8] != MAGIC {
         return Err(DistError::Auth(
             "the peer does not speak the hr-dist protocol".into(),
@@ -231,7 +231,7 @@ pub fn parse_hello(msg: &[u8]) -> Result<Hello> {
 
 /// Connecting side of the handshake. Fails with [`DistError::Auth`] if either side has the wrong
 /// token; returns the connection's frame keys.
-pub fn client_handshake<S: Source + Sink>(
+pub(crate) fn client_handshake<S: Source + Sink>(
     s: &mut S,
     token: &Token,
     hello: Hello,
@@ -266,7 +266,7 @@ pub fn client_handshake<S: Source + Sink>(
 
 /// Accepting side of the handshake: returns the peer's hello once it has proved the token, and
 /// the connection's frame keys.
-pub fn server_handshake<S: Source + Sink>(
+pub(crate) fn server_handshake<S: Source + Sink>(
     s: &mut S,
     token: &Token,
     deadline: Instant,

@@ -8,7 +8,7 @@
 //!
 //! Frames: an 18-byte header (kind, op, collective sequence number, payload bytes), the payload
 //! encrypted with AES-256-GCM under the link's key from the handshake and a frame counter as
-//! the nonce, and the 16-byte tag over both ([`crate::wire::FrameKey`]): a frame injected,
+//! the nonce, and the 16-byte tag over both (`wire::FrameKey`): a frame injected,
 //! replayed, reordered or altered on the network fails its tag and the receiving rank stops,
 //! naming the sending neighbour.
 //!

@@ -3,7 +3,7 @@
 //! [`StoreServer`] listens on rank 0; every rank (rank 0 included) talks to it through a
 //! [`StoreClient`]. Each connection must pass the HMAC handshake of [`crate::auth`] first; peers
 //! with a wrong token are refused and disconnected. Every request and reply after it is one
-//! authenticated frame ([`crate::wire::write_frame`]). Operations: [`StoreClient::set`],
+//! authenticated frame (`wire::write_frame`). Operations: [`StoreClient::set`],
 //! [`StoreClient::get`] (waits for the key), [`StoreClient::try_get`], [`StoreClient::wait`],
 //! [`StoreClient::add`] (atomic counter) and [`StoreClient::set_if_absent`] (first writer wins).
 //! Since the store lives in rank 0, a broken store connection is reported as the loss of rank 0.
