@@ -28,7 +28,13 @@ use crate::auth::{client_handshake, random_bytes, server_handshake, Hello, Link,
 use crate::comm::{check_root, Communicator};
 use crate::error::{DistError, Result};
 use crate::store::{StoreClient, StoreServer};
-use crate::wire::{read_u32, read_vec, FrameKey, Sink, Source, TAG};
+use crate::wire::{read_u32, FrameKey, Sink};
+
+mod frames;
+pub(crate) use frames::recv_msg;
+#[cfg(test)]
+use frames::{frame, header};
+use frames::{send_abort, send_msg};
 
 pub(crate) const ROLE_RING: u8 = 2;
 pub(crate) const KIND_DATA: u8 = 1;
@@ -526,128 +532,6 @@ fn parse_record(v: &[u8], opname: &str, after: Duration) -> Option<DistError> {
     }
 }
 
-fn header(kind: u8, op: u8, seq: u64, nbytes: u64) -> [u8; HDR] {
-    let mut h = [0u8; HDR];
-    h[0] = kind;
-    h[1] = op;
-    h[2..10].copy_from_slice(&seq.to_le_bytes());
-    h[10..18].copy_from_slice(&nbytes.to_le_bytes());
-    h
-}
-
-/// A frame's header fields: kind, op, sequence number (the lost rank in an abort), length.
-fn parse_header(h: &[u8; HDR]) -> (u8, u8, u64, u64) {
-    let u = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-    (h[0], h[1], u(&h[2..10]), u(&h[10..18]))
-}
-
-/// One sealed frame: header, payload, tag.
-fn frame(key: &mut FrameKey, header: [u8; HDR], payload: impl Iterator<Item = u8>) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(HDR + payload.size_hint().0 + TAG);
-    msg.extend_from_slice(&header);
-    msg.extend(payload);
-    let tag = key.seal(&header, &mut msg[HDR..]);
-    msg.extend_from_slice(&tag);
-    msg
-}
-
-fn send_msg(
-    s: &mut impl Sink,
-    key: &mut FrameKey,
-    op: u8,
-    seq: u64,
-    data: &[f32],
-    deadline: Instant,
-    peer: usize,
-) -> std::result::Result<(), Fail> {
-    let h = header(KIND_DATA, op, seq, 4 * data.len() as u64);
-    let msg = frame(key, h, data.iter().flat_map(|x| x.to_le_bytes()));
-    s.write_all_by(&msg, deadline).map_err(|e| io_fail(peer, e))
-}
-
-pub(crate) fn send_abort(
-    s: &mut impl Sink,
-    key: &mut FrameKey,
-    lost: usize,
-    reason: &str,
-) -> io::Result<()> {
-    let r = &reason.as_bytes()[..reason.len().min(MAX_REASON as usize)];
-    let msg = frame(
-        key,
-        header(KIND_ABORT, 0, lost as u64, r.len() as u64),
-        r.iter().copied(),
-    );
-    s.write_all_by(&msg, Instant::now() + Duration::from_secs(1))
-}
-
-/// The payload length a frame of `kind` may announce, or why the header is refused.
-fn payload_limit(kind: u8, nbytes: u64, expect: Option<usize>) -> std::result::Result<(), String> {
-    let ok = match kind {
-        KIND_DATA => match expect {
-            Some(n) => nbytes == 4 * n as u64,
-            None => nbytes.is_multiple_of(4) && nbytes <= MAX_PAYLOAD,
-        },
-        KIND_ABORT => nbytes <= MAX_REASON,
-        _ => return Err(format!("sent a malformed frame (kind {kind})")),
-    };
-    match ok {
-        true => Ok(()),
-        false => Err(format!(
-            "sent a frame of {nbytes} bytes where {expect:?} floats were expected (buffer \
-             lengths differ between ranks, or the frame is corrupt)"
-        )),
-    }
-}
-
-/// Receives one frame from the left neighbour `peer`: its floats, or the failure it reports.
-/// Nothing in a frame is acted on before its tag is checked, except the length it announces
-/// (bounded first, and allocated only as bytes arrive).
-pub(crate) fn recv_msg(
-    s: &mut impl Source,
-    key: &mut FrameKey,
-    op: u8,
-    seq: u64,
-    expect: Option<usize>,
-    deadline: Instant,
-    peer: usize,
-) -> std::result::Result<Vec<f32>, Fail> {
-    let bad = |reason: String| Fail::Bad { peer, reason };
-    let mut h = [0u8; HDR];
-    s.read_exact_by(&mut h, deadline)
-        .map_err(|e| io_fail(peer, e))?;
-    let (kind, their_op, their_seq, nbytes) = parse_header(&h);
-    payload_limit(kind, nbytes, expect).map_err(bad)?;
-    let mut body = read_vec(s, nbytes as usize, deadline).map_err(|e| io_fail(peer, e))?;
-    let mut tag = [0u8; TAG];
-    s.read_exact_by(&mut tag, deadline)
-        .map_err(|e| io_fail(peer, e))?;
-    key.open(&h, &mut body, &tag).map_err(|_| {
-        bad(
-            "sent a frame that failed authentication (injected, replayed or altered on the \
-             network, or a peer with another key)"
-                .into(),
-        )
-    })?;
-    if kind == KIND_ABORT {
-        return Err(Fail::Abort {
-            lost: their_seq as usize,
-            reason: format!("rank {peer} aborted: {}", String::from_utf8_lossy(&body)),
-        });
-    }
-    if their_op != op || their_seq != seq {
-        return Err(bad(format!(
-            "sent {} #{their_seq} while this rank is in {} #{seq} (ranks must call collectives \
-             in the same order)",
-            op_name(their_op),
-            op_name(op)
-        )));
-    }
-    Ok(body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
 pub(crate) fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
     let me = random_bytes::<16>()?;
     let winner = store.set_if_absent(&format!("hr-dist/rank/{rank}"), &me)?;
@@ -796,5 +680,4 @@ impl Communicator for RingComm {
 }
 
 #[cfg(test)]
-#[path = "ring_rogue.rs"]
 mod rogue;
