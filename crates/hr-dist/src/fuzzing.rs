@@ -94,25 +94,25 @@ pub fn rendezvous(data: &[u8]) {
         deadline(),
     );
     serve_stream(data);
+    let requests = [
+        Request::Set {
+            key: vec![],
+            value: vec![],
+        },
+        Request::Get { key: vec![] },
+        Request::Wait { key: vec![], ms: 0 },
+        Request::Add {
+            key: vec![],
+            delta: 0,
+        },
+        Request::SetIfAbsent {
+            key: vec![],
+            value: vec![],
+        },
+    ];
     let (mut sealed, mut key) = (Vec::new(), FrameKey::new(KEY));
     for body in pieces(data) {
         let _ = crate::wire::write_frame(&mut sealed, &mut key, body, deadline());
-        let requests = [
-            Request::Set {
-                key: vec![],
-                value: vec![],
-            },
-            Request::Get { key: vec![] },
-            Request::Wait { key: vec![], ms: 0 },
-            Request::Add {
-                key: vec![],
-                delta: 0,
-            },
-            Request::SetIfAbsent {
-                key: vec![],
-                value: vec![],
-            },
-        ];
         for r in &requests {
             let _ = Reply::decode(r, body);
         }

@@ -85,7 +85,7 @@ pub fn launch_local_with<S: AsRef<OsStr>>(
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l =
         TcpListener::bind("127.0.0.1:0").map_err(|e| DistError::io("finding a free port", e))?;
     l.local_addr()

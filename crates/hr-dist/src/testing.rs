@@ -13,12 +13,9 @@ use crate::world::{WorldInfo, WorldSource};
 /// The token [`run_world`] uses.
 pub const TEST_TOKEN: &str = "test-token";
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+    crate::launch::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Rank `rank` of a world of `n` whose rendezvous is `127.0.0.1:port`.

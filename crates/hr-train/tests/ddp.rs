@@ -16,8 +16,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::free_port;
 use hr_core::testing::assert_mentions;
+use hr_dist::testing::free_port;
 use hr_nn::io::read_safetensors;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hr-train");

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::free_port;
+use hr_dist::testing::free_port;
 use hr_dist::{init_ring, DistOptions, Token, WorldInfo, WorldSource};
 use hr_train::dist::Dist;
 use hr_train::eval_job::{evaluate_checkpoint, evaluate_checkpoint_sharded, load};

@@ -77,9 +77,3 @@ pub fn eval_args<'a>(checkpoint: &'a Path, split: &'a str, out: &'a Path) -> [&'
         path(out),
     ]
 }
-
-/// A TCP port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
