@@ -2,6 +2,8 @@
 //! over axis 1 in training and evaluation mode, optionally fused with an activation, and the
 //! backwards.
 
+use crate::backend::{Affine, Running};
+
 /// Batch norm in training mode over axis 1 of `x` (N, C, *spatial) or (N, C), PyTorch
 /// `BatchNorm2d` semantics: normalises with the batch mean and biased variance,
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, and updates the running statistics in
@@ -24,15 +26,18 @@ pub fn batch_norm_train(
     momentum: f64,
     eps: f64,
 ) -> crate::Result<(crate::Tensor, crate::NormStats)> {
-    const OP: &str = "batch_norm_train";
-    let (rm, rv) = (&*running_mean, &*running_var);
-    let be = train_checks(OP, [x, gamma, beta, rm, rv], momentum, eps)?;
-    let run = crate::backend::Running {
+    let run = Running {
         mean: running_mean,
         var: running_var,
         momentum,
     };
-    be.batch_norm_train(x, crate::backend::Affine { gamma, beta, eps }, run, None)
+    train(
+        "batch_norm_train",
+        x,
+        Affine { gamma, beta, eps },
+        run,
+        None,
+    )
 }
 
 /// [`batch_norm_train`] followed by the activation `act` (ReLU, Hardswish, ...), fused: the
@@ -50,20 +55,31 @@ pub fn batch_norm_train_act(
     eps: f64,
     act: crate::Unary,
 ) -> crate::Result<(crate::Tensor, crate::NormStats)> {
-    const OP: &str = "batch_norm_train_act";
-    let (rm, rv) = (&*running_mean, &*running_var);
-    let be = train_checks(OP, [x, gamma, beta, rm, rv], momentum, eps)?;
-    let run = crate::backend::Running {
+    let run = Running {
         mean: running_mean,
         var: running_var,
         momentum,
     };
-    be.batch_norm_train(
+    train(
+        "batch_norm_train_act",
         x,
-        crate::backend::Affine { gamma, beta, eps },
+        Affine { gamma, beta, eps },
         run,
         Some(act),
     )
+}
+
+/// The train-mode batch norms (`act`: fused) after their operand checks.
+fn train(
+    op: &'static str,
+    x: &crate::Tensor,
+    p: Affine,
+    run: Running,
+    act: Option<crate::Unary>,
+) -> crate::Result<(crate::Tensor, crate::NormStats)> {
+    let operands = [x, p.gamma, p.beta, &*run.mean, &*run.var];
+    let be = train_checks(op, operands, run.momentum, p.eps)?;
+    be.batch_norm_train(x, p, run, act)
 }
 
 /// Operand checks of the train-mode batch norms; returns the operands' backend.
@@ -114,7 +130,7 @@ pub fn batch_norm_eval(
         crate::checks::per_channel(OP, x, p, c)?;
     }
     crate::checks::eps(OP, eps, false)?;
-    let p = crate::backend::Affine { gamma, beta, eps };
+    let p = Affine { gamma, beta, eps };
     be.batch_norm_eval(x, p, [running_mean, running_var])
 }
 
