@@ -13,7 +13,7 @@
 use half::bf16;
 use hr_tensor::ops;
 use hr_tensor::testing::parity::{bf16_host, on, randn};
-use hr_tensor::testing::{assert_unsupported, bf16_bits as bits, bf16_pair as pair};
+use hr_tensor::testing::{assert_unsupported_bf16, bf16_bits as bits, bf16_pair as pair};
 use hr_tensor::{
     test_device, AdamStep, Binary, DType, Device, Error, NormStats, Rng, Tensor, Unary,
 };
@@ -357,27 +357,27 @@ fn dropout_and_axpy_round_once() {
 fn unsupported_ops_name_themselves() {
     let (_, x) = pair(&[3, 6], 1.0, 0.0, 5);
     let (_, w) = pair(&[6, 4], 1.0, 0.0, 6);
-    assert_unsupported("log_softmax", ops::log_softmax(&x));
-    assert_unsupported("log_softmax_bwd", ops::log_softmax_bwd(&x, &x));
-    assert_unsupported("nll_loss", ops::nll_loss(&x, &[0, 1, 2]));
-    assert_unsupported("l2_normalize", ops::l2_normalize(&x, 1e-12));
-    assert_unsupported("matmul", ops::matmul(&x, &w));
+    assert_unsupported_bf16("log_softmax", ops::log_softmax(&x));
+    assert_unsupported_bf16("log_softmax_bwd", ops::log_softmax_bwd(&x, &x));
+    assert_unsupported_bf16("nll_loss", ops::nll_loss(&x, &[0, 1, 2]));
+    assert_unsupported_bf16("l2_normalize", ops::l2_normalize(&x, 1e-12));
+    assert_unsupported_bf16("matmul", ops::matmul(&x, &w));
     // Convolutions and batch norms take bf16 activations with f32 parameters only (see
     // tests/bf16_activations.rs); bf16 parameters are rejected there.
     let (mut p, mut m, mut v) = (x.clone(), x.clone(), x.clone());
     let hp = AdamStep::new(1e-3, 0.0, 1);
-    assert_unsupported("adam_step", ops::adam_step(&mut p, &x, &mut m, &mut v, &hp));
+    assert_unsupported_bf16("adam_step", ops::adam_step(&mut p, &x, &mut m, &mut v, &hp));
     let (_, q) = pair(&[1, 4, 2, 8], 1.0, 0.0, 10);
     let spec = ops::attention_spec(&q, &q).unwrap();
-    assert_unsupported("attention", ops::attention(&q, &q, &q, None, &spec));
+    assert_unsupported_bf16("attention", ops::attention(&q, &q, &q, None, &spec));
     let (_, sq) = pair(&[4, 4], 1.0, 0.0, 11);
-    assert_unsupported(
+    assert_unsupported_bf16(
         "contrastive_loss",
         ops::contrastive_loss(&sq, &[0, 1, 2, 3]),
     );
     let (_, wav) = pair(&[2, 64], 1.0, 0.0, 12);
     let (_, win) = pair(&[16], 1.0, 0.0, 13);
-    assert_unsupported("frame_signal", ops::frame_signal(&wav, &win, 8, 0.97));
+    assert_unsupported_bf16("frame_signal", ops::frame_signal(&wav, &win, 8, 0.97));
 }
 
 /// Host bf16 -> device -> host is exact; f32 -> bf16 -> f32 on the device rounds like the CPU
@@ -441,14 +441,14 @@ test_device!(
 fn bf16_ops_without_kernels_name_themselves(dev: Device) {
     // An op without a bf16 kernel names itself.
     let x = on(&bf16_host(&[3, 6], 1.0, 0.0, 2400), dev);
-    assert_unsupported("log_softmax", ops::log_softmax(&x));
-    assert_unsupported("l2_normalize", ops::l2_normalize(&x, 1e-12));
+    assert_unsupported_bf16("log_softmax", ops::log_softmax(&x));
+    assert_unsupported_bf16("l2_normalize", ops::l2_normalize(&x, 1e-12));
     println!("ok log_softmax / l2_normalize on bf16: UnsupportedDType naming the op");
     let x = on(&bf16_host(&[3, 6], 1.0, 0.0, 2550), dev);
     let w = on(&bf16_host(&[6, 4], 1.0, 0.0, 2551), dev);
-    assert_unsupported("log_softmax_bwd", ops::log_softmax_bwd(&x, &x));
-    assert_unsupported("nll_loss", ops::nll_loss(&x, &[0, 1, 2]));
-    assert_unsupported("matmul", ops::matmul(&x, &w));
+    assert_unsupported_bf16("log_softmax_bwd", ops::log_softmax_bwd(&x, &x));
+    assert_unsupported_bf16("nll_loss", ops::nll_loss(&x, &[0, 1, 2]));
+    assert_unsupported_bf16("matmul", ops::matmul(&x, &w));
     println!("ok log_softmax_bwd / nll_loss / matmul on bf16: UnsupportedDType naming the op");
 }
 

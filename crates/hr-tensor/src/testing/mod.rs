@@ -84,12 +84,16 @@ fn dot(y: &Tensor, r: &[f64]) -> Result<f64> {
     Ok(y.to_vec_f64()?.iter().zip(r).map(|(a, b)| a * b).sum())
 }
 
-/// Asserts that `r` is the error of an op without a kernel for its operands' dtype, naming
-/// `op` (`Error::UnsupportedDType`).
-pub fn assert_unsupported<T: std::fmt::Debug>(op: &str, r: Result<T>) {
+/// Asserts that `r` is the error of an op without a bf16 kernel given bf16 operands, naming
+/// `op` (`Error::UnsupportedDType` with dtype bf16).
+pub fn assert_unsupported_bf16<T: std::fmt::Debug>(op: &str, r: Result<T>) {
     match r {
-        Err(crate::Error::UnsupportedDType { op: o, .. }) if o == op => {}
-        other => panic!("{op}: expected UnsupportedDType naming it, got {other:?}"),
+        Err(crate::Error::UnsupportedDType {
+            op: o,
+            dtype: crate::DType::BF16,
+            ..
+        }) if o == op => {}
+        other => panic!("{op}: expected UnsupportedDType (bf16) naming it, got {other:?}"),
     }
 }
 
