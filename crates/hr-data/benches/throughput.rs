@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hr_data::audio::{crop_or_pad, encode_wav, load_32k, load_crop_32k, AudioStorage, Codec};
-use hr_data::convert::{folder, PrepareOptions};
+use hr_data::convert::{folder, PrepareOptions, Target};
 use hr_data::rng::Rng;
 use hr_data::{Cursor, Loader, LoaderConfig, Manifest, SplitIndex, Store};
 
@@ -53,7 +53,14 @@ fn prepare(src: &Path, out: &Path, audio: AudioStorage, tok_from: &Path) {
         audio,
         ..Default::default()
     };
-    folder::convert(src, out, &opts, &|_| {}).unwrap();
+    folder::convert(
+        src,
+        &Target {
+            opts,
+            ..Target::new(out)
+        },
+    )
+    .unwrap();
     std::fs::copy(tok_from.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
     let mut m = Manifest::load(&Store::local(out).unwrap()).unwrap();
     m.tokenizer = Some("tokenizer.json".into());

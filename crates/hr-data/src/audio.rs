@@ -406,39 +406,29 @@ pub fn load_crop_32k(
     pick: &dyn Fn(usize) -> usize,
 ) -> Result<(Vec<f32>, usize)> {
     guarded(origin, || {
-        load_crop_unguarded(bytes, name, origin, len, pick)
-    })
-}
-
-fn load_crop_unguarded(
-    bytes: &[u8],
-    name: &str,
-    origin: &str,
-    len: usize,
-    pick: &dyn Fn(usize) -> usize,
-) -> Result<(Vec<f32>, usize)> {
-    if let Some(wav) = WavPcm::parse(bytes).filter(|w| w.sample_rate == TARGET_SR) {
-        let total = wav.frames();
-        let start = if total > len {
-            pick(total).min(total - len)
+        if let Some(wav) = WavPcm::parse(bytes).filter(|w| w.sample_rate == TARGET_SR) {
+            let total = wav.frames();
+            let start = if total > len {
+                pick(total).min(total - len)
+            } else {
+                0
+            };
+            let mut out = wav.mono(start..(start + len).min(total));
+            let valid = out.len();
+            out.resize(len, 0.0);
+            return Ok((out, valid));
+        }
+        if let Some(crop) = seek_crop(bytes, name, origin, len, pick)? {
+            return Ok(crop);
+        }
+        let wave = load_32k(bytes, name, origin)?;
+        let offset = if wave.len() > len {
+            pick(wave.len())
         } else {
             0
         };
-        let mut out = wav.mono(start..(start + len).min(total));
-        let valid = out.len();
-        out.resize(len, 0.0);
-        return Ok((out, valid));
-    }
-    if let Some(crop) = seek_crop(bytes, name, origin, len, pick)? {
-        return Ok(crop);
-    }
-    let wave = load_32k(bytes, name, origin)?;
-    let offset = if wave.len() > len {
-        pick(wave.len())
-    } else {
-        0
-    };
-    Ok(crop_or_pad(&wave, len, offset))
+        Ok(crop_or_pad(&wave, len, offset))
+    })
 }
 
 /// The crop of a longer-than-`len` 32 kHz clip read by seeking with symphonia; `None` when the

@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -10,7 +10,7 @@ use hr_core::Progress;
 
 use hr_data::audio::{AudioStorage, Codec};
 use hr_data::convert::{
-    self, audiocaps::AudioCapsInputs, ConvertSummary, MissingPolicy, PrepareOptions,
+    self, audiocaps::AudioCapsInputs, ConvertSummary, MissingPolicy, PrepareOptions, Target,
 };
 use hr_data::rewrite::{self, ColumnMap, MergeOptions};
 use hr_data::{inspect, synthetic, Store};
@@ -207,10 +207,16 @@ impl CommonArgs {
     fn convert(
         &self,
         (what, len): (&str, u64),
-        run: impl FnOnce(&Path, &PrepareOptions, &dyn Fn(u64)) -> hr_data::Result<ConvertSummary>,
+        run: impl FnOnce(&Target) -> hr_data::Result<ConvertSummary>,
     ) -> Result<()> {
         let (opts, out) = (self.options()?, self.out.as_path());
-        let sum = with_progress((what, "clips", len), |progress| run(out, &opts, progress))?;
+        let sum = with_progress((what, "clips", len), |progress| {
+            run(&Target {
+                dir: out,
+                opts,
+                progress,
+            })
+        })?;
         if let Some(t) = &self.tokenizer {
             hr_data::record_tokenizer(out, t)
                 .with_context(|| format!("recording {} in {}", t.display(), out.display()))?;
@@ -271,9 +277,7 @@ fn prepare(source: SourceKind) -> Result<()> {
         }
         SourceKind::Clotho { root, common } => {
             let len = convert::clotho::count(&root);
-            common.convert(("clotho", len), |out, opts, progress| {
-                convert::clotho::convert(&root, out, opts, progress)
-            })?;
+            common.convert(("clotho", len), |to| convert::clotho::convert(&root, to))?;
         }
         SourceKind::Audiocaps {
             root,
@@ -288,14 +292,10 @@ fn prepare(source: SourceKind) -> Result<()> {
                 labels,
                 audio_dir,
             };
-            common.convert(("audiocaps", 0), |out, opts, progress| {
-                convert::audiocaps::convert(&inp, out, opts, progress)
-            })?;
+            common.convert(("audiocaps", 0), |to| convert::audiocaps::convert(&inp, to))?;
         }
         SourceKind::Folder { root, common } => {
-            common.convert(("folder", 0), |out, opts, progress| {
-                convert::folder::convert(&root, out, opts, progress)
-            })?;
+            common.convert(("folder", 0), |to| convert::folder::convert(&root, to))?;
         }
         SourceKind::Reencode {
             src,

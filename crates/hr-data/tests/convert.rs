@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use hr_data::audio::encode_wav;
-use hr_data::convert::{audiocaps, clotho, folder};
+use hr_data::convert::{audiocaps, clotho, folder, Target};
 
 fn wav(path: &Path, channels: usize, sr: u32, bits: u16, secs: f32) {
     let x = common::sine(330.0, sr, secs);
@@ -40,7 +40,7 @@ fn clotho_official_layout() {
     std::fs::create_dir_all(&root).unwrap();
     clotho_tree(&root);
     let out = dir.path().join("out");
-    let sum = clotho::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
+    let sum = clotho::convert(&root, &Target::new(&out)).unwrap();
     assert_eq!(sum.total(), 3);
     let train = common::records(&out, "train");
     assert_eq!(train.len(), 2);
@@ -60,7 +60,7 @@ fn clotho_official_layout() {
     assert_eq!(common::records(&out, "val").len(), 1);
     // Idempotent: a second run gives the same manifest (same hashes).
     let m1 = std::fs::read(out.join("manifest.json")).unwrap();
-    clotho::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
+    clotho::convert(&root, &Target::new(&out)).unwrap();
     assert_eq!(m1, std::fs::read(out.join("manifest.json")).unwrap());
 }
 
@@ -69,14 +69,9 @@ fn clotho_missing_audio_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     clotho_tree(dir.path());
     std::fs::remove_file(dir.path().join("development/b.wav")).unwrap();
-    let msg = clotho::convert(
-        dir.path(),
-        &dir.path().join("out"),
-        &Default::default(),
-        &|_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let msg = clotho::convert(dir.path(), &Target::new(&dir.path().join("out")))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("b.wav") && msg.contains("missing"), "{msg}");
 }
 
@@ -114,7 +109,7 @@ fn audiocaps_layout_with_labels_and_a_missing_clip() {
         audio_dir: None,
     };
     let out = root.join("out");
-    let sum = audiocaps::convert(&inp, &out, &Default::default(), &|_| {}).unwrap();
+    let sum = audiocaps::convert(&inp, &Target::new(&out)).unwrap();
     assert_eq!(sum.total(), 2);
     assert_eq!(sum.missing.len(), 1);
     assert!(sum.missing[0].contains("missing1"));
@@ -142,7 +137,7 @@ fn folder_with_jsonl_sidecar_and_split_dirs() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let sum = folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
+    let sum = folder::convert(&root, &Target::new(&out)).unwrap();
     assert_eq!(sum.total(), 2);
     assert_eq!(sum.uncaptioned, vec!["train/nocap.wav"]);
     let train = common::records(&out, "train");
@@ -166,7 +161,7 @@ fn folder_with_csv_sidecar() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    folder::convert(&root, &out, &Default::default(), &|_| {}).unwrap();
+    folder::convert(&root, &Target::new(&out)).unwrap();
     let val = common::records(&out, "val");
     assert_eq!(val[0].captions, vec!["one, two", "three"]);
     assert_eq!(val[0].keywords, vec!["k1", "k2"]);
@@ -209,7 +204,14 @@ fn folder_with_flac_ogg_mp3_input_decodes_and_resamples() {
         (original, [44_100, 48_000, 48_000]),
     ] {
         let out = dir.path().join(format!("out-{}", want[0]));
-        folder::convert(&root, &out, &opts, &|_| {}).unwrap();
+        folder::convert(
+            &root,
+            &Target {
+                opts,
+                ..Target::new(&out)
+            },
+        )
+        .unwrap();
         check_tones(&common::records(&out, "train"), &want);
     }
 }

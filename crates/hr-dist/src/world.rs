@@ -66,10 +66,11 @@ pub fn discover_from_env() -> Result<WorldInfo> {
 
 /// Discovers the world from an environment map; errors name the offending variable.
 pub fn discover(env: &HashMap<String, String>) -> Result<WorldInfo> {
+    let override_port = port(env, PORT_OVERRIDE_VAR)?;
     let world = if env.contains_key("RANK") || env.contains_key("WORLD_SIZE") {
-        from_torchrun(env)?
+        from_torchrun(env, override_port)?
     } else if env.contains_key("SLURM_PROCID") && env.contains_key("SLURM_NTASKS") {
-        from_slurm(env)?
+        from_slurm(env, override_port)?
     } else {
         WorldInfo::single()
     };
@@ -77,7 +78,8 @@ pub fn discover(env: &HashMap<String, String>) -> Result<WorldInfo> {
     Ok(world)
 }
 
-fn from_torchrun(env: &HashMap<String, String>) -> Result<WorldInfo> {
+/// The world of torchrun-style variables (`override_port` wins over their port).
+fn from_torchrun(env: &HashMap<String, String>, override_port: Option<u16>) -> Result<WorldInfo> {
     let rank = required_usize(env, "RANK")?;
     let world_size = required_usize(env, "WORLD_SIZE")?;
     let local_rank = optional_usize(env, "LOCAL_RANK")?.unwrap_or(rank);
@@ -92,16 +94,12 @@ fn from_torchrun(env: &HashMap<String, String>) -> Result<WorldInfo> {
             ))
         }
     };
-    let master_port = match port(env, PORT_OVERRIDE_VAR)? {
-        Some(p) => p,
-        None => torchrun_port(env)?,
-    };
     Ok(WorldInfo {
         rank,
         world_size,
         local_rank,
         master_addr,
-        master_port,
+        master_port: override_port.map_or_else(|| torchrun_port(env), Ok)?,
         source: WorldSource::Torchrun,
     })
 }
@@ -128,7 +126,7 @@ const SLURM_BATCH_STEP: usize = 4_294_967_294;
 /// Inside a Slurm job the world is the job step's tasks: a plain `hr-train` in the batch script
 /// of an `--ntasks N` job is not a step of N tasks (no `SLURM_STEP_ID`, or the batch step's), and
 /// would wait for peers that never start, so it stops at once with the `srun` line to use.
-fn from_slurm(env: &HashMap<String, String>) -> Result<WorldInfo> {
+fn from_slurm(env: &HashMap<String, String>, override_port: Option<u16>) -> Result<WorldInfo> {
     let rank = required_usize(env, "SLURM_PROCID")?;
     let ntasks = required_usize(env, "SLURM_NTASKS")?;
     let in_step = optional_usize(env, "SLURM_STEP_ID")?.is_some_and(|s| s != SLURM_BATCH_STEP);
@@ -153,7 +151,7 @@ fn from_slurm(env: &HashMap<String, String>) -> Result<WorldInfo> {
         Some(id) => DEFAULT_MASTER_PORT + (id % 10_000) as u16,
         None => DEFAULT_MASTER_PORT,
     };
-    let master_port = match port(env, PORT_OVERRIDE_VAR)? {
+    let master_port = match override_port {
         Some(p) => p,
         None => port(env, "MASTER_PORT")?.unwrap_or(default_port),
     };

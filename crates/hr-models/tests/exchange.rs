@@ -13,6 +13,7 @@ use hr_models::fusion::FusionKind;
 use hr_models::presets::preset;
 use hr_models::retriever::{HybridRetriever, RetrieverConfig, WaveformBatch};
 use hr_models::text::TokenBatch;
+use hr_models::Result;
 use hr_nn::{Mode, ParamStore};
 use hr_tensor::{Rng, Tensor};
 
@@ -40,7 +41,7 @@ impl ThreadRows {
 }
 
 impl RowExchange for ThreadRows {
-    fn gather_rows(&mut self, x: &Tensor) -> hr_models::Result<(Tensor, usize)> {
+    fn gather_rows(&mut self, x: &Tensor) -> Result<(Tensor, usize)> {
         let cols = x.shape()[1];
         let all = self.all_gather(x.to_vec_f64()?);
         let offset = all[..self.rank].iter().map(|v| v.len() / cols).sum();
@@ -50,12 +51,7 @@ impl RowExchange for ThreadRows {
         Ok((t, offset))
     }
 
-    fn gather_rows_bwd(
-        &mut self,
-        dy: &Tensor,
-        offset: usize,
-        rows: usize,
-    ) -> hr_models::Result<Tensor> {
+    fn gather_rows_bwd(&mut self, dy: &Tensor, offset: usize, rows: usize) -> Result<Tensor> {
         let cols = dy.shape()[1];
         let all = self.all_gather(dy.to_vec_f64()?);
         let sum: Vec<f64> = (0..all[0].len())
@@ -65,7 +61,7 @@ impl RowExchange for ThreadRows {
         Ok(Tensor::from_vec(mine, &[rows, cols])?.to_dtype(dy.dtype())?)
     }
 
-    fn gather_u64(&mut self, v: &[u64]) -> hr_models::Result<Vec<u64>> {
+    fn gather_u64(&mut self, v: &[u64]) -> Result<Vec<u64>> {
         let all = self.all_gather(v.iter().map(|&x| x as f64).collect());
         Ok(all.concat().into_iter().map(|x| x as u64).collect())
     }

@@ -43,7 +43,7 @@ fn full_on(shape: &[usize], v: f64, dev: Device) -> Res<Tensor> {
 }
 
 struct Row {
-    op: &'static str,
+    op: String,
     shape: String,
     ms: f64,
     rate: String,
@@ -85,7 +85,7 @@ fn main() -> Res<()> {
     let ceiling = gbs(12.0 * n_stream as f64, ms);
     drop(ys);
     rows.push(Row {
-        op: "stream ceiling (axpy, in place)",
+        op: "stream ceiling (axpy, in place)".into(),
         shape: format!("[{n_stream}]"),
         ms,
         rate: format!("{ceiling:.0} GB/s"),
@@ -96,25 +96,17 @@ fn main() -> Res<()> {
         ops::affine(&xs, 1.5, 0.5)?;
         Ok(())
     })?;
-    let r = gbs(8.0 * n_stream as f64, ms);
-    rows.push(Row {
-        op: "affine (out of place)",
-        shape: format!("[{n_stream}]"),
+    let shape = format!("[{n_stream}]");
+    rows.push(mem_row(
+        "affine (out of place)",
+        shape,
+        8.0 * n_stream as f64,
         ms,
-        rate: format!("{r:.0} GB/s"),
-        frac: format!("{:.2}", r / ceiling),
-    });
+        ceiling,
+    ));
     drop(xs);
-    let mem_row = |op: &'static str, shape: String, bytes: f64, ms: f64| {
-        let r = gbs(bytes, ms);
-        Row {
-            op,
-            shape,
-            ms,
-            rate: format!("{r:.0} GB/s"),
-            frac: format!("{:.2}", r / ceiling),
-        }
-    };
+    let mem_row =
+        |op: &str, shape: String, bytes: f64, ms: f64| mem_row(op, shape, bytes, ms, ceiling);
 
     // GEMM 4096^3 f32.
     let n = 4096;
@@ -126,7 +118,7 @@ fn main() -> Res<()> {
     })?;
     let tflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e12;
     rows.push(Row {
-        op: "matmul f32 (cuBLAS, no TF32)",
+        op: "matmul f32 (cuBLAS, no TF32)".into(),
         shape: format!("{n}x{n}x{n}"),
         ms,
         rate: format!("{tflops:.1} TFLOP/s"),
@@ -249,10 +241,10 @@ fn main() -> Res<()> {
 }
 
 /// FLOP-rate row against the f32 GEMM's rate.
-fn flop_row(op: &'static str, shape: String, flops: f64, ms: f64, gemm_peak: f64) -> Row {
+fn flop_row(op: &str, shape: String, flops: f64, ms: f64, gemm_peak: f64) -> Row {
     let t = flops / (ms * 1e-3) / 1e12;
     Row {
-        op,
+        op: op.into(),
         shape,
         ms,
         rate: format!("{t:.2} TFLOP/s"),
@@ -302,7 +294,7 @@ fn fused_rows(dev: Device, gemm_peak: f64, rows: &mut Vec<Row>) -> Res<()> {
     })?;
     let (_, st) = ops::contrastive_loss(&s, &groups)?;
     rows.push(Row {
-        op: "contrastive loss fwd (fused)",
+        op: "contrastive loss fwd (fused)".into(),
         shape: format!("[{n}, {n}]"),
         ms,
         rate: "-".into(),
@@ -313,7 +305,7 @@ fn fused_rows(dev: Device, gemm_peak: f64, rows: &mut Vec<Row>) -> Res<()> {
         Ok(())
     })?;
     rows.push(Row {
-        op: "contrastive loss bwd (fused)",
+        op: "contrastive loss bwd (fused)".into(),
         shape: format!("[{n}, {n}]"),
         ms,
         rate: "-".into(),
@@ -337,114 +329,52 @@ fn fused_rows(dev: Device, gemm_peak: f64, rows: &mut Vec<Row>) -> Res<()> {
     Ok(())
 }
 
-/// One convolution benchmark: the mn40 layer it comes from, input NCHW, weight OIHW, stride,
-/// padding (both axes), groups.
+/// One convolution benchmark: its kernel (`name`), the mn40 layer it comes from, input NCHW,
+/// weight OIHW, stride, padding (both axes), and whether the input gradient is timed (not for
+/// the stem: its input is the mel input). Groups follow from the shapes (x channels over the
+/// weight's inputs per group).
 struct ConvBench {
-    names: [&'static str; 3],
+    name: &'static str,
+    layer: &'static str,
     x: [usize; 4],
     w: [usize; 4],
     stride: usize,
     pad: usize,
-    groups: usize,
-    /// Whether the input gradient is timed (not for the stem: its input is the mel input).
     bwd_data: bool,
 }
 
-/// The convolutions that dominate the mn40 encoder (width 4.0, batch 32, input 1 x 128 x 1000).
-const CONV_BENCHES: [ConvBench; 7] = [
-    ConvBench {
-        names: ["conv stem 3x3 s2 1->64", "", "conv stem bwd_weight"],
-        x: [32, 1, 128, 1000],
-        w: [64, 1, 3, 3],
-        stride: 2,
-        pad: 1,
-        groups: 1,
-        bwd_data: false,
-    },
-    ConvBench {
-        names: [
-            "dw 3x3 s1 (block 1)",
-            "dw 3x3 s1 bwd_data",
-            "dw 3x3 s1 bwd_weight",
-        ],
-        x: [32, 64, 64, 500],
-        w: [64, 1, 3, 3],
-        stride: 1,
-        pad: 1,
-        groups: 64,
-        bwd_data: true,
-    },
-    ConvBench {
-        names: [
-            "dw 3x3 s2 (block 2)",
-            "dw 3x3 s2 bwd_data",
-            "dw 3x3 s2 bwd_weight",
-        ],
-        x: [32, 256, 64, 500],
-        w: [256, 1, 3, 3],
-        stride: 2,
-        pad: 1,
-        groups: 256,
-        bwd_data: true,
-    },
-    ConvBench {
-        names: [
-            "dw 5x5 s2 (block 4)",
-            "dw 5x5 s2 bwd_data",
-            "dw 5x5 s2 bwd_weight",
-        ],
-        x: [32, 288, 32, 250],
-        w: [288, 1, 5, 5],
-        stride: 2,
-        pad: 2,
-        groups: 288,
-        bwd_data: true,
-    },
-    ConvBench {
-        names: [
-            "pw 1x1 64->256 (block 2 expand)",
-            "pw 1x1 64->256 bwd_data",
-            "pw 1x1 64->256 bwd_weight",
-        ],
-        x: [32, 64, 64, 500],
-        w: [256, 64, 1, 1],
-        stride: 1,
-        pad: 0,
-        groups: 1,
-        bwd_data: true,
-    },
-    ConvBench {
-        names: [
-            "pw 1x1 2688->448 (block 12 project)",
-            "pw 1x1 2688->448 bwd_data",
-            "pw 1x1 2688->448 bwd_weight",
-        ],
-        x: [32, 2688, 8, 63],
-        w: [448, 2688, 1, 1],
-        stride: 1,
-        pad: 0,
-        groups: 1,
-        bwd_data: true,
-    },
-    ConvBench {
-        names: [
-            "pw 1x1 640->3840 (features.16)",
-            "pw 1x1 640->3840 bwd_data",
-            "pw 1x1 640->3840 bwd_weight",
-        ],
-        x: [32, 640, 4, 32],
-        w: [3840, 640, 1, 1],
-        stride: 1,
-        pad: 0,
-        groups: 1,
-        bwd_data: true,
-    },
-];
+impl ConvBench {
+    /// The groups of this convolution.
+    const fn groups(&self) -> usize {
+        self.x[1] / self.w[1]
+    }
+}
+
+/// The convolutions that dominate the mn40 encoder (width 4.0, batch 32, input 1 x 128 x 1000),
+/// one per line: kernel, layer, x, w, stride, pad, input gradient timed.
+#[rustfmt::skip]
+const CONV_BENCHES: [ConvBench; 7] = {
+    const fn c(
+        name: &'static str, layer: &'static str, x: [usize; 4], w: [usize; 4], stride: usize,
+        pad: usize, bwd_data: bool,
+    ) -> ConvBench {
+        ConvBench { name, layer, x, w, stride, pad, bwd_data }
+    }
+    [
+        c("conv 3x3 s2 1->64", "stem", [32, 1, 128, 1000], [64, 1, 3, 3], 2, 1, false),
+        c("dw 3x3 s1", "block 1", [32, 64, 64, 500], [64, 1, 3, 3], 1, 1, true),
+        c("dw 3x3 s2", "block 2", [32, 256, 64, 500], [256, 1, 3, 3], 2, 1, true),
+        c("dw 5x5 s2", "block 4", [32, 288, 32, 250], [288, 1, 5, 5], 2, 2, true),
+        c("pw 1x1 64->256", "block 2 expand", [32, 64, 64, 500], [256, 64, 1, 1], 1, 0, true),
+        c("pw 1x1 2688->448", "block 12 project", [32, 2688, 8, 63], [448, 2688, 1, 1], 1, 0, true),
+        c("pw 1x1 640->3840", "features.16", [32, 640, 4, 32], [3840, 640, 1, 1], 1, 0, true),
+    ]
+};
 
 /// A convolution row: bytes moved (each operand once) against the stream ceiling for the direct
 /// kernels, TFLOP/s against the 4096^3 GEMM for the pointwise (cuBLAS) ones.
 fn conv_row(
-    op: &'static str,
+    op: String,
     shape: String,
     bytes: f64,
     flops: f64,
@@ -464,6 +394,27 @@ fn conv_row(
         ms,
         rate: format!("{gbs:.0} GB/s, {tf:.2} TFLOP/s"),
         frac,
+    }
+}
+
+/// A memory-bound row: `bytes` moved in `ms`, as GB/s and as a fraction of the stream
+/// `ceiling`.
+fn mem_row(op: &str, shape: String, bytes: f64, ms: f64, ceiling: f64) -> Row {
+    let r = bytes / (ms * 1e-3) / 1e9;
+    Row {
+        op: op.into(),
+        shape,
+        ms,
+        rate: format!("{r:.0} GB/s"),
+        frac: format!("{:.2}", r / ceiling),
+    }
+}
+
+impl Row {
+    /// This row with `note` (how its bytes were counted) after its rate.
+    fn note(mut self, note: &str) -> Row {
+        self.rate.push_str(note);
+        self
     }
 }
 
@@ -490,87 +441,36 @@ fn conv_rows(
     rows: &mut Vec<Row>,
 ) -> Res<()> {
     for c in &CONV_BENCHES {
-        let (st, pd) = ((c.stride, c.stride), (c.pad, c.pad));
-        let spec = ops::conv2d_spec(&c.x, &c.w, st, pd, (1, 1), c.groups)?;
+        let (st, pd, groups) = ((c.stride, c.stride), (c.pad, c.pad), c.groups());
+        let spec = ops::conv2d_spec(&c.x, &c.w, st, pd, (1, 1), groups)?;
         let ys = [spec.n, spec.c_out, spec.h_out, spec.w_out];
         let x = full_on(&c.x, 0.5, dev)?.to_dtype(dtype)?;
         let w = rand_on(&c.w, 11, dev)?;
         let dy = full_on(&ys, 0.25, dev)?.to_dtype(dtype)?;
-        let (xb, wb, yb) = (
-            bytes_of(&c.x, dtype),
-            bytes_of(&c.w, DType::F32),
-            bytes_of(&ys, dtype),
-        );
+        let bytes = bytes_of(&c.x, dtype) + bytes_of(&c.w, DType::F32) + bytes_of(&ys, dtype);
         let flops = 2.0 * (ys.iter().product::<usize>() * c.w[1] * c.w[2] * c.w[3]) as f64;
-        let gemm = (c.w[2] == 1 && c.groups == 1).then_some(gemm_peak);
-        let shape = format!(
-            "x {:?} w {:?} s {} p {} g {}{}",
-            c.x,
-            c.w,
-            c.stride,
-            c.pad,
-            c.groups,
-            dtype_tag(dtype)
-        );
-        let ms = time_ms(5, || {
-            ops::conv2d(&x, &w, st, pd, (1, 1), c.groups)?;
-            Ok(())
-        })?;
-        rows.push(conv_row(
-            c.names[0],
-            shape.clone(),
-            xb + wb + yb,
-            flops,
-            ms,
-            ceiling,
-            gemm,
-        ));
-        if c.groups > 1 && c.stride == 2 {
+        let gemm = (c.w[2] == 1 && groups == 1).then_some(gemm_peak);
+        let (x_, w_, s, p, tag) = (c.x, c.w, c.stride, c.pad, dtype_tag(dtype));
+        let shape = format!("x {x_:?} w {w_:?} s {s} p {p} g {groups}{tag}");
+        let mut push = |op: String, shape: String, ms: f64| {
+            rows.push(conv_row(op, shape, bytes, flops, ms, ceiling, gemm));
+        };
+        let forward = format!("{} ({})", c.name, c.layer);
+        let fwd = || Ok(ops::conv2d(&x, &w, st, pd, (1, 1), groups).map(drop)?);
+        push(forward.clone(), shape.clone(), time_ms(5, fwd)?);
+        if groups > 1 && c.stride == 2 {
             // The same forward without the shared-memory tile kernel (A/B, same results).
             cuda::set_stride2_tiles(false);
-            let plain = time_ms(5, || {
-                ops::conv2d(&x, &w, st, pd, (1, 1), c.groups)?;
-                Ok(())
-            });
+            let plain = time_ms(5, fwd);
             cuda::set_stride2_tiles(true);
-            rows.push(conv_row(
-                c.names[0],
-                format!("{shape} (untiled kernel)"),
-                xb + wb + yb,
-                flops,
-                plain?,
-                ceiling,
-                gemm,
-            ));
+            push(forward, format!("{shape} (untiled kernel)"), plain?);
         }
         if c.bwd_data {
-            let ms = time_ms(5, || {
-                ops::conv2d_bwd_data(&dy, &w, &spec)?;
-                Ok(())
-            })?;
-            rows.push(conv_row(
-                c.names[1],
-                shape.clone(),
-                xb + wb + yb,
-                flops,
-                ms,
-                ceiling,
-                gemm,
-            ));
+            let ms = time_ms(5, || Ok(ops::conv2d_bwd_data(&dy, &w, &spec).map(drop)?))?;
+            push(format!("{} bwd_data", c.name), shape.clone(), ms);
         }
-        let ms = time_ms(5, || {
-            ops::conv2d_bwd_weight(&x, &dy, &spec)?;
-            Ok(())
-        })?;
-        rows.push(conv_row(
-            c.names[2],
-            shape,
-            xb + wb + yb,
-            flops,
-            ms,
-            ceiling,
-            gemm,
-        ));
+        let ms = time_ms(5, || Ok(ops::conv2d_bwd_weight(&x, &dy, &spec).map(drop)?))?;
+        push(format!("{} bwd_weight", c.name), shape, ms);
     }
     Ok(())
 }
@@ -592,17 +492,17 @@ fn batch_norm_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>)
         Ok(())
     })?;
     let bytes = bytes_of(&shape, dtype);
-    let r = bytes * 3.0 / (ms * 1e-3) / 1e9;
-    let tag = dtype_tag(dtype);
+    let label = format!("{shape:?}{}", dtype_tag(dtype));
     // Statistics read x twice (the second read mostly from L2), normalise reads x and writes y:
     // counted as 3 passes.
-    rows.push(Row {
-        op: "batch_norm train fwd",
-        shape: format!("{shape:?}{tag}"),
+    let row = mem_row(
+        "batch_norm train fwd",
+        label.clone(),
+        bytes * 3.0,
         ms,
-        rate: format!("{r:.0} GB/s (3 passes)"),
-        frac: format!("{:.2}", r / ceiling),
-    });
+        ceiling,
+    );
+    rows.push(row.note(" (3 passes)"));
     let (_, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
     let dy = full_on(&shape, 0.25, dev)?.to_dtype(dtype)?;
     let ms = time_ms(5, || {
@@ -610,26 +510,13 @@ fn batch_norm_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>)
         Ok(())
     })?;
     // Partial sums read x and dy, dx reads both again and writes dx: 5 passes.
-    let r = bytes * 5.0 / (ms * 1e-3) / 1e9;
-    rows.push(Row {
-        op: "batch_norm bwd",
-        shape: format!("{shape:?}{tag}"),
-        ms,
-        rate: format!("{r:.0} GB/s (5 passes)"),
-        frac: format!("{:.2}", r / ceiling),
-    });
+    let row = mem_row("batch_norm bwd", label.clone(), bytes * 5.0, ms, ceiling);
+    rows.push(row.note(" (5 passes)"));
     let ms = time_ms(5, || {
         ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3)?;
         Ok(())
     })?;
-    let r = bytes * 2.0 / (ms * 1e-3) / 1e9;
-    rows.push(Row {
-        op: "batch_norm eval",
-        shape: format!("{shape:?}{tag}"),
-        ms,
-        rate: format!("{r:.0} GB/s"),
-        frac: format!("{:.2}", r / ceiling),
-    });
+    rows.push(mem_row("batch_norm eval", label, bytes * 2.0, ms, ceiling));
     Ok(())
 }
 
@@ -658,14 +545,13 @@ fn plane_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>) -> R
             f()?;
             Ok(())
         })?;
-        let r = 2.0 * bytes / (ms * 1e-3) / 1e9;
-        rows.push(Row {
+        rows.push(mem_row(
             op,
-            shape: format!("{shape:?}{tag}"),
+            format!("{shape:?}{tag}"),
+            2.0 * bytes,
             ms,
-            rate: format!("{r:.0} GB/s"),
-            frac: format!("{:.2}", r / ceiling),
-        });
+            ceiling,
+        ));
     }
     Ok(())
 }

@@ -39,20 +39,10 @@ fn params(shape: &[usize], seed: u64) -> Params {
     let c = shape[1];
     // An offset and scale per channel so that the statistics are not trivial.
     let x = randn64(shape, &mut rng);
-    let s: usize = shape[2..].iter().product();
-    let xv: Vec<f64> = x
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let ch = (i / s) % c;
-            v * (0.5 + ch as f64) + 3.0 - ch as f64
-        })
-        .collect();
+    let x = per_channel(&x, |ch, v| v * (0.5 + ch as f64) + 3.0 - ch as f64);
     let rv: Vec<f64> = (0..c).map(|_| 0.5 + rng.uniform()).collect();
     Params {
-        x: Tensor::from_vec(xv, shape).unwrap(),
+        x,
         gamma: randn64(&[c], &mut rng),
         beta: randn64(&[c], &mut rng),
         rm: randn64(&[c], &mut rng),
@@ -80,20 +70,19 @@ fn channel_stats(x: &Tensor) -> (Vec<f64>, Vec<f64>, usize) {
 
 /// `(x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c]`.
 fn reference(x: &Tensor, mean: &[f64], var: &[f64], gamma: &Tensor, beta: &Tensor) -> Tensor {
+    let (g, b) = (gamma.to_vec_f64().unwrap(), beta.to_vec_f64().unwrap());
+    per_channel(x, |ch, v| {
+        (v - mean[ch]) / (var[ch] + EPS).sqrt() * g[ch] + b[ch]
+    })
+}
+
+/// `f(channel, value)` for every element of an (N, C, *spatial) tensor.
+fn per_channel(x: &Tensor, f: impl Fn(usize, f64) -> f64) -> Tensor {
     let c = x.shape()[1];
     let s: usize = x.shape()[2..].iter().product();
-    let (g, b) = (gamma.to_vec_f64().unwrap(), beta.to_vec_f64().unwrap());
-    let y: Vec<f64> = x
-        .to_vec_f64()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let ch = (i / s) % c;
-            (v - mean[ch]) / (var[ch] + EPS).sqrt() * g[ch] + b[ch]
-        })
-        .collect();
-    Tensor::from_vec(y, x.shape()).unwrap()
+    let v = x.to_vec_f64().unwrap();
+    let y = v.iter().enumerate().map(|(i, &v)| f((i / s) % c, v));
+    Tensor::from_vec(y.collect(), x.shape()).unwrap()
 }
 
 fn vec_tensor(v: Vec<f64>) -> Tensor {

@@ -413,23 +413,13 @@ fn conv2d_forward_and_backward(dev: Device) {
     let mut report = Report::new(dev);
     for (i, c) in CONV_CASES.iter().enumerate() {
         let seed = 800 + i as u64 * 10;
-        let x = randn(&c.x, seed);
-        let w = randn(&c.w, seed + 1);
-        let spec = ops::conv2d_spec(&c.x, &c.w, c.stride, c.padding, c.dilation, c.groups)
-            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let x = randn(&c.x_shape(), seed);
+        let w = randn(&c.w_shape(), seed + 1);
+        let spec = c.spec();
         let (xg, wg) = (on(&x, dev), on(&w, dev));
-        let what = |op: &str| {
-            format!(
-                "{op} {} x {:?} w {:?} s {:?} p {:?} d {:?} g {}",
-                c.name, c.x, c.w, c.stride, c.padding, c.dilation, c.groups
-            )
-        };
-        let y = ops::conv2d(&x, &w, c.stride, c.padding, c.dilation, c.groups).unwrap();
-        report.check(
-            &what("conv2d"),
-            ops::conv2d(&xg, &wg, c.stride, c.padding, c.dilation, c.groups),
-            &y,
-        );
+        let what = |op: &str| format!("{op} {c:?}");
+        let y = c.fwd(&x, &w).unwrap();
+        report.check(&what("conv2d"), c.fwd(&xg, &wg), &y);
         let dy = randn(y.shape(), seed + 2);
         let dyg = on(&dy, dev);
         report.check(
@@ -475,10 +465,9 @@ fn bf16_activation_convs_and_batch_norms(dev: Device) {
     let mut report = Report::new(dev);
     for (i, c) in CONV_CASES.iter().enumerate() {
         let seed = 2600 + i as u64 * 10;
-        let x = bf16_host(&c.x, 1.0, 0.0, seed);
-        let w = randn(&c.w, seed + 1);
-        let spec = ops::conv2d_spec(&c.x, &c.w, c.stride, c.padding, c.dilation, c.groups)
-            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let x = bf16_host(&c.x_shape(), 1.0, 0.0, seed);
+        let w = randn(&c.w_shape(), seed + 1);
+        let spec = c.spec();
         let dy = bf16_host(
             &[spec.n, spec.c_out, spec.h_out, spec.w_out],
             1.0,
@@ -486,12 +475,8 @@ fn bf16_activation_convs_and_batch_norms(dev: Device) {
             seed + 2,
         );
         let (xg, wg, dyg) = (on(&x, dev), on(&w, dev), on(&dy, dev));
-        let what = |op: &str| format!("bf16 activations {op} {} x {:?} w {:?}", c.name, c.x, c.w);
-        report.check_rounding(
-            &what("conv2d"),
-            ops::conv2d(&xg, &wg, c.stride, c.padding, c.dilation, c.groups),
-            &ops::conv2d(&x, &w, c.stride, c.padding, c.dilation, c.groups).unwrap(),
-        );
+        let what = |op: &str| format!("bf16 activations {op} {c:?}");
+        report.check_rounding(&what("conv2d"), c.fwd(&xg, &wg), &c.fwd(&x, &w).unwrap());
         report.check_rounding(
             &what("conv2d_bwd_data"),
             ops::conv2d_bwd_data(&dyg, &wg, &spec),

@@ -16,6 +16,9 @@ use hr_tensor::{DType, Device, Tensor};
 use crate::config::{parse_device, DeviceSpec};
 use crate::error::{Result, TrainError};
 
+/// The result type of the model's [`RowExchange`] calls.
+type ModelResult<T> = hr_models::Result<T>;
+
 /// This process's place in the job and its communicator.
 pub struct Dist {
     /// Rank, world size and rendezvous address.
@@ -250,19 +253,14 @@ impl Exchange<'_> {
 }
 
 impl RowExchange for Exchange<'_> {
-    fn gather_rows(&mut self, x: &Tensor) -> hr_models::Result<(Tensor, usize)> {
+    fn gather_rows(&mut self, x: &Tensor) -> ModelResult<(Tensor, usize)> {
         match hr_dist::all_gather_rows(self.comm, x) {
             Ok((g, cache)) => Ok((g, cache.offset())),
             Err(e) => Err(self.fail(e)),
         }
     }
 
-    fn gather_rows_bwd(
-        &mut self,
-        dy: &Tensor,
-        offset: usize,
-        rows: usize,
-    ) -> hr_models::Result<Tensor> {
+    fn gather_rows_bwd(&mut self, dy: &Tensor, offset: usize, rows: usize) -> ModelResult<Tensor> {
         let cols = dy.dim("gather_rows_bwd", 1)?;
         let mut g = dy.to_vec_f32()?;
         if let Err(e) = self.comm.all_reduce_sum(&mut g) {
@@ -272,7 +270,7 @@ impl RowExchange for Exchange<'_> {
         Ok(like(dy, Tensor::from_vec(mine, &[rows, cols])?)?)
     }
 
-    fn gather_u64(&mut self, v: &[u64]) -> hr_models::Result<Vec<u64>> {
+    fn gather_u64(&mut self, v: &[u64]) -> ModelResult<Vec<u64>> {
         // 16-bit pieces are exact in f32.
         let pieces: Vec<f32> = v
             .iter()

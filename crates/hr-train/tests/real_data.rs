@@ -171,7 +171,7 @@ fn clotho_layout_with_pretrained_encoders_trains_evaluates_and_records_provenanc
         Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
         // hr-data is another crate's binary: fall back to the library when it is not built.
         Err(_) => {
-            hr_data::convert::clotho::convert(&src, &data, &Default::default(), &|_| {}).unwrap();
+            hr_data::convert::clotho::convert(&src, &hr_data::convert::Target::new(&data)).unwrap();
         }
     }
     let audio = dir.path().join("mn01_as.safetensors");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::{
     bad_csv, csv_rows, field, read_text_lossless, write_dataset, ConvertSummary, MissingPolicy,
-    PrepareOptions, SourceClip, AUDIO_EXTS,
+    SourceClip, Target, AUDIO_EXTS,
 };
 use crate::error::{DataError, Result};
 
@@ -140,13 +140,8 @@ fn audio_dirs(inp: &AudioCapsInputs, split: &str) -> Vec<PathBuf> {
     }
 }
 
-/// Converts AudioCaps to a dataset at `out`; missing audio is counted and reported.
-pub fn convert(
-    inp: &AudioCapsInputs,
-    out: &Path,
-    opts: &PrepareOptions,
-    progress: &dyn Fn(u64),
-) -> Result<ConvertSummary> {
+/// Converts AudioCaps to a dataset at `to`; missing audio is counted and reported.
+pub fn convert(inp: &AudioCapsInputs, to: &Target) -> Result<ConvertSummary> {
     let names = read_label_names(&inp.labels)?;
     let mut splits = Vec::new();
     for split in SPLITS {
@@ -191,12 +186,10 @@ pub fn convert(
         }
     }
     let sum = write_dataset(
-        out,
+        to,
         "audiocaps",
         clips.into_iter().map(Ok),
         MissingPolicy::Skip,
-        opts,
-        progress,
     )?;
     if !sum.missing.is_empty() {
         tracing::warn!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::{
     csv_rows, field, read_latin1, read_text_lossless, split_tags, write_listed, ConvertSummary,
-    PrepareOptions, SourceClip,
+    SourceClip, Target,
 };
 use crate::error::{DataError, Result};
 
@@ -89,13 +89,8 @@ pub fn split_clips(root: &Path, clotho: &str, split: &str) -> Result<Vec<SourceC
     Ok(out)
 }
 
-/// Converts a ClothoV2 folder to a dataset at `out`.
-pub fn convert(
-    root: &Path,
-    out: &Path,
-    opts: &PrepareOptions,
-    progress: &dyn Fn(u64),
-) -> Result<ConvertSummary> {
+/// Converts a ClothoV2 folder to a dataset at `to`.
+pub fn convert(root: &Path, to: &Target) -> Result<ConvertSummary> {
     let mut all = Vec::new();
     for (clotho, split) in SPLITS {
         if root.join(format!("clotho_captions_{clotho}.csv")).exists() {
@@ -109,7 +104,7 @@ pub fn convert(
             detail: "no clotho_captions_*.csv found; point --source at the ClothoV2 folder".into(),
         });
     }
-    write_listed(out, "clotho", all, opts, progress)
+    write_listed(to, "clotho", all)
 }
 
 /// Number of clips the converter will process (for progress bars).

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::convert::{
-    csv_rows, field, read_text_lossless, split_tags, write_listed, ConvertSummary, PrepareOptions,
-    SourceClip, AUDIO_EXTS,
+    csv_rows, field, read_text_lossless, split_tags, write_listed, ConvertSummary, SourceClip,
+    Target, AUDIO_EXTS,
 };
 use crate::error::{DataError, Result};
 
@@ -154,13 +154,7 @@ pub fn clips(root: &Path) -> Result<Vec<SourceClip>> {
     Ok(out)
 }
 
-/// Converts a folder to a dataset at `out`.
-pub fn convert(
-    root: &Path,
-    out: &Path,
-    opts: &PrepareOptions,
-    progress: &dyn Fn(u64),
-) -> Result<ConvertSummary> {
-    let all = clips(root)?;
-    write_listed(out, "folder", all, opts, progress)
+/// Converts a folder to a dataset at `to`.
+pub fn convert(root: &Path, to: &Target) -> Result<ConvertSummary> {
+    write_listed(to, "folder", clips(root)?)
 }

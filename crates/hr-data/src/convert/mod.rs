@@ -59,6 +59,28 @@ pub struct PrepareOptions {
     pub audio: AudioStorage,
 }
 
+/// Where and how a converter writes its dataset.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// The dataset folder.
+    pub dir: &'a Path,
+    /// Shard size, bad-audio policy and audio storage.
+    pub opts: PrepareOptions,
+    /// Called with the number of source clips each chunk processed.
+    pub progress: &'a dyn Fn(u64),
+}
+
+impl<'a> Target<'a> {
+    /// `dir` with the default options and no progress reports.
+    pub fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            opts: PrepareOptions::default(),
+            progress: &|_| {},
+        }
+    }
+}
+
 /// Result of a conversion.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvertSummary {
@@ -115,24 +137,20 @@ fn prepare_one(src: &SourceClip, audio: &AudioStorage) -> Prepared {
     }
 }
 
-/// Writes source clips to a dataset at `out`, chunk by chunk. Missing audio files follow
-/// `missing`; audio that does not decode follows `opts.on_bad_audio`.
+/// Writes source clips to a dataset at `to`, chunk by chunk. Missing audio files follow
+/// `missing`; audio that does not decode follows `to.opts.on_bad_audio`.
 pub fn write_dataset<I>(
-    out: &Path,
+    to: &Target,
     name: &str,
     clips: I,
     missing: MissingPolicy,
-    opts: &PrepareOptions,
-    progress: &dyn Fn(u64),
 ) -> Result<ConvertSummary>
 where
     I: Iterator<Item = Result<SourceClip>>,
 {
-    let mut w = DatasetWriter::create(
-        out,
-        name,
-        opts.clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD),
-    )?;
+    let (opts, progress) = (&to.opts, to.progress);
+    let per_shard = opts.clips_per_shard.unwrap_or(DEFAULT_CLIPS_PER_SHARD);
+    let mut w = DatasetWriter::create(to.dir, name, per_shard)?;
     w.set_audio(opts.audio);
     let mut sum = ConvertSummary::default();
     let mut chunk: Vec<SourceClip> = Vec::with_capacity(ROW_GROUP_CLIPS);
@@ -158,16 +176,9 @@ where
     Ok(sum)
 }
 
-/// Writes clips listed up front (a missing audio file is an error) to a dataset at `out`.
-fn write_listed(
-    out: &Path,
-    name: &str,
-    clips: Vec<SourceClip>,
-    opts: &PrepareOptions,
-    progress: &dyn Fn(u64),
-) -> Result<ConvertSummary> {
-    let clips = clips.into_iter().map(Ok);
-    write_dataset(out, name, clips, MissingPolicy::Fail, opts, progress)
+/// Writes clips listed up front (a missing audio file is an error) to a dataset at `to`.
+fn write_listed(to: &Target, name: &str, clips: Vec<SourceClip>) -> Result<ConvertSummary> {
+    write_dataset(to, name, clips.into_iter().map(Ok), MissingPolicy::Fail)
 }
 
 fn handle(

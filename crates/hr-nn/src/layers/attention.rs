@@ -2,7 +2,7 @@
 
 use hr_tensor::{ops, AttentionSpec, Rng, Tensor};
 
-use super::{Dropout, Linear, LinearCache, Mode};
+use super::{Dropout, Linear, LinearCache, Mode, Naming};
 use crate::{ParamStore, Result};
 
 /// How queries, keys and values are projected (the two naming schemes we import).
@@ -65,43 +65,36 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
 }
 
 impl MultiHeadAttention {
-    /// PyTorch naming: `{name}.in_proj_weight`, `{name}.in_proj_bias`, `{name}.out_proj.*`.
-    pub fn torch(
+    /// Registers an attention of width `dim` and `heads` heads under `name`, with PyTorch's
+    /// parameter names (`{name}.in_proj_weight`, `{name}.in_proj_bias`, `{name}.out_proj.*`) or
+    /// HF BERT's (`{name}.self.{query,key,value}`, `{name}.output.dense`).
+    pub fn new(
         ps: &mut ParamStore,
-        name: &str,
-        dim: usize,
-        heads: usize,
+        (name, naming): (&str, Naming),
+        [dim, heads]: [usize; 2],
         dropout: f64,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let fused = Linear::new_named(
-            ps,
-            &format!("{name}.in_proj_weight"),
-            Some(&format!("{name}.in_proj_bias")),
-            dim,
-            3 * dim,
-            rng,
-        )?;
-        let out_proj = Linear::new(ps, &format!("{name}.out_proj"), dim, dim, true, rng)?;
-        Self::build(InProj::Fused(fused), out_proj, dim, heads, dropout)
-    }
-
-    /// HF BERT naming: `{name}.self.{query,key,value}`, `{name}.output.dense`.
-    pub fn bert(
-        ps: &mut ParamStore,
-        name: &str,
-        dim: usize,
-        heads: usize,
-        dropout: f64,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let mut lin = |n: &str| Linear::new(ps, &format!("{name}.{n}"), dim, dim, true, rng);
-        let in_proj = InProj::Separate {
-            q: lin("self.query")?,
-            k: lin("self.key")?,
-            v: lin("self.value")?,
+        let mut lin = |n: &str, out| Linear::new(ps, &format!("{name}.{n}"), dim, out, true, rng);
+        let (in_proj, out_proj) = match naming {
+            Naming::Torch => {
+                let (w, b) = (
+                    format!("{name}.in_proj_weight"),
+                    format!("{name}.in_proj_bias"),
+                );
+                let fused = Linear::new_named(ps, &w, Some(&b), dim, 3 * dim, rng)?;
+                let out = Linear::new(ps, &format!("{name}.out_proj"), dim, dim, true, rng)?;
+                (InProj::Fused(fused), out)
+            }
+            Naming::Bert => {
+                let (q, k, v) = (
+                    lin("self.query", dim)?,
+                    lin("self.key", dim)?,
+                    lin("self.value", dim)?,
+                );
+                (InProj::Separate { q, k, v }, lin("output.dense", dim)?)
+            }
         };
-        let out_proj = lin("output.dense")?;
         Self::build(in_proj, out_proj, dim, heads, dropout)
     }
 

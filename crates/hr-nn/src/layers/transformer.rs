@@ -89,23 +89,20 @@ impl TransformerEncoderLayer {
     ) -> Result<Self> {
         let (d, f) = (cfg.dim, cfg.ffn);
         let n = |s: &str| format!("{name}.{s}");
-        let (attn, norm1, linear1, linear2, norm2) = match naming {
+        let attn_name = match naming {
+            Naming::Torch => n("self_attn"),
+            Naming::Bert => n("attention"),
+        };
+        let shape = [d, cfg.heads];
+        let attn = MultiHeadAttention::new(ps, (&attn_name, naming), shape, cfg.attn_dropout, rng)?;
+        let (norm1, linear1, linear2, norm2) = match naming {
             Naming::Torch => (
-                MultiHeadAttention::torch(
-                    ps,
-                    &n("self_attn"),
-                    d,
-                    cfg.heads,
-                    cfg.attn_dropout,
-                    rng,
-                )?,
                 LayerNorm::new(ps, &n("norm1"), d, cfg.eps)?,
                 Linear::new(ps, &n("linear1"), d, f, true, rng)?,
                 Linear::new(ps, &n("linear2"), f, d, true, rng)?,
                 LayerNorm::new(ps, &n("norm2"), d, cfg.eps)?,
             ),
             Naming::Bert => (
-                MultiHeadAttention::bert(ps, &n("attention"), d, cfg.heads, cfg.attn_dropout, rng)?,
                 LayerNorm::new(ps, &n("attention.output.LayerNorm"), d, cfg.eps)?,
                 Linear::new(ps, &n("intermediate.dense"), d, f, true, rng)?,
                 Linear::new(ps, &n("output.dense"), f, d, true, rng)?,
