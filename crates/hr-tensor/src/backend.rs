@@ -187,18 +187,24 @@ pub struct Affine<'a> {
     pub eps: f64,
 }
 
+/// What a normalisation's backward reads of its forward: the input, the scale and the
+/// statistics the forward returned.
+#[derive(Debug, Clone, Copy)]
+pub struct NormSaved<'a> {
+    /// The forward's input.
+    pub x: &'a Tensor,
+    /// The forward's scale.
+    pub gamma: &'a Tensor,
+    /// The statistics the forward returned.
+    pub stats: &'a NormStats,
+}
+
 /// The last-axis normalisations: layer norm and L2 normalisation.
 pub trait LayerNormOps {
     /// Layer norm over the last axis (size = gamma's length).
     fn layer_norm(&self, x: &Tensor, p: Affine) -> Result<(Tensor, NormStats)>;
     /// Layer norm backward.
-    fn layer_norm_bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        stats: &NormStats,
-        dy: &Tensor,
-    ) -> Result<NormGrads>;
+    fn layer_norm_bwd(&self, s: NormSaved, dy: &Tensor) -> Result<NormGrads>;
     /// `y = x / max(||x||, eps)` over the last axis; returns `(y, norms)`.
     fn l2_normalize(&self, x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)>;
     /// Backward of [`LayerNormOps::l2_normalize`].
@@ -238,9 +244,7 @@ pub trait BatchNormOps {
     /// once).
     fn batch_norm_bwd(
         &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        stats: &NormStats,
+        s: NormSaved,
         dy: &Tensor,
         act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads>;

@@ -9,11 +9,12 @@ use rayon::prelude::*;
 
 use super::elementwise::{unary_df, unary_f};
 use super::{f32_acts, float_dispatch, is_bf16, out, CpuBackend, RoundBf16, PAR_THRESHOLD};
-use crate::backend::{Affine, BatchNormOps, NormGrads, NormStats, Running, Unary};
+use crate::backend::{Affine, BatchNormOps, NormGrads, NormSaved, NormStats, Running, Unary};
 use crate::checks::nc_spatial;
 use crate::{Elem, Float, Result, Tensor};
 
 impl BatchNormOps for CpuBackend {
+    /// bf16 `x`: the f32 op on its values, `y` rounded once (the statistics stay f32).
     fn batch_norm_train(
         &self,
         x: &Tensor,
@@ -21,64 +22,36 @@ impl BatchNormOps for CpuBackend {
         run: Running,
         act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)> {
-        let Running {
-            mean,
-            var,
-            momentum,
-        } = run;
-        bn_train(x, p.gamma, p.beta, [mean, var], (momentum, p.eps), act)
-    }
-    fn batch_norm_eval(&self, x: &Tensor, p: Affine, [rm, rv]: [&Tensor; 2]) -> Result<Tensor> {
-        let (g, b, eps) = (p.gamma, p.beta, p.eps);
-        if is_bf16(x) {
-            return f32_acts(&[x], |a| batch_norm_eval(a[0], g, b, rm, rv, eps))?.round_bf16();
+        let (g, b, [rm, rv]) = (p.gamma, p.beta, [run.mean, run.var]);
+        let hyper = (run.momentum, p.eps);
+        if !is_bf16(x) {
+            return batch_norm_train(x, g, b, rm, rv, hyper, act);
         }
-        batch_norm_eval(x, g, b, rm, rv, eps)
+        f32_acts(&[x], |a| batch_norm_train(a[0], g, b, rm, rv, hyper, act))?.round_bf16()
     }
+    fn batch_norm_eval(&self, x: &Tensor, p: Affine, running: [&Tensor; 2]) -> Result<Tensor> {
+        if is_bf16(x) {
+            return f32_acts(&[x], |a| batch_norm_eval(a[0], p, running))?.round_bf16();
+        }
+        batch_norm_eval(x, p, running)
+    }
+    /// bf16 `x` and `dy`: the f32 op on their values, `dx` rounded once.
     fn batch_norm_bwd(
         &self,
-        x: &Tensor,
-        g: &Tensor,
-        s: &NormStats,
+        saved: NormSaved,
         dy: &Tensor,
         act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
-        bn_bwd(x, g, s, dy, act)
+        let (x, g, s) = (saved.x, saved.gamma, saved.stats);
+        if !is_bf16(x) {
+            return batch_norm_bwd(x, g, s, dy, act);
+        }
+        let grads = f32_acts(&[x, dy], |a| batch_norm_bwd(a[0], g, s, a[1], act))?;
+        Ok(NormGrads {
+            dx: grads.dx.round_bf16()?,
+            ..grads
+        })
     }
-}
-
-/// Train-mode batch norm (+ activation) of an f32/f64 or bf16 input.
-fn bn_train(
-    x: &Tensor,
-    g: &Tensor,
-    b: &Tensor,
-    [rm, rv]: [&mut Tensor; 2],
-    hyper: (f64, f64),
-    act: Option<Unary>,
-) -> Result<(Tensor, NormStats)> {
-    if !is_bf16(x) {
-        return batch_norm_train(x, g, b, rm, rv, hyper, act);
-    }
-    // Rounds y; the statistics stay f32.
-    f32_acts(&[x], |a| batch_norm_train(a[0], g, b, rm, rv, hyper, act))?.round_bf16()
-}
-
-/// Backward of [`bn_train`] (`act`: the activation and beta of a fused one).
-fn bn_bwd(
-    x: &Tensor,
-    g: &Tensor,
-    s: &NormStats,
-    dy: &Tensor,
-    act: Option<(Unary, &Tensor)>,
-) -> Result<NormGrads> {
-    if !is_bf16(x) {
-        return batch_norm_bwd(x, g, s, dy, act);
-    }
-    let grads = f32_acts(&[x, dy], |a| batch_norm_bwd(a[0], g, s, a[1], act))?;
-    Ok(NormGrads {
-        dx: grads.dx.round_bf16()?,
-        ..grads
-    })
 }
 
 /// `sum(f(a[i], b[i]))` in f64 with four independent accumulators (vectorises).
@@ -320,15 +293,13 @@ fn bwd_with<T: Float>(
     (dx, dgamma, dbeta)
 }
 
-pub(super) fn batch_norm_eval(
+fn batch_norm_eval(
     x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
+    p: Affine,
+    [running_mean, running_var]: [&Tensor; 2],
 ) -> Result<Tensor> {
     const OP: &str = "batch_norm_eval";
+    let (gamma, beta, eps) = (p.gamma, p.beta, p.eps);
     let (_, c, s) = nc_spatial(OP, x)?;
     float_dispatch!(OP, x.dtype(), |T| {
         let (g, rv) = (gamma.as_slice::<T>()?, running_var.as_slice::<T>()?);

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{bf16_via_f32, float_dispatch, is_bf16, out, CpuBackend, PAR_THRESHOLD};
-use crate::backend::{Affine, LayerNormOps, NormGrads, NormStats};
+use crate::backend::{Affine, LayerNormOps, NormGrads, NormSaved, NormStats};
 use crate::checks::last_axis_rows;
 use crate::{Elem, Error, Float, Result, Tensor};
 
@@ -26,13 +26,8 @@ impl LayerNormOps for CpuBackend {
         }
         layer_norm(x, p)
     }
-    fn layer_norm_bwd(
-        &self,
-        x: &Tensor,
-        g: &Tensor,
-        s: &NormStats,
-        dy: &Tensor,
-    ) -> Result<NormGrads> {
+    fn layer_norm_bwd(&self, saved: NormSaved, dy: &Tensor) -> Result<NormGrads> {
+        let (x, g, s) = (saved.x, saved.gamma, saved.stats);
         if is_bf16(x) {
             return bf16_via_f32(&[x, g, dy], |t| layer_norm_bwd(t[0], t[1], s, t[2]));
         }

@@ -14,7 +14,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{buf, buf_mut, i64_of, unary_code, wrap, CudaBackend};
 use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage};
-use crate::backend::{Affine, BatchNormOps, NormGrads, NormStats, Running, Unary};
+use crate::backend::{Affine, BatchNormOps, NormGrads, NormSaved, NormStats, Running, Unary};
 use crate::checks::nc_spatial;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
@@ -195,15 +195,9 @@ pub(super) fn train(
 }
 
 /// Eval mode: `y = (x - running_mean) * gamma / sqrt(running_var + eps) + beta`.
-pub(super) fn eval(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
-) -> Result<Tensor> {
+fn eval(x: &Tensor, p: Affine, [running_mean, running_var]: [&Tensor; 2]) -> Result<Tensor> {
     const OP: &str = "batch_norm_eval";
+    let (gamma, beta, eps) = (p.gamma, p.beta, p.eps);
     let (_, c, _) = nc_spatial(OP, x)?;
     let dev = acts_device(OP, &[x], &[gamma, beta, running_mean, running_var])?;
     let ((_, gs), (_, bs)) = (buf(OP, gamma)?, buf(OP, beta)?);
@@ -328,26 +322,28 @@ impl BatchNormOps for CudaBackend {
         run: Running,
         act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)> {
-        let Running {
-            mean,
-            var,
-            momentum,
-        } = run;
-        train(x, p.gamma, p.beta, mean, var, momentum, p.eps, act)
+        train(
+            x,
+            p.gamma,
+            p.beta,
+            run.mean,
+            run.var,
+            run.momentum,
+            p.eps,
+            act,
+        )
     }
 
     fn batch_norm_eval(&self, x: &Tensor, p: Affine, [rm, rv]: [&Tensor; 2]) -> Result<Tensor> {
-        eval(x, p.gamma, p.beta, rm, rv, p.eps)
+        eval(x, p, [rm, rv])
     }
 
     fn batch_norm_bwd(
         &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        stats: &NormStats,
+        s: NormSaved,
         dy: &Tensor,
         act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
-        backward(x, gamma, stats, dy, act)
+        backward(s.x, s.gamma, s.stats, dy, act)
     }
 }

@@ -8,7 +8,7 @@ use super::backend::{buf, device_of, i64_of, wrap, CudaBackend};
 use super::kernels::Family;
 use super::launch::{alloc_f32, cfg_elems, cfg_rows, launch};
 use super::{CudaDevice, CudaStorage};
-use crate::backend::{Affine, LayerNormOps, NormGrads, NormStats};
+use crate::backend::{Affine, LayerNormOps, NormGrads, NormSaved, NormStats};
 use crate::checks::last_axis_rows;
 use crate::{Device, Error, Result, Tensor};
 
@@ -109,14 +109,9 @@ impl LayerNormOps for CudaBackend {
         Ok((wrap_storage(&dev, y, x.shape()), stats))
     }
 
-    fn layer_norm_bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        stats: &NormStats,
-        dy: &Tensor,
-    ) -> Result<NormGrads> {
+    fn layer_norm_bwd(&self, s: NormSaved, dy: &Tensor) -> Result<NormGrads> {
         const OP: &str = "layer_norm_bwd";
+        let (x, gamma, stats) = (s.x, s.gamma, s.stats);
         let d = gamma.numel();
         let (rows, _) = last_axis_rows(OP, x, d)?;
         let dev = device_any(OP, &[x, gamma, dy])?;

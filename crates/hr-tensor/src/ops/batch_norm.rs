@@ -2,7 +2,7 @@
 //! over axis 1 in training and evaluation mode, optionally fused with an activation, and the
 //! backwards.
 
-use crate::backend::{Affine, Running};
+use crate::backend::{Affine, NormSaved, Running};
 
 /// Batch norm in training mode over axis 1 of `x` (N, C, *spatial) or (N, C), PyTorch
 /// `BatchNorm2d` semantics: normalises with the batch mean and biased variance,
@@ -89,11 +89,7 @@ fn train_checks(
     momentum: f64,
     eps: f64,
 ) -> crate::Result<&'static dyn crate::backend::Backend> {
-    let be = super::acts_params(op, &[x], &[gamma, beta, rm, rv])?;
-    let (n, c, s) = crate::checks::nc_spatial(op, x)?;
-    for p in [gamma, beta, rm, rv] {
-        crate::checks::per_channel(op, x, p, c)?;
-    }
+    let (be, [n, _, s]) = channel_checks(op, &[x], &[gamma, beta, rm, rv])?;
     crate::checks::eps(op, eps, false)?;
     if !(0.0..=1.0).contains(&momentum) {
         return Err(crate::Error::invalid(
@@ -124,11 +120,7 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> crate::Result<crate::Tensor> {
     const OP: &str = "batch_norm_eval";
-    let be = super::acts_params(OP, &[x], &[gamma, beta, running_mean, running_var])?;
-    let (_, c, _) = crate::checks::nc_spatial(OP, x)?;
-    for p in [gamma, beta, running_mean, running_var] {
-        crate::checks::per_channel(OP, x, p, c)?;
-    }
+    let (be, _) = channel_checks(OP, &[x], &[gamma, beta, running_mean, running_var])?;
     crate::checks::eps(OP, eps, false)?;
     let p = Affine { gamma, beta, eps };
     be.batch_norm_eval(x, p, [running_mean, running_var])
@@ -142,14 +134,7 @@ pub fn batch_norm_bwd(
     stats: &crate::NormStats,
     dy: &crate::Tensor,
 ) -> crate::Result<crate::NormGrads> {
-    const OP: &str = "batch_norm_bwd";
-    let be = super::acts_params(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
-    super::same_shape(OP, x, dy)?;
-    let (_, c, _) = crate::checks::nc_spatial(OP, x)?;
-    for p in [gamma, &stats.mean, &stats.rstd] {
-        crate::checks::per_channel(OP, x, p, c)?;
-    }
-    be.batch_norm_bwd(x, gamma, stats, dy, None)
+    bwd("batch_norm_bwd", NormSaved { x, gamma, stats }, dy, None)
 }
 
 /// Backward of [`batch_norm_train_act`]: `(dx, dgamma, dbeta)` for the upstream gradient `dy`
@@ -166,12 +151,36 @@ pub fn batch_norm_act_bwd(
     dy: &crate::Tensor,
     act: crate::Unary,
 ) -> crate::Result<crate::NormGrads> {
-    const OP: &str = "batch_norm_act_bwd";
-    let be = super::acts_params(OP, &[x, dy], &[gamma, beta, &stats.mean, &stats.rstd])?;
-    super::same_shape(OP, x, dy)?;
-    let (_, c, _) = crate::checks::nc_spatial(OP, x)?;
-    for p in [gamma, beta, &stats.mean, &stats.rstd] {
-        crate::checks::per_channel(OP, x, p, c)?;
+    let s = NormSaved { x, gamma, stats };
+    bwd("batch_norm_act_bwd", s, dy, Some((act, beta)))
+}
+
+/// The batch norm backwards (`act`: the fused activation and beta) after their operand checks.
+fn bwd(
+    op: &'static str,
+    s: NormSaved,
+    dy: &crate::Tensor,
+    act: Option<(crate::Unary, &crate::Tensor)>,
+) -> crate::Result<crate::NormGrads> {
+    let mut params = vec![s.gamma, &s.stats.mean, &s.stats.rstd];
+    params.extend(act.map(|(_, beta)| beta));
+    let (be, _) = channel_checks(op, &[s.x, dy], &params)?;
+    super::same_shape(op, s.x, dy)?;
+    be.batch_norm_bwd(s, dy, act)
+}
+
+/// The checks every batch norm makes: activations `acts` (the first is `x`, (N, C, ...)) on one
+/// backend with per-channel parameters `params` (shape `[C]`, f32 for bf16 activations).
+/// Returns the backend and `[N, C, S]` (S: the product of the spatial axes).
+fn channel_checks(
+    op: &'static str,
+    acts: &[&crate::Tensor],
+    params: &[&crate::Tensor],
+) -> crate::Result<(&'static dyn crate::backend::Backend, [usize; 3])> {
+    let be = super::acts_params(op, acts, params)?;
+    let (n, c, s) = crate::checks::nc_spatial(op, acts[0])?;
+    for p in params {
+        crate::checks::per_channel(op, acts[0], p, c)?;
     }
-    be.batch_norm_bwd(x, gamma, stats, dy, Some((act, beta)))
+    Ok((be, [n, c, s]))
 }

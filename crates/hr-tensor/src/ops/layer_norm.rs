@@ -31,7 +31,7 @@ pub fn layer_norm_bwd(
     let rows = &x.shape()[..x.rank() - 1];
     super::expect_shape("layer_norm_bwd", &stats.mean, rows)?;
     super::expect_shape("layer_norm_bwd", &stats.rstd, rows)?;
-    be.layer_norm_bwd(x, gamma, stats, dy)
+    be.layer_norm_bwd(crate::backend::NormSaved { x, gamma, stats }, dy)
 }
 
 /// Checks that `stats` live on `x`'s device with the dtype [`crate::NormStats::dtype_for`]
