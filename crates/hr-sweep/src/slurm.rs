@@ -217,22 +217,200 @@ pub struct Outcome {
 
 /// Submits what is missing and (with `wait`) polls until every job is final.
 pub fn run(plan: &Plan, ledger: &mut Ledger, opts: &SlurmOptions) -> Result<Outcome> {
-    let mut out = Outcome::default();
     recover_unrecorded(plan, ledger)?;
-    if has_active(plan, ledger) {
-        poll(plan, ledger, &mut out)?;
+    let mut s = Submitter {
+        plan,
+        ledger,
+        opts,
+        out: Outcome::default(),
+    };
+    if has_active(plan, s.ledger) {
+        poll(plan, s.ledger, &mut s.out)?;
     }
-    resubmit_preempted(plan, ledger, opts, &mut out)?;
-    submit_missing(plan, ledger, opts, &mut out)?;
-    submit_missing_evals(plan, ledger, opts, &mut out)?;
-    while opts.wait && has_active(plan, ledger) {
+    s.resubmit_preempted()?;
+    s.submit_missing()?;
+    s.submit_missing_evals()?;
+    while opts.wait && has_active(plan, s.ledger) {
         std::thread::sleep(opts.poll);
-        poll(plan, ledger, &mut out)?;
-        resubmit_preempted(plan, ledger, opts, &mut out)?;
+        poll(plan, s.ledger, &mut s.out)?;
+        s.resubmit_preempted()?;
     }
     let ids = plan.runs.iter().map(|r| r.id.as_str());
-    (out.done, out.failed) = ledger.state.done_and_failed(ids);
-    Ok(out)
+    (s.out.done, s.out.failed) = s.ledger.state.done_and_failed(ids);
+    Ok(s.out)
+}
+
+/// What submitting jobs works on: the sweep, its ledger (every submission is recorded before
+/// and after `sbatch`), the Slurm options and the counts so far.
+struct Submitter<'a> {
+    plan: &'a Plan,
+    ledger: &'a mut Ledger,
+    opts: &'a SlurmOptions,
+    out: Outcome,
+}
+
+impl Submitter<'_> {
+    /// Submits every run without a training record as one array job, and its chained
+    /// evaluation.
+    fn submit_missing(&mut self) -> Result<()> {
+        let (plan, opts) = (self.plan, self.opts);
+        let missing: Vec<usize> = (0..plan.runs.len())
+            .filter(|&i| {
+                let r = &plan.runs[i];
+                // A submission recorded without a job id (crash inside sbatch): submit again.
+                let rec = self.ledger.state.job(&r.id, JobKind::Train);
+                rec.is_none_or(JobRecord::unrecorded)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let dir = plan.runs_dir.join("slurm");
+        std::fs::create_dir_all(&dir).map_err(SweepError::io(&dir))?;
+        let n = (1..)
+            .find(|n| !dir.join(format!("array-{n:04}.runs")).exists())
+            .unwrap_or(1);
+        let list = dir.join(format!("array-{n:04}.runs"));
+        let lines: Vec<String> = missing
+            .iter()
+            .map(|&i| abs(opts, &plan.runs[i].dir))
+            .collect();
+        write_atomic(&list, (lines.join("\n") + "\n").as_bytes())?;
+        let script = dir.join(format!("train-array-{n:04}.sbatch"));
+        let name = job_name(plan, opts, &format!("a{n:04}"));
+        write_atomic(&script, render_array(plan, opts, &list, &name)?.as_bytes())?;
+        for (k, &i) in missing.iter().enumerate() {
+            let attempt = self
+                .ledger
+                .state
+                .job(&plan.runs[i].id, JobKind::Train)
+                .map_or(1, |r| r.attempt.max(1));
+            self.ledger.append(Event::Submit {
+                run: plan.runs[i].id.clone(),
+                job: JobKind::Train,
+                attempt,
+                slurm: slurm_name(&name, Some(k as u32)),
+            })?;
+        }
+        let limit = plan.spec.slurm.array_limit.max(1);
+        let array = format!("--array=0-{}%{limit}", missing.len() - 1);
+        let id = sbatch(&[array], &script)?;
+        self.out.submitted += 1;
+        tracing::info!(job = %id, runs = missing.len(), "submitted the training array");
+        for (k, &i) in missing.iter().enumerate() {
+            let (run, task) = (&plan.runs[i], format!("{id}_{k}"));
+            record_pending(self.ledger, run, JobKind::Train, task.clone())?;
+            self.submit_eval(run, Some(&task))?;
+        }
+        Ok(())
+    }
+
+    /// Submits the evaluation job of `run`, to start after `train_id` succeeds (right away
+    /// when training is already done).
+    fn submit_eval(&mut self, run: &Run, train_id: Option<&str>) -> Result<()> {
+        let (script, _) = self.prepare_single(run, JobKind::Eval)?;
+        let dep: Vec<String> = train_id
+            .map(|t| {
+                vec![
+                    format!("--dependency=afterok:{t}"),
+                    "--kill-on-invalid-dep=yes".into(),
+                ]
+            })
+            .unwrap_or_default();
+        self.submit_single(run, JobKind::Eval, (&dep, &script))?;
+        Ok(())
+    }
+
+    /// Resubmits one preempted training run (resumes from its newest checkpoint) and its
+    /// evaluation.
+    fn resubmit(&mut self, run: &Run) -> Result<()> {
+        let (script, attempt) = self.prepare_single(run, JobKind::Train)?;
+        let id = self.submit_single(run, JobKind::Train, (&[], &script))?;
+        tracing::info!(run = %run.name(), job = %id, attempt, "resubmitted a preempted run");
+        self.submit_eval(run, Some(&id))
+    }
+
+    /// Writes the single-job script of the next attempt of `run`'s `job` and records its
+    /// submission (by job name, before `sbatch`); returns the script and the attempt.
+    fn prepare_single(&mut self, run: &Run, job: JobKind) -> Result<(PathBuf, u32)> {
+        let (plan, opts) = (self.plan, self.opts);
+        let attempt = self
+            .ledger
+            .state
+            .job(&run.id, job)
+            .map_or(1, |r| r.attempt + 1);
+        let (tag, file) = match job {
+            JobKind::Train => ('t', "train.sbatch"),
+            JobKind::Eval => ('e', "eval.sbatch"),
+        };
+        let name = job_name(plan, opts, &format!("{tag}{}-{attempt}", &run.id[..8]));
+        let text = match job {
+            JobKind::Train => render_train(plan, opts, run, &name)?,
+            JobKind::Eval => render_eval(plan, opts, run, &name)?,
+        };
+        let script = run.dir.join(file);
+        write_atomic(&script, text.as_bytes())?;
+        self.ledger.append(Event::Submit {
+            run: run.id.clone(),
+            job,
+            attempt,
+            slurm: slurm_name(&name, None),
+        })?;
+        Ok((script, attempt))
+    }
+
+    /// `sbatch ARGS SCRIPT` for one job of `run`, recorded as pending under the id it got.
+    fn submit_single(
+        &mut self,
+        run: &Run,
+        job: JobKind,
+        (args, script): (&[String], &Path),
+    ) -> Result<String> {
+        let id = sbatch(args, script)?;
+        self.out.submitted += 1;
+        record_pending(self.ledger, run, job, id.clone())?;
+        Ok(id)
+    }
+
+    /// Resubmits every preempted training run (or gives up after `max_attempts`).
+    fn resubmit_preempted(&mut self) -> Result<()> {
+        for run in &self.plan.runs {
+            let Some(rec) = self.ledger.state.job(&run.id, JobKind::Train).cloned() else {
+                continue;
+            };
+            if rec.state != JobState::Preempted {
+                continue;
+            }
+            if rec.attempt < self.plan.spec.sweep.max_attempts {
+                self.resubmit(run)?;
+            } else {
+                let why = format!("gave up after {} attempt(s) (max_attempts)", rec.attempt);
+                record_failed(self.ledger, run, JobKind::Train, why)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits evaluation jobs a crashed coordinator did not get to (training queued or done,
+    /// no evaluation job recorded).
+    fn submit_missing_evals(&mut self) -> Result<()> {
+        for run in &self.plan.runs {
+            let Some(t) = self.ledger.state.job(&run.id, JobKind::Train).cloned() else {
+                continue;
+            };
+            let eval = self.ledger.state.job(&run.id, JobKind::Eval);
+            let unrecorded = eval.is_none_or(JobRecord::unrecorded);
+            let (Some(train_id), true) = (handle_id(&t.handle), unrecorded) else {
+                continue;
+            };
+            match t.state {
+                JobState::Done => self.submit_eval(run, None)?,
+                JobState::Pending | JobState::Running => self.submit_eval(run, Some(&train_id))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Jobs the scheduler still has (pending or running) with their ids.
@@ -257,70 +435,6 @@ fn has_active(plan: &Plan, ledger: &Ledger) -> bool {
     !active_jobs(plan, ledger).is_empty()
 }
 
-/// Submits every run without a training record as one array job, and its chained evaluation.
-fn submit_missing(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    opts: &SlurmOptions,
-    out: &mut Outcome,
-) -> Result<()> {
-    let missing: Vec<usize> = (0..plan.runs.len())
-        .filter(|&i| {
-            let r = &plan.runs[i];
-            // A submission recorded without a job id (crash inside sbatch): submit again.
-            let rec = ledger.state.job(&r.id, JobKind::Train);
-            rec.is_none_or(JobRecord::unrecorded)
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let dir = plan.runs_dir.join("slurm");
-    std::fs::create_dir_all(&dir).map_err(SweepError::io(&dir))?;
-    let n = (1..)
-        .find(|n| !dir.join(format!("array-{n:04}.runs")).exists())
-        .unwrap_or(1);
-    let list = dir.join(format!("array-{n:04}.runs"));
-    let lines: Vec<String> = missing
-        .iter()
-        .map(|&i| abs(opts, &plan.runs[i].dir))
-        .collect();
-    write_atomic(&list, (lines.join("\n") + "\n").as_bytes())?;
-    let script = dir.join(format!("train-array-{n:04}.sbatch"));
-    let name = job_name(plan, opts, &format!("a{n:04}"));
-    write_atomic(&script, render_array(plan, opts, &list, &name)?.as_bytes())?;
-    for (k, &i) in missing.iter().enumerate() {
-        let attempt = ledger
-            .state
-            .job(&plan.runs[i].id, JobKind::Train)
-            .map_or(1, |r| r.attempt.max(1));
-        ledger.append(Event::Submit {
-            run: plan.runs[i].id.clone(),
-            job: JobKind::Train,
-            attempt,
-            slurm: slurm_name(&name, Some(k as u32)),
-        })?;
-    }
-    let limit = plan.spec.slurm.array_limit.max(1);
-    let array = format!("--array=0-{}%{limit}", missing.len() - 1);
-    let id = sbatch(&[array], &script)?;
-    out.submitted += 1;
-    tracing::info!(job = %id, runs = missing.len(), "submitted the training array");
-    for (k, &i) in missing.iter().enumerate() {
-        let task = format!("{id}_{k}");
-        record(
-            ledger,
-            &plan.runs[i],
-            JobKind::Train,
-            JobState::Pending,
-            Some(task.clone()),
-            None,
-        )?;
-        submit_eval(plan, ledger, opts, &plan.runs[i], Some(&task), out)?;
-    }
-    Ok(())
-}
-
 fn record(
     ledger: &mut Ledger,
     run: &Run,
@@ -338,90 +452,14 @@ fn record(
     })
 }
 
+/// Records `run`'s `job` as pending under Slurm job id `id`.
+fn record_pending(ledger: &mut Ledger, run: &Run, job: JobKind, id: String) -> Result<()> {
+    record(ledger, run, job, JobState::Pending, Some(id), None)
+}
+
 /// Records `run`'s `job` as failed for `reason`.
 fn record_failed(ledger: &mut Ledger, run: &Run, job: JobKind, reason: String) -> Result<()> {
     record(ledger, run, job, JobState::Failed, None, Some(reason))
-}
-
-/// Submits the evaluation job of `run`, to start after `train_id` succeeds (right away
-/// when training is already done).
-fn submit_eval(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    opts: &SlurmOptions,
-    run: &Run,
-    train_id: Option<&str>,
-    out: &mut Outcome,
-) -> Result<()> {
-    let (script, _) = prepare_single(plan, ledger, opts, run, JobKind::Eval)?;
-    let dep: Vec<String> = train_id
-        .map(|t| {
-            vec![
-                format!("--dependency=afterok:{t}"),
-                "--kill-on-invalid-dep=yes".into(),
-            ]
-        })
-        .unwrap_or_default();
-    submit_single(ledger, run, JobKind::Eval, (&dep, &script), out)?;
-    Ok(())
-}
-
-/// Resubmits one preempted training run (resumes from its newest checkpoint) and its evaluation.
-fn resubmit(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    opts: &SlurmOptions,
-    run: &Run,
-    out: &mut Outcome,
-) -> Result<()> {
-    let (script, attempt) = prepare_single(plan, ledger, opts, run, JobKind::Train)?;
-    let id = submit_single(ledger, run, JobKind::Train, (&[], &script), out)?;
-    tracing::info!(run = %run.name(), job = %id, attempt, "resubmitted a preempted run");
-    submit_eval(plan, ledger, opts, run, Some(&id), out)
-}
-
-/// Writes the single-job script of the next attempt of `run`'s `job` and records its
-/// submission (by job name, before `sbatch`); returns the script and the attempt.
-fn prepare_single(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    opts: &SlurmOptions,
-    run: &Run,
-    job: JobKind,
-) -> Result<(PathBuf, u32)> {
-    let attempt = ledger.state.job(&run.id, job).map_or(1, |r| r.attempt + 1);
-    let (tag, file) = match job {
-        JobKind::Train => ('t', "train.sbatch"),
-        JobKind::Eval => ('e', "eval.sbatch"),
-    };
-    let name = job_name(plan, opts, &format!("{tag}{}-{attempt}", &run.id[..8]));
-    let text = match job {
-        JobKind::Train => render_train(plan, opts, run, &name)?,
-        JobKind::Eval => render_eval(plan, opts, run, &name)?,
-    };
-    let script = run.dir.join(file);
-    write_atomic(&script, text.as_bytes())?;
-    ledger.append(Event::Submit {
-        run: run.id.clone(),
-        job,
-        attempt,
-        slurm: slurm_name(&name, None),
-    })?;
-    Ok((script, attempt))
-}
-
-/// `sbatch ARGS SCRIPT` for one job of `run`, recorded as pending under the id it got.
-fn submit_single(
-    ledger: &mut Ledger,
-    run: &Run,
-    job: JobKind,
-    (args, script): (&[String], &Path),
-    out: &mut Outcome,
-) -> Result<String> {
-    let id = sbatch(args, script)?;
-    out.submitted += 1;
-    record(ledger, run, job, JobState::Pending, Some(id.clone()), None)?;
-    Ok(id)
 }
 
 /// What the scheduler said about one job.
@@ -650,58 +688,6 @@ pub fn refresh(plan: &Plan, ledger: &mut Ledger) -> Result<()> {
     Ok(())
 }
 
-/// Resubmits every preempted training run (or gives up after `max_attempts`).
-fn resubmit_preempted(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    opts: &SlurmOptions,
-    out: &mut Outcome,
-) -> Result<()> {
-    for run in &plan.runs {
-        let Some(rec) = ledger.state.job(&run.id, JobKind::Train).cloned() else {
-            continue;
-        };
-        if rec.state != JobState::Preempted {
-            continue;
-        }
-        if rec.attempt < plan.spec.sweep.max_attempts {
-            resubmit(plan, ledger, opts, run, out)?;
-        } else {
-            let why = format!("gave up after {} attempt(s) (max_attempts)", rec.attempt);
-            record_failed(ledger, run, JobKind::Train, why)?;
-        }
-    }
-    Ok(())
-}
-
-/// Submits evaluation jobs a crashed coordinator did not get to (training queued or done,
-/// no evaluation job recorded).
-fn submit_missing_evals(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    opts: &SlurmOptions,
-    out: &mut Outcome,
-) -> Result<()> {
-    for run in &plan.runs {
-        let Some(t) = ledger.state.job(&run.id, JobKind::Train).cloned() else {
-            continue;
-        };
-        let eval = ledger.state.job(&run.id, JobKind::Eval);
-        let unrecorded = eval.is_none_or(JobRecord::unrecorded);
-        let (Some(train_id), true) = (handle_id(&t.handle), unrecorded) else {
-            continue;
-        };
-        match t.state {
-            JobState::Done => submit_eval(plan, ledger, opts, run, None, out)?,
-            JobState::Pending | JobState::Running => {
-                submit_eval(plan, ledger, opts, run, Some(&train_id), out)?
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Finds, by job name, the jobs whose submission was recorded but not their id (the coordinator
 /// died inside `sbatch`): one `squeue` and one `sacct` call for all of them.
 fn recover_unrecorded(plan: &Plan, ledger: &mut Ledger) -> Result<()> {
@@ -744,14 +730,7 @@ fn recover_unrecorded(plan: &Plan, ledger: &mut Ledger) -> Result<()> {
         let hit = found.iter().find(|(id, name)| *name == n.name && want(id));
         if let Some((id, _)) = hit {
             tracing::info!(run = %plan.runs[i].name(), ?job, job_id = %id, "found a submission the ledger missed");
-            record(
-                ledger,
-                &plan.runs[i],
-                job,
-                JobState::Pending,
-                Some(id.clone()),
-                None,
-            )?;
+            record_pending(ledger, &plan.runs[i], job, id.clone())?;
         }
     }
     Ok(())

@@ -87,34 +87,31 @@ pub fn round_bf16(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn guards_nest_and_restore() {
-        assert!(!bf16_matmuls_active());
+    /// A guard of `set` turns its flag on, a nested one off, and each restores the flag it
+    /// found on drop; the flag of `other` never moves.
+    fn check_guard(set: fn(bool) -> AutocastGuard, active: fn() -> bool, other: fn() -> bool) {
+        assert!(!active() && !other());
         {
-            let _a = bf16_matmuls(true);
-            assert!(bf16_matmuls_active());
+            let _a = set(true);
+            assert!(active() && !other());
             {
-                let _b = bf16_matmuls(false);
-                assert!(!bf16_matmuls_active());
+                let _b = set(false);
+                assert!(!active());
             }
-            assert!(bf16_matmuls_active());
+            assert!(active());
         }
-        assert!(!bf16_matmuls_active());
+        assert!(!active() && !other());
     }
 
     #[test]
-    fn activation_guard_is_independent_and_restores() {
-        {
-            let _a = bf16_activations(true);
-            assert!(bf16_activations_active());
-            assert!(!bf16_matmuls_active());
-            {
-                let _b = bf16_activations(false);
-                assert!(!bf16_activations_active());
-            }
-            assert!(bf16_activations_active());
-        }
-        assert!(!bf16_activations_active());
+    fn matmul_guards_nest_and_restore() {
+        check_guard(bf16_matmuls, bf16_matmuls_active, bf16_activations_active);
+    }
+
+    #[test]
+    fn activation_guards_nest_restore_and_are_independent() {
+        let (set, active) = (bf16_activations, bf16_activations_active);
+        check_guard(set, active, bf16_matmuls_active);
     }
 
     #[test]

@@ -209,57 +209,44 @@ fn bad_inputs_are_errors_naming_op_and_shapes() {
     let mut rng = Rng::new(9);
     let x = randn64(&[2, 3, 8, 8], &mut rng);
     let xs = "[2, 3, 8, 8]";
-    // Wrong channel count.
-    let w = randn64(&[4, 2, 3, 3], &mut rng);
-    expect_err(
-        conv2d(&x, &w, (1, 1), (0, 0), (1, 1), 1),
-        "conv2d",
-        &[xs, "[4, 2, 3, 3]"],
+    // Wrong channel count; groups not dividing c_in or c_out; zero groups, stride or dilation;
+    // a kernel larger than the padded input (plain and through dilation). Each with: weight
+    // shape, stride, padding, dilation, groups, what the error names besides x's shape.
+    type Geometry = (
+        [usize; 4],
+        (usize, usize),
+        (usize, usize),
+        (usize, usize),
+        usize,
     );
-    // Groups not dividing c_in.
-    let w = randn64(&[6, 1, 3, 3], &mut rng);
-    expect_err(
-        conv2d(&x, &w, (1, 1), (0, 0), (1, 1), 2),
-        "conv2d",
-        &[xs, "[6, 1, 3, 3]", "groups"],
-    );
-    // Groups not dividing c_out.
-    let w = randn64(&[4, 1, 3, 3], &mut rng);
-    expect_err(
-        conv2d(&x, &w, (1, 1), (0, 0), (1, 1), 3),
-        "conv2d",
-        &[xs, "[4, 1, 3, 3]", "groups"],
-    );
-    // Zero groups / stride / dilation.
+    let bad: [(Geometry, &[&str]); 8] = [
+        (([4, 2, 3, 3], (1, 1), (0, 0), (1, 1), 1), &["[4, 2, 3, 3]"]),
+        (
+            ([6, 1, 3, 3], (1, 1), (0, 0), (1, 1), 2),
+            &["[6, 1, 3, 3]", "groups"],
+        ),
+        (
+            ([4, 1, 3, 3], (1, 1), (0, 0), (1, 1), 3),
+            &["[4, 1, 3, 3]", "groups"],
+        ),
+        (([4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 0), &["[4, 3, 3, 3]"]),
+        (([4, 3, 3, 3], (0, 1), (0, 0), (1, 1), 1), &["stride"]),
+        (([4, 3, 3, 3], (1, 1), (0, 0), (1, 0), 1), &["dilation"]),
+        (
+            ([4, 3, 11, 3], (1, 1), (1, 1), (1, 1), 1),
+            &["[4, 3, 11, 3]", "larger"],
+        ),
+        (
+            ([4, 3, 3, 3], (1, 1), (0, 0), (1, 4), 1),
+            &["[4, 3, 3, 3]", "larger"],
+        ),
+    ];
+    for ((ws, stride, pad, dil, groups), has) in bad {
+        let w = randn64(&ws, &mut rng);
+        let has = [&[xs], has].concat();
+        expect_err(conv2d(&x, &w, stride, pad, dil, groups), "conv2d", &has);
+    }
     let w = randn64(&[4, 3, 3, 3], &mut rng);
-    expect_err(
-        conv2d(&x, &w, (1, 1), (0, 0), (1, 1), 0),
-        "conv2d",
-        &[xs, "[4, 3, 3, 3]"],
-    );
-    expect_err(
-        conv2d(&x, &w, (0, 1), (0, 0), (1, 1), 1),
-        "conv2d",
-        &[xs, "stride"],
-    );
-    expect_err(
-        conv2d(&x, &w, (1, 1), (0, 0), (1, 0), 1),
-        "conv2d",
-        &[xs, "dilation"],
-    );
-    // Kernel larger than the padded input (plain and through dilation).
-    let w = randn64(&[4, 3, 11, 3], &mut rng);
-    expect_err(
-        conv2d(&x, &w, (1, 1), (1, 1), (1, 1), 1),
-        "conv2d",
-        &[xs, "[4, 3, 11, 3]", "larger"],
-    );
-    let w = randn64(&[4, 3, 3, 3], &mut rng);
-    expect_err(
-        conv2d(&x, &w, (1, 1), (0, 0), (1, 4), 1),
-        "conv2d",
-        &[xs, "[4, 3, 3, 3]", "larger"],
-    );
     assert!(
         conv2d(&x, &w, (1, 1), (0, 0), (1, 3), 1).is_ok(),
         "span 7 fits 8"
