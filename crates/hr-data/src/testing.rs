@@ -29,15 +29,18 @@ impl Drop for Moto {
 
 impl Moto {
     /// Starts `python3 -m moto.server` with bucket `bucket` and points the `AWS_*` variables of
-    /// this process at it; `None` when moto is not installed (a panic instead when
-    /// [`REQUIRE_MOTO_VAR`] is set).
+    /// this process at it; `None` when moto is not installed, after printing the test's skip
+    /// line (a panic instead when [`REQUIRE_MOTO_VAR`] is set).
     pub fn start(bucket: &str) -> Option<Moto> {
         let moto = Moto::spawn();
         assert!(
             moto.is_some() || std::env::var_os(REQUIRE_MOTO_VAR).is_none(),
             "{REQUIRE_MOTO_VAR} is set but moto did not start (pip install 'moto[server]')"
         );
-        let moto = moto?;
+        let Some(moto) = moto else {
+            println!("skipped: moto not installed (pip install 'moto[server]')");
+            return None;
+        };
         let reply = moto.request(&format!("PUT /{bucket}"));
         assert!(
             reply.starts_with("HTTP/1.1 200"),

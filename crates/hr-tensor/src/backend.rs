@@ -462,6 +462,18 @@ pub struct ContrastiveStats {
     pub col_lse: Tensor,
 }
 
+/// What the contrastive loss backward reads of its forward: the scores, the groups and the
+/// statistics the forward returned.
+#[derive(Debug, Clone, Copy)]
+pub struct ContrastiveSaved<'a> {
+    /// The forward's scores (N, N).
+    pub scores: &'a Tensor,
+    /// The clip group of each item (N).
+    pub groups: &'a [u32],
+    /// The statistics the forward returned.
+    pub stats: &'a ContrastiveStats,
+}
+
 /// The fused symmetric contrastive (NT-Xent) loss on a square score matrix.
 pub trait ContrastiveOps {
     /// `scores` (N, N) (already divided by the temperature); `groups[i]` is the clip of item
@@ -475,13 +487,7 @@ pub trait ContrastiveOps {
     ) -> Result<(Tensor, ContrastiveStats)>;
     /// `dS = -dloss / (2 |P|) (2 P - r_i softmax_row(S) - c_j softmax_col(S))` with `r_i`,
     /// `c_j` the positives of row i and column j.
-    fn contrastive_loss_bwd(
-        &self,
-        scores: &Tensor,
-        groups: &[u32],
-        stats: &ContrastiveStats,
-        dloss: f64,
-    ) -> Result<Tensor>;
+    fn contrastive_loss_bwd(&self, s: ContrastiveSaved, dloss: f64) -> Result<Tensor>;
 }
 
 /// Moving storage between the host and a backend's devices, and converting its dtype. The

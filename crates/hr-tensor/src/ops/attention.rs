@@ -1,9 +1,9 @@
-//! Front-end ops of the fused kernels: scaled-dot-product attention and the symmetric
-//! contrastive loss, each with its backward.
+//! Front-end ops of the attention family: fused scaled-dot-product attention and its
+//! backward.
 
-use super::{all_same, pair};
-use crate::backend::{AttentionSpec, ContrastiveStats, Qkv};
-use crate::checks::{attention_operands, contrastive_operands};
+use super::all_same;
+use crate::backend::{AttentionSpec, Qkv};
+use crate::checks::attention_operands;
 use crate::{Error, Result, Tensor};
 
 /// The spec of attention over `q` (B, Tq, H, Dh) and `k` (B, Tk, H, Dh) with the usual
@@ -63,43 +63,4 @@ pub fn attention_bwd(
     let mut ts = vec![q, k, v, out, lse, dout];
     ts.extend(mask);
     all_same(op, &ts)?.attention_bwd(Qkv { q, k, v, mask }, [out, lse, dout], spec)
-}
-
-/// Fused symmetric contrastive loss of a square `scores` matrix (already divided by the
-/// temperature); items `i` and `j` are a positive pair when `groups[i] == groups[j]`.
-/// Returns the scalar loss and the statistics [`contrastive_loss_bwd`] needs.
-pub fn contrastive_loss(scores: &Tensor, groups: &[u32]) -> Result<(Tensor, ContrastiveStats)> {
-    contrastive_operands("contrastive_loss", scores, groups)?;
-    crate::backend::backend_for("contrastive_loss", scores.device())?
-        .contrastive_loss(scores, groups)
-}
-
-/// Gradient of the scores for upstream gradient `dloss`.
-pub fn contrastive_loss_bwd(
-    scores: &Tensor,
-    groups: &[u32],
-    stats: &ContrastiveStats,
-    dloss: f64,
-) -> Result<Tensor> {
-    let op = "contrastive_loss_bwd";
-    contrastive_operands(op, scores, groups)?;
-    super::expect_shape(op, &stats.row_lse, &[groups.len()])?;
-    super::expect_shape(op, &stats.col_lse, &[groups.len()])?;
-    pair(op, scores, &stats.row_lse)?;
-    pair(op, scores, &stats.col_lse)?.contrastive_loss_bwd(scores, groups, stats, dloss)
-}
-
-/// Dense group ids of `clip_ids` (first appearance order): equal clips get equal groups.
-pub fn clip_groups(clip_ids: &[u64]) -> Vec<u32> {
-    let mut seen: Vec<u64> = Vec::new();
-    clip_ids
-        .iter()
-        .map(|c| match seen.iter().position(|s| s == c) {
-            Some(g) => g as u32,
-            None => {
-                seen.push(*c);
-                (seen.len() - 1) as u32
-            }
-        })
-        .collect()
 }

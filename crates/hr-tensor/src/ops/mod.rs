@@ -5,6 +5,7 @@
 mod attention;
 mod audio;
 mod batch_norm;
+mod contrastive;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -19,6 +20,7 @@ pub use attention::*;
 pub use audio::*;
 #[allow(unused_imports)]
 pub use batch_norm::*;
+pub use contrastive::*;
 #[allow(unused_imports)]
 pub use conv::*;
 pub use elementwise::*;

@@ -59,6 +59,24 @@ pub fn bf16_special(shape: &[usize], seed: u64) -> Tensor {
         .expect("bf16")
 }
 
+/// A (b, k) f32 key-padding mask (1 = keep) on the host: random (70 % kept, seeded), row 0
+/// keeps only its first key, the last row (when b > 1) keeps nothing: the edge cases of every
+/// masked softmax.
+pub fn key_padding_mask(b: usize, k: usize, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let mut m: Vec<f32> = (0..b * k)
+        .map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 })
+        .collect();
+    m[..k]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(j, v)| *v = if j == 0 { 1.0 } else { 0.0 });
+    if b > 1 {
+        m[(b - 1) * k..].iter_mut().for_each(|v| *v = 0.0);
+    }
+    Tensor::from_vec(m, &[b, k]).expect("mask")
+}
+
 /// A maker of host inputs (`shape`, `seed`) for a case shared by several dtypes: [`randn`],
 /// [`bf16_special`], a closure over [`bf16_host`]...
 pub type MakeFn<'a> = &'a dyn Fn(&[usize], u64) -> Tensor;
