@@ -212,34 +212,16 @@ fn bad_inputs_are_errors_naming_op_and_shapes() {
     // Wrong channel count; groups not dividing c_in or c_out; zero groups, stride or dilation;
     // a kernel larger than the padded input (plain and through dilation). Each with: weight
     // shape, stride, padding, dilation, groups, what the error names besides x's shape.
-    type Geometry = (
-        [usize; 4],
-        (usize, usize),
-        (usize, usize),
-        (usize, usize),
-        usize,
-    );
-    let bad: [(Geometry, &[&str]); 8] = [
+    #[rustfmt::skip]
+    let bad: [(_, &[&str]); 8] = [
         (([4, 2, 3, 3], (1, 1), (0, 0), (1, 1), 1), &["[4, 2, 3, 3]"]),
-        (
-            ([6, 1, 3, 3], (1, 1), (0, 0), (1, 1), 2),
-            &["[6, 1, 3, 3]", "groups"],
-        ),
-        (
-            ([4, 1, 3, 3], (1, 1), (0, 0), (1, 1), 3),
-            &["[4, 1, 3, 3]", "groups"],
-        ),
+        (([6, 1, 3, 3], (1, 1), (0, 0), (1, 1), 2), &["[6, 1, 3, 3]", "groups"]),
+        (([4, 1, 3, 3], (1, 1), (0, 0), (1, 1), 3), &["[4, 1, 3, 3]", "groups"]),
         (([4, 3, 3, 3], (1, 1), (0, 0), (1, 1), 0), &["[4, 3, 3, 3]"]),
         (([4, 3, 3, 3], (0, 1), (0, 0), (1, 1), 1), &["stride"]),
         (([4, 3, 3, 3], (1, 1), (0, 0), (1, 0), 1), &["dilation"]),
-        (
-            ([4, 3, 11, 3], (1, 1), (1, 1), (1, 1), 1),
-            &["[4, 3, 11, 3]", "larger"],
-        ),
-        (
-            ([4, 3, 3, 3], (1, 1), (0, 0), (1, 4), 1),
-            &["[4, 3, 3, 3]", "larger"],
-        ),
+        (([4, 3, 11, 3], (1, 1), (1, 1), (1, 1), 1), &["[4, 3, 11, 3]", "larger"]),
+        (([4, 3, 3, 3], (1, 1), (0, 0), (1, 4), 1), &["[4, 3, 3, 3]", "larger"]),
     ];
     for ((ws, stride, pad, dil, groups), has) in bad {
         let w = randn64(&ws, &mut rng);
@@ -300,45 +282,35 @@ fn bad_inputs_are_errors_naming_op_and_shapes() {
 
 #[test]
 fn output_size_formula() {
-    // (h + 2p - d(k-1) - 1) / s + 1 for MobileNetV3-like layers.
-    let s = conv2d_spec(
-        &[32, 1, 128, 1000],
-        &[16, 1, 3, 3],
-        (2, 2),
-        (1, 1),
-        (1, 1),
-        1,
-    )
-    .unwrap();
-    assert_eq!((s.h_out, s.w_out), (64, 500));
-    let s = conv2d_spec(
-        &[32, 72, 32, 250],
-        &[72, 1, 5, 5],
-        (2, 2),
-        (2, 2),
-        (1, 1),
-        72,
-    )
-    .unwrap();
-    assert_eq!((s.h_out, s.w_out), (16, 125));
-    let s = conv2d_spec(&[1, 4, 10, 9], &[4, 4, 3, 3], (3, 2), (0, 1), (2, 1), 1).unwrap();
-    assert_eq!((s.h_out, s.w_out), (2, 5));
+    // (h + 2p - d(k-1) - 1) / s + 1 for MobileNetV3-like layers (the stem, a 5x5 depthwise)
+    // and an asymmetric dilated one. Each: x, w, stride, padding, dilation, groups, (h, w) out.
+    #[rustfmt::skip]
+    let cases = [
+        ([32, 1, 128, 1000], [16, 1, 3, 3], [(2, 2), (1, 1), (1, 1)], 1, (64, 500)),
+        ([32, 72, 32, 250], [72, 1, 5, 5], [(2, 2), (2, 2), (1, 1)], 72, (16, 125)),
+        ([1, 4, 10, 9], [4, 4, 3, 3], [(3, 2), (0, 1), (2, 1)], 1, (2, 5)),
+    ];
+    for (x, w, [stride, pad, dil], groups, want) in cases {
+        let s = conv2d_spec(&x, &w, stride, pad, dil, groups).unwrap();
+        assert_eq!((s.h_out, s.w_out), want, "x {x:?} w {w:?}");
+    }
 }
 
 #[test]
 fn empty_input_planes_with_padding_do_not_panic() {
     // Width 0 padded to 2: every output reads only padding (zeros); dx is empty.
     for (groups, c_out) in [(1, 3), (2, 2), (2, 4)] {
+        let (k, stride, pad, dil) = ((1, 1), (1, 1), (0, 1), (1, 1));
         let c = case(
             "empty_width",
             2,
             2,
             (3, 0),
             c_out,
-            (1, 1),
-            (1, 1),
-            (0, 1),
-            (1, 1),
+            k,
+            stride,
+            pad,
+            dil,
             groups,
         );
         let (x, w) = c.inputs(5);

@@ -42,11 +42,12 @@ impl BatchNormOps for CpuBackend {
         dy: &Tensor,
         act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
-        let (x, g, s) = (saved.x, saved.gamma, saved.stats);
-        if !is_bf16(x) {
-            return batch_norm_bwd(x, g, s, dy, act);
+        if !is_bf16(saved.x) {
+            return batch_norm_bwd(saved, dy, act);
         }
-        let grads = f32_acts(&[x, dy], |a| batch_norm_bwd(a[0], g, s, a[1], act))?;
+        let grads = f32_acts(&[saved.x, dy], |a| {
+            batch_norm_bwd(NormSaved { x: a[0], ..saved }, a[1], act)
+        })?;
         Ok(NormGrads {
             dx: grads.dx.round_bf16()?,
             ..grads
@@ -318,14 +319,13 @@ fn batch_norm_eval(
 /// beta) the backward of the fused batch norm + activation: the gradient at the normalised
 /// value, `dy * act'(z)` with `z = (x - mean) * round(rstd * gamma) + beta` recomputed per
 /// element (as the CUDA kernels do), is formed plane by plane and never stored whole.
-pub(super) fn batch_norm_bwd(
-    x: &Tensor,
-    gamma: &Tensor,
-    stats: &NormStats,
+fn batch_norm_bwd(
+    saved: NormSaved,
     dy: &Tensor,
     act: Option<(Unary, &Tensor)>,
 ) -> Result<NormGrads> {
     const OP: &str = "batch_norm_bwd";
+    let (x, gamma, stats) = (saved.x, saved.gamma, saved.stats);
     let (n, c, s) = nc_spatial(OP, x)?;
     float_dispatch!(OP, x.dtype(), |T| {
         let (xs, dys, g) = (

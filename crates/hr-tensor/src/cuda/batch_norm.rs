@@ -216,14 +216,9 @@ fn eval(x: &Tensor, p: Affine, [running_mean, running_var]: [&Tensor; 2]) -> Res
 /// Backward of the train mode: `(dx, dgamma, dbeta)`. With `act` (and its batch norm's
 /// `beta`) it is the backward of the fused batch norm + activation: the kernels form
 /// `dy * act'(z)` on the fly, recomputing z from x, the statistics, gamma and beta.
-pub(super) fn backward(
-    x: &Tensor,
-    gamma: &Tensor,
-    stats: &NormStats,
-    dy: &Tensor,
-    act: Option<(Unary, &Tensor)>,
-) -> Result<NormGrads> {
+fn backward(saved: NormSaved, dy: &Tensor, act: Option<(Unary, &Tensor)>) -> Result<NormGrads> {
     const OP: &str = "batch_norm_bwd";
+    let (x, gamma, stats) = (saved.x, saved.gamma, saved.stats);
     let (n, c, s) = nc_spatial(OP, x)?;
     let dev = acts_device(OP, &[x, dy], &[gamma, &stats.mean, &stats.rstd])?;
     let dt = x.dtype();
@@ -344,6 +339,6 @@ impl BatchNormOps for CudaBackend {
         dy: &Tensor,
         act: Option<(Unary, &Tensor)>,
     ) -> Result<NormGrads> {
-        backward(s.x, s.gamma, s.stats, dy, act)
+        backward(s, dy, act)
     }
 }
