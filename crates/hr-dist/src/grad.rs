@@ -58,16 +58,7 @@ pub fn broadcast_tensors(
 
 /// All-reduces a list of f32 vectors in place, treating them as one flat array cut into buckets
 /// of `bucket_bytes` (a vector may span buckets).
-pub fn all_reduce_vecs(
-    comm: &mut dyn Communicator,
-    vecs: &mut [Vec<f32>],
-    mean: bool,
-    bucket_bytes: usize,
-) -> Result<()> {
-    reduce_vecs(comm, vecs, mean, bucket_bytes)
-}
-
-fn reduce_vecs<C: Communicator + ?Sized>(
+pub fn all_reduce_vecs<C: Communicator + ?Sized>(
     comm: &mut C,
     vecs: &mut [Vec<f32>],
     mean: bool,
@@ -93,7 +84,7 @@ pub(crate) fn host_all_reduce_tensors<C: Communicator + ?Sized>(
         return Ok(());
     }
     let mut flats = to_flats(ts)?;
-    reduce_vecs(comm, &mut flats, mean, bucket_bytes)?;
+    all_reduce_vecs(comm, &mut flats, mean, bucket_bytes)?;
     write_back(ts, flats)
 }
 

@@ -161,17 +161,10 @@ impl BertModel {
             rng,
         )?;
         let ln = LayerNorm::new(ps, &n("embeddings.LayerNorm"), h, cfg.layer_norm_eps)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                TransformerEncoderLayer::new(
-                    ps,
-                    &n(&format!("encoder.layer.{i}")),
-                    Naming::Bert,
-                    cfg.layer_config(),
-                    rng,
-                )
-            })
-            .collect::<hr_nn::Result<Vec<_>>>()?;
+        let (stack, layer_cfg) = (n("encoder.layer"), cfg.layer_config());
+        let count = cfg.num_hidden_layers;
+        let layers =
+            TransformerEncoderLayer::stack(ps, (&stack, count), Naming::Bert, layer_cfg, rng)?;
         let params = ps.iter().skip(start).map(|(id, _)| id).collect();
         Ok(BertModel {
             cfg,

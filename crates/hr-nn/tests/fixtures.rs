@@ -43,18 +43,9 @@ fn build(ps: &mut ParamStore) -> Pooling {
     let pe_scale = ps
         .add("pe_scale", Tensor::full(&[1], 1.0, DType::F32).unwrap())
         .unwrap();
-    let layers = (0..2)
-        .map(|i| {
-            TransformerEncoderLayer::new(
-                ps,
-                &format!("layers.layers.{i}"),
-                Naming::Torch,
-                cfg,
-                &mut rng,
-            )
-            .unwrap()
-        })
-        .collect();
+    let layers =
+        TransformerEncoderLayer::stack(ps, ("layers.layers", 2), Naming::Torch, cfg, &mut rng)
+            .unwrap();
     let out = Linear::new(ps, "out", 32, 24, true, &mut rng).unwrap();
     Pooling {
         proj,

@@ -372,29 +372,22 @@ const CONV_BENCHES: [ConvBench; 7] = {
 };
 
 /// A convolution row: bytes moved (each operand once) against the stream ceiling for the direct
-/// kernels, TFLOP/s against the 4096^3 GEMM for the pointwise (cuBLAS) ones.
+/// kernels, TFLOP/s against the f32 GEMM for the pointwise (cuBLAS) ones; the rate column
+/// gives both.
 fn conv_row(
-    op: String,
+    op: &str,
     shape: String,
-    bytes: f64,
-    flops: f64,
-    ms: f64,
+    [bytes, flops, ms]: [f64; 3],
     ceiling: f64,
     gemm: Option<f64>,
 ) -> Row {
-    let gbs = bytes / (ms * 1e-3) / 1e9;
-    let tf = flops / (ms * 1e-3) / 1e12;
-    let frac = match gemm {
-        Some(peak) => format!("{:.2} of GEMM 4096^3", tf / peak),
-        None => format!("{:.2}", gbs / ceiling),
+    let mut row = match gemm {
+        Some(peak) => flop_row(op, shape, flops, ms, peak),
+        None => mem_row(op, shape, bytes, ms, ceiling),
     };
-    Row {
-        op,
-        shape,
-        ms,
-        rate: format!("{gbs:.0} GB/s, {tf:.2} TFLOP/s"),
-        frac,
-    }
+    let (gbs, tf) = (bytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12);
+    row.rate = format!("{gbs:.0} GB/s, {tf:.2} TFLOP/s");
+    row
 }
 
 /// A memory-bound row: `bytes` moved in `ms`, as GB/s and as a fraction of the stream
@@ -453,7 +446,7 @@ fn conv_rows(
         let (x_, w_, s, p, tag) = (c.x, c.w, c.stride, c.pad, dtype_tag(dtype));
         let shape = format!("x {x_:?} w {w_:?} s {s} p {p} g {groups}{tag}");
         let mut push = |op: String, shape: String, ms: f64| {
-            rows.push(conv_row(op, shape, bytes, flops, ms, ceiling, gemm));
+            rows.push(conv_row(&op, shape, [bytes, flops, ms], ceiling, gemm));
         };
         let forward = format!("{} ({})", c.name, c.layer);
         let fwd = || Ok(ops::conv2d(&x, &w, st, pd, (1, 1), groups).map(drop)?);

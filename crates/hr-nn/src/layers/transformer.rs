@@ -122,6 +122,21 @@ impl TransformerEncoderLayer {
         })
     }
 
+    /// Registers `count` layers named `{prefix}.0`, `{prefix}.1`, ... (e.g. prefix
+    /// "encoder.layer").
+    pub fn stack(
+        ps: &mut ParamStore,
+        (prefix, count): (&str, usize),
+        naming: Naming,
+        cfg: TransformerLayerConfig,
+        rng: &mut Rng,
+    ) -> Result<Vec<Self>> {
+        let layer = |i| format!("{prefix}.{i}");
+        (0..count)
+            .map(|i| Self::new(ps, &layer(i), naming, cfg, rng))
+            .collect()
+    }
+
     fn ffn(&self, ps: &ParamStore, x: &Tensor, mode: Mode) -> Result<FfnOut> {
         let (h, linear1) = self.linear1.forward(ps, x)?;
         let (a, act) = self.act.forward(&h)?;
