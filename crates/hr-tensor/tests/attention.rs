@@ -101,8 +101,4 @@ fn attention_forward_and_backward(dev: Device) {
     report.finish("attention_forward_and_backward");
 }
 
-test_device!(
-    attention_forward_and_backward,
-    attention_forward_and_backward_cpu,
-    attention_forward_and_backward_cuda
-);
+test_device!(attention_forward_and_backward);

@@ -37,8 +37,4 @@ fn frame_signal_audio(dev: Device) {
     report.finish("frame_signal_audio");
 }
 
-test_device!(
-    frame_signal_audio,
-    frame_signal_audio_cpu,
-    frame_signal_audio_cuda
-);
+test_device!(frame_signal_audio);

@@ -504,8 +504,4 @@ fn batch_norm_train_eval_bwd(dev: Device) {
     report.finish("batch_norm_train_eval_bwd");
 }
 
-test_device!(
-    batch_norm_train_eval_bwd,
-    batch_norm_train_eval_bwd_cpu,
-    batch_norm_train_eval_bwd_cuda
-);
+test_device!(batch_norm_train_eval_bwd);

@@ -413,11 +413,7 @@ fn bf16_round_trips(dev: Device) {
     println!("ok f32 -> bf16 -> f32 on the device: equal to the CPU's rounding ({n} values)");
 }
 
-test_device!(
-    bf16_round_trips,
-    bf16_round_trips_cpu,
-    bf16_round_trips_cuda
-);
+test_device!(bf16_round_trips);
 
 /// Ops still without a bf16 kernel name themselves on bf16 storage on the device:
 /// log_softmax, l2_normalize, log_softmax_bwd, nll_loss and matmul return `UnsupportedDType`
@@ -436,8 +432,4 @@ fn bf16_ops_without_kernels_name_themselves(dev: Device) {
     println!("ok log_softmax_bwd / nll_loss / matmul on bf16: UnsupportedDType naming the op");
 }
 
-test_device!(
-    bf16_ops_without_kernels_name_themselves,
-    bf16_ops_without_kernels_name_themselves_cpu,
-    bf16_ops_without_kernels_name_themselves_cuda
-);
+test_device!(bf16_ops_without_kernels_name_themselves);

@@ -409,11 +409,7 @@ fn conv2d_forward_and_backward(dev: Device) {
     report.finish("conv2d_forward_and_backward");
 }
 
-test_device!(
-    conv2d_forward_and_backward,
-    conv2d_forward_and_backward_cpu,
-    conv2d_forward_and_backward_cuda
-);
+test_device!(conv2d_forward_and_backward);
 
 /// bf16 activations with f32 weights (the audio CNN under `run.precision = "bf16"`): every
 /// convolution geometry of [`CONV_CASES`] (direct `_bf16` kernels, bf16 cuBLAS GEMMs with a bf16
@@ -509,11 +505,7 @@ fn bf16_activation_convs_and_batch_norms(dev: Device) {
     report.finish("bf16_activation_convs_and_batch_norms");
 }
 
-test_device!(
-    bf16_activation_convs_and_batch_norms,
-    bf16_activation_convs_and_batch_norms_cpu,
-    bf16_activation_convs_and_batch_norms_cuda
-);
+test_device!(bf16_activation_convs_and_batch_norms);
 
 /// The shared-memory tile kernel of the stride-2 depthwise forwards gives the plain kernel's
 /// bits (f32 and bf16 activations; odd sizes, several tiles per plane, 3x3 and 5x5). The switch
@@ -547,8 +539,4 @@ fn stride2_tile_kernel_matches_the_plain_kernel(dev: Device) {
     }
 }
 
-test_device!(
-    stride2_tile_kernel_matches_the_plain_kernel,
-    stride2_tile_kernel_matches_the_plain_kernel_cpu,
-    stride2_tile_kernel_matches_the_plain_kernel_cuda
-);
+test_device!(stride2_tile_kernel_matches_the_plain_kernel);

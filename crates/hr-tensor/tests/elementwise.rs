@@ -254,11 +254,7 @@ fn unary_forward_and_backward(dev: Device) {
     }
 }
 
-test_device!(
-    unary_forward_and_backward,
-    unary_forward_and_backward_cpu,
-    unary_forward_and_backward_cuda
-);
+test_device!(unary_forward_and_backward);
 
 fn binary_broadcasting(dev: Device) {
     let pairs: [(&[usize], &[usize]); 7] = [
@@ -290,11 +286,7 @@ fn binary_broadcasting(dev: Device) {
     }
 }
 
-test_device!(
-    binary_broadcasting,
-    binary_broadcasting_cpu,
-    binary_broadcasting_cuda
-);
+test_device!(binary_broadcasting);
 
 fn affine_axpy_dropout(dev: Device) {
     for (i, shape) in [vec![1], vec![9, 13], vec![3, 1001]].iter().enumerate() {
@@ -324,11 +316,7 @@ fn affine_axpy_dropout(dev: Device) {
     }
 }
 
-test_device!(
-    affine_axpy_dropout,
-    affine_axpy_dropout_cpu,
-    affine_axpy_dropout_cuda
-);
+test_device!(affine_axpy_dropout);
 
 /// unary / unary_bwd / binary (same shape and broadcast) / affine on bf16.
 fn bf16_elementwise(dev: Device) {
@@ -380,11 +368,7 @@ fn bf16_elementwise(dev: Device) {
     }
 }
 
-test_device!(
-    bf16_elementwise,
-    bf16_elementwise_cpu,
-    bf16_elementwise_cuda
-);
+test_device!(bf16_elementwise);
 
 /// axpy and dropout on bf16 storage: the dropout scale bit-exact, the results within
 /// [`BF16_TOL`](hr_tensor::testing::parity::BF16_TOL) of the CPU's bf16 results.
@@ -409,8 +393,4 @@ fn bf16_axpy_and_dropout(dev: Device) {
     }
 }
 
-test_device!(
-    bf16_axpy_and_dropout,
-    bf16_axpy_and_dropout_cpu,
-    bf16_axpy_and_dropout_cuda
-);
+test_device!(bf16_axpy_and_dropout);

@@ -228,7 +228,7 @@ fn matmul_cublas(dev: Device) {
     }
 }
 
-test_device!(matmul_cublas, matmul_cublas_cpu, matmul_cublas_cuda);
+test_device!(matmul_cublas);
 
 /// The bf16 copy of an autocast GEMM operand is cached with its storage: reused while the
 /// tensor is unchanged (also through a reshape), made again after an in-place write, and not
@@ -297,11 +297,7 @@ fn bf16_operand_copies_follow_writes(dev: Device) {
     );
 }
 
-test_device!(
-    bf16_operand_copies_follow_writes,
-    bf16_operand_copies_follow_writes_cpu,
-    bf16_operand_copies_follow_writes_cuda
-);
+test_device!(bf16_operand_copies_follow_writes);
 
 /// Autocast GEMMs: cuBLAS with bf16 operands against the CPU's rounding of the same
 /// operands (both accumulate in f32, so only the summation order differs: 1e-4, not the
@@ -382,8 +378,4 @@ fn matmul_bf16_autocast(dev: Device) {
     );
 }
 
-test_device!(
-    matmul_bf16_autocast,
-    matmul_bf16_autocast_cpu,
-    matmul_bf16_autocast_cuda
-);
+test_device!(matmul_bf16_autocast);

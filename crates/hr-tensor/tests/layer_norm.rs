@@ -254,11 +254,7 @@ fn layer_norm_and_l2_normalize(dev: Device) {
     }
 }
 
-test_device!(
-    layer_norm_and_l2_normalize,
-    layer_norm_and_l2_normalize_cpu,
-    layer_norm_and_l2_normalize_cuda
-);
+test_device!(layer_norm_and_l2_normalize);
 
 /// layer_norm (f32 statistics) and layer_norm_bwd on bf16.
 fn bf16_layer_norm(dev: Device) {
@@ -292,4 +288,4 @@ fn bf16_layer_norm(dev: Device) {
     }
 }
 
-test_device!(bf16_layer_norm, bf16_layer_norm_cpu, bf16_layer_norm_cuda);
+test_device!(bf16_layer_norm);

@@ -386,7 +386,7 @@ fn layout_ops(dev: Device) {
     ));
 }
 
-test_device!(layout_ops, layout_ops_cpu, layout_ops_cuda);
+test_device!(layout_ops);
 
 /// bf16 storage of the layout family: permute, concat, slice, pad_axis and embedding
 /// bit-exact (signed zeros, infinities and NaN payloads included); embedding_bwd within
@@ -411,4 +411,4 @@ fn bf16_layout_ops(dev: Device) {
     );
 }
 
-test_device!(bf16_layout_ops, bf16_layout_ops_cpu, bf16_layout_ops_cuda);
+test_device!(bf16_layout_ops);

@@ -168,7 +168,7 @@ fn adam_and_adamw(dev: Device) {
     }
 }
 
-test_device!(adam_and_adamw, adam_and_adamw_cpu, adam_and_adamw_cuda);
+test_device!(adam_and_adamw);
 
 /// The multi-tensor update (one launch for a list) against the CPU's per-tensor updates, bit
 /// for bit: odd sizes, an empty tensor, one spanning several 65536-element chunks, moments
@@ -235,8 +235,4 @@ fn adam_multi_tensor(dev: Device) {
     );
 }
 
-test_device!(
-    adam_multi_tensor,
-    adam_multi_tensor_cpu,
-    adam_multi_tensor_cuda
-);
+test_device!(adam_multi_tensor);

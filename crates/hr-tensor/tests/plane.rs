@@ -249,4 +249,4 @@ fn plane_ops(dev: Device) {
     report.finish("plane_ops");
 }
 
-test_device!(plane_ops, plane_ops_cpu, plane_ops_cuda);
+test_device!(plane_ops);

@@ -47,11 +47,7 @@ fn sum_to_and_broadcast_to(dev: Device) {
     reduce_cases(dev, (&randn, &check), (&randn, &check));
 }
 
-test_device!(
-    sum_to_and_broadcast_to,
-    sum_to_and_broadcast_to_cpu,
-    sum_to_and_broadcast_to_cuda
-);
+test_device!(sum_to_and_broadcast_to);
 
 /// bf16 storage: sum_to within [`BF16_TOL`](hr_tensor::testing::parity::BF16_TOL) of the
 /// CPU's bf16 result, broadcast_to bit-exact (signed zeros, infinities and NaN included).
@@ -64,8 +60,4 @@ fn bf16_sum_to_and_broadcast_to(dev: Device) {
     );
 }
 
-test_device!(
-    bf16_sum_to_and_broadcast_to,
-    bf16_sum_to_and_broadcast_to_cpu,
-    bf16_sum_to_and_broadcast_to_cuda
-);
+test_device!(bf16_sum_to_and_broadcast_to);

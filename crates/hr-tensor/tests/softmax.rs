@@ -330,7 +330,7 @@ fn softmax_family(dev: Device) {
     }
 }
 
-test_device!(softmax_family, softmax_family_cpu, softmax_family_cuda);
+test_device!(softmax_family);
 
 /// softmax (plain and with a bf16 mask; warp and block kernels) and softmax_bwd on bf16.
 fn bf16_softmax(dev: Device) {
@@ -365,4 +365,4 @@ fn bf16_softmax(dev: Device) {
     }
 }
 
-test_device!(bf16_softmax, bf16_softmax_cpu, bf16_softmax_cuda);
+test_device!(bf16_softmax);

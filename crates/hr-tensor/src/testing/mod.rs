@@ -214,13 +214,13 @@ pub fn cuda_or_skip() -> Option<crate::Device> {
 }
 
 /// Registers a device-parametrised test case `fn case(dev: Device)` as two `#[test]`
-/// functions (as candle's `test_device!` does):
+/// functions in a module named after it (as candle's `test_device!` does):
 ///
-/// * `case_cpu` runs `case(Device::Cpu)`;
-/// * `case_cuda` runs `case(dev)` on CUDA device 0 when one is usable ([`cuda_device`]),
+/// * `case::on_cpu` runs `case(Device::Cpu)`;
+/// * `case::on_cuda` runs `case(dev)` on CUDA device 0 when one is usable ([`cuda_device`]),
 ///   otherwise prints the one line "skipped: no CUDA device" ([`cuda_or_skip`]) and returns.
 ///
-/// The GPU cases of a test executable are the ones whose name ends in `_cuda`
+/// The GPU cases of a test executable are the ones whose name contains `_cuda`
 /// (`<test executable> _cuda` runs only them; `tools/gpu_check.sh` does that).
 ///
 /// ```ignore
@@ -232,20 +232,22 @@ pub fn cuda_or_skip() -> Option<crate::Device> {
 ///     check(dev, "affine", &ops::affine(&on(&x, dev), 2.0, 1.0).unwrap(),
 ///           &ops::affine(&x, 2.0, 1.0).unwrap());
 /// }
-/// test_device!(affine, affine_cpu, affine_cuda);
+/// test_device!(affine);
 /// ```
 #[macro_export]
 macro_rules! test_device {
-    ($case:ident, $cpu:ident, $cuda:ident) => {
-        #[test]
-        fn $cpu() {
-            $case($crate::Device::Cpu)
-        }
+    ($case:ident) => {
+        mod $case {
+            #[test]
+            fn on_cpu() {
+                super::$case($crate::Device::Cpu)
+            }
 
-        #[test]
-        fn $cuda() {
-            if let Some(dev) = $crate::testing::cuda_or_skip() {
-                $case(dev)
+            #[test]
+            fn on_cuda() {
+                if let Some(dev) = $crate::testing::cuda_or_skip() {
+                    super::$case(dev)
+                }
             }
         }
     };
