@@ -242,59 +242,33 @@ fn bf16_operand_copies_follow_writes(dev: Device) {
     );
     let (xg, mut wg, dg) = (on(&x, dev), on(&w, dev), on(&d, dev));
     let mm = |a: &Tensor, b: &Tensor| ops::matmul(a, b).unwrap();
-    check_tol(
-        dev,
-        "bf16 matmul (first use)",
-        &mm(&xg, &wg),
-        &mm(&x, &w),
-        1e-4,
-    );
-    check_tol(
-        dev,
-        "bf16 matmul (cached copies)",
-        &mm(&xg, &wg),
-        &mm(&x, &w),
-        1e-4,
-    );
+    // The device product of (a, b) against the CPU product of (ca, cb).
+    let near = |what: &str, [a, b]: [&Tensor; 2], [ca, cb]: [&Tensor; 2]| {
+        check_tol(
+            dev,
+            &format!("bf16 matmul{what}"),
+            &mm(a, b),
+            &mm(ca, cb),
+            1e-4,
+        )
+    };
+    near(" (first use)", [&xg, &wg], [&x, &w]);
+    near(" (cached copies)", [&xg, &wg], [&x, &w]);
     // A reshape shares the storage, and so the cached copy.
     let via = |t: &Tensor, tmp: &[usize]| t.reshape(tmp).unwrap().reshape(t.shape()).unwrap();
     let (xr, wr) = (via(&xg, &[19, 2, 20]), via(&wg, &[20, 2, 23]));
-    check_tol(
-        dev,
-        "bf16 matmul through reshapes",
-        &mm(&xr, &wr),
-        &mm(&x, &w),
-        1e-4,
-    );
+    near(" through reshapes", [&xr, &wr], [&x, &w]);
     // A copy-on-write clone written in place: the original keeps its values and its copy.
     let mut w2g = wg.clone();
     ops::axpy(&mut w2g, 1.0, &dg).unwrap();
-    check_tol(
-        dev,
-        "bf16 matmul, original after a clone's write",
-        &mm(&xg, &wg),
-        &mm(&x, &w),
-        1e-4,
-    );
+    near(", original after a clone's write", [&xg, &wg], [&x, &w]);
     let mut w2 = w.clone();
     ops::axpy(&mut w2, 1.0, &d).unwrap();
-    check_tol(
-        dev,
-        "bf16 matmul, the written clone",
-        &mm(&xg, &w2g),
-        &mm(&x, &w2),
-        1e-4,
-    );
+    near(", the written clone", [&xg, &w2g], [&x, &w2]);
     // The tensor itself written in place (unique storage, like a weight under Adam).
     ops::axpy(&mut wg, -0.5, &dg).unwrap();
     ops::axpy(&mut w, -0.5, &d).unwrap();
-    check_tol(
-        dev,
-        "bf16 matmul after an in-place write",
-        &mm(&xg, &wg),
-        &mm(&x, &w),
-        1e-4,
-    );
+    near(" after an in-place write", [&xg, &wg], [&x, &w]);
 }
 
 test_device!(bf16_operand_copies_follow_writes);
