@@ -266,7 +266,7 @@ impl BertModel {
         Ok(self.token_type.backward(ps, &c.token_type, &d)?)
     }
 
-    /// The [CLS] vectors (B, hidden) of a `last_hidden_state`.
+    /// The `[CLS]` vectors (B, hidden) of a `last_hidden_state`.
     pub fn cls(hidden: &Tensor) -> Result<Tensor> {
         let (b, h) = (hidden.dim("cls", 0)?, hidden.dim("cls", 2)?);
         Ok(ops::slice(hidden, 1, 0, 1)?.reshape(&[b, h])?)

@@ -109,7 +109,7 @@ pub struct MidInputs<'a> {
     pub frames: &'a Tensor,
     /// Frame mask, B * T entries (1 = real frame).
     pub valid: &'a [u8],
-    /// Metadata text vectors (B, hidden), e.g. the BERT [CLS] rows.
+    /// Metadata text vectors (B, hidden), e.g. the BERT `[CLS]` rows.
     pub meta: &'a Tensor,
     /// Per item: metadata present (false = both metadata tokens masked).
     pub present: &'a [bool],

@@ -302,7 +302,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Files written by [`write`].
+/// Files written by [`write()`].
 #[derive(Debug, Clone)]
 pub struct Written {
     /// The Markdown table.

@@ -161,7 +161,7 @@ fn plane_len(x: &Tensor) -> f64 {
     x.shape()[2..].iter().product::<usize>().max(1) as f64
 }
 
-/// An inverted residual block `features.{i}`: [expand] -> depthwise -> [SE] -> project
+/// An inverted residual block `features.{i}`: \[expand\] -> depthwise -> \[SE\] -> project
 /// (+ input when the block is residual).
 #[derive(Debug, Clone)]
 pub struct InvertedResidual {

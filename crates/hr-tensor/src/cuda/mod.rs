@@ -5,7 +5,7 @@
 //! `is_culib_present` first (driver, NVRTC, cuBLAS) and runs initialisation under
 //! `catch_unwind`: a missing library is [`Error::CudaUnavailable`], never a panic.
 //!
-//! - [`CudaBackend`]: every op family, one module per family (`<family>.rs`, launching the
+//! - `CudaBackend`: every op family, one module per family (`<family>.rs`, launching the
 //!   kernels of `kernels/<family>.cu`; shared buffer helpers in backend.rs); GEMMs through cuBLAS
 //!   (plain FP32, or bf16 operands under [`crate::autocast`]), the rest through the kernels of
 //!   `kernels/` (fused attention and contrastive loss included). bf16 storage

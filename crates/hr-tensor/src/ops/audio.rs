@@ -52,8 +52,9 @@ pub fn frame_spec(
     })
 }
 
-/// Waveforms `wav` (B, N) -> windowed frames (B * T, n_fft), `T = 1 + (N - 1 + 2 (n_fft / 2)
-/// - n_fft) / hop` (`1 + (N - 1) / hop` for even `n_fft`). Row `b * T + t` holds
+/// Waveforms `wav` (B, N) -> windowed frames (B * T, n_fft),
+/// `T = 1 + (N - 1 + 2 (n_fft / 2) - n_fft) / hop` (`1 + (N - 1) / hop` for even `n_fft`).
+/// Row `b * T + t` holds
 /// `y[t * hop + j - n_fft / 2] * window[j]` where `y[n] = x[n + 1] - preemphasis * x[n]`
 /// (N - 1 samples) is read with numpy `reflect` padding (the edge sample is not repeated).
 /// `window` has shape (n_fft) and the dtype and device of `wav`.

@@ -90,7 +90,7 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     be.concat(xs, axis)
 }
 
-/// Backward of [`concat`]: `dy` cut along `axis` into pieces of the given `sizes`
+/// Backward of [`concat()`]: `dy` cut along `axis` into pieces of the given `sizes`
 /// (the inputs' sizes along `axis`, in order).
 pub fn concat_bwd(dy: &Tensor, sizes: &[usize], axis: usize) -> Result<Vec<Tensor>> {
     check_axis("concat_bwd", dy, axis)?;
@@ -153,7 +153,7 @@ pub fn pad_axis(x: &Tensor, axis: usize, start: usize, total: usize) -> Result<T
     backend_for("pad_axis", x.device())?.pad_axis(x, axis, start, total)
 }
 
-/// Backward of [`slice`]: `dy` placed at `start` of a zero tensor whose `axis` has the input's
+/// Backward of [`slice()`]: `dy` placed at `start` of a zero tensor whose `axis` has the input's
 /// size `in_len`.
 pub fn slice_bwd(dy: &Tensor, axis: usize, start: usize, in_len: usize) -> Result<Tensor> {
     pad_axis(dy, axis, start, in_len)
