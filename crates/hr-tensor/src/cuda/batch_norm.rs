@@ -134,18 +134,10 @@ fn apply(
 
 /// Train mode: batch statistics, normalised output (through `act` when given: the fused
 /// batch norm + activation), running statistics updated in place.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn train(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &mut Tensor,
-    running_var: &mut Tensor,
-    momentum: f64,
-    eps: f64,
-    act: Option<Unary>,
-) -> Result<(Tensor, NormStats)> {
+fn train(x: &Tensor, p: Affine, run: Running, act: Option<Unary>) -> Result<(Tensor, NormStats)> {
     const OP: &str = "batch_norm_train";
+    let (gamma, beta, eps) = (p.gamma, p.beta, p.eps);
+    let (running_mean, running_var, momentum) = (run.mean, run.var, run.momentum);
     let (n, c, s) = nc_spatial(OP, x)?;
     let dev = acts_device(OP, &[x], &[gamma, beta, &*running_mean, &*running_var])?;
     let ((_, xs), (_, gs), (_, bs)) = (storage(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
@@ -317,16 +309,7 @@ impl BatchNormOps for CudaBackend {
         run: Running,
         act: Option<Unary>,
     ) -> Result<(Tensor, NormStats)> {
-        train(
-            x,
-            p.gamma,
-            p.beta,
-            run.mean,
-            run.var,
-            run.momentum,
-            p.eps,
-            act,
-        )
+        train(x, p, run, act)
     }
 
     fn batch_norm_eval(&self, x: &Tensor, p: Affine, [rm, rv]: [&Tensor; 2]) -> Result<Tensor> {
