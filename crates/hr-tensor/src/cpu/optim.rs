@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::{float_dispatch, CpuBackend, PAR_THRESHOLD};
 use crate::backend::{AdamStep, AdamTensors, OptimOps};
-use crate::{Error, Float, Result};
+use crate::{Float, Result};
 
 /// Per-step constants of the update, computed once in f64.
 struct AdamConsts<T> {
@@ -62,14 +62,6 @@ impl OptimOps for CpuBackend {
     fn adam_step(&self, t: AdamTensors, hp: &AdamStep) -> Result<()> {
         let moments = t.m.iter_mut().zip(t.v.iter_mut());
         for ((param, grad), (m, v)) in t.params.iter_mut().zip(t.grads).zip(moments) {
-            let n = param.numel();
-            if grad.numel() != n || m.numel() != n || v.numel() != n {
-                return Err(Error::ShapeMismatch {
-                    op: "adam_step",
-                    lhs: param.shape().to_vec(),
-                    rhs: grad.shape().to_vec(),
-                });
-            }
             float_dispatch!("adam_step", param.dtype(), |T| {
                 let (p, g) = (param.as_mut_slice()?, grad.as_slice()?);
                 adam_k::<T>(p, g, m.as_mut_slice()?, v.as_mut_slice()?, hp);

@@ -8,7 +8,7 @@ use super::backend::{binary_code, broadcast_strides, i64_of, unary_code, CudaBac
 use super::kernels::Family;
 use super::launch::{cfg_elems, launch, Broadcast2};
 use crate::backend::{Binary, ElementwiseOps, Unary};
-use crate::{Error, Result, Tensor};
+use crate::{Result, Tensor};
 
 impl ElementwiseOps for CudaBackend {
     fn unary(&self, kind: Unary, x: &Tensor) -> Result<Tensor> {
@@ -49,13 +49,6 @@ impl ElementwiseOps for CudaBackend {
         const OP: &str = "binary";
         let dev = device_any(OP, &[a, b])?;
         let ((_, av), (_, bv)) = (storage(OP, a)?, storage(OP, b)?);
-        if a.rank() != out_shape.len() || b.rank() != out_shape.len() {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: a.shape().to_vec(),
-                rhs: b.shape().to_vec(),
-            });
-        }
         let n = crate::numel_of(OP, out_shape)?;
         let mut c = alloc_as(&dev, a.dtype(), n, OP)?;
         if n > 0 {

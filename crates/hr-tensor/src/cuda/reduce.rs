@@ -8,7 +8,7 @@ use super::backend::{broadcast_strides, gather, i64_of, CudaBackend};
 use super::kernels::Family;
 use super::launch::{cfg_rows, cfg_sum_cols, launch, row_major, Strided};
 use crate::backend::ReduceOps;
-use crate::{Error, Result, Tensor};
+use crate::{Result, Tensor};
 
 /// Longest reduction that `sum_to_cols` takes (each of its threads sums a 1/8 of it).
 const SUM_COLS_MAX: usize = 1 << 14;
@@ -19,18 +19,6 @@ impl ReduceOps for CudaBackend {
         let dev = device_any(OP, &[x])?;
         let (_, xs) = storage(OP, x)?;
         let in_shape = x.shape();
-        if in_shape.len() != out_shape.len()
-            || in_shape
-                .iter()
-                .zip(out_shape)
-                .any(|(&i, &o)| o != i && o != 1)
-        {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: in_shape.to_vec(),
-                rhs: out_shape.to_vec(),
-            });
-        }
         let n_out = crate::numel_of(OP, out_shape)?;
         let mut y = alloc_as(&dev, x.dtype(), n_out, OP)?;
         if n_out > 0 {
@@ -65,18 +53,6 @@ impl ReduceOps for CudaBackend {
 
     fn broadcast_to(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         const OP: &str = "broadcast_to";
-        if x.rank() != out_shape.len()
-            || x.shape()
-                .iter()
-                .zip(out_shape)
-                .any(|(&i, &o)| i != o && i != 1)
-        {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: x.shape().to_vec(),
-                rhs: out_shape.to_vec(),
-            });
-        }
         let st = broadcast_strides(x.shape(), out_shape);
         gather(
             OP,

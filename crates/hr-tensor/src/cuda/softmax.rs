@@ -9,7 +9,7 @@ use super::kernels::Family;
 use super::launch::{alloc_f32, cfg_elems, cfg_rows, cfg_warp_rows, launch, zeros_f32};
 use crate::backend::SoftmaxOps;
 use crate::checks::rows_cols;
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Result, Tensor};
 
 /// Launches a row kernel `name(a, b, out, rows, k)` of the softmax family.
 fn softmax_rows_2(op: &'static str, name: &'static str, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
@@ -46,20 +46,8 @@ impl SoftmaxOps for CudaBackend {
     fn softmax(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         const OP: &str = "softmax";
         let (rows, k) = rows_cols(OP, x)?;
-        let per_mask_row = match mask {
-            Some(m) => {
-                let b = m.numel().checked_div(k).unwrap_or(0);
-                if m.numel() != b * k || b == 0 || rows % b != 0 {
-                    return Err(Error::ShapeMismatch {
-                        op: OP,
-                        lhs: x.shape().to_vec(),
-                        rhs: m.shape().to_vec(),
-                    });
-                }
-                rows / b
-            }
-            None => 1,
-        };
+        // Rows per mask row: x is viewed as (B, R, K) against a (B, K) mask.
+        let per_mask_row = mask.map_or(1, |m| rows.checked_div(m.shape()[0]).unwrap_or(1));
         let dev = match mask {
             Some(m) => device_any(OP, &[x, m])?,
             None => device_any(OP, &[x])?,
