@@ -36,8 +36,7 @@ pub struct MobileNetV3 {
     stem: ConvBnAct,
     blocks: Vec<InvertedResidual>,
     last: ConvBnAct,
-    /// The classifier head; `None` for a backbone built without it
-    /// ([`MobileNetV3::backbone_with_prefix`]).
+    /// The classifier head; `None` for a [`Part::Backbone`].
     head: Option<Head>,
     params: Vec<ParamId>,
 }
@@ -151,40 +150,30 @@ fn accumulate(acc: &mut Option<Tensor>, t: Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Which part of the network a [`MobileNetV3`] registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Features and the classifier head (`features.*`, `classifier.*`).
+    Classifier,
+    /// The feature extractor alone (`features.*`): what a retriever uses.
+    /// [`MobileNetV3::forward`] is then an error; EfficientAT checkpoints still load, their
+    /// classifier entries ignored.
+    Backbone,
+}
+
 impl MobileNetV3 {
     /// Registers a model under the EfficientAT names, initialised like EfficientAT (Kaiming
     /// normal fan-out convs, identity BN, Linear N(0, 0.01) with zero bias).
     pub fn new(ps: &mut ParamStore, config: MobileNetConfig, rng: &mut Rng) -> Result<MobileNetV3> {
-        MobileNetV3::with_prefix(ps, "", config, rng)
+        MobileNetV3::with_prefix(ps, ("", Part::Classifier), config, rng)
     }
 
-    /// Like [`MobileNetV3::new`] with `prefix` prepended to every name (e.g. `"audio.cnn."`).
+    /// Like [`MobileNetV3::new`] with `prefix` prepended to every name (e.g. `"audio.cnn."`),
+    /// the whole classifier or its [`Part::Backbone`] alone.
     pub fn with_prefix(
         ps: &mut ParamStore,
-        prefix: &str,
+        (prefix, part): (&str, Part),
         config: MobileNetConfig,
-        rng: &mut Rng,
-    ) -> Result<MobileNetV3> {
-        MobileNetV3::build(ps, prefix, config, true, rng)
-    }
-
-    /// The feature extractor alone (`features.*`, no `classifier.*`): what a retriever uses.
-    /// [`MobileNetV3::forward`] is then an error; EfficientAT checkpoints still load, their
-    /// classifier entries ignored.
-    pub fn backbone_with_prefix(
-        ps: &mut ParamStore,
-        prefix: &str,
-        config: MobileNetConfig,
-        rng: &mut Rng,
-    ) -> Result<MobileNetV3> {
-        MobileNetV3::build(ps, prefix, config, false, rng)
-    }
-
-    fn build(
-        ps: &mut ParamStore,
-        prefix: &str,
-        config: MobileNetConfig,
-        with_head: bool,
         rng: &mut Rng,
     ) -> Result<MobileNetV3> {
         let start = ps.len();
@@ -215,9 +204,9 @@ impl MobileNetV3 {
             em,
             rng,
         )?;
-        let head = match with_head {
-            true => Some(Head::new(ps, prefix, &config, rng)?),
-            false => None,
+        let head = match part {
+            Part::Classifier => Some(Head::new(ps, prefix, &config, rng)?),
+            Part::Backbone => None,
         };
         let params: Vec<ParamId> = ps.iter().skip(start).map(|(id, _)| id).collect();
         let model = MobileNetV3 {

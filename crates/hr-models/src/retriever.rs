@@ -31,7 +31,7 @@ use crate::fusion::{
     MidItemsCache, MidQueries, MidScoreCache,
 };
 use crate::mel::{MelConfig, MelFrontend};
-use crate::mobilenet::{MobileNetConfig, MobileNetV3, WindowedCache, WINDOW_FRAMES};
+use crate::mobilenet::{MobileNetConfig, MobileNetV3, Part, WindowedCache, WINDOW_FRAMES};
 use crate::pooling::frame_mask;
 use crate::pooling::{AudioPooling, PoolingCache, PoolingConfig};
 use crate::text::TokenBatch;
@@ -285,7 +285,7 @@ impl HybridRetriever {
                 msg,
             });
         }
-        let cnn = MobileNetV3::backbone_with_prefix(ps, AUDIO_CNN_PREFIX, mc, rng)?;
+        let cnn = MobileNetV3::with_prefix(ps, (AUDIO_CNN_PREFIX, Part::Backbone), mc, rng)?;
         Ok(Some(Backbone {
             mel: MelFrontend::new(mel_config(&cfg.audio))?,
             cnn,

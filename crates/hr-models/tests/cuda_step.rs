@@ -30,7 +30,7 @@ use hr_models::bert::BertModel;
 use hr_models::exchange::LocalRows;
 use hr_models::fusion::FusionKind;
 use hr_models::mel::{MelConfig, MelFrontend};
-use hr_models::mobilenet::{MobileNetConfig, MobileNetV3, WINDOW_FRAMES};
+use hr_models::mobilenet::{MobileNetConfig, MobileNetV3, Part, WINDOW_FRAMES};
 use hr_models::pooling::{frame_mask, AudioPooling};
 use hr_models::presets::preset;
 use hr_models::retriever::{HybridRetriever, RetrieverConfig, WaveformBatch};
@@ -469,7 +469,7 @@ fn check_components(
         mel: MelFrontend::new(MelConfig::default()).expect("mel"),
         cnn: MobileNetV3::with_prefix(
             &mut cpu,
-            "audio_cnn.",
+            ("audio_cnn.", Part::Classifier),
             MobileNetConfig::from_name(backbone).expect("backbone"),
             &mut rng,
         )

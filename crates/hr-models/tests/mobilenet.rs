@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hr_models::mobilenet::{
-    make_divisible, window_layout, MobileNetConfig, MobileNetGrads, MobileNetV3,
+    make_divisible, window_layout, MobileNetConfig, MobileNetGrads, MobileNetV3, Part,
 };
 use hr_nn::io::{read_safetensors, serialize_safetensors, SafeFile};
 use hr_nn::{Mode, ParamId, ParamStore};
@@ -557,7 +557,13 @@ fn checkpoint_import_and_key_mismatch() {
     let good = write_tmp("good", &sd);
 
     let mut ps = ParamStore::new();
-    let m = MobileNetV3::with_prefix(&mut ps, "audio.cnn.", cfg, &mut Rng::new(2)).unwrap();
+    let m = MobileNetV3::with_prefix(
+        &mut ps,
+        ("audio.cnn.", Part::Classifier),
+        cfg,
+        &mut Rng::new(2),
+    )
+    .unwrap();
     m.load_efficientat(&mut ps, &good).unwrap();
     for (_, p) in ps.iter() {
         assert_eq!(
@@ -613,7 +619,8 @@ fn backbone_without_head_loads_a_full_checkpoint_and_ignores_its_classifier() {
     let file = write_tmp("full-for-backbone", &sd);
 
     let mut ps = ParamStore::new();
-    let m = MobileNetV3::backbone_with_prefix(&mut ps, "cnn.", cfg, &mut Rng::new(2)).unwrap();
+    let m =
+        MobileNetV3::with_prefix(&mut ps, ("cnn.", Part::Backbone), cfg, &mut Rng::new(2)).unwrap();
     assert!(!m.has_head());
     assert!(ps.iter().all(|(_, p)| !p.name.contains("classifier")));
     m.load_efficientat(&mut ps, &file).unwrap();
