@@ -557,13 +557,8 @@ fn checkpoint_import_and_key_mismatch() {
     let good = write_tmp("good", &sd);
 
     let mut ps = ParamStore::new();
-    let m = MobileNetV3::with_prefix(
-        &mut ps,
-        ("audio.cnn.", Part::Classifier),
-        cfg,
-        &mut Rng::new(2),
-    )
-    .unwrap();
+    let named = ("audio.cnn.", Part::Classifier);
+    let m = MobileNetV3::with_prefix(&mut ps, named, cfg, &mut Rng::new(2)).unwrap();
     m.load_efficientat(&mut ps, &good).unwrap();
     for (_, p) in ps.iter() {
         assert_eq!(
