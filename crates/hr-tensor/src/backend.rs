@@ -223,19 +223,25 @@ pub struct Running<'a> {
     pub momentum: f64,
 }
 
+/// What a train-mode batch norm takes besides its input: the affine parameters, the running
+/// statistics it updates and the activation fused after it, if any.
+#[derive(Debug)]
+pub struct BatchNormTrain<'a> {
+    /// Scale, shift and variance epsilon.
+    pub affine: Affine<'a>,
+    /// The running statistics and their momentum.
+    pub running: Running<'a>,
+    /// The activation applied to the normalised output in the same pass.
+    pub act: Option<Unary>,
+}
+
 /// Batch norm over axis 1 of (N, C, *spatial), optionally fused with an activation.
 pub trait BatchNormOps {
     /// Batch norm over axis 1 of (N, C, ...) with batch statistics (biased variance), then
     /// `act` when given, without materialising the normalised tensor (the same statistics,
     /// running-stat update and output values as the two ops in sequence); updates the running
     /// stats with momentum and the unbiased variance.
-    fn batch_norm_train(
-        &self,
-        x: &Tensor,
-        p: Affine,
-        run: Running,
-        act: Option<Unary>,
-    ) -> Result<(Tensor, NormStats)>;
+    fn batch_norm_train(&self, x: &Tensor, p: BatchNormTrain) -> Result<(Tensor, NormStats)>;
     /// Batch norm with the running statistics `[mean, var]`.
     fn batch_norm_eval(&self, x: &Tensor, p: Affine, running: [&Tensor; 2]) -> Result<Tensor>;
     /// Backward of [`BatchNormOps::batch_norm_train`]. With `act` (the activation and `beta`):

@@ -9,21 +9,18 @@ use rayon::prelude::*;
 
 use super::elementwise::{unary_df, unary_f};
 use super::{f32_acts, float_dispatch, is_bf16, out, CpuBackend, RoundBf16, PAR_THRESHOLD};
-use crate::backend::{Affine, BatchNormOps, NormGrads, NormSaved, NormStats, Running, Unary};
+use crate::backend::{
+    Affine, BatchNormOps, BatchNormTrain, NormGrads, NormSaved, NormStats, Unary,
+};
 use crate::checks::nc_spatial;
 use crate::{Elem, Float, Result, Tensor};
 
 impl BatchNormOps for CpuBackend {
     /// bf16 `x`: the f32 op on its values, `y` rounded once (the statistics stay f32).
-    fn batch_norm_train(
-        &self,
-        x: &Tensor,
-        p: Affine,
-        run: Running,
-        act: Option<Unary>,
-    ) -> Result<(Tensor, NormStats)> {
-        let (g, b, [rm, rv]) = (p.gamma, p.beta, [run.mean, run.var]);
-        let hyper = (run.momentum, p.eps);
+    fn batch_norm_train(&self, x: &Tensor, p: BatchNormTrain) -> Result<(Tensor, NormStats)> {
+        let (a, run, act) = (p.affine, p.running, p.act);
+        let (g, b, [rm, rv]) = (a.gamma, a.beta, [run.mean, run.var]);
+        let hyper = (run.momentum, a.eps);
         if !is_bf16(x) {
             return batch_norm_train(x, g, b, rm, rv, hyper, act);
         }

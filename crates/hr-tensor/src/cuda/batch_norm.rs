@@ -14,7 +14,9 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{buf, buf_mut, i64_of, unary_code, wrap, CudaBackend};
 use super::cast::{acts_device, alloc_as, kname, storage, wrap_storage};
-use crate::backend::{Affine, BatchNormOps, NormGrads, NormSaved, NormStats, Running, Unary};
+use crate::backend::{
+    Affine, BatchNormOps, BatchNormTrain, NormGrads, NormSaved, NormStats, Unary,
+};
 use crate::checks::nc_spatial;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, driver_msg, launch, zeros_f32};
@@ -134,10 +136,10 @@ fn apply(
 
 /// Train mode: batch statistics, normalised output (through `act` when given: the fused
 /// batch norm + activation), running statistics updated in place.
-fn train(x: &Tensor, p: Affine, run: Running, act: Option<Unary>) -> Result<(Tensor, NormStats)> {
+fn train(x: &Tensor, p: BatchNormTrain) -> Result<(Tensor, NormStats)> {
     const OP: &str = "batch_norm_train";
-    let (gamma, beta, eps) = (p.gamma, p.beta, p.eps);
-    let (running_mean, running_var, momentum) = (run.mean, run.var, run.momentum);
+    let (gamma, beta, eps, act) = (p.affine.gamma, p.affine.beta, p.affine.eps, p.act);
+    let (running_mean, running_var, momentum) = (p.running.mean, p.running.var, p.running.momentum);
     let (n, c, s) = nc_spatial(OP, x)?;
     let dev = acts_device(OP, &[x], &[gamma, beta, &*running_mean, &*running_var])?;
     let ((_, xs), (_, gs), (_, bs)) = (storage(OP, x)?, buf(OP, gamma)?, buf(OP, beta)?);
@@ -302,14 +304,8 @@ fn backward(saved: NormSaved, dy: &Tensor, act: Option<(Unary, &Tensor)>) -> Res
 }
 
 impl BatchNormOps for CudaBackend {
-    fn batch_norm_train(
-        &self,
-        x: &Tensor,
-        p: Affine,
-        run: Running,
-        act: Option<Unary>,
-    ) -> Result<(Tensor, NormStats)> {
-        train(x, p, run, act)
+    fn batch_norm_train(&self, x: &Tensor, p: BatchNormTrain) -> Result<(Tensor, NormStats)> {
+        train(x, p)
     }
 
     fn batch_norm_eval(&self, x: &Tensor, p: Affine, [rm, rv]: [&Tensor; 2]) -> Result<Tensor> {

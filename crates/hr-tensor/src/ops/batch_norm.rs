@@ -2,7 +2,7 @@
 //! over axis 1 in training and evaluation mode, optionally fused with an activation, and the
 //! backwards.
 
-use crate::backend::{Affine, NormSaved, Running};
+use crate::backend::{Affine, BatchNormTrain, NormSaved, Running};
 
 /// Batch norm in training mode over axis 1 of `x` (N, C, *spatial) or (N, C), PyTorch
 /// `BatchNorm2d` semantics: normalises with the batch mean and biased variance,
@@ -79,7 +79,12 @@ fn train(
 ) -> crate::Result<(crate::Tensor, crate::NormStats)> {
     let operands = [x, p.gamma, p.beta, &*run.mean, &*run.var];
     let be = train_checks(op, operands, run.momentum, p.eps)?;
-    be.batch_norm_train(x, p, run, act)
+    let p = BatchNormTrain {
+        affine: p,
+        running: run,
+        act,
+    };
+    be.batch_norm_train(x, p)
 }
 
 /// Operand checks of the train-mode batch norms; returns the operands' backend.
