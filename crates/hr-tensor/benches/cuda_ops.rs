@@ -481,7 +481,7 @@ fn batch_norm_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>)
     let mut rm = full_on(&[c], 0.0, dev)?;
     let mut rv = full_on(&[c], 1.0, dev)?;
     let ms = time_ms(5, || {
-        ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
+        ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3, None)?;
         Ok(())
     })?;
     let bytes = bytes_of(&shape, dtype);
@@ -496,7 +496,7 @@ fn batch_norm_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>)
         ceiling,
     );
     rows.push(row.note(" (3 passes)"));
-    let (_, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3)?;
+    let (_, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3, None)?;
     let dy = full_on(&shape, 0.25, dev)?.to_dtype(dtype)?;
     let ms = time_ms(5, || {
         ops::batch_norm_bwd(&x, &g, &st, &dy)?;

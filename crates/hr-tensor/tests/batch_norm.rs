@@ -6,10 +6,7 @@
 //! fused batch norm + activation on the device against the CPU backend
 //! ([`hr_tensor::testing::parity`]).
 
-use hr_tensor::ops::{
-    self, batch_norm_act_bwd, batch_norm_bwd, batch_norm_eval, batch_norm_train,
-    batch_norm_train_act,
-};
+use hr_tensor::ops::{self, batch_norm_act_bwd, batch_norm_bwd, batch_norm_eval, batch_norm_train};
 use hr_tensor::testing::parity::{on, randn, uniform, Report};
 use hr_tensor::testing::{assert_close, check_gradients, randn64};
 use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor, Unary};
@@ -95,8 +92,10 @@ fn train_forward_stats_and_running_update() {
     for (i, shape) in SHAPES.iter().enumerate() {
         let p = params(shape, 10 + i as u64);
         let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
-        let (y, stats) =
-            batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+        let (y, stats) = batch_norm_train(
+            &p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None,
+        )
+        .unwrap();
         let (mean, var, m) = channel_stats(&p.x);
         let what = format!("{shape:?}");
         assert_close(
@@ -147,7 +146,7 @@ fn running_stats_converge_with_repeated_batches() {
     let p = params(&[4, 3, 6, 5], 77);
     let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
     for _ in 0..200 {
-        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, 0.1, EPS).unwrap();
+        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, 0.1, EPS, None).unwrap();
     }
     let (mean, var, m) = channel_stats(&p.x);
     let unbiased: Vec<f64> = var
@@ -158,7 +157,7 @@ fn running_stats_converge_with_repeated_batches() {
     assert_close("converged var", &rv, &vec_tensor(unbiased), 1e-8);
     // momentum = 1 replaces the running stats outright, 0 leaves them alone.
     let (mut rm1, mut rv1) = (p.rm.clone(), p.rv.clone());
-    batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm1, &mut rv1, 0.0, EPS).unwrap();
+    batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm1, &mut rv1, 0.0, EPS, None).unwrap();
     assert_eq!(rm1.to_vec_f64().unwrap(), p.rm.to_vec_f64().unwrap());
     assert_eq!(rv1.to_vec_f64().unwrap(), p.rv.to_vec_f64().unwrap());
 }
@@ -186,7 +185,7 @@ fn gradients_dx_dgamma_dbeta() {
         let (rm, rv) = (p.rm.clone(), p.rv.clone());
         let fwd = |t: &[Tensor]| {
             let (mut rm, mut rv) = (rm.clone(), rv.clone());
-            batch_norm_train(&t[0], &t[1], &t[2], &mut rm, &mut rv, MOMENTUM, EPS)
+            batch_norm_train(&t[0], &t[1], &t[2], &mut rm, &mut rv, MOMENTUM, EPS, None)
         };
         check_gradients(
             &format!("batch_norm {shape:?}"),
@@ -216,9 +215,9 @@ fn fused_activation_matches_the_unfused_ops() {
                 let (mut rm, mut rv) = (cv(&p.rm), cv(&p.rv));
                 let (mut rm2, mut rv2) = (rm.clone(), rv.clone());
                 let (z, st) =
-                    batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+                    batch_norm_train(&x, &g, &b, &mut rm, &mut rv, MOMENTUM, EPS, None).unwrap();
                 let (y, st2) =
-                    batch_norm_train_act(&x, &g, &b, &mut rm2, &mut rv2, MOMENTUM, EPS, act)
+                    batch_norm_train(&x, &g, &b, &mut rm2, &mut rv2, MOMENTUM, EPS, Some(act))
                         .unwrap();
                 let what = format!("{act:?} {shape:?} {dtype:?}");
                 let want = ops::unary(act, &z).unwrap();
@@ -253,7 +252,16 @@ fn fused_activation_matches_the_unfused_ops() {
             let (rm, rv) = (p.rm.clone(), p.rv.clone());
             let fwd = |t: &[Tensor]| {
                 let (mut rm, mut rv) = (rm.clone(), rv.clone());
-                batch_norm_train_act(&t[0], &t[1], &t[2], &mut rm, &mut rv, MOMENTUM, EPS, act)
+                batch_norm_train(
+                    &t[0],
+                    &t[1],
+                    &t[2],
+                    &mut rm,
+                    &mut rv,
+                    MOMENTUM,
+                    EPS,
+                    Some(act),
+                )
             };
             check_gradients(
                 &format!("batch_norm + {act:?} {shape:?}"),
@@ -276,11 +284,13 @@ fn f32_agrees_with_f64() {
         let to32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
         let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
         let (mut rm32, mut rv32) = (to32(&p.rm), to32(&p.rv));
-        let (y, st) =
-            batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+        let (y, st) = batch_norm_train(
+            &p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None,
+        )
+        .unwrap();
         let (x32, g32, b32) = (to32(&p.x), to32(&p.gamma), to32(&p.beta));
         let (y32, st32) =
-            batch_norm_train(&x32, &g32, &b32, &mut rm32, &mut rv32, MOMENTUM, EPS).unwrap();
+            batch_norm_train(&x32, &g32, &b32, &mut rm32, &mut rv32, MOMENTUM, EPS, None).unwrap();
         let what = format!("{shape:?} f32");
         assert_eq!(y32.dtype(), DType::F32);
         assert_eq!(st32.mean.dtype(), DType::F32);
@@ -308,7 +318,8 @@ fn train_normalises_to_zero_mean_unit_variance() {
     let one = Tensor::full(&[c], 1.0, DType::F64).unwrap();
     let zero = Tensor::full(&[c], 0.0, DType::F64).unwrap();
     let (mut rm, mut rv) = (p.rm.clone(), p.rv.clone());
-    let (y, _) = batch_norm_train(&p.x, &one, &zero, &mut rm, &mut rv, MOMENTUM, 0.0).unwrap();
+    let (y, _) =
+        batch_norm_train(&p.x, &one, &zero, &mut rm, &mut rv, MOMENTUM, 0.0, None).unwrap();
     let (mean, var, _) = channel_stats(&y);
     for ch in 0..c {
         assert!(mean[ch].abs() < 1e-12, "channel {ch} mean {}", mean[ch]);
@@ -337,13 +348,15 @@ fn bad_inputs_are_errors() {
     let xs = "[2, 3, 4, 5]";
     // Per-channel parameters of the wrong length.
     expect_err(
-        batch_norm_train(&p.x, &g4, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        batch_norm_train(&p.x, &g4, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None),
         "batch_norm_train",
         &[xs, "[4]"],
     );
     let mut rm4 = g4.clone();
     expect_err(
-        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm4, &mut rv, MOMENTUM, EPS),
+        batch_norm_train(
+            &p.x, &p.gamma, &p.beta, &mut rm4, &mut rv, MOMENTUM, EPS, None,
+        ),
         "batch_norm_train",
         &[xs, "[4]"],
     );
@@ -355,14 +368,18 @@ fn bad_inputs_are_errors() {
     // Rank 1 input.
     let x1 = randn64(&[3], &mut rng);
     expect_err(
-        batch_norm_train(&x1, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        batch_norm_train(
+            &x1, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None,
+        ),
         "batch_norm_train",
         &["[3]"],
     );
     // One value per channel cannot be normalised in training mode (fine in eval).
     let x11 = randn64(&[1, 3, 1, 1], &mut rng);
     expect_err(
-        batch_norm_train(&x11, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        batch_norm_train(
+            &x11, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None,
+        ),
         "batch_norm_train",
         &["[1, 3, 1, 1]"],
     );
@@ -375,18 +392,24 @@ fn bad_inputs_are_errors() {
         (MOMENTUM, -1.0),
         (MOMENTUM, f64::INFINITY),
     ] {
-        assert!(batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, mom, eps).is_err());
+        assert!(
+            batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, mom, eps, None).is_err()
+        );
     }
     // Dtype mismatch.
     let x32 = p.x.to_dtype(DType::F32).unwrap();
     expect_err(
-        batch_norm_train(&x32, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS),
+        batch_norm_train(
+            &x32, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None,
+        ),
         "batch_norm_train",
         &["F32", "F64"],
     );
     // Backward: dy of another shape, stats of the wrong length, dtype mismatch.
-    let (_, st) =
-        batch_norm_train(&p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS).unwrap();
+    let (_, st) = batch_norm_train(
+        &p.x, &p.gamma, &p.beta, &mut rm, &mut rv, MOMENTUM, EPS, None,
+    )
+    .unwrap();
     let dy = randn64(&[2, 3, 5, 4], &mut rng);
     expect_err(
         batch_norm_bwd(&p.x, &p.gamma, &st, &dy),
@@ -439,10 +462,11 @@ fn batch_norm_train_eval_bwd(dev: Device) {
         let (xg, gg, bg, dyg) = (on(&x, dev), on(&g, dev), on(&b, dev), on(&dy, dev));
         let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
         let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
-        let (y, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3).unwrap();
+        let (y, st) =
+            ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3, None).unwrap();
         let name = |what: &str| format!("batch_norm {what} {shape:?} momentum {momentum}");
         let (yg, stg) =
-            match ops::batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3) {
+            match ops::batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3, None) {
                 Ok(r) => r,
                 Err(e) => {
                     report.check(&name("train"), Err(e), &y);
@@ -473,12 +497,12 @@ fn batch_norm_train_eval_bwd(dev: Device) {
             let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
             let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
             let (ya, sa) =
-                ops::batch_norm_train_act(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3, act)
+                ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3, Some(act))
                     .unwrap();
             let fused = |w: &str| name(&format!("{act:?} {w}"));
             let ga = ops::batch_norm_act_bwd(&x, &g, &b, &sa, &dy, act).unwrap();
             let got =
-                ops::batch_norm_train_act(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3, act)
+                ops::batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3, Some(act))
                     .and_then(|(yg, sg)| {
                         Ok((yg, ops::batch_norm_act_bwd(&xg, &gg, &bg, &sg, &dyg, act)?))
                     });
@@ -498,7 +522,7 @@ fn batch_norm_train_eval_bwd(dev: Device) {
     let x = on(&randn(&[1, 3, 1, 1], 990), dev);
     let p = on(&randn(&[3], 991), dev);
     let (mut rm, mut rv) = (p.clone(), p.clone());
-    let err = ops::batch_norm_train(&x, &p, &p, &mut rm, &mut rv, 0.1, 1e-3).unwrap_err();
+    let err = ops::batch_norm_train(&x, &p, &p, &mut rm, &mut rv, 0.1, 1e-3, None).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     println!("ok batch_norm_train on one value per channel: {err}");
     report.finish("batch_norm_train_eval_bwd");

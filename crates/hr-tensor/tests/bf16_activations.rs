@@ -127,9 +127,8 @@ fn batch_norms_round_the_f32_result_once() {
         .unwrap();
         for act in [None, Some(Unary::Relu), Some(Unary::Hardswish)] {
             let what = format!("batch norm {shape:?} {act:?}");
-            let train = |x: &Tensor, rm: &mut Tensor, rv: &mut Tensor| match act {
-                Some(a) => ops::batch_norm_train_act(x, &gamma, &beta, rm, rv, 0.1, 1e-5, a),
-                None => ops::batch_norm_train(x, &gamma, &beta, rm, rv, 0.1, 1e-5),
+            let train = |x: &Tensor, rm: &mut Tensor, rv: &mut Tensor| {
+                ops::batch_norm_train(x, &gamma, &beta, rm, rv, 0.1, 1e-5, act)
             };
             let (mut rmf, mut rvf, mut rmb, mut rvb) =
                 (rm0.clone(), rv0.clone(), rm0.clone(), rv0.clone());
@@ -184,7 +183,7 @@ fn other_dtype_mixes_are_errors() {
     );
     let (cf, cb) = pair(&[2], 1.0, 0.0, 4);
     let (mut rm, mut rv) = (cb.clone(), cb.clone());
-    match ops::batch_norm_train(&xb, &cb, &cb, &mut rm, &mut rv, 0.1, 1e-5) {
+    match ops::batch_norm_train(&xb, &cb, &cb, &mut rm, &mut rv, 0.1, 1e-5, None) {
         Err(Error::DTypeMismatch {
             op: "batch_norm_train",
             lhs: DType::F32,
@@ -193,5 +192,5 @@ fn other_dtype_mixes_are_errors() {
         other => panic!("bf16 parameters: expected a dtype mismatch, got {other:?}"),
     }
     let (mut rm, mut rv) = (cf.clone(), cf.clone());
-    assert!(ops::batch_norm_train(&xb, &cf, &cf, &mut rm, &mut rv, 0.1, 1e-5).is_ok());
+    assert!(ops::batch_norm_train(&xb, &cf, &cf, &mut rm, &mut rv, 0.1, 1e-5, None).is_ok());
 }

@@ -466,11 +466,9 @@ fn bf16_activation_convs_and_batch_norms(dev: Device) {
             let name = |w: &str| format!("bf16 activations batch_norm {act:?} {w} {shape:?}");
             let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
             let (mut rmg, mut rvg) = (on(&rm0, dev), on(&rv0, dev));
-            let train =
-                |x: &Tensor, g: &Tensor, b: &Tensor, rm: &mut Tensor, rv: &mut Tensor| match act {
-                    Some(a) => ops::batch_norm_train_act(x, g, b, rm, rv, 0.1, 1e-3, a),
-                    None => ops::batch_norm_train(x, g, b, rm, rv, 0.1, 1e-3),
-                };
+            let train = |x: &Tensor, g: &Tensor, b: &Tensor, rm: &mut Tensor, rv: &mut Tensor| {
+                ops::batch_norm_train(x, g, b, rm, rv, 0.1, 1e-3, act)
+            };
             let bwd =
                 |x: &Tensor, g: &Tensor, b: &Tensor, st: &hr_tensor::NormStats, dy: &Tensor| {
                     match act {

@@ -71,7 +71,7 @@ impl BatchNorm2d {
         let mut rm = ps.value(self.running_mean).clone();
         let mut rv = ps.value(self.running_var).clone();
         let (y, stats) =
-            ops::batch_norm_train(x, &g, &b, &mut rm, &mut rv, self.momentum, self.eps)?;
+            ops::batch_norm_train(x, &g, &b, &mut rm, &mut rv, self.momentum, self.eps, None)?;
         *ps.value_mut(self.running_mean) = rm;
         *ps.value_mut(self.running_var) = rv;
         Ok((
@@ -101,7 +101,7 @@ impl BatchNorm2d {
         let mut rv = ps.value(self.running_var).clone();
         let (momentum, eps) = (self.momentum, self.eps);
         let (y, stats) =
-            ops::batch_norm_train_act(x, &g, &b, &mut rm, &mut rv, momentum, eps, act)?;
+            ops::batch_norm_train(x, &g, &b, &mut rm, &mut rv, momentum, eps, Some(act))?;
         *ps.value_mut(self.running_mean) = rm;
         *ps.value_mut(self.running_var) = rv;
         let cache = BatchNormCache {

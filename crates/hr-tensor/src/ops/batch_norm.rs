@@ -13,10 +13,16 @@ use crate::backend::{Affine, BatchNormTrain, NormSaved, Running};
 /// `momentum` is in [0, 1], `eps >= 0`, and `M` must be at least 2. Returns `y` and the
 /// per-channel `mean` / `rstd` that [`batch_norm_bwd`] needs.
 ///
+/// With `act` (ReLU, Hardswish, ...) the activation follows, fused: the same output values,
+/// statistics and running-stat update as the two ops in sequence, but the normalised tensor is
+/// never stored (one pass over the output instead of two). Its backward is
+/// [`batch_norm_act_bwd`].
+///
 /// Mixed precision (every batch norm op): a bf16 `x` takes f32 parameters and running
 /// statistics and gives a bf16 `y` (the f32 op on `x`'s values, rounded once) with f32
 /// statistics; the backward then takes a bf16 `dy` and gives a bf16 `dx` with f32 `dgamma` and
 /// `dbeta`.
+#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train(
     x: &crate::Tensor,
     gamma: &crate::Tensor,
@@ -25,66 +31,25 @@ pub fn batch_norm_train(
     running_var: &mut crate::Tensor,
     momentum: f64,
     eps: f64,
-) -> crate::Result<(crate::Tensor, crate::NormStats)> {
-    let run = Running {
-        mean: running_mean,
-        var: running_var,
-        momentum,
-    };
-    train(
-        "batch_norm_train",
-        x,
-        Affine { gamma, beta, eps },
-        run,
-        None,
-    )
-}
-
-/// [`batch_norm_train`] followed by the activation `act` (ReLU, Hardswish, ...), fused: the
-/// same output values, statistics and running-stat update as the two ops in sequence, but the
-/// normalised tensor is never stored (one pass over the output instead of two). The backward
-/// is [`batch_norm_act_bwd`].
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_act(
-    x: &crate::Tensor,
-    gamma: &crate::Tensor,
-    beta: &crate::Tensor,
-    running_mean: &mut crate::Tensor,
-    running_var: &mut crate::Tensor,
-    momentum: f64,
-    eps: f64,
-    act: crate::Unary,
-) -> crate::Result<(crate::Tensor, crate::NormStats)> {
-    let run = Running {
-        mean: running_mean,
-        var: running_var,
-        momentum,
-    };
-    train(
-        "batch_norm_train_act",
-        x,
-        Affine { gamma, beta, eps },
-        run,
-        Some(act),
-    )
-}
-
-/// The train-mode batch norms (`act`: fused) after their operand checks.
-fn train(
-    op: &'static str,
-    x: &crate::Tensor,
-    p: Affine,
-    run: Running,
     act: Option<crate::Unary>,
 ) -> crate::Result<(crate::Tensor, crate::NormStats)> {
-    let operands = [x, p.gamma, p.beta, &*run.mean, &*run.var];
-    let be = train_checks(op, operands, run.momentum, p.eps)?;
-    let p = BatchNormTrain {
-        affine: p,
-        running: run,
-        act,
+    const OP: &str = "batch_norm_train";
+    let operands = [x, gamma, beta, &*running_mean, &*running_var];
+    let be = train_checks(OP, operands, momentum, eps)?;
+    let running = Running {
+        mean: running_mean,
+        var: running_var,
+        momentum,
     };
-    be.batch_norm_train(x, p)
+    let affine = Affine { gamma, beta, eps };
+    be.batch_norm_train(
+        x,
+        BatchNormTrain {
+            affine,
+            running,
+            act,
+        },
+    )
 }
 
 /// Operand checks of the train-mode batch norms; returns the operands' backend.
@@ -142,7 +107,7 @@ pub fn batch_norm_bwd(
     bwd("batch_norm_bwd", NormSaved { x, gamma, stats }, dy, None)
 }
 
-/// Backward of [`batch_norm_train_act`]: `(dx, dgamma, dbeta)` for the upstream gradient `dy`
+/// Backward of [`batch_norm_train`] with an activation: `(dx, dgamma, dbeta)` for the upstream gradient `dy`
 /// of the activation's output, from the input, `gamma`, `beta` and the statistics the forward
 /// returned. The normalised value is recomputed per element as
 /// `(x - mean) * round(rstd * gamma) + beta` (f64 product rounded once) for the activation's
