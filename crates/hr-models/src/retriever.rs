@@ -440,7 +440,8 @@ impl HybridRetriever {
     /// Embeddings, scores and loss of this rank's share of a batch of frames
     /// ([`RetrievalBatch`]) or waveforms ([`WaveformBatch`]; the CNN's batch-norm running
     /// statistics update in training). The embeddings are gathered over ranks through `ex`
-    /// and the loss is the global batch's ([`LocalRows`](crate::exchange::LocalRows) in a single process).
+    /// and the loss is the global batch's ([`LocalRows`](crate::exchange::LocalRows) in a single
+    /// process).
     pub fn forward<'b>(
         &self,
         ps: &mut ParamStore,

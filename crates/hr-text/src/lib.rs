@@ -13,7 +13,8 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
-/// A tokenizer that cannot be loaded, trained or applied; names its origin (file or `"<training>"`).
+/// A tokenizer that cannot be loaded, trained or applied; names its origin (a file or
+/// `"<training>"`).
 #[derive(Debug, thiserror::Error)]
 #[error("tokenizer {origin}: {detail}")]
 pub struct TextError {

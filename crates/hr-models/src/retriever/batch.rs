@@ -35,7 +35,8 @@ impl RetrievalBatch {
 }
 
 /// A batch of raw audio: like [`RetrievalBatch`] with waveforms instead of frames. Keep the
-/// waveforms on the host: the mel frontend is host code (see [`HybridRetriever::device`](crate::retriever::HybridRetriever::device)).
+/// waveforms on the host: the mel frontend is host code (see
+/// [`HybridRetriever::device`](crate::retriever::HybridRetriever::device)).
 #[derive(Debug, Clone)]
 pub struct WaveformBatch {
     /// Waveforms (B, N) at 32 kHz, zero-padded at the end.
@@ -52,8 +53,8 @@ pub struct WaveformBatch {
     pub clip_ids: Vec<u64>,
 }
 
-/// What [`HybridRetriever::forward`](crate::retriever::HybridRetriever::forward) takes: a batch of frame sequences or of waveforms
-/// (`From` both, so `forward(ps, &batch, ..)` takes either).
+/// What [`HybridRetriever::forward`](crate::retriever::HybridRetriever::forward) takes: a batch
+/// of frame sequences or of waveforms (`From` both, so `forward(ps, &batch, ..)` takes either).
 #[derive(Debug, Clone, Copy)]
 pub enum Batch<'a> {
     /// Frames from an external audio encoder (models without `audio.backbone`).

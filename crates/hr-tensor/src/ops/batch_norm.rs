@@ -107,9 +107,9 @@ pub fn batch_norm_bwd(
     bwd("batch_norm_bwd", NormSaved { x, gamma, stats }, dy, None)
 }
 
-/// Backward of [`batch_norm_train`] with an activation: `(dx, dgamma, dbeta)` for the upstream gradient `dy`
-/// of the activation's output, from the input, `gamma`, `beta` and the statistics the forward
-/// returned. The normalised value is recomputed per element as
+/// Backward of [`batch_norm_train`] with an activation: `(dx, dgamma, dbeta)` for the upstream
+/// gradient `dy` of the activation's output, from the input, `gamma`, `beta` and the statistics
+/// the forward returned. The normalised value is recomputed per element as
 /// `(x - mean) * round(rstd * gamma) + beta` (f64 product rounded once) for the activation's
 /// derivative, so it can differ from the forward's by an ulp (the forward rounds from the f64
 /// rstd): gradients agree with the unfused ops to ~1e-7 relative, exactly in f64.
