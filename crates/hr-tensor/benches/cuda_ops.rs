@@ -499,7 +499,7 @@ fn batch_norm_rows(dev: Device, ceiling: f64, dtype: DType, rows: &mut Vec<Row>)
     let (_, st) = ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.01, 1e-3, None)?;
     let dy = full_on(&shape, 0.25, dev)?.to_dtype(dtype)?;
     let ms = time_ms(5, || {
-        ops::batch_norm_bwd(&x, &g, &st, &dy)?;
+        ops::batch_norm_bwd(&x, &g, &st, &dy, None)?;
         Ok(())
     })?;
     // Partial sums read x and dy, dx reads both again and writes dx: 5 passes.

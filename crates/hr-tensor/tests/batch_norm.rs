@@ -6,7 +6,7 @@
 //! fused batch norm + activation on the device against the CPU backend
 //! ([`hr_tensor::testing::parity`]).
 
-use hr_tensor::ops::{self, batch_norm_act_bwd, batch_norm_bwd, batch_norm_eval, batch_norm_train};
+use hr_tensor::ops::{self, batch_norm_bwd, batch_norm_eval, batch_norm_train};
 use hr_tensor::testing::parity::{on, randn, uniform, Report};
 use hr_tensor::testing::{assert_close, check_gradients, randn64};
 use hr_tensor::{test_device, DType, Device, Error, Rng, Tensor, Unary};
@@ -193,7 +193,7 @@ fn gradients_dx_dgamma_dbeta() {
             |t| Ok(fwd(t)?.0),
             |t, dy| {
                 let (_, stats) = fwd(t)?;
-                let g = batch_norm_bwd(&t[0], &t[1], &stats, dy)?;
+                let g = batch_norm_bwd(&t[0], &t[1], &stats, dy, None)?;
                 Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
             },
         );
@@ -236,8 +236,9 @@ fn fused_activation_matches_the_unfused_ops() {
                     "{what}"
                 );
                 let unfused =
-                    batch_norm_bwd(&x, &g, &st, &ops::unary_bwd(act, &z, &dy).unwrap()).unwrap();
-                let fused = batch_norm_act_bwd(&x, &g, &b, &st2, &dy, act).unwrap();
+                    batch_norm_bwd(&x, &g, &st, &ops::unary_bwd(act, &z, &dy).unwrap(), None)
+                        .unwrap();
+                let fused = batch_norm_bwd(&x, &g, &st2, &dy, Some((act, &b))).unwrap();
                 for (w, a, b) in [
                     ("dx", &fused.dx, &unfused.dx),
                     ("dgamma", &fused.dgamma, &unfused.dgamma),
@@ -269,7 +270,7 @@ fn fused_activation_matches_the_unfused_ops() {
                 |t| Ok(fwd(t)?.0),
                 |t, dy| {
                     let (_, stats) = fwd(t)?;
-                    let g = batch_norm_act_bwd(&t[0], &t[1], &t[2], &stats, dy, act)?;
+                    let g = batch_norm_bwd(&t[0], &t[1], &stats, dy, Some((act, &t[2])))?;
                     Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
                 },
             );
@@ -299,8 +300,8 @@ fn f32_agrees_with_f64() {
         assert_close(&format!("{what} running_var"), &rv32, &rv, 1e-5);
         let mut rng = Rng::new(i as u64);
         let dy = randn64(shape, &mut rng);
-        let g = batch_norm_bwd(&p.x, &p.gamma, &st, &dy).unwrap();
-        let g32 = batch_norm_bwd(&x32, &g32, &st32, &to32(&dy)).unwrap();
+        let g = batch_norm_bwd(&p.x, &p.gamma, &st, &dy, None).unwrap();
+        let g32 = batch_norm_bwd(&x32, &g32, &st32, &to32(&dy), None).unwrap();
         assert_close(&format!("{what} dx"), &g32.dx, &g.dx, 1e-4);
         assert_close(&format!("{what} dgamma"), &g32.dgamma, &g.dgamma, 1e-5);
         assert_close(&format!("{what} dbeta"), &g32.dbeta, &g.dbeta, 1e-5);
@@ -412,7 +413,7 @@ fn bad_inputs_are_errors() {
     .unwrap();
     let dy = randn64(&[2, 3, 5, 4], &mut rng);
     expect_err(
-        batch_norm_bwd(&p.x, &p.gamma, &st, &dy),
+        batch_norm_bwd(&p.x, &p.gamma, &st, &dy, None),
         "batch_norm_bwd",
         &[xs, "[2, 3, 5, 4]"],
     );
@@ -422,12 +423,12 @@ fn bad_inputs_are_errors() {
         rstd: st.rstd.clone(),
     };
     expect_err(
-        batch_norm_bwd(&p.x, &p.gamma, &bad, &dy),
+        batch_norm_bwd(&p.x, &p.gamma, &bad, &dy, None),
         "batch_norm_bwd",
         &[xs, "[4]"],
     );
     expect_err(
-        batch_norm_bwd(&p.x, &p.gamma, &st, &dy.to_dtype(DType::F32).unwrap()),
+        batch_norm_bwd(&p.x, &p.gamma, &st, &dy.to_dtype(DType::F32).unwrap(), None),
         "batch_norm_bwd",
         &["F32"],
     );
@@ -483,8 +484,8 @@ fn batch_norm_train_eval_bwd(dev: Device) {
             ops::batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-3),
             &ops::batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-3).unwrap(),
         );
-        let gr = ops::batch_norm_bwd(&x, &g, &st, &dy).unwrap();
-        match ops::batch_norm_bwd(&xg, &gg, &stg, &dyg) {
+        let gr = ops::batch_norm_bwd(&x, &g, &st, &dy, None).unwrap();
+        match ops::batch_norm_bwd(&xg, &gg, &stg, &dyg, None) {
             Ok(grg) => {
                 report.check(&name("bwd dx"), Ok(grg.dx), &gr.dx);
                 report.check(&name("bwd dgamma"), Ok(grg.dgamma), &gr.dgamma);
@@ -500,11 +501,14 @@ fn batch_norm_train_eval_bwd(dev: Device) {
                 ops::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, momentum, 1e-3, Some(act))
                     .unwrap();
             let fused = |w: &str| name(&format!("{act:?} {w}"));
-            let ga = ops::batch_norm_act_bwd(&x, &g, &b, &sa, &dy, act).unwrap();
+            let ga = ops::batch_norm_bwd(&x, &g, &sa, &dy, Some((act, &b))).unwrap();
             let got =
                 ops::batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, 1e-3, Some(act))
                     .and_then(|(yg, sg)| {
-                        Ok((yg, ops::batch_norm_act_bwd(&xg, &gg, &bg, &sg, &dyg, act)?))
+                        Ok((
+                            yg,
+                            ops::batch_norm_bwd(&xg, &gg, &sg, &dyg, Some((act, &bg)))?,
+                        ))
                     });
             match got {
                 Ok((yg, grg)) => {

@@ -140,11 +140,7 @@ fn batch_norms_round_the_f32_result_once() {
             identical(&format!("{what} running mean"), &rmb, &rmf);
             identical(&format!("{what} running var"), &rvb, &rvf);
             let bwd = |x: &Tensor, dy: &Tensor, st| -> NormGrads {
-                match act {
-                    Some(a) => ops::batch_norm_act_bwd(x, &gamma, &beta, st, dy, a),
-                    None => ops::batch_norm_bwd(x, &gamma, st, dy),
-                }
-                .unwrap()
+                ops::batch_norm_bwd(x, &gamma, st, dy, act.map(|a| (a, &beta))).unwrap()
             };
             let (gf, gb) = (bwd(&xf, &dyf, &sf), bwd(&xb, &dyb, &sb));
             rounded(&format!("{what} dx"), &gb.dx, &gf.dx);

@@ -471,10 +471,7 @@ fn bf16_activation_convs_and_batch_norms(dev: Device) {
             };
             let bwd =
                 |x: &Tensor, g: &Tensor, b: &Tensor, st: &hr_tensor::NormStats, dy: &Tensor| {
-                    match act {
-                        Some(a) => ops::batch_norm_act_bwd(x, g, b, st, dy, a),
-                        None => ops::batch_norm_bwd(x, g, st, dy),
-                    }
+                    ops::batch_norm_bwd(x, g, st, dy, act.map(|a| (a, b)))
                 };
             let (y, st) = train(&x, &g, &b, &mut rm, &mut rv).unwrap();
             let gr = bwd(&x, &g, &b, &st, &dy).unwrap();

@@ -123,7 +123,7 @@ impl BatchNorm2d {
             return self.backward_eval(ps, cache, dy, Some(act));
         };
         let (g, b) = (ps.value(self.weight), ps.value(self.bias));
-        let grads = ops::batch_norm_act_bwd(&cache.x, g, b, stats, dy, act)?;
+        let grads = ops::batch_norm_bwd(&cache.x, g, stats, dy, Some((act, b)))?;
         ps.accumulate(self.weight, &grads.dgamma)?;
         ps.accumulate(self.bias, &grads.dbeta)?;
         Ok(grads.dx)
@@ -140,7 +140,7 @@ impl BatchNorm2d {
         let Some(stats) = &cache.stats else {
             return self.backward_eval(ps, cache, dy, None);
         };
-        let grads = ops::batch_norm_bwd(&cache.x, ps.value(self.weight), stats, dy)?;
+        let grads = ops::batch_norm_bwd(&cache.x, ps.value(self.weight), stats, dy, None)?;
         ps.accumulate(self.weight, &grads.dgamma)?;
         ps.accumulate(self.bias, &grads.dbeta)?;
         Ok(grads.dx)

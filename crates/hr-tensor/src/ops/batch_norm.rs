@@ -15,8 +15,8 @@ use crate::backend::{Affine, BatchNormTrain, NormSaved, Running};
 ///
 /// With `act` (ReLU, Hardswish, ...) the activation follows, fused: the same output values,
 /// statistics and running-stat update as the two ops in sequence, but the normalised tensor is
-/// never stored (one pass over the output instead of two). Its backward is
-/// [`batch_norm_act_bwd`].
+/// never stored (one pass over the output instead of two). Its backward is [`batch_norm_bwd`]
+/// with the same activation.
 ///
 /// Mixed precision (every batch norm op): a bf16 `x` takes f32 parameters and running
 /// statistics and gives a bf16 `y` (the f32 op on `x`'s values, rounded once) with f32
@@ -96,47 +96,26 @@ pub fn batch_norm_eval(
     be.batch_norm_eval(x, p, [running_mean, running_var])
 }
 
-/// Backward of [`batch_norm_train`]: `(dx, dgamma, dbeta)` for upstream gradient `dy`, from
-/// the input, `gamma` and the statistics the forward returned.
+/// Backward of [`batch_norm_train`]: `(dx, dgamma, dbeta)` for the upstream gradient `dy`, from
+/// the input, `gamma` and the statistics the forward returned. With `act` (the fused activation
+/// and the forward's `beta`), `dy` is the gradient of the activation's output: the normalised
+/// value is recomputed per element as `(x - mean) * round(rstd * gamma) + beta` (f64 product
+/// rounded once) for the activation's derivative, so it can differ from the forward's by an ulp
+/// (the forward rounds from the f64 rstd): gradients agree with the unfused ops to ~1e-7
+/// relative, exactly in f64.
 pub fn batch_norm_bwd(
     x: &crate::Tensor,
     gamma: &crate::Tensor,
     stats: &crate::NormStats,
     dy: &crate::Tensor,
-) -> crate::Result<crate::NormGrads> {
-    bwd("batch_norm_bwd", NormSaved { x, gamma, stats }, dy, None)
-}
-
-/// Backward of [`batch_norm_train`] with an activation: `(dx, dgamma, dbeta)` for the upstream
-/// gradient `dy` of the activation's output, from the input, `gamma`, `beta` and the statistics
-/// the forward returned. The normalised value is recomputed per element as
-/// `(x - mean) * round(rstd * gamma) + beta` (f64 product rounded once) for the activation's
-/// derivative, so it can differ from the forward's by an ulp (the forward rounds from the f64
-/// rstd): gradients agree with the unfused ops to ~1e-7 relative, exactly in f64.
-pub fn batch_norm_act_bwd(
-    x: &crate::Tensor,
-    gamma: &crate::Tensor,
-    beta: &crate::Tensor,
-    stats: &crate::NormStats,
-    dy: &crate::Tensor,
-    act: crate::Unary,
-) -> crate::Result<crate::NormGrads> {
-    let s = NormSaved { x, gamma, stats };
-    bwd("batch_norm_act_bwd", s, dy, Some((act, beta)))
-}
-
-/// The batch norm backwards (`act`: the fused activation and beta) after their operand checks.
-fn bwd(
-    op: &'static str,
-    s: NormSaved,
-    dy: &crate::Tensor,
     act: Option<(crate::Unary, &crate::Tensor)>,
 ) -> crate::Result<crate::NormGrads> {
-    let mut params = vec![s.gamma, &s.stats.mean, &s.stats.rstd];
+    const OP: &str = "batch_norm_bwd";
+    let mut params = vec![gamma, &stats.mean, &stats.rstd];
     params.extend(act.map(|(_, beta)| beta));
-    let (be, _) = channel_checks(op, &[s.x, dy], &params)?;
-    super::same_shape(op, s.x, dy)?;
-    be.batch_norm_bwd(s, dy, act)
+    let (be, _) = channel_checks(OP, &[x, dy], &params)?;
+    super::same_shape(OP, x, dy)?;
+    be.batch_norm_bwd(NormSaved { x, gamma, stats }, dy, act)
 }
 
 /// The checks every batch norm makes: activations `acts` (the first is `x`, (N, C, ...)) on one
