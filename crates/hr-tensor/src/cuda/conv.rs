@@ -29,7 +29,6 @@ use super::gemm_bf16;
 use crate::backend::{
     Conv2dSpec, ConvOps, ElementwiseOps, GemmOps, LayoutOps, MatmulSpec, ReduceOps,
 };
-use crate::checks::expect_shape;
 use crate::cuda::kernels::Family;
 use crate::cuda::launch::{alloc_f32, cfg_elems, launch, ConvGeom};
 use crate::cuda::CudaDevice;
@@ -77,20 +76,6 @@ fn y_shape(s: &Conv2dSpec) -> [usize; 4] {
 /// True when the geometry runs as a cuBLAS GEMM.
 fn is_gemm(s: &Conv2dSpec) -> bool {
     crate::checks::dense_pointwise(s)
-}
-
-/// Re-validates `spec` (it must be exactly what `ops::conv2d_spec` resolves for its own shapes)
-/// and the operand shapes, so a backend called directly can never index out of bounds.
-fn check_operands(
-    op: &'static str,
-    s: &Conv2dSpec,
-    operands: &[(&Tensor, [usize; 4])],
-) -> Result<()> {
-    crate::ops::check_conv_spec(op, s)?;
-    for (t, shape) in operands {
-        expect_shape(op, t, shape)?;
-    }
-    Ok(())
 }
 
 /// The kernel-side geometry; errors when a size exceeds the direct kernels' index range.
@@ -239,7 +224,6 @@ fn s2_tiled(s: &Conv2dSpec) -> bool {
 /// Forward.
 pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d";
-    check_operands(OP, s, &[(x, x_shape(s)), (w, w_shape(s))])?;
     let dt = x.dtype();
     if is_gemm(s) && s.h * s.w == 1 {
         // y (N x C_out) = x (N x C_in) @ w^T.
@@ -308,7 +292,6 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> 
 /// Gradient of the input.
 pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_data";
-    check_operands(OP, s, &[(dy, y_shape(s)), (w, w_shape(s))])?;
     let dt = dy.dtype();
     if is_gemm(s) && s.h * s.w == 1 {
         // dx (N x C_in) = dy (N x C_out) @ w.
@@ -363,7 +346,6 @@ pub(super) fn backward_data(dy: &Tensor, w: &Tensor, s: &Conv2dSpec) -> Result<T
 /// Gradient of the weight.
 pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dSpec) -> Result<Tensor> {
     const OP: &str = "conv2d_bwd_weight";
-    check_operands(OP, s, &[(x, x_shape(s)), (dy, y_shape(s))])?;
     let dev = acts_device(OP, &[x, dy], &[])?;
     let len: usize = w_shape(s).iter().product();
     if len == 0 || s.n == 0 {

@@ -103,7 +103,7 @@ pub fn conv2d_spec(
 }
 
 /// Checks that `spec` is exactly what [`conv2d_spec`] resolves for its own shapes.
-pub(crate) fn check_conv_spec(op: &'static str, spec: &Conv2dSpec) -> Result<()> {
+fn check_conv_spec(op: &'static str, spec: &Conv2dSpec) -> Result<()> {
     let s = spec;
     let w_in = s.c_in.checked_div(s.groups).unwrap_or(0);
     let again = conv2d_spec(
