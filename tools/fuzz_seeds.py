@@ -107,7 +107,7 @@ def pieces(*bodies):
 
 
 def wire_seeds():
-    """hr-dist's wire messages (crates/hr-dist/src/{auth,store,ring}.rs)."""
+    """hr-dist's wire messages (crates/hr-dist/src/{auth,store}.rs, ring/frames.rs)."""
     hello = b"HRDIST01" + bytes([1]) + struct.pack("<I", 0) + bytes(32)
     put("rendezvous", "hello", hello)
     requests = [

@@ -219,7 +219,7 @@ fn auth_io(what: &str, e: std::io::Error) -> DistError {
 }
 
 /// Parses a hello: the protocol's magic, the role byte, the claimed rank.
-pub(crate) fn parse_hello(msg: &[u8]) -> Result<Hello> {
+fn parse_hello(msg: &[u8]) -> Result<Hello> {
     if msg.len() != HELLO || &msg[..8] != MAGIC {
         return Err(DistError::Auth(
             "the peer does not speak the hr-dist protocol".into(),

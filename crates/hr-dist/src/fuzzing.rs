@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{client_handshake, server_handshake, Hello, Link, Token};
 use crate::ring::{recv_msg, HDR, KIND_DATA, OP_ALL_REDUCE};
 use crate::store::{serve_one, Reply, Request, Shared};
-use crate::wire::{FrameKey, Sink, Source};
+use crate::wire::{seal_frame, FrameKey, Sink, Source};
 
 /// The connection key both ends of a fuzzed stream use.
 const KEY: &[u8] = b"fuzz-connection-key";
@@ -75,7 +75,10 @@ pub fn rendezvous(data: &[u8]) {
     let Ok(token) = Token::new("fuzz") else {
         return;
     };
-    let hello = Hello { role: 1, rank: 0 };
+    let hello = Hello {
+        role: crate::store::ROLE_STORE,
+        rank: 0,
+    };
     let _ = server_handshake(
         &mut Duplex {
             input: data,
@@ -153,12 +156,10 @@ pub fn ring(data: &[u8]) {
         if frame.len() < HDR {
             frame.resize(HDR, KIND_DATA);
         }
-        let n = (frame.len() - HDR) as u64;
-        frame[10..HDR].copy_from_slice(&n.to_le_bytes());
         let (h, payload) = frame.split_at_mut(HDR);
-        let tag = key.seal(h, payload);
-        sealed.extend_from_slice(&frame);
-        sealed.extend_from_slice(&tag);
+        h[10..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        let fill = |b: &mut [u8]| b.copy_from_slice(payload);
+        sealed.extend(seal_frame(&mut key, h, payload.len(), fill));
     }
     receive(&sealed);
 }

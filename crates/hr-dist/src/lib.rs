@@ -39,7 +39,8 @@
 //! [`DistError::BadPeer`]: a frame that is malformed or fails authentication) within the
 //! timeout (default 60 s) plus a short diagnosis grace (a quarter of the timeout, 0.2–5 s);
 //! the communicator is unusable afterwards and the trainer should log the error and exit
-//! non-zero. [`any_rank`] agrees on a flag (e.g. "a preemption signal arrived") so every rank checkpoints at the same step.
+//! non-zero. [`any_rank`] agrees on a flag (e.g. "a preemption signal arrived") so every rank
+//! checkpoints at the same step.
 //! `hr-train --nproc-per-node N` maps to [`launch_local`]`(N, current_exe, args_without_the_flag,
 //! env)`; each child then finds its world through [`init_from_env`].
 //!

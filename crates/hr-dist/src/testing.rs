@@ -11,7 +11,7 @@ use crate::ring::RingComm;
 use crate::world::{WorldInfo, WorldSource};
 
 /// The token [`run_world`] uses.
-pub const TEST_TOKEN: &str = "test-token";
+const TEST_TOKEN: &str = "test-token";
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {

@@ -118,7 +118,8 @@ pub fn invalid(msg: impl Into<String>) -> io::Error {
 /// handshake, with a frame counter as the nonce. The payload is encrypted, the header is
 /// authenticated with it, and the counter is implicit (both ends count), so an injected,
 /// replayed, reordered, dropped or altered frame fails its tag.
-#[derive(Clone)]
+/// Not `Clone` outside tests: a copy would seal with the same counter, reusing nonces.
+#[cfg_attr(test, derive(Clone))]
 pub struct FrameKey {
     key: LessSafeKey,
     counter: u64,
@@ -150,13 +151,12 @@ impl FrameKey {
     /// `data`).
     pub fn seal(&mut self, header: &[u8], data: &mut [u8]) -> [u8; TAG] {
         let nonce = self.next_nonce();
-        let mut tag = [0u8; TAG];
-        if let Ok(t) = self
+        let t = self
             .key
             .seal_in_place_separate_tag(nonce, Aad::from(header), data)
-        {
-            tag.copy_from_slice(t.as_ref());
-        }
+            .unwrap_or_else(|_| unreachable!("AES-GCM seals any frame below 64 GiB"));
+        let mut tag = [0u8; TAG];
+        tag.copy_from_slice(t.as_ref());
         tag
     }
 
@@ -175,6 +175,23 @@ impl FrameKey {
     }
 }
 
+/// One sealed frame as sent: `header` in clear, then `len` payload bytes written by `fill` and
+/// encrypted in place, then the tag over both (every frame of the store and the ring).
+pub fn seal_frame(
+    key: &mut FrameKey,
+    header: &[u8],
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    let mut msg = vec![0u8; header.len() + len + TAG];
+    let (head, rest) = msg.split_at_mut(header.len());
+    let (body, tag) = rest.split_at_mut(len);
+    head.copy_from_slice(header);
+    fill(body);
+    tag.copy_from_slice(&key.seal(head, body));
+    msg
+}
+
 /// Writes one authenticated message: a u32 length, the encrypted body, its tag.
 pub fn write_frame(
     s: &mut impl Sink,
@@ -183,11 +200,7 @@ pub fn write_frame(
     deadline: Instant,
 ) -> io::Result<()> {
     let len = (body.len() as u32).to_le_bytes();
-    let mut msg = Vec::with_capacity(4 + body.len() + TAG);
-    msg.extend_from_slice(&len);
-    msg.extend_from_slice(body);
-    let tag = key.seal(&len, &mut msg[4..]);
-    msg.extend_from_slice(&tag);
+    let msg = seal_frame(key, &len, body.len(), |b| b.copy_from_slice(body));
     s.write_all_by(&msg, deadline)
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::{io_fail, op_name, Fail, HDR, KIND_ABORT, KIND_DATA, MAX_PAYLOAD, MAX_REASON};
-use crate::wire::{read_vec, FrameKey, Sink, Source, TAG};
+use crate::wire::{read_vec, seal_frame, FrameKey, Sink, Source, TAG};
 
 pub(super) fn header(kind: u8, op: u8, seq: u64, nbytes: u64) -> [u8; HDR] {
     let mut h = [0u8; HDR];
@@ -23,21 +23,6 @@ fn parse_header(h: &[u8; HDR]) -> (u8, u8, u64, u64) {
     (h[0], h[1], u(&h[2..10]), u(&h[10..18]))
 }
 
-/// One sealed frame: header, payload, tag.
-pub(super) fn frame(
-    key: &mut FrameKey,
-    header: [u8; HDR],
-    payload: impl Iterator<Item = u8>,
-) -> Vec<u8> {
-    let nbytes = parse_header(&header).3 as usize;
-    let mut msg = Vec::with_capacity(HDR + nbytes + TAG);
-    msg.extend_from_slice(&header);
-    msg.extend(payload);
-    let tag = key.seal(&header, &mut msg[HDR..]);
-    msg.extend_from_slice(&tag);
-    msg
-}
-
 pub(super) fn send_msg(
     s: &mut impl Sink,
     key: &mut FrameKey,
@@ -47,8 +32,12 @@ pub(super) fn send_msg(
     deadline: Instant,
     peer: usize,
 ) -> std::result::Result<(), Fail> {
-    let h = header(KIND_DATA, op, seq, 4 * data.len() as u64);
-    let msg = frame(key, h, data.iter().flat_map(|x| x.to_le_bytes()));
+    let len = 4 * data.len();
+    let msg = seal_frame(key, &header(KIND_DATA, op, seq, len as u64), len, |body| {
+        for (b, x) in body.chunks_exact_mut(4).zip(data) {
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+    });
     s.write_all_by(&msg, deadline).map_err(|e| io_fail(peer, e))
 }
 
@@ -59,31 +48,34 @@ pub(super) fn send_abort(
     reason: &str,
 ) -> io::Result<()> {
     let r = &reason.as_bytes()[..reason.len().min(MAX_REASON as usize)];
-    let msg = frame(
-        key,
-        header(KIND_ABORT, 0, lost as u64, r.len() as u64),
-        r.iter().copied(),
-    );
+    let h = header(KIND_ABORT, 0, lost as u64, r.len() as u64);
+    let msg = seal_frame(key, &h, r.len(), |b| b.copy_from_slice(r));
     s.write_all_by(&msg, Instant::now() + Duration::from_secs(1))
 }
 
-/// The payload length a frame of `kind` may announce, or why the header is refused.
-fn payload_limit(kind: u8, nbytes: u64, expect: Option<usize>) -> std::result::Result<(), String> {
-    let ok = match kind {
-        KIND_DATA => match expect {
-            Some(n) => nbytes == 4 * n as u64,
-            None => nbytes.is_multiple_of(4) && nbytes <= MAX_PAYLOAD,
-        },
-        KIND_ABORT => nbytes <= MAX_REASON,
-        _ => return Err(format!("sent a malformed frame (kind {kind})")),
+/// Checks the payload length a frame of `kind` announces; the error says why it is refused.
+fn check_payload_len(
+    kind: u8,
+    nbytes: u64,
+    expect: Option<usize>,
+) -> std::result::Result<(), String> {
+    let refused = match (kind, expect) {
+        (KIND_DATA, Some(n)) if nbytes != 4 * n as u64 => format!(
+            "sent a frame of {nbytes} bytes where {n} floats were expected (buffer lengths \
+             differ between ranks, or the frame is corrupt)"
+        ),
+        (KIND_DATA, None) if !nbytes.is_multiple_of(4) || nbytes > MAX_PAYLOAD => format!(
+            "sent a frame of {nbytes} bytes (not whole floats, or above the {MAX_PAYLOAD}-byte \
+             limit)"
+        ),
+        (KIND_DATA, _) => return Ok(()),
+        (KIND_ABORT, _) if nbytes > MAX_REASON => {
+            format!("sent an abort frame of {nbytes} bytes (the limit is {MAX_REASON})")
+        }
+        (KIND_ABORT, _) => return Ok(()),
+        _ => format!("sent a malformed frame (kind {kind})"),
     };
-    match ok {
-        true => Ok(()),
-        false => Err(format!(
-            "sent a frame of {nbytes} bytes where {expect:?} floats were expected (buffer \
-             lengths differ between ranks, or the frame is corrupt)"
-        )),
-    }
+    Err(refused)
 }
 
 /// Receives one frame from the left neighbour `peer`: its floats, or the failure it reports.
@@ -103,7 +95,7 @@ pub(crate) fn recv_msg(
     s.read_exact_by(&mut h, deadline)
         .map_err(|e| io_fail(peer, e))?;
     let (kind, their_op, their_seq, nbytes) = parse_header(&h);
-    payload_limit(kind, nbytes, expect).map_err(bad)?;
+    check_payload_len(kind, nbytes, expect).map_err(bad)?;
     let mut body = match expect {
         // The length this rank expects (checked above): allocated at once.
         Some(_) => {

@@ -28,12 +28,12 @@ use crate::auth::{client_handshake, random_bytes, server_handshake, Hello, Link,
 use crate::comm::{check_root, Communicator};
 use crate::error::{DistError, Result};
 use crate::store::{StoreClient, StoreServer};
-use crate::wire::{read_u32, FrameKey, Sink};
+use crate::wire::{read_frame, read_u32, write_frame, FrameKey};
 
 mod frames;
-pub(crate) use frames::recv_msg;
 #[cfg(test)]
-use frames::{frame, header};
+use frames::header;
+pub(crate) use frames::recv_msg;
 use frames::{send_abort, send_msg};
 
 pub(crate) const ROLE_RING: u8 = 2;
@@ -362,9 +362,8 @@ impl RingComm {
         let opname = format!("{} #{}", op_name(op), self.seq);
         let err = match fail {
             Fail::Protocol(m) => DistError::Protocol(format!("{opname}: {m}")),
-            Fail::Abort { lost, reason } => self
-                .recorded_failure(&opname)
-                .unwrap_or_else(|| lost_error(lost, &opname, reason)),
+            // `publish` below returns the sender's record (it recorded before aborting).
+            Fail::Abort { lost, reason } => lost_error(lost, &opname, reason),
             Fail::Bad { peer, reason } => DistError::BadPeer {
                 rank: peer,
                 op: opname.clone(),
@@ -609,8 +608,9 @@ fn connect_right(
         role: ROLE_RING,
         rank: setup.rank as u32,
     };
-    let link = client_handshake(&mut s, setup.token, hello, deadline)?;
-    s.write_all_by(&(setup.world as u32).to_le_bytes(), deadline)
+    let mut link = client_handshake(&mut s, setup.token, hello, deadline)?;
+    let world = (setup.world as u32).to_le_bytes();
+    write_frame(&mut s, &mut link.send, &world, deadline)
         .map_err(|e| DistError::io(format!("sending world size to rank {right}"), e))?;
     Ok((s, link))
 }
@@ -634,11 +634,12 @@ fn accept_left(
             continue;
         }
         let hs_deadline = deadline.min(Instant::now() + Duration::from_secs(10));
-        let link = match server_handshake(&mut s, setup.token, hs_deadline) {
+        let mut link = match server_handshake(&mut s, setup.token, hs_deadline) {
             Ok((h, link)) if h.role == ROLE_RING && h.rank as usize == left => link,
             _ => continue,
         };
-        let theirs = read_u32(&mut s, deadline)
+        let theirs = read_frame(&mut s, &mut link.recv, 4, deadline)
+            .and_then(|b| read_u32(&mut b.as_slice(), deadline))
             .map_err(|e| DistError::io(format!("reading world size of rank {left}"), e))?;
         if theirs as usize != setup.world {
             return Err(DistError::Protocol(format!(

@@ -8,6 +8,7 @@
 
 use super::*;
 use crate::testing::run_world;
+use crate::wire::{seal_frame, Sink};
 use hr_core::Rng;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ fn next_frame(c: &RingComm, key: &mut FrameKey, seq_ahead: u64) -> Vec<u8> {
         c.seq + 1 + seq_ahead,
         4 * len as u64,
     );
-    frame(key, h, std::iter::repeat_n(0u8, 4 * len))
+    seal_frame(key, &h, 4 * len, |_| {})
 }
 
 /// Writes what a rogue peer of kind `how` sends; `before` is the link key as it was one
@@ -83,10 +84,7 @@ fn names(err: &DistError, culprit: usize) -> bool {
 
 #[test]
 fn a_rogue_peer_is_named_in_time() {
-    let trials = std::env::var("HR_RELIABILITY_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3u64);
+    let trials = hr_core::env_or("HR_RELIABILITY_TRIALS", 3u64);
     for how in KINDS {
         let mut worst = Duration::ZERO;
         for t in 0..trials {
@@ -97,11 +95,11 @@ fn a_rogue_peer_is_named_in_time() {
             let done = Arc::new(AtomicUsize::new(0));
             let out = run_world(3, 2000, move |r, mut c| {
                 let mut v = vec![1.0f32; FLOATS];
-                let mut before = c.right_key.clone();
-                for _ in 0..at {
-                    before = c.right_key.clone();
+                for _ in 1..at {
                     c.all_reduce_sum(&mut v).unwrap();
                 }
+                let before = c.right_key.clone();
+                c.all_reduce_sum(&mut v).unwrap();
                 if r == culprit {
                     let mut rng = Rng::from_parts(&[seed]);
                     misbehave(&mut c, how, &before, &mut rng, &done);
