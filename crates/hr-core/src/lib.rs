@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod faults;
 pub mod fs;

@@ -37,16 +37,16 @@ struct Cli {
     /// Device to embed on: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
-    #[arg(long, global = true, value_parser = ["text", "json"])]
-    log_format: Option<String>,
+    /// Logging.
+    #[command(flatten)]
+    log: hr_core::cli::LogArgs,
 }
 
 fn main() {
     // Reuse freed host memory instead of mapping large buffers afresh every step.
     hr_tensor::cpu::keep_freed_memory();
     let cli = Cli::parse();
-    hr_core::init_logging(cli.log_format.as_deref());
+    cli.log.init();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

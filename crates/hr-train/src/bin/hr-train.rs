@@ -55,9 +55,9 @@ struct Cli {
     /// `~/.cache/hybrid-retrieval/kernels`).
     #[arg(long, global = true, value_name = "DIR")]
     kernel_cache: Option<PathBuf>,
-    /// Log lines as `text` or `json` (one object per line); default: `HR_LOG_FORMAT`, else text.
-    #[arg(long, global = true, value_parser = ["text", "json"])]
-    log_format: Option<String>,
+    /// Logging.
+    #[command(flatten)]
+    log: hr_core::cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -112,7 +112,7 @@ fn main() {
     // Reuse freed host memory instead of mapping large buffers afresh every step.
     hr_tensor::cpu::keep_freed_memory();
     let cli = Cli::parse();
-    hr_core::init_logging(cli.log_format.as_deref());
+    cli.log.init();
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
