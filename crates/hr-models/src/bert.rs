@@ -64,14 +64,9 @@ impl Default for BertConfig {
 impl BertConfig {
     /// Reads a HF `config.json`.
     pub fn from_json_file(path: &Path) -> Result<BertConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| hr_nn::Error::File(hr_core::FileError::io(path)(source)))?;
-        Ok(serde_json::from_str(&text).map_err(|e| {
-            hr_nn::Error::from(hr_core::FileError::format(
-                path.to_path_buf(),
-                e.to_string(),
-            ))
-        })?)
+        let text = std::fs::read_to_string(path).map_err(hr_core::FileError::io(path))?;
+        Ok(serde_json::from_str(&text)
+            .map_err(|e| hr_core::FileError::format(path, e.to_string()))?)
     }
 
     fn layer_config(&self) -> TransformerLayerConfig {

@@ -49,6 +49,12 @@ impl From<hr_tensor::Error> for Error {
     }
 }
 
+impl From<hr_core::FileError> for Error {
+    fn from(e: hr_core::FileError) -> Self {
+        Error::Nn(e.into())
+    }
+}
+
 impl Error {
     /// True for [`Error::NonFinite`].
     pub fn is_non_finite(&self) -> bool {

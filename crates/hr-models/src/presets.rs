@@ -27,16 +27,15 @@ pub fn preset_names() -> Vec<&'static str> {
 
 /// Parses and validates a TOML model config; `origin` names it in errors.
 pub fn from_toml_str(text: &str, origin: &str) -> Result<RetrieverConfig> {
-    let cfg: RetrieverConfig = toml::from_str(text)
-        .map_err(|e| hr_nn::Error::from(hr_core::FileError::format(origin, e.to_string())))?;
+    let cfg: RetrieverConfig =
+        toml::from_str(text).map_err(|e| hr_core::FileError::format(origin, e.to_string()))?;
     cfg.validate()?;
     Ok(cfg)
 }
 
 /// Reads a TOML model config from a file.
 pub fn from_toml_file(path: &Path) -> Result<RetrieverConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| hr_nn::Error::File(hr_core::FileError::io(path)(source)))?;
+    let text = std::fs::read_to_string(path).map_err(hr_core::FileError::io(path))?;
     from_toml_str(&text, &path.display().to_string())
 }
 

@@ -33,13 +33,9 @@ impl SafeFile {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::File(hr_core::FileError::io(path)(source))
-}
-
 /// Reads a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<SafeFile> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = std::fs::read(path).map_err(hr_core::FileError::io(path))?;
     parse_safetensors(&bytes, path)
 }
 

@@ -82,6 +82,11 @@ impl SweepError {
         move |source| SweepError::File(io(source))
     }
 
+    /// Unexpected content in `path`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> SweepError {
+        SweepError::File(hr_core::FileError::format(path, msg))
+    }
+
     /// A sweep-file error.
     pub fn spec(file: impl Into<PathBuf>, what: impl Into<String>) -> SweepError {
         SweepError::Spec {

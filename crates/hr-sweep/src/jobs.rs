@@ -155,8 +155,3 @@ pub fn failure_reason(what: &str, log: &Path) -> String {
         format!("{what}; tail of {}:\n{tail}", log.display())
     }
 }
-
-/// A config error for messages that are not the trainer's.
-pub fn format_err(path: &Path, msg: impl Into<String>) -> SweepError {
-    SweepError::from(hr_core::FileError::format(path.to_path_buf(), msg))
-}

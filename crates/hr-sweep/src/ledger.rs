@@ -306,9 +306,8 @@ impl Ledger {
             ts,
             event,
         };
-        let mut text = serde_json::to_string(&line).map_err(|e| {
-            SweepError::from(hr_core::FileError::format(self.path.clone(), e.to_string()))
-        })?;
+        let mut text = serde_json::to_string(&line)
+            .map_err(|e| SweepError::format(self.path.clone(), e.to_string()))?;
         text.push('\n');
         hr_core::append_durable(&mut self.file, &self.path, text.as_bytes())?;
         self.seq += 1;
@@ -337,10 +336,7 @@ fn replay(path: &Path) -> Result<(LedgerState, u64, u64)> {
                     break;
                 }
                 let msg = format!("corrupt ledger line after seq {seq}: {e}");
-                return Err(SweepError::from(hr_core::FileError::format(
-                    path.to_path_buf(),
-                    msg,
-                )));
+                return Err(SweepError::format(path.to_path_buf(), msg));
             }
         };
         state.apply(&line.event);

@@ -148,12 +148,8 @@ fn base_table(file: &Path, spec: &SweepSpec) -> Result<Table> {
         Some(b) => {
             let p = file.parent().unwrap_or(Path::new(".")).join(b);
             let text = std::fs::read_to_string(&p).map_err(SweepError::io(&p))?;
-            text.parse::<Table>().map_err(|e| {
-                SweepError::from(hr_core::FileError::format(
-                    p.clone(),
-                    e.message().trim().to_string(),
-                ))
-            })?
+            text.parse::<Table>()
+                .map_err(|e| SweepError::format(p.clone(), e.message().trim().to_string()))?
         }
         None => Table::new(),
     };

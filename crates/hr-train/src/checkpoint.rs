@@ -84,25 +84,19 @@ fn write_checkpoint(
     hr_core::remove_stale_temporaries(&dir)?;
     ps.save_safetensors(&dir.join(MODEL_FILE))?;
     opt.save(ps, &dir.join(OPTIMIZER_FILE))?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| fmt_err(&dir, e))?;
+    let json =
+        serde_json::to_vec_pretty(state).map_err(|e| TrainError::format(&dir, e.to_string()))?;
     write_atomic(&dir.join(STATE_FILE), &json)?;
     write_atomic(&dir.join(COMMIT_FILE), b"ok\n")?;
     write_atomic(&root.join("latest"), step_dir_name(state.step).as_bytes())?;
     Ok(dir)
 }
 
-fn fmt_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::from(hr_core::FileError::format(
-        path.to_path_buf(),
-        e.to_string(),
-    ))
-}
-
 /// Reads `state.json` of a checkpoint directory.
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
     let bytes = std::fs::read(&path).map_err(TrainError::io(&path))?;
-    serde_json::from_slice(&bytes).map_err(|e| fmt_err(&path, e))
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::format(&path, e.to_string()))
 }
 
 /// Committed checkpoints of a run, oldest first, as (step, directory).

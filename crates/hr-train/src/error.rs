@@ -77,6 +77,11 @@ impl TrainError {
         let io = hr_core::FileError::io(path);
         move |source| TrainError::File(io(source))
     }
+
+    /// Unexpected content in `path`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> TrainError {
+        TrainError::File(hr_core::FileError::format(path, msg))
+    }
 }
 
 impl From<hr_core::AtomicWriteError> for TrainError {

@@ -42,28 +42,26 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.join(MODEL_FILE).is_file() {
-        return Err(TrainError::from(hr_core::FileError::format(
+        return Err(TrainError::format(
             path.to_path_buf(),
             "checkpoint has no COMMIT marker (incomplete)",
-        )));
+        ));
     }
     checkpoint::latest_committed(path)?.ok_or_else(|| {
-        TrainError::from(hr_core::FileError::format(
+        TrainError::format(
             path.to_path_buf(),
             "neither a committed checkpoint nor a run directory with one",
-        ))
+        )
     })
 }
 
 /// Loads a checkpoint and the model of its run (`DIR/../../{config,model}.toml`).
 pub fn load(path: &Path) -> Result<LoadedCheckpoint> {
     let dir = resolve(path)?;
-    let run = dir.parent().and_then(Path::parent).ok_or_else(|| {
-        TrainError::from(hr_core::FileError::format(
-            dir.clone(),
-            "no run directory above",
-        ))
-    })?;
+    let run = dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| TrainError::format(dir.clone(), "no run directory above"))?;
     let config = TrainConfig::from_file(&run.join("config.toml"), &[])?;
     let mpath = run.join(crate::trainer::MODEL_TOML);
     let mcfg = hr_models::presets::from_toml_file(&mpath)?;
@@ -212,12 +210,7 @@ pub fn report(
             Some(_) => attach(&mut first, which, v),
         }
     }
-    first.ok_or_else(|| {
-        TrainError::from(hr_core::FileError::format(
-            path.to_path_buf(),
-            "no checkpoint to evaluate",
-        ))
-    })
+    first.ok_or_else(|| TrainError::format(path.to_path_buf(), "no checkpoint to evaluate"))
 }
 
 fn attach(

@@ -34,17 +34,13 @@ const WIDTHS: [&str; 8] = [
     "mn01", "mn02", "mn04", "mn05", "mn10", "mn20", "mn30", "mn40",
 ];
 
-fn bad(path: &Path, msg: impl Into<String>) -> TrainError {
-    TrainError::from(hr_core::FileError::format(path.to_path_buf(), msg))
-}
-
 /// Refuses anything but a dict whose values are all tensors (`_metadata`, which
 /// `state_dict()` attaches, is allowed).
 fn check_plain_state_dict(src: &Path) -> Result<()> {
     let root = PytorchReader::read_pickle_data(src, None)
-        .map_err(|e| bad(src, format!("not a readable PyTorch checkpoint: {e}")))?;
+        .map_err(|e| TrainError::format(src, format!("not a readable PyTorch checkpoint: {e}")))?;
     let PickleValue::Dict(entries) = root else {
-        return Err(bad(
+        return Err(TrainError::format(
             src,
             "the pickled object is not a dict (expected a state dict)",
         ));
@@ -58,7 +54,7 @@ fn check_plain_state_dict(src: &Path) -> Result<()> {
     if odd.is_empty() {
         return Ok(());
     }
-    Err(bad(
+    Err(TrainError::format(
         src,
         format!(
             "not a plain state dict of tensors: {} (for a training checkpoint, save its model's state_dict() instead)",
@@ -84,7 +80,7 @@ fn describe(v: &PickleValue) -> String {
 /// `*.num_batches_tracked` are dropped; other integer tensors are an error).
 pub fn read_state_dict(src: &Path) -> Result<BTreeMap<String, Tensor>> {
     check_plain_state_dict(src)?;
-    let reader = PytorchReader::new(src).map_err(|e| bad(src, e.to_string()))?;
+    let reader = PytorchReader::new(src).map_err(|e| TrainError::format(src, e.to_string()))?;
     let mut out = BTreeMap::new();
     for (name, t) in reader.tensors() {
         if name.ends_with("num_batches_tracked") {
@@ -92,7 +88,7 @@ pub fn read_state_dict(src: &Path) -> Result<BTreeMap<String, Tensor>> {
         }
         let bytes = t
             .read()
-            .map_err(|e| bad(src, format!("reading `{name}`: {e}")))?;
+            .map_err(|e| TrainError::format(src, format!("reading `{name}`: {e}")))?;
         let shape = t.shape().to_vec();
         let tensor = match t.dtype() {
             DType::F32 => Tensor::from_vec(decode(&bytes, f32::from_le_bytes), &shape)?,
@@ -100,7 +96,7 @@ pub fn read_state_dict(src: &Path) -> Result<BTreeMap<String, Tensor>> {
             DType::F16 => Tensor::from_vec(decode(&bytes, half::f16::from_le_bytes), &shape)?,
             DType::BF16 => Tensor::from_vec(decode(&bytes, half::bf16::from_le_bytes), &shape)?,
             other => {
-                return Err(bad(
+                return Err(TrainError::format(
                     src,
                     format!(
                         "`{name}` is a {other:?} tensor; an EfficientAT state dict holds floats"
@@ -161,7 +157,7 @@ fn match_width(sd: &BTreeMap<String, Tensor>, src: &Path) -> Result<(String, boo
     }
     let (n, name, diffs) = best.unwrap_or_default();
     let shown: Vec<&str> = diffs.iter().take(12).map(String::as_str).collect();
-    Err(bad(
+    Err(TrainError::format(
         src,
         format!(
             "not an EfficientAT MobileNetV3 state dict: closest is {name} with {n} differences: {}{}",

@@ -56,33 +56,28 @@ impl TextFolder {
         }
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(TrainError::io(&cfg_path))?;
-        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            TrainError::from(hr_core::FileError::format(cfg_path.clone(), e.to_string()))
-        })?;
+        let raw: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::format(cfg_path.clone(), e.to_string()))?;
         check_bert_json(&raw, &cfg_path)?;
-        let config: BertConfig = serde_json::from_value(raw).map_err(|e| {
-            TrainError::from(hr_core::FileError::format(cfg_path.clone(), e.to_string()))
-        })?;
+        let config: BertConfig = serde_json::from_value(raw)
+            .map_err(|e| TrainError::format(cfg_path.clone(), e.to_string()))?;
         let weights = dir.join("model.safetensors");
         if !weights.is_file() {
             let msg = match dir.join("pytorch_model.bin").is_file() {
                 true => "has pytorch_model.bin but no model.safetensors; convert it once (`python3 -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`)",
                 false => "has no model.safetensors",
             };
-            return Err(TrainError::from(hr_core::FileError::format(
-                dir.to_path_buf(),
-                msg,
-            )));
+            return Err(TrainError::format(dir.to_path_buf(), msg));
         }
         let tokenizer = ["tokenizer.json", "vocab.txt"]
             .iter()
             .map(|f| dir.join(f))
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                TrainError::from(hr_core::FileError::format(
+                TrainError::format(
                     dir.to_path_buf(),
                     "has neither tokenizer.json nor vocab.txt",
-                ))
+                )
             })?;
         Ok(TextFolder {
             dir: dir.to_path_buf(),
@@ -96,12 +91,7 @@ impl TextFolder {
 /// Refuses configs our BERT does not implement (other model types, activations, positions).
 fn check_bert_json(raw: &serde_json::Value, path: &Path) -> Result<()> {
     let field = |k: &str| raw.get(k).and_then(|v| v.as_str());
-    let bad = |msg: String| {
-        Err(TrainError::from(hr_core::FileError::format(
-            path.to_path_buf(),
-            msg,
-        )))
-    };
+    let bad = |msg: String| Err(TrainError::format(path.to_path_buf(), msg));
     match field("model_type") {
         Some("bert") => {}
         Some(other) => {
@@ -340,12 +330,8 @@ pub fn write_run_files(run: &Path, tok: &RunTokenizer, weights: Vec<FileRecord>)
             .transpose()?,
         run_tokenizer_sha256: hr_data::shard::sha256_hex(json.as_bytes()),
     };
-    let text = serde_json::to_string_pretty(&prov).map_err(|e| {
-        TrainError::from(hr_core::FileError::format(
-            run.join(INIT_FILE),
-            e.to_string(),
-        ))
-    })?;
+    let text = serde_json::to_string_pretty(&prov)
+        .map_err(|e| TrainError::format(run.join(INIT_FILE), e.to_string()))?;
     hr_core::write_atomic(&run.join(INIT_FILE), text.as_bytes())?;
     Ok(())
 }

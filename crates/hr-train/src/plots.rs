@@ -89,12 +89,8 @@ fn read_series(path: &Path, keys: &[&str]) -> Result<Vec<Series>> {
         })
         .collect();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            TrainError::from(hr_core::FileError::format(
-                path.to_path_buf(),
-                format!("not a JSON line: {e}"),
-            ))
-        })?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| TrainError::format(path.to_path_buf(), format!("not a JSON line: {e}")))?;
         let Some(step) = v["step"].as_f64() else {
             continue;
         };
@@ -109,12 +105,8 @@ fn read_series(path: &Path, keys: &[&str]) -> Result<Vec<Series>> {
 
 /// A line chart of `series` with a legend, written to `path` as PNG.
 pub fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> Result<()> {
-    draw_lines(path, title, y_desc, series).map_err(|msg| {
-        TrainError::from(hr_core::FileError::format(
-            path.to_path_buf(),
-            format!("plotting: {msg}"),
-        ))
-    })
+    draw_lines(path, title, y_desc, series)
+        .map_err(|msg| TrainError::format(path.to_path_buf(), format!("plotting: {msg}")))
 }
 
 fn draw_lines(

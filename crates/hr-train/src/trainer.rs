@@ -699,10 +699,10 @@ fn resume_checkpoint(run: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
         Resume::Path(p) => p.clone(),
     };
     if !dir.join(checkpoint::COMMIT_FILE).is_file() {
-        return Err(TrainError::from(hr_core::FileError::format(
+        return Err(TrainError::format(
             dir,
             "checkpoint has no COMMIT marker (incomplete)",
-        )));
+        ));
     }
     Ok(Some(dir))
 }
