@@ -156,10 +156,14 @@ impl BertModel {
             rng,
         )?;
         let ln = LayerNorm::new(ps, &n("embeddings.LayerNorm"), h, cfg.layer_norm_eps)?;
-        let (stack, layer_cfg) = (n("encoder.layer"), cfg.layer_config());
-        let count = cfg.num_hidden_layers;
-        let layers =
-            TransformerEncoderLayer::stack(ps, (&stack, count), Naming::Bert, layer_cfg, rng)?;
+        let layers = TransformerEncoderLayer::stack(
+            ps,
+            &n("encoder.layer"),
+            cfg.num_hidden_layers,
+            Naming::Bert,
+            cfg.layer_config(),
+            rng,
+        )?;
         let params = ps.iter().skip(start).map(|(id, _)| id).collect();
         Ok(BertModel {
             cfg,

@@ -165,14 +165,15 @@ impl MobileNetV3 {
     /// Registers a model under the EfficientAT names, initialised like EfficientAT (Kaiming
     /// normal fan-out convs, identity BN, Linear N(0, 0.01) with zero bias).
     pub fn new(ps: &mut ParamStore, config: MobileNetConfig, rng: &mut Rng) -> Result<MobileNetV3> {
-        MobileNetV3::with_prefix(ps, ("", Part::Classifier), config, rng)
+        MobileNetV3::with_prefix(ps, "", Part::Classifier, config, rng)
     }
 
     /// Like [`MobileNetV3::new`] with `prefix` prepended to every name (e.g. `"audio.cnn."`),
     /// the whole classifier or its [`Part::Backbone`] alone.
     pub fn with_prefix(
         ps: &mut ParamStore,
-        (prefix, part): (&str, Part),
+        prefix: &str,
+        part: Part,
         config: MobileNetConfig,
         rng: &mut Rng,
     ) -> Result<MobileNetV3> {

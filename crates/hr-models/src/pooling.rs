@@ -173,9 +173,14 @@ impl AudioPooling {
         let global_bias = ps.add(&n("global_bias"), bias)?;
         let pe_scale = ps.add(&n("pe_scale"), Tensor::full(&[1], 1.0, DType::F32)?)?;
         let pe = ps.add_buffer(&n("pe"), sinusoidal_pe(cfg.max_len, cfg.dim)?)?;
-        let (stack, count, layer_cfg) = (n("layers.layers"), cfg.layers, cfg.layer_config());
-        let layers =
-            TransformerEncoderLayer::stack(ps, (&stack, count), Naming::Torch, layer_cfg, rng)?;
+        let layers = TransformerEncoderLayer::stack(
+            ps,
+            &n("layers.layers"),
+            cfg.layers,
+            Naming::Torch,
+            cfg.layer_config(),
+            rng,
+        )?;
         Ok(Encoder {
             proj,
             global_bias,

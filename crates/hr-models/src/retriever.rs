@@ -285,7 +285,7 @@ impl HybridRetriever {
                 msg,
             });
         }
-        let cnn = MobileNetV3::with_prefix(ps, (AUDIO_CNN_PREFIX, Part::Backbone), mc, rng)?;
+        let cnn = MobileNetV3::with_prefix(ps, AUDIO_CNN_PREFIX, Part::Backbone, mc, rng)?;
         Ok(Some(Backbone {
             mel: MelFrontend::new(mel_config(&cfg.audio))?,
             cnn,

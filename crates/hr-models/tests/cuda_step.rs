@@ -469,7 +469,8 @@ fn check_components(
         mel: MelFrontend::new(MelConfig::default()).expect("mel"),
         cnn: MobileNetV3::with_prefix(
             &mut cpu,
-            ("audio_cnn.", Part::Classifier),
+            "audio_cnn.",
+            Part::Classifier,
             MobileNetConfig::from_name(backbone).expect("backbone"),
             &mut rng,
         )

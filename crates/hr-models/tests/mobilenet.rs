@@ -557,8 +557,8 @@ fn checkpoint_import_and_key_mismatch() {
     let good = write_tmp("good", &sd);
 
     let mut ps = ParamStore::new();
-    let named = ("audio.cnn.", Part::Classifier);
-    let m = MobileNetV3::with_prefix(&mut ps, named, cfg, &mut Rng::new(2)).unwrap();
+    let part = Part::Classifier;
+    let m = MobileNetV3::with_prefix(&mut ps, "audio.cnn.", part, cfg, &mut Rng::new(2)).unwrap();
     m.load_efficientat(&mut ps, &good).unwrap();
     for (_, p) in ps.iter() {
         assert_eq!(
@@ -615,7 +615,7 @@ fn backbone_without_head_loads_a_full_checkpoint_and_ignores_its_classifier() {
 
     let mut ps = ParamStore::new();
     let m =
-        MobileNetV3::with_prefix(&mut ps, ("cnn.", Part::Backbone), cfg, &mut Rng::new(2)).unwrap();
+        MobileNetV3::with_prefix(&mut ps, "cnn.", Part::Backbone, cfg, &mut Rng::new(2)).unwrap();
     assert!(!m.has_head());
     assert!(ps.iter().all(|(_, p)| !p.name.contains("classifier")));
     m.load_efficientat(&mut ps, &file).unwrap();

@@ -44,7 +44,7 @@ fn build(ps: &mut ParamStore) -> Pooling {
         .add("pe_scale", Tensor::full(&[1], 1.0, DType::F32).unwrap())
         .unwrap();
     let layers =
-        TransformerEncoderLayer::stack(ps, ("layers.layers", 2), Naming::Torch, cfg, &mut rng)
+        TransformerEncoderLayer::stack(ps, "layers.layers", 2, Naming::Torch, cfg, &mut rng)
             .unwrap();
     let out = Linear::new(ps, "out", 32, 24, true, &mut rng).unwrap();
     Pooling {

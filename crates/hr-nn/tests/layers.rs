@@ -240,7 +240,7 @@ fn multi_head_attention_with_padding_mask() {
     for bert in [false, true] {
         let mut ps = ParamStore::new();
         let naming = if bert { Naming::Bert } else { Naming::Torch };
-        let mha = MultiHeadAttention::new(&mut ps, ("att", naming), [8, 2], 0.0, &mut rng).unwrap();
+        let mha = MultiHeadAttention::new(&mut ps, "att", naming, 8, 2, 0.0, &mut rng).unwrap();
         let x = randn32(&[3, 5, 8], &mut rng);
         let m = mask(&[5, 3, 1], 5, DType::F64);
         check_cached(

@@ -44,8 +44,8 @@ fn efficientat_pt_imports_with_its_names_and_values_and_loads_into_the_backbone(
     // The retriever's CNN has no head: the file loads, its classifier ignored.
     let mut ps = ParamStore::new();
     let cfg = MobileNetConfig::from_name("mn04").unwrap();
-    let named = ("audio_cnn.", Part::Backbone);
-    let cnn = MobileNetV3::with_prefix(&mut ps, named, cfg, &mut Rng::new(0)).unwrap();
+    let part = Part::Backbone;
+    let cnn = MobileNetV3::with_prefix(&mut ps, "audio_cnn.", part, cfg, &mut Rng::new(0)).unwrap();
     cnn.load_efficientat(&mut ps, &out).unwrap();
     let id = ps.id("audio_cnn.features.16.0.weight").unwrap();
     let want = got["features.16.0.weight"].to_vec_f32().unwrap();

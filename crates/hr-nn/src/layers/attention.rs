@@ -70,12 +70,17 @@ impl MultiHeadAttention {
     /// HF BERT's (`{name}.self.{query,key,value}`, `{name}.output.dense`).
     pub fn new(
         ps: &mut ParamStore,
-        (name, naming): (&str, Naming),
-        [dim, heads]: [usize; 2],
+        name: &str,
+        naming: Naming,
+        dim: usize,
+        heads: usize,
         dropout: f64,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let mut lin = |n: &str, out| Linear::new(ps, &format!("{name}.{n}"), dim, out, true, rng);
+        // A (dim, dim) projection `{name}.{n}`.
+        let lin = |ps: &mut ParamStore, rng: &mut Rng, n: &str| {
+            Linear::new(ps, &format!("{name}.{n}"), dim, dim, true, rng)
+        };
         let (in_proj, out_proj) = match naming {
             Naming::Torch => {
                 let (w, b) = (
@@ -83,16 +88,13 @@ impl MultiHeadAttention {
                     format!("{name}.in_proj_bias"),
                 );
                 let fused = Linear::new_named(ps, &w, Some(&b), dim, 3 * dim, rng)?;
-                let out = Linear::new(ps, &format!("{name}.out_proj"), dim, dim, true, rng)?;
-                (InProj::Fused(fused), out)
+                (InProj::Fused(fused), lin(ps, rng, "out_proj")?)
             }
             Naming::Bert => {
-                let (q, k, v) = (
-                    lin("self.query", dim)?,
-                    lin("self.key", dim)?,
-                    lin("self.value", dim)?,
-                );
-                (InProj::Separate { q, k, v }, lin("output.dense", dim)?)
+                let q = lin(ps, rng, "self.query")?;
+                let k = lin(ps, rng, "self.key")?;
+                let v = lin(ps, rng, "self.value")?;
+                (InProj::Separate { q, k, v }, lin(ps, rng, "output.dense")?)
             }
         };
         Self::build(in_proj, out_proj, dim, heads, dropout)

@@ -89,26 +89,23 @@ impl TransformerEncoderLayer {
     ) -> Result<Self> {
         let (d, f) = (cfg.dim, cfg.ffn);
         let n = |s: &str| format!("{name}.{s}");
-        let attn_name = match naming {
-            Naming::Torch => n("self_attn"),
-            Naming::Bert => n("attention"),
-        };
-        let shape = [d, cfg.heads];
-        let attn = MultiHeadAttention::new(ps, (&attn_name, naming), shape, cfg.attn_dropout, rng)?;
-        let (norm1, linear1, linear2, norm2) = match naming {
-            Naming::Torch => (
-                LayerNorm::new(ps, &n("norm1"), d, cfg.eps)?,
-                Linear::new(ps, &n("linear1"), d, f, true, rng)?,
-                Linear::new(ps, &n("linear2"), f, d, true, rng)?,
-                LayerNorm::new(ps, &n("norm2"), d, cfg.eps)?,
-            ),
-            Naming::Bert => (
-                LayerNorm::new(ps, &n("attention.output.LayerNorm"), d, cfg.eps)?,
-                Linear::new(ps, &n("intermediate.dense"), d, f, true, rng)?,
-                Linear::new(ps, &n("output.dense"), f, d, true, rng)?,
-                LayerNorm::new(ps, &n("output.LayerNorm"), d, cfg.eps)?,
-            ),
-        };
+        // The names of attention, norm1, linear1, linear2, norm2 (registered in this order).
+        let [attn, norm1, linear1, linear2, norm2] = match naming {
+            Naming::Torch => ["self_attn", "norm1", "linear1", "linear2", "norm2"],
+            Naming::Bert => [
+                "attention",
+                "attention.output.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+        }
+        .map(n);
+        let attn = MultiHeadAttention::new(ps, &attn, naming, d, cfg.heads, cfg.attn_dropout, rng)?;
+        let norm1 = LayerNorm::new(ps, &norm1, d, cfg.eps)?;
+        let linear1 = Linear::new(ps, &linear1, d, f, true, rng)?;
+        let linear2 = Linear::new(ps, &linear2, f, d, true, rng)?;
+        let norm2 = LayerNorm::new(ps, &norm2, d, cfg.eps)?;
         let (act, drop) = (Activation::new(cfg.activation), Dropout::new(cfg.dropout));
         Ok(TransformerEncoderLayer {
             cfg,
@@ -126,7 +123,8 @@ impl TransformerEncoderLayer {
     /// "encoder.layer").
     pub fn stack(
         ps: &mut ParamStore,
-        (prefix, count): (&str, usize),
+        prefix: &str,
+        count: usize,
         naming: Naming,
         cfg: TransformerLayerConfig,
         rng: &mut Rng,
