@@ -223,7 +223,7 @@ fn cosine_scores(
             let (frames, valid) = (c.frames.clone(), c.valid.clone());
             let batch = frame_batch(model, ps, frames, valid, TokenBatch::default(), meta)?;
             let t = model.encode_items(ps, &batch)?;
-            mine.extend(normalized_rows(&t)?.concat());
+            mine.extend(normalized_rows(&t)?);
         }
         items.push(gather_exact(comm, &mine, (clips, width), "item values")?);
     }
@@ -231,8 +231,8 @@ fn cosine_scores(
     let mut rows = Vec::new();
     for qb in qbatches.iter().skip(rank).step_by(world) {
         let queries = model.encode_queries(ps, &qb.tokens)?;
-        for q in normalized_rows(&queries)? {
-            rows.extend(items[qb.item_set].chunks(width).map(|i| dot(&q, i)));
+        for q in normalized_rows(&queries)?.chunks(width) {
+            rows.extend(items[qb.item_set].chunks(width).map(|i| dot(q, i)));
         }
     }
     let gathered = comm.all_gather(&rows)?;
@@ -361,12 +361,9 @@ fn pad_tensor_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, &shape)?)
 }
 
-fn normalized_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let w = t.dim("eval", 1)?.max(1);
-    Ok(unit_rows(&t.to_vec_f32()?, w)
-        .chunks(w)
-        .map(<[f32]>::to_vec)
-        .collect())
+/// The rows of the (rows, width) `t` scaled to unit length, flat.
+fn normalized_rows(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(unit_rows(&t.to_vec_f32()?, t.dim("eval", 1)?))
 }
 
 /// Rows of width `w` scaled to unit length: the cosine normalisation of evaluation, which search
