@@ -224,9 +224,7 @@ pub fn run(plan: &Plan, ledger: &mut Ledger, opts: &SlurmOptions) -> Result<Outc
         opts,
         out: Outcome::default(),
     };
-    if has_active(plan, s.ledger) {
-        poll(plan, s.ledger, &mut s.out)?;
-    }
+    poll(plan, s.ledger, &mut s.out)?;
     s.resubmit_preempted()?;
     s.submit_missing()?;
     s.submit_missing_evals()?;
@@ -518,10 +516,14 @@ fn id_list<'a>(ids: impl Iterator<Item = &'a String>) -> String {
     v.join(",")
 }
 
-/// One poll cycle: one `squeue` call and at most one `sacct` call for every active job.
+/// One poll cycle: one `squeue` call and at most one `sacct` call for every active job
+/// (nothing, and no cycle counted, when no job is active).
 fn poll(plan: &Plan, ledger: &mut Ledger, out: &mut Outcome) -> Result<()> {
-    out.polls += 1;
     let active = active_jobs(plan, ledger);
+    if active.is_empty() {
+        return Ok(());
+    }
+    out.polls += 1;
     let ids = id_list(active.iter().map(|a| &a.2));
     let sq_args = ["-h", "-r", "-o", "%i|%T", "--jobs"]
         .map(String::from)
@@ -680,12 +682,8 @@ fn train_out(plan: &Plan, run: &Run, id: &str) -> PathBuf {
 
 /// One poll for `status` (when no coordinator holds the ledger); submits nothing.
 pub fn refresh(plan: &Plan, ledger: &mut Ledger) -> Result<()> {
-    let mut out = Outcome::default();
     recover_unrecorded(plan, ledger)?;
-    if has_active(plan, ledger) {
-        poll(plan, ledger, &mut out)?;
-    }
-    Ok(())
+    poll(plan, ledger, &mut Outcome::default())
 }
 
 /// Finds, by job name, the jobs whose submission was recorded but not their id (the coordinator
