@@ -12,51 +12,33 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A failed atomic write: which path, and the OS error.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct AtomicWriteError {
-    /// The file or folder the failing step touched.
-    pub path: PathBuf,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
-}
-
 /// What marks a temporary file of [`write_atomic`]: `.NAME.tmp-PID`.
 const TMP_MARK: &str = ".tmp-";
 
 /// Removes the temporary files that writers killed mid-write (other processes than this one)
 /// left in `dir`, so the next save does not accumulate them; returns how many. The sole writer
 /// of a folder (a run's rank 0 for its checkpoints) calls it before writing there.
-pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, AtomicWriteError> {
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize, FileError> {
     let own = format!("{TMP_MARK}{}", std::process::id());
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(at(dir)(e)),
+        Err(e) => return Err(FileError::io(dir)(e)),
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name.contains(TMP_MARK) && !name.ends_with(&own) {
-            std::fs::remove_file(e.path()).map_err(at(&e.path()))?;
+            std::fs::remove_file(e.path()).map_err(FileError::io(&e.path()))?;
             removed += 1;
         }
     }
     Ok(removed)
 }
 
-fn at(path: &Path) -> impl FnOnce(std::io::Error) -> AtomicWriteError + '_ {
-    move |source| AtomicWriteError {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Writes `bytes` to `path` atomically (see the module doc for the durability rule): after a
 /// crash the file holds either its old content or `bytes`, never a torn mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -67,15 +49,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(at(&tmp))?;
+        let mut f = File::create(&tmp).map_err(FileError::io(&tmp))?;
         if let Some(n) = crate::faults::strike(path, bytes.len()) {
-            f.write_all(&bytes[..n]).map_err(at(&tmp))?;
-            return Err(at(&tmp)(crate::faults::no_space()));
+            f.write_all(&bytes[..n]).map_err(FileError::io(&tmp))?;
+            return Err(FileError::io(&tmp)(crate::faults::no_space()));
         }
-        f.write_all(bytes).map_err(at(&tmp))?;
-        f.sync_all().map_err(at(&tmp))?;
+        f.write_all(bytes).map_err(FileError::io(&tmp))?;
+        f.sync_all().map_err(FileError::io(&tmp))?;
         drop(f);
-        std::fs::rename(&tmp, path).map_err(at(path))?;
+        std::fs::rename(&tmp, path).map_err(FileError::io(path))?;
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -88,8 +70,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
 /// fsynced. On failure the file is cut back to its length before the append, so a failed
 /// append leaves no torn line for the next one to follow (a crash mid-append can still leave
 /// one: journal readers drop a torn last line).
-pub fn append_durable(f: &mut File, path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
-    let before = f.metadata().map_err(at(path))?.len();
+pub fn append_durable(f: &mut File, path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let before = f.metadata().map_err(FileError::io(path))?.len();
     let result = match crate::faults::strike(path, bytes.len()) {
         Some(n) => f
             .write_all(&bytes[..n])
@@ -98,13 +80,15 @@ pub fn append_durable(f: &mut File, path: &Path, bytes: &[u8]) -> Result<(), Ato
     };
     result.map_err(|e| {
         let _ = f.set_len(before).and_then(|()| f.sync_data());
-        at(path)(e)
+        FileError::io(path)(e)
     })
 }
 
 /// Fsyncs a folder, making a rename or a new entry in it durable.
-pub fn sync_dir(dir: &Path) -> Result<(), AtomicWriteError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(FileError::io(dir))
 }
 
 /// A file that could not be read or written, or whose content is not what it should be; the
@@ -136,20 +120,18 @@ impl FileError {
         move |source| FileError::Io { path, source }
     }
 
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::Io { path, .. } | FileError::Format { path, .. } => path,
+        }
+    }
+
     /// Unexpected content in `path`.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> FileError {
         FileError::Format {
             path: path.into(),
             msg: msg.into(),
-        }
-    }
-}
-
-impl From<AtomicWriteError> for FileError {
-    fn from(e: AtomicWriteError) -> Self {
-        FileError::Io {
-            path: e.path,
-            source: e.source,
         }
     }
 }
@@ -208,7 +190,7 @@ mod tests {
         let d = scratch("missing");
         let p = d.join("no/such/folder/a.json");
         let e = write_atomic(&p, b"x").expect_err("no parent folder");
-        assert!(e.path.starts_with(d.join("no/such/folder")), "{e}");
+        assert!(e.path().starts_with(d.join("no/such/folder")), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -219,7 +201,7 @@ mod tests {
         let p = d.join("target");
         std::fs::create_dir_all(p.join("inside")).expect("folder");
         let e = write_atomic(&p, b"x").expect_err("rename over a folder");
-        assert_eq!(e.path, p, "{e}");
+        assert_eq!(e.path(), p, "{e}");
         assert!(p.join("inside").is_dir());
         let left: Vec<_> = std::fs::read_dir(&d).expect("list").collect();
         assert_eq!(left.len(), 1, "temporary file removed");

@@ -23,9 +23,7 @@ pub mod progress;
 pub mod rng;
 pub mod testing;
 
-pub use fs::{
-    append_durable, remove_stale_temporaries, sync_dir, write_atomic, AtomicWriteError, FileError,
-};
+pub use fs::{append_durable, remove_stale_temporaries, sync_dir, write_atomic, FileError};
 pub use progress::Progress;
 pub use rng::{mix64, mix_seed, Rng};
 

@@ -144,11 +144,15 @@ impl From<hr_text::TextError> for DataError {
     }
 }
 
-impl From<hr_core::AtomicWriteError> for DataError {
-    fn from(e: hr_core::AtomicWriteError) -> Self {
-        DataError::Io {
-            path: e.path,
-            source: e.source,
+impl From<hr_core::FileError> for DataError {
+    fn from(e: hr_core::FileError) -> Self {
+        match e {
+            hr_core::FileError::Io { path, source } => DataError::Io { path, source },
+            hr_core::FileError::Format { path, msg } => DataError::BadSource {
+                path,
+                line: 0,
+                detail: msg,
+            },
         }
     }
 }

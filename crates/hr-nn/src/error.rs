@@ -54,9 +54,3 @@ pub enum Error {
         msg: String,
     },
 }
-
-impl From<hr_core::AtomicWriteError> for Error {
-    fn from(e: hr_core::AtomicWriteError) -> Self {
-        Error::File(e.into())
-    }
-}

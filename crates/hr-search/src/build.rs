@@ -95,7 +95,7 @@ pub fn build(
                 return Ok(BuildOutcome::Stopped { done: k, total });
             }
             let bytes = embed_part(enc, &source, lo, hi, opts.batch_size)?;
-            hr_core::write_atomic(&path, &bytes).map_err(|e| Error::format(&path, e))?;
+            hr_core::write_atomic(&path, &bytes)?;
             written += 1;
         }
         progress.inc((hi - lo) as u64);

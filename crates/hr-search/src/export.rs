@@ -33,7 +33,7 @@ pub fn export(index: &Index, out: &Path) -> Result<Vec<String>> {
     let mut files = Vec::new();
     let mut write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = out.join(name);
-        hr_core::write_atomic(&path, bytes).map_err(|e| Error::format(&path, e))?;
+        hr_core::write_atomic(&path, bytes)?;
         files.push(name.to_string());
         Ok(())
     };

@@ -109,7 +109,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// Writes a JSON file of the index atomically.
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::format(path, e))?;
-    hr_core::write_atomic(path, format!("{text}\n").as_bytes()).map_err(|e| Error::format(path, e))
+    Ok(hr_core::write_atomic(path, format!("{text}\n").as_bytes())?)
 }
 
 fn schema(dim: usize, mid: bool) -> Arc<Schema> {

@@ -95,9 +95,3 @@ impl SweepError {
         }
     }
 }
-
-impl From<hr_core::AtomicWriteError> for SweepError {
-    fn from(e: hr_core::AtomicWriteError) -> Self {
-        SweepError::File(e.into())
-    }
-}

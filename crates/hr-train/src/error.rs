@@ -83,9 +83,3 @@ impl TrainError {
         TrainError::File(hr_core::FileError::format(path, msg))
     }
 }
-
-impl From<hr_core::AtomicWriteError> for TrainError {
-    fn from(e: hr_core::AtomicWriteError) -> Self {
-        TrainError::File(e.into())
-    }
-}
