@@ -166,8 +166,17 @@ impl RingComm {
             .local_addr()
             .map_err(|e| DistError::io("ring listener address", e))?;
         store.set(&format!("hr-dist/ring/{rank}"), addr.to_string().as_bytes())?;
-        let right_addr = wait_all_joined(&store, world, setup.rendezvous_timeout)?
-            .swap_remove((rank + 1) % world);
+        let right_addr = match wait_all_joined(&store, world, setup.rendezvous_timeout) {
+            Ok(mut addrs) => addrs.swap_remove((rank + 1) % world),
+            Err(e) => {
+                if server.is_some() {
+                    // Serve the store a moment longer: the other ranks reach their own deadline
+                    // and name the missing ranks, instead of losing rank 0's store first.
+                    std::thread::sleep(diag_grace(setup.timeout));
+                }
+                return Err(e);
+            }
+        };
         let deadline = Instant::now() + setup.rendezvous_timeout;
         let (left, right) = std::thread::scope(|sc| {
             let acc = sc.spawn(|| accept_left(&listener, &setup, deadline));
@@ -392,7 +401,7 @@ impl RingComm {
     }
 
     fn diag_timeout(&self) -> Duration {
-        (self.timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+        diag_grace(self.timeout)
     }
 
     /// A closed link may be a consequence of a failure another rank is recording: look briefly.
@@ -545,6 +554,12 @@ pub(crate) fn claim_rank(store: &StoreClient, rank: usize) -> Result<()> {
     Ok(())
 }
 
+/// How long a failing rank keeps diagnosing (and rank 0 keeps its store up) after a failure:
+/// a quarter of the message `timeout`, 0.2-5 s.
+fn diag_grace(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
 /// Waits until every rank has published its ring address (their addresses, in rank order);
 /// names the ranks that never did.
 fn wait_all_joined(
@@ -560,7 +575,7 @@ fn wait_all_joined(
             Ok(v) => v,
             Err(DistError::Timeout { .. }) => {
                 // Rank `r` is missing; probe the later ones while the store still answers
-                // (rank 0 takes it down when its own rendezvous fails).
+                // (rank 0 takes it down a grace after its own rendezvous fails).
                 let mut missing = vec![r];
                 for q in r + 1..world {
                     match store.try_get(&key(q)) {
